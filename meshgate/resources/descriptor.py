@@ -1,0 +1,58 @@
+"""What a kind declares about itself. Everything else (paths, sync lists) is derived from these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from google.protobuf.message import Message
+
+from meshgate.resources.errors import Violation
+from meshgate.resources.model import Resource
+
+__all__ = ["KindDescriptor", "Scope", "SyncDirection"]
+
+
+class Scope(str, Enum):
+    GLOBAL = "Global"  # not mesh-scoped (Mesh itself)
+    MESH = "Mesh"
+
+
+class SyncDirection(str, Enum):
+    """Which way KDS carries a kind, as Kuma 2.7's `kds.send_to_zone` / `send_to_global` options say."""
+
+    NONE = "none"
+    GLOBAL_TO_ZONE = "global-to-zone"
+    ZONE_TO_GLOBAL = "zone-to-global"
+    # MeshGateway: global-origin ones go down; zone-origin ones go up (and are not fanned out to other zones).
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class KindDescriptor:
+    name: str  # "MeshGateway": the `type` field in YAML and the KDS type_url
+    singular: str  # "meshgateway": kumactl's singular
+    plural: str  # "meshgateways": the REST path segment and kumactl's plural
+    spec_type: type[Message]
+    scope: Scope
+    sync: SyncDirection
+    # Returns every violation of the kind's rules (spec and name); never raises for invalid input.
+    validate: Callable[[Resource], list[Violation]]
+    # May users write it on the global / on a zone through the REST API?
+    writable_on_global: bool = True
+    writable_on_zone: bool = False
+
+    @property
+    def mesh_scoped(self) -> bool:
+        return self.scope is Scope.MESH
+
+    @property
+    def spec_type_url(self) -> str:
+        return "type.googleapis.com/" + self.spec_type.DESCRIPTOR.full_name
+
+    def sends_to_zone(self) -> bool:
+        return self.sync in (SyncDirection.GLOBAL_TO_ZONE, SyncDirection.BOTH)
+
+    def sends_to_global(self) -> bool:
+        return self.sync in (SyncDirection.ZONE_TO_GLOBAL, SyncDirection.BOTH)

@@ -1,0 +1,31 @@
+"""Resource stores behind one protocol: memory, sqlite (the embedded default) and redis."""
+
+from __future__ import annotations
+
+from meshgate.store.events import ChangeBatch, ChangeEvent, ChangeHub, ChangeSubscriber, Op
+from meshgate.store.memory import MemoryStore
+from meshgate.store.protocol import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    Page,
+    ResourceStore,
+    StoreError,
+    StoreUnavailableError,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "ChangeBatch",
+    "ChangeEvent",
+    "ChangeHub",
+    "ChangeSubscriber",
+    "ConflictError",
+    "MemoryStore",
+    "NotFoundError",
+    "Op",
+    "Page",
+    "ResourceStore",
+    "StoreError",
+    "StoreUnavailableError",
+]

@@ -1,0 +1,113 @@
+"""The ResourceStore contract that every backend (memory, sqlite, redis) implements.
+
+Error tree of `meshgate.store`::
+
+    StoreError
+    ├── NotFoundError          no resource under that key
+    ├── AlreadyExistsError     create() of a key that exists
+    ├── ConflictError          update()/delete() with a stale version (optimistic concurrency)
+    └── StoreUnavailableError  the backend cannot be reached (maps to HTTP 503)
+
+Rules every backend keeps:
+- `meta.version` is the store's own version string; every successful write assigns a new one.
+- A write is all or nothing: a failed write changes nothing and emits no event.
+- Deleting a Mesh deletes every resource whose `mesh` is that Mesh's name, in the same transaction.
+- Every committed write publishes a `ChangeEvent` on `changes` after the commit.
+- `list` orders by (mesh, name); paging is by offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshgate.resources.model import Resource, ResourceKey
+from meshgate.store.events import ChangeHub
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "NotFoundError",
+    "Page",
+    "ResourceStore",
+    "StoreError",
+    "StoreUnavailableError",
+]
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFoundError(StoreError):
+    def __init__(self, key: ResourceKey) -> None:
+        self.key = key
+        super().__init__(f"{key} not found")
+
+
+class AlreadyExistsError(StoreError):
+    def __init__(self, key: ResourceKey) -> None:
+        self.key = key
+        super().__init__(f"{key} already exists")
+
+
+class ConflictError(StoreError):
+    def __init__(self, key: ResourceKey, expected: str, actual: str) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{key}: version conflict (expected {expected!r}, stored {actual!r})")
+
+
+class StoreUnavailableError(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Resource]
+    total: int
+    # Offset of the next page, or None when this page is the last.
+    next_offset: int | None
+
+
+class ResourceStore(Protocol):
+    @property
+    def changes(self) -> ChangeHub: ...
+
+    async def get(self, key: ResourceKey) -> Resource:
+        """Raises NotFoundError."""
+        ...
+
+    async def list(
+        self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None
+    ) -> Page:
+        """Resources of `kind` (in `mesh`, or every mesh when None), ordered by (mesh, name)."""
+        ...
+
+    async def create(self, resource: Resource) -> Resource:
+        """Stores a new resource; returns it with version and times set. Raises AlreadyExistsError."""
+        ...
+
+    async def update(self, resource: Resource) -> Resource:
+        """Replaces spec and labels if `resource.meta.version` equals the stored version.
+
+        Raises NotFoundError or ConflictError. Keeps creation_time; sets modification_time.
+        """
+        ...
+
+    async def delete(self, key: ResourceKey, *, version: str | None = None) -> None:
+        """Raises NotFoundError, or ConflictError when `version` is given and stale."""
+        ...
+
+    async def apply_sync(
+        self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
+    ) -> None:
+        """Atomically upserts and removes, unconditionally: a KDS receiver mirroring its peer's state.
+
+        Missing removals are ignored. One transaction and one event batch for the whole call.
+        """
+        ...
+
+    async def close(self) -> None: ...
