@@ -1,0 +1,238 @@
+"""The sending side of one KDS stream, as a state machine with no I/O.
+
+On GlobalToZoneSync the global is the sender; on ZoneToGlobalSync the zone is. Per kind:
+
+    state          input              next state     effect
+    UNSUBSCRIBED   SUBSCRIBE          IDLE           remember initial_resource_versions as `known`
+    IDLE           (snapshot differs) AWAITING       a response goes out (one per kind in flight)
+    AWAITING       ACK(nonce)         IDLE           counters; peer holds what was sent
+    AWAITING       NACK(nonce)        IDLE           counters; rejected names recorded, not re-sent
+                                                      until their version changes
+    any other (state, input) pair is a ProtocolError: the adapter closes the stream loudly.
+
+The first response per kind is always sent, even when empty, so the receiver learns it is in sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import error_details_pb2
+
+from meshgate.kds.delta import DEFAULT_MAX_BYTES, compute_delta
+from meshgate.kds.snapshot import KindSnapshot
+
+__all__ = [
+    "Input",
+    "KindStats",
+    "NackRecord",
+    "ProtocolError",
+    "Sender",
+    "SenderKind",
+    "State",
+    "classify",
+    "rejected_names",
+]
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (stale nonce, unknown kind, duplicate subscription)."""
+
+
+class State(str, Enum):
+    UNSUBSCRIBED = "unsubscribed"
+    IDLE = "idle"
+    AWAITING = "awaiting"
+
+
+class Input(str, Enum):
+    SUBSCRIBE = "subscribe"
+    ACK = "ack"
+    NACK = "nack"
+
+
+def classify(req: discovery_pb2.DeltaDiscoveryRequest) -> Input:
+    if not req.response_nonce:
+        return Input.SUBSCRIBE
+    if req.error_detail.code or req.error_detail.message:
+        return Input.NACK
+    return Input.ACK
+
+
+def rejected_names(req: discovery_pb2.DeltaDiscoveryRequest) -> dict[str, str]:
+    """Rejected resource names from a NACK's error_detail.details (google.rpc.BadRequest), if present.
+
+    Kuma leaves `details` empty; meshgate zones fill it, so the sender knows exactly which were bad.
+    """
+    out: dict[str, str] = {}
+    for detail in req.error_detail.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            for v in bad.field_violations:
+                out[v.field] = v.description
+    return out
+
+
+_TRANSITIONS: dict[tuple[State, Input], State] = {
+    (State.UNSUBSCRIBED, Input.SUBSCRIBE): State.IDLE,
+    (State.AWAITING, Input.ACK): State.IDLE,
+    (State.AWAITING, Input.NACK): State.IDLE,
+}
+
+
+@dataclass(slots=True)
+class NackRecord:
+    nonce: str
+    error: str
+    names: dict[str, str]  # name -> reason (empty when the peer did not say)
+    at: float
+
+
+@dataclass(slots=True)
+class KindStats:
+    responses_sent: int = 0
+    acks: int = 0
+    nacks: int = 0
+    resources_sent: int = 0
+    removals_sent: int = 0
+    bytes_sent: int = 0
+    last_nonce: str = ""
+    last_ack_latency: float | None = None
+    last_nack: NackRecord | None = None
+
+
+@dataclass(slots=True)
+class InFlight:
+    nonce: str
+    sent_at: float
+    revision: int
+    complete: bool
+    upserts: dict[str, str]  # name -> version
+    removals: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SenderKind:
+    kind: str
+    state: State = State.UNSUBSCRIBED
+    # What the peer holds, name -> version, as far as this stream knows (optimistic: updated on send).
+    known: dict[str, str] = field(default_factory=dict)
+    # Snapshot revision at which `known` equalled the snapshot, enabling change-log deltas.
+    synced_revision: int | None = None
+    in_flight: InFlight | None = None
+    first_sent: bool = False
+    # Versions the peer rejected, and oversized ones we refused to send: never re-sent unchanged.
+    rejected: dict[str, str] = field(default_factory=dict)
+    oversized: dict[str, str] = field(default_factory=dict)
+    stats: KindStats = field(default_factory=KindStats)
+
+    @property
+    def in_flight_since(self) -> float | None:
+        return self.in_flight.sent_at if self.in_flight else None
+
+
+class Sender:
+    """Sender state for all kinds of one stream. Feed it requests and snapshots; it emits responses."""
+
+    def __init__(self, kinds: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.kinds: dict[str, SenderKind] = {k: SenderKind(k) for k in kinds}
+        self._max_bytes = max_bytes
+        self._nonce = 0
+
+    def _kind(self, type_url: str) -> SenderKind:
+        try:
+            return self.kinds[type_url]
+        except KeyError:
+            raise ProtocolError(f"kind {type_url!r} is not served on this stream") from None
+
+    def receive(self, req: discovery_pb2.DeltaDiscoveryRequest, now: float) -> tuple[SenderKind, Input]:
+        """Applies one request. Raises ProtocolError on any pair outside the transition table."""
+        ks = self._kind(req.type_url)
+        inp = classify(req)
+        nxt = _TRANSITIONS.get((ks.state, inp))
+        if nxt is None:
+            raise ProtocolError(
+                f"{inp.value} for {ks.kind} in state {ks.state.value}"
+                + (f" (nonce {req.response_nonce!r})" if req.response_nonce else "")
+            )
+        if inp is Input.SUBSCRIBE:
+            ks.known = dict(req.initial_resource_versions)
+        else:
+            flight = ks.in_flight
+            assert flight is not None  # AWAITING implies a response in flight
+            if req.response_nonce != flight.nonce:
+                raise ProtocolError(
+                    f"{inp.value} for {ks.kind} names nonce {req.response_nonce!r}, "
+                    f"but {flight.nonce!r} is in flight"
+                )
+            ks.stats.last_ack_latency = now - flight.sent_at
+            if inp is Input.ACK:
+                ks.stats.acks += 1
+                for name in flight.upserts:
+                    ks.rejected.pop(name, None)
+            else:
+                ks.stats.nacks += 1
+                named = rejected_names(req)
+                ks.stats.last_nack = NackRecord(flight.nonce, req.error_detail.message, named, now)
+                # Rejected names keep the sent version in `known`: the peer keeps its old copy, and
+                # resending identical content would only be rejected again. A new version goes out.
+                # A peer that names nothing (Kuma) is taken to have rejected the whole response.
+                bad = named.keys() & flight.upserts.keys() if named else flight.upserts.keys()
+                for name, version in flight.upserts.items():
+                    if name in bad:
+                        ks.rejected[name] = version
+                    else:
+                        ks.rejected.pop(name, None)
+            ks.in_flight = None
+        ks.state = nxt
+        return ks, inp
+
+    def next_response(
+        self, snapshot: KindSnapshot, now: float
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        """The response to send for `snapshot.kind` now, or None (not subscribed, in flight, nothing new)."""
+        ks = self.kinds.get(snapshot.kind)
+        if ks is None or ks.state is not State.IDLE:
+            return None
+        delta = compute_delta(
+            snapshot,
+            ks.known,
+            since_revision=ks.synced_revision,
+            skip=ks.oversized,
+            max_bytes=self._max_bytes,
+        )
+        ks.oversized.update(delta.oversized)
+        if delta.empty and ks.first_sent:
+            ks.synced_revision = snapshot.revision if delta.complete else None
+            return None
+        self._nonce += 1
+        nonce = str(self._nonce)
+        resp = discovery_pb2.DeltaDiscoveryResponse(
+            type_url=snapshot.kind,
+            nonce=nonce,
+            system_version_info=str(snapshot.revision),
+            resources=[e.wire for e in delta.upserts],
+            removed_resources=delta.removals,
+        )
+        upserts = {e.name: e.version for e in delta.upserts}
+        ks.known.update(upserts)
+        for name in delta.removals:
+            ks.known.pop(name, None)
+            ks.rejected.pop(name, None)
+        ks.synced_revision = snapshot.revision if delta.complete else None
+        ks.in_flight = InFlight(nonce, now, snapshot.revision, delta.complete, upserts, delta.removals)
+        ks.state = State.AWAITING
+        ks.first_sent = True
+        st = ks.stats
+        st.responses_sent += 1
+        st.resources_sent += len(upserts)
+        st.removals_sent += len(delta.removals)
+        st.bytes_sent += resp.ByteSize()
+        st.last_nonce = nonce
+        return resp
+
+    def oversized(self) -> Mapping[str, Mapping[str, str]]:
+        return {k: dict(ks.oversized) for k, ks in self.kinds.items() if ks.oversized}

@@ -1,0 +1,69 @@
+"""KDS metrics under Kuma's names, rendered exactly as Kuma's Go exporter writes them.
+
+prometheus_client insists on a `_total` suffix for counters; Kuma's dashboards query
+`kds_delta_responses_sent` and `kds_delta_requests_received{confirmation}` without it. So these
+families are plain counters kept here and rendered by hand, next to the client library's registry.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+__all__ = ["KDSMetrics"]
+
+
+def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs
+    )
+    return "{" + inner + "}" if inner else ""
+
+
+class KDSMetrics:
+    def __init__(self, prefix: str = "kds_delta") -> None:
+        self.prefix = prefix
+        self.responses_sent: Counter[str] = Counter()  # by type_url
+        self.requests_received: Counter[tuple[str, str]] = Counter()  # by (type_url, ACK|NACK)
+        self.stalls: Counter[tuple[str, str]] = Counter()  # by (zone, type_url)
+        self.protocol_errors: Counter[str] = Counter()  # by zone
+        self.streams_active: Callable[[], int] = lambda: 0
+
+    def render(self) -> str:
+        p = self.prefix
+        lines = [
+            f"# HELP {p}_responses_sent Number of responses sent by the server to a client",
+            f"# TYPE {p}_responses_sent counter",
+        ]
+        lines += [
+            f"{p}_responses_sent{_labels((('type_url', t),))} {n}"
+            for t, n in sorted(self.responses_sent.items())
+        ]
+        lines += [
+            f"# HELP {p}_requests_received Number of confirmations requests from a client",
+            f"# TYPE {p}_requests_received counter",
+        ]
+        lines += [
+            f"{p}_requests_received{_labels((('type_url', t), ('confirmation', c)))} {n}"
+            for (t, c), n in sorted(self.requests_received.items())
+        ]
+        lines += [
+            f"# HELP {p}_streams_active Number of active connections between a server and a client",
+            f"# TYPE {p}_streams_active gauge",
+            f"{p}_streams_active {self.streams_active()}",
+            "# HELP meshgate_kds_stalls Responses left un-ACKed past the stall threshold",
+            "# TYPE meshgate_kds_stalls counter",
+        ]
+        lines += [
+            f"meshgate_kds_stalls{_labels((('zone', z), ('type_url', t)))} {n}"
+            for (z, t), n in sorted(self.stalls.items())
+        ]
+        lines += [
+            "# HELP meshgate_kds_protocol_errors Streams closed for breaking the KDS protocol",
+            "# TYPE meshgate_kds_protocol_errors counter",
+        ]
+        lines += [
+            f"meshgate_kds_protocol_errors{_labels((('zone', z),))} {n}"
+            for z, n in sorted(self.protocol_errors.items())
+        ]
+        return "\n".join(lines) + "\n"

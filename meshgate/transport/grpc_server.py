@@ -1,0 +1,58 @@
+"""Runs a grpc.aio server inside an anyio task group, with health and reflection enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anyio
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from meshgate.transport.kds_client import MAX_MESSAGE_BYTES
+
+__all__ = ["serve_grpc"]
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+async def serve_grpc(
+    register: Sequence[Registrar],
+    service_names: Sequence[str],
+    host: str,
+    port: int,
+    *,
+    grace: float = 0.5,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves until cancelled; reports the bound port (port 0 picks a free one)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Zones ping every 15 s (keepalive); allow it without calls in flight.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+    )
+    for add in register:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {host}:{port}")
+    await server.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    task_status.started(bound)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(grace)

@@ -1,0 +1,227 @@
+"""grpc.aio adapter for the zone's side of GlobalToZoneSync: subscribe, apply, ACK; reconnect forever.
+
+While the global is away the zone keeps its store as it is, so everything local keeps serving. On
+reconnect it sends `initial_resource_versions` computed from its store, so only changes travel, and
+removals that happened meanwhile still arrive.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import grpc
+import structlog
+
+from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.kds.envelope import to_wire
+from meshgate.kds.receiver import Receiver
+from meshgate.kds.sender import ProtocolError
+from meshgate.resources.descriptor import KindDescriptor
+from meshgate.resources.errors import Violation
+from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
+from meshgate.store.protocol import ResourceStore
+
+__all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "parse_address"]
+
+log = structlog.get_logger("meshgate.kds.client")
+
+# Kuma's KDS limits: 10 MiB messages, 15 s keepalive. We send at most ~4 MiB (see kds.delta).
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+def channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 15_000),
+        ("grpc.keepalive_timeout_ms", 15_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def parse_address(address: str) -> str:
+    """`grpc://host:port` (or bare `host:port`) -> the gRPC target `host:port`."""
+    for scheme in ("grpc://", "grpcs://"):
+        if address.startswith(scheme):
+            if scheme == "grpcs://":
+                raise ValueError(f"--global-address {address!r}: TLS (grpcs://) is not supported yet")
+            address = address[len(scheme) :]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--global-address {address!r}: expected grpc://HOST:PORT")
+    return address
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Jittered exponential backoff ("full jitter"): spreads many zones reconnecting at once."""
+
+    initial: float = 0.1
+    maximum: float = 10.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        cap = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(cap / 2, cap)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(slots=True)
+class ClientStatus:
+    connected: bool = False
+    address: str = ""
+    connects: int = 0
+    last_error: str = ""
+    connected_at: datetime | None = None
+    # Kinds whose first response since the last connect has been applied.
+    synced_kinds: set[str] = field(default_factory=set)
+
+
+class GlobalToZoneClient:
+    def __init__(
+        self,
+        *,
+        zone: str,
+        addresses: Sequence[str],
+        store: ResourceStore,
+        kinds: Sequence[KindDescriptor],
+        validate: Callable[[Resource], list[Violation]],
+        features: Sequence[str] = ("zone-ping-health",),
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("--global-address is required")
+        self.zone = zone
+        self._targets = [parse_address(a) for a in addresses]
+        self._store = store
+        self._kinds = tuple(kinds)
+        self._validate = validate
+        self._features = ",".join(features)
+        self._backoff = backoff or Backoff()
+        self.status = ClientStatus()
+        self.on_synced: Callable[[str], None] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self.status.synced_kinds >= {d.name for d in self._kinds}
+
+    async def run(self) -> None:
+        """Connects, syncs until the stream ends, and reconnects with backoff. Never returns."""
+        i = 0
+        while True:
+            target = self._targets[i % len(self._targets)]
+            i += 1
+            try:
+                await self._session(target)
+            except* (grpc.aio.AioRpcError, ProtocolError, OSError) as group:
+                self.status.last_error = "; ".join(_describe(e) for e in group.exceptions)
+            finally:
+                if self.status.connected:
+                    log.warning("kds.client.disconnected", zone=self.zone, error=self.status.last_error)
+                self.status.connected = False
+                self.status.synced_kinds.clear()
+            delay = self._backoff.next_delay()
+            log.info(
+                "kds.client.reconnecting",
+                zone=self.zone,
+                target=target,
+                delay=round(delay, 3),
+                error=self.status.last_error,
+            )
+            await anyio.sleep(delay)
+
+    async def _held(self) -> dict[str, dict[str, tuple[ResourceKey, str]]]:
+        """What this zone holds from the global, as (key, content version) per wire name."""
+        held: dict[str, dict[str, tuple[ResourceKey, str]]] = {}
+        for d in self._kinds:
+            out = held[d.name] = {}
+            offset: int | None = 0
+            while offset is not None:
+                page = await self._store.list(d.name, offset=offset, size=5000)
+                for r in page.items:
+                    if r.meta.labels.get(LABEL_ORIGIN) == Origin.GLOBAL.value:
+                        wire = to_wire(r)
+                        out[wire.name] = (r.key, wire.version)
+                offset = page.next_offset
+        return held
+
+    async def _session(self, target: str) -> None:
+        metadata = (("client-id", self.zone), ("kds-version", "v3"), ("features", self._features))
+        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+            stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
+            health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
+            call = stub.GlobalToZoneSync(metadata=metadata)
+            receiver = Receiver(self._kinds, self._validate, accept=_only_global_origin)
+            for req in receiver.subscribe(await self._held()):
+                await call.write(req)
+            slog = log.bind(zone=self.zone, stream=target)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._ping, health, metadata)
+                first = True
+                async for resp in call:
+                    if first:
+                        first = False
+                        self._backoff.reset()
+                        self.status.connected = True
+                        self.status.connects += 1
+                        self.status.address = target
+                        self.status.connected_at = datetime.now(UTC)
+                        slog.info("kds.client.connected")
+                    plan = receiver.receive(resp)
+                    await self._store.apply_sync(
+                        plan.kind, [r for _, _, r in plan.upserts], [k for _, k in plan.removals]
+                    )
+                    await call.write(receiver.applied(plan))
+                    if plan.rejections:
+                        slog.warning(
+                            "kds.client.nack",
+                            type=plan.kind,
+                            nonce=plan.nonce,
+                            rejected={r.name: r.reason for r in plan.rejections},
+                        )
+                    slog.debug(
+                        "kds.client.applied",
+                        type=plan.kind,
+                        nonce=plan.nonce,
+                        upserts=len(plan.upserts),
+                        removals=len(plan.removals),
+                    )
+                    if plan.kind not in self.status.synced_kinds:
+                        self.status.synced_kinds.add(plan.kind)
+                        if self.on_synced is not None:
+                            self.on_synced(plan.kind)
+                tg.cancel_scope.cancel()
+            raise ProtocolError("the global closed the stream")
+
+    async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
+        interval = 10.0
+        while True:
+            try:
+                resp = await health.HealthCheck(
+                    kds_pb2.ZoneHealthCheckRequest(), metadata=metadata, timeout=5
+                )
+                interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
+            except grpc.aio.AioRpcError as exc:
+                log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc))
+            await anyio.sleep(interval)
+
+
+def _only_global_origin(r: Resource) -> str | None:
+    """A global may only send us resources it owns; anything else is rejected by name."""
+    origin: Mapping[str, str] = r.meta.labels
+    if origin.get(LABEL_ORIGIN) != Origin.GLOBAL.value:
+        return f'label {LABEL_ORIGIN} must be "global", got {origin.get(LABEL_ORIGIN)!r}'
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,211 @@
+"""KDS over real grpc.aio on loopback: a global-side server and a zone-side client, in one process.
+
+The kind is a made-up one (spec = Struct) so these tests pin the transport alone; the end-to-end tests
+run the real kinds through real processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import grpc
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.kds.naming import wire_name
+from meshgate.observability.metrics import KDSMetrics
+from meshgate.resources.model import LABEL_ORIGIN, Resource, ResourceKey
+from meshgate.store import MemoryStore, NotFoundError
+from meshgate.transport.grpc_server import serve_grpc
+from meshgate.transport.kds_client import Backoff, GlobalToZoneClient
+from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService, StreamRegistry
+from meshgate.transport.snapshots import SnapshotSource
+from tests.support.thing import THING, no_bad, thing
+from tests.support.wait import eventually
+
+
+@dataclass
+class Global:
+    store: MemoryStore
+    registry: StreamRegistry
+    port: int
+    connected: list[str]
+
+
+def _register(service: KDSSyncService, health: GlobalKDSService) -> list:  # type: ignore[type-arg]
+    return [
+        lambda s: kds_pb2_grpc.add_KDSSyncServiceServicer_to_server(service, s),
+        lambda s: kds_pb2_grpc.add_GlobalKDSServiceServicer_to_server(health, s),
+    ]
+
+
+async def _start_global(tg: anyio.abc.TaskGroup, store: MemoryStore, port: int = 0) -> Global:
+    source = SnapshotSource(store, [THING], include=lambda r: True, labels=lambda r: {LABEL_ORIGIN: "global"})
+    registry = StreamRegistry(KDSMetrics())
+    connected: list[str] = []
+
+    async def on_connect(zone: str) -> None:
+        connected.append(zone)
+
+    service = KDSSyncService(source, registry, on_connect=on_connect)
+    await tg.start(source.run)
+    names = ["kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService"]
+    bound = await tg.start(
+        serve_grpc, _register(service, GlobalKDSService(registry, 0.2)), names, "127.0.0.1", port
+    )
+    return Global(store, registry, bound, connected)
+
+
+def _client(zone: str, port: int, store: MemoryStore) -> GlobalToZoneClient:
+    return GlobalToZoneClient(
+        zone=zone,
+        addresses=[f"grpc://127.0.0.1:{port}"],
+        store=store,
+        kinds=[THING],
+        validate=no_bad,
+        backoff=Backoff(initial=0.02, maximum=0.2),
+    )
+
+
+async def _value(store: MemoryStore, name: str) -> str | None:
+    try:
+        r = await store.get(ResourceKey("Thing", "default", name))
+    except NotFoundError:
+        return None
+    return str(r.spec["value"])
+
+
+async def test_create_update_delete_propagate_to_two_zones() -> None:
+    async with anyio.create_task_group() as tg:
+        g = await _start_global(tg, MemoryStore())
+        zones = {z: MemoryStore() for z in ("zone-1", "zone-2")}
+        for z, store in zones.items():
+            tg.start_soon(_client(z, g.port, store).run)
+
+        created = await g.store.create(thing("a", "one"))
+        for store in zones.values():
+            await eventually(lambda s=store: _value(s, "a"), what="create in zone")
+            r = await store.get(created.key)
+            assert r.meta.labels[LABEL_ORIGIN] == "global"
+        await g.store.update(
+            created.with_meta().__class__(created.kind, created.meta, thing("a", "two").spec)
+        )
+        for store in zones.values():
+            await eventually(lambda s=store: _eq(_value(s, "a"), "two"), what="update in zone")
+        await g.store.delete(created.key)
+        for store in zones.values():
+            await eventually(lambda s=store: _eq(_value(s, "a"), None), what="delete in zone")
+        assert sorted(set(g.connected)) == ["zone-1", "zone-2"]
+        kinds = [s.sender.kinds["Thing"].stats for s in g.registry.active.values()]
+        assert all(k.acks == k.responses_sent for k in kinds)
+        assert g.registry.metrics.requests_received[("Thing", "ACK")] >= 6
+        assert set(g.registry.last_health_check) == {"zone-1", "zone-2"}
+        tg.cancel_scope.cancel()
+
+
+async def _eq(value: object, expected: object) -> bool:
+    return await value == expected  # type: ignore[misc]
+
+
+async def test_bad_resource_is_nacked_by_name_while_others_apply() -> None:
+    async with anyio.create_task_group() as tg:
+        g = await _start_global(tg, MemoryStore())
+        zone_store = MemoryStore()
+        tg.start_soon(_client("zone-1", g.port, zone_store).run)
+        await g.store.apply_sync("Thing", [thing("good"), thing("evil", "bad")], [])
+
+        def nacked() -> bool:
+            return any(
+                s.sender.kinds["Thing"].stats.last_nack is not None for s in g.registry.active.values()
+            )
+
+        await eventually(nacked, what="a NACK")
+        await eventually(lambda: _value(zone_store, "good"), what="good applied")
+        assert await _value(zone_store, "evil") is None
+        (session,) = g.registry.active.values()
+        nack = session.sender.kinds["Thing"].stats.last_nack
+        assert nack is not None
+        assert set(nack.names) == {"evil.default"}
+        assert "must not be bad" in nack.error
+        assert g.registry.metrics.requests_received[("Thing", "NACK")] == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_reconnect_resumes_from_held_versions_and_removes_deleted() -> None:
+    async with anyio.create_task_group() as tg:
+        global_store, zone_store = MemoryStore(), MemoryStore()
+        await global_store.apply_sync("Thing", [thing(f"r{i}") for i in range(50)], [])
+        async with anyio.create_task_group() as first:
+            g = await _start_global(first, global_store)
+            client = _client("zone-1", g.port, zone_store)
+            first.start_soon(client.run)
+            await eventually(lambda: client.synced, what="initial sync")
+            assert (await zone_store.list("Thing")).total == 50
+            first.cancel_scope.cancel()  # the global goes away
+
+        assert (await zone_store.list("Thing")).total == 50  # the zone keeps serving its last state
+        await global_store.apply_sync(
+            "Thing", [thing("r1", "changed"), thing("new")], [ResourceKey("Thing", "default", "r2")]
+        )
+        g2 = await _start_global(tg, global_store)
+        client2 = _client("zone-1", g2.port, zone_store)
+        tg.start_soon(client2.run)
+        await eventually(lambda: _eq(_value(zone_store, "new"), "v"), what="resume")
+        await eventually(lambda: _eq(_value(zone_store, "r2"), None), what="removal while away")
+        assert await _value(zone_store, "r1") == "changed"
+        (session,) = g2.registry.active.values()
+        # Only the two upserts travelled, not all 50 resources.
+        assert session.sender.kinds["Thing"].stats.resources_sent == 2
+        assert session.sender.kinds["Thing"].stats.removals_sent == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_client_reconnects_after_global_restart_on_same_port() -> None:
+    async with anyio.create_task_group() as tg:
+        global_store, zone_store = MemoryStore(), MemoryStore()
+        async with anyio.create_task_group() as first:
+            g = await _start_global(first, global_store)
+            port = g.port
+            client = _client("zone-1", port, zone_store)
+            tg.start_soon(client.run)
+            await global_store.create(thing("a"))
+            await eventually(lambda: _value(zone_store, "a"), what="first sync")
+            first.cancel_scope.cancel()
+        await eventually(lambda: not client.status.connected, what="client notices")
+        await global_store.create(thing("b"))
+        await _start_global(tg, global_store, port)
+        await eventually(lambda: _value(zone_store, "b"), what="sync after restart")
+        assert client.status.connects == 2
+        tg.cancel_scope.cancel()
+
+
+async def test_protocol_error_closes_stream_loudly() -> None:
+    async with anyio.create_task_group() as tg:
+        g = await _start_global(tg, MemoryStore())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            call = kds_pb2_grpc.KDSSyncServiceStub(channel).GlobalToZoneSync(metadata=(("client-id", "z"),))
+            await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="77"))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in call:
+                    pass
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "ack for Thing in state unsubscribed" in (info.value.details() or "")
+        assert g.registry.metrics.protocol_errors["z"] == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_missing_client_id_is_refused() -> None:
+    async with anyio.create_task_group() as tg:
+        g = await _start_global(tg, MemoryStore())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            call = kds_pb2_grpc.KDSSyncServiceStub(channel).GlobalToZoneSync()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in call:
+                    pass
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        health = kds_pb2_grpc.GlobalKDSServiceStub
+        assert health is not None and kds_pb2.ZoneHealthCheckRequest is not None
+        _ = wire_name, Resource
+        tg.cancel_scope.cancel()

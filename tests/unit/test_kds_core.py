@@ -1,0 +1,269 @@
+"""The sans-IO KDS core: naming, versions, snapshots, deltas, and both ends of a stream, without sockets.
+
+The kinds here are made up (spec = google.protobuf.Struct) so these tests exercise only the protocol
+machinery; tests/unit/test_kds_kinds.py runs the same machinery over the real kinds.
+"""
+
+from __future__ import annotations
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshgate.kds.delta import compute_delta
+from meshgate.kds.envelope import EnvelopeError, content_version, from_wire, to_envelope, to_wire
+from meshgate.kds.naming import hashed_name, wire_name
+from meshgate.kds.receiver import Receiver
+from meshgate.kds.sender import Input, ProtocolError, Sender, State, rejected_names
+from meshgate.kds.snapshot import Entry, KindSnapshot
+from tests.support.thing import THING, entries, no_bad, thing
+
+# --- naming and versions -------------------------------------------------------------------------
+
+
+def test_hashed_name_matches_kuma() -> None:
+    # Expected values from Kuma's own tests (pkg/kds/context and test/e2e/federation, v2.7.29).
+    assert hashed_name("", "foo") == "foo-zxw6c95d42zfz9cc"
+
+
+def test_wire_name_has_trailing_dot_for_global_kinds() -> None:
+    assert wire_name("edge", "default") == "edge.default"
+    assert wire_name("default", "") == "default."
+
+
+def test_version_is_content_hash_independent_of_store_version() -> None:
+    a = thing("a").with_meta(version="1")
+    b = thing("a").with_meta(version="7")
+    assert to_wire(a).version == to_wire(b).version
+    assert to_wire(a).version != to_wire(thing("a", "other")).version
+    assert to_wire(a).version != to_wire(thing("a", **{"kuma.io/origin": "global"})).version
+    env = to_envelope(a)
+    env.meta.version = "42"
+    assert content_version(env) == to_wire(a).version
+
+
+def test_from_wire_round_trips_and_rejects_wrong_types() -> None:
+    r = thing("a", origin="x")
+    back = from_wire(THING, to_wire(r))
+    assert back.key == r.key
+    assert dict(back.meta.labels) == {"origin": "x"}
+    assert back.spec == r.spec
+    bad = to_wire(r)
+    bad.name = "other.default"
+    with pytest.raises(EnvelopeError, match="does not match"):
+        from_wire(THING, bad)
+    wrong = discovery_pb2.Resource(name="a.default")
+    wrong.resource.Pack(struct_pb2.Struct())
+    with pytest.raises(EnvelopeError, match="expected a KumaResource"):
+        from_wire(THING, wrong)
+
+
+# --- snapshots and deltas ------------------------------------------------------------------------
+
+
+def test_snapshot_evolve_keeps_change_log() -> None:
+    s1 = KindSnapshot.of("Thing", entries(thing("a"), thing("b")))
+    s2 = s1.replace_all(entries(thing("a", "new"), thing("b")))
+    assert s2.revision == s1.revision + 1
+    assert s2.changed_since(s1.revision) == {"a.default"}
+    assert s2.replace_all(entries(thing("a", "new"), thing("b"))) is s2  # nothing changed
+    s3 = s2.evolve({"b.default": None})
+    assert s3.changed_since(s1.revision) == {"a.default", "b.default"}
+    assert s3.changed_since(s3.revision) == frozenset()
+    assert s3.changed_since(0) is None  # older than the log: caller must fully diff
+
+
+def test_delta_from_initial_versions_sends_only_what_changed() -> None:
+    snap = KindSnapshot.of("Thing", entries(thing("a"), thing("b", "changed"), thing("c")))
+    old = KindSnapshot.of("Thing", entries(thing("a"), thing("b"), thing("gone")))
+    d = compute_delta(snap, old.versions())
+    assert [e.name for e in d.upserts] == ["b.default", "c.default"]
+    assert d.removals == ("gone.default",)
+    assert d.complete
+
+
+def test_delta_splits_by_size_and_names_oversized() -> None:
+    big = thing("big", "x" * 5000)
+    small = [thing(f"s{i}", "y" * 100) for i in range(20)]
+    snap = KindSnapshot.of("Thing", entries(big, *small))
+    d = compute_delta(snap, {}, max_bytes=1000)
+    assert d.oversized == {"big.default": snap.entries["big.default"].version}
+    assert not d.complete
+    assert 0 < len(d.upserts) < 20
+    assert sum(e.size for e in d.upserts) <= 1000
+
+
+entries_strategy = st.dictionaries(
+    st.sampled_from([f"r{i}" for i in range(12)]), st.sampled_from(["a", "b", "c"]), max_size=12
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=entries_strategy, after=entries_strategy, chunk=st.integers(min_value=400, max_value=3000))
+def test_delta_converges_any_state_to_any_state(
+    before: dict[str, str], after: dict[str, str], chunk: int
+) -> None:
+    """Applying successive deltas to a peer holding `before` always ends at exactly `after`."""
+    snap = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in after.items())))
+    peer = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in before.items()))).versions()
+    for _ in range(100):
+        d = compute_delta(snap, peer, max_bytes=chunk)
+        assert not d.oversized
+        for e in d.upserts:
+            peer[e.name] = e.version
+        for n in d.removals:
+            del peer[n]
+        if d.complete:
+            break
+    assert peer == snap.versions()
+
+
+# --- the sender state machine --------------------------------------------------------------------
+
+
+def subscribe(kind: str = "Thing", **initial: str) -> discovery_pb2.DeltaDiscoveryRequest:
+    return discovery_pb2.DeltaDiscoveryRequest(
+        type_url=kind, resource_names_subscribe=["*"], initial_resource_versions=initial
+    )
+
+
+def ack(resp: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
+    return discovery_pb2.DeltaDiscoveryRequest(type_url=resp.type_url, response_nonce=resp.nonce)
+
+
+def test_sender_one_response_in_flight_then_delta_after_ack() -> None:
+    s = Sender(["Thing"])
+    snap = KindSnapshot.of("Thing", entries(thing("a"), thing("b")))
+    assert s.next_response(snap, 0.0) is None  # not subscribed yet
+    s.receive(subscribe(), 0.0)
+    r1 = s.next_response(snap, 1.0)
+    assert r1 is not None
+    assert {r.name for r in r1.resources} == {"a.default", "b.default"}
+    snap2 = snap.evolve({"a.default": Entry.of(to_wire(thing("a", "new")))})
+    assert s.next_response(snap2, 1.5) is None  # one in flight per kind
+    assert s.kinds["Thing"].in_flight_since == 1.0
+    s.receive(ack(r1), 2.0)
+    assert s.kinds["Thing"].stats.last_ack_latency == 1.0
+    r2 = s.next_response(snap2, 3.0)
+    assert r2 is not None
+    assert [r.name for r in r2.resources] == ["a.default"]
+    s.receive(ack(r2), 3.0)
+    assert s.next_response(snap2, 4.0) is None  # converged
+    st_ = s.kinds["Thing"].stats
+    assert (st_.responses_sent, st_.acks, st_.nacks) == (2, 2, 0)
+
+
+def test_sender_first_response_is_sent_even_when_empty() -> None:
+    s = Sender(["Thing"])
+    snap = KindSnapshot.of("Thing", entries(thing("a")))
+    s.receive(subscribe(**snap.versions()), 0.0)
+    r = s.next_response(snap, 0.0)
+    assert r is not None
+    assert not r.resources
+    assert not r.removed_resources
+
+
+@pytest.mark.parametrize(
+    ("requests", "match"),
+    [
+        (["ack"], "ack for Thing in state unsubscribed"),
+        (["sub", "sub"], "subscribe for Thing in state idle"),
+        (["sub", "ack"], "ack for Thing in state idle"),
+        (["sub", "send", "stale"], "names nonce '999'"),
+        (["other"], "kind 'Other' is not served"),
+    ],
+)
+def test_sender_protocol_errors(requests: list[str], match: str) -> None:
+    s = Sender(["Thing"])
+    snap = KindSnapshot.of("Thing", entries(thing("a")))
+    with pytest.raises(ProtocolError, match=match):
+        for step in requests:
+            if step == "sub":
+                s.receive(subscribe(), 0)
+            elif step == "send":
+                assert s.next_response(snap, 0) is not None
+            elif step == "ack":
+                s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="1"), 0)
+            elif step == "stale":
+                s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="999"), 0)
+            elif step == "other":
+                s.receive(subscribe("Other"), 0)
+
+
+def test_nack_names_bad_resources_and_others_still_apply() -> None:
+    """End to end through both state machines: the bad one is NACKed by name, the rest applied."""
+    sender = Sender(["Thing"])
+    receiver = Receiver([THING], no_bad)
+    snap = KindSnapshot.of("Thing", entries(thing("good"), thing("evil", "bad")))
+    for req in receiver.subscribe({}):
+        sender.receive(req, 0)
+    resp = sender.next_response(snap, 0)
+    assert resp is not None
+    plan = receiver.receive(resp)
+    assert [n for n, _, _ in plan.upserts] == ["good.default"]
+    assert [(r.name, r.reason) for r in plan.rejections] == [("evil.default", "value: must not be bad")]
+    nack = receiver.applied(plan)
+    assert "evil.default" in nack.error_detail.message
+    assert rejected_names(nack) == {"evil.default": "value: must not be bad"}
+    ks, inp = sender.receive(nack, 1)
+    assert inp is Input.NACK
+    assert ks.state is State.IDLE
+    assert ks.stats.last_nack is not None
+    assert ks.stats.last_nack.names == {"evil.default": "value: must not be bad"}
+    assert ks.rejected == {"evil.default": snap.entries["evil.default"].version}
+    assert sender.next_response(snap, 2) is None  # identical bad content is not re-sent
+    fixed = snap.evolve({"evil.default": Entry.of(to_wire(thing("evil", "fine")))})
+    resp2 = sender.next_response(fixed, 3)
+    assert resp2 is not None
+    assert [r.name for r in resp2.resources] == ["evil.default"]
+    sender.receive(receiver.applied(receiver.receive(resp2)), 4)
+    assert sender.kinds["Thing"].rejected == {}
+    assert set(receiver.kinds["Thing"].held) == {"good.default", "evil.default"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([f"r{i}" for i in range(6)]), st.sampled_from(["a", "b", "bad", None])),
+        max_size=25,
+    ),
+    reconnect_at=st.integers(min_value=0, max_value=25),
+)
+def test_receiver_converges_across_changes_and_a_resume(
+    steps: list[tuple[str, str | None]], reconnect_at: int
+) -> None:
+    """Random changes, a reconnect that resumes from held versions: the receiver ends holding exactly
+    the snapshot's valid resources, and the resume never re-sends what it already held."""
+    snap = KindSnapshot("Thing")
+    sender, receiver = Sender(["Thing"]), Receiver([THING], no_bad)
+    for req in receiver.subscribe({}):
+        sender.receive(req, 0)
+
+    def pump() -> None:
+        while (resp := sender.next_response(snap, 0)) is not None:
+            plan = receiver.receive(resp)
+            sender.receive(receiver.applied(plan), 0)
+
+    for i, (name, value) in enumerate(steps):
+        if i == reconnect_at:
+            held = {"Thing": dict(receiver.kinds["Thing"].held)}
+            sender, receiver = Sender(["Thing"]), Receiver([THING], no_bad)
+            for req in receiver.subscribe(held):
+                sender.receive(req, 0)
+            first = sender.next_response(snap, 0)
+            assert first is not None
+            resent = {r.name for r in first.resources}
+            same = {n for n, (_, v) in held["Thing"].items() if snap.versions().get(n) == v}
+            assert not (resent & same)
+            sender.receive(receiver.applied(receiver.receive(first)), 0)
+        snap = snap.evolve(
+            {wire_name(name, "default"): None if value is None else Entry.of(to_wire(thing(name, value)))}
+        )
+        pump()
+    pump()
+    good = {n: e.version for n, e in snap.entries.items() if b"bad" not in e.wire.resource.value}
+    held = {n: v for n, (_, v) in receiver.kinds["Thing"].held.items()}
+    assert {n: v for n, v in held.items() if n in good} == good
+    assert set(held) <= set(snap.entries)
