@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshgate.store.events import ChangeBatch, ChangeEvent, ChangeHub, ChangeSubscriber, Op
+from meshgate.store.factory import open_store
 from meshgate.store.memory import MemoryStore
 from meshgate.store.protocol import (
     AlreadyExistsError,
@@ -13,6 +14,7 @@ from meshgate.store.protocol import (
     StoreError,
     StoreUnavailableError,
 )
+from meshgate.store.sqlite import SqliteStore
 
 __all__ = [
     "AlreadyExistsError",
@@ -26,6 +28,8 @@ __all__ = [
     "Op",
     "Page",
     "ResourceStore",
+    "SqliteStore",
     "StoreError",
     "StoreUnavailableError",
+    "open_store",
 ]

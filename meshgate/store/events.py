@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import anyio
 
@@ -23,7 +23,7 @@ __all__ = ["ChangeBatch", "ChangeEvent", "ChangeHub", "ChangeSubscriber", "Op"]
 ChangeBatch = Mapping[str, frozenset[ResourceKey] | None]
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
@@ -86,6 +86,9 @@ class ChangeHub:
     def publish_resync(self, kinds: Iterable[str]) -> None:
         """Marks whole kinds dirty: after a lost connection to a shared backend, or a periodic resync."""
         kinds = list(kinds)
+        if not kinds:
+            # Like publish(): nothing changed, so wake nobody (an empty batch would be a spurious wakeup).
+            return
         for sub in self._subscribers:
             sub._offer_kinds(kinds)
 

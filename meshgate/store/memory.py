@@ -34,6 +34,11 @@ class MemoryStore:
     async def list(
         self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None
     ) -> Page:
+        # A size of 0 would answer next_offset == offset forever, and a negative offset sliced from the end.
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if size is not None and size < 1:
+            raise ValueError(f"size must be >= 1 or None, got {size}")
         matching = sorted(
             (r for k, r in self._items.items() if k.kind == kind and (mesh is None or k.mesh == mesh)),
             key=lambda r: (r.meta.mesh, r.meta.name),
@@ -69,16 +74,27 @@ class MemoryStore:
         current = await self.get(key)
         if version is not None and version != current.meta.version:
             raise ConflictError(key, version, current.meta.version)
+        removed = self._remove(key)
+        self._changes.publish(ChangeEvent(k, Op.DELETE) for k in removed)
+
+    def _remove(self, key: ResourceKey) -> Sequence[ResourceKey]:
+        """Removes `key` and, for a Mesh, every resource in that mesh (the cascade); returns what went."""
+        if self._items.pop(key, None) is None:
+            return []
         removed = [key]
         if key.kind == "Mesh":
             removed += [k for k in self._items if k.mesh == key.name and k.kind != "Mesh"]
-        for k in removed:
-            del self._items[k]
-        self._changes.publish(ChangeEvent(k, Op.DELETE) for k in removed)
+            for k in removed[1:]:
+                del self._items[k]
+        return removed
 
     async def apply_sync(
         self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
     ) -> None:
+        # Checked before any change, so a wrong call changes nothing.
+        stray = ({r.kind for r in upserts} | {k.kind for k in removals}) - {kind}
+        if stray:
+            raise ValueError(f"apply_sync({kind!r}) given resources of other kinds: {sorted(stray)}")
         events: list[ChangeEvent] = []
         now = utcnow()
         for r in upserts:
@@ -90,8 +106,8 @@ class MemoryStore:
             )
             events.append(ChangeEvent(r.key, Op.UPDATE if old else Op.CREATE))
         for key in removals:
-            if self._items.pop(key, None) is not None:
-                events.append(ChangeEvent(key, Op.DELETE))
+            # A removed Mesh cascades here too: the protocol's Mesh rule holds for every delete.
+            events.extend(ChangeEvent(k, Op.DELETE) for k in self._remove(key))
         self._changes.publish(events)
 
     async def close(self) -> None:
