@@ -1,0 +1,251 @@
+"""meshgatectl: kumactl's everyday verbs (apply, get, delete) against a meshgate control plane.
+
+Commands talk to the HTTP API named by `--api` (or MESHGATE_API). Every failure prints to stderr and
+exits 1: one line for an unreachable API, the server's title/detail and each `field: reason` for a
+rejected request. Further command groups (`inspect`, `kds`) plug in with `app.add_typer(...)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from meshgate.cli.client import ApiClient, ApiClientError, ApiResponseError, ConnectionFailed
+from meshgate.cli.output import OutputFormat, render
+from meshgate.resources import codec, registry
+from meshgate.resources.descriptor import KindDescriptor
+from meshgate.resources.errors import UnknownKindError, ValidationError
+
+__all__ = ["app", "main"]
+
+DEFAULT_API = "http://127.0.0.1:5681"
+
+app = typer.Typer(
+    name="meshgatectl",
+    help="Manage meshgate resources (Kuma 2.7 compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    api: str
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _print_violations(fields: list[tuple[str, str]]) -> None:
+    for field, reason in fields:
+        typer.echo(f"  * {field}: {reason}" if field else f"  * {reason}", err=True)
+
+
+def _report_api_error(subject: str, exc: ApiClientError) -> None:
+    if isinstance(exc, ApiResponseError):
+        typer.echo(f"Error: {subject}: {exc}", err=True)
+        _print_violations([(f.field, f.reason) for f in exc.fields])
+    else:
+        typer.echo(f"Error: {exc}", err=True)
+
+
+def _kind(alias: str) -> KindDescriptor:
+    try:
+        return registry.lookup(alias)
+    except UnknownKindError:
+        allowed = sorted(d.plural for d in registry.KINDS)
+        _fail(f"unknown TYPE: {alias}. Allowed values: {', '.join(allowed)}")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.find_object(Settings)
+    return settings if settings is not None else Settings(DEFAULT_API)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    api: Annotated[
+        str, typer.Option("--api", envvar="MESHGATE_API", help="URL of the control plane's HTTP API.")
+    ] = DEFAULT_API,
+) -> None:
+    ctx.obj = Settings(api)
+
+
+# -- apply ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    kind: KindDescriptor
+    mesh: str
+    name: str
+    doc: dict[str, Any]
+
+    def __str__(self) -> str:
+        if self.kind.mesh_scoped:
+            return f'{self.kind.name} "{self.name}" in mesh "{self.mesh}"'
+        return f'{self.kind.name} "{self.name}"'
+
+
+def _read_source(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"could not read {file}: {exc}")
+
+
+def _items(docs: list[dict[str, Any]]) -> tuple[list[_Item], list[str]]:
+    """Each document with its kind, mesh and name; and a message for every document lacking them."""
+    items: list[_Item] = []
+    problems: list[str] = []
+    for number, doc in enumerate(docs, start=1):
+        if not isinstance(doc, dict):
+            problems.append(f"document {number}: not a mapping")
+            continue
+        type_name = doc.get("type")
+        if not isinstance(type_name, str) or not type_name:
+            problems.append(f"document {number}: type is required")
+            continue
+        try:
+            kind = registry.lookup(type_name)
+        except UnknownKindError:
+            problems.append(f"document {number}: unknown type {type_name!r}")
+            continue
+        name, mesh = doc.get("name"), doc.get("mesh", "")
+        if not isinstance(name, str) or not name:
+            problems.append(f"document {number} ({kind.name}): name is required")
+            continue
+        if kind.mesh_scoped and (not isinstance(mesh, str) or not mesh):
+            problems.append(f'document {number} ({kind.name} "{name}"): mesh is required')
+            continue
+        if not kind.mesh_scoped:
+            # The API ignores `mesh` on a kind that is not mesh-scoped (as Kuma's does); the local codec
+            # would reject it, so drop it here and let --dry-run and a real apply agree.
+            doc = {k: v for k, v in doc.items() if k != "mesh"}
+        items.append(_Item(kind, str(mesh) if kind.mesh_scoped else "", name, doc))
+    return items, problems
+
+
+def _dry_run(items: list[_Item]) -> bool:
+    ok = True
+    for item in items:
+        try:
+            codec.load(item.doc, kind=item.kind.name)
+        except ValidationError as exc:
+            ok = False
+            typer.echo(f"Error: {item}: {exc.title}", err=True)
+            _print_violations([(v.field, v.message) for v in exc.violations])
+            continue
+        typer.echo(f"{item} is valid (dry run)")
+    return ok
+
+
+def _put_all(api: str, items: list[_Item]) -> bool:
+    ok = True
+    with ApiClient(api) as client:
+        for item in items:
+            try:
+                created = client.put(item.kind, item.mesh, item.name, item.doc)
+            except ConnectionFailed as exc:
+                _fail(str(exc))  # nothing further can succeed
+            except ApiClientError as exc:
+                ok = False
+                _report_api_error(str(item), exc)
+                continue
+            typer.echo(f"{item} {'created' if created else 'updated'}")
+    return ok
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Option("--file", "-f", help="YAML or JSON file with resources; - for stdin.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate locally and print the result; change nothing.")
+    ] = False,
+) -> None:
+    """Create or update resources from a multi-document YAML file."""
+    text = _read_source(file)
+    try:
+        docs = codec.load_documents(text)
+    except ValidationError as exc:
+        _fail(f"could not parse {file}: " + "; ".join(str(v) for v in exc.violations))
+    if not docs:
+        _fail("no resource(s) passed to apply")
+    items, problems = _items(docs)
+    for problem in problems:
+        typer.echo(f"Error: {problem}", err=True)
+    ok = _dry_run(items) if dry_run else _put_all(_settings(ctx).api, items)
+    if problems or not ok:
+        raise typer.Exit(1)
+
+
+# -- get / delete ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    kind_name: Annotated[str, typer.Argument(metavar="KIND", help="meshes, meshgateways, dataplanes, ...")],
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="Show only this resource.")] = None,
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind.")] = "default",
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="Output format.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Show one resource or list every resource of a kind."""
+    kind = _kind(kind_name)
+    with ApiClient(_settings(ctx).api) as client:
+        try:
+            data: Any = client.list(kind, mesh) if name is None else client.get(kind, mesh, name)
+        except ApiResponseError as exc:
+            if exc.status == 404 and name is not None and exc.title == "Could not retrieve a resource":
+                # kumactl's wording (app/kumactl/cmd/get/get_resource.go)
+                _fail(
+                    f"No resources found in {mesh} mesh"
+                    if kind.mesh_scoped
+                    else f'there is no {kind.name} with name "{name}"'
+                )
+            _report_api_error(f"get {kind.plural}", exc)
+            raise typer.Exit(1) from None
+        except ApiClientError as exc:
+            _fail(str(exc))
+    typer.echo(render(kind, data, output), nl=False)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    kind_name: Annotated[str, typer.Argument(metavar="KIND", help="meshes, meshgateways, dataplanes, ...")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Name of the resource.")],
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind.")] = "default",
+) -> None:
+    """Delete a resource (deleting a Mesh deletes everything in it)."""
+    kind = _kind(kind_name)
+    with ApiClient(_settings(ctx).api) as client:
+        try:
+            client.delete(kind, mesh, name)
+        except ApiResponseError as exc:
+            if exc.status == 404 and exc.title == "Could not delete a resource":
+                # kumactl's wording (app/kumactl/cmd/delete/delete.go)
+                _fail(f'there is no {kind.name} with name "{name}"')
+            _report_api_error(f'delete {kind.name} "{name}"', exc)
+            raise typer.Exit(1) from None
+        except ApiClientError as exc:
+            _fail(str(exc))
+    # kumactl's wording: deleted MeshGateway "edge"
+    typer.echo(f'deleted {kind.name} "{name}"')
+
+
+def main() -> None:
+    app()

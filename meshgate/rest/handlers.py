@@ -1,0 +1,218 @@
+"""CRUD handlers for one resource kind, shared by the global and the zone API.
+
+Kuma's order of checks is kept (pkg/api-server/resource_endpoints.go, v2.7.29): the control plane's
+ownership of the kind first (405), then the mesh named in the path, then the body, then the store.
+Writes use the store's optimistic concurrency: read the current version, write with it, and on losing a
+race to another writer read again, at most `MAX_WRITE_ATTEMPTS` times before answering 409.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import yaml
+from aiohttp import web
+
+from meshgate.resources import codec
+from meshgate.resources.descriptor import KindDescriptor
+from meshgate.resources.errors import ValidationError, Violation
+from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
+from meshgate.rest.errors import (
+    GLOBAL_READ_ONLY_MESSAGE,
+    ZONE_READ_ONLY_MESSAGE,
+    bad_request,
+    conflict,
+    mesh_not_found,
+    method_not_allowed,
+    not_found,
+    validation_failed,
+)
+from meshgate.rest.paging import next_link, parse_page
+from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+
+__all__ = ["MAX_WRITE_ATTEMPTS", "MESH_KIND", "ResourceEndpoints", "Role", "parse_document"]
+
+Role = Literal["global", "zone"]
+
+MESH_KIND = "Mesh"
+# Two concurrent writers of one key each win within a couple of rounds; more than three lost rounds means
+# a hot key, and the client is better told (409) than kept waiting.
+MAX_WRITE_ATTEMPTS = 3
+
+
+def parse_document(raw: bytes) -> dict[str, object]:
+    """A request body as a mapping: JSON first, then YAML (kumactl sends JSON, people paste YAML)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the body is not UTF-8: {exc}") from None
+    if not text.strip():
+        raise bad_request("the body is empty")
+    doc: object
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise bad_request(f"the body is neither JSON nor YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise bad_request("the body must be a single JSON or YAML object")
+    return {str(k): v for k, v in doc.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceEndpoints:
+    store: ResourceStore
+    descriptor: KindDescriptor
+    role: Role
+
+    # -- rules -------------------------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        d = self.descriptor
+        return d.writable_on_global if self.role == "global" else d.writable_on_zone
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise method_not_allowed(
+                GLOBAL_READ_ONLY_MESSAGE if self.role == "global" else ZONE_READ_ONLY_MESSAGE
+            )
+
+    def _check_owned(self, current: Resource) -> None:
+        """A resource synced from the other control plane would be overwritten by the next sync: refuse."""
+        origin = current.meta.labels.get(LABEL_ORIGIN)
+        if self.role == "zone" and origin == Origin.GLOBAL.value:
+            raise method_not_allowed(
+                f"Operation not allowed. Kuma resources like {self.descriptor.name} can be updated or deleted"
+                " only from the GLOBAL control plane and not from a ZONE control plane."
+            )
+        if self.role == "global" and origin == Origin.ZONE.value:
+            raise method_not_allowed(
+                f"Operation not allowed. {self.descriptor.name} {current.meta.name!r} is synced from a zone;"
+                " it can be updated or deleted only on the ZONE control plane that owns it."
+            )
+
+    def _key(self, request: web.Request) -> ResourceKey:
+        mesh = request.match_info.get("mesh", "") if self.descriptor.mesh_scoped else ""
+        return ResourceKey(self.descriptor.name, mesh, request.match_info["name"])
+
+    async def _require_mesh(self, request: web.Request) -> None:
+        mesh = request.match_info.get("mesh")
+        if not self.descriptor.mesh_scoped or mesh is None:
+            return
+        try:
+            await self.store.get(ResourceKey(MESH_KIND, "", mesh))
+        except NotFoundError:
+            raise not_found("Failed to retrieve Mesh") from None
+
+    # -- read --------------------------------------------------------------------------------------------
+
+    async def list_resources(self, request: web.Request) -> web.Response:
+        """GET /meshes, /meshes/{mesh}/P, and /P (a mesh-scoped kind across every mesh)."""
+        page = parse_page(request.query)
+        await self._require_mesh(request)
+        mesh = request.match_info.get("mesh") if self.descriptor.mesh_scoped else None
+        result = await self.store.list(self.descriptor.name, mesh, offset=page.offset, size=page.size)
+        return web.json_response(
+            {
+                "total": result.total,
+                "items": [codec.encode(r) for r in result.items],
+                "next": next_link(request, result.next_offset, page.size),
+            }
+        )
+
+    async def get_resource(self, request: web.Request) -> web.Response:
+        await self._require_mesh(request)
+        try:
+            resource = await self.store.get(self._key(request))
+        except NotFoundError:
+            raise not_found("Could not retrieve a resource") from None
+        return web.json_response(codec.encode(resource))
+
+    # -- write -------------------------------------------------------------------------------------------
+
+    def _meta_violations(self, doc: dict[str, object], key: ResourceKey) -> list[Violation]:
+        """Kuma's validateResourceRequest: the body may not contradict the path. Missing fields are filled."""
+        violations: list[Violation] = []
+        kind = self.descriptor.name
+        body_type = doc.get("type")
+        if body_type not in (None, "") and body_type != kind:
+            violations.append(Violation("type", "type from the URL has to be the same as in body"))
+        doc["type"] = kind
+        if doc.get("name") in (None, ""):
+            doc["name"] = key.name
+        elif doc["name"] != key.name:
+            violations.append(Violation("name", "name from the URL has to be the same as in body"))
+        if self.descriptor.mesh_scoped:
+            if doc.get("mesh") in (None, ""):
+                doc["mesh"] = key.mesh
+            elif doc["mesh"] != key.mesh:
+                violations.append(Violation("mesh", "mesh from the URL has to be the same as in body"))
+        else:
+            # Kuma ignores `mesh` on a kind that is not mesh-scoped; so do we, rather than fail the decode.
+            doc.pop("mesh", None)
+        if self.role == "zone":
+            # Kuma's zone marks what users create there, so KDS sends it up and never back down. An origin
+            # that is no origin at all is left for the codec to report, as Kuma validates before marking.
+            labels = doc.get("labels")
+            if labels is None:
+                doc["labels"] = {LABEL_ORIGIN: Origin.ZONE.value}
+            elif isinstance(labels, dict) and labels.get(LABEL_ORIGIN) in (None, *(o.value for o in Origin)):
+                doc["labels"] = {**labels, LABEL_ORIGIN: Origin.ZONE.value}
+        return violations
+
+    async def put_resource(self, request: web.Request) -> web.Response:
+        self._check_writable()
+        key = self._key(request)
+        doc = parse_document(await request.read())
+        violations = self._meta_violations(doc, key)
+        resource: Resource | None = None
+        try:
+            resource = codec.load(doc, kind=self.descriptor.name)
+        except ValidationError as exc:
+            violations.extend(exc.violations)
+        if violations or resource is None:
+            raise validation_failed(violations)
+        if self.descriptor.mesh_scoped:
+            try:
+                await self.store.get(ResourceKey(MESH_KIND, "", key.mesh))
+            except NotFoundError:
+                raise mesh_not_found(key.mesh) from None
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            try:
+                current: Resource | None = await self.store.get(key)
+            except NotFoundError:
+                current = None
+            try:
+                if current is None:
+                    await self.store.create(resource.with_meta(version=""))
+                    return web.Response(status=201)
+                self._check_owned(current)
+                await self.store.update(resource.with_meta(version=current.meta.version))
+                return web.Response(status=200)
+            except (AlreadyExistsError, ConflictError, NotFoundError):
+                continue  # another writer got in between our read and our write: read again
+        raise conflict(f"{key} kept changing while it was written; try again")
+
+    async def delete_resource(self, request: web.Request) -> web.Response:
+        self._check_writable()
+        await self._require_mesh(request)
+        key = self._key(request)
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            try:
+                current = await self.store.get(key)
+            except NotFoundError:
+                raise not_found("Could not delete a resource") from None
+            self._check_owned(current)
+            try:
+                await self.store.delete(key, version=current.meta.version)
+            except ConflictError:
+                continue
+            except NotFoundError:
+                raise not_found("Could not delete a resource") from None
+            return web.json_response({})
+        raise conflict(f"{key} kept changing while it was deleted; try again")

@@ -1,0 +1,295 @@
+"""The OpenAPI 3.1 document of the API, derived from the kind registry and the routes actually served.
+
+Nothing here is written per kind: a new kind in the registry appears in `/openapi.json` with its paths,
+its spec schema (from the protobuf descriptor) and the role's write rules (405 where the kind is read-only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from meshgate.resources.descriptor import KindDescriptor
+from meshgate.rest.spec_schema import JsonSchema, message_properties, spec_descriptor
+
+__all__ = ["DocumentedRoute", "build_openapi"]
+
+_REF = "#/components/schemas/"
+_PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentedRoute:
+    """An endpoint outside the kind registry (index, /zones, ...): enough to list it in the document."""
+
+    method: str
+    path: str
+    summary: str
+
+
+def _error_schemas() -> dict[str, JsonSchema]:
+    # The shape of pkg/core/rest/errors/types/error.go (Kuma v2.7.29).
+    return {
+        "InvalidParameter": {
+            "type": "object",
+            "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            "required": ["field", "reason"],
+        },
+        "Cause": {
+            "type": "object",
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["field", "message"],
+        },
+        "Error": {
+            "type": "object",
+            "description": "Kuma's standard error body",
+            "properties": {
+                "type": {"type": "string", "const": "/std-errors"},
+                "status": {"type": "integer"},
+                "title": {"type": "string"},
+                "detail": {"type": "string"},
+                "invalid_parameters": {"type": "array", "items": {"$ref": _REF + "InvalidParameter"}},
+                "details": {"type": "string", "deprecated": True},
+                "causes": {"type": "array", "items": {"$ref": _REF + "Cause"}, "deprecated": True},
+            },
+            "required": ["type", "status", "title", "detail"],
+        },
+        "Index": {
+            "type": "object",
+            "properties": {
+                name: {"type": "string"}
+                for name in (
+                    "hostname",
+                    "tagline",
+                    "product",
+                    "version",
+                    "instanceId",
+                    "clusterId",
+                    "basedOnKuma",
+                )
+            },
+        },
+        "ResourceTypeDescriptionList": {
+            "type": "object",
+            "properties": {
+                "resources": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "path": {"type": "string"},
+                            "singular": {"type": "string"},
+                            "singularDisplayName": {"type": "string"},
+                            "pluralDisplayName": {"type": "string"},
+                            "scope": {"type": "string", "enum": ["Global", "Mesh"]},
+                            "readOnly": {"type": "boolean"},
+                            "includeInFederation": {"type": "boolean"},
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+def _resource_schema(kind: KindDescriptor, components: dict[str, JsonSchema]) -> JsonSchema:
+    meta: dict[str, JsonSchema] = {"type": {"type": "string", "const": kind.name}}
+    if kind.mesh_scoped:
+        meta["mesh"] = {"type": "string"}
+    meta |= {
+        "name": {"type": "string"},
+        "creationTime": {"type": "string", "format": "date-time", "readOnly": True},
+        "modificationTime": {"type": "string", "format": "date-time", "readOnly": True},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    }
+    # Universal format: the spec's fields sit beside type/mesh/name, not under a `spec` key.
+    return {
+        "type": "object",
+        "description": f"{kind.name} in Kuma's Universal format (spec fields inline, camelCase)",
+        "properties": meta | message_properties(spec_descriptor(kind), components),
+    }
+
+
+def _list_schema(kind: KindDescriptor) -> JsonSchema:
+    return {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "items": {"type": "array", "items": {"$ref": _REF + kind.name}},
+            "next": {"type": ["string", "null"], "description": "URL of the next page, null on the last"},
+        },
+        "required": ["total", "items", "next"],
+    }
+
+
+def _json(ref: str) -> JsonSchema:
+    return {"application/json": {"schema": {"$ref": _REF + ref}}}
+
+
+def _error(description: str) -> JsonSchema:
+    return {"description": description, "content": _json("Error")}
+
+
+def _path_param(name: str, description: str) -> JsonSchema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_PAGE_PARAMS: list[JsonSchema] = [
+    {
+        "name": "size",
+        "in": "query",
+        "description": "page size",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "description": "offset of the page",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+]
+
+
+def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, JsonSchema]:
+    mesh_param = [_path_param("mesh", "name of the Mesh")] if kind.mesh_scoped else []
+    name_param = [_path_param("name", f"name of the {kind.name}")]
+    collection = f"/meshes/{{mesh}}/{kind.plural}" if kind.mesh_scoped else f"/{kind.plural}"
+    lister: JsonSchema = {
+        "summary": f"List {kind.name} resources" + (" in a mesh" if kind.mesh_scoped else ""),
+        "operationId": f"list_{kind.plural}",
+        "parameters": mesh_param + _PAGE_PARAMS,
+        "responses": {
+            "200": {"description": "a page of resources", "content": _json(kind.name + "List")},
+            "400": _error("bad size or offset"),
+            **({"404": _error("no such mesh")} if kind.mesh_scoped else {}),
+            "503": _error("the store is unavailable"),
+        },
+    }
+    item: JsonSchema = {
+        "parameters": mesh_param + name_param,
+        "get": {
+            "summary": f"Get a {kind.name}",
+            "operationId": f"get_{kind.singular}",
+            "responses": {
+                "200": {"description": "the resource", "content": _json(kind.name)},
+                "404": _error("no such resource"),
+                "503": _error("the store is unavailable"),
+            },
+        },
+    }
+    read_only = {"405": _error(f"{kind.name} cannot be changed on the {role} control plane")}
+    if writable:
+        item["put"] = {
+            "summary": f"Create or update a {kind.name}",
+            "operationId": f"put_{kind.singular}",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF + kind.name}},
+                    "application/yaml": {"schema": {"$ref": _REF + kind.name}},
+                },
+            },
+            "responses": {
+                "200": {"description": "updated"},
+                "201": {"description": "created"},
+                "400": _error("the body is not a valid resource, or its mesh does not exist"),
+                "405": _error("the resource is synced from the other control plane"),
+                "409": _error("concurrent writers kept changing the resource"),
+                "503": _error("the store is unavailable"),
+            },
+        }
+        item["delete"] = {
+            "summary": f"Delete a {kind.name}" + ("" if kind.mesh_scoped else " and every resource in it"),
+            "operationId": f"delete_{kind.singular}",
+            "responses": {
+                "200": {
+                    "description": "deleted",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "404": _error("no such resource"),
+                "405": _error("the resource is synced from the other control plane"),
+                "409": _error("concurrent writers kept changing the resource"),
+                "503": _error("the store is unavailable"),
+            },
+        }
+    else:
+        item["put"] = {"summary": "Not allowed on this control plane", "responses": read_only}
+        item["delete"] = {"summary": "Not allowed on this control plane", "responses": read_only}
+    paths: dict[str, JsonSchema] = {collection: {"get": lister}, f"{collection}/{{name}}": item}
+    if kind.mesh_scoped:
+        everywhere: JsonSchema = dict(lister)
+        everywhere |= {
+            "summary": f"List {kind.name} resources in every mesh",
+            "operationId": f"list_{kind.plural}_all_meshes",
+            "parameters": _PAGE_PARAMS,
+        }
+        everywhere["responses"] = {k: v for k, v in lister["responses"].items() if k != "404"}
+        paths[f"/{kind.plural}"] = {"get": everywhere}
+    return paths
+
+
+def _extra_path_item(route: DocumentedRoute) -> tuple[str, str, JsonSchema]:
+    params = [_path_param(p, p) for p in _PATH_PARAM.findall(route.path)]
+    path = _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
+    op: JsonSchema = {
+        "summary": route.summary,
+        "responses": {"default": {"description": "see the summary"}},
+    }
+    if params:
+        op["parameters"] = params
+    return path, route.method.lower(), op
+
+
+def build_openapi(
+    kinds: Iterable[tuple[KindDescriptor, bool]],
+    *,
+    role: str,
+    version: str,
+    extra_routes: Sequence[DocumentedRoute] = (),
+) -> JsonSchema:
+    """`kinds` pairs each descriptor with whether this control plane lets users write it."""
+    components = _error_schemas()
+    paths: dict[str, JsonSchema] = {
+        "/": {
+            "get": {
+                "summary": "Index",
+                "responses": {"200": {"description": "index", "content": _json("Index")}},
+            }
+        },
+        "/_resources": {
+            "get": {
+                "summary": "The resource kinds this control plane serves",
+                "responses": {
+                    "200": {"description": "kinds", "content": _json("ResourceTypeDescriptionList")}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        },
+    }
+    for kind, writable in kinds:
+        components[kind.name] = _resource_schema(kind, components)
+        components[kind.name + "List"] = _list_schema(kind)
+        paths |= _kind_paths(kind, writable, role)
+    for route in extra_routes:
+        path, method, op = _extra_path_item(route)
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"meshgate {role} control plane API",
+            "version": version,
+            "description": "Kuma 2.7 compatible resource API",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }

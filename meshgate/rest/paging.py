@@ -1,0 +1,75 @@
+"""Offset paging as Kuma's API server does it (pkg/api-server/pagination.go, v2.7.29).
+
+`size` defaults to 100 and may not exceed 1000; `offset` is where the page starts. A list answers with
+`next`: the full URL of the following page (the request's own query with `offset` moved on), or null on
+the last page, so a client pages by following `next` until it is null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from meshgate.rest.errors import invalid_offset, invalid_page_size
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageRequest", "next_link", "parse_page"]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    offset: int
+    size: int
+
+
+def _parse_int(text: str) -> int | None:
+    # int() accepts "+5", " 5" and "5_000"; Go's strconv.Atoi (what Kuma uses) accepts only an optional sign
+    # and digits, so be as strict.
+    body = text[1:] if text[:1] in "+-" else text
+    if not body.isascii() or not body.isdigit():
+        return None
+    return int(text)
+
+
+def parse_page(query: Mapping[str, str]) -> PageRequest:
+    """Raises ApiError 400 naming `size` or `offset` when either is malformed or out of range."""
+    size = DEFAULT_PAGE_SIZE
+    raw_size = query.get("size", "")
+    if raw_size != "":
+        parsed = _parse_int(raw_size)
+        if parsed is None:
+            raise invalid_page_size("invalid format")
+        if parsed > MAX_PAGE_SIZE:
+            raise invalid_page_size(f"invalid page size of {parsed}. Maximum page size is {MAX_PAGE_SIZE}")
+        if parsed < 1:
+            # Kuma passes 0 or a negative size on to its store; a page needs at least one item.
+            raise invalid_page_size(f"invalid page size of {parsed}. Minimum page size is 1")
+        size = parsed
+    offset = 0
+    raw_offset = query.get("offset", "")
+    if raw_offset != "":
+        parsed = _parse_int(raw_offset)
+        if parsed is None or parsed < 0:
+            raise invalid_offset()
+        offset = parsed
+    return PageRequest(offset=offset, size=size)
+
+
+def next_link(request: web.Request, next_offset: int | None, size: int) -> str | None:
+    """The URL of the next page, built from the request's scheme, Host header, path and query."""
+    if next_offset is None:
+        return None
+    params: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        params.setdefault(key, []).append(value)
+    params["offset"] = [str(next_offset)]
+    # Always spell out the page size, so the link means the same page whatever the server's default.
+    params["size"] = [str(size)]
+    # Go's url.Values.Encode sorts by key; do the same so links are stable and comparable with Kuma's.
+    query = urlencode(sorted(params.items()), doseq=True)
+    return f"{request.scheme}://{request.host}{request.rel_url.raw_path}?{query}"
