@@ -41,6 +41,7 @@ class ReceiverKind:
     held: dict[str, tuple[ResourceKey, str]] = field(default_factory=dict)
     subscribed: bool = False
     responses: int = 0
+    bytes_received: int = 0
     acks_sent: int = 0
     nacks_sent: int = 0
     last_nonce: str = ""
@@ -97,6 +98,7 @@ class Receiver:
                 f"response for kind {resp.type_url!r}, which this stream did not subscribe to"
             )
         rk.responses += 1
+        rk.bytes_received += resp.ByteSize()
         rk.last_nonce = resp.nonce
         upserts: list[tuple[str, str, Resource]] = []
         rejections: list[Rejection] = []

@@ -7,6 +7,7 @@ removals that happened meanwhile still arrive.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class GlobalToZoneClient:
         self._backoff = backoff or Backoff()
         self.status = ClientStatus()
         self.on_synced: Callable[[str], None] | None = None
+        # The current session's receiver (its per-kind counters), None before the first connect.
+        self.receiver: Receiver | None = None
 
     @property
     def synced(self) -> bool:
@@ -120,8 +123,12 @@ class GlobalToZoneClient:
             i += 1
             try:
                 await self._session(target)
-            except* (grpc.aio.AioRpcError, ProtocolError, OSError) as group:
+            except* _EXPECTED as group:
                 self.status.last_error = "; ".join(_describe(e) for e in group.exceptions)
+            except* Exception as group:
+                # A bug must not take the zone down: it keeps serving its store, logs loudly, retries.
+                self.status.last_error = "; ".join(_describe(e) for e in group.exceptions)
+                log.error("kds.client.unexpected_error", zone=self.zone, exc_info=group)
             finally:
                 if self.status.connected:
                     log.warning("kds.client.disconnected", zone=self.zone, error=self.status.last_error)
@@ -158,7 +165,7 @@ class GlobalToZoneClient:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
             call = stub.GlobalToZoneSync(metadata=metadata)
-            receiver = Receiver(self._kinds, self._validate, accept=_only_global_origin)
+            receiver = self.receiver = Receiver(self._kinds, self._validate, accept=_only_global_origin)
             for req in receiver.subscribe(await self._held()):
                 await call.write(req)
             slog = log.bind(zone=self.zone, stream=target)
@@ -211,6 +218,11 @@ class GlobalToZoneClient:
             except grpc.aio.AioRpcError as exc:
                 log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc))
             await anyio.sleep(interval)
+
+
+# Failures of a connection, not of our code: the stream ended, the peer went away, or broke protocol.
+# grpc.aio raises InvalidStateError when writing to a call that has already finished.
+_EXPECTED = (grpc.aio.AioRpcError, ProtocolError, OSError, asyncio.InvalidStateError)
 
 
 def _only_global_origin(r: Resource) -> str | None:

@@ -1,0 +1,97 @@
+"""The global control plane: store + HTTP API + KDS server + zone records, wired in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+
+from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.observability.diagnostics import create_diagnostics_app
+from meshgate.observability.metrics import KDSMetrics
+from meshgate.observability.process import write_ports_file
+from meshgate.resources import registry
+from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource
+from meshgate.rest.app import create_api_app
+from meshgate.rest.server import serve_app
+from meshgate.store.factory import open_store
+from meshgate.store.protocol import ResourceStore
+from meshgate.transport.grpc_server import serve_grpc
+from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService, StreamRegistry
+from meshgate.transport.snapshots import SnapshotSource
+from global_cp.zones import ZoneRecords
+
+__all__ = ["GlobalConfig", "run_global"]
+
+log = structlog.get_logger("meshgate.global")
+
+KDS_SERVICES = ("kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService")
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    bind_address: str = "0.0.0.0"
+    api_port: int = 5681
+    kds_port: int = 5685
+    diagnostics_port: int = 5680
+    store: str = "sqlite"
+    data_dir: Path = field(default_factory=lambda: Path("data/global"))
+    zone_health_interval: float = 10.0
+    resync_interval: float = 60.0
+    ports_file: Path | None = None
+
+
+def _sent_to_zones(r: Resource) -> bool:
+    # A MeshGateway created in a zone goes up to the global and is never fanned out to other zones.
+    return r.meta.labels.get(LABEL_ORIGIN) != Origin.ZONE.value
+
+
+def _global_labels(r: Resource) -> Mapping[str, str]:
+    return {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value}
+
+
+async def run_global(
+    cfg: GlobalConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
+    ready = False
+    try:
+        metrics = KDSMetrics()
+        streams = StreamRegistry(metrics)
+        zones = ZoneRecords(store)
+        source = SnapshotSource(
+            store,
+            registry.kinds_sent_to_zone(),
+            include=_sent_to_zones,
+            labels=_global_labels,
+            resync_interval=cfg.resync_interval,
+        )
+        kds = KDSSyncService(source, streams, on_connect=zones.on_connect)
+        health = GlobalKDSService(streams, cfg.zone_health_interval)
+        api = create_api_app(store, role="global")
+        diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
+        register = [
+            lambda s: kds_pb2_grpc.add_KDSSyncServiceServicer_to_server(kds, s),
+            lambda s: kds_pb2_grpc.add_GlobalKDSServiceServicer_to_server(health, s),
+        ]
+        async with anyio.create_task_group() as tg:
+            await tg.start(source.run)
+            ports = {
+                "kds": await tg.start(serve_grpc, register, KDS_SERVICES, cfg.bind_address, cfg.kds_port),
+                "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
+                "diagnostics": await tg.start(
+                    serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port
+                ),
+            }
+            ready = True
+            write_ports_file(cfg.ports_file, ports)
+            log.info("global.ready", store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
+            task_status.started(ports)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+

@@ -1,0 +1,75 @@
+"""`meshgate-global run`: the global control plane process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, cast
+
+import anyio
+import typer
+
+from global_cp.app import GlobalConfig, run_global
+from meshgate.cli.common import (
+    BindAddress,
+    DataDir,
+    DiagnosticsPort,
+    LogFormatOpt,
+    LogLevel,
+    PortsFile,
+    StoreOpt,
+    check_log_format,
+)
+from meshgate.observability.logging import configure_logging
+from meshgate.observability.process import run_until_signalled
+
+app = typer.Typer(help="meshgate global control plane", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _root() -> None:
+    """meshgate global control plane."""
+
+
+@app.command()
+def run(
+    api_port: Annotated[
+        int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")
+    ] = 5681,
+    kds_port: Annotated[
+        int, typer.Option("--kds-port", envvar="MESHGATE_KDS_PORT", help="KDS gRPC port zones connect to.")
+    ] = 5685,
+    diagnostics_port: DiagnosticsPort = 5680,
+    bind_address: BindAddress = "0.0.0.0",
+    store: StoreOpt = "sqlite",
+    data_dir: DataDir = None,
+    log_format: LogFormatOpt = "console",
+    log_level: LogLevel = "info",
+    ports_file: PortsFile = None,
+    zone_health_interval: Annotated[
+        float,
+        typer.Option(
+            "--zone-health-interval", envvar="MESHGATE_ZONE_HEALTH_INTERVAL", help="Seconds between zone pings."
+        ),
+    ] = 10.0,
+) -> None:
+    """Run the global control plane until SIGTERM or SIGINT."""
+    fmt = cast(Literal["console", "json"], check_log_format(log_format))
+    try:
+        configure_logging(fmt, log_level, process="global")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+    cfg = GlobalConfig(
+        bind_address=bind_address,
+        api_port=api_port,
+        kds_port=kds_port,
+        diagnostics_port=diagnostics_port,
+        store=store,
+        data_dir=data_dir or Path("data/global"),
+        zone_health_interval=zone_health_interval,
+        ports_file=ports_file,
+    )
+    anyio.run(run_until_signalled, lambda: run_global(cfg))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,156 @@
+"""`make demo`: a global and two zones on the embedded sqlite store, the examples applied on the global,
+shown arriving in both zones. Runs until Ctrl-C, then stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "demo"
+BIN = Path(sys.executable).parent
+
+GLOBAL = {"api": 5681, "kds": 5685, "diagnostics": 5680}
+ZONES = {"zone-1": {"api": 5691, "diagnostics": 5690}, "zone-2": {"api": 5693, "diagnostics": 5692}}
+
+
+def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    log = (DATA / f"{name}.log").open("ab")
+    print(f"  starting {name}: logs in {DATA.relative_to(ROOT) / (name + '.log')}")
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def wait_ready(name: str, diagnostics_port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited with {proc.returncode}; see {DATA / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{diagnostics_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{name} not ready after 30s; see {DATA / (name + '.log')}")
+
+
+def ctl(api_port: int, *args: str) -> str:
+    out = subprocess.run(
+        [str(BIN / "meshgatectl"), "--api", f"http://127.0.0.1:{api_port}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        sys.exit(f"meshgatectl {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def kds_status(api_port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/status/kds", timeout=2) as r:
+        return dict(json.loads(r.read()))
+
+
+def main() -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        print("meshgate demo: one global, two zones, embedded sqlite store under data/demo/")
+        g = start(
+            "global",
+            [
+                str(BIN / "meshgate-global"),
+                "run",
+                "--data-dir",
+                str(DATA / "global"),
+                "--api-port",
+                str(GLOBAL["api"]),
+                "--kds-port",
+                str(GLOBAL["kds"]),
+                "--diagnostics-port",
+                str(GLOBAL["diagnostics"]),
+                "--bind-address",
+                "127.0.0.1",
+            ],
+        )
+        procs.append(g)
+        wait_ready("global", GLOBAL["diagnostics"], g)
+        for zone, ports in ZONES.items():
+            z = start(
+                zone,
+                [
+                    str(BIN / "meshgate-zone"),
+                    "run",
+                    "--zone",
+                    zone,
+                    "--global-address",
+                    f"grpc://127.0.0.1:{GLOBAL['kds']}",
+                    "--data-dir",
+                    str(DATA / zone),
+                    "--api-port",
+                    str(ports["api"]),
+                    "--diagnostics-port",
+                    str(ports["diagnostics"]),
+                    "--bind-address",
+                    "127.0.0.1",
+                ],
+            )
+            procs.append(z)
+            wait_ready(zone, ports["diagnostics"], z)
+
+        print("\n$ meshgatectl apply -f deploy/examples/   (on the global)")
+        for example in sorted((ROOT / "deploy" / "examples").glob("*.yaml")):
+            print(ctl(GLOBAL["api"], "apply", "-f", str(example)), end="")
+
+        t0 = time.monotonic()
+        for zone, ports in ZONES.items():
+            while not kds_status(ports["api"]).get("synced"):
+                time.sleep(0.01)
+            want = ctl(GLOBAL["api"], "get", "meshgatewayroutes", "-o", "json")
+            while ctl(ports["api"], "get", "meshgatewayroutes", "-o", "json").count('"name"') < want.count(
+                '"name"'
+            ):
+                time.sleep(0.01)
+        print(f"\nBoth zones hold the examples ({(time.monotonic() - t0) * 1000:.0f} ms after apply).")
+        for zone, ports in ZONES.items():
+            for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
+                print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")
+                print(ctl(ports["api"], "get", kind), end="")
+        print(
+            f"\nGlobal API http://127.0.0.1:{GLOBAL['api']}  zone-1 http://127.0.0.1:{ZONES['zone-1']['api']}"
+            f"  zone-2 http://127.0.0.1:{ZONES['zone-2']['api']}"
+        )
+        print(
+            "Try: .venv/bin/meshgatectl apply -f deploy/examples/meshgateway.yaml, then get it from a zone."
+        )
+        print("Running until Ctrl-C.")
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        print("\nstopped global and zones")
+
+
+if __name__ == "__main__":
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    main()

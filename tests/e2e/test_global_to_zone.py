@@ -1,0 +1,223 @@
+"""A global and two zones as real processes on the embedded sqlite store, over real gRPC and HTTP."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import httpx
+import pytest
+
+from meshgate.resources.model import Meta, Resource
+from meshgate.store.sqlite import SqliteStore
+from tests.support.processes import CPProcess, ProcessGroup, free_port
+from tests.support.wait import eventually
+
+pytestmark = pytest.mark.e2e
+
+MESH = {"type": "Mesh", "name": "default"}
+
+
+def gateway(name: str, port: int = 8080, hostname: str = "*") -> dict[str, Any]:
+    return {
+        "type": "MeshGateway",
+        "mesh": "default",
+        "name": name,
+        "selectors": [{"match": {"kuma.io/service": name}}],
+        "conf": {"listeners": [{"port": port, "protocol": "HTTP", "hostname": hostname}]},
+    }
+
+
+def route(name: str, prefix: str = "/") -> dict[str, Any]:
+    return {
+        "type": "MeshGatewayRoute",
+        "mesh": "default",
+        "name": name,
+        "selectors": [{"match": {"kuma.io/service": "edge"}}],
+        "conf": {
+            "http": {
+                "rules": [
+                    {
+                        "matches": [{"path": {"match": "PREFIX", "value": prefix}}],
+                        "backends": [{"destination": {"kuma.io/service": "backend"}}],
+                    }
+                ]
+            }
+        },
+    }
+
+
+def path_of(doc: dict[str, Any]) -> str:
+    plural = {"Mesh": "meshes", "MeshGateway": "meshgateways", "MeshGatewayRoute": "meshgatewayroutes"}
+    if doc["type"] == "Mesh":
+        return f"/meshes/{doc['name']}"
+    return f"/meshes/{doc['mesh']}/{plural[doc['type']]}/{doc['name']}"
+
+
+async def put(cp: CPProcess, doc: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        return await c.put(path_of(doc), json=doc)
+
+
+async def get(cp: CPProcess, path: str) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        r = await c.get(path)
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return dict(r.json())
+
+
+async def start_all(procs: ProcessGroup, kds_port: int = 0) -> tuple[CPProcess, list[CPProcess]]:
+    g = await procs.global_cp(kds_port=kds_port)
+    zones = [await procs.zone_cp(z, g.ports["kds"]) for z in ("zone-1", "zone-2")]
+    return g, zones
+
+
+async def test_create_update_delete_propagate(procs: ProcessGroup) -> None:
+    g, zones = await start_all(procs)
+    assert (await put(g, MESH)).status_code == 201
+    assert (await put(g, gateway("edge"))).status_code == 201
+    for z in zones:
+        await eventually(lambda z=z: get(z, "/meshes/default/meshgateways/edge"), what=f"create in {z.name}")
+        gw = await get(z, "/meshes/default/meshgateways/edge")
+        assert gw is not None
+        assert gw["labels"]["kuma.io/origin"] == "global"
+        assert gw["conf"]["listeners"][0]["port"] == 8080
+
+    assert (await put(g, gateway("edge", port=9090))).status_code == 200
+
+    async def updated(z: CPProcess) -> bool:
+        gw = await get(z, "/meshes/default/meshgateways/edge")
+        return gw is not None and gw["conf"]["listeners"][0]["port"] == 9090
+
+    for z in zones:
+        await eventually(lambda z=z: updated(z), what=f"update in {z.name}")
+
+    async with httpx.AsyncClient(base_url=g.url()) as c:
+        assert (await c.delete("/meshes/default/meshgateways/edge")).status_code == 200
+
+    async def gone(z: CPProcess) -> bool:
+        return await get(z, "/meshes/default/meshgateways/edge") is None
+
+    for z in zones:
+        await eventually(lambda z=z: gone(z), what=f"delete in {z.name}")
+    zone_list = await get(g, "/zones")
+    assert zone_list is not None
+    assert sorted(i["name"] for i in zone_list["items"]) == ["zone-1", "zone-2"]
+
+
+async def test_zone_writes_of_global_kinds_are_refused(procs: ProcessGroup) -> None:
+    g, zones = await start_all(procs)
+    r = await put(zones[0], MESH)
+    assert r.status_code == 405
+    assert r.json()["status"] == 405
+
+
+async def test_zone_restart_converges(procs: ProcessGroup) -> None:
+    g, zones = await start_all(procs)
+    await put(g, MESH)
+    await put(g, route("r1"))
+    z1 = zones[0]
+    await eventually(lambda: get(z1, "/meshes/default/meshgatewayroutes/r1"), what="r1 in zone-1")
+    z1.stop()
+    await put(g, route("r2"))
+    async with httpx.AsyncClient(base_url=g.url()) as c:
+        assert (await c.delete("/meshes/default/meshgatewayroutes/r1")).status_code == 200
+    z1b = await procs.zone_cp("zone-1", g.ports["kds"])
+
+    async def converged() -> bool:
+        listed = await get(z1b, "/meshes/default/meshgatewayroutes")
+        return listed is not None and [i["name"] for i in listed["items"]] == ["r2"]
+
+    await eventually(converged, what="zone-1 converged after restart")
+
+
+async def test_global_restart_loses_nothing_and_zones_see_no_spurious_delete(procs: ProcessGroup) -> None:
+    kds_port = free_port()
+    g, zones = await start_all(procs, kds_port=kds_port)
+    await put(g, MESH)
+    for i in range(5):
+        await put(g, route(f"r{i}", f"/p{i}"))
+
+    async def five(z: CPProcess) -> bool:
+        listed = await get(z, "/meshes/default/meshgatewayroutes")
+        return listed is not None and listed["total"] == 5
+
+    for z in zones:
+        await eventually(lambda z=z: five(z), what=f"5 routes in {z.name}")
+    before = {z.name: await get(z, "/meshes/default/meshgatewayroutes") for z in zones}
+
+    assert g.stop() == 0  # SIGTERM drains and exits cleanly
+    for z in zones:  # zones keep serving their last state while the global is away
+        assert await get(z, "/meshes/default/meshgatewayroutes") == before[z.name]
+
+    g2 = await procs.global_cp("global", kds_port=kds_port)
+    listed = await get(g2, "/meshes/default/meshgatewayroutes")
+    assert listed is not None
+    assert listed["total"] == 5
+
+    async def reconnected(z: CPProcess) -> bool:
+        st = await get(z, "/status/kds")
+        return st is not None and st["synced"] and st["connects"] >= 2
+
+    for z in zones:
+        await eventually(lambda z=z: reconnected(z), what=f"{z.name} resynced")
+        # Nothing was deleted and re-created, nor even re-written: identical times and versions.
+        assert await get(z, "/meshes/default/meshgatewayroutes") == before[z.name]
+
+
+async def test_resource_rejected_by_zone_is_nacked_while_others_apply(procs: ProcessGroup) -> None:
+    """A global with looser rules (simulated by writing its store directly) sends an invalid gateway."""
+    kds_port = free_port()
+    g = await procs.global_cp(kds_port=kds_port)
+    await put(g, MESH)
+    g.stop()
+    store = SqliteStore(procs.workdir / "global" / "meshgate.db")
+    try:
+        from meshgate.resources import codec
+
+        bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation in the zone
+        good = codec.load(gateway("good"))
+        await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
+        await store.create(good)
+    finally:
+        await store.close()
+    g2 = await procs.global_cp(kds_port=kds_port)
+    z = await procs.zone_cp("zone-1", g2.ports["kds"])
+    await eventually(lambda: get(z, "/meshes/default/meshgateways/good"), what="good gateway applied")
+    assert await get(z, "/meshes/default/meshgateways/bad") is None
+    async with httpx.AsyncClient(base_url=g2.url("diagnostics")) as c:
+        metrics = (await c.get("/metrics")).text
+    assert 'kds_delta_requests_received{type_url="MeshGateway",confirmation="NACK"} 1' in metrics
+    assert "bad.default" in z.logs()
+    assert "conf.listeners[0].port" in g2.logs()
+
+
+async def test_invalid_input_lists_every_violation_and_stores_nothing(procs: ProcessGroup) -> None:
+    g = await procs.global_cp()
+    await put(g, MESH)
+    doc = gateway("edge")
+    doc["conf"]["listeners"] = [
+        {"port": 0, "protocol": "HTTP", "hostname": "Bad_Host"},
+        {"port": 8080, "protocol": "HTTPS"},
+    ]
+    doc["selectors"] = [{"match": {}}]
+    r = await put(g, doc)
+    assert r.status_code == 400
+    body = r.json()
+    fields = {p["field"] for p in body["invalid_parameters"]}
+    assert {"conf.listeners[0].port", "conf.listeners[0].hostname", "conf.listeners[1].tls"} <= fields
+    assert any(f.startswith("selectors[0]") for f in fields)
+    assert body["title"] == "Could not process a resource"
+    assert await get(g, "/meshes/default/meshgateways/edge") is None
+    listed = await get(g, "/meshes/default/meshgateways")
+    assert listed is not None
+    assert listed["total"] == 0
+
+
+async def test_sigterm_exits_zero(procs: ProcessGroup) -> None:
+    g, zones = await start_all(procs)
+    for z in zones:
+        assert z.stop(signal.SIGTERM) == 0
+    assert g.stop(signal.SIGINT) == 0

@@ -1,0 +1,91 @@
+"""The zone control plane: KDS client + local store + HTTP API, wired in one place.
+
+The zone's store is its own: resources from the global are mirrored into it, so the zone keeps
+serving everything it knows while the global is unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+from aiohttp import web
+
+from meshgate.observability.diagnostics import create_diagnostics_app
+from meshgate.observability.process import write_ports_file
+from meshgate.resources import codec, registry
+from meshgate.rest.app import ExtraRoute, create_api_app
+from meshgate.rest.server import serve_app
+from meshgate.store.factory import open_store
+from meshgate.store.protocol import ResourceStore
+from meshgate.transport.kds_client import GlobalToZoneClient
+
+__all__ = ["ZoneConfig", "run_zone"]
+
+log = structlog.get_logger("meshgate.zone")
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    zone: str
+    global_addresses: tuple[str, ...]
+    bind_address: str = "0.0.0.0"
+    api_port: int = 5681
+    diagnostics_port: int = 5680
+    store: str = "sqlite"
+    data_dir: Path = field(default_factory=lambda: Path("data/zone"))
+    ports_file: Path | None = None
+
+
+def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
+    async def handler(request: web.Request) -> web.Response:
+        st = client.status
+        return web.json_response(
+            {
+                "zone": client.zone,
+                "connected": st.connected,
+                "globalAddress": st.address,
+                "connects": st.connects,
+                "connectedAt": st.connected_at.isoformat() if st.connected_at else None,
+                "lastError": st.last_error,
+                "syncedKinds": sorted(st.synced_kinds),
+                "synced": client.synced,
+            }
+        )
+
+    return ExtraRoute("GET", "/status/kds", handler, "State of this zone's KDS stream to the global")
+
+
+async def run_zone(
+    cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
+    ready = False
+    try:
+        client = GlobalToZoneClient(
+            zone=cfg.zone,
+            addresses=cfg.global_addresses,
+            store=store,
+            kinds=registry.kinds_sent_to_zone(),
+            validate=codec.validate,
+        )
+        api = create_api_app(store, role="zone", extra_routes=[_kds_status_route(client)])
+        diagnostics = create_diagnostics_app(lambda: ready)
+        async with anyio.create_task_group() as tg:
+            ports = {
+                "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
+                "diagnostics": await tg.start(
+                    serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port
+                ),
+            }
+            tg.start_soon(client.run)
+            # Ready means serving local state; a zone does not wait for the global to be reachable.
+            ready = True
+            write_ports_file(cfg.ports_file, ports)
+            log.info("zone.ready", zone=cfg.zone, store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
+            task_status.started(ports)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()

@@ -1,0 +1,83 @@
+"""`meshgate-zone run --zone NAME --global-address grpc://HOST:PORT`: the zone control plane process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, cast
+
+import anyio
+import typer
+
+from meshgate.cli.common import (
+    BindAddress,
+    DataDir,
+    DiagnosticsPort,
+    LogFormatOpt,
+    LogLevel,
+    PortsFile,
+    StoreOpt,
+    check_log_format,
+)
+from meshgate.observability.logging import configure_logging
+from meshgate.observability.process import run_until_signalled
+from meshgate.transport.kds_client import parse_address
+from zone_cp.app import ZoneConfig, run_zone
+
+app = typer.Typer(help="meshgate zone control plane", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _root() -> None:
+    """meshgate zone control plane."""
+
+
+@app.command()
+def run(
+    zone: Annotated[str, typer.Option("--zone", envvar="MESHGATE_ZONE", help="This zone's name.")],
+    global_address: Annotated[
+        list[str],
+        typer.Option(
+            "--global-address",
+            envvar="MESHGATE_GLOBAL_ADDRESS",
+            help="grpc://HOST:PORT of the global's KDS server; repeat for several replicas.",
+        ),
+    ],
+    api_port: Annotated[
+        int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")
+    ] = 5681,
+    diagnostics_port: DiagnosticsPort = 5680,
+    bind_address: BindAddress = "0.0.0.0",
+    store: StoreOpt = "sqlite",
+    data_dir: DataDir = None,
+    log_format: LogFormatOpt = "console",
+    log_level: LogLevel = "info",
+    ports_file: PortsFile = None,
+) -> None:
+    """Run a zone control plane until SIGTERM or SIGINT."""
+    fmt = cast(Literal["console", "json"], check_log_format(log_format))
+    if not zone:
+        raise typer.BadParameter("must not be empty", param_hint="--zone")
+    for address in global_address:
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--global-address") from exc
+    try:
+        configure_logging(fmt, log_level, process=f"zone:{zone}")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+    cfg = ZoneConfig(
+        zone=zone,
+        global_addresses=tuple(global_address),
+        bind_address=bind_address,
+        api_port=api_port,
+        diagnostics_port=diagnostics_port,
+        store=store,
+        data_dir=data_dir or Path("data") / zone,
+        ports_file=ports_file,
+    )
+    anyio.run(run_until_signalled, lambda: run_zone(cfg))
+
+
+def main() -> None:
+    app()
