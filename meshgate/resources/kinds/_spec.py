@@ -1,0 +1,42 @@
+"""What every kind's `validate` does before its own rules: the shared name rules and a spec type check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from meshgate.resources.errors import Path, Violation, Violations
+from meshgate.resources.model import Resource
+from meshgate.resources.naming import check_meta
+
+__all__ = ["validate_resource"]
+
+
+def validate_resource(
+    resource: Resource,
+    spec_type: type[Message],
+    check_spec: Callable[[Violations, Any], None],
+    *,
+    mesh_scoped: bool,
+) -> list[Violation]:
+    out = Violations()
+    check_meta(out, resource.meta, mesh_scoped=mesh_scoped)
+    if isinstance(resource.spec, spec_type):
+        check_spec(out, resource.spec)
+        _check_encodable(out, resource.spec)
+    else:
+        expected = spec_type.DESCRIPTOR.full_name
+        out.add(Path(), f"spec must be a {expected}, not {resource.spec.DESCRIPTOR.full_name}")
+    return out.as_list()
+
+
+def _check_encodable(out: Violations, spec: Message) -> None:
+    """A valid resource must have a Universal form. Only a binary peer (KDS) can send one that has none,
+    e.g. an infinite number in a Struct or a Duration beyond 10000 years."""
+    try:
+        json_format.MessageToDict(spec)
+    except (ValueError, json_format.Error) as err:
+        out.add(Path(), f"cannot be written as JSON: {err}")

@@ -1,0 +1,71 @@
+"""The kind registry: lookups by name and alias, and the sync lists derived from descriptors."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshgate.resources import registry
+from meshgate.resources.descriptor import KindDescriptor, SyncDirection
+from meshgate.resources.errors import UnknownKindError
+
+
+def names(descriptors: tuple[KindDescriptor, ...]) -> list[str]:
+    return [d.name for d in descriptors]
+
+
+def test_kinds_in_dependency_order() -> None:
+    assert names(registry.KINDS) == ["Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"]
+
+
+def test_sync_lists_are_derived_and_put_mesh_first() -> None:
+    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "MeshGateway", "MeshGatewayRoute"]
+    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane"]
+    for descriptor in registry.KINDS:
+        both = descriptor.sync is SyncDirection.BOTH
+        assert (descriptor in registry.kinds_sent_to_zone()) == (
+            both or descriptor.sync is SyncDirection.GLOBAL_TO_ZONE
+        )
+
+
+@pytest.mark.parametrize(
+    ("alias", "kind"),
+    [
+        ("Mesh", "Mesh"),
+        ("mesh", "Mesh"),
+        ("meshes", "Mesh"),
+        ("MESHES", "Mesh"),
+        ("MeshGateway", "MeshGateway"),
+        ("meshgateway", "MeshGateway"),
+        ("meshgateways", "MeshGateway"),
+        ("meshgatewayroute", "MeshGatewayRoute"),
+        ("meshgatewayroutes", "MeshGatewayRoute"),
+        ("MeshGatewayRoute", "MeshGatewayRoute"),
+        ("dataplane", "Dataplane"),
+        ("dataplanes", "Dataplane"),
+        ("DataPlane", "Dataplane"),
+    ],
+)
+def test_lookup(alias: str, kind: str) -> None:
+    assert registry.lookup(alias).name == kind
+
+
+def test_get_is_exact() -> None:
+    assert registry.get("MeshGateway").plural == "meshgateways"
+    with pytest.raises(UnknownKindError) as caught:
+        registry.get("meshgateway")
+    assert caught.value.kind == "meshgateway"
+
+
+@pytest.mark.parametrize("alias", ["gateway", "", "meshgatewayinstances", "Zone"])
+def test_unknown_alias(alias: str) -> None:
+    with pytest.raises(UnknownKindError):
+        registry.lookup(alias)
+
+
+def test_descriptors_carry_their_kuma_type_urls() -> None:
+    assert [d.spec_type_url.rpartition("/")[2] for d in registry.KINDS] == [
+        "kuma.mesh.v1alpha1.Mesh",
+        "kuma.mesh.v1alpha1.MeshGateway",
+        "kuma.mesh.v1alpha1.MeshGatewayRoute",
+        "kuma.mesh.v1alpha1.Dataplane",
+    ]
