@@ -90,3 +90,7 @@ async def api_client(
     app = create_api_app(store, role=role, extra_routes=extra_routes)
     async with serving(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT) as http:
         yield http
+
+
+def zone(name: str = "zone-1", enabled: bool = True) -> dict[str, Any]:
+    return {"type": "Zone", "name": name, "enabled": enabled}

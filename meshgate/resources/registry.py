@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError
-from meshgate.resources.kinds import dataplane, mesh, meshgateway, meshgatewayroute
+from meshgate.resources.kinds import dataplane, mesh, meshgateway, meshgatewayroute, zone
 
 __all__ = ["KINDS", "get", "kinds_sent_to_global", "kinds_sent_to_zone", "lookup"]
 
@@ -19,6 +19,7 @@ KINDS: tuple[KindDescriptor, ...] = (
     meshgateway.DESCRIPTOR,
     meshgatewayroute.DESCRIPTOR,
     dataplane.DESCRIPTOR,
+    zone.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}

@@ -26,8 +26,8 @@ async def get_zone(request: web.Request) -> web.Response:
 
 
 EXTRA = [
-    ExtraRoute("GET", "/zones", list_zones, "List zones"),
-    ExtraRoute("GET", "/zones/{name}", get_zone, "Get a zone"),
+    ExtraRoute("GET", "/widgets", list_zones, "List zones"),
+    ExtraRoute("GET", "/widgets/{name}", get_zone, "Get a zone"),
 ]
 
 
@@ -75,8 +75,8 @@ async def test_every_served_route_is_documented(store: MemoryStore, role: Role) 
         (method, path) for path, item in doc["paths"].items() for method in item if method != "parameters"
     }
     assert served_routes(app) <= documented
-    assert ("get", "/zones/{name}") in documented
-    assert doc["paths"]["/zones"]["get"]["summary"] == "List zones"
+    assert ("get", "/widgets/{name}") in documented
+    assert doc["paths"]["/widgets"]["get"]["summary"] == "List zones"
 
 
 async def test_document_is_self_consistent(store: MemoryStore) -> None:
@@ -122,8 +122,8 @@ async def test_read_only_kind_documents_405(store: MemoryStore) -> None:
 
 async def test_extra_routes_share_the_error_middleware(store: MemoryStore) -> None:
     async with api_client(store, extra_routes=EXTRA) as http:
-        listed = await http.get("/zones")
-        missing = await http.get("/zones/z1")
+        listed = await http.get("/widgets")
+        missing = await http.get("/widgets/z1")
     assert listed.json() == {"total": 0, "items": [], "next": None}
     assert missing.status_code == 404
     assert missing.json()["detail"] == "no zone z1"

@@ -13,13 +13,14 @@ from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE
 from meshgate.rest.errors import GLOBAL_READ_ONLY_MESSAGE, ZONE_READ_ONLY_MESSAGE
 from meshgate.rest.handlers import Role
 from meshgate.store.memory import MemoryStore
-from tests.rest_support import api_client, dataplane, gateway, mesh, route
+from tests.rest_support import api_client, dataplane, gateway, mesh, route, zone
 
 DOCS: dict[str, Callable[[], dict[str, Any]]] = {
     "Mesh": mesh,
     "MeshGateway": gateway,
     "MeshGatewayRoute": route,
     "Dataplane": dataplane,
+    "Zone": zone,
 }
 
 

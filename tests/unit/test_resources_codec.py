@@ -29,7 +29,7 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
     "no type, no name": ({}, [("type", "cannot be empty"), ("name", "cannot be empty")]),
     "unknown type": (
         {"type": "Gateway", "name": "x"},
-        [("type", 'unknown type "Gateway". Allowed values: Mesh, MeshGateway, MeshGatewayRoute, Dataplane')],
+        [("type", 'unknown type "Gateway". Allowed values: Mesh, MeshGateway, MeshGatewayRoute, Dataplane, Zone')],
     ),
     "type and name of the wrong JSON type": (
         {"type": 1, "name": 2},

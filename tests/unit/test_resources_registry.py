@@ -14,7 +14,7 @@ def names(descriptors: tuple[KindDescriptor, ...]) -> list[str]:
 
 
 def test_kinds_in_dependency_order() -> None:
-    assert names(registry.KINDS) == ["Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"]
+    assert names(registry.KINDS) == ["Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane", "Zone"]
 
 
 def test_sync_lists_are_derived_and_put_mesh_first() -> None:
@@ -56,7 +56,7 @@ def test_get_is_exact() -> None:
     assert caught.value.kind == "meshgateway"
 
 
-@pytest.mark.parametrize("alias", ["gateway", "", "meshgatewayinstances", "Zone"])
+@pytest.mark.parametrize("alias", ["gateway", "", "meshgatewayinstances", "zoneinsights"])
 def test_unknown_alias(alias: str) -> None:
     with pytest.raises(UnknownKindError):
         registry.lookup(alias)
@@ -68,4 +68,5 @@ def test_descriptors_carry_their_kuma_type_urls() -> None:
         "kuma.mesh.v1alpha1.MeshGateway",
         "kuma.mesh.v1alpha1.MeshGatewayRoute",
         "kuma.mesh.v1alpha1.Dataplane",
+        "kuma.system.v1alpha1.Zone",
     ]
