@@ -27,15 +27,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshgate.kds.envelope import to_envelope  # noqa: E402
-from meshgate.kds.sender import Sender  # noqa: E402
-from meshgate.resources import codec, registry  # noqa: E402
-from meshgate.resources.model import LABEL_ORIGIN, Origin, ResourceKey  # noqa: E402
-from meshgate.store import MemoryStore  # noqa: E402
-from meshgate.store.sqlite import SqliteStore  # noqa: E402
-from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
-from meshgate.transport.snapshots import SnapshotSource  # noqa: E402
-from tests.support.processes import CPProcess, free_port  # noqa: E402
+from meshgate.kds.envelope import to_envelope
+from meshgate.kds.sender import Sender
+from meshgate.resources import codec, registry
+from meshgate.resources.model import LABEL_ORIGIN, Origin, ResourceKey
+from meshgate.store import MemoryStore
+from meshgate.store.sqlite import SqliteStore
+from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options
+from meshgate.transport.snapshots import SnapshotSource
+from tests.support.processes import CPProcess, free_port
 
 MESH = {"type": "Mesh", "name": "default"}
 
@@ -140,7 +140,7 @@ async def initial_sync_raw(port: int, runs: int, frames: int) -> list[float]:
     for _ in range(runs):
         t0 = time.perf_counter()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as ch:
-            call = ch.stream_stream("/bench.Raw/Sync")()
+            call = ch.stream_stream("/bench.Raw/Sync")()  # type: ignore[call-arg]
             await call.write(b"")
             got = 0
             async for frame in call:
@@ -173,12 +173,16 @@ async def fanout_ours(api: str, port: int, zones: int, changes: int) -> tuple[li
             arrived: list[float] = []
             before = clients[0].receiver.kinds["MeshGatewayRoute"].bytes_received  # type: ignore[union-attr]
 
-            async def watch(store: MemoryStore, arrived: list[float] = arrived, key: ResourceKey = key,
-                            value: str = f"/changed/{k}") -> None:
+            async def watch(
+                store: MemoryStore,
+                arrived: list[float] = arrived,
+                key: ResourceKey = key,
+                value: str = f"/changed/{k}",
+            ) -> None:
                 async with store.changes.subscribe() as sub:
                     while True:
                         r = await store.get(key)
-                        if r.spec.conf.http.rules[0].matches[0].path.value == value:
+                        if r.spec.conf.http.rules[0].matches[0].path.value == value:  # type: ignore[attr-defined]
                             arrived.append(time.perf_counter())
                             return
                         await sub.next_batch()
@@ -202,10 +206,10 @@ async def fanout_raw(port: int, zones: int, changes: int) -> list[float]:
     latencies = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as ch:
         arrived: list[float] = []
-        trigger = ch.unary_unary("/bench.Raw/Trigger")
+        trigger = ch.unary_unary("/bench.Raw/Trigger")  # type: ignore[call-arg]
 
         async def stream() -> None:
-            call = ch.stream_stream("/bench.Raw/Fanout")()
+            call = ch.stream_stream("/bench.Raw/Fanout")()  # type: ignore[call-arg]
             await call.write(b"")
             async for frame in call:
                 resp = discovery_pb2.DeltaDiscoveryResponse.FromString(frame)
@@ -243,8 +247,20 @@ async def main(zones: int, routes: int, changes: int, runs: int) -> None:
     sync_bytes = sum(p.stat().st_size for p in frames.glob("sync-*.bin"))
     glob = CPProcess(
         "global_cp",
-        ["--store", f"sqlite:{db}", "--api-port", "0", "--kds-port", str(free_port()),
-         "--diagnostics-port", "0", "--bind-address", "127.0.0.1", "--log-level", "warning"],
+        [
+            "--store",
+            f"sqlite:{db}",
+            "--api-port",
+            "0",
+            "--kds-port",
+            str(free_port()),
+            "--diagnostics-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ],
         work,
         "global",
     )
@@ -252,8 +268,14 @@ async def main(zones: int, routes: int, changes: int, runs: int) -> None:
     import subprocess
 
     raw = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("raw_grpc.py")), "--frames", str(frames),
-         "--ports-file", str(raw_ports)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("raw_grpc.py")),
+            "--frames",
+            str(frames),
+            "--ports-file",
+            str(raw_ports),
+        ],
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:
@@ -276,11 +298,15 @@ async def main(zones: int, routes: int, changes: int, runs: int) -> None:
 
     print()
     print(f"{'measure':<44}{'meshgate':>12}{'baseline':>12}{'ratio':>8}  target")
-    print(f"{'(a) initial sync, one zone, median':<44}{a_ours * 1e3:>10.0f}ms{a_raw * 1e3:>10.0f}ms"
-          f"{a_ours / a_raw:>7.2f}x  <= 3x")
+    print(
+        f"{'(a) initial sync, one zone, median':<44}{a_ours * 1e3:>10.0f}ms{a_raw * 1e3:>10.0f}ms"
+        f"{a_ours / a_raw:>7.2f}x  <= 3x"
+    )
     for name, q in (("p50", 0.5), ("p99", 0.99)):
         o, b = pct(ours_b, q), pct(raw_b, q)
-        print(f"{f'(b) change -> all {zones} zones, {name}':<44}{o * 1e3:>10.1f}ms{b * 1e3:>10.1f}ms{o / b:>7.2f}x  <= 3x")
+        print(
+            f"{f'(b) change -> all {zones} zones, {name}':<44}{o * 1e3:>10.1f}ms{b * 1e3:>10.1f}ms{o / b:>7.2f}x  <= 3x"
+        )
     c = statistics.median(bytes_c)
     print(f"{'(c) bytes per zone for one change':<44}{c:>11.0f}B{size_c:>11}B{c / size_c:>7.2f}x  <= 2x")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
@@ -22,7 +23,6 @@ from meshgate.store.protocol import ResourceStore
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService, StreamRegistry
 from meshgate.transport.snapshots import SnapshotSource
-from global_cp.zones import ZoneRecords
 
 __all__ = ["GlobalConfig", "run_global"]
 
@@ -82,9 +82,7 @@ async def run_global(
             ports = {
                 "kds": await tg.start(serve_grpc, register, KDS_SERVICES, cfg.bind_address, cfg.kds_port),
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
-                "diagnostics": await tg.start(
-                    serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port
-                ),
+                "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
             ready = True
             write_ports_file(cfg.ports_file, ports)
@@ -93,5 +91,3 @@ async def run_global(
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
-
-

@@ -32,9 +32,7 @@ def _root() -> None:
 
 @app.command()
 def run(
-    api_port: Annotated[
-        int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")
-    ] = 5681,
+    api_port: Annotated[int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")] = 5681,
     kds_port: Annotated[
         int, typer.Option("--kds-port", envvar="MESHGATE_KDS_PORT", help="KDS gRPC port zones connect to.")
     ] = 5685,
@@ -48,7 +46,9 @@ def run(
     zone_health_interval: Annotated[
         float,
         typer.Option(
-            "--zone-health-interval", envvar="MESHGATE_ZONE_HEALTH_INTERVAL", help="Seconds between zone pings."
+            "--zone-health-interval",
+            envvar="MESHGATE_ZONE_HEALTH_INTERVAL",
+            help="Seconds between zone pings.",
         ),
     ] = 10.0,
 ) -> None:

@@ -110,13 +110,11 @@ def main() -> None:
             print(ctl(GLOBAL["api"], "apply", "-f", str(example)), end="")
 
         t0 = time.monotonic()
-        for zone, ports in ZONES.items():
+        for ports in ZONES.values():
             while not kds_status(ports["api"]).get("synced"):
                 time.sleep(0.01)
             want = ctl(GLOBAL["api"], "get", "meshgatewayroutes", "-o", "json")
-            while ctl(ports["api"], "get", "meshgatewayroutes", "-o", "json").count('"name"') < want.count(
-                '"name"'
-            ):
+            while ctl(ports["api"], "get", "meshgatewayroutes", "-o", "json").count('"name"') < want.count('"name"'):
                 time.sleep(0.01)
         print(f"\nBoth zones hold the examples ({(time.monotonic() - t0) * 1000:.0f} ms after apply).")
         for zone, ports in ZONES.items():
@@ -127,9 +125,7 @@ def main() -> None:
             f"\nGlobal API http://127.0.0.1:{GLOBAL['api']}  zone-1 http://127.0.0.1:{ZONES['zone-1']['api']}"
             f"  zone-2 http://127.0.0.1:{ZONES['zone-2']['api']}"
         )
-        print(
-            "Try: .venv/bin/meshgatectl apply -f deploy/examples/meshgateway.yaml, then get it from a zone."
-        )
+        print("Try: .venv/bin/meshgatectl apply -f deploy/examples/meshgateway.yaml, then get it from a zone.")
         print("Running until Ctrl-C.")
         signal.pause()
     except KeyboardInterrupt:

@@ -76,9 +76,7 @@ async def run_zone(
         async with anyio.create_task_group() as tg:
             ports = {
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
-                "diagnostics": await tg.start(
-                    serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port
-                ),
+                "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
             tg.start_soon(client.run)
             # Ready means serving local state; a zone does not wait for the global to be reachable.

@@ -42,9 +42,7 @@ def run(
             help="grpc://HOST:PORT of the global's KDS server; repeat for several replicas.",
         ),
     ],
-    api_port: Annotated[
-        int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")
-    ] = 5681,
+    api_port: Annotated[int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")] = 5681,
     diagnostics_port: DiagnosticsPort = 5680,
     bind_address: BindAddress = "0.0.0.0",
     store: StoreOpt = "sqlite",

@@ -63,11 +63,7 @@ class ApiResponseError(ApiClientError):
             text = response.text.strip() or response.reason_phrase
             return cls(response.status_code, f"HTTP {response.status_code}", text)
         params = body.get("invalid_parameters") or []
-        fields = [
-            FieldError(str(p.get("field", "")), str(p.get("reason", "")))
-            for p in params
-            if isinstance(p, dict)
-        ]
+        fields = [FieldError(str(p.get("field", "")), str(p.get("reason", ""))) for p in params if isinstance(p, dict)]
         return cls(
             response.status_code,
             str(body.get("title") or f"HTTP {response.status_code}"),

@@ -23,14 +23,14 @@ BindAddress = Annotated[
 DiagnosticsPort = Annotated[
     int,
     typer.Option(
-        "--diagnostics-port", envvar="MESHGATE_DIAGNOSTICS_PORT", help="Port of /ready, /healthy and /metrics."
+        "--diagnostics-port",
+        envvar="MESHGATE_DIAGNOSTICS_PORT",
+        help="Port of /ready, /healthy and /metrics.",
     ),
 ]
 StoreOpt = Annotated[
     str,
-    typer.Option(
-        "--store", envvar="MESHGATE_STORE", help="memory, sqlite (under --data-dir) or sqlite:PATH."
-    ),
+    typer.Option("--store", envvar="MESHGATE_STORE", help="memory, sqlite (under --data-dir) or sqlite:PATH."),
 ]
 DataDir = Annotated[
     Path | None,
@@ -40,9 +40,7 @@ DataDir = Annotated[
         help="Directory of the embedded store [default: data/global, or data/ZONE on a zone].",
     ),
 ]
-LogFormatOpt = Annotated[
-    str, typer.Option("--log-format", envvar="MESHGATE_LOG_FORMAT", help="console or json.")
-]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", envvar="MESHGATE_LOG_FORMAT", help="console or json.")]
 LogLevel = Annotated[
     str, typer.Option("--log-level", envvar="MESHGATE_LOG_LEVEL", help="debug, info, warning or error.")
 ]

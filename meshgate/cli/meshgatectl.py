@@ -199,9 +199,7 @@ def get(
     kind_name: Annotated[str, typer.Argument(metavar="KIND", help="meshes, meshgateways, dataplanes, ...")],
     name: Annotated[str | None, typer.Argument(metavar="NAME", help="Show only this resource.")] = None,
     mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind.")] = "default",
-    output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="Output format.")
-    ] = OutputFormat.TABLE,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = OutputFormat.TABLE,
 ) -> None:
     """Show one resource or list every resource of a kind."""
     kind = _kind(kind_name)

@@ -71,9 +71,7 @@ def _headers(kind: KindDescriptor) -> list[str]:
     return [*headers, "AGE"]
 
 
-def render_table(
-    kind: KindDescriptor, items: Sequence[Mapping[str, Any]], now: datetime | None = None
-) -> str:
+def render_table(kind: KindDescriptor, items: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     rows = [_headers(kind), *(_row(kind, item, now) for item in items)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

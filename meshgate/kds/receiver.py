@@ -94,9 +94,7 @@ class Receiver:
     def receive(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> Plan:
         rk = self.kinds.get(resp.type_url)
         if rk is None or not rk.subscribed:
-            raise ProtocolError(
-                f"response for kind {resp.type_url!r}, which this stream did not subscribe to"
-            )
+            raise ProtocolError(f"response for kind {resp.type_url!r}, which this stream did not subscribe to")
         rk.responses += 1
         rk.bytes_received += resp.ByteSize()
         rk.last_nonce = resp.nonce
@@ -140,15 +138,12 @@ class Receiver:
         rk.nacks_sent += 1
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=r.name, description=r.reason)
-                for r in plan.rejections
+                error_details_pb2.BadRequest.FieldViolation(field=r.name, description=r.reason) for r in plan.rejections
             ]
         )
         detail = any_pb2.Any()
         detail.Pack(bad)
         # Kuma joins the errors into the message; we do too, and add structured details it ignores.
         message = "; ".join(f"{plan.kind} {r.name}: {r.reason}" for r in plan.rejections)
-        req.error_detail.CopyFrom(
-            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
-        )
+        req.error_detail.CopyFrom(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail]))
         return req

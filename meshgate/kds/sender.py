@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import error_details_pb2
@@ -42,13 +42,13 @@ class ProtocolError(Exception):
     """The peer broke the protocol (stale nonce, unknown kind, duplicate subscription)."""
 
 
-class State(str, Enum):
+class State(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     IDLE = "idle"
     AWAITING = "awaiting"
 
 
-class Input(str, Enum):
+class Input(StrEnum):
     SUBSCRIBE = "subscribe"
     ACK = "ack"
     NACK = "nack"
@@ -165,8 +165,7 @@ class Sender:
             assert flight is not None  # AWAITING implies a response in flight
             if req.response_nonce != flight.nonce:
                 raise ProtocolError(
-                    f"{inp.value} for {ks.kind} names nonce {req.response_nonce!r}, "
-                    f"but {flight.nonce!r} is in flight"
+                    f"{inp.value} for {ks.kind} names nonce {req.response_nonce!r}, but {flight.nonce!r} is in flight"
                 )
             ks.stats.last_ack_latency = now - flight.sent_at
             if inp is Input.ACK:
@@ -190,9 +189,7 @@ class Sender:
         ks.state = nxt
         return ks, inp
 
-    def next_response(
-        self, snapshot: KindSnapshot, now: float
-    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+    def next_response(self, snapshot: KindSnapshot, now: float) -> discovery_pb2.DeltaDiscoveryResponse | None:
         """The response to send for `snapshot.kind` now, or None (not subscribed, in flight, nothing new)."""
         ks = self.kinds.get(snapshot.kind)
         if ks is None or ks.state is not State.IDLE:

@@ -14,9 +14,7 @@ __all__ = ["KDSMetrics"]
 
 
 def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs
-    )
+    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs)
     return "{" + inner + "}" if inner else ""
 
 
@@ -36,8 +34,7 @@ class KDSMetrics:
             f"# TYPE {p}_responses_sent counter",
         ]
         lines += [
-            f"{p}_responses_sent{_labels((('type_url', t),))} {n}"
-            for t, n in sorted(self.responses_sent.items())
+            f"{p}_responses_sent{_labels((('type_url', t),))} {n}" for t, n in sorted(self.responses_sent.items())
         ]
         lines += [
             f"# HELP {p}_requests_received Number of confirmations requests from a client",

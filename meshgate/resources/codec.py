@@ -182,9 +182,7 @@ def load_documents(text: str) -> list[dict[str, Any]]:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValidationError(
-            [Violation("", f"invalid YAML{where}: {problem}")], "Could not parse YAML"
-        ) from err
+        raise ValidationError([Violation("", f"invalid YAML{where}: {problem}")], "Could not parse YAML") from err
     out = Violations()
     result: list[dict[str, Any]] = []
     for number, document in enumerate(documents, start=1):

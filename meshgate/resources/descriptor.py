@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from google.protobuf.message import Message
 
@@ -14,12 +14,12 @@ from meshgate.resources.model import Resource
 __all__ = ["KindDescriptor", "Scope", "SyncDirection"]
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     GLOBAL = "Global"  # not mesh-scoped (Mesh itself)
     MESH = "Mesh"
 
 
-class SyncDirection(str, Enum):
+class SyncDirection(StrEnum):
     """Which way KDS carries a kind, as Kuma 2.7's `kds.send_to_zone` / `send_to_global` options say."""
 
     NONE = "none"

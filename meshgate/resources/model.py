@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 from google.protobuf.message import Message
 
@@ -30,7 +30,7 @@ LABEL_ZONE = "kuma.io/zone"
 LABEL_DISPLAY_NAME = "kuma.io/display-name"
 
 
-class Origin(str, Enum):
+class Origin(StrEnum):
     GLOBAL = "global"
     ZONE = "zone"
 

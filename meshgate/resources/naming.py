@@ -38,9 +38,7 @@ _LABEL_VALUE_MESSAGE = (
 )
 
 
-def _check_identifier(
-    out: Violations, path: Path, value: str, pattern: re.Pattern[str], message: str
-) -> None:
+def _check_identifier(out: Violations, path: Path, value: str, pattern: re.Pattern[str], message: str) -> None:
     if value == "":
         out.add(path, "cannot be empty")
     elif len(value) > 253:

@@ -24,9 +24,7 @@ WILDCARD_HOSTNAME = "*"
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 # govalidator's DNSName: labels of letters, digits, '_' and '-', up to 63 each, with an optional trailing dot.
-_GOVALIDATOR_DNS_NAME = re.compile(
-    r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?"
-)
+_GOVALIDATOR_DNS_NAME = re.compile(r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?")
 
 
 def check_port(out: Violations, path: Path, port: int) -> None:

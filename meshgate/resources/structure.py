@@ -314,9 +314,7 @@ def _check_any(value: object, _desc: Descriptor, path: Path, out: Violations) ->
         return
     type_url = value.get("@type")
     if not isinstance(type_url, str) or "/" not in type_url:
-        out.add(
-            path.field("@type"), 'must be a type URL such as "type.googleapis.com/kuma.mesh.v1alpha1.Mesh"'
-        )
+        out.add(path.field("@type"), 'must be a type URL such as "type.googleapis.com/kuma.mesh.v1alpha1.Mesh"')
         return
     try:
         inner = descriptor_pool.Default().FindMessageTypeByName(type_url.rpartition("/")[2])

@@ -125,8 +125,7 @@ def check_selector(
         tags,
         value_pattern=_SELECTOR_VALUE,
         value_message=(
-            "tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores"
-            ' or be "*"'
+            'tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores or be "*"'
         ),
         require_tag=require_tag,
         require_service=require_service,

@@ -105,9 +105,7 @@ def bad_request(detail: str) -> ApiError:
     return ApiError(400, "Bad Request", detail)
 
 
-def validation_failed(
-    violations: Iterable[Violation], title: str = "Could not process a resource"
-) -> ApiError:
+def validation_failed(violations: Iterable[Violation], title: str = "Could not process a resource") -> ApiError:
     params = [InvalidParameter(v.field, v.message) for v in violations]
     return ApiError(400, title, "Resource is not valid", params)
 

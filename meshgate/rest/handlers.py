@@ -78,9 +78,7 @@ class ResourceEndpoints:
 
     def _check_writable(self) -> None:
         if not self.writable:
-            raise method_not_allowed(
-                GLOBAL_READ_ONLY_MESSAGE if self.role == "global" else ZONE_READ_ONLY_MESSAGE
-            )
+            raise method_not_allowed(GLOBAL_READ_ONLY_MESSAGE if self.role == "global" else ZONE_READ_ONLY_MESSAGE)
 
     def _check_owned(self, current: Resource) -> None:
         """A resource synced from the other control plane would be overwritten by the next sync: refuse."""

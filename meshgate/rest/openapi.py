@@ -267,14 +267,10 @@ def build_openapi(
         "/_resources": {
             "get": {
                 "summary": "The resource kinds this control plane serves",
-                "responses": {
-                    "200": {"description": "kinds", "content": _json("ResourceTypeDescriptionList")}
-                },
+                "responses": {"200": {"description": "kinds", "content": _json("ResourceTypeDescriptionList")}},
             }
         },
-        "/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
-        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     }
     for kind, writable in kinds:
         components[kind.name] = _resource_schema(kind, components)

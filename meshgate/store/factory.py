@@ -44,9 +44,7 @@ async def open_store(url: str, *, data_dir: pathlib.Path) -> ResourceStore:
         raise ValueError(f"store {url!r}: the redis store is not supported yet; use {_ACCEPTED}")
     if url.startswith("sqlite://"):
         # SQLAlchemy-style URLs would silently mean a path starting with "//"; refuse the ambiguity.
-        raise ValueError(
-            f"store {url!r}: write a SQLite path as 'sqlite:PATH', not as a URL; use {_ACCEPTED}"
-        )
+        raise ValueError(f"store {url!r}: write a SQLite path as 'sqlite:PATH', not as a URL; use {_ACCEPTED}")
     if url.startswith("sqlite:") and url != "sqlite:":
         return await _open_sqlite(pathlib.Path(url.removeprefix("sqlite:")))
     raise ValueError(f"unknown store {url!r}; use {_ACCEPTED}")

@@ -31,9 +31,7 @@ class MemoryStore:
         except KeyError:
             raise NotFoundError(key) from None
 
-    async def list(
-        self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None
-    ) -> Page:
+    async def list(self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None) -> Page:
         # A size of 0 would answer next_offset == offset forever, and a negative offset sliced from the end.
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
@@ -88,9 +86,7 @@ class MemoryStore:
                 del self._items[k]
         return removed
 
-    async def apply_sync(
-        self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
-    ) -> None:
+    async def apply_sync(self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]) -> None:
         # Checked before any change, so a wrong call changes nothing.
         stray = ({r.kind for r in upserts} | {k.kind for k in removals}) - {kind}
         if stray:

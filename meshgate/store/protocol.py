@@ -80,9 +80,7 @@ class ResourceStore(Protocol):
         """Raises NotFoundError."""
         ...
 
-    async def list(
-        self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None
-    ) -> Page:
+    async def list(self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None) -> Page:
         """Resources of `kind` (in `mesh`, or every mesh when None), ordered by (mesh, name)."""
         ...
 
@@ -101,9 +99,7 @@ class ResourceStore(Protocol):
         """Raises NotFoundError, or ConflictError when `version` is given and stale."""
         ...
 
-    async def apply_sync(
-        self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
-    ) -> None:
+    async def apply_sync(self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]) -> None:
         """Atomically upserts and removes, unconditionally: a KDS receiver mirroring its peer's state.
 
         Missing removals are ignored. One transaction and one event batch for the whole call.

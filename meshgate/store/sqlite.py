@@ -124,9 +124,7 @@ _SELECT_KIND_MESH: Final = (
 )
 _COUNT_KIND: Final = "SELECT COUNT(*) FROM resources WHERE kind = ?"
 _COUNT_KIND_MESH: Final = "SELECT COUNT(*) FROM resources WHERE kind = ? AND mesh = ?"
-_SELECT_VERSION: Final = (
-    "SELECT version, creation_time FROM resources WHERE kind = ? AND mesh = ? AND name = ?"
-)
+_SELECT_VERSION: Final = "SELECT version, creation_time FROM resources WHERE kind = ? AND mesh = ? AND name = ?"
 _INSERT: Final = (
     "INSERT INTO resources "
     "(kind, mesh, name, version, labels, spec_type, spec, creation_time, modification_time) "
@@ -179,9 +177,7 @@ class SqliteStore:
     async def get(self, key: ResourceKey) -> Resource:
         return await self._read(functools.partial(_get, key=key))
 
-    async def list(
-        self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None
-    ) -> Page:
+    async def list(self, kind: str, mesh: str | None = None, *, offset: int = 0, size: int | None = None) -> Page:
         _check_paging(offset, size)
         return await self._read(functools.partial(_list, kind=kind, mesh=mesh, offset=offset, size=size))
 
@@ -194,9 +190,7 @@ class SqliteStore:
     async def delete(self, key: ResourceKey, *, version: str | None = None) -> None:
         await self._write(functools.partial(_delete, key=key, version=version))
 
-    async def apply_sync(
-        self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
-    ) -> None:
+    async def apply_sync(self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]) -> None:
         _check_sync_kinds(kind, upserts, removals)
         await self._write(functools.partial(_apply_sync, upserts=upserts, removals=removals))
 
@@ -305,9 +299,7 @@ def _get(conn: sqlite3.Connection, *, key: ResourceKey) -> Resource:
 
 def _list(conn: sqlite3.Connection, *, kind: str, mesh: str | None, offset: int, size: int | None) -> Page:
     count, select, params = (
-        (_COUNT_KIND, _SELECT_KIND, (kind,))
-        if mesh is None
-        else (_COUNT_KIND_MESH, _SELECT_KIND_MESH, (kind, mesh))
+        (_COUNT_KIND, _SELECT_KIND, (kind,)) if mesh is None else (_COUNT_KIND_MESH, _SELECT_KIND_MESH, (kind, mesh))
     )
     # One read transaction, so the total and the page describe the same state. The primary-key index
     # yields rows already in (mesh, name) order: one range scan, no sort, no query per resource.

@@ -211,9 +211,7 @@ class GlobalToZoneClient:
         interval = 10.0
         while True:
             try:
-                resp = await health.HealthCheck(
-                    kds_pb2.ZoneHealthCheckRequest(), metadata=metadata, timeout=5
-                )
+                resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=metadata, timeout=5)
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
             except grpc.aio.AioRpcError as exc:
                 log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc))

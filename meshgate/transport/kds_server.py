@@ -81,16 +81,14 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         self._on_connect = on_connect
         self._clock = clock
 
-    async def GlobalToZoneSync(  # noqa: N802 (gRPC method name)
+    async def GlobalToZoneSync(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
         zone = zone_of(context)
         if not zone:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)"
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
         stream_id = f"{zone}-{next(_stream_ids)}"
         kinds = [d.name for d in self._source.kinds]
         session = StreamSession(zone, stream_id, "global-to-zone", context.peer(), Sender(kinds))
@@ -108,7 +106,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         nonlocal error
                         try:
                             async for req in request_iterator:
-                                ks, inp = session.sender.receive(req, self._clock())
+                                _ks, inp = session.sender.receive(req, self._clock())
                                 self._record(session, req, inp, slog)
                                 wake.set()
                         except ProtocolError as exc:
@@ -164,7 +162,7 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         self._registry = registry
         self._interval = interval
 
-    async def HealthCheck(  # noqa: N802 (gRPC method name)
+    async def HealthCheck(
         self,
         request: kds_pb2.ZoneHealthCheckRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]

@@ -178,9 +178,7 @@ async def test_invalid_update_keeps_the_stored_version(store: ResourceStore) -> 
         ("type", "MeshGatewayRoute", "type from the URL has to be the same as in body"),
     ],
 )
-async def test_body_contradicting_the_path_is_400(
-    store: ResourceStore, field: str, value: str, reason: str
-) -> None:
+async def test_body_contradicting_the_path_is_400(store: ResourceStore, field: str, value: str, reason: str) -> None:
     doc = gateway()
     doc[field] = value
     async with api_client(store) as http:

@@ -71,9 +71,7 @@ async def test_every_served_route_is_documented(store: MemoryStore, role: Role) 
     assert response.status_code == 200
     doc = response.json()
     assert doc["openapi"].startswith("3.1")
-    documented = {
-        (method, path) for path, item in doc["paths"].items() for method in item if method != "parameters"
-    }
+    documented = {(method, path) for path, item in doc["paths"].items() for method in item if method != "parameters"}
     assert served_routes(app) <= documented
     assert ("get", "/widgets/{name}") in documented
     assert doc["paths"]["/widgets"]["get"]["summary"] == "List zones"

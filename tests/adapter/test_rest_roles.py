@@ -81,9 +81,7 @@ async def test_every_kind_can_be_read_on_both(store: MemoryStore, role: Role) ->
             doc = DOCS[kind.name]()
             got = await http.get(item_path(kind, doc))
             assert got.status_code == 200, (kind.name, got.text)
-            listed = await http.get(
-                f"/meshes/default/{kind.plural}" if kind.mesh_scoped else f"/{kind.plural}"
-            )
+            listed = await http.get(f"/meshes/default/{kind.plural}" if kind.mesh_scoped else f"/{kind.plural}")
             assert listed.json()["total"] == 1
 
 

@@ -86,10 +86,7 @@ async def test_same_name_in_other_mesh_or_kind_is_another_resource(store: Resour
     await store.create(gw("default", "edge"))
     await store.create(gw("other", "edge"))
     await store.create(resource(DP, "default", "edge"))
-    assert (
-        len({(await store.get(k)).meta.version for k in [*await keys(store, GW), *await keys(store, DP)]})
-        == 3
-    )
+    assert len({(await store.get(k)).meta.version for k in [*await keys(store, GW), *await keys(store, DP)]}) == 3
 
 
 # update
@@ -97,9 +94,7 @@ async def test_same_name_in_other_mesh_or_kind_is_another_resource(store: Resour
 
 async def test_update_with_current_version(store: ResourceStore) -> None:
     created = await store.create(resource(GW, "default", "edge", struct(v=1), {"a": "1"}))
-    updated = await store.update(
-        resource(GW, "default", "edge", struct(v=2), {"b": "2"}, version=created.meta.version)
-    )
+    updated = await store.update(resource(GW, "default", "edge", struct(v=2), {"b": "2"}, version=created.meta.version))
     assert updated.meta.version != created.meta.version
     assert updated.meta.creation_time == created.meta.creation_time
     assert created.meta.modification_time is not None

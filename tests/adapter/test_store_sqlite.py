@@ -76,9 +76,7 @@ async def test_data_survives_close_and_reopen(db_path: pathlib.Path) -> None:
     store = await SqliteStore.open(db_path)
     await store.create(mesh("default", team="core"))
     edge = await store.create(resource(GW, "default", "edge", struct(port=80), {"kuma.io/origin": "global"}))
-    edge = await store.update(
-        resource(GW, "default", "edge", struct(port=443), {"a": "b"}, edge.meta.version)
-    )
+    edge = await store.update(resource(GW, "default", "edge", struct(port=443), {"a": "b"}, edge.meta.version))
     await store.create(resource("Timeout", "default", "t", duration_pb2.Duration(seconds=5)))
     last = await store.create(resource(GW, "default", "gone"))
     await store.delete(last.key)
@@ -175,9 +173,7 @@ async def test_a_locked_database_is_unavailable_and_publishes_nothing(db_path: p
         await store.close()
 
 
-async def test_a_failure_mid_transaction_rolls_back_the_whole_write(
-    store: SqliteStore, db_path: pathlib.Path
-) -> None:
+async def test_a_failure_mid_transaction_rolls_back_the_whole_write(store: SqliteStore, db_path: pathlib.Path) -> None:
     before = await store.create(resource(GW, "default", "before"))
     with raw_connection(db_path) as conn:
         conn.execute(
@@ -232,8 +228,7 @@ async def test_listing_10k_resources(store: SqliteStore) -> None:
     """Correctness at KDS-snapshot scale; prints the time once (informational, never asserted)."""
     n = 10_000
     upserts = [
-        resource(GW, f"mesh-{i % 10}", f"gw-{i:05d}", struct(port=i, name=f"gw-{i}", tls=i % 2 == 0))
-        for i in range(n)
+        resource(GW, f"mesh-{i % 10}", f"gw-{i:05d}", struct(port=i, name=f"gw-{i}", tls=i % 2 == 0)) for i in range(n)
     ]
     await store.apply_sync(GW, upserts, [])
     started = time.perf_counter()
@@ -241,9 +236,7 @@ async def test_listing_10k_resources(store: SqliteStore) -> None:
     elapsed = time.perf_counter() - started
     print(f"\nsqlite: listing {n} resources took {elapsed * 1000:.1f} ms")
     assert page.total == n
-    assert [(r.meta.mesh, r.meta.name) for r in page.items] == sorted(
-        (r.meta.mesh, r.meta.name) for r in upserts
-    )
+    assert [(r.meta.mesh, r.meta.name) for r in page.items] == sorted((r.meta.mesh, r.meta.name) for r in upserts)
     assert page.items[-1].spec == upserts[-1].spec
 
 

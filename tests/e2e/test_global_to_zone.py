@@ -108,7 +108,7 @@ async def test_create_update_delete_propagate(procs: ProcessGroup) -> None:
 
 
 async def test_zone_writes_of_global_kinds_are_refused(procs: ProcessGroup) -> None:
-    g, zones = await start_all(procs)
+    _g, zones = await start_all(procs)
     r = await put(zones[0], MESH)
     assert r.status_code == 405
     assert r.json()["status"] == 405

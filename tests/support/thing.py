@@ -31,5 +31,10 @@ def entries(*things: Resource) -> list[Entry]:
     return [Entry.of(to_wire(t)) for t in things]
 
 
+def _value(r: Resource) -> str:
+    assert isinstance(r.spec, struct_pb2.Struct)
+    return str(r.spec["value"])
+
+
 def no_bad(r: Resource) -> list[Violation]:
-    return [Violation("value", "must not be bad")] if r.spec["value"] == "bad" else []
+    return [Violation("value", "must not be bad")] if _value(r) == "bad" else []

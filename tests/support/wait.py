@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 
 import anyio
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    check: Callable[[], Awaitable[object]] | Callable[[], object],
     *,
     timeout: float = 15.0,
     interval: float = 0.01,
     what: str = "condition",
 ) -> None:
-    """Polls `check` until it is true; fails the test after `timeout` (a deadlock guard, not a limit)."""
+    """Polls `check` until it returns something truthy (awaiting it if it is a coroutine function);
+    fails the test after `timeout`, which is a deadlock guard, never a speed assertion."""
     with anyio.move_on_after(timeout):
         while True:
             result = check()
-            if not isinstance(result, bool):
+            if inspect.isawaitable(result):
                 result = await result
             if result:
                 return

@@ -67,10 +67,10 @@ def test_snapshot_evolve_keeps_change_log() -> None:
     s1 = KindSnapshot.of("Thing", entries(thing("a"), thing("b")))
     s2 = s1.replace_all(entries(thing("a", "new"), thing("b")))
     assert s2.revision == s1.revision + 1
-    assert s2.changed_since(s1.revision) == {"a.default"}
+    assert s2.changed_since(s1.revision) == frozenset({"a.default"})
     assert s2.replace_all(entries(thing("a", "new"), thing("b"))) is s2  # nothing changed
     s3 = s2.evolve({"b.default": None})
-    assert s3.changed_since(s1.revision) == {"a.default", "b.default"}
+    assert s3.changed_since(s1.revision) == frozenset({"a.default", "b.default"})
     assert s3.changed_since(s3.revision) == frozenset()
     assert s3.changed_since(0) is None  # older than the log: caller must fully diff
 
@@ -102,9 +102,7 @@ entries_strategy = st.dictionaries(
 
 @settings(max_examples=200, deadline=None)
 @given(before=entries_strategy, after=entries_strategy, chunk=st.integers(min_value=400, max_value=3000))
-def test_delta_converges_any_state_to_any_state(
-    before: dict[str, str], after: dict[str, str], chunk: int
-) -> None:
+def test_delta_converges_any_state_to_any_state(before: dict[str, str], after: dict[str, str], chunk: int) -> None:
     """Applying successive deltas to a peer holding `before` always ends at exactly `after`."""
     snap = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in after.items())))
     peer = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in before.items()))).versions()
@@ -178,18 +176,23 @@ def test_sender_first_response_is_sent_even_when_empty() -> None:
 def test_sender_protocol_errors(requests: list[str], match: str) -> None:
     s = Sender(["Thing"])
     snap = KindSnapshot.of("Thing", entries(thing("a")))
+
+    def step(name: str) -> None:
+        if name == "sub":
+            s.receive(subscribe(), 0)
+        elif name == "send":
+            assert s.next_response(snap, 0) is not None
+        elif name == "ack":
+            s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="1"), 0)
+        elif name == "stale":
+            s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="999"), 0)
+        elif name == "other":
+            s.receive(subscribe("Other"), 0)
+
+    for name in requests[:-1]:
+        step(name)
     with pytest.raises(ProtocolError, match=match):
-        for step in requests:
-            if step == "sub":
-                s.receive(subscribe(), 0)
-            elif step == "send":
-                assert s.next_response(snap, 0) is not None
-            elif step == "ack":
-                s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="1"), 0)
-            elif step == "stale":
-                s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="999"), 0)
-            elif step == "other":
-                s.receive(subscribe("Other"), 0)
+        step(requests[-1])
 
 
 def test_nack_names_bad_resources_and_others_still_apply() -> None:
@@ -231,9 +234,7 @@ def test_nack_names_bad_resources_and_others_still_apply() -> None:
     ),
     reconnect_at=st.integers(min_value=0, max_value=25),
 )
-def test_receiver_converges_across_changes_and_a_resume(
-    steps: list[tuple[str, str | None]], reconnect_at: int
-) -> None:
+def test_receiver_converges_across_changes_and_a_resume(steps: list[tuple[str, str | None]], reconnect_at: int) -> None:
     """Random changes, a reconnect that resumes from held versions: the receiver ends holding exactly
     the snapshot's valid resources, and the resume never re-sends what it already held."""
     snap = KindSnapshot("Thing")
@@ -264,6 +265,6 @@ def test_receiver_converges_across_changes_and_a_resume(
         pump()
     pump()
     good = {n: e.version for n, e in snap.entries.items() if b"bad" not in e.wire.resource.value}
-    held = {n: v for n, (_, v) in receiver.kinds["Thing"].held.items()}
-    assert {n: v for n, v in held.items() if n in good} == good
-    assert set(held) <= set(snap.entries)
+    held_versions = {n: v for n, (_, v) in receiver.kinds["Thing"].held.items()}
+    assert {n: v for n, v in held_versions.items() if n in good} == good
+    assert set(held_versions) <= set(snap.entries)

@@ -29,7 +29,12 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
     "no type, no name": ({}, [("type", "cannot be empty"), ("name", "cannot be empty")]),
     "unknown type": (
         {"type": "Gateway", "name": "x"},
-        [("type", 'unknown type "Gateway". Allowed values: Mesh, MeshGateway, MeshGatewayRoute, Dataplane, Zone')],
+        [
+            (
+                "type",
+                'unknown type "Gateway". Allowed values: Mesh, MeshGateway, MeshGatewayRoute, Dataplane, Zone',
+            )
+        ],
     ),
     "type and name of the wrong JSON type": (
         {"type": 1, "name": 2},
@@ -138,9 +143,7 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
                     }
                 ],
             },
-            "metrics": {
-                "conf": {"port": math.nan, "nested": {1: "a"}, "when": datetime(2024, 1, 1, tzinfo=UTC)}
-            },
+            "metrics": {"conf": {"port": math.nan, "nested": {1: "a"}, "when": datetime(2024, 1, 1, tzinfo=UTC)}},
         },
         [
             (

@@ -148,8 +148,7 @@ networking:
             ("networking.inbound[0].servicePort", "port must be in the range [1, 65535]"),
             (
                 'networking.inbound[0].tags["kuma.io/protocol"]',
-                'tag "kuma.io/protocol" has an invalid value "smtp". '
-                "Allowed values: grpc, http, http2, kafka, tcp",
+                'tag "kuma.io/protocol" has an invalid value "smtp". Allowed values: grpc, http, http2, kafka, tcp',
             ),
             (
                 'networking.inbound[0].tags["version"]',
@@ -306,9 +305,7 @@ def test_metrics_backend_type_and_regex() -> None:
     assert violations(base + "metrics: {type: statsd}") == [
         ("metrics.type", 'unknown backend type. Available backends: "prometheus"')
     ]
-    (field, message), *rest = violations(
-        base + "metrics: {type: prometheus, conf: {envoy: {filterRegex: '('}}}"
-    )
+    (field, message), *rest = violations(base + "metrics: {type: prometheus, conf: {envoy: {filterRegex: '('}}}")
     assert field == "metrics.conf.envoy.filterRegex"
     assert message.startswith("provided regexp isn't correct: ")
     assert rest == []

@@ -13,9 +13,7 @@ def violations(text: str) -> list[tuple[str, str]]:
     return [(v.field, v.message) for v in codec.validate(codec.decode(doc))]
 
 
-SELECTOR_VALUE = (
-    'tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores or be "*"'
-)
+SELECTOR_VALUE = 'tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores or be "*"'
 
 HEADER = """
 type: MeshGateway
@@ -417,8 +415,7 @@ conf:
         ),
         (
             "mesh",
-            "invalid characters. Valid characters are numbers, lowercase latin letters "
-            "and '-', '_', '.' symbols.",
+            "invalid characters. Valid characters are numbers, lowercase latin letters and '-', '_', '.' symbols.",
         ),
         (
             'labels["bad key/"]',

@@ -285,8 +285,7 @@ conf:
             ),
             (
                 f"{RULE}.filters[1].requestHeader.add[0]",
-                "cannot modify ':authority' header, "
-                "when route has set 'rewrite.host_to_backend_hostname' option",
+                "cannot modify ':authority' header, when route has set 'rewrite.host_to_backend_hostname' option",
             ),
         ],
     ),

@@ -91,9 +91,7 @@ JUNK = st.one_of(
 )
 JSON = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
     max_leaves=8,
 )
 _F = FieldDescriptor
@@ -111,9 +109,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind == _F.TYPE_ENUM:
         assert field.enum_type is not None
         values = field.enum_type.values
-        return st.one_of(
-            st.sampled_from([v.name for v in values]), st.sampled_from([v.number for v in values])
-        )
+        return st.one_of(st.sampled_from([v.name for v in values]), st.sampled_from([v.number for v in values]))
     if kind == _F.TYPE_STRING:
         return st.text(max_size=8)
     if kind == _F.TYPE_BOOL:
@@ -121,9 +117,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind in (_F.TYPE_DOUBLE, _F.TYPE_FLOAT):
         return st.one_of(st.floats(), st.sampled_from(["NaN", "Infinity", "-Infinity", "1.5"]))
     if kind == _F.TYPE_BYTES:
-        return st.one_of(
-            st.sampled_from(["", "YWJj", "YWJjZA==", "YWJjZA", "a-_b", "%%"]), st.text(max_size=6)
-        )
+        return st.one_of(st.sampled_from(["", "YWJj", "YWJjZA==", "YWJjZA", "a-_b", "%%"]), st.text(max_size=6))
     return st.one_of(
         st.integers(min_value=-(2**65), max_value=2**65),
         st.integers(min_value=-5, max_value=5).map(str),

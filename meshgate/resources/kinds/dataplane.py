@@ -96,8 +96,7 @@ def _uses_inbound_interface(networking: Any, address: str, port: int) -> bool:
 
 def _uses_outbound_interface(networking: Any, address: str, port: int) -> bool:
     return any(
-        port == outbound.port and _overlap(address, outbound.address or _LOOPBACK)
-        for outbound in networking.outbound
+        port == outbound.port and _overlap(address, outbound.address or _LOOPBACK) for outbound in networking.outbound
     )
 
 
@@ -178,9 +177,7 @@ def _check_outbound(out: Violations, path: Path, outbound: Any) -> None:
         ref = outbound.backendRef
         ref_path = path.field("backendRef")
         if ref.kind not in _BACKEND_REF_KINDS:
-            out.add(
-                ref_path.field("kind"), f"invalid value. Available values are: {','.join(_BACKEND_REF_KINDS)}"
-            )
+            out.add(ref_path.field("kind"), f"invalid value. Available values are: {','.join(_BACKEND_REF_KINDS)}")
         if ref.name == "":
             out.add(ref_path.field("name"), "cannot be empty")
         check_port(out, ref_path.field("port"), ref.port)

@@ -68,9 +68,7 @@ def _check_spec(out: Violations, spec: Any, *, mesh: str) -> None:
     constraints_path = Path("constraints").field("dataplaneProxy")
     for field in ("requirements", "restrictions"):
         for i, rule in enumerate(getattr(constraints, field)):
-            check_selector(
-                out, constraints_path.field(field).index(i).field("tags"), rule.tags, require_tag=True
-            )
+            check_selector(out, constraints_path.field(field).index(i).field("tags"), rule.tags, require_tag=True)
     # Zone egress carries cross-zone traffic identified by mTLS certificates.
     if spec.routing.zoneEgress and not spec.mtls.enabledBackend:
         out.add(Path("mtls"), "has to be set when zoneEgress enabled")
@@ -101,9 +99,7 @@ def _check_mtls(out: Violations, path: Path, mtls: Any, mesh: str) -> None:
         elif not mtls.skipValidation:
             _check_provided_ca(out, backend_path.field("conf"), backend.conf)
         if backend.HasField("dpCert") and not _KUMA_DURATION.fullmatch(backend.dpCert.rotation.expiration):
-            out.add(
-                backend_path.field("dpCert").field("rotation").field("expiration"), "has to be a valid format"
-            )
+            out.add(backend_path.field("dpCert").field("rotation").field("expiration"), "has to be a valid format")
     if mtls.enabledBackend and mtls.enabledBackend not in used:
         out.add(path.field("enabledBackend"), "has to be set to one of the backends in the mesh")
 
@@ -208,9 +204,7 @@ def _check_tracing(out: Violations, path: Path, tracing: Any) -> None:
                     out.add(conf_path.field("address"), "cannot be empty")
                 check_port(out, conf_path.field("port"), datadog.port)
         else:
-            out.add(
-                backend_path.field("type"), 'unknown backend type. Available backends: "zipkin", "datadog"'
-            )
+            out.add(backend_path.field("type"), 'unknown backend type. Available backends: "zipkin", "datadog"')
     used = _check_backend_names(out, backends, tracing.backends)
     if tracing.defaultBackend and tracing.defaultBackend not in used:
         out.add(path.field("defaultBackend"), "has to be set to one of the tracing backend in mesh")

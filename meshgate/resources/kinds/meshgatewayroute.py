@@ -90,9 +90,7 @@ def _check_rule(out: Violations, path: Path, rule: Any) -> None:
     has_redirect = any(f.HasField("redirect") for f in rule.filters)
     filters = path.field("filters")
     for i, item in enumerate(rule.filters):
-        _check_filter(
-            out, filters.index(i), item, has_prefix_match=has_prefix_match, rewrites_host=rewrites_host
-        )
+        _check_filter(out, filters.index(i), item, has_prefix_match=has_prefix_match, rewrites_host=rewrites_host)
 
     backends = path.field("backends")
     if has_redirect and len(rule.filters) != 1:
@@ -150,16 +148,12 @@ def _check_header_name(out: Violations, path: Path, name: str) -> None:
         out.add(path, "must be a valid HTTP header name")
 
 
-def _check_filter(
-    out: Violations, path: Path, item: Any, *, has_prefix_match: bool, rewrites_host: bool
-) -> None:
+def _check_filter(out: Violations, path: Path, item: Any, *, has_prefix_match: bool, rewrites_host: bool) -> None:
     which = item.WhichOneof("filter")
     if which is None:
         out.add(path, "cannot be empty")
     elif which == "request_header":
-        _check_header_filter(
-            out, path.field("requestHeader"), item.request_header, rewrites_host=rewrites_host
-        )
+        _check_header_filter(out, path.field("requestHeader"), item.request_header, rewrites_host=rewrites_host)
     elif which == "response_header":
         _check_header_filter(out, path.field("responseHeader"), item.response_header, rewrites_host=False)
     elif which == "redirect":
@@ -222,9 +216,7 @@ def _check_rewrite(out: Violations, path: Path, rewrite: Any, *, has_prefix_matc
 
 
 def _check_backend(out: Violations, path: Path, backend: Any) -> None:
-    check_selector(
-        out, path.field("destination"), backend.destination, require_tag=True, require_service=True
-    )
+    check_selector(out, path.field("destination"), backend.destination, require_tag=True, require_service=True)
 
 
 DESCRIPTOR = KindDescriptor(
