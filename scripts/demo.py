@@ -10,7 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "demo"
@@ -53,9 +55,41 @@ def ctl(api_port: int, *args: str) -> str:
     return out.stdout
 
 
-def kds_status(api_port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/status/kds", timeout=2) as r:
-        return dict(json.loads(r.read()))
+EXAMPLE_PATHS = (
+    "/meshes/default",
+    "/meshes/default/meshgateways/edge-gateway",
+    "/meshes/default/meshgatewayroutes/edge-gateway-routes",
+)
+ROUTE_PATH = EXAMPLE_PATHS[2]
+
+
+def get_json(api_port: int, path: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}{path}", timeout=2) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def put_json(api_port: int, path: str, doc: dict[str, Any]) -> None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}{path}",
+        data=json.dumps(doc).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+
+
+def wait_for(api_port: int, path: str, done: Callable[[dict[str, Any] | None], bool]) -> None:
+    deadline = time.monotonic() + 15
+    while not done(get_json(api_port, path)):
+        if time.monotonic() > deadline:
+            sys.exit(f"{path} did not reach the zone on port {api_port} within 15s")
+        time.sleep(0.001)
 
 
 def main() -> None:
@@ -109,14 +143,23 @@ def main() -> None:
         for example in sorted((ROOT / "deploy" / "examples").glob("*.yaml")):
             print(ctl(GLOBAL["api"], "apply", "-f", str(example)), end="")
 
-        t0 = time.monotonic()
         for ports in ZONES.values():
-            while not kds_status(ports["api"]).get("synced"):
-                time.sleep(0.01)
-            want = ctl(GLOBAL["api"], "get", "meshgatewayroutes", "-o", "json")
-            while ctl(ports["api"], "get", "meshgatewayroutes", "-o", "json").count('"name"') < want.count('"name"'):
-                time.sleep(0.01)
-        print(f"\nBoth zones hold the examples ({(time.monotonic() - t0) * 1000:.0f} ms after apply).")
+            for path in EXAMPLE_PATHS:
+                wait_for(ports["api"], path, lambda doc: doc is not None)
+        print("\nBoth zones hold every example.")
+
+        # A live change, timed from the global's 200 to the resource arriving in each zone's API.
+        route = get_json(GLOBAL["api"], ROUTE_PATH)
+        assert route is not None
+        route["conf"]["http"]["rules"][0]["matches"][0]["path"]["value"] = "/api/v2"
+        for key in ("creationTime", "modificationTime"):
+            route.pop(key, None)
+        print(f"\n$ PUT {ROUTE_PATH} on the global (PREFIX /api -> /api/v2)")
+        put_json(GLOBAL["api"], ROUTE_PATH, route)
+        t0 = time.monotonic()
+        for zone, ports in ZONES.items():
+            wait_for(ports["api"], ROUTE_PATH, lambda doc: doc is not None and "/api/v2" in json.dumps(doc))
+            print(f"  arrived in {zone} after {(time.monotonic() - t0) * 1000:.1f} ms")
         for zone, ports in ZONES.items():
             for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
                 print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")
