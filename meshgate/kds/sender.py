@@ -139,7 +139,7 @@ class Sender:
 
     def __init__(self, kinds: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.kinds: dict[str, SenderKind] = {k: SenderKind(k) for k in kinds}
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         self._nonce = 0
 
     def _kind(self, type_url: str) -> SenderKind:
@@ -199,7 +199,7 @@ class Sender:
             ks.known,
             since_revision=ks.synced_revision,
             skip=ks.oversized,
-            max_bytes=self._max_bytes,
+            max_bytes=self.max_bytes,
         )
         ks.oversized.update(delta.oversized)
         if delta.empty and ks.first_sent:

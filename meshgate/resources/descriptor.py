@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from google.protobuf.message import Message
@@ -47,9 +47,11 @@ class KindDescriptor:
     def mesh_scoped(self) -> bool:
         return self.scope is Scope.MESH
 
-    @property
-    def spec_type_url(self) -> str:
-        return "type.googleapis.com/" + self.spec_type.DESCRIPTOR.full_name
+    # Derived once: decoding compares it for every resource received over KDS.
+    spec_type_url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec_type_url", "type.googleapis.com/" + self.spec_type.DESCRIPTOR.full_name)
 
     def sends_to_zone(self) -> bool:
         return self.sync in (SyncDirection.GLOBAL_TO_ZONE, SyncDirection.BOTH)

@@ -21,6 +21,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.kds.delta import DEFAULT_MAX_BYTES
 from meshgate.kds.sender import Input, ProtocolError, Sender
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.transport.snapshots import SnapshotSource
@@ -75,7 +76,9 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         *,
         on_connect: OnZone | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
+        self._max_bytes = max_bytes
         self._source = source
         self._registry = registry
         self._on_connect = on_connect
@@ -91,7 +94,8 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
         stream_id = f"{zone}-{next(_stream_ids)}"
         kinds = [d.name for d in self._source.kinds]
-        session = StreamSession(zone, stream_id, "global-to-zone", context.peer(), Sender(kinds))
+        sender = Sender(kinds, max_bytes=self._max_bytes)
+        session = StreamSession(zone, stream_id, "global-to-zone", context.peer(), sender)
         slog = log.bind(zone=zone, stream=stream_id)
         if self._on_connect is not None:
             await self._on_connect(zone)
@@ -115,18 +119,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
 
                     tg.start_soon(read)
                     while True:
-                        for kind in kinds:
-                            resp = session.sender.next_response(self._source.snapshots[kind], self._clock())
-                            if resp is not None:
-                                await context.write(resp)
-                                self._registry.metrics.responses_sent[kind] += 1
-                                slog.debug(
-                                    "kds.response.sent",
-                                    type=kind,
-                                    nonce=resp.nonce,
-                                    upserts=len(resp.resources),
-                                    removals=len(resp.removed_resources),
-                                )
+                        await self._send_pending(session, context, slog)
                         await wake.wait()
         finally:
             session.disconnected_at = datetime.now(UTC)
@@ -135,6 +128,36 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         if error is not None:
             self._registry.metrics.protocol_errors[zone] += 1
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
+
+    async def _send_pending(
+        self,
+        session: StreamSession,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        slog: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """Sends, in kind order (Mesh first), every response the sender has ready."""
+        for kind, ks in session.sender.kinds.items():
+            snapshot = self._source.snapshots[kind]
+            oversized_before = len(ks.oversized)
+            resp = session.sender.next_response(snapshot, self._clock())
+            if len(ks.oversized) > oversized_before:
+                for name, version in ks.oversized.items():
+                    entry = snapshot.entries.get(name)
+                    if entry is not None and entry.version == version:
+                        slog.error("kds.resource.oversized", type=kind, name=name, bytes=entry.size,
+                                   limit=session.sender.max_bytes)
+                        session.warnings.append(f"{kind} {name} is {entry.size} bytes: too big for one message")
+            if resp is None:
+                continue
+            await context.write(resp)
+            self._registry.metrics.responses_sent[kind] += 1
+            slog.debug(
+                "kds.response.sent",
+                type=kind,
+                nonce=resp.nonce,
+                upserts=len(resp.resources),
+                removals=len(resp.removed_resources),
+            )
 
     def _record(
         self,

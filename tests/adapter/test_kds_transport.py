@@ -16,6 +16,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.kds.delta import DEFAULT_MAX_BYTES
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import LABEL_ORIGIN, ResourceKey
 from meshgate.store import MemoryStore, NotFoundError
@@ -42,7 +43,9 @@ def _register(service: KDSSyncService, health: GlobalKDSService) -> list:  # typ
     ]
 
 
-async def _start_global(tg: anyio.abc.TaskGroup, store: MemoryStore, port: int = 0) -> Global:
+async def _start_global(
+    tg: anyio.abc.TaskGroup, store: MemoryStore, port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Global:
     source = SnapshotSource(store, [THING], include=lambda r: True, labels=lambda r: {LABEL_ORIGIN: "global"})
     registry = StreamRegistry(KDSMetrics())
     connected: list[str] = []
@@ -50,7 +53,7 @@ async def _start_global(tg: anyio.abc.TaskGroup, store: MemoryStore, port: int =
     async def on_connect(zone: str) -> None:
         connected.append(zone)
 
-    service = KDSSyncService(source, registry, on_connect=on_connect)
+    service = KDSSyncService(source, registry, on_connect=on_connect, max_bytes=max_bytes)
     await tg.start(source.run)
     names = ["kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService"]
     bound = await tg.start(serve_grpc, _register(service, GlobalKDSService(registry, 0.2)), names, "127.0.0.1", port)
@@ -202,3 +205,36 @@ async def test_missing_client_id_is_refused() -> None:
                     pass
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         tg.cancel_scope.cancel()
+
+
+async def test_large_state_is_split_under_4_mib_and_an_oversized_resource_is_named() -> None:
+    """6 MB of state crosses in several responses, each under the 4 MiB default gRPC limit; a resource
+    that alone exceeds the limit is skipped, logged and reported by name, and the rest still apply."""
+    global_store, zone_store = MemoryStore(), MemoryStore()
+    chunk = "x" * 100_000
+    await global_store.apply_sync("Thing", [thing(f"big-{i:02d}", chunk) for i in range(60)], [])
+    await global_store.create(thing("huge", "y" * (DEFAULT_MAX_BYTES + 1)))
+    async with anyio.create_task_group() as tg:
+        g = await _start_global(tg, global_store)
+        client = _client("zone-1", g.port, zone_store)
+        tg.start_soon(client.run)
+        await eventually(lambda: client.synced, what="initial sync")
+        (session,) = g.registry.active.values()
+        ks = session.sender.kinds["Thing"]
+        await eventually(lambda: ks.state.value == "idle", what="last chunk ACKed")
+        assert (await zone_store.list("Thing")).total == 60
+        assert ks.stats.responses_sent >= 2
+        assert ks.stats.bytes_sent / ks.stats.responses_sent < 4 * 1024 * 1024
+        assert set(ks.oversized) == {"huge.default"}
+        assert any("huge.default" in w for w in session.warnings)
+        tg.cancel_scope.cancel()
+
+
+def test_backoff_is_jittered_exponential_and_capped() -> None:
+    b = Backoff(initial=0.1, maximum=1.0)
+    delays = [b.next_delay() for _ in range(8)]
+    for i, d in enumerate(delays):
+        cap = min(1.0, 0.1 * 2**i)
+        assert cap / 2 <= d <= cap
+    b.reset()
+    assert b.next_delay() <= 0.1
