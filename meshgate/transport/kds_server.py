@@ -144,8 +144,13 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                 for name, version in ks.oversized.items():
                     entry = snapshot.entries.get(name)
                     if entry is not None and entry.version == version:
-                        slog.error("kds.resource.oversized", type=kind, name=name, bytes=entry.size,
-                                   limit=session.sender.max_bytes)
+                        slog.error(
+                            "kds.resource.oversized",
+                            type=kind,
+                            name=name,
+                            bytes=entry.size,
+                            limit=session.sender.max_bytes,
+                        )
                         session.warnings.append(f"{kind} {name} is {entry.size} bytes: too big for one message")
             if resp is None:
                 continue
