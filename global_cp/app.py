@@ -21,8 +21,9 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.grpc_server import serve_grpc
-from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService, StreamRegistry
+from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.streams import StreamRegistry
 
 __all__ = ["GlobalConfig", "run_global"]
 

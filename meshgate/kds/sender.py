@@ -124,8 +124,14 @@ class SenderKind:
     synced_revision: int | None = None
     in_flight: InFlight | None = None
     first_sent: bool = False
-    # Versions the peer rejected, and oversized ones we refused to send: never re-sent unchanged.
-    rejected: dict[str, str] = field(default_factory=dict)
+    # What the peer confirmed holding: its initial_resource_versions, then whatever it ACKed. This is
+    # "the version the zone reports" in `kds trace`; `known` runs ahead of it while a response is in flight.
+    confirmed: dict[str, str] = field(default_factory=dict)
+    # name -> (nonce, monotonic time) of the last response that carried it (upsert or removal).
+    sent: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # Versions the peer rejected, with its reason (name -> (version, reason)), and oversized ones we refused
+    # to send (name -> version): neither is re-sent until its version changes.
+    rejected: dict[str, tuple[str, str]] = field(default_factory=dict)
     oversized: dict[str, str] = field(default_factory=dict)
     stats: KindStats = field(default_factory=KindStats)
 
@@ -160,6 +166,7 @@ class Sender:
             )
         if inp is Input.SUBSCRIBE:
             ks.known = dict(req.initial_resource_versions)
+            ks.confirmed = dict(ks.known)
         else:
             flight = ks.in_flight
             assert flight is not None  # AWAITING implies a response in flight
@@ -172,6 +179,7 @@ class Sender:
                 ks.stats.acks += 1
                 for name in flight.upserts:
                     ks.rejected.pop(name, None)
+                ks.confirmed.update(flight.upserts)
             else:
                 ks.stats.nacks += 1
                 named = rejected_names(req)
@@ -182,9 +190,12 @@ class Sender:
                 bad = named.keys() & flight.upserts.keys() if named else flight.upserts.keys()
                 for name, version in flight.upserts.items():
                     if name in bad:
-                        ks.rejected[name] = version
+                        ks.rejected[name] = (version, named.get(name, req.error_detail.message))
                     else:
                         ks.rejected.pop(name, None)
+                        ks.confirmed[name] = version
+            for name in flight.removals:
+                ks.confirmed.pop(name, None)
             ks.in_flight = None
         ks.state = nxt
         return ks, inp
@@ -216,9 +227,12 @@ class Sender:
         )
         upserts = {e.name: e.version for e in delta.upserts}
         ks.known.update(upserts)
+        stamp = (nonce, now)
+        ks.sent.update(dict.fromkeys(upserts, stamp))
         for name in delta.removals:
             ks.known.pop(name, None)
             ks.rejected.pop(name, None)
+            ks.sent[name] = stamp
         ks.synced_revision = snapshot.revision if delta.complete else None
         ks.in_flight = InFlight(nonce, now, snapshot.revision, delta.complete, upserts, delta.removals)
         ks.state = State.AWAITING

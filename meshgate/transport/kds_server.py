@@ -1,17 +1,15 @@
 """grpc.aio adapter for the global's side of KDS: GlobalToZoneSync and GlobalKDSService.HealthCheck.
 
 The adapter is thin: it maps gRPC calls to the sans-IO `Sender`, reads snapshots from a shared
-`SnapshotSource`, and records what happens in a `StreamRegistry`. Per stream, a reader and a writer
+`SnapshotSource`, and records what happens in the `StreamRegistry`. Per stream, a reader and a writer
 share one task group; a ProtocolError closes the stream with FAILED_PRECONDITION and a message that
 names the kind and nonce, rather than leaving it silently stuck.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -22,50 +20,28 @@ from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
-from meshgate.kds.sender import Input, ProtocolError, Sender
-from meshgate.observability.metrics import KDSMetrics
+from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.streams import StreamRegistry, StreamSession
 
-__all__ = ["GlobalKDSService", "KDSSyncService", "StreamRegistry", "StreamSession", "zone_of"]
+__all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate", "metadata_value", "zone_of"]
 
 log = structlog.get_logger("meshgate.kds.server")
 
-_stream_ids = itertools.count(1)
 
-
-def zone_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
-    for key, value in context.invocation_metadata() or ():
-        if key == "client-id" and value:
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:  # type: ignore[type-arg]
+    for k, value in context.invocation_metadata() or ():
+        if k == key and value:
             return str(value)
     return ""
 
 
-@dataclass(slots=True)
-class StreamSession:
-    zone: str
-    stream_id: str
-    direction: str
-    peer: str
-    sender: Sender
-    connected_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    disconnected_at: datetime | None = None
-    warnings: list[str] = field(default_factory=list)
+def zone_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
+    return metadata_value(context, "client-id")
 
 
-class StreamRegistry:
-    """The live streams of this process, for insights, metrics and the stall watchdog."""
-
-    def __init__(self, metrics: KDSMetrics) -> None:
-        self.active: dict[str, StreamSession] = {}
-        self.last_health_check: dict[str, datetime] = {}
-        self.metrics = metrics
-        metrics.streams_active = lambda: len(self.active)
-
-    def by_zone(self, zone: str) -> list[StreamSession]:
-        return [s for s in self.active.values() if s.zone == zone]
-
-
-OnZone = Callable[[str], Awaitable[None]]
+# Called when a zone opens a stream; returns a reason to refuse it (a disabled zone), or None.
+ZoneGate = Callable[[str], Awaitable[str | None]]
 
 
 class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
@@ -74,7 +50,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         source: SnapshotSource,
         registry: StreamRegistry,
         *,
-        on_connect: OnZone | None = None,
+        on_connect: ZoneGate | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
@@ -92,14 +68,19 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         zone = zone_of(context)
         if not zone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
-        stream_id = f"{zone}-{next(_stream_ids)}"
-        kinds = [d.name for d in self._source.kinds]
-        sender = Sender(kinds, max_bytes=self._max_bytes)
-        session = StreamSession(zone, stream_id, "global-to-zone", context.peer(), sender)
-        slog = log.bind(zone=zone, stream=stream_id)
         if self._on_connect is not None:
-            await self._on_connect(zone)
-        self._registry.active[stream_id] = session
+            refusal = await self._on_connect(zone)
+            if refusal:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        kinds = [d.name for d in self._source.kinds]
+        session = self._registry.open(
+            zone,
+            "global-to-zone",
+            context.peer(),
+            sender=Sender(kinds, max_bytes=self._max_bytes),
+            zone_instance_id=metadata_value(context, "zone-instance-id"),
+        )
+        slog = log.bind(zone=zone, stream=session.stream_id)
         slog.info("kds.stream.open", peer=session.peer, type=",".join(kinds))
         error: ProtocolError | None = None
         try:
@@ -110,8 +91,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         nonlocal error
                         try:
                             async for req in request_iterator:
-                                _ks, inp = session.sender.receive(req, self._clock())
-                                self._record(session, req, inp, slog)
+                                self._receive(session, req, slog)
                                 wake.set()
                         except ProtocolError as exc:
                             error = exc
@@ -122,11 +102,11 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         await self._send_pending(session, context, slog)
                         await wake.wait()
         finally:
-            session.disconnected_at = datetime.now(UTC)
-            self._registry.active.pop(stream_id, None)
+            self._registry.close(session, str(error) if error else "")
             slog.info("kds.stream.closed", error=str(error) if error else None)
         if error is not None:
             self._registry.metrics.protocol_errors[zone] += 1
+            self._registry.events.publish(zone, session.stream_id, "global-to-zone", "error", error=str(error))
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
 
     async def _send_pending(
@@ -136,26 +116,29 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         slog: structlog.typing.FilteringBoundLogger,
     ) -> None:
         """Sends, in kind order (Mesh first), every response the sender has ready."""
-        for kind, ks in session.sender.kinds.items():
+        sender = session.sender
+        assert sender is not None
+        for kind, ks in sender.kinds.items():
             snapshot = self._source.snapshots[kind]
             oversized_before = len(ks.oversized)
-            resp = session.sender.next_response(snapshot, self._clock())
+            resp = sender.next_response(snapshot, self._clock())
             if len(ks.oversized) > oversized_before:
-                for name, version in ks.oversized.items():
-                    entry = snapshot.entries.get(name)
-                    if entry is not None and entry.version == version:
-                        slog.error(
-                            "kds.resource.oversized",
-                            type=kind,
-                            name=name,
-                            bytes=entry.size,
-                            limit=session.sender.max_bytes,
-                        )
-                        session.warnings.append(f"{kind} {name} is {entry.size} bytes: too big for one message")
+                self._report_oversized(session, ks, slog)
             if resp is None:
                 continue
             await context.write(resp)
+            session.last_update = datetime.now(UTC)
             self._registry.metrics.responses_sent[kind] += 1
+            self._registry.events.publish(
+                session.zone,
+                session.stream_id,
+                "global-to-zone",
+                "response",
+                kind=kind,
+                nonce=resp.nonce,
+                upserts=tuple((r.name, r.version) for r in resp.resources),
+                removals=tuple(resp.removed_resources),
+            )
             slog.debug(
                 "kds.response.sent",
                 type=kind,
@@ -164,23 +147,80 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                 removals=len(resp.removed_resources),
             )
 
-    def _record(
+    def _report_oversized(
+        self, session: StreamSession, ks: SenderKind, slog: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        snapshot = self._source.snapshots[ks.kind]
+        assert session.sender is not None
+        for name, version in ks.oversized.items():
+            entry = snapshot.entries.get(name)
+            if entry is None or entry.version != version:
+                continue
+            message = f"{ks.kind} {name} is {entry.size} bytes, over the {session.sender.max_bytes}-byte message limit"
+            if message in session.warnings:
+                continue
+            session.warn(message)
+            slog.error("kds.resource.oversized", type=ks.kind, name=name, bytes=entry.size)
+            self._registry.events.publish(
+                session.zone, session.stream_id, "global-to-zone", "oversized", kind=ks.kind, error=message
+            )
+
+    def _receive(
         self,
         session: StreamSession,
         req: discovery_pb2.DeltaDiscoveryRequest,
-        inp: Input,
         slog: structlog.typing.FilteringBoundLogger,
     ) -> None:
+        sender = session.sender
+        assert sender is not None
         kind = req.type_url
+        flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
+        ks, inp = sender.receive(req, self._clock())
+        events = self._registry.events
         if inp is Input.SUBSCRIBE:
             slog.info("kds.subscribe", type=kind, initial_versions=len(req.initial_resource_versions))
+            events.publish(session.zone, session.stream_id, "global-to-zone", "subscribe", kind=kind)
             return
+        assert flight is not None
+        session.last_update = datetime.now(UTC)
+        latency_ms = round((ks.stats.last_ack_latency or 0.0) * 1000, 3)
         confirmation = "ACK" if inp is Input.ACK else "NACK"
         self._registry.metrics.requests_received[(kind, confirmation)] += 1
-        if inp is Input.NACK:
-            slog.warning("kds.nack", type=kind, nonce=req.response_nonce, error=req.error_detail.message)
-        else:
-            slog.debug("kds.ack", type=kind, nonce=req.response_nonce)
+        if inp is Input.ACK:
+            # One INFO line per delivered change: delivery is provable from the logs alone.
+            slog.info(
+                "kds.delivered",
+                type=kind,
+                nonce=req.response_nonce,
+                upserts=len(flight.upserts),
+                removals=len(flight.removals),
+                latency_ms=latency_ms,
+            )
+            events.publish(
+                session.zone,
+                session.stream_id,
+                "global-to-zone",
+                "ack",
+                kind=kind,
+                nonce=req.response_nonce,
+                latency_ms=latency_ms,
+            )
+            return
+        rejected = rejected_names(req)
+        slog.warning(
+            "kds.nack", type=kind, nonce=req.response_nonce, error=req.error_detail.message, rejected=sorted(rejected)
+        )
+        events.publish(
+            session.zone,
+            session.stream_id,
+            "global-to-zone",
+            "nack",
+            kind=kind,
+            nonce=req.response_nonce,
+            latency_ms=latency_ms,
+            error=req.error_detail.message,
+            rejected=tuple(sorted(rejected.items())),
+        )
 
 
 class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[misc]

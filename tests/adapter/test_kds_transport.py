@@ -17,13 +17,15 @@ from google.protobuf import struct_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
+from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import LABEL_ORIGIN, ResourceKey
 from meshgate.store import MemoryStore, NotFoundError
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient
-from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService, StreamRegistry
+from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.streams import StreamRegistry, StreamSession
 from tests.support.thing import THING, no_bad, thing
 from tests.support.wait import eventually
 
@@ -50,14 +52,20 @@ async def _start_global(
     registry = StreamRegistry(KDSMetrics())
     connected: list[str] = []
 
-    async def on_connect(zone: str) -> None:
+    async def on_connect(zone: str) -> str | None:
         connected.append(zone)
+        return None
 
     service = KDSSyncService(source, registry, on_connect=on_connect, max_bytes=max_bytes)
     await tg.start(source.run)
     names = ["kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService"]
     bound = await tg.start(serve_grpc, _register(service, GlobalKDSService(registry, 0.2)), names, "127.0.0.1", port)
     return Global(store, registry, bound, connected)
+
+
+def _sender(session: StreamSession) -> Sender:
+    assert session.sender is not None
+    return session.sender
 
 
 def _client(zone: str, port: int, store: MemoryStore) -> GlobalToZoneClient:
@@ -99,7 +107,7 @@ async def test_create_update_delete_propagate_to_two_zones() -> None:
         for store in zones.values():
             await eventually(lambda s=store: _eq(_value(s, "a"), None), what="delete in zone")
         assert sorted(set(g.connected)) == ["zone-1", "zone-2"]
-        kinds = [s.sender.kinds["Thing"].stats for s in g.registry.active.values()]
+        kinds = [_sender(s).kinds["Thing"].stats for s in g.registry.active.values()]
         assert all(k.acks == k.responses_sent for k in kinds)
         assert g.registry.metrics.requests_received[("Thing", "ACK")] >= 6
         assert set(g.registry.last_health_check) == {"zone-1", "zone-2"}
@@ -118,13 +126,13 @@ async def test_bad_resource_is_nacked_by_name_while_others_apply() -> None:
         await g.store.apply_sync("Thing", [thing("good"), thing("evil", "bad")], [])
 
         def nacked() -> bool:
-            return any(s.sender.kinds["Thing"].stats.last_nack is not None for s in g.registry.active.values())
+            return any(_sender(s).kinds["Thing"].stats.last_nack is not None for s in g.registry.active.values())
 
         await eventually(nacked, what="a NACK")
         await eventually(lambda: _value(zone_store, "good"), what="good applied")
         assert await _value(zone_store, "evil") is None
         (session,) = g.registry.active.values()
-        nack = session.sender.kinds["Thing"].stats.last_nack
+        nack = _sender(session).kinds["Thing"].stats.last_nack
         assert nack is not None
         assert set(nack.names) == {"evil.default"}
         assert "must not be bad" in nack.error
@@ -156,8 +164,8 @@ async def test_reconnect_resumes_from_held_versions_and_removes_deleted() -> Non
         assert await _value(zone_store, "r1") == "changed"
         (session,) = g2.registry.active.values()
         # Only the two upserts travelled, not all 50 resources.
-        assert session.sender.kinds["Thing"].stats.resources_sent == 2
-        assert session.sender.kinds["Thing"].stats.removals_sent == 1
+        assert _sender(session).kinds["Thing"].stats.resources_sent == 2
+        assert _sender(session).kinds["Thing"].stats.removals_sent == 1
         tg.cancel_scope.cancel()
 
 
@@ -220,7 +228,7 @@ async def test_large_state_is_split_under_4_mib_and_an_oversized_resource_is_nam
         tg.start_soon(client.run)
         await eventually(lambda: client.synced, what="initial sync")
         (session,) = g.registry.active.values()
-        ks = session.sender.kinds["Thing"]
+        ks = _sender(session).kinds["Thing"]
 
         async def all_applied() -> bool:
             return (await zone_store.list("Thing")).total == 60

@@ -215,7 +215,11 @@ def test_nack_names_bad_resources_and_others_still_apply() -> None:
     assert ks.state is State.IDLE
     assert ks.stats.last_nack is not None
     assert ks.stats.last_nack.names == {"evil.default": "value: must not be bad"}
-    assert ks.rejected == {"evil.default": snap.entries["evil.default"].version}
+    evil_version = snap.entries["evil.default"].version
+    assert ks.rejected == {"evil.default": (evil_version, "value: must not be bad")}
+    # What the zone reports holding: the good one, not the rejected one; both were sent with nonce 1.
+    assert ks.confirmed == {"good.default": snap.entries["good.default"].version}
+    assert ks.sent["evil.default"] == ("1", 0)
     assert sender.next_response(snap, 2) is None  # identical bad content is not re-sent
     fixed = snap.evolve({"evil.default": Entry.of(to_wire(thing("evil", "fine")))})
     resp2 = sender.next_response(fixed, 3)
@@ -268,3 +272,5 @@ def test_receiver_converges_across_changes_and_a_resume(steps: list[tuple[str, s
     held_versions = {n: v for n, (_, v) in receiver.kinds["Thing"].held.items()}
     assert {n: v for n, v in held_versions.items() if n in good} == good
     assert set(held_versions) <= set(snap.entries)
+    # The sender's record of what the receiver holds matches what it really holds.
+    assert sender.kinds["Thing"].confirmed == held_versions

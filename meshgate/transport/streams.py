@@ -1,0 +1,193 @@
+"""The KDS streams of one control-plane process: who is connected, what crossed, and a live event feed.
+
+Every KDS adapter registers its streams here and publishes a `KDSEvent` for each thing that crosses
+(connect, subscribe, response, ACK, NACK, stall, error, disconnect). Insights, `kds watch`, `kds trace`,
+the stall watchdog and the metrics all read from this one place, so they never disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from meshgate.kds.receiver import Receiver
+from meshgate.kds.sender import Sender
+from meshgate.observability.metrics import KDSMetrics
+
+__all__ = [
+    "Direction",
+    "EventBus",
+    "KDSEvent",
+    "StreamRegistry",
+    "StreamSession",
+    "ZoneHistory",
+]
+
+Direction = Literal["global-to-zone", "zone-to-global"]
+EventType = Literal[
+    "connect", "disconnect", "subscribe", "response", "ack", "nack", "stall", "error", "oversized", "health"
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class KDSEvent:
+    seq: int
+    at: datetime
+    zone: str
+    stream: str
+    direction: Direction
+    event: EventType
+    kind: str = ""
+    nonce: str = ""
+    upserts: tuple[tuple[str, str], ...] = ()  # (wire name, version)
+    removals: tuple[str, ...] = ()
+    latency_ms: float | None = None
+    error: str = ""
+    rejected: tuple[tuple[str, str], ...] = ()  # (wire name, reason)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seq": self.seq,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+            "zone": self.zone,
+            "stream": self.stream,
+            "direction": self.direction,
+            "event": self.event,
+        }
+        for key, value in (
+            ("kind", self.kind),
+            ("nonce", self.nonce),
+            ("upserts", [{"name": n, "version": v} for n, v in self.upserts]),
+            ("removals", list(self.removals)),
+            ("latencyMs", self.latency_ms),
+            ("error", self.error),
+            ("rejected", [{"name": n, "reason": r} for n, r in self.rejected]),
+        ):
+            if value is not None and value != "" and value != []:
+                out[key] = value
+        return out
+
+
+class EventBus:
+    """Fan-out of KDSEvents to live watchers, with a short history for late joiners.
+
+    A watcher's queue is bounded (WATCHER_BUFFER): a slow `kds watch` client must never slow a KDS
+    stream, so when its queue is full the event is dropped for that watcher and counted.
+    """
+
+    WATCHER_BUFFER = 1000
+    HISTORY = 500
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._watchers: dict[MemoryObjectSendStream[KDSEvent], list[int]] = {}
+        self.history: deque[KDSEvent] = deque(maxlen=self.HISTORY)
+
+    @property
+    def watching(self) -> bool:
+        return bool(self._watchers)
+
+    def publish(self, zone: str, stream: str, direction: Direction, event: EventType, **fields: Any) -> KDSEvent:
+        ev = KDSEvent(next(self._seq), _now(), zone, stream, direction, event, **fields)
+        self.history.append(ev)
+        for send, dropped in self._watchers.items():
+            try:
+                send.send_nowait(ev)
+            except anyio.WouldBlock:
+                dropped[0] += 1
+        return ev
+
+    @contextmanager
+    def watch(self) -> Iterator[tuple[MemoryObjectReceiveStream[KDSEvent], list[int]]]:
+        """Yields (events, dropped counter as a one-item list)."""
+        send, receive = anyio.create_memory_object_stream[KDSEvent](self.WATCHER_BUFFER)
+        dropped = [0]
+        self._watchers[send] = dropped
+        try:
+            yield receive, dropped
+        finally:
+            del self._watchers[send]
+            send.close()
+            receive.close()
+
+
+@dataclass(slots=True)
+class StreamSession:
+    zone: str
+    stream_id: str
+    direction: Direction
+    peer: str
+    # Global-to-zone on the global holds a Sender; zone-to-global on the global holds a Receiver.
+    sender: Sender | None = None
+    receiver: Receiver | None = None
+    zone_instance_id: str = ""
+    global_instance_id: str = ""
+    connected_at: datetime = field(default_factory=_now)
+    disconnected_at: datetime | None = None
+    last_update: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Adds a warning once (the watchdog re-checks every few seconds)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+@dataclass(slots=True)
+class ZoneHistory:
+    """What a zone's past streams left behind, kept after they close (bounded)."""
+
+    first_connected: datetime | None = None
+    last_connected: datetime | None = None
+    last_disconnected: datetime | None = None
+    closed: deque[StreamSession] = field(default_factory=lambda: deque(maxlen=5))
+
+
+class StreamRegistry:
+    """The live streams of this process, for insights, metrics, `kds watch`/`trace` and the watchdog."""
+
+    def __init__(self, metrics: KDSMetrics, instance_id: str = "") -> None:
+        self.instance_id = instance_id
+        self.active: dict[str, StreamSession] = {}
+        self.history: dict[str, ZoneHistory] = {}
+        self.last_health_check: dict[str, datetime] = {}
+        self.metrics = metrics
+        self.events = EventBus()
+        self._ids = itertools.count(1)
+        metrics.streams_active = lambda: len(self.active)
+
+    def open(self, zone: str, direction: Direction, peer: str, **fields: Any) -> StreamSession:
+        stream_id = f"{zone}:{direction}:{next(self._ids)}"
+        session = StreamSession(zone, stream_id, direction, peer, global_instance_id=self.instance_id, **fields)
+        self.active[stream_id] = session
+        hist = self.history.setdefault(zone, ZoneHistory())
+        hist.first_connected = hist.first_connected or session.connected_at
+        hist.last_connected = session.connected_at
+        self.events.publish(zone, stream_id, direction, "connect", error=peer and f"peer {peer}")
+        return session
+
+    def close(self, session: StreamSession, error: str = "") -> None:
+        session.disconnected_at = _now()
+        self.active.pop(session.stream_id, None)
+        hist = self.history.setdefault(session.zone, ZoneHistory())
+        hist.last_disconnected = session.disconnected_at
+        hist.closed.append(session)
+        self.events.publish(session.zone, session.stream_id, session.direction, "disconnect", error=error)
+
+    def by_zone(self, zone: str) -> list[StreamSession]:
+        return [s for s in self.active.values() if s.zone == zone]
+
+    def zones(self) -> set[str]:
+        return {s.zone for s in self.active.values()} | set(self.history)
