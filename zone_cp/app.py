@@ -6,6 +6,8 @@ serving everything it knows while the global is unreachable.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.kds_client import GlobalToZoneClient
+from meshgate.transport.kds_upstream import ZoneUpstream, is_local, zone_labels
+from meshgate.transport.snapshots import SnapshotSource
 
 __all__ = ["ZoneConfig", "run_zone"]
 
@@ -64,12 +68,15 @@ async def run_zone(
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
+        local = SnapshotSource(store, registry.kinds_sent_to_global(), include=is_local, labels=zone_labels(cfg.zone))
         client = GlobalToZoneClient(
             zone=cfg.zone,
             addresses=cfg.global_addresses,
             store=store,
             kinds=registry.kinds_sent_to_zone(),
             validate=codec.validate,
+            upstream=ZoneUpstream(cfg.zone, local),
+            instance_id=f"{socket.gethostname()}-{os.getpid()}",
         )
         api = create_api_app(store, role="zone", extra_routes=[_kds_status_route(client)])
         diagnostics = create_diagnostics_app(lambda: ready)
@@ -78,6 +85,7 @@ async def run_zone(
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
+            await tg.start(local.run)
             tg.start_soon(client.run)
             # Ready means serving local state; a zone does not wait for the global to be reachable.
             ready = True

@@ -68,11 +68,14 @@ class Receiver:
         validate: Validator,
         *,
         accept: Callable[[Resource], str | None] | None = None,
+        transform: Callable[[Resource], Resource] | None = None,
     ) -> None:
-        """`accept` may veto a decoded resource with a reason (ownership rules), before validation."""
+        """`accept` may veto a decoded resource with a reason (ownership rules), before validation;
+        `transform` maps a valid resource to what is stored (the global renames zone resources)."""
         self.kinds: dict[str, ReceiverKind] = {d.name: ReceiverKind(d) for d in descriptors}
         self._validate = validate
         self._accept = accept
+        self._transform = transform
 
     def subscribe(
         self, held: Mapping[str, Mapping[str, tuple[ResourceKey, str]]]
@@ -121,7 +124,7 @@ class Receiver:
         violations = self._validate(resource)
         if violations:
             return "; ".join(str(v) for v in violations)
-        return resource
+        return resource if self._transform is None else self._transform(resource)
 
     def applied(self, plan: Plan) -> discovery_pb2.DeltaDiscoveryRequest:
         """Records that `plan` is in the local store; returns the ACK or NACK to send."""

@@ -25,6 +25,7 @@ class KDSMetrics:
         self.requests_received: Counter[tuple[str, str]] = Counter()  # by (type_url, ACK|NACK)
         self.stalls: Counter[tuple[str, str]] = Counter()  # by (zone, type_url)
         self.protocol_errors: Counter[str] = Counter()  # by zone
+        self.rejected: Counter[tuple[str, str]] = Counter()  # resources NACKed from a zone, by (zone, type_url)
         self.streams_active: Callable[[], int] = lambda: 0
 
     def render(self) -> str:
@@ -62,5 +63,13 @@ class KDSMetrics:
         lines += [
             f"meshgate_kds_protocol_errors{_labels((('zone', z),))} {n}"
             for z, n in sorted(self.protocol_errors.items())
+        ]
+        lines += [
+            "# HELP meshgate_kds_rejected_resources Resources a zone sent up that the global refused (NACKed)",
+            "# TYPE meshgate_kds_rejected_resources counter",
+        ]
+        lines += [
+            f"meshgate_kds_rejected_resources{_labels((('zone', z), ('type_url', t)))} {n}"
+            for (z, t), n in sorted(self.rejected.items())
         ]
         return "\n".join(lines) + "\n"

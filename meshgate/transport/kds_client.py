@@ -25,6 +25,7 @@ from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
 from meshgate.store.protocol import ResourceStore
+from meshgate.transport.kds_upstream import ZoneUpstream
 
 __all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "parse_address"]
 
@@ -96,6 +97,8 @@ class GlobalToZoneClient:
         validate: Callable[[Resource], list[Violation]],
         features: Sequence[str] = ("zone-ping-health",),
         backoff: Backoff | None = None,
+        upstream: ZoneUpstream | None = None,
+        instance_id: str = "",
     ) -> None:
         if not addresses:
             raise ValueError("--global-address is required")
@@ -105,6 +108,8 @@ class GlobalToZoneClient:
         self._kinds = tuple(kinds)
         self._validate = validate
         self._features = ",".join(features)
+        self._upstream = upstream
+        self.instance_id = instance_id
         self._backoff = backoff or Backoff()
         self.status = ClientStatus()
         self.on_synced: Callable[[str], None] | None = None
@@ -160,7 +165,12 @@ class GlobalToZoneClient:
         return held
 
     async def _session(self, target: str) -> None:
-        metadata = (("client-id", self.zone), ("kds-version", "v3"), ("features", self._features))
+        metadata = (
+            ("client-id", self.zone),
+            ("kds-version", "v3"),
+            ("features", self._features),
+            ("zone-instance-id", self.instance_id),
+        )
         async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
@@ -171,6 +181,9 @@ class GlobalToZoneClient:
             slog = log.bind(zone=self.zone, stream=target)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._ping, health, metadata)
+                if self._upstream is not None:
+                    # Zone to global rides the same connection; if it fails, the session reconnects whole.
+                    tg.start_soon(self._upstream.run, channel, metadata)
                 first = True
                 async for resp in call:
                     if first:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import anyio
 import grpc
@@ -20,7 +21,9 @@ from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
+from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
+from meshgate.resources.model import ResourceKey
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry, StreamSession
 
@@ -44,6 +47,16 @@ def zone_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
 ZoneGate = Callable[[str], Awaitable[str | None]]
 
 
+class ZoneSink(Protocol):
+    """Where the global keeps what a zone sends up; see global_cp/zone_sink.py."""
+
+    async def held(self, zone: str) -> dict[str, dict[str, tuple[ResourceKey, str]]]: ...
+
+    def receiver(self, zone: str) -> Receiver: ...
+
+    async def apply(self, zone: str, plan: Plan) -> Plan: ...
+
+
 class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -51,9 +64,11 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         registry: StreamRegistry,
         *,
         on_connect: ZoneGate | None = None,
+        sink: ZoneSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
+        self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
         self._registry = registry
@@ -86,6 +101,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         try:
             with self._source.listen() as wake:
                 async with anyio.create_task_group() as tg:
+                    session.cancel = tg.cancel_scope
 
                     async def read() -> None:
                         nonlocal error
@@ -108,6 +124,76 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             self._registry.metrics.protocol_errors[zone] += 1
             self._registry.events.publish(zone, session.stream_id, "global-to-zone", "error", error=str(error))
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
+
+    async def ZoneToGlobalSync(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> None:
+        """The zone opened the call but plays the server: we subscribe, apply, and ACK or NACK."""
+        zone = zone_of(context)
+        if not zone:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
+        if self._sink is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane takes no resources from zones")
+        assert self._sink is not None
+        if self._on_connect is not None:
+            refusal = await self._on_connect(zone)
+            if refusal:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        receiver = self._sink.receiver(zone)
+        session = self._registry.open(
+            zone,
+            "zone-to-global",
+            context.peer(),
+            receiver=receiver,
+            zone_instance_id=metadata_value(context, "zone-instance-id"),
+        )
+        slog = log.bind(zone=zone, stream=session.stream_id)
+        events = self._registry.events
+        error = ""
+        try:
+            with anyio.CancelScope() as scope:
+                session.cancel = scope
+                for req in receiver.subscribe(await self._sink.held(zone)):
+                    await context.write(req)
+                    events.publish(zone, session.stream_id, "zone-to-global", "subscribe", kind=req.type_url)
+                async for resp in request_iterator:
+                    plan = await self._sink.apply(zone, receiver.receive(resp))
+                    ack = receiver.applied(plan)
+                    session.last_update = datetime.now(UTC)
+                    self._record_plan(session, plan, slog)
+                    await context.write(ack)
+        except ProtocolError as exc:
+            error = str(exc)
+        finally:
+            self._registry.close(session, error)
+            slog.info("kds.stream.closed", error=error or None)
+        if error:
+            self._registry.metrics.protocol_errors[zone] += 1
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
+
+    def _record_plan(self, session: StreamSession, plan: Plan, slog: structlog.typing.FilteringBoundLogger) -> None:
+        upserts = tuple((name, version) for name, version, _ in plan.upserts)
+        removals = tuple(name for name, _ in plan.removals)
+        common = {"kind": plan.kind, "nonce": plan.nonce, "upserts": upserts, "removals": removals}
+        if plan.accepted:
+            slog.info("kds.delivered", type=plan.kind, nonce=plan.nonce, upserts=len(upserts), removals=len(removals))
+            self._registry.events.publish(session.zone, session.stream_id, "zone-to-global", "ack", **common)
+            return
+        rejected = tuple((r.name, r.reason) for r in plan.rejections)
+        for _ in plan.rejections:
+            self._registry.metrics.rejected[(session.zone, plan.kind)] += 1
+        slog.warning("kds.nack", type=plan.kind, nonce=plan.nonce, rejected=dict(rejected))
+        self._registry.events.publish(
+            session.zone,
+            session.stream_id,
+            "zone-to-global",
+            "nack",
+            error="; ".join(f"{n}: {r}" for n, r in rejected),
+            rejected=rejected,
+            **common,
+        )
 
     async def _send_pending(
         self,

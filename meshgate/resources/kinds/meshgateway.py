@@ -133,5 +133,5 @@ DESCRIPTOR = KindDescriptor(
     sync=SyncDirection.BOTH,
     validate=validate,
     writable_on_global=True,
-    writable_on_zone=False,
+    writable_on_zone=True,  # Kuma 2.7 accepts zone-origin MeshGateways; they sync up, not out
 )

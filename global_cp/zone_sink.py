@@ -1,0 +1,102 @@
+"""Where the global keeps what zones send up (ZoneToGlobalSync): policy, not transport.
+
+Rules (Kuma 2.7, with authentication of the zone added):
+- the zone is the one the stream belongs to (`client-id`), never what the payload says: a resource whose
+  `kuma.io/zone` names another zone, or whose origin is not `zone`, is rejected by name (NACK) and counted;
+- a zone resource is stored hash-suffixed (`<name>-<hash(mesh, name, zone)>`), keeping the labels the zone
+  sent: `kuma.io/origin: zone`, `kuma.io/zone`, `kuma.io/display-name`;
+- it may never overwrite a resource the global owns or another zone's;
+- on (re)connect the global offers the versions it holds for that zone, so the zone resumes with a delta
+  and removes what it no longer has: the global converges to exactly the zone's set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+from meshgate.kds.envelope import to_wire
+from meshgate.kds.naming import hashed_name
+from meshgate.kds.receiver import Plan, Receiver, Rejection
+from meshgate.resources import codec, registry
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Meta, Origin, Resource, ResourceKey
+from meshgate.store.protocol import NotFoundError, ResourceStore
+
+__all__ = ["ZoneSink"]
+
+Held = dict[str, dict[str, tuple[ResourceKey, str]]]
+
+
+class ZoneSink:
+    def __init__(self, store: ResourceStore) -> None:
+        self._store = store
+        self.kinds = registry.kinds_sent_to_global()
+
+    async def held(self, zone: str) -> Held:
+        """What the global holds from `zone`, as the zone would name and version it."""
+        out: Held = {}
+        for d in self.kinds:
+            kind_held = out[d.name] = {}
+            offset: int | None = 0
+            while offset is not None:
+                page = await self._store.list(d.name, offset=offset, size=5000)
+                for r in page.items:
+                    labels = r.meta.labels
+                    if labels.get(LABEL_ORIGIN) != Origin.ZONE.value or labels.get(LABEL_ZONE) != zone:
+                        continue
+                    original = dataclasses.replace(
+                        r, meta=Meta(name=labels.get(LABEL_DISPLAY_NAME, r.meta.name), mesh=r.meta.mesh, labels=labels)
+                    )
+                    wire = to_wire(original)
+                    kind_held[wire.name] = (r.key, wire.version)
+                offset = page.next_offset
+        return out
+
+    def receiver(self, zone: str) -> Receiver:
+        return Receiver(self.kinds, codec.validate, accept=partial(_accept, zone), transform=partial(_rename, zone))
+
+    async def apply(self, zone: str, plan: Plan) -> Plan:
+        """Stores a plan's valid resources; returns the plan with ownership violations moved to rejections."""
+        upserts = []
+        rejections = list(plan.rejections)
+        for name, version, resource in plan.upserts:
+            owner = await self._owner(resource.key)
+            if owner is not None and owner != zone:
+                reason = f"{_OWNERSHIP_PREFIX}would overwrite a resource owned by {owner}"
+                rejections.append(Rejection(name, version, reason))
+            else:
+                upserts.append((name, version, resource))
+        await self._store.apply_sync(plan.kind, [r for _, _, r in upserts], [k for _, k in plan.removals])
+        return dataclasses.replace(plan, upserts=tuple(upserts), rejections=tuple(rejections))
+
+    async def _owner(self, key: ResourceKey) -> str | None:
+        """ "global", a zone name, or None when nothing is stored under `key`."""
+        try:
+            current = await self._store.get(key)
+        except NotFoundError:
+            return None
+        labels = current.meta.labels
+        if labels.get(LABEL_ORIGIN) != Origin.ZONE.value:
+            return "the global control plane"
+        return labels.get(LABEL_ZONE, "an unknown zone")
+
+
+# Ownership refusals read "ownership: ..." so they stand apart from validation errors in a NACK.
+_OWNERSHIP_PREFIX = "ownership: "
+
+
+def _accept(zone: str, r: Resource) -> str | None:
+    labels = r.meta.labels
+    if labels.get(LABEL_ORIGIN) != Origin.ZONE.value:
+        return f'{_OWNERSHIP_PREFIX}label {LABEL_ORIGIN} must be "zone", got {labels.get(LABEL_ORIGIN)!r}'
+    claimed = labels.get(LABEL_ZONE)
+    if claimed != zone:
+        return f"{_OWNERSHIP_PREFIX}claims zone {claimed!r}, but this stream belongs to zone {zone!r}"
+    if labels.get(LABEL_DISPLAY_NAME) != r.meta.name:
+        return f"{_OWNERSHIP_PREFIX}label {LABEL_DISPLAY_NAME} must equal the name {r.meta.name!r}"
+    return None
+
+
+def _rename(zone: str, r: Resource) -> Resource:
+    name = hashed_name(r.meta.mesh, r.meta.name, zone, "")
+    return dataclasses.replace(r, meta=Meta(name=name, mesh=r.meta.mesh, labels=dict(r.meta.labels)))

@@ -1,0 +1,107 @@
+"""The zone's side of ZoneToGlobalSync: the zone opens the call but plays the delta-xDS *server*.
+
+The global sends requests (subscribe with the versions it holds for this zone, then ACK/NACK) and the
+zone answers with its Dataplanes and zone-origin MeshGateways, using the same sans-IO `Sender` the
+global uses in the other direction. It runs inside the zone's KDS session (one gRPC connection), so
+the two directions connect and fail together, as Kuma's multiplexed session does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+import grpc
+import structlog
+
+from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.kds.sender import Input, ProtocolError, Sender, rejected_names
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
+from meshgate.transport.snapshots import SnapshotSource
+
+__all__ = ["ZoneUpstream", "zone_labels"]
+
+log = structlog.get_logger("meshgate.kds.upstream")
+
+
+def zone_labels(zone: str) -> Callable[[Resource], Mapping[str, str]]:
+    """Labels a zone puts on what it sends up: the global stores exactly these, and checks them against
+    the stream's zone, so a reconnect can resume from versions both sides compute alike."""
+
+    def labels(r: Resource) -> Mapping[str, str]:
+        return {
+            **r.meta.labels,
+            LABEL_ORIGIN: Origin.ZONE.value,
+            LABEL_ZONE: zone,
+            LABEL_DISPLAY_NAME: r.meta.name,
+        }
+
+    return labels
+
+
+def is_local(r: Resource) -> bool:
+    """Resources the zone owns: everything not synced down from the global."""
+    return r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value
+
+
+class ZoneUpstream:
+    def __init__(self, zone: str, source: SnapshotSource, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.zone = zone
+        self._source = source
+        self._clock = clock
+        # The current session's sender (its per-kind counters), None before the first connect.
+        self.sender: Sender | None = None
+
+    @property
+    def kinds(self) -> Sequence[str]:
+        return [d.name for d in self._source.kinds]
+
+    async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]]) -> None:
+        """Serves the global until the call ends; raises so the whole zone session reconnects."""
+        call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
+        sender = self.sender = Sender(self.kinds)
+        slog = log.bind(zone=self.zone, stream="zone-to-global")
+        with self._source.listen() as wake:
+            async with anyio.create_task_group() as tg:
+
+                async def read() -> None:
+                    async for req in call:
+                        kind = req.type_url
+                        flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
+                        ks, inp = sender.receive(req, self._clock())
+                        if inp is Input.ACK and flight is not None:
+                            slog.info(
+                                "kds.delivered",
+                                type=kind,
+                                nonce=req.response_nonce,
+                                upserts=len(flight.upserts),
+                                removals=len(flight.removals),
+                            )
+                        elif inp is Input.NACK:
+                            slog.warning(
+                                "kds.nack",
+                                type=kind,
+                                nonce=req.response_nonce,
+                                error=req.error_detail.message,
+                                rejected=sorted(rejected_names(req)),
+                            )
+                        else:
+                            slog.info("kds.subscribe", type=kind, initial_versions=len(ks.known))
+                        wake.set()
+                    raise ProtocolError("the global closed ZoneToGlobalSync")
+
+                tg.start_soon(read)
+                while True:
+                    for kind in self.kinds:
+                        resp = sender.next_response(self._source.snapshots[kind], self._clock())
+                        if resp is not None:
+                            await call.write(resp)
+                            slog.debug(
+                                "kds.response.sent",
+                                type=kind,
+                                nonce=resp.nonce,
+                                upserts=len(resp.resources),
+                                removals=len(resp.removed_resources),
+                            )
+                    await wake.wait()

@@ -1,0 +1,76 @@
+"""The global's policy for what zones send up, driven through the real Receiver and a MemoryStore."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from global_cp.zone_sink import ZoneSink
+from meshgate.kds.envelope import to_wire
+from meshgate.kds.naming import hashed_name
+from meshgate.resources import codec
+from meshgate.resources.model import Resource, ResourceKey
+from meshgate.store import MemoryStore
+from meshgate.transport.kds_upstream import zone_labels
+
+GATEWAY = {
+    "type": "MeshGateway",
+    "mesh": "default",
+    "name": "gw",
+    "selectors": [{"match": {"kuma.io/service": "gw"}}],
+    "conf": {"listeners": [{"port": 8080, "protocol": "HTTP"}]},
+}
+
+
+def from_zone(zone: str) -> Resource:
+    r = codec.load(GATEWAY)
+    return r.with_meta(labels=zone_labels(zone)(r))
+
+
+async def test_zone_resource_is_renamed_and_resumable() -> None:
+    store = MemoryStore()
+    sink = ZoneSink(store)
+    receiver = sink.receiver("zone-1")
+    receiver.subscribe(await sink.held("zone-1"))
+    wire = to_wire(from_zone("zone-1"))
+    plan = await sink.apply(
+        "zone-1",
+        receiver.receive(discovery_pb2.DeltaDiscoveryResponse(type_url="MeshGateway", nonce="1", resources=[wire])),
+    )
+    assert plan.accepted
+    stored = await store.get(ResourceKey("MeshGateway", "default", hashed_name("default", "gw", "zone-1", "")))
+    assert stored.meta.labels["kuma.io/display-name"] == "gw"
+    # On reconnect the global offers exactly the version the zone computes for its own copy.
+    assert (await sink.held("zone-1"))["MeshGateway"] == {"gw.default": (stored.key, wire.version)}
+    assert (await sink.held("zone-2"))["MeshGateway"] == {}
+
+
+async def test_overwriting_a_global_resource_is_rejected() -> None:
+    store = MemoryStore()
+    squatter = codec.load({**GATEWAY, "name": hashed_name("default", "gw", "zone-1", "")})
+    await store.create(squatter)  # global-origin: no kuma.io/origin label
+    sink = ZoneSink(store)
+    receiver = sink.receiver("zone-1")
+    receiver.subscribe({})
+    plan = await sink.apply(
+        "zone-1",
+        receiver.receive(
+            discovery_pb2.DeltaDiscoveryResponse(
+                type_url="MeshGateway", nonce="1", resources=[to_wire(from_zone("zone-1"))]
+            )
+        ),
+    )
+    assert [r.reason for r in plan.rejections] == [
+        "ownership: would overwrite a resource owned by the global control plane"
+    ]
+    assert (await store.get(squatter.key)).meta.labels == {}
+
+
+async def test_wrong_origin_is_rejected() -> None:
+    sink = ZoneSink(MemoryStore())
+    receiver = sink.receiver("zone-1")
+    receiver.subscribe({})
+    r = codec.load(GATEWAY).with_meta(labels={"kuma.io/origin": "global"})
+    plan = receiver.receive(
+        discovery_pb2.DeltaDiscoveryResponse(type_url="MeshGateway", nonce="1", resources=[to_wire(r)])
+    )
+    assert plan.rejections[0].reason == "ownership: label kuma.io/origin must be \"zone\", got 'global'"
