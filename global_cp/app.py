@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from global_cp.zone_sink import ZoneSink
 from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.observability.diagnostics import create_diagnostics_app
@@ -70,7 +71,7 @@ async def run_global(
             labels=_global_labels,
             resync_interval=cfg.resync_interval,
         )
-        kds = KDSSyncService(source, streams, on_connect=zones.on_connect)
+        kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store))
         health = GlobalKDSService(streams, cfg.zone_health_interval)
         api = create_api_app(store, role="global")
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
