@@ -3,7 +3,9 @@
 Routes are derived from the kind registry: `/meshes` and `/meshes/{name}` for Mesh, and for every
 mesh-scoped kind with plural P: `/meshes/{mesh}/P`, `/meshes/{mesh}/P/{name}` and `/P` (every mesh).
 `extra_routes` lets the process that owns the app add its own endpoints (the global's `/zones`, say); they
-are routed through the same error and logging middleware and listed in `/openapi.json`.
+are routed through the same error and logging middleware and listed in `/openapi.json`. `before_write` lets it
+veto a PUT or DELETE of a resource with an `ApiError` (the global refuses to delete a connected Zone) without
+the shared handlers knowing about that process's rules.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from aiohttp import web
 
 from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
+from meshgate.resources.model import ResourceKey
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
 from meshgate.rest.openapi import DocumentedRoute, build_openapi
 from meshgate.store.protocol import ConflictError, NotFoundError, ResourceStore, StoreUnavailableError
 
-__all__ = ["STORE_KEY", "ExtraRoute", "Handler", "create_api_app"]
+__all__ = ["STORE_KEY", "BeforeWrite", "ExtraRoute", "Handler", "create_api_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Called with ("PUT" | "DELETE", key) before a write is attempted; raises an ApiError to refuse it.
+BeforeWrite = Callable[[str, ResourceKey], Awaitable[None]]
 
 STORE_KEY = web.AppKey("meshgate.store", ResourceStore)
 BASED_ON_KUMA = "2.7"
@@ -99,6 +104,7 @@ def create_api_app(
     instance_id: str | None = None,
     cluster_id: str = "",
     kinds: Sequence[KindDescriptor] | None = None,
+    before_write: BeforeWrite | None = None,
 ) -> web.Application:
     """The aiohttp app serving Kuma's resource API for `role`. Serve it with `meshgate.rest.serve_app`."""
     hostname = socket.gethostname()
@@ -155,15 +161,30 @@ def create_api_app(
     app.router.add_get("/", get_index)
     app.router.add_get("/_resources", get_resource_types)
     app.router.add_get("/openapi.json", get_openapi)
+    # Extra routes first: aiohttp tries routes that share a prefix in registration order, and a fixed path
+    # such as /meshes/{mesh}/dataplanes/_overview must win over the resource route /meshes/{mesh}/dataplanes/{name}.
+    for route in extras:
+        app.router.add_route(route.method, route.path, route.handler)
     for ep in endpoints:
         plural = ep.descriptor.plural
         collection = f"/meshes/{{mesh}}/{plural}" if ep.descriptor.mesh_scoped else f"/{plural}"
         app.router.add_get(collection, ep.list_resources)
         app.router.add_get(collection + "/{name}", ep.get_resource)
-        app.router.add_put(collection + "/{name}", ep.put_resource)
-        app.router.add_delete(collection + "/{name}", ep.delete_resource)
+        app.router.add_put(collection + "/{name}", _checked(ep.put_resource, ep.descriptor, before_write))
+        app.router.add_delete(collection + "/{name}", _checked(ep.delete_resource, ep.descriptor, before_write))
         if ep.descriptor.mesh_scoped:
             app.router.add_get(f"/{plural}", ep.list_resources)
-    for route in extras:
-        app.router.add_route(route.method, route.path, route.handler)
     return app
+
+
+def _checked(handler: Handler, descriptor: KindDescriptor, before_write: BeforeWrite | None) -> Handler:
+    """`handler`, preceded by the owning process's veto on writes of this kind (when it has one)."""
+    if before_write is None:
+        return handler
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        mesh = request.match_info.get("mesh", "") if descriptor.mesh_scoped else ""
+        await before_write(request.method, ResourceKey(descriptor.name, mesh, request.match_info["name"]))
+        return await handler(request)
+
+    return checked

@@ -138,6 +138,8 @@ class StreamSession:
     disconnected_at: datetime | None = None
     last_update: datetime | None = None
     warnings: list[str] = field(default_factory=list)
+    # Cancels the stream's task group: used to cut a disabled zone off. Set by the adapter.
+    cancel: anyio.CancelScope | None = None
 
     def warn(self, message: str) -> None:
         """Adds a warning once (the watchdog re-checks every few seconds)."""
