@@ -8,6 +8,7 @@ removals that happened meanwhile still arrive.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
-from meshgate.kds.receiver import Receiver
+from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.kds.sender import ProtocolError
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
@@ -106,6 +107,7 @@ class GlobalToZoneClient:
         self._targets = [parse_address(a) for a in addresses]
         self._store = store
         self._kinds = tuple(kinds)
+        self._descriptors = {d.name: d for d in kinds}
         self._validate = validate
         self._features = ",".join(features)
         self._upstream = upstream
@@ -194,10 +196,7 @@ class GlobalToZoneClient:
                         self.status.address = target
                         self.status.connected_at = datetime.now(UTC)
                         slog.info("kds.client.connected")
-                    plan = receiver.receive(resp)
-                    await self._store.apply_sync(
-                        plan.kind, [r for _, _, r in plan.upserts], [k for _, k in plan.removals]
-                    )
+                    plan = await self._apply(receiver.receive(resp))
                     await call.write(receiver.applied(plan))
                     if plan.rejections:
                         slog.warning(
@@ -219,6 +218,36 @@ class GlobalToZoneClient:
                             self.on_synced(plan.kind)
                 tg.cancel_scope.cancel()
             raise ProtocolError("the global closed the stream")
+
+    async def _apply(self, plan: Plan) -> Plan:
+        """Applies a plan's valid resources; a global resource that would overwrite one created in this
+        zone (same kind, mesh and name) is rejected by name instead, so local state is never clobbered."""
+        upserts = plan.upserts
+        rejections = list(plan.rejections)
+        if upserts and self._descriptors[plan.kind].writable_on_zone:
+            local = await self._local_keys(plan.kind)
+            kept = []
+            for name, version, resource in upserts:
+                if resource.key in local:
+                    reason = (
+                        f"conflicts with {plan.kind} {resource.meta.name!r} in mesh {resource.meta.mesh!r} "
+                        f"created in zone {self.zone!r}; rename one of them"
+                    )
+                    rejections.append(Rejection(name, version, reason))
+                else:
+                    kept.append((name, version, resource))
+            upserts = tuple(kept)
+        await self._store.apply_sync(plan.kind, [r for _, _, r in upserts], [k for _, k in plan.removals])
+        return dataclasses.replace(plan, upserts=upserts, rejections=tuple(rejections))
+
+    async def _local_keys(self, kind: str) -> set[ResourceKey]:
+        keys: set[ResourceKey] = set()
+        offset: int | None = 0
+        while offset is not None:
+            page = await self._store.list(kind, offset=offset, size=5000)
+            keys.update(r.key for r in page.items if r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value)
+            offset = page.next_offset
+        return keys
 
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
         interval = 10.0

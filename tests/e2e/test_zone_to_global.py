@@ -186,3 +186,40 @@ async def test_forged_zone_attribution_is_refused_and_counted(procs: ProcessGrou
     async with httpx.AsyncClient(base_url=g.url("diagnostics")) as c:
         metrics = (await c.get("/metrics")).text
     assert 'meshgate_kds_rejected_resources{zone="zone-1",type_url="Dataplane"} 1' in metrics
+
+
+async def test_global_gateway_clashing_with_a_zone_local_one_is_rejected_by_that_zone_only(
+    procs: ProcessGroup,
+) -> None:
+    """The zone never lets the global clobber a gateway created locally: it NACKs it by name, with why."""
+    g = await procs.global_cp()
+    await put(g, "/meshes/default", MESH)
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"])
+    z2 = await procs.zone_cp("zone-2", g.ports["kds"])
+    await eventually(lambda: get(z1, "/meshes/default"), what="mesh in zone-1")
+    local = {
+        "type": "MeshGateway",
+        "mesh": "default",
+        "name": "edge",
+        "selectors": [{"match": {"kuma.io/service": "local"}}],
+        "conf": {"listeners": [{"port": 9000, "protocol": "HTTP"}]},
+    }
+    assert (await put(z1, "/meshes/default/meshgateways/edge", local)).status_code == 201
+    global_gw = {**local, "selectors": [{"match": {"kuma.io/service": "edge"}}]}
+    assert (await put(g, "/meshes/default/meshgateways/edge", global_gw)).status_code == 201
+
+    async def in_zone_2() -> bool:
+        gw = await get(z2, "/meshes/default/meshgateways")
+        return any(i["name"] == "edge" for i in gw["items"])
+
+    await eventually(in_zone_2, what="global gateway in zone-2")
+
+    async def nacked() -> bool:
+        async with httpx.AsyncClient(base_url=g.url("diagnostics")) as c:
+            text = (await c.get("/metrics")).text
+        return 'kds_delta_requests_received{type_url="MeshGateway",confirmation="NACK"} 1' in text
+
+    await eventually(nacked, what="zone-1's NACK")
+    kept = await get(z1, "/meshes/default/meshgateways/edge")
+    assert kept["selectors"] == local["selectors"]  # the local one is untouched
+    assert "created in zone 'zone-1'" in g.logs()
