@@ -19,7 +19,7 @@ from meshgate.cli.common import (
     check_log_format,
 )
 from meshgate.observability.logging import configure_logging
-from meshgate.observability.process import run_until_signalled
+from meshgate.observability.process import BindError, leaf_exceptions, run_until_signalled
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 
@@ -74,7 +74,12 @@ def run(
         data_dir=data_dir or Path("data") / zone,
         ports_file=ports_file,
     )
-    anyio.run(run_until_signalled, lambda: run_zone(cfg))
+    try:
+        anyio.run(run_until_signalled, lambda: run_zone(cfg))
+    except* BindError as group:
+        for exc in leaf_exceptions(group):
+            typer.echo(f"meshgate-zone: {exc} (choose another port with the matching --*-port flag)", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -15,9 +15,25 @@ from pathlib import Path
 import anyio
 import structlog
 
-__all__ = ["run_until_signalled", "write_ports_file"]
+__all__ = ["BindError", "leaf_exceptions", "run_until_signalled", "write_ports_file"]
 
 log = structlog.get_logger("meshgate.process")
+
+
+class BindError(OSError):
+    """A server could not listen on its address: the one startup failure users hit most, so the
+    processes print it as one line instead of a traceback."""
+
+    def __init__(self, what: str, host: str, port: int, reason: str) -> None:
+        self.what = what
+        super().__init__(f"cannot serve {what} on {host}:{port}: {reason}")
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, as task groups raise them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]
 
 
 async def run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:

@@ -14,6 +14,8 @@ import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
 
+from meshgate.observability.process import BindError
+
 __all__ = ["serve_app"]
 
 
@@ -43,7 +45,10 @@ async def serve_app(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise BindError("HTTP", host, port, exc.strerror or str(exc)) from exc
         task_status.started(_bound_port(runner))
         await anyio.sleep_forever()
     finally:

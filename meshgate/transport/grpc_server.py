@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from meshgate.observability.process import BindError
 from meshgate.transport.kds_client import MAX_MESSAGE_BYTES
 
 __all__ = ["serve_grpc"]
@@ -33,6 +34,9 @@ async def serve_grpc(
             # Zones ping every 15 s (keepalive); allow it without calls in flight.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            # gRPC enables SO_REUSEPORT by default, so a second process on the same port would silently
+            # share the zones' connections with the first. Fail to bind instead.
+            ("grpc.so_reuseport", 0),
         ]
     )
     for add in register:
@@ -43,9 +47,12 @@ async def serve_grpc(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...") when the port is taken
+        raise BindError("gRPC", host, port, "address already in use or not available") from exc
     if bound == 0:
-        raise OSError(f"cannot bind gRPC server to {host}:{port}")
+        raise BindError("gRPC", host, port, "address already in use or not available")
     await server.start()
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
