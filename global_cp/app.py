@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +11,11 @@ from pathlib import Path
 import anyio
 import structlog
 
+from global_cp.insights import HealthPolicy, insight_routes
+from global_cp.lifecycle import ZoneLifecycle
+from global_cp.trace import trace_routes
+from global_cp.watch import KDSWatch
+from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
 from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
@@ -42,6 +49,11 @@ class GlobalConfig:
     store: str = "sqlite"
     data_dir: Path = field(default_factory=lambda: Path("data/global"))
     zone_health_interval: float = 10.0
+    # A zone that misses this many health checks in a row is offline, even with its stream open.
+    zone_health_missed: float = 3.0
+    # Seconds a KDS response may stay un-ACKed before the watchdog reports a stall; how often it looks.
+    kds_stall_threshold: float = 10.0
+    watchdog_interval: float = 1.0
     resync_interval: float = 60.0
     ports_file: Path | None = None
 
@@ -62,7 +74,7 @@ async def run_global(
     ready = False
     try:
         metrics = KDSMetrics()
-        streams = StreamRegistry(metrics)
+        streams = StreamRegistry(metrics, instance_id=f"{socket.gethostname()}-{secrets.token_hex(2)}")
         zones = ZoneRecords(store)
         source = SnapshotSource(
             store,
@@ -73,7 +85,21 @@ async def run_global(
         )
         kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store))
         health = GlobalKDSService(streams, cfg.zone_health_interval)
-        api = create_api_app(store, role="global")
+        policy = HealthPolicy(cfg.zone_health_interval, cfg.zone_health_missed)
+        lifecycle = ZoneLifecycle(store, streams)
+        watchdog = Watchdog(streams, stall_after=cfg.kds_stall_threshold, health=policy)
+        watch = KDSWatch(streams)
+        api = create_api_app(
+            store,
+            role="global",
+            instance_id=streams.instance_id,
+            before_write=lifecycle.before_write,
+            extra_routes=[
+                *insight_routes(store, streams, policy),
+                *watch.routes(),
+                *trace_routes(store, streams, source, policy),
+            ],
+        )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
         register = [
             lambda s: kds_pb2_grpc.add_KDSSyncServiceServicer_to_server(kds, s),
@@ -81,6 +107,9 @@ async def run_global(
         ]
         async with anyio.create_task_group() as tg:
             await tg.start(source.run)
+            await tg.start(lifecycle.run, cfg.watchdog_interval)
+            await tg.start(watchdog.run, cfg.watchdog_interval)
+            await tg.start(watch.run)
             ports = {
                 "kds": await tg.start(serve_grpc, register, KDS_SERVICES, cfg.bind_address, cfg.kds_port),
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),

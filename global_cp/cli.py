@@ -20,7 +20,7 @@ from meshgate.cli.common import (
     check_log_format,
 )
 from meshgate.observability.logging import configure_logging
-from meshgate.observability.process import run_until_signalled
+from meshgate.observability.process import BindError, leaf_exceptions, run_until_signalled
 
 app = typer.Typer(help="meshgate global control plane", no_args_is_help=True, add_completion=False)
 
@@ -51,6 +51,14 @@ def run(
             help="Seconds between zone pings.",
         ),
     ] = 10.0,
+    kds_stall_threshold: Annotated[
+        float,
+        typer.Option(
+            "--kds-stall-threshold",
+            envvar="MESHGATE_KDS_STALL_THRESHOLD",
+            help="Seconds a KDS response may stay un-ACKed before it is reported as a stall.",
+        ),
+    ] = 10.0,
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
     fmt = cast(Literal["console", "json"], check_log_format(log_format))
@@ -66,9 +74,15 @@ def run(
         store=store,
         data_dir=data_dir or Path("data/global"),
         zone_health_interval=zone_health_interval,
+        kds_stall_threshold=kds_stall_threshold,
         ports_file=ports_file,
     )
-    anyio.run(run_until_signalled, lambda: run_global(cfg))
+    try:
+        anyio.run(run_until_signalled, lambda: run_global(cfg))
+    except* BindError as group:
+        for failure in leaf_exceptions(group):
+            typer.echo(f"meshgate-global: {failure} (choose another port with the matching --*-port flag)", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

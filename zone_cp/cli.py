@@ -77,8 +77,8 @@ def run(
     try:
         anyio.run(run_until_signalled, lambda: run_zone(cfg))
     except* BindError as group:
-        for exc in leaf_exceptions(group):
-            typer.echo(f"meshgate-zone: {exc} (choose another port with the matching --*-port flag)", err=True)
+        for failure in leaf_exceptions(group):
+            typer.echo(f"meshgate-zone: {failure} (choose another port with the matching --*-port flag)", err=True)
         raise typer.Exit(1) from None
 
 

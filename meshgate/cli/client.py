@@ -9,7 +9,8 @@ Error tree::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -140,3 +141,34 @@ class ApiClient:
 
     def delete(self, kind: KindDescriptor, mesh: str, name: str) -> None:
         self._request("DELETE", resource_path(kind, mesh, name))
+
+    def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET any JSON endpoint (insights, traces)."""
+        return self._request("GET", path, params=dict(params or {})).json()
+
+    @contextmanager
+    def stream_lines(
+        self, path: str, params: Mapping[str, str] | None = None, *, idle_timeout: float = 45.0
+    ) -> Iterator[Iterator[str]]:
+        """The lines of a long-lived response (`kds watch`), as they arrive.
+
+        `idle_timeout` bounds the silence between two lines: the server sends a heartbeat every 15 s, so
+        three missed ones mean the server or the path to it is gone, reported as ConnectionFailed.
+        """
+        timeout = httpx.Timeout(self._http.timeout.connect, read=idle_timeout)
+        try:
+            with self._http.stream("GET", path, params=dict(params or {}), timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiResponseError.from_response(response)
+                yield self._lines(response)
+        except httpx.ConnectError as exc:
+            raise ConnectionFailed(self.base_url, str(exc) or "connection failed") from None
+
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        try:
+            yield from response.iter_lines()
+        except httpx.TimeoutException:
+            raise ConnectionFailed(self.base_url, "no data (not even a heartbeat) for too long") from None
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(self.base_url, str(exc) or type(exc).__name__) from None

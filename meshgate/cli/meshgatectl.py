@@ -2,7 +2,7 @@
 
 Commands talk to the HTTP API named by `--api` (or MESHGATE_API). Every failure prints to stderr and
 exits 1: one line for an unreachable API, the server's title/detail and each `field: reason` for a
-rejected request. Further command groups (`inspect`, `kds`) plug in with `app.add_typer(...)`.
+rejected request. The `inspect` and `kds` command groups live in their own modules, added with `app.add_typer`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from meshgate.cli.client import ApiClient, ApiClientError, ApiResponseError, ConnectionFailed
+from meshgate.cli.context import DEFAULT_API, Settings
+from meshgate.cli.context import fail as _fail
+from meshgate.cli.context import settings_of as _settings
+from meshgate.cli.inspect import app as inspect_app
+from meshgate.cli.kds import app as kds_app
 from meshgate.cli.output import OutputFormat, render
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError, ValidationError
 
 __all__ = ["app", "main"]
-
-DEFAULT_API = "http://127.0.0.1:5681"
 
 app = typer.Typer(
     name="meshgatectl",
@@ -31,16 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    api: str
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _print_violations(fields: list[tuple[str, str]]) -> None:
@@ -62,11 +55,6 @@ def _kind(alias: str) -> KindDescriptor:
     except UnknownKindError:
         allowed = sorted(d.plural for d in registry.KINDS)
         _fail(f"unknown TYPE: {alias}. Allowed values: {', '.join(allowed)}")
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.find_object(Settings)
-    return settings if settings is not None else Settings(DEFAULT_API)
 
 
 @app.callback()
@@ -243,6 +231,10 @@ def delete(
             _fail(str(exc))
     # kumactl's wording: deleted MeshGateway "edge"
     typer.echo(f'deleted {kind.name} "{name}"')
+
+
+app.add_typer(inspect_app, name="inspect")
+app.add_typer(kds_app, name="kds")
 
 
 def main() -> None:

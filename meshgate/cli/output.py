@@ -13,7 +13,7 @@ import yaml
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import LABEL_ZONE
 
-__all__ = ["OutputFormat", "age", "render", "render_table"]
+__all__ = ["OutputFormat", "age", "render", "render_table", "table"]
 
 # kumactl's table printer separates columns with three spaces.
 _COLUMN_GAP = 3
@@ -71,15 +71,19 @@ def _headers(kind: KindDescriptor) -> list[str]:
     return [*headers, "AGE"]
 
 
-def render_table(kind: KindDescriptor, items: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    rows = [_headers(kind), *(_row(kind, item, now) for item in items)]
+def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Rows (headers first) as kumactl prints them: left-aligned columns three spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        lines.append((" " * _COLUMN_GAP).join(cells).rstrip())
+        lines.append(indent + (" " * _COLUMN_GAP).join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def render_table(kind: KindDescriptor, items: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return table([_headers(kind), *(_row(kind, item, now) for item in items)])
 
 
 def render(

@@ -1,0 +1,340 @@
+"""Zone insights on the global, in Kuma's shapes: ZoneOverview, GlobalInsight and Dataplanes with their zone.
+
+Everything here is computed on request from the StreamRegistry (what the streams did) and the store (Zone
+records, resources), so the answers never lag behind the streams and there is no insight state to keep in
+sync. The builders are plain functions of that state and a `Now`; the routes at the bottom only fetch and
+serialize.
+
+Kuma's field names are kept (api/system/v1alpha1/zone_insight.proto, v2.7.29), with its protojson habit of
+writing uint64 counters as strings, so kumactl and the GUI read these bodies as they read Kuma's. What Kuma
+does not have is added beside its fields: `status`, `warnings`, `healthCheck`, `direction`, and per kind
+`inFlightSince`, `lastNonce`, `lastAckLatencyMs` and `lastNack`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from aiohttp import web
+
+from meshgate.api.system.v1alpha1 import zone_pb2
+from meshgate.kds.receiver import Receiver
+from meshgate.kds.sender import Sender
+from meshgate.resources import codec
+from meshgate.resources import registry as kinds
+from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
+from meshgate.rest.app import ExtraRoute
+from meshgate.rest.errors import bad_request, not_found
+from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.transport.streams import StreamRegistry, StreamSession
+
+__all__ = [
+    "HealthPolicy",
+    "Now",
+    "ZoneStatus",
+    "dataplane_overview",
+    "global_insight",
+    "insight_routes",
+    "known_zones",
+    "list_all",
+    "timestamp",
+    "zone_enabled",
+    "zone_overview",
+    "zone_records",
+    "zone_status",
+]
+
+ZoneStatus = Literal["online", "offline", "disabled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """One reading of both clocks. Senders stamp with the monotonic clock (immune to clock steps); people
+    read wall time. Taking both at once converts one to the other without drift inside one answer."""
+
+    wall: datetime
+    mono: float
+
+    @classmethod
+    def current(cls) -> Now:
+        return cls(datetime.now(UTC), time.monotonic())
+
+    def wall_of(self, mono: float) -> datetime:
+        return self.wall - timedelta(seconds=self.mono - mono)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """How the global judges a zone's pings: it asks for one every `interval` seconds (in its HealthCheck
+    answer), and a zone that misses `missed` of them in a row is offline even if its stream looks alive."""
+
+    interval: float = 10.0
+    missed: float = 3.0
+
+    @property
+    def window(self) -> float:
+        return self.interval * self.missed
+
+    def lapsed(self, last: datetime | None, now: Now) -> bool:
+        return last is not None and (now.wall - last).total_seconds() >= self.window
+
+
+def timestamp(dt: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a Z, as Kuma writes protobuf Timestamps."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def zone_enabled(record: Resource | None) -> bool:
+    """A Zone's `enabled` is a BoolValue: unset (or no record at all) means enabled, as in Kuma."""
+    if record is None:
+        return True
+    spec = record.spec
+    assert isinstance(spec, zone_pb2.Zone)
+    return not spec.HasField("enabled") or spec.enabled.value
+
+
+def zone_status(streams: StreamRegistry, zone: str, enabled: bool, now: Now, policy: HealthPolicy) -> ZoneStatus:
+    """Online iff the global is streaming to the zone and its pings, once seen, have not stopped."""
+    if not enabled:
+        return "disabled"
+    streaming = any(s.direction == "global-to-zone" for s in streams.by_zone(zone))
+    if streaming and not policy.lapsed(streams.last_health_check.get(zone), now):
+        return "online"
+    return "offline"
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+
+
+def _counts(sent: int, acked: int, rejected: int) -> dict[str, str]:
+    # uint64 in protojson is a string; Kuma's KDSServiceStats fields.
+    return {"responsesSent": str(sent), "responsesAcknowledged": str(acked), "responsesRejected": str(rejected)}
+
+
+def _sender_stats(sender: Sender, now: Now) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for kind, ks in sender.kinds.items():
+        st = ks.stats
+        stat: dict[str, Any] = _counts(st.responses_sent, st.acks, st.nacks)
+        if ks.in_flight is not None:
+            stat["inFlightSince"] = timestamp(now.wall_of(ks.in_flight.sent_at))
+            stat["inFlightNonce"] = ks.in_flight.nonce
+        if st.last_nonce:
+            stat["lastNonce"] = st.last_nonce
+        if st.last_ack_latency is not None:
+            stat["lastAckLatencyMs"] = round(st.last_ack_latency * 1000, 3)
+        if st.last_nack is not None:
+            stat["lastNack"] = {
+                "nonce": st.last_nack.nonce,
+                "error": st.last_nack.error,
+                "resources": dict(st.last_nack.names),
+                "at": timestamp(now.wall_of(st.last_nack.at)),
+            }
+        out[kind] = stat
+    return out
+
+
+def _receiver_stats(receiver: Receiver) -> dict[str, dict[str, Any]]:
+    """Zone-to-global: the zone sends, the global answers. "Sent" counts what the zone sent us."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, rk in receiver.kinds.items():
+        stat: dict[str, Any] = _counts(rk.responses, rk.acks_sent, rk.nacks_sent)
+        if rk.last_nonce:
+            stat["lastNonce"] = rk.last_nonce
+        if rk.last_rejections:
+            # The receiver keeps only its latest answer's rejections: a NACK of the latest response.
+            stat["lastNack"] = {
+                "nonce": rk.last_nonce,
+                "error": "; ".join(f"{kind} {r.name}: {r.reason}" for r in rk.last_rejections),
+                "resources": {r.name: r.reason for r in rk.last_rejections},
+            }
+        out[kind] = stat
+    return out
+
+
+def subscription(session: StreamSession, now: Now) -> dict[str, Any]:
+    """One KDSSubscription (Kuma's fields, then ours) for one stream, open or closed."""
+    if session.sender is not None:
+        stat = _sender_stats(session.sender, now)
+    elif session.receiver is not None:
+        stat = _receiver_stats(session.receiver)
+    else:
+        stat = {}
+    fields = ("responsesSent", "responsesAcknowledged", "responsesRejected")
+    total = [sum(int(s[f]) for s in stat.values()) for f in fields]
+    out: dict[str, Any] = {
+        "id": session.stream_id,
+        "globalInstanceId": session.global_instance_id,
+        "connectTime": timestamp(session.connected_at),
+    }
+    if session.disconnected_at is not None:
+        out["disconnectTime"] = timestamp(session.disconnected_at)
+    out["status"] = {
+        "lastUpdateTime": timestamp(session.last_update),
+        "total": _counts(*total),
+        "stat": stat,
+    }
+    out["zoneInstanceId"] = session.zone_instance_id
+    out["direction"] = session.direction
+    out["peer"] = session.peer
+    if session.warnings:
+        out["warnings"] = list(session.warnings)
+    return out
+
+
+def _subscriptions(streams: StreamRegistry, zone: str) -> list[StreamSession]:
+    """Closed ones first (oldest first), then the open ones: newest last, as Kuma lists them."""
+    hist = streams.history.get(zone)
+    closed = list(hist.closed) if hist is not None else []
+    return closed + sorted(streams.by_zone(zone), key=lambda s: s.connected_at)
+
+
+# -- overviews -------------------------------------------------------------------------------------------
+
+
+def zone_overview(
+    zone: str, record: Resource | None, streams: StreamRegistry, now: Now, policy: HealthPolicy
+) -> dict[str, Any]:
+    enabled = zone_enabled(record)
+    sessions = _subscriptions(streams, zone)
+    last_seen = streams.last_health_check.get(zone)
+    insight: dict[str, Any] = {"subscriptions": [subscription(s, now) for s in sessions]}
+    if last_seen is not None:
+        insight["healthCheck"] = {"time": timestamp(last_seen)}
+    warnings: list[str] = []
+    for s in streams.by_zone(zone):
+        warnings.extend(w for w in s.warnings if w not in warnings)
+    out: dict[str, Any] = {"type": "ZoneOverview", "name": zone}
+    if record is not None:
+        out["creationTime"] = timestamp(record.meta.creation_time)
+        out["modificationTime"] = timestamp(record.meta.modification_time)
+    out["zone"] = {"enabled": enabled}
+    out["zoneInsight"] = insight
+    out["status"] = zone_status(streams, zone, enabled, now, policy)
+    out["warnings"] = warnings
+    out["healthCheck"] = {"lastSeen": timestamp(last_seen), "interval": policy.interval}
+    return out
+
+
+def known_zones(records: Mapping[str, Resource], streams: StreamRegistry) -> list[str]:
+    """Zone records, plus zones streaming without one (a record deleted under a live stream)."""
+    return sorted(set(records) | {s.zone for s in streams.active.values()})
+
+
+def global_insight(
+    counts: Mapping[str, int],
+    records: Mapping[str, Resource],
+    streams: StreamRegistry,
+    now: Now,
+    policy: HealthPolicy,
+) -> dict[str, Any]:
+    zones = known_zones(records, streams)
+    online = sum(1 for z in zones if zone_status(streams, z, zone_enabled(records.get(z)), now, policy) == "online")
+    return {
+        "type": "GlobalInsight",
+        "createdAt": timestamp(now.wall),
+        "meshes": {"total": counts.get("Mesh", 0)},
+        "resources": {kind: {"total": n} for kind, n in sorted(counts.items())},
+        "zones": {"controlPlanes": {"online": online, "total": len(zones)}},
+        "instanceId": streams.instance_id,
+    }
+
+
+def dataplane_overview(
+    dataplane: Resource, records: Mapping[str, Resource], streams: StreamRegistry, now: Now, policy: HealthPolicy
+) -> dict[str, Any]:
+    """Kuma's DataplaneOverview, plus the zone it lives in and whether that zone is reachable: a Dataplane of
+    an offline (or disabled) zone is shown as such, never as healthy."""
+    doc = codec.encode(dataplane)
+    meta_keys = ("type", "mesh", "name", "creationTime", "modificationTime", "labels")
+    zone = dataplane.meta.labels.get(LABEL_ZONE, "")
+    if zone:
+        status = zone_status(streams, zone, zone_enabled(records.get(zone)), now, policy)
+        zone_state = "online" if status == "online" else "offline"
+    else:
+        zone_state = "local"
+    out: dict[str, Any] = {k: doc[k] for k in meta_keys if k in doc}
+    out["type"] = "DataplaneOverview"
+    out["dataplane"] = {k: v for k, v in doc.items() if k not in meta_keys}
+    out["zone"] = zone
+    out["zoneStatus"] = zone_state
+    return out
+
+
+# -- routes ----------------------------------------------------------------------------------------------
+
+
+async def list_all(store: ResourceStore, kind: str, mesh: str | None = None) -> list[Resource]:
+    out: list[Resource] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await store.list(kind, mesh, offset=offset, size=1000)
+        out.extend(page.items)
+        offset = page.next_offset
+    return out
+
+
+async def zone_records(store: ResourceStore) -> dict[str, Resource]:
+    return {r.meta.name: r for r in await list_all(store, "Zone")}
+
+
+def _listing(items: Iterable[dict[str, Any]]) -> web.Response:
+    body = list(items)
+    return web.json_response({"total": len(body), "items": body, "next": None})
+
+
+def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: HealthPolicy) -> list[ExtraRoute]:
+    """The read-only insight endpoints, served through the API app (and so listed in /openapi.json)."""
+
+    async def zones_overview(request: web.Request) -> web.Response:
+        now, records = Now.current(), await zone_records(store)
+        return _listing(zone_overview(z, records.get(z), streams, now, policy) for z in known_zones(records, streams))
+
+    async def one_zone_overview(request: web.Request) -> web.Response:
+        zone = request.match_info["name"]
+        try:
+            record: Resource | None = await store.get(ResourceKey("Zone", "", zone))
+        except NotFoundError:
+            record = None
+        if record is None and not streams.by_zone(zone):
+            raise not_found("Could not retrieve a resource")
+        return web.json_response(zone_overview(zone, record, streams, Now.current(), policy))
+
+    async def get_global_insight(request: web.Request) -> web.Response:
+        counts = {d.name: (await store.list(d.name, size=1)).total for d in kinds.KINDS}
+        return web.json_response(global_insight(counts, await zone_records(store), streams, Now.current(), policy))
+
+    async def dataplanes_overview(request: web.Request) -> web.Response:
+        mesh = request.match_info["mesh"]
+        try:
+            await store.get(ResourceKey("Mesh", "", mesh))
+        except NotFoundError:
+            raise not_found("Failed to retrieve Mesh") from None
+        zone = request.query.get("zone")
+        if zone == "":
+            raise bad_request("zone: must not be empty when given")
+        now, records = Now.current(), await zone_records(store)
+        items = [
+            dataplane_overview(dp, records, streams, now, policy)
+            for dp in await list_all(store, "Dataplane", mesh)
+            if zone is None or dp.meta.labels.get(LABEL_ZONE, "") == zone
+        ]
+        return _listing(items)
+
+    return [
+        ExtraRoute("GET", "/zones/_overview", zones_overview, "Every zone with its status and KDS subscriptions"),
+        ExtraRoute("GET", "/zones/{name}/_overview", one_zone_overview, "One zone's status and KDS subscriptions"),
+        ExtraRoute("GET", "/global-insight", get_global_insight, "Totals: resources per kind, zones online"),
+        ExtraRoute(
+            "GET",
+            "/meshes/{mesh}/dataplanes/_overview",
+            dataplanes_overview,
+            "Dataplanes of a mesh with their zone and its status (?zone= filters)",
+        ),
+    ]

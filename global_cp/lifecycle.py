@@ -1,0 +1,89 @@
+"""Zone lifecycle rules on the global: a connected zone cannot be deleted, and a disabled one is cut off.
+
+Deleting a Zone while its control plane is connected is refused, with Kuma's words (pkg/core/managers/apis/
+zone/zone_validator.go, v2.7.29): a 400 "Could not delete a resource" naming the field `zone`. Like Kuma, the
+test is "still connected" (any open stream), not the health-based online status: a zone whose pings stopped
+but whose stream is open would re-create its record on its next connect.
+
+Disabling a zone (`enabled: false`) must stop its sync now, not at its next reconnect: the KDS server refuses
+new streams of a disabled zone (`ZoneRecords.on_connect`), and `ZoneLifecycle.run` cancels the open ones. It
+follows the store's change feed rather than the REST handler, so a disable by any writer (another global on
+a shared store, a restored backup) takes effect; a periodic re-check closes the window in which a stream
+opened between the record's read in `on_connect` and the disable.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+
+from global_cp.insights import zone_enabled
+from meshgate.resources.errors import Violation
+from meshgate.resources.model import ResourceKey
+from meshgate.rest.errors import validation_failed
+from meshgate.store.events import ChangeBatch
+from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.transport.streams import StreamRegistry
+
+__all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
+
+log = structlog.get_logger("meshgate.global.zones")
+
+STILL_CONNECTED = "unable to delete Zone, Zone CP is still connected, please shut it down first"
+DISABLED_CUT = "zone disabled (enabled: false): stream closed by the global"
+
+
+class ZoneLifecycle:
+    def __init__(self, store: ResourceStore, streams: StreamRegistry) -> None:
+        self._store = store
+        self._streams = streams
+
+    async def before_write(self, method: str, key: ResourceKey) -> None:
+        """The REST API's veto (meshgate.rest.app.BeforeWrite): refuses to delete a connected zone."""
+        if key.kind == "Zone" and method == "DELETE" and self._streams.by_zone(key.name):
+            raise validation_failed([Violation("zone", STILL_CONNECTED)], title="Could not delete a resource")
+
+    def cut(self, zone: str) -> int:
+        """Cancels every open stream of `zone`; returns how many. The adapters close and record them."""
+        cut = 0
+        for session in self._streams.by_zone(zone):
+            if session.cancel is None or session.cancel.cancel_called:
+                continue
+            session.cancel.cancel()
+            cut += 1
+            log.warning("zone.disabled.stream_cut", zone=zone, stream=session.stream_id)
+            self._streams.events.publish(zone, session.stream_id, session.direction, "error", error=DISABLED_CUT)
+        return cut
+
+    async def reconcile(self, zone: str) -> None:
+        """Brings the streams of one zone in line with its record: cut if disabled, forgotten if deleted."""
+        try:
+            record = await self._store.get(ResourceKey("Zone", "", zone))
+        except NotFoundError:
+            if not self._streams.by_zone(zone):
+                # A deleted zone leaves no trace in insights or `kds trace`; it starts afresh if it returns.
+                self._streams.history.pop(zone, None)
+                self._streams.last_health_check.pop(zone, None)
+            return
+        if not zone_enabled(record):
+            self.cut(zone)
+
+    async def _reconcile_batch(self, batch: ChangeBatch | None) -> None:
+        keys = batch.get("Zone") if batch is not None else None
+        if batch is not None and "Zone" not in batch:
+            return
+        zones = {k.name for k in keys} if keys is not None else self._streams.zones()
+        for zone in sorted(zones):
+            await self.reconcile(zone)
+
+    async def run(
+        self, check_interval: float = 1.0, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Subscribe before the first check, so no change between the check and the loop is lost.
+        async with self._store.changes.subscribe() as sub:
+            await self._reconcile_batch(None)
+            task_status.started()
+            while True:
+                with anyio.move_on_after(check_interval) as scope:
+                    batch = await sub.next_batch()
+                await self._reconcile_batch(None if scope.cancelled_caught else batch)

@@ -1,0 +1,189 @@
+"""`meshgatectl inspect zones` and `inspect zone NAME`: the global's zone insights, as kumactl shows them.
+
+`inspect zones` prints kumactl's columns (app/kumactl/cmd/inspect/inspect_zones.go, v2.7.29) for the
+questions people ask first, plus IN FLIGHT (responses awaiting an ACK: how many, and the oldest one's age) and
+WARNINGS (stalls, lapsed health checks, oversized resources), so a stuck stream shows up in the overview.
+`inspect zone NAME` opens one zone: every kind, both directions, with the last NACK and what it named.
+The renderers are plain functions of the JSON and a `now`, so tests pin their output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from meshgate.cli.client import ApiClient, ApiResponseError
+from meshgate.cli.context import api_errors, fail, settings_of
+from meshgate.cli.output import OutputFormat, age, table
+
+__all__ = ["app", "render_zone", "render_zones"]
+
+app = typer.Typer(help="Inspect zones and their KDS streams (on the global).", no_args_is_help=True)
+
+Doc = Mapping[str, Any]
+
+
+def dump(data: Any, fmt: OutputFormat) -> str:
+    if fmt is OutputFormat.JSON:
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def _ago(ts: object, now: datetime) -> str:
+    # kumactl's table.Ago prints "never" for a time that is not there.
+    return "never" if not ts else age(ts, now)
+
+
+def _subscriptions(overview: Doc) -> list[Doc]:
+    return list((overview.get("zoneInsight") or {}).get("subscriptions") or [])
+
+
+def _total(overview: Doc, field: str) -> int:
+    return sum(int((s.get("status") or {}).get("total", {}).get(field, 0)) for s in _subscriptions(overview))
+
+
+def _in_flight(overview: Doc, now: datetime) -> str:
+    since = [
+        stat["inFlightSince"]
+        for s in _subscriptions(overview)
+        if not s.get("disconnectTime")
+        for stat in ((s.get("status") or {}).get("stat") or {}).values()
+        if stat.get("inFlightSince")
+    ]
+    if not since:
+        return "0"
+    return f"{len(since)} ({age(min(since), now)})"
+
+
+def _status(overview: Doc) -> str:
+    return str(overview.get("status", "offline")).capitalize()
+
+
+def render_zones(overviews: Sequence[Doc], now: datetime) -> str:
+    headers = [
+        "NAME",
+        "STATUS",
+        "LAST CONNECTED AGO",
+        "LAST UPDATED AGO",
+        "TOTAL UPDATES",
+        "TOTAL ERRORS",
+        "IN FLIGHT",
+        "WARNINGS",
+    ]
+    rows = [headers]
+    for o in overviews:
+        subs = _subscriptions(o)
+        last = subs[-1] if subs else {}
+        rows.append(
+            [
+                str(o.get("name", "")),
+                _status(o),
+                _ago(last.get("connectTime"), now),
+                _ago((last.get("status") or {}).get("lastUpdateTime"), now),
+                str(_total(o, "responsesSent")),
+                str(_total(o, "responsesRejected")),
+                _in_flight(o, now),
+                str(len(o.get("warnings") or [])),
+            ]
+        )
+    return table(rows)
+
+
+def _kind_rows(sub: Doc, now: datetime) -> tuple[str, list[str]]:
+    stats: Mapping[str, Doc] = (sub.get("status") or {}).get("stat") or {}
+    rows = [["KIND", "SENT", "ACKED", "NACKED", "IN FLIGHT SINCE", "LAST NONCE", "ANSWERED IN"]]
+    nacks: list[str] = []
+    for kind, st in stats.items():
+        latency = st.get("lastAckLatencyMs")
+        since = st.get("inFlightSince")
+        rows.append(
+            [
+                kind,
+                str(st.get("responsesSent", 0)),
+                str(st.get("responsesAcknowledged", 0)),
+                str(st.get("responsesRejected", 0)),
+                f"{age(since, now)} ago (nonce {st.get('inFlightNonce', '?')})" if since else "-",
+                str(st.get("lastNonce") or "-"),
+                f"{latency:g}ms" if isinstance(latency, int | float) else "-",
+            ]
+        )
+        nack = st.get("lastNack")
+        if nack:
+            when = f", {age(nack['at'], now)} ago" if nack.get("at") else ""
+            nacks.append(f"    last NACK of {kind} (nonce {nack.get('nonce', '?')}{when}): {nack.get('error', '')}")
+            nacks.extend(f"      {name}: {reason}" for name, reason in (nack.get("resources") or {}).items())
+    return table(rows, indent="    "), nacks
+
+
+def render_zone(overview: Doc, now: datetime) -> str:
+    health = overview.get("healthCheck") or {}
+    seen = health.get("lastSeen")
+    lines = [
+        f"Zone:          {overview.get('name', '')}",
+        f"Status:        {_status(overview)}",
+        f"Enabled:       {str((overview.get('zone') or {}).get('enabled', True)).lower()}",
+        f"Health check:  {f'last {age(seen, now)} ago' if seen else 'none received'}"
+        f" (every {health.get('interval', '?')}s)",
+    ]
+    warnings = list(overview.get("warnings") or [])
+    lines.append(f"Warnings:      {len(warnings) or 'none'}")
+    lines.extend(f"  - {w}" for w in warnings)
+    subs = _subscriptions(overview)
+    lines.append("")
+    lines.append(f"Subscriptions ({len(subs)}, newest last):")
+    for sub in subs:
+        closed = sub.get("disconnectTime")
+        when = f"connected {_ago(sub.get('connectTime'), now)} ago"
+        when += f", disconnected {_ago(closed, now)} ago" if closed else ", active"
+        total = (sub.get("status") or {}).get("total") or {}
+        lines.append(
+            f"  {sub.get('id', '')}  {sub.get('direction', '')}  {when}"
+            f"  (sent {total.get('responsesSent', 0)}, ACKed {total.get('responsesAcknowledged', 0)},"
+            f" NACKed {total.get('responsesRejected', 0)})"
+        )
+        if closed:
+            continue
+        rows, nacks = _kind_rows(sub, now)
+        lines.append(rows.rstrip("\n"))
+        lines.extend(nacks)
+        lines.extend(f"    warning: {w}" for w in sub.get("warnings") or [])
+    return "\n".join(lines) + "\n"
+
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
+
+
+@app.command("zones")
+def inspect_zones(ctx: typer.Context, output: Output = OutputFormat.TABLE) -> None:
+    """Every zone: status, last connect and update, totals, responses in flight, warnings."""
+    with ApiClient(settings_of(ctx).api) as client, api_errors("inspect zones"):
+        body = client.get_json("/zones/_overview")
+    if output is OutputFormat.TABLE:
+        typer.echo(render_zones(body.get("items") or [], datetime.now(UTC)), nl=False)
+    else:
+        typer.echo(dump(body, output), nl=False)
+
+
+@app.command("zone")
+def inspect_zone(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The zone's name.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """One zone: per kind and direction, responses sent/ACKed/NACKed, in flight, and the last NACK's reason."""
+    with ApiClient(settings_of(ctx).api) as client, api_errors(f'inspect zone "{name}"'):
+        try:
+            body = client.get_json(f"/zones/{name}/_overview")
+        except ApiResponseError as exc:
+            if exc.status == 404:
+                fail(f'there is no Zone with name "{name}"')  # kumactl's wording
+            raise
+    if output is OutputFormat.TABLE:
+        typer.echo(render_zone(body, datetime.now(UTC)), nl=False)
+    else:
+        typer.echo(dump(body, output), nl=False)

@@ -1,0 +1,183 @@
+"""`meshgatectl kds watch` and `kds trace`: what crosses the zones' streams, and where one resource stands.
+
+`watch` tails the global's `/kds/watch` NDJSON stream: one line per event, as it happens, until Ctrl-C.
+`trace` answers "why isn't it in my zone?" for one resource: the global's version, then per zone what was
+sent, with which nonce, what the zone confirmed, and one closing verdict line per zone. The formatters are
+plain functions of the JSON (and a `now`), so tests pin their output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from meshgate.cli.client import ApiClient, ApiResponseError
+from meshgate.cli.context import api_errors, fail, settings_of
+from meshgate.cli.inspect import dump
+from meshgate.cli.output import OutputFormat, age, table
+from meshgate.resources import registry
+from meshgate.resources.errors import UnknownKindError
+
+__all__ = ["app", "format_event", "render_trace"]
+
+app = typer.Typer(help="Debug KDS streams between the global and its zones.", no_args_is_help=True)
+
+Doc = Mapping[str, Any]
+
+# How many upserts/removals a watch line shows before "(+N more)": enough for a typical apply, short enough
+# to stay one readable line when a full resync sends thousands.
+_LIST_LIMIT = 5
+_WATCH_VERSION = 8
+_TRACE_VERSION = 12
+
+
+def _kind(alias: str) -> str:
+    try:
+        return registry.lookup(alias).name
+    except UnknownKindError:
+        fail(f"unknown KIND: {alias}. Allowed values: {', '.join(sorted(d.plural for d in registry.KINDS))}")
+
+
+def _clip(items: Sequence[str]) -> str:
+    shown = " ".join(items[:_LIST_LIMIT])
+    return shown + (f" (+{len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else "")
+
+
+def format_event(doc: Doc) -> str | None:
+    """One human line for one watch event; None for a heartbeat (it only keeps the connection open)."""
+    event = doc.get("event")
+    if event == "heartbeat":
+        return None
+    if event == "dropped":
+        return f"({doc.get('count', '?')} events dropped: this watch fell behind)"
+    at = str(doc.get("at", ""))
+    parts = [at[11:23] + "Z" if len(at) >= 23 else at, str(doc.get("zone", "")), str(doc.get("direction", ""))]
+    parts.append(f"{event!s:<10}")
+    if doc.get("kind"):
+        parts.append(str(doc["kind"]))
+    if doc.get("nonce"):
+        parts.append(f"nonce={doc['nonce']}")
+    upserts = [f"+{u['name']}@{str(u['version'])[:_WATCH_VERSION]}" for u in doc.get("upserts") or []]
+    removals = [f"-{name}" for name in doc.get("removals") or []]
+    if upserts or removals:
+        parts.append(_clip(upserts + removals))
+    if doc.get("latencyMs") is not None:
+        parts.append(f"{doc['latencyMs']:g}ms")
+    rejected = [f"{r['name']} ({r['reason']})" for r in doc.get("rejected") or []]
+    if rejected:
+        parts.append("rejected: " + _clip(rejected))
+    elif doc.get("error"):
+        parts.append(f"error: {doc['error']}")
+    return "  ".join(parts)
+
+
+@app.command("watch")
+def watch(
+    ctx: typer.Context,
+    zone: Annotated[str | None, typer.Option("--zone", help="Only this zone's streams.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind (meshgateways, Mesh, ...).")] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="table: one line per event; json: the raw events.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Tail what crosses the KDS streams, live: responses, ACKs, NACKs, stalls, connects. Ctrl-C stops."""
+    params = {"zone": zone or "", "kind": _kind(kind) if kind else ""}
+    params = {k: v for k, v in params.items() if v}
+    try:
+        with (
+            ApiClient(settings_of(ctx).api) as client,
+            api_errors("kds watch"),
+            client.stream_lines("/kds/watch", params) as lines,
+        ):
+            scope = ", ".join(f"{k} {v}" for k, v in params.items()) or "every zone and kind"
+            typer.echo(f"Watching KDS events at {client.base_url} ({scope}); Ctrl-C to stop.", err=True)
+            for line in lines:
+                if not line.strip():
+                    continue
+                doc = json.loads(line)
+                if output is OutputFormat.TABLE:
+                    text = format_event(doc)
+                    if text is not None:
+                        typer.echo(text)
+                elif doc.get("event") != "heartbeat":
+                    typer.echo(line)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _sent(row: Doc, now: datetime) -> tuple[str, str]:
+    sent = row.get("sent")
+    if not sent:
+        return "-", "-"
+    return f"{age(sent.get('at'), now)} ago", str(sent.get("nonce", "-"))
+
+
+def render_trace(trace: Doc, now: datetime) -> str:
+    kind, name, mesh = trace.get("kind", ""), trace.get("name", ""), trace.get("mesh", "")
+    where = f' in mesh "{mesh}"' if mesh else ""
+    rows_in = list(trace.get("zones") or [])
+    lines = [f'{kind} "{name}"{where} (KDS name {trace.get("wireName", "")}), {trace.get("direction", "")}']
+    if trace.get("direction") == "zone-to-global":
+        rows = [["ZONE", "STATUS", "ON GLOBAL", "ZONE VERSION", "RESULT"]]
+        rows += [
+            [
+                str(r["zone"]),
+                str(r["status"]).capitalize(),
+                str(r.get("globalName") or "-"),
+                str(r.get("zoneVersion") or "-")[:_TRACE_VERSION],
+                str(r["verdict"]),
+            ]
+            for r in rows_in
+        ]
+    else:
+        version = trace.get("globalVersion")
+        lines.append(f"Global version: {version or 'none (deleted, or never created)'}")
+        rows = [["ZONE", "STATUS", "SENT", "NONCE", "ZONE VERSION", "RESULT"]]
+        for r in rows_in:
+            sent, nonce = _sent(r, now)
+            if r.get("inFlight"):
+                nonce += " (in flight)"
+            zone_version = r.get("zoneVersion") or ("-" if "zoneVersion" in r else "?")
+            rows.append(
+                [
+                    str(r["zone"]),
+                    str(r["status"]).capitalize(),
+                    sent,
+                    nonce,
+                    str(zone_version)[:_TRACE_VERSION],
+                    str(r["verdict"]),
+                ]
+            )
+    lines.append("")
+    body = table(rows).rstrip("\n") if rows_in else "(no zones)"
+    lines.append(body)
+    lines.append("")
+    for r in rows_in:
+        verdict = str(r["verdict"])
+        reason = r.get("reason") if verdict != "in sync" else None
+        lines.append(f"{r['zone']}: {verdict}" + (f" — {reason}" if reason else ""))
+    return "\n".join(lines) + "\n"
+
+
+@app.command("trace")
+def trace(
+    ctx: typer.Context,
+    kind_name: Annotated[str, typer.Argument(metavar="KIND", help="meshgateways, meshes, dataplanes, ...")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The resource's name (as on the global).")],
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind.")] = "default",
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = OutputFormat.TABLE,
+) -> None:
+    """Where one resource stands in every zone: global version, sent/nonce, zone version, and a verdict."""
+    kind = _kind(kind_name)
+    with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace {kind} "{name}"'):
+        try:
+            body = client.get_json("/kds/trace", {"kind": kind, "name": name, "mesh": mesh})
+        except ApiResponseError as exc:
+            if exc.status == 404:
+                fail(exc.detail or str(exc))
+            raise
+    typer.echo(render_trace(body, datetime.now(UTC)) if output is OutputFormat.TABLE else dump(body, output), nl=False)
