@@ -18,8 +18,9 @@ import anyio
 import structlog
 
 from global_cp.insights import zone_enabled
+from meshgate.resources import registry
 from meshgate.resources.errors import Violation
-from meshgate.resources.model import ResourceKey
+from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.rest.errors import validation_failed
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import NotFoundError, ResourceStore
@@ -64,9 +65,32 @@ class ZoneLifecycle:
                 # A deleted zone leaves no trace in insights or `kds trace`; it starts afresh if it returns.
                 self._streams.history.pop(zone, None)
                 self._streams.last_health_check.pop(zone, None)
+                await self.remove_synced(zone)
             return
         if not zone_enabled(record):
             self.cut(zone)
+
+    async def remove_synced(self, zone: str) -> int:
+        """Deletes what a deleted zone had synced up (its Dataplanes, its zone-origin MeshGateways):
+        nothing will ever update or remove them again. Returns how many were removed."""
+        removed = 0
+        for descriptor in registry.kinds_sent_to_global():
+            keys: list[ResourceKey] = []
+            offset: int | None = 0
+            while offset is not None:
+                page = await self._store.list(descriptor.name, offset=offset, size=1000)
+                keys += [
+                    r.key
+                    for r in page.items
+                    if r.meta.labels.get(LABEL_ZONE) == zone and r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value
+                ]
+                offset = page.next_offset
+            if keys:
+                await self._store.apply_sync(descriptor.name, [], keys)
+                removed += len(keys)
+        if removed:
+            log.info("zone.deleted.resources_removed", zone=zone, count=removed)
+        return removed
 
     async def _reconcile_batch(self, batch: ChangeBatch | None) -> None:
         keys = batch.get("Zone") if batch is not None else None

@@ -229,11 +229,35 @@ async def test_disable_cuts_the_stream_and_delete_needs_an_offline_zone(procs: P
     assert code == 0
     assert out.splitlines()[1].split()[:2] == ["zone-1", "Disabled"]
 
+    # zone-2 owns a Dataplane on the global; deleting the zone must not leave it behind.
+    await put(g, MESH)
+    await eventually(lambda: get(zones[1], "/meshes/default"), what="mesh in zone-2")
+    dp = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "dp-1",
+        "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": "web"}}]},
+    }
+    async with httpx.AsyncClient(base_url=zones[1].url()) as c:
+        assert (await c.put("/meshes/default/dataplanes/dp-1", json=dp)).status_code == 201
+
+    async def dataplanes_on_global() -> int:
+        listed = await get(g, "/meshes/default/dataplanes")
+        assert listed is not None
+        return int(listed["total"])
+
+    await eventually(dataplanes_on_global, what="zone-2's dataplane on the global")
+
     zones[1].stop()
     await eventually(lambda: status_is(g, "zone-2", "offline"), what="zone-2 offline after stop")
     async with httpx.AsyncClient(base_url=g.url()) as c:
         assert (await c.delete("/zones/zone-2")).status_code == 200
         assert (await c.get("/zones/zone-2")).status_code == 404
+
+    async def no_dataplanes() -> bool:
+        return await dataplanes_on_global() == 0
+
+    await eventually(no_dataplanes, what="the deleted zone's dataplane removed")
     listed = await get(g, "/zones/_overview")
     assert listed is not None
     assert [i["name"] for i in listed["items"]] == ["zone-1"]
