@@ -4,6 +4,7 @@ shown arriving in both zones. Runs until Ctrl-C, then stops every process it sta
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,8 @@ def wait_for(api_port: int, path: str, done: Callable[[dict[str, Any] | None], b
 
 
 def main() -> None:
+    # Every run starts from an empty store, so what it prints is what this run did.
+    shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -168,7 +171,7 @@ def main() -> None:
             f"\nGlobal API http://127.0.0.1:{GLOBAL['api']}  zone-1 http://127.0.0.1:{ZONES['zone-1']['api']}"
             f"  zone-2 http://127.0.0.1:{ZONES['zone-2']['api']}"
         )
-        print("Try: .venv/bin/meshgatectl apply -f deploy/examples/meshgateway.yaml, then get it from a zone.")
+        print("Try: .venv/bin/meshgatectl inspect zones, then the README's 'Break a resource on purpose'.")
         print("Running until Ctrl-C.")
         signal.pause()
     except KeyboardInterrupt:
