@@ -33,6 +33,7 @@ __all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "
 log = structlog.get_logger("meshgate.kds.client")
 
 # Kuma's KDS limits: 10 MiB messages, 15 s keepalive. We send at most ~4 MiB (see kds.delta).
+MAX_FAILED_PINGS = 3
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
@@ -250,13 +251,21 @@ class GlobalToZoneClient:
         return keys
 
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
+        """Pings the global at the interval it asks for. A stream can look alive while its peer is gone
+        (a global restarted behind a load balancer): after MAX_FAILED_PINGS in a row, end the session so
+        the zone reconnects instead of waiting on a dead stream."""
         interval = 10.0
+        failures = 0
         while True:
             try:
                 resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=metadata, timeout=5)
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
+                failures = 0
             except grpc.aio.AioRpcError as exc:
-                log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc))
+                failures += 1
+                log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc), failures=failures)
+                if failures >= MAX_FAILED_PINGS:
+                    raise ProtocolError(f"{failures} health checks in a row failed; reconnecting") from exc
             await anyio.sleep(interval)
 
 
