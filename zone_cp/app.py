@@ -25,6 +25,7 @@ from meshgate.store.protocol import ResourceStore
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, is_local, zone_labels
 from meshgate.transport.snapshots import SnapshotSource
+from zone_cp import kubernetes
 
 __all__ = ["ZoneConfig", "run_zone"]
 
@@ -41,6 +42,8 @@ class ZoneConfig:
     store: str = "sqlite"
     data_dir: Path = field(default_factory=lambda: Path("data/zone"))
     ports_file: Path | None = None
+    # "universal" or "kubernetes": the latter also reconciles MeshGatewayInstances (zone_cp/kubernetes.py).
+    environment: str = "universal"
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -65,6 +68,8 @@ def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
 async def run_zone(
     cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
+    # Before anything starts: a Kubernetes zone without a cluster to talk to fails with one line.
+    kube = kubernetes.prepare() if cfg.environment == "kubernetes" else None
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
@@ -87,6 +92,8 @@ async def run_zone(
             }
             await tg.start(local.run)
             tg.start_soon(client.run)
+            if kube is not None:
+                await tg.start(kube.run, store)
             # Ready means serving local state; a zone does not wait for the global to be reachable.
             ready = True
             write_ports_file(cfg.ports_file, ports)

@@ -18,6 +18,7 @@ from meshgate.cli.common import (
     StoreOpt,
     check_log_format,
 )
+from meshgate.k8s.errors import KubeConfigError
 from meshgate.observability.logging import configure_logging
 from meshgate.observability.process import BindError, leaf_exceptions, run_until_signalled
 from meshgate.transport.kds_client import parse_address
@@ -50,11 +51,21 @@ def run(
     log_format: LogFormatOpt = "console",
     log_level: LogLevel = "info",
     ports_file: PortsFile = None,
+    environment: Annotated[
+        str,
+        typer.Option(
+            "--environment",
+            envvar="MESHGATE_ENVIRONMENT",
+            help="universal, or kubernetes to also turn MeshGatewayInstances into Deployments and Services.",
+        ),
+    ] = "universal",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     fmt = cast(Literal["console", "json"], check_log_format(log_format))
     if not zone:
         raise typer.BadParameter("must not be empty", param_hint="--zone")
+    if environment not in ("universal", "kubernetes"):
+        raise typer.BadParameter(f"expected universal or kubernetes, got {environment!r}", param_hint="--environment")
     for address in global_address:
         try:
             parse_address(address)
@@ -73,12 +84,17 @@ def run(
         store=store,
         data_dir=data_dir or Path("data") / zone,
         ports_file=ports_file,
+        environment=environment,
     )
     try:
         anyio.run(run_until_signalled, lambda: run_zone(cfg))
     except* BindError as group:
         for failure in leaf_exceptions(group):
             typer.echo(f"meshgate-zone: {failure} (choose another port with the matching --*-port flag)", err=True)
+        raise typer.Exit(1) from None
+    except* KubeConfigError as group:
+        for failure in leaf_exceptions(group):
+            typer.echo(f"meshgate-zone: {failure}", err=True)
         raise typer.Exit(1) from None
 
 
