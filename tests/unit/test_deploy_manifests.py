@@ -434,6 +434,8 @@ def test_zone_rbac(builds: dict[str, list[Obj]], rel: str) -> None:
     assert granted[("kuma.io", "meshgatewayinstances/status")] >= {"update", "patch"}
     assert granted[("apps", "deployments")] >= manage
     assert granted[("", "services")] >= manage
+    # The reconciler reads the instance's Namespace for its kuma.io/mesh annotation (meshgate/k8s/selection.py).
+    assert granted[("", "namespaces")] >= {"get"}
     binding = _one(objs, "ClusterRoleBinding", "meshgate-zone")
     assert binding["roleRef"]["name"] == "meshgate-zone"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "meshgate-zone", "namespace": NAMESPACE}]
