@@ -22,6 +22,7 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.kds.sender import ProtocolError
+from meshgate.observability.process import leaf_exceptions
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
@@ -129,17 +130,21 @@ class GlobalToZoneClient:
         while True:
             target = self._targets[i % len(self._targets)]
             i += 1
+            error = ""  # stays empty when the session is cancelled (shutdown): that is no disconnect
             try:
                 await self._session(target)
             except* _EXPECTED as group:
-                self.status.last_error = "; ".join(_describe(e) for e in group.exceptions)
+                error = self.status.last_error = "; ".join(_describe(e) for e in leaf_exceptions(group))
             except* Exception as group:
                 # A bug must not take the zone down: it keeps serving its store, logs loudly, retries.
-                self.status.last_error = "; ".join(_describe(e) for e in group.exceptions)
+                error = self.status.last_error = "; ".join(_describe(e) for e in leaf_exceptions(group))
                 log.error("kds.client.unexpected_error", zone=self.zone, exc_info=group)
             finally:
                 if self.status.connected:
-                    log.warning("kds.client.disconnected", zone=self.zone, error=self.status.last_error)
+                    if error:
+                        log.warning("kds.client.disconnected", zone=self.zone, error=error)
+                    else:
+                        log.info("kds.client.stopped", zone=self.zone)
                 self.status.connected = False
                 self.status.synced_kinds.clear()
             delay = self._backoff.next_delay()
