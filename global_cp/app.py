@@ -13,12 +13,14 @@ import structlog
 
 from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import ZoneLifecycle
+from global_cp.replicas import ReplicaDirectory
 from global_cp.trace import trace_routes
 from global_cp.watch import KDSWatch
 from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
 from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.ha.lease import RedisLease
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.observability.process import write_ports_file
@@ -28,6 +30,7 @@ from meshgate.rest.app import create_api_app
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
+from meshgate.store.redis import RedisStore
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
@@ -54,6 +57,8 @@ class GlobalConfig:
     # Seconds a KDS response may stay un-ACKed before the watchdog reports a stall; how often it looks.
     kds_stall_threshold: float = 10.0
     watchdog_interval: float = 1.0
+    # Seconds a leader holds the singleton lease without renewing (Redis store only).
+    leader_lease: float = 10.0
     resync_interval: float = 60.0
     ports_file: Path | None = None
 
@@ -106,6 +111,17 @@ async def run_global(
             lambda s: kds_pb2_grpc.add_GlobalKDSServiceServicer_to_server(health, s),
         ]
         async with anyio.create_task_group() as tg:
+            if isinstance(store, RedisStore):
+                # Shared store: follow every replica's writes, tell the others which zones we hold, and
+                # run singleton work only on the replica holding the lease.
+                await tg.start(store.run)
+                await tg.start(ReplicaDirectory(cfg.store, streams).run)
+                lease = RedisLease(cfg.store, "global-leader", streams.instance_id, ttl=cfg.leader_lease)
+                streams.leader = lambda: lease.is_leader
+                await tg.start(lease.run, lifecycle.sweep_forever)
+            else:
+                streams.leader = lambda: True
+                tg.start_soon(lifecycle.sweep_forever)
             await tg.start(source.run)
             await tg.start(lifecycle.run, cfg.watchdog_interval)
             await tg.start(watchdog.run, cfg.watchdog_interval)

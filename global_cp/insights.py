@@ -103,8 +103,7 @@ def zone_status(streams: StreamRegistry, zone: str, enabled: bool, now: Now, pol
     """Online iff the global is streaming to the zone and its pings, once seen, have not stopped."""
     if not enabled:
         return "disabled"
-    streaming = any(s.direction == "global-to-zone" for s in streams.by_zone(zone))
-    if streaming and not policy.lapsed(streams.last_health_check.get(zone), now):
+    if streams.streaming(zone) and not policy.lapsed(streams.health_last_seen(zone), now):
         return "online"
     return "offline"
 
@@ -122,6 +121,10 @@ def _sender_stats(sender: Sender, now: Now) -> dict[str, dict[str, Any]]:
     for kind, ks in sender.kinds.items():
         st = ks.stats
         stat: dict[str, Any] = _counts(st.responses_sent, st.acks, st.nacks)
+        # Ours: how many resources and removals those responses carried. A resumed stream that finds the
+        # zone up to date shows 0 here: proof that a reconnect did not re-send everything.
+        stat["resourcesSent"] = st.resources_sent
+        stat["removalsSent"] = st.removals_sent
         if ks.in_flight is not None:
             stat["inFlightSince"] = timestamp(now.wall_of(ks.in_flight.sent_at))
             stat["inFlightNonce"] = ks.in_flight.nonce
@@ -203,8 +206,11 @@ def zone_overview(
 ) -> dict[str, Any]:
     enabled = zone_enabled(record)
     sessions = _subscriptions(streams, zone)
-    last_seen = streams.last_health_check.get(zone)
-    insight: dict[str, Any] = {"subscriptions": [subscription(s, now) for s in sessions]}
+    last_seen = streams.health_last_seen(zone)
+    # Streams held by other replicas come as they reported them; each names its replica (globalInstanceId).
+    remote = streams.remote.get(zone)
+    subscriptions = [subscription(s, now) for s in sessions] + (remote.subscriptions if remote else [])
+    insight: dict[str, Any] = {"subscriptions": subscriptions}
     if last_seen is not None:
         insight["healthCheck"] = {"time": timestamp(last_seen)}
     warnings: list[str] = []
@@ -224,7 +230,7 @@ def zone_overview(
 
 def known_zones(records: Mapping[str, Resource], streams: StreamRegistry) -> list[str]:
     """Zone records, plus zones streaming without one (a record deleted under a live stream)."""
-    return sorted(set(records) | {s.zone for s in streams.active.values()})
+    return sorted(set(records) | {s.zone for s in streams.active.values()} | set(streams.remote))
 
 
 def global_insight(
@@ -302,7 +308,7 @@ def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: Health
             record: Resource | None = await store.get(ResourceKey("Zone", "", zone))
         except NotFoundError:
             record = None
-        if record is None and not streams.by_zone(zone):
+        if record is None and not streams.connected(zone):
             raise not_found("Could not retrieve a resource")
         return web.json_response(zone_overview(zone, record, streams, Now.current(), policy))
 

@@ -23,7 +23,7 @@ from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.rest.errors import validation_failed
 from meshgate.store.events import ChangeBatch
-from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
 from meshgate.transport.streams import StreamRegistry
 
 __all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
@@ -41,7 +41,7 @@ class ZoneLifecycle:
 
     async def before_write(self, method: str, key: ResourceKey) -> None:
         """The REST API's veto (meshgate.rest.app.BeforeWrite): refuses to delete a connected zone."""
-        if key.kind == "Zone" and method == "DELETE" and self._streams.by_zone(key.name):
+        if key.kind == "Zone" and method == "DELETE" and self._streams.connected(key.name):
             raise validation_failed([Violation("zone", STILL_CONNECTED)], title="Could not delete a resource")
 
     def cut(self, zone: str) -> int:
@@ -92,6 +92,34 @@ class ZoneLifecycle:
             log.info("zone.deleted.resources_removed", zone=zone, count=removed)
         return removed
 
+    async def sweep_orphans(self) -> int:
+        """Removes synced-up resources whose zone has no record any more (its deletion was missed, e.g.
+        while this replica was down). Singleton work: only the leader runs it."""
+        zones = {r.meta.name for r in (await self._store.list("Zone")).items}
+        removed = 0
+        orphans: set[str] = set()
+        for descriptor in registry.kinds_sent_to_global():
+            offset: int | None = 0
+            while offset is not None:
+                page = await self._store.list(descriptor.name, offset=offset, size=1000)
+                for r in page.items:
+                    zone = r.meta.labels.get(LABEL_ZONE)
+                    if r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value and zone and zone not in zones:
+                        orphans.add(zone)
+                offset = page.next_offset
+        for zone in sorted(orphans):
+            if not self._streams.connected(zone):
+                removed += await self.remove_synced(zone)
+        return removed
+
+    async def sweep_forever(self, interval: float = 30.0) -> None:
+        while True:
+            try:
+                await self.sweep_orphans()
+            except StoreError as exc:
+                log.warning("zone.sweep_failed", error=str(exc))
+            await anyio.sleep(interval)
+
     async def _reconcile_batch(self, batch: ChangeBatch | None) -> None:
         keys = batch.get("Zone") if batch is not None else None
         if batch is not None and "Zone" not in batch:
@@ -110,4 +138,8 @@ class ZoneLifecycle:
             while True:
                 with anyio.move_on_after(check_interval) as scope:
                     batch = await sub.next_batch()
-                await self._reconcile_batch(None if scope.cancelled_caught else batch)
+                try:
+                    await self._reconcile_batch(None if scope.cancelled_caught else batch)
+                except StoreError as exc:
+                    # The store is away (Redis restarting): the next change or periodic check tries again.
+                    log.warning("zone.reconcile_failed", error=str(exc))

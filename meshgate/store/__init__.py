@@ -14,6 +14,7 @@ from meshgate.store.protocol import (
     StoreError,
     StoreUnavailableError,
 )
+from meshgate.store.redis import RedisStore
 from meshgate.store.sqlite import SqliteStore
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "NotFoundError",
     "Op",
     "Page",
+    "RedisStore",
     "ResourceStore",
     "SqliteStore",
     "StoreError",

@@ -18,7 +18,7 @@ from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource
 from meshgate.store.events import ChangeBatch
-from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
 from meshgate.transport.wakeup import Wakeup
 
 __all__ = ["SnapshotSource"]
@@ -95,16 +95,37 @@ class SnapshotSource:
         return changed
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loads every kind, reports started, then follows the store's changes until cancelled.
+
+        Started is reported only after a complete first load: serving an empty snapshot would tell every
+        reconnecting zone to delete everything it holds. While the store is unavailable later on, the last
+        snapshots keep serving and a full reload is retried until it succeeds.
+        """
         # Subscribe before the first load, so no change between the load and the loop is lost.
         async with self._store.changes.subscribe() as sub:
-            await self.refresh()
+            await self._refresh_until_ok(None)
             task_status.started()
             while True:
                 with anyio.move_on_after(self._resync_interval) as scope:
                     batch = await sub.next_batch()
-                if scope.cancelled_caught:
-                    # Periodic full resync: covers events lost by a shared backend.
-                    if await self.refresh():
-                        log.info("kds.snapshot.resync_found_changes")
-                    continue
-                await self.refresh(batch)
+                # A timeout means a periodic full resync: it covers events lost by a shared backend.
+                if await self._refresh_until_ok(None if scope.cancelled_caught else batch) and scope.cancelled_caught:
+                    log.info("kds.snapshot.resync_found_changes")
+
+    async def _refresh_until_ok(self, batch: ChangeBatch | None) -> bool:
+        delay = 0.05
+        failing = False
+        while True:
+            try:
+                changed = await self.refresh(batch)
+            except StoreError as exc:
+                if not failing:
+                    log.warning("kds.snapshot.store_unavailable", error=str(exc), serving="last snapshot")
+                failing = True
+                batch = None  # whatever happened meanwhile, re-read everything once the store is back
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if failing:
+                log.info("kds.snapshot.store_back")
+            return changed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ __all__ = [
     "Direction",
     "EventBus",
     "KDSEvent",
+    "RemoteZone",
     "StreamRegistry",
     "StreamSession",
     "ZoneHistory",
@@ -157,6 +158,16 @@ class ZoneHistory:
     closed: deque[StreamSession] = field(default_factory=lambda: deque(maxlen=5))
 
 
+@dataclass(slots=True)
+class RemoteZone:
+    """A zone's streams as other global replicas report them (see global_cp/replicas.py)."""
+
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False  # some replica streams global-to-zone to it
+    health_last_seen: datetime | None = None
+    replicas: set[str] = field(default_factory=set)
+
+
 class StreamRegistry:
     """The live streams of this process, for insights, metrics, `kds watch`/`trace` and the watchdog."""
 
@@ -167,6 +178,10 @@ class StreamRegistry:
         self.last_health_check: dict[str, datetime] = {}
         self.metrics = metrics
         self.events = EventBus()
+        # Zones whose streams other replicas hold, refreshed by global_cp.replicas (empty on one replica).
+        self.remote: dict[str, RemoteZone] = {}
+        # Whether this replica runs the singleton work (always true on one replica); set by the app.
+        self.leader: Callable[[], bool] = lambda: True
         self._ids = itertools.count(1)
         metrics.streams_active = lambda: len(self.active)
 
@@ -192,4 +207,19 @@ class StreamRegistry:
         return [s for s in self.active.values() if s.zone == zone]
 
     def zones(self) -> set[str]:
-        return {s.zone for s in self.active.values()} | set(self.history)
+        return {s.zone for s in self.active.values()} | set(self.history) | set(self.remote)
+
+    def streaming(self, zone: str) -> bool:
+        """Whether any replica (this one or another) has a global-to-zone stream open to `zone`."""
+        local = any(s.direction == "global-to-zone" for s in self.by_zone(zone))
+        return local or (zone in self.remote and self.remote[zone].streaming)
+
+    def connected(self, zone: str) -> bool:
+        """Whether `zone` has any open stream on any replica."""
+        return bool(self.by_zone(zone)) or bool(self.remote.get(zone) and self.remote[zone].subscriptions)
+
+    def health_last_seen(self, zone: str) -> datetime | None:
+        seen = [
+            t for t in (self.last_health_check.get(zone), self.remote.get(zone, RemoteZone()).health_last_seen) if t
+        ]
+        return max(seen) if seen else None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
@@ -14,16 +15,38 @@ from meshgate.store import (
     AlreadyExistsError,
     ConflictError,
     NotFoundError,
+    RedisStore,
     ResourceStore,
 )
 from tests.store_support import BACKENDS, mesh, next_batch, open_backend, resource, struct
+from tests.support.hosted import Hosted
+from tests.support.redis_server import RedisServer, redis_server
 
 GW = "MeshGateway"
 DP = "Dataplane"
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server for the module; each test has its own key prefix on it."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+# "redis" needs a server, so it is added here rather than in BACKENDS (which the REST tests share).
+@pytest.fixture(params=[*BACKENDS, "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[ResourceStore]:
+    if request.param == "redis":
+        # The redis store's events come through its pub/sub listener, which runs for the whole test.
+        server: RedisServer = request.getfixturevalue("redis")
+        shared = RedisStore(server.url, prefix=f"contract-{secrets.token_hex(4)}:")
+        listener = await Hosted.start(shared.run)
+        try:
+            yield shared
+        finally:
+            await listener.stop()
+            await shared.close()
+        return
     s = await open_backend(request.param, tmp_path)
     try:
         yield s

@@ -1,4 +1,4 @@
-"""SqliteStore and MemoryStore agree on every observable result of random operation sequences.
+"""SqliteStore and RedisStore each agree with MemoryStore on every observable result of random operations.
 
 MemoryStore is the reference model. Both stores get the same operations; after each one the outcome
 (the error type, or the returned resource without its version and times) and the full contents of
@@ -8,8 +8,8 @@ and "stale" versions for conditional writes.
 
 from __future__ import annotations
 
-import pathlib
-from collections.abc import Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshgate.resources.model import Resource, ResourceKey
-from meshgate.store import MemoryStore, Page, ResourceStore, SqliteStore, StoreError
+from meshgate.store import MemoryStore, Page, RedisStore, ResourceStore, SqliteStore, StoreError
 from tests.store_support import resource, struct
+from tests.support.redis_server import RedisServer, redis_server
 
 KEYS: dict[str, list[ResourceKey]] = {
     "Mesh": [ResourceKey("Mesh", "", m) for m in ("m1", "m2")],
@@ -182,21 +183,40 @@ class Driver:
                 assert r.meta.creation_time <= r.meta.modification_time
 
 
-async def run_both(ops: Sequence[Operation], data_dir: pathlib.Path) -> None:
+async def run_both(ops: Sequence[Operation], open_store: Callable[[], Awaitable[ResourceStore]]) -> None:
     memory = Driver(MemoryStore())
-    sqlite = Driver(await SqliteStore.open(data_dir / "equivalence.db"))
+    other = Driver(await open_store())
     try:
         for i, op in enumerate(ops):
             expected = await memory.run(op)
-            actual = await sqlite.run(op)
+            actual = await other.run(op)
             assert actual == expected, f"operation {i}: {op}"
-            assert await sqlite.snapshot() == await memory.snapshot(), f"after operation {i}: {op}"
+            assert await other.snapshot() == await memory.snapshot(), f"after operation {i}: {op}"
     finally:
-        await sqlite.store.close()
+        await other.store.close()
         await memory.store.close()
 
 
 @settings(max_examples=100, deadline=None)
 @given(ops=st.lists(operations, min_size=1, max_size=25))
 def test_sqlite_behaves_like_memory(ops: list[Operation], tmp_path_factory: pytest.TempPathFactory) -> None:
-    anyio.run(run_both, ops, tmp_path_factory.mktemp("equivalence"))
+    path = tmp_path_factory.mktemp("equivalence") / "equivalence.db"
+    anyio.run(run_both, ops, lambda: SqliteStore.open(path))
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(operations, min_size=1, max_size=25))
+def test_redis_behaves_like_memory(ops: list[Operation], redis: RedisServer) -> None:
+    # Each example gets its own key prefix on the module's server, so examples never see each other.
+    prefix = f"equivalence-{secrets.token_hex(4)}:"
+
+    async def open_redis() -> ResourceStore:
+        return RedisStore(redis.url, prefix=prefix)
+
+    anyio.run(run_both, ops, open_redis)

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from meshgate.store import MemoryStore, SqliteStore, open_store
+from meshgate.store import MemoryStore, RedisStore, SqliteStore, open_store
 
 
 async def test_memory(tmp_path: pathlib.Path) -> None:
@@ -46,12 +46,27 @@ async def test_sqlite_absolute_path(tmp_path: pathlib.Path) -> None:
     assert (tmp_path / "abs.db").is_file()
 
 
-async def test_redis_is_not_supported_yet(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ValueError, match="not supported yet"):
-        await open_store("redis://localhost:6379/0", data_dir=tmp_path)
+@pytest.mark.parametrize(
+    ("url", "address", "prefix"),
+    [
+        ("redis://localhost:6379/0", "localhost:6379", "meshgate:"),
+        ("redis://10.0.0.7/2?prefix=blue:", "10.0.0.7:6379", "blue:"),
+        ("rediss://user:secret@redis.example:6380/0", "redis.example:6380", "meshgate:"),
+    ],
+)
+async def test_redis_urls_open_a_redis_store_without_connecting(
+    tmp_path: pathlib.Path, url: str, address: str, prefix: str
+) -> None:
+    store = await open_store(url, data_dir=tmp_path / "unused")
+    try:
+        assert isinstance(store, RedisStore)
+        assert (store.address, store.prefix) == (address, prefix)
+    finally:
+        await store.close()
+    assert not (tmp_path / "unused").exists()
 
 
 @pytest.mark.parametrize("url", ["", "Memory", "sqlite:", "sqlite:///var/x.db", "postgres://db", "mem"])
 async def test_anything_else_names_the_accepted_forms(tmp_path: pathlib.Path, url: str) -> None:
-    with pytest.raises(ValueError, match=r"'memory', 'sqlite' .* or 'sqlite:PATH'"):
+    with pytest.raises(ValueError, match=r"'memory', 'sqlite' .*, 'sqlite:PATH' or 'redis://HOST:PORT/DB'"):
         await open_store(url, data_dir=tmp_path)
