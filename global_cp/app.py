@@ -63,6 +63,16 @@ class GlobalConfig:
     ports_file: Path | None = None
 
 
+def advertised_host(bind_address: str) -> str:
+    """How other replicas reach this one: the bind address, or this host's address when bound to all."""
+    if bind_address not in ("0.0.0.0", "::", ""):
+        return bind_address
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return socket.gethostname()
+
+
 def _sent_to_zones(r: Resource) -> bool:
     # A MeshGateway created in a zone goes up to the global and is never fanned out to other zones.
     return r.meta.labels.get(LABEL_ORIGIN) != Origin.ZONE.value
@@ -110,12 +120,14 @@ async def run_global(
             lambda s: kds_pb2_grpc.add_KDSSyncServiceServicer_to_server(kds, s),
             lambda s: kds_pb2_grpc.add_GlobalKDSServiceServicer_to_server(health, s),
         ]
+        directory: ReplicaDirectory | None = None
         async with anyio.create_task_group() as tg:
             if isinstance(store, RedisStore):
                 # Shared store: follow every replica's writes, tell the others which zones we hold, and
                 # run singleton work only on the replica holding the lease.
                 await tg.start(store.run)
-                await tg.start(ReplicaDirectory(cfg.store, streams).run)
+                directory = ReplicaDirectory(cfg.store, streams)
+                await tg.start(directory.run)
                 lease = RedisLease(cfg.store, "global-leader", streams.instance_id, ttl=cfg.leader_lease)
                 streams.leader = lambda: lease.is_leader
                 await tg.start(lease.run, lifecycle.sweep_forever)
@@ -131,6 +143,8 @@ async def run_global(
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
+            if directory is not None:
+                directory.api_url = f"http://{advertised_host(cfg.bind_address)}:{ports['api']}"
             ready = True
             write_ports_file(cfg.ports_file, ports)
             log.info("global.ready", store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})

@@ -38,6 +38,8 @@ class ReplicaDirectory:
         # The same key prefix as the store (the URL's ?prefix=), so replicas of one install find each other.
         self._prefix = f"{split_prefix(redis_url)[1]}replica:"
         self._interval = interval
+        # This replica's API URL as others can reach it; set by the app once the API port is bound.
+        self.api_url = ""
 
     def summary(self, now: Now) -> dict[str, Any]:
         zones: dict[str, Any] = {}
@@ -47,7 +49,7 @@ class ReplicaDirectory:
             z["streaming"] = z["streaming"] or session.direction == "global-to-zone"
         for zone, z in zones.items():
             z["health"] = timestamp(self._streams.last_health_check.get(zone))
-        return {"instanceId": self._streams.instance_id, "zones": zones}
+        return {"instanceId": self._streams.instance_id, "apiUrl": self.api_url, "zones": zones}
 
     async def publish_and_collect(self) -> None:
         me = self._streams.instance_id
@@ -64,7 +66,10 @@ class ReplicaDirectory:
             doc = json.loads(raw)
             for zone, z in doc.get("zones", {}).items():
                 view = remote.setdefault(zone, RemoteZone())
-                view.replicas.add(str(doc.get("instanceId", name)))
+                replica = str(doc.get("instanceId", name))
+                view.replicas.add(replica)
+                if doc.get("apiUrl"):
+                    view.api_urls[replica] = str(doc["apiUrl"])
                 view.subscriptions.extend(z.get("subscriptions", []))
                 view.streaming = view.streaming or bool(z.get("streaming"))
                 if z.get("health"):

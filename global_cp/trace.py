@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from global_cp.insights import HealthPolicy, Now, ZoneStatus, known_zones, list_all, timestamp, zone_enabled
@@ -147,6 +148,31 @@ async def _up(
     return {"direction": "zone-to-global", "zones": rows}, bool(held_by_zone)
 
 
+async def _ask_other_replicas(request: web.Request, detail: dict[str, Any], streams: StreamRegistry) -> None:
+    """Zones whose stream another replica holds look offline from here: ask that replica for their rows."""
+    for i, row in enumerate(detail["zones"]):
+        remote = streams.remote.get(row["zone"])
+        if row["verdict"] != "offline" or remote is None or not remote.streaming:
+            continue
+        for replica, url in sorted(remote.api_urls.items()):
+            query = {**request.query, "local": "1"}
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
+                    session.get(f"{url}/kds/trace", params=query) as resp,
+                ):
+                    if resp.status != 200:
+                        continue
+                    theirs = await resp.json()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                row["reason"] = f"streamed by replica {replica}, which did not answer: {exc}"
+                continue
+            match = next((r for r in theirs.get("zones", []) if r["zone"] == row["zone"]), None)
+            if match is not None and match["verdict"] != "offline":
+                detail["zones"][i] = {**match, "replica": replica}
+                break
+
+
 def trace_routes(
     store: ResourceStore, streams: StreamRegistry, source: SnapshotSource, policy: HealthPolicy
 ) -> list[ExtraRoute]:
@@ -173,6 +199,8 @@ def trace_routes(
             detail, known = _down(descriptor, wire, source, streams, statuses, now)
         if not known and descriptor.sends_to_global():
             detail, known = await _up(descriptor, name, mesh, store, streams, statuses)
+        elif detail and request.query.get("local") != "1":
+            await _ask_other_replicas(request, detail, streams)
         if not known:
             where = f' in mesh "{mesh}"' if descriptor.mesh_scoped else ""
             raise ApiError(

@@ -166,6 +166,8 @@ class RemoteZone:
     streaming: bool = False  # some replica streams global-to-zone to it
     health_last_seen: datetime | None = None
     replicas: set[str] = field(default_factory=set)
+    # replica instance id -> its API URL, so one replica can ask another (kds trace).
+    api_urls: dict[str, str] = field(default_factory=dict)
 
 
 class StreamRegistry:

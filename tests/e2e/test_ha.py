@@ -109,6 +109,20 @@ async def test_change_on_one_replica_reaches_zones_on_both(procs: ProcessGroup, 
     assert instance_of(seen_from_a) == {ids["global-b"]}
     assert instance_of(await get(b, "/zones/zone-1/_overview")) == {ids["global-a"]}
 
+    # `kds trace` on either replica answers for every zone, asking the replica that streams to it.
+    async def traced_in_sync(g: CPProcess) -> bool:
+        doc = await get(g, "/kds/trace?kind=meshgatewayroute&name=r1&mesh=default")
+        return doc is not None and {z["zone"]: z["verdict"] for z in doc["zones"]} == {
+            "zone-1": "in sync",
+            "zone-2": "in sync",
+        }
+
+    for g in (a, b):
+        await eventually(lambda g=g: traced_in_sync(g), what=f"trace from {g.name}")
+    doc = await get(a, "/kds/trace?kind=meshgatewayroute&name=r1&mesh=default")
+    remote_row = next(z for z in doc["zones"] if z["zone"] == "zone-2")
+    assert remote_row["replica"] == ids["global-b"]
+
 
 async def test_killed_replica_zones_fail_over_and_resume_without_full_resync(
     procs: ProcessGroup, redis: RedisServer
