@@ -249,6 +249,8 @@ def global_insight(
         "resources": {kind: {"total": n} for kind, n in sorted(counts.items())},
         "zones": {"controlPlanes": {"online": online, "total": len(zones)}},
         "instanceId": streams.instance_id,
+        # Whether this replica holds the lease for singleton work (always true for a single global).
+        "leader": streams.leader(),
     }
 
 

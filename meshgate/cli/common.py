@@ -30,7 +30,13 @@ DiagnosticsPort = Annotated[
 ]
 StoreOpt = Annotated[
     str,
-    typer.Option("--store", envvar="MESHGATE_STORE", help="memory, sqlite (under --data-dir), sqlite:PATH, or redis://HOST:PORT/DB[?prefix=P] (shared by replicas)."),
+    typer.Option(
+        "--store",
+        envvar="MESHGATE_STORE",
+        help=(
+            "memory, sqlite (under --data-dir), sqlite:PATH, or redis://HOST:PORT/DB[?prefix=P] (shared by replicas)."
+        ),
+    ),
 ]
 DataDir = Annotated[
     Path | None,

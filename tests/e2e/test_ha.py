@@ -105,6 +105,12 @@ async def test_change_on_one_replica_reaches_zones_on_both(procs: ProcessGroup, 
 
     await eventually(both_online_everywhere, what="both zones online on both replicas")
     ids = {g.name: (await get(g, "/"))["instanceId"] for g in (a, b)}
+
+    # Exactly one replica holds the lease for singleton work.
+    async def one_leader() -> bool:
+        return sorted([(await get(g, "/global-insight"))["leader"] for g in (a, b)]) == [False, True]
+
+    await eventually(one_leader, what="exactly one leader")
     seen_from_a = await get(a, "/zones/zone-2/_overview")
     assert instance_of(seen_from_a) == {ids["global-b"]}
     assert instance_of(await get(b, "/zones/zone-1/_overview")) == {ids["global-a"]}

@@ -92,6 +92,9 @@ def test_global_insight_counts_zones_online() -> None:
     assert doc["resources"] == {"Mesh": {"total": 2}, "MeshGateway": {"total": 5}}
     assert doc["zones"] == {"controlPlanes": {"online": 1, "total": 2}}
     assert doc["instanceId"] == "global-1"
+    assert doc["leader"] is True  # a single global always runs the singleton work
+    streams.leader = lambda: False
+    assert global_insight({}, records, streams, now, POLICY)["leader"] is False
 
 
 def test_dataplane_of_an_offline_zone_is_never_healthy() -> None:
