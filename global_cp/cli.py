@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated
 
-import anyio
 import typer
 
 from global_cp.app import GlobalConfig, run_global
@@ -17,10 +16,9 @@ from meshgate.cli.common import (
     LogLevel,
     PortsFile,
     StoreOpt,
-    check_log_format,
+    run_process,
+    setup_logging,
 )
-from meshgate.observability.logging import configure_logging
-from meshgate.observability.process import BindError, leaf_exceptions, run_until_signalled
 
 app = typer.Typer(help="meshgate global control plane", no_args_is_help=True, add_completion=False)
 
@@ -61,11 +59,7 @@ def run(
     ] = 10.0,
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
-    fmt = cast(Literal["console", "json"], check_log_format(log_format))
-    try:
-        configure_logging(fmt, log_level, process="global")
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+    setup_logging(log_format, log_level, "global")
     cfg = GlobalConfig(
         bind_address=bind_address,
         api_port=api_port,
@@ -77,12 +71,7 @@ def run(
         kds_stall_threshold=kds_stall_threshold,
         ports_file=ports_file,
     )
-    try:
-        anyio.run(run_until_signalled, lambda: run_global(cfg))
-    except* BindError as group:
-        for failure in leaf_exceptions(group):
-            typer.echo(f"meshgate-global: {failure} (choose another port with the matching --*-port flag)", err=True)
-        raise typer.Exit(1) from None
+    run_process("meshgate-global", lambda: run_global(cfg))
 
 
 def main() -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated
 
-import anyio
 import typer
 
 from meshgate.cli.common import (
@@ -16,11 +15,9 @@ from meshgate.cli.common import (
     LogLevel,
     PortsFile,
     StoreOpt,
-    check_log_format,
+    run_process,
+    setup_logging,
 )
-from meshgate.k8s.errors import KubeConfigError
-from meshgate.observability.logging import configure_logging
-from meshgate.observability.process import BindError, leaf_exceptions, run_until_signalled
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 
@@ -61,7 +58,6 @@ def run(
     ] = "universal",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
-    fmt = cast(Literal["console", "json"], check_log_format(log_format))
     if not zone:
         raise typer.BadParameter("must not be empty", param_hint="--zone")
     if environment not in ("universal", "kubernetes"):
@@ -71,10 +67,7 @@ def run(
             parse_address(address)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--global-address") from exc
-    try:
-        configure_logging(fmt, log_level, process=f"zone:{zone}")
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+    setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
         zone=zone,
         global_addresses=tuple(global_address),
@@ -86,16 +79,7 @@ def run(
         ports_file=ports_file,
         environment=environment,
     )
-    try:
-        anyio.run(run_until_signalled, lambda: run_zone(cfg))
-    except* BindError as group:
-        for failure in leaf_exceptions(group):
-            typer.echo(f"meshgate-zone: {failure} (choose another port with the matching --*-port flag)", err=True)
-        raise typer.Exit(1) from None
-    except* KubeConfigError as group:
-        for failure in leaf_exceptions(group):
-            typer.echo(f"meshgate-zone: {failure}", err=True)
-        raise typer.Exit(1) from None
+    run_process("meshgate-zone", lambda: run_zone(cfg))
 
 
 def main() -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
+import anyio
 import typer
+
+from meshgate.observability.logging import LogFormat, configure_logging
+from meshgate.observability.process import BindError, StartupError, leaf_exceptions, run_until_signalled
 
 __all__ = [
     "BindAddress",
@@ -15,6 +20,8 @@ __all__ = [
     "LogLevel",
     "PortsFile",
     "StoreOpt",
+    "run_process",
+    "setup_logging",
 ]
 
 BindAddress = Annotated[
@@ -58,6 +65,30 @@ PortsFile = Annotated[
         help="Write the bound ports as JSON here once serving (useful with port 0).",
     ),
 ]
+
+
+def setup_logging(log_format: str, log_level: str, process: str) -> None:
+    """Validates --log-format/--log-level and configures structlog, or fails naming the flag."""
+    fmt = cast(LogFormat, check_log_format(log_format))
+    try:
+        configure_logging(fmt, log_level, process=process)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+
+
+def run_process(program: str, main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a control plane until SIGTERM/SIGINT; startup failures a user causes (a port in use, no
+    cluster config) become one line on stderr and exit 1, not a traceback."""
+    try:
+        anyio.run(run_until_signalled, main)
+    except* BindError as group:
+        for failure in leaf_exceptions(group):
+            typer.echo(f"{program}: {failure} (choose another port with the matching --*-port flag)", err=True)
+        raise typer.Exit(1) from None
+    except* StartupError as group:
+        for failure in leaf_exceptions(group):
+            typer.echo(f"{program}: {failure}", err=True)
+        raise typer.Exit(1) from None
 
 
 def check_log_format(value: str) -> str:

@@ -17,6 +17,8 @@ reconciler writes them into the instance's `Ready` condition.
 
 from __future__ import annotations
 
+from meshgate.observability.process import StartupError
+
 __all__ = [
     "KubeApiError",
     "KubeConfigError",
@@ -32,8 +34,8 @@ class KubeError(Exception):
     pass
 
 
-class KubeConfigError(KubeError):
-    pass
+class KubeConfigError(KubeError, StartupError):
+    """Also a StartupError: the zone process prints it as one line and exits 1."""
 
 
 class KubeUnavailableError(KubeError):

@@ -15,9 +15,13 @@ from pathlib import Path
 import anyio
 import structlog
 
-__all__ = ["BindError", "leaf_exceptions", "run_until_signalled", "write_ports_file"]
+__all__ = ["BindError", "StartupError", "leaf_exceptions", "run_until_signalled", "write_ports_file"]
 
 log = structlog.get_logger("meshgate.process")
+
+
+class StartupError(Exception):
+    """A process cannot start for a reason its user can fix (missing configuration); printed as one line."""
 
 
 class BindError(OSError):
