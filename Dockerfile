@@ -23,7 +23,8 @@ RUN python -m venv /opt/meshgate \
     && /opt/meshgate/bin/pip install --no-cache-dir /src \
     && /opt/meshgate/bin/meshgate-global --help >/dev/null \
     && /opt/meshgate/bin/meshgate-zone --help >/dev/null \
-    && /opt/meshgate/bin/meshgatectl --help >/dev/null
+    && /opt/meshgate/bin/meshgatectl --help >/dev/null \
+    && /opt/meshgate/bin/meshgate-dp --help >/dev/null
 
 # --- runtime ----------------------------------------------------------------------------------------------
 FROM python:3.11-slim

@@ -1,0 +1,265 @@
+"""Binding a builtin gateway Dataplane to its MeshGateway, and routes to the gateway's listeners.
+
+Kuma 2.7 (`xds/topology/gateway.go`, `core/policy/dataplane_matcher.go`, `gateway/generator.go`):
+
+- **Gateway selection.** Of the MeshGateways in the Dataplane's mesh, each selector whose tags all match the
+  Dataplane's gateway tags (or an inbound's tags) ranks by (tags matched, exact non-`*` values). The best rank
+  wins; on a tie the newer creation time wins, and gateways are visited in name order so that equal times
+  keep the first name. A gateway with no selectors, or an empty selector, matches with rank zero.
+- **Route binding.** Each listener's tags are the Dataplane's gateway tags, overridden by the gateway's tags,
+  overridden by the listener's. A route binds to a listener when any of its selectors matches those tags, and
+  its protocol fits: HTTP routes to HTTP and HTTPS listeners, TCP routes to TCP and TLS listeners.
+- **Ports.** Listeners sharing a port become one Envoy listener. HTTP and TCP listeners share one filter chain
+  (hostname group `*`); HTTPS and TLS listeners get one filter chain per hostname, matched by SNI.
+- **Virtual hosts.** Each listener hostname is a virtual host. A route's hostnames narrow a wildcard
+  listener: `a.example.com` on a `*` or `*.example.com` listener becomes its own virtual host. A virtual host
+  takes (1) the routes without hostnames of its owning listener, the most exact listener hostname that
+  contains it, and (2) every route, bound to any listener containing it, with a hostname that contains it.
+  So a route without hostnames applies to every virtual host of its listener, implicit ones included
+  (Kuma leaves those out; meshgate follows the reference here), and never to another listener's virtual
+  host; a route on `*` naming `foo.example.com` joins the `foo.example.com` listener's host, as in Kuma.
+
+Problems that make a listener unusable (two protocols on one port) are reported, never raised: the rest of
+the gateway still serves.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
+from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
+from meshgate.resources.model import Resource
+from meshgate.xds import hostnames
+
+__all__ = [
+    "GatewayBinding",
+    "HostnameGroup",
+    "ListenerBinding",
+    "VirtualHost",
+    "bind",
+    "is_builtin_gateway",
+    "listener_name",
+    "select_gateway",
+    "selector_matches",
+]
+
+_Listener = MeshGateway.Listener
+HTTP_PROTOCOLS = frozenset({_Listener.HTTP, _Listener.HTTPS})
+TCP_PROTOCOLS = frozenset({_Listener.TCP, _Listener.TLS})
+# Filter chains are per hostname for these; Envoy matches them on SNI.
+SNI_PROTOCOLS = frozenset({_Listener.HTTPS, _Listener.TLS})
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+_WILDCARD_SELECTOR_VALUE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """One Envoy virtual host (HTTP) or the routes of one SNI filter chain (TCP/TLS)."""
+
+    hostname: str
+    routes: tuple[Resource, ...]  # MeshGatewayRoutes, by name
+
+
+@dataclass(frozen=True, slots=True)
+class HostnameGroup:
+    """One Envoy filter chain: `*` for HTTP and TCP listeners, the listener hostname for HTTPS and TLS."""
+
+    hostname: str
+    tls: Any | None  # MeshGateway.TLS.Conf of the listener that owns the hostname
+    virtual_hosts: tuple[VirtualHost, ...]  # Kuma's order: reverse hostname, so `*` comes last
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerBinding:
+    """Every MeshGateway listener on one port, as one Envoy listener."""
+
+    name: str  # "<gateway>:<PROTOCOL>:<port>", Kuma's listener name
+    port: int
+    protocol: int  # MeshGateway.Listener.Protocol
+    connection_limit: int  # 0: unlimited
+    groups: tuple[HostnameGroup, ...]  # most exact hostname first
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayBinding:
+    gateway: Resource
+    listeners: tuple[ListenerBinding, ...]  # by port
+    problems: tuple[str, ...] = ()
+
+
+def is_builtin_gateway(dataplane: Resource) -> bool:
+    spec: Any = dataplane.spec
+    return bool(
+        spec.networking.HasField("gateway") and spec.networking.gateway.type == Dataplane.Networking.Gateway.BUILTIN
+    )
+
+
+def listener_name(gateway: str, protocol: int, port: int) -> str:
+    return f"{gateway}:{_Listener.Protocol.Name(protocol)}:{port}"
+
+
+def selector_matches(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+    """Kuma's TagSelector.Matches: every key present, with an equal value or `*`; empty matches all."""
+    return all(key in tags and value in (tags[key], _WILDCARD_SELECTOR_VALUE) for key, value in selector.items())
+
+
+def _rank(selector: Mapping[str, str]) -> tuple[int, int]:
+    exact = sum(1 for value in selector.values() if value != _WILDCARD_SELECTOR_VALUE)
+    return (len(selector), exact)
+
+
+def _dataplane_tag_sets(dataplane: Resource) -> list[Mapping[str, str]]:
+    networking: Any = dataplane.spec.networking  # type: ignore[attr-defined]
+    return [*(inbound.tags for inbound in networking.inbound), networking.gateway.tags]
+
+
+def select_gateway(dataplane: Resource, gateways: Iterable[Resource]) -> Resource | None:
+    """The one MeshGateway of the Dataplane's mesh that best matches it, or None."""
+    tag_sets = _dataplane_tag_sets(dataplane)
+    best: Resource | None = None
+    best_rank = (0, 0)
+    best_time = _EPOCH
+    candidates = sorted((g for g in gateways if g.meta.mesh == dataplane.meta.mesh), key=lambda g: g.meta.name)
+    for gateway in candidates:
+        created = gateway.meta.creation_time or _EPOCH
+        spec: Any = gateway.spec
+        ranks: list[tuple[int, int]] = []
+        if not spec.selectors:
+            ranks.append((0, 0))
+        for selector in spec.selectors:
+            if not selector.match or any(selector_matches(selector.match, tags) for tags in tag_sets):
+                ranks.append(_rank(selector.match))
+        for rank in ranks:
+            if best is None or rank > best_rank or (rank == best_rank and created > best_time):
+                best, best_rank, best_time = gateway, rank, created
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class _ListenerHost:
+    hostname: str
+    plain: tuple[Resource, ...]  # bound routes without hostnames
+    named: Mapping[str, tuple[Resource, ...]]  # route hostname -> bound routes naming it
+
+    @classmethod
+    def of(cls, hostname: str, routes: Iterable[Resource]) -> _ListenerHost:
+        plain: list[Resource] = []
+        named: dict[str, list[Resource]] = defaultdict(list)
+        for route in routes:
+            wanted = _route_hostnames(route)
+            if not wanted:
+                plain.append(route)
+            for name in set(wanted):
+                named[name].append(route)
+        return cls(hostname, tuple(plain), {name: tuple(rs) for name, rs in named.items()})
+
+
+def _route_hostnames(route: Resource) -> Sequence[str]:
+    spec: Any = route.spec
+    return [hostnames.normalize(h) for h in spec.conf.http.hostnames] if spec.conf.HasField("http") else []
+
+
+def _route_fits(route: Resource, protocol: int) -> bool:
+    conf: Any = route.spec.conf  # type: ignore[attr-defined]
+    if conf.HasField("http"):
+        return protocol in HTTP_PROTOCOLS
+    if conf.HasField("tcp"):
+        return protocol in TCP_PROTOCOLS
+    return False
+
+
+def _binds(route: Resource, tags: Mapping[str, str]) -> bool:
+    spec: Any = route.spec
+    return any(selector_matches(selector.match, tags) for selector in spec.selectors)
+
+
+def _virtual_hosts(hosts: Sequence[_ListenerHost]) -> tuple[VirtualHost, ...]:
+    names = {h.hostname for h in hosts}
+    for host in hosts:
+        names.update(n for n in host.named if hostnames.contains(host.hostname, n))
+    out = []
+    for name in names:
+        around = [h for h in hosts if hostnames.contains(h.hostname, name)]
+        # The listener that would serve this name if it had no virtual host of its own.
+        owner = hostnames.by_exactness(h.hostname for h in around)[0]
+        covering = hostnames.containers(name)
+        routes: dict[str, Resource] = {}
+        for host in around:
+            if host.hostname == owner:
+                routes.update((r.meta.name, r) for r in host.plain)
+            for hostname in covering:
+                routes.update((r.meta.name, r) for r in host.named.get(hostname, ()))
+        out.append(VirtualHost(name, tuple(routes[key] for key in sorted(routes))))
+    # Kuma sorts by reverse hostname: fully qualified names before wildcards, `*` last. Envoy picks a
+    # virtual host by domain specificity, so the order only keeps the output stable.
+    return tuple(sorted(out, key=lambda vh: vh.hostname, reverse=True))
+
+
+def _merged_tags(*layers: Mapping[str, str]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def bind(dataplane: Resource, gateway: Resource, routes: Iterable[Resource]) -> GatewayBinding:
+    """The Envoy listeners of `gateway` on `dataplane`, with the routes bound to each virtual host."""
+    spec: Any = gateway.spec
+    dp_tags: Mapping[str, str] = dataplane.spec.networking.gateway.tags  # type: ignore[attr-defined]
+    mesh_routes = sorted((r for r in routes if r.meta.mesh == gateway.meta.mesh), key=lambda r: r.meta.name)
+    by_port: dict[int, list[Any]] = defaultdict(list)
+    for listener in spec.conf.listeners:
+        by_port[listener.port].append(listener)
+
+    problems: list[str] = []
+    bindings: list[ListenerBinding] = []
+    for port in sorted(by_port):
+        listeners = by_port[port]
+        protocol = listeners[0].protocol
+        groups: dict[str, list[_ListenerHost]] = defaultdict(list)
+        tls_by_group: dict[str, Any] = {}
+        limits: list[int] = []
+        for listener in listeners:
+            if listener.protocol != protocol:
+                problems.append(
+                    f"listener on port {port}: protocol {_Listener.Protocol.Name(listener.protocol)} conflicts "
+                    f"with {_Listener.Protocol.Name(protocol)}; skipped"
+                )
+                continue
+            if listener.crossMesh:
+                # Cross-mesh traffic is mTLS with mesh certificates, which meshgate does not issue yet; serving
+                # it in plaintext would break the promise that plaintext clients are refused.
+                problems.append(f"listener on port {port}: crossMesh is not supported; skipped")
+                continue
+            hostname = hostnames.normalize(listener.hostname)
+            key = hostname if protocol in SNI_PROTOCOLS else hostnames.WILDCARD
+            if key in tls_by_group and protocol in SNI_PROTOCOLS:
+                problems.append(f"listener on port {port}: hostname {hostname!r} is repeated; skipped")
+                continue
+            tags = _merged_tags(dp_tags, spec.tags, listener.tags)
+            bound = tuple(r for r in mesh_routes if _route_fits(r, protocol) and _binds(r, tags))
+            groups[key].append(_ListenerHost.of(hostname, bound))
+            tls_by_group.setdefault(key, listener.tls if listener.HasField("tls") else None)
+            if listener.resources.connection_limit:
+                limits.append(listener.resources.connection_limit)
+        if not groups:
+            continue
+        bindings.append(
+            ListenerBinding(
+                name=listener_name(gateway.meta.name, protocol, port),
+                port=port,
+                protocol=protocol,
+                # Kuma takes the first listener's limit; the smallest one honours every listener's promise.
+                connection_limit=min(limits, default=0),
+                groups=tuple(
+                    HostnameGroup(key, tls_by_group[key], _virtual_hosts(groups[key]))
+                    for key in hostnames.by_exactness(groups)
+                ),
+            )
+        )
+    return GatewayBinding(gateway, tuple(bindings), tuple(problems))

@@ -1,0 +1,209 @@
+"""`generate`: one proxy's Envoy configuration from the resources of its mesh. Pure: no I/O.
+
+Naming (deterministic; equal inputs give byte-equal snapshots):
+
+| resource | name |
+|---|---|
+| gateway listener | `<gateway>:<PROTOCOL>:<port>` (Kuma), one per port |
+| gateway route configuration | `<listener>:<hostname>`: `<listener>:*` for HTTP, one per SNI hostname for HTTPS |
+| outbound listener / its route configuration | `outbound:<address>:<port>` (Kuma's listener name) |
+| cluster and its ClusterLoadAssignment | `<service>-<16 hex>` (see `clusters.cluster_name`) |
+
+A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
+`networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
+service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener.
+
+Errors: nothing raises for bad input. What cannot be generated (no matching gateway, conflicting
+listeners, unusable certificates, outbounds without tags) is left out and listed in `Snapshot.problems`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.message import Message
+
+from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
+from meshgate.resources.model import Resource
+from meshgate.resources.tags import TAG_SERVICE
+from meshgate.xds import clusters, listeners
+from meshgate.xds import routes as table
+from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway, select_gateway
+from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
+from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+
+__all__ = ["generate"]
+
+_Listener = MeshGateway.Listener
+_TLS = MeshGateway.TLS
+_OUTBOUND_ADDRESS = "127.0.0.1"
+
+
+class _Builder:
+    """Collects resources for one proxy, and the clusters that routes and proxies name."""
+
+    def __init__(self, index: clusters.EndpointIndex) -> None:
+        self.index = index
+        self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
+        self.problems: list[str] = []
+        self._destinations: dict[str, Destination] = {}
+        self._resolved: dict[Destination, str] = {}
+
+    def resolve(self, dest: Destination) -> str:
+        key = Destination(dest.tags)  # the weight plays no part in the cluster
+        name = self._resolved.get(key)
+        if name is None:
+            name = self._resolved[key] = self.index.resolve(key)
+            if name != UNRESOLVED_BACKEND:
+                self._destinations.setdefault(name, key)
+        return name
+
+    def add(self, type_url: str, name: str, message: Message) -> None:
+        self.out[type_url][name] = message
+
+    def finish(self) -> Snapshot:
+        for name, dest in self._destinations.items():
+            tags = dest.tag_map
+            assignment = clusters.load_assignment(name, self.index.matching(tags), local_zone=self.index.zone)
+            protocol = self.index.protocol(tags)
+            if clusters.needs_dns(assignment):
+                self.add(CLUSTER, name, clusters.cluster(name, protocol, dns_assignment=assignment))
+            else:
+                self.add(CLUSTER, name, clusters.cluster(name, protocol))
+                self.add(ENDPOINT, name, assignment)
+        return Snapshot.of(self.out, tuple(self.problems))
+
+
+def _service(proxy: Resource) -> str:
+    spec: Any = proxy.spec
+    tags = spec.networking.gateway.tags
+    if TAG_SERVICE in tags:
+        return str(tags[TAG_SERVICE])
+    for inbound in spec.networking.inbound:
+        if TAG_SERVICE in inbound.tags:
+            return str(inbound.tags[TAG_SERVICE])
+    return proxy.meta.name
+
+
+def _http_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes]) -> list[Any]:
+    tls = lb.protocol == _Listener.HTTPS
+    chains = []
+    for group in lb.groups:
+        route_name = f"{lb.name}:{group.hostname}"
+        filters = [listeners.http_connection_manager(prefix, route_name, edge=True)]
+        if lb.connection_limit:
+            filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
+        if tls:
+            where = f"{lb.name}:{group.hostname}.tls"
+            if group.tls is None or group.tls.mode != _TLS.TERMINATE:
+                b.problems.append(f"{where}: HTTPS needs mode TERMINATE; filter chain skipped")
+                continue
+            try:
+                socket = listeners.downstream_tls(group.tls, alpn=listeners.ALPN_HTTPS, where=where, secrets=secrets)
+            except listeners.CertificateError as err:
+                b.problems.append(f"{err}; filter chain skipped")
+                continue
+            chains.append(listeners.filter_chain(filters, server_name=group.hostname, tls=socket))
+        else:
+            chains.append(listeners.filter_chain(filters))
+        vhosts = [
+            table.virtual_host(vh.hostname, table.entries(vh.routes), listener_port=lb.port, tls=tls, resolve=b.resolve)
+            for vh in group.virtual_hosts
+        ]
+        b.add(ROUTE, route_name, table.route_configuration(route_name, vhosts))
+    return chains
+
+
+def _tcp_clusters(b: _Builder, group_routes: Iterable[Resource]) -> list[tuple[str, int]]:
+    found = table.weighted(table.tcp_destinations(group_routes), b.resolve)
+    # No route at all: the proxy closes the connection, as it would for an unknown backend.
+    return found or [(UNRESOLVED_BACKEND, 1)]
+
+
+def _tcp_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes]) -> list[Any]:
+    chains = []
+    for group in lb.groups:
+        group_routes = {r.meta.name: r for vh in group.virtual_hosts for r in vh.routes}
+        filters = [listeners.tcp_proxy(prefix, _tcp_clusters(b, [group_routes[k] for k in sorted(group_routes)]))]
+        if lb.connection_limit:
+            filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
+        if lb.protocol == _Listener.TCP:
+            chains.append(listeners.filter_chain(filters))
+            continue
+        where = f"{lb.name}:{group.hostname}.tls"
+        mode = listeners.tls_mode(group.tls)
+        if mode == _TLS.PASSTHROUGH:
+            chains.append(listeners.filter_chain(filters, server_name=group.hostname))
+        elif mode == _TLS.TERMINATE:
+            try:
+                socket = listeners.downstream_tls(group.tls, alpn=(), where=where, secrets=secrets)
+            except listeners.CertificateError as err:
+                b.problems.append(f"{err}; filter chain skipped")
+                continue
+            chains.append(listeners.filter_chain(filters, server_name=group.hostname, tls=socket))
+        else:
+            b.problems.append(f"{where}: TLS needs mode TERMINATE or PASSTHROUGH; filter chain skipped")
+    return chains
+
+
+def _gateway(b: _Builder, proxy: Resource, binding: GatewayBinding, secrets: Mapping[str, bytes]) -> None:
+    b.problems.extend(binding.problems)
+    address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
+    prefix = _service(proxy)
+    for lb in binding.listeners:
+        if lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets)
+        else:
+            chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets)
+        if not chains:
+            b.problems.append(f"{lb.name}: no usable filter chain; listener skipped")
+            continue
+        b.add(LISTENER, lb.name, listeners.listener(lb.name, address, lb.port, chains, gateway=True))
+
+
+def _outbounds(b: _Builder, proxy: Resource) -> None:
+    spec: Any = proxy.spec
+    for i, outbound in enumerate(spec.networking.outbound):
+        address = outbound.address or _OUTBOUND_ADDRESS
+        name = f"outbound:{address}:{outbound.port}"
+        tags = dict(outbound.tags)
+        if TAG_SERVICE not in tags:
+            b.problems.append(f"networking.outbound[{i}]: no {TAG_SERVICE} tag (backendRef is not supported)")
+            continue
+        dest = table.destination(tags, 1)
+        if b.index.protocol(tags) in clusters.HTTP_PROTOCOLS:
+            # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
+            catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
+            vhost = table.virtual_host("*", [catch_all], listener_port=outbound.port, tls=False, resolve=b.resolve)
+            b.add(ROUTE, name, table.route_configuration(name, [vhost]))
+            chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
+        else:
+            chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])
+        b.add(LISTENER, name, listeners.listener(name, address, outbound.port, [chain], gateway=False))
+
+
+def generate(
+    proxy: Resource,
+    *,
+    gateways: Iterable[Resource] = (),
+    routes: Iterable[Resource] = (),
+    dataplanes: Iterable[Resource] = (),
+    zone: str,
+    secrets: Mapping[str, bytes] | None = None,
+) -> Snapshot:
+    """The Envoy resources for `proxy` (a Dataplane), from its mesh's gateways, routes and Dataplanes.
+
+    `zone` is this control plane's zone: Dataplanes without a `kuma.io/zone` label are in it. `secrets`
+    maps a mesh Secret's name to its decoded bytes, for certificates given as `secret`.
+    """
+    b = _Builder(clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone))
+    if is_builtin_gateway(proxy):
+        gateway = select_gateway(proxy, gateways)
+        if gateway is None:
+            b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
+        else:
+            _gateway(b, proxy, bind(proxy, gateway, routes), secrets or {})
+    else:
+        _outbounds(b, proxy)
+    return b.finish()

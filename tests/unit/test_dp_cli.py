@@ -1,0 +1,121 @@
+"""meshgate-dp without processes: the bootstrap, the addresses, the Dataplane flags, the Envoy command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+
+# Registers HttpProtocolOptions, which the xds_cluster packs, for json_format's @type lookup.
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+from typer.testing import CliRunner
+
+from meshgate.dp.bootstrap import ControlPlaneAddress, parse_cp_address, render_bootstrap
+from meshgate.dp.cli import app, default_cp_api, load_dataplane
+from meshgate.dp.envoy import EnvoyNotFoundError, envoy_argv, find_envoy, unique_base_id
+
+DATAPLANE = """\
+type: Dataplane
+mesh: default
+name: gw-1
+networking:
+  address: 10.0.0.1
+  gateway:
+    type: BUILTIN
+    tags:
+      kuma.io/service: edge
+"""
+
+
+def test_bootstrap_is_a_valid_envoy_bootstrap_with_delta_ads_and_loopback_admin() -> None:
+    doc = render_bootstrap("default.gw-1", ControlPlaneAddress("10.1.2.3", 5678), admin_port=9901)
+    parsed = json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())
+    assert parsed.node.id == "default.gw-1"
+    assert parsed.admin.address.socket_address.address == "127.0.0.1"
+    assert parsed.admin.address.socket_address.port_value == 9901
+    ads = parsed.dynamic_resources.ads_config
+    assert ads.api_type == ads.DELTA_GRPC
+    assert ads.grpc_services[0].envoy_grpc.cluster_name == "xds_cluster"
+    assert parsed.dynamic_resources.cds_config.HasField("ads")
+    assert parsed.dynamic_resources.lds_config.HasField("ads")
+    (xds,) = parsed.static_resources.clusters
+    assert xds.type == xds.STATIC
+    endpoint = xds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (endpoint.address, endpoint.port_value) == ("10.1.2.3", 5678)
+    assert "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" in xds.typed_extension_protocol_options
+
+
+def test_a_host_name_control_plane_is_resolved_by_dns() -> None:
+    doc = render_bootstrap("m.x", ControlPlaneAddress("zone.example", 5678), admin_port=0)
+    assert doc["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("grpc://zone:5678", ControlPlaneAddress("zone", 5678)),
+        ("grpc://10.0.0.1", ControlPlaneAddress("10.0.0.1", 5678)),
+        ("zone:1234", ControlPlaneAddress("zone", 1234)),
+        ("grpc://[::1]:5678", ControlPlaneAddress("::1", 5678)),
+    ],
+)
+def test_cp_address(url: str, expected: ControlPlaneAddress) -> None:
+    assert parse_cp_address(url) == expected
+
+
+@pytest.mark.parametrize("url", ["https://zone:5678", "grpcs://zone:5678", "grpc://:5678", "grpc://zone:99999"])
+def test_cp_address_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="--cp-address"):
+        parse_cp_address(url)
+
+
+def test_cp_api_defaults_to_the_zone_api_port_on_the_same_host() -> None:
+    assert default_cp_api("grpc://zone.example:5678") == "http://zone.example:5681"
+    assert default_cp_api("grpc://[::1]:5678") == "http://[::1]:5681"
+
+
+def test_load_dataplane_validates_and_overrides_name_and_mesh() -> None:
+    dp = load_dataplane(DATAPLANE, name="gw-2", mesh="other")
+    assert (dp.meta.mesh, dp.meta.name) == ("other", "gw-2")
+    with pytest.raises(typer.BadParameter, match=r"networking\.address"):
+        load_dataplane(DATAPLANE.replace("  address: 10.0.0.1\n", ""))
+    with pytest.raises(typer.BadParameter, match="one Dataplane"):
+        load_dataplane(DATAPLANE + "---\n" + DATAPLANE)
+    with pytest.raises(typer.BadParameter, match="YAML"):
+        load_dataplane("a: [")
+
+
+def _words(output: str) -> str:
+    """The error text without the box typer draws around it, whatever the terminal width."""
+    return " ".join(w for w in output.split() if w not in "│╭╮╰╯─" and set(w) - set("─╭╮╰╯│"))
+
+
+def test_run_needs_exactly_one_dataplane_source(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--cp-address", "grpc://127.0.0.1:5678"])
+    assert result.exit_code == 2
+    assert "exactly one of --dataplane-file and --dataplane" in _words(result.output)
+    (tmp_path / "dp.yaml").write_text("type: Dataplane\nmesh: default\nname: x\n")
+    result = runner.invoke(app, ["run", "--cp-address", "grpc://h", "--dataplane-file", str(tmp_path / "dp.yaml")])
+    assert result.exit_code == 2
+    assert "invalid Dataplane" in _words(result.output)
+
+
+def test_an_explicit_binary_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(EnvoyNotFoundError, match="--binary-path"):
+        find_envoy(str(tmp_path / "nope"))
+    assert find_envoy().name == "envoy"
+
+
+def test_envoy_command_line_disables_hot_restart_with_a_unique_base_id(tmp_path: Path) -> None:
+    ids = {unique_base_id() for _ in range(8)}
+    assert len(ids) == 8
+    argv = envoy_argv(Path("/bin/envoy"), tmp_path / "b.json", base_id=42, admin_address_path=tmp_path / "a")
+    assert "--disable-hot-restart" in argv
+    assert argv[argv.index("--base-id") + 1] == "42"
+    assert argv[argv.index("-c") + 1] == str(tmp_path / "b.json")
+    assert json.dumps(argv)
