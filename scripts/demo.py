@@ -20,7 +20,10 @@ DATA = ROOT / "data" / "demo"
 BIN = Path(sys.executable).parent
 
 GLOBAL = {"api": 5681, "kds": 5685, "diagnostics": 5680}
-ZONES = {"zone-1": {"api": 5691, "diagnostics": 5690}, "zone-2": {"api": 5693, "diagnostics": 5692}}
+ZONES = {
+    "zone-1": {"api": 5691, "diagnostics": 5690, "xds": 5678},
+    "zone-2": {"api": 5693, "diagnostics": 5692, "xds": 5679},
+}
 
 
 def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -135,6 +138,8 @@ def main() -> None:
                     str(ports["api"]),
                     "--diagnostics-port",
                     str(ports["diagnostics"]),
+                    "--xds-port",
+                    str(ports["xds"]),
                     "--bind-address",
                     "127.0.0.1",
                 ],

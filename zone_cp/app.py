@@ -22,10 +22,14 @@ from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
+from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, is_local, zone_labels
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.xds.ads_registry import ProxyRegistry
+from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from zone_cp import kubernetes
+from zone_cp.xds import ZoneXds
 
 __all__ = ["ZoneConfig", "run_zone"]
 
@@ -42,6 +46,8 @@ class ZoneConfig:
     store: str = "sqlite"
     data_dir: Path = field(default_factory=lambda: Path("data/zone"))
     ports_file: Path | None = None
+    # Delta ADS for the zone's Envoys (gateways started by meshgate-dp); Kuma's port.
+    xds_port: int = 5678
     # "universal" or "kubernetes": the latter also reconciles MeshGatewayInstances (zone_cp/kubernetes.py).
     environment: str = "universal"
 
@@ -65,6 +71,13 @@ def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
     return ExtraRoute("GET", "/status/kds", handler, "State of this zone's KDS stream to the global")
 
 
+def _xds_route(ads: AggregatedDiscoveryService) -> ExtraRoute:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(ads.registry.describe())
+
+    return ExtraRoute("GET", "/xds/proxies", handler, "The zone's Envoy proxies: per type sent/ACKed/NACKed, last NACK")
+
+
 async def run_zone(
     cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -83,13 +96,19 @@ async def run_zone(
             upstream=ZoneUpstream(cfg.zone, local),
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
         )
-        api = create_api_app(store, role="zone", extra_routes=[_kds_status_route(client)])
+        xds = ZoneXds(store, cfg.zone)
+        ads = AggregatedDiscoveryService(xds, ProxyRegistry())
+        api = create_api_app(store, role="zone", extra_routes=[_kds_status_route(client), _xds_route(ads)])
         diagnostics = create_diagnostics_app(lambda: ready)
         async with anyio.create_task_group() as tg:
             ports = {
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
+            await tg.start(xds.run)
+            ports["xds"] = await tg.start(
+                serve_grpc, [register_ads(ads)], [ADS_SERVICE_NAME], cfg.bind_address, cfg.xds_port
+            )
             await tg.start(local.run)
             tg.start_soon(client.run)
             if kube is not None:

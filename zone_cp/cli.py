@@ -41,6 +41,10 @@ def run(
         ),
     ],
     api_port: Annotated[int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")] = 5681,
+    xds_port: Annotated[
+        int,
+        typer.Option("--xds-port", envvar="MESHGATE_XDS_PORT", help="Delta ADS port the zone's Envoys connect to."),
+    ] = 5678,
     diagnostics_port: DiagnosticsPort = 5680,
     bind_address: BindAddress = "0.0.0.0",
     store: StoreOpt = "sqlite",
@@ -78,6 +82,7 @@ def run(
         data_dir=data_dir or Path("data") / zone,
         ports_file=ports_file,
         environment=environment,
+        xds_port=xds_port,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

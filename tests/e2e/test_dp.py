@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
+from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend
 from tests.support.envoy_config import http_listener, route_config, snapshot
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import free_port
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
@@ -96,66 +96,9 @@ async def zone() -> AsyncIterator[Zone]:
         yield z
 
 
-class Dp:
-    def __init__(self, workdir: Path, z: Zone, *args: str) -> None:
-        self.log_path = workdir / "dp.log"
-        self.admin_port = free_port()
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meshgate.dp",
-                "run",
-                "--cp-address",
-                f"grpc://127.0.0.1:{z.xds_port}",
-                "--cp-api",
-                f"http://127.0.0.1:{z.api_port}",
-                "--admin-port",
-                str(self.admin_port),
-                "--concurrency",
-                "1",
-                "--log-format",
-                "json",
-                *args,
-            ],
-            cwd=workdir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-
-    def logs(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.logs().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # Envoy's own log lines, interleaved on the same stream
-            if isinstance(entry, dict) and entry.get("event") == name:
-                out.append(entry)
-        return out
-
-    async def exited(self) -> int:
-        await eventually(lambda: self.proc.poll() is not None, what=f"meshgate-dp to exit\n{self.logs()[-3000:]}")
-        return self.proc.returncode
-
-    def stop(self) -> None:
-        """By its own handle; SIGKILL if it hangs (the test then fails on what it checks)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
 @asynccontextmanager
-async def dp(workdir: Path, z: Zone, *args: str) -> AsyncIterator[Dp]:
-    p = Dp(workdir, z, *args)
+async def dp(workdir: Path, z: Zone, *args: str) -> AsyncIterator[DpProcess]:
+    p = DpProcess(workdir, z.xds_port, z.api_port, *args)
     try:
         yield p
     finally:

@@ -103,6 +103,8 @@ class ProcessGroup:
             "0",
             "--diagnostics-port",
             "0",
+            "--xds-port",
+            "0",
             "--bind-address",
             "127.0.0.1",
             "--data-dir",

@@ -1,0 +1,97 @@
+"""The zone's Envoy configuration: a snapshot per connected proxy, kept current with the zone store.
+
+Level-triggered, like the KDS snapshots: any change to a kind that shapes gateway config (Mesh,
+MeshGateway, MeshGatewayRoute, Dataplane), or a proxy connecting, marks everything dirty; one loop then
+re-generates every connected proxy's snapshot from the store with the pure `meshgate.xds.generate`, and the
+delta ADS streams send only what changed. A proxy whose Dataplane is not registered yet gets no snapshot,
+so its Envoy simply waits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+import structlog
+
+from meshgate.resources.model import Resource
+from meshgate.store.protocol import ResourceStore, StoreError
+from meshgate.transport.wakeup import Wakeup
+from meshgate.xds import generate
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.ads_server import SnapshotStore
+
+__all__ = ["ZoneXds"]
+
+log = structlog.get_logger("meshgate.zone.xds")
+
+_SHAPING_KINDS = frozenset({"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"})
+
+
+class ZoneXds(SnapshotStore):
+    def __init__(self, store: ResourceStore, zone: str) -> None:
+        super().__init__()
+        self._store = store
+        self._zone = zone
+        self._connected: Counter[ProxyId] = Counter()
+        self._dirty = Wakeup()
+
+    @contextmanager
+    def listen(self, proxy: ProxyId) -> Iterator[Wakeup]:
+        self._connected[proxy] += 1
+        self._dirty.set()  # a new proxy needs its first snapshot
+        try:
+            with super().listen(proxy) as wake:
+                yield wake
+        finally:
+            self._connected[proxy] -= 1
+            if self._connected[proxy] <= 0:
+                del self._connected[proxy]
+
+    async def _all(self, kind: str, mesh: str) -> list[Resource]:
+        out: list[Resource] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = await self._store.list(kind, mesh, offset=offset, size=1000)
+            out.extend(page.items)
+            offset = page.next_offset
+        return out
+
+    async def regenerate(self) -> None:
+        proxies = sorted(self._connected)
+        for mesh in sorted({p.mesh for p in proxies}):
+            gateways = await self._all("MeshGateway", mesh)
+            routes = await self._all("MeshGatewayRoute", mesh)
+            dataplanes = await self._all("Dataplane", mesh)
+            by_name = {d.meta.name: d for d in dataplanes}
+            for proxy in (p for p in proxies if p.mesh == mesh):
+                dataplane = by_name.get(proxy.name)
+                if dataplane is None:
+                    self.remove(proxy)
+                    continue
+                snapshot = generate(dataplane, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=self._zone)
+                for problem in snapshot.problems:
+                    log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
+                self.set(proxy, snapshot)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with self._store.changes.subscribe() as sub, anyio.create_task_group() as tg:
+
+            async def follow_store() -> None:
+                while True:
+                    batch = await sub.next_batch()
+                    if _SHAPING_KINDS & batch.keys():
+                        self._dirty.set()
+
+            tg.start_soon(follow_store)
+            task_status.started()
+            while True:
+                await self._dirty.wait()
+                try:
+                    await self.regenerate()
+                except StoreError as exc:
+                    log.warning("xds.regenerate_failed", error=str(exc))
+                    self._dirty.set()
+                    await anyio.sleep(0.5)
