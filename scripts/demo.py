@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,89 @@ def wait_for(api_port: int, path: str, done: Callable[[dict[str, Any] | None], b
         time.sleep(0.001)
 
 
+GATEWAY_PORT = 8080  # the HTTP listener of deploy/examples/meshgateway.yaml
+EDGE = {
+    "type": "Dataplane",
+    "mesh": "default",
+    "name": "edge-gateway-1",
+    "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge-gateway"}}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def curl(path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{GATEWAY_PORT}{path}", timeout=2) as r:
+            return str(r.read().decode().strip())
+    except (urllib.error.URLError, OSError) as exc:
+        return f"error: {exc}"
+
+
+def tally(path: str, n: int = 20) -> Counter[str]:
+    return Counter(curl(path) for _ in range(n))
+
+
+def gateway_demo(procs: list[subprocess.Popen[bytes]], route: dict[str, Any]) -> None:
+    """Backends registered as Dataplanes in zone-1, a gateway Envoy (meshgate-dp), traffic, a route change."""
+    zone1 = ZONES["zone-1"]
+    print("\nGateway in zone-1: three tiny HTTP backends registered as Dataplanes, and a builtin gateway Envoy.")
+    for name, tags in (
+        ("backend-v1", {"kuma.io/service": "backend", "version": "v1"}),
+        ("backend-v2", {"kuma.io/service": "backend", "version": "v2"}),
+        ("frontend", {"kuma.io/service": "frontend"}),
+    ):
+        port = free_port()
+        procs.append(start(name, [sys.executable, str(ROOT / "scripts" / "echo_backend.py"), name, str(port)]))
+        put_json(
+            zone1["api"],
+            f"/meshes/default/dataplanes/{name}",
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": name,
+                "networking": {"address": "127.0.0.1", "inbound": [{"port": port, "tags": tags}]},
+            },
+        )
+    dp = start(
+        "edge-gateway-1",
+        [
+            str(BIN / "meshgate-dp"),
+            "run",
+            "--cp-address",
+            f"grpc://127.0.0.1:{zone1['xds']}",
+            "--cp-api",
+            f"http://127.0.0.1:{zone1['api']}",
+            "--dataplane",
+            json.dumps(EDGE),
+            "--admin-port",
+            "9901",
+        ],
+    )
+    procs.append(dp)
+    deadline = time.monotonic() + 30
+    while curl("/") != "frontend":
+        if time.monotonic() > deadline or dp.poll() is not None:
+            sys.exit(f"the gateway did not come up; see {DATA / 'edge-gateway-1.log'}")
+        time.sleep(0.05)
+    print(f"\n$ curl http://127.0.0.1:{GATEWAY_PORT}/        -> {curl('/')}")
+    print(f"$ curl http://127.0.0.1:{GATEWAY_PORT}/api  x20 -> {dict(tally('/api'))}   (route: 50/50 v1/v2)")
+
+    backends = route["conf"]["http"]["rules"][0]["backends"]
+    route["conf"]["http"]["rules"][0]["backends"] = [b for b in backends if b["destination"].get("version") == "v2"]
+    print(f"\n$ PUT {ROUTE_PATH} on the global (/api -> backend v2 only)")
+    put_json(GLOBAL["api"], ROUTE_PATH, route)
+    t0 = time.monotonic()
+    while tally("/api", 5) != Counter({"backend-v2": 5}):
+        time.sleep(0.01)
+    print(f"  traffic moved after {(time.monotonic() - t0) * 1000:.0f} ms (global -> zone-1 -> Envoy)")
+    print(f"$ curl http://127.0.0.1:{GATEWAY_PORT}/api  x20 -> {dict(tally('/api'))}")
+
+
 def main() -> None:
     # Every run starts from an empty store, so what it prints is what this run did.
     shutil.rmtree(DATA, ignore_errors=True)
@@ -159,15 +244,18 @@ def main() -> None:
         # A live change, timed from the global's 200 to the resource arriving in each zone's API.
         route = get_json(GLOBAL["api"], ROUTE_PATH)
         assert route is not None
-        route["conf"]["http"]["rules"][0]["matches"][0]["path"]["value"] = "/api/v2"
         for key in ("creationTime", "modificationTime"):
             route.pop(key, None)
-        print(f"\n$ PUT {ROUTE_PATH} on the global (PREFIX /api -> /api/v2)")
+        backends = route["conf"]["http"]["rules"][0]["backends"]
+        backends[0]["weight"], backends[1]["weight"] = 50, 50
+        print(f"\n$ PUT {ROUTE_PATH} on the global (/api split 90/10 -> 50/50)")
         put_json(GLOBAL["api"], ROUTE_PATH, route)
         t0 = time.monotonic()
         for zone, ports in ZONES.items():
-            wait_for(ports["api"], ROUTE_PATH, lambda doc: doc is not None and "/api/v2" in json.dumps(doc))
+            wait_for(ports["api"], ROUTE_PATH, lambda doc: doc is not None and '"weight": 50' in json.dumps(doc))
             print(f"  arrived in {zone} after {(time.monotonic() - t0) * 1000:.1f} ms")
+
+        gateway_demo(procs, route)
         for zone, ports in ZONES.items():
             for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
                 print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")
