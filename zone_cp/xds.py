@@ -1,7 +1,7 @@
 """The zone's Envoy configuration: a snapshot per connected proxy, kept current with the zone store.
 
 Level-triggered, like the KDS snapshots: any change to a kind that shapes gateway config (Mesh,
-MeshGateway, MeshGatewayRoute, Dataplane), or a proxy connecting, marks everything dirty; one loop then
+MeshGateway, MeshGatewayRoute, Dataplane, Secret), or a proxy connecting, marks everything dirty; one loop then
 re-generates every connected proxy's snapshot from the store with the pure `meshgate.xds.generate`, and the
 delta ADS streams send only what changed. A proxy whose Dataplane is not registered yet gets no snapshot,
 so its Envoy simply waits.
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import anyio
 import structlog
 
+from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.resources.model import Resource
 from meshgate.store.protocol import ResourceStore, StoreError
 from meshgate.transport.wakeup import Wakeup
@@ -27,7 +28,13 @@ __all__ = ["ZoneXds"]
 
 log = structlog.get_logger("meshgate.zone.xds")
 
-_SHAPING_KINDS = frozenset({"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"})
+_SHAPING_KINDS = frozenset({"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane", "Secret"})
+
+
+def _secret_bytes(secret: Resource) -> bytes:
+    spec = secret.spec
+    assert isinstance(spec, secret_pb2.Secret)
+    return bytes(spec.data.value)
 
 
 class ZoneXds(SnapshotStore):
@@ -65,13 +72,16 @@ class ZoneXds(SnapshotStore):
             gateways = await self._all("MeshGateway", mesh)
             routes = await self._all("MeshGatewayRoute", mesh)
             dataplanes = await self._all("Dataplane", mesh)
+            secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
             by_name = {d.meta.name: d for d in dataplanes}
             for proxy in (p for p in proxies if p.mesh == mesh):
                 dataplane = by_name.get(proxy.name)
                 if dataplane is None:
                     self.remove(proxy)
                     continue
-                snapshot = generate(dataplane, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=self._zone)
+                snapshot = generate(
+                    dataplane, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=self._zone, secrets=secrets
+                )
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)
