@@ -27,6 +27,7 @@ from meshgate.observability.process import write_ports_file
 from meshgate.resources import registry
 from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource
 from meshgate.rest.app import create_api_app
+from meshgate.rest.config_dump import global_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -35,6 +36,7 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
+from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalConfig", "run_global"]
 
@@ -99,7 +101,8 @@ async def run_global(
             resync_interval=cfg.resync_interval,
         )
         kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store))
-        health = GlobalKDSService(streams, cfg.zone_health_interval)
+        xds_configs = XDSConfigBroker()
+        health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs)
         policy = HealthPolicy(cfg.zone_health_interval, cfg.zone_health_missed)
         lifecycle = ZoneLifecycle(store, streams)
         watchdog = Watchdog(streams, stall_after=cfg.kds_stall_threshold, health=policy)
@@ -113,6 +116,7 @@ async def run_global(
                 *insight_routes(store, streams, policy),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
+                global_config_dump_route(store, xds_configs),
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)

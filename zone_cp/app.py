@@ -19,6 +19,7 @@ from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
 from meshgate.rest.app import ExtraRoute, create_api_app
+from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -26,9 +27,11 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, is_local, zone_labels
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from zone_cp import kubernetes
+from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
 __all__ = ["ZoneConfig", "run_zone"]
@@ -86,6 +89,7 @@ async def run_zone(
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
+        dumper = EnvoyAdminDumper(store)
         local = SnapshotSource(store, registry.kinds_sent_to_global(), include=is_local, labels=zone_labels(cfg.zone))
         client = GlobalToZoneClient(
             zone=cfg.zone,
@@ -95,10 +99,22 @@ async def run_zone(
             validate=codec.validate,
             upstream=ZoneUpstream(cfg.zone, local),
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
+            xds_configs=ConfigDumpAnswerer(dumper, cfg.zone),
         )
         xds = ZoneXds(store, cfg.zone)
         ads = AggregatedDiscoveryService(xds, ProxyRegistry())
-        api = create_api_app(store, role="zone", extra_routes=[_kds_status_route(client), _xds_route(ads)])
+        # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
+        gateways = Provisioner(store, cfg.data_dir / "gateways")
+        api = create_api_app(
+            store,
+            role="zone",
+            extra_routes=[
+                _kds_status_route(client),
+                _xds_route(ads),
+                zone_config_dump_route(dumper),
+                gateways.status_route(),
+            ],
+        )
         diagnostics = create_diagnostics_app(lambda: ready)
         async with anyio.create_task_group() as tg:
             ports = {
@@ -113,6 +129,8 @@ async def run_zone(
             tg.start_soon(client.run)
             if kube is not None:
                 await tg.start(kube.run, store)
+            else:
+                await tg.start(gateways.run, cfg.bind_address, ports["api"], ports["xds"])
             # Ready means serving local state; a zone does not wait for the global to be reachable.
             ready = True
             write_ports_file(cfg.ports_file, ports)

@@ -4,6 +4,7 @@
 questions people ask first, plus IN FLIGHT (responses awaiting an ACK: how many, and the oldest one's age) and
 WARNINGS (stalls, lapsed health checks, oversized resources), so a stuck stream shows up in the overview.
 `inspect zone NAME` opens one zone: every kind, both directions, with the last NACK and what it named.
+`inspect dataplane NAME --mesh M --type config-dump` prints a proxy's Envoy config dump, against a zone or the global.
 The renderers are plain functions of the JSON and a `now`, so tests pin their output.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 import yaml
@@ -23,7 +26,9 @@ from meshgate.cli.output import OutputFormat, age, table
 
 __all__ = ["app", "render_zone", "render_zones"]
 
-app = typer.Typer(help="Inspect zones and their KDS streams (on the global).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect zones and their KDS streams (on the global), and proxies' Envoy config.", no_args_is_help=True
+)
 
 Doc = Mapping[str, Any]
 
@@ -187,3 +192,28 @@ def inspect_zone(
         typer.echo(render_zone(body, datetime.now(UTC)), nl=False)
     else:
         typer.echo(dump(body, output), nl=False)
+
+
+class InspectType(StrEnum):
+    CONFIG_DUMP = "config-dump"
+
+
+@app.command("dataplane")
+def inspect_dataplane(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The Dataplane's name (on the global: either name).")],
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="The mesh.")] = "default",
+    kind: Annotated[InspectType, typer.Option("--type", help="What to show.")] = InspectType.CONFIG_DUMP,
+    include_eds: Annotated[bool, typer.Option("--include-eds", help="Include endpoints (EDS) in the dump.")] = False,
+) -> None:
+    """A proxy's Envoy config dump (JSON): from its admin on a zone, or asked of its zone over KDS on the global."""
+    params = {"include_eds": "true"} if include_eds else {}
+    with ApiClient(settings_of(ctx).api) as client, api_errors(f'inspect dataplane "{name}"'):
+        try:
+            body = client.get_json(f"/meshes/{quote(mesh, safe='')}/dataplanes/{quote(name, safe='')}/xds", params)
+        except ApiResponseError as exc:
+            if exc.status == 404:
+                fail(f'there is no Dataplane with name "{name}" in mesh "{mesh}"')
+            raise
+    assert kind is InspectType.CONFIG_DUMP
+    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))

@@ -11,6 +11,7 @@ The Dataplane is Universal YAML or JSON, from `--dataplane-file` or inline with 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ from meshgate.resources import codec
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import Resource
 
-__all__ = ["app", "load_dataplane", "main"]
+__all__ = ["app", "load_dataplane", "main", "with_admin_port"]
 
 DEFAULT_API_PORT = 5681
 
@@ -62,6 +63,18 @@ def load_dataplane(text: str, *, name: str = "", mesh: str = "", source: str = "
         raise typer.BadParameter(f"invalid Dataplane: {problems}", param_hint=source) from exc
 
 
+def with_admin_port(resource: Resource, admin_port: int) -> tuple[Resource, int]:
+    """The Dataplane as registered and Envoy's admin port: `networking.admin.port` wins when the document has
+    one (Kuma); otherwise `--admin-port` is written into it, so the zone knows where to fetch config dumps."""
+    spec: Any = resource.spec
+    if spec.networking.admin.port:
+        return resource, int(spec.networking.admin.port)
+    copy: Any = type(spec)()
+    copy.CopyFrom(spec)
+    copy.networking.admin.port = admin_port
+    return dataclasses.replace(resource, spec=copy), admin_port
+
+
 def default_cp_api(cp_address: str) -> str:
     host = parse_cp_address(cp_address).host
     return f"http://{'[' + host + ']' if ':' in host else host}:{DEFAULT_API_PORT}"
@@ -92,7 +105,12 @@ def run(
     name: Annotated[str, typer.Option("--name", help="Overrides the Dataplane's name.")] = "",
     mesh: Annotated[str, typer.Option("--mesh", help="Overrides the Dataplane's mesh.")] = "",
     admin_port: Annotated[
-        int, typer.Option("--admin-port", envvar="MESHGATE_ADMIN_PORT", help="Envoy admin port, on 127.0.0.1 only.")
+        int,
+        typer.Option(
+            "--admin-port",
+            envvar="MESHGATE_ADMIN_PORT",
+            help="Envoy admin port (127.0.0.1 only); registered as networking.admin.port unless the Dataplane has one.",
+        ),
     ] = 9901,
     binary_path: Annotated[
         str | None,
@@ -141,6 +159,7 @@ def run(
         binary = find_envoy(binary_path)
     except EnvoyNotFoundError as exc:
         raise typer.BadParameter(str(exc), param_hint="--binary-path") from exc
+    resource, admin_port = with_admin_port(resource, admin_port)
     setup_logging(log_format, log_level, f"dp:{resource.meta.mesh}.{resource.meta.name}")
     cfg = DpConfig(
         dataplane=resource,

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError
-from meshgate.resources.kinds import dataplane, mesh, meshgateway, meshgatewayroute, zone
+from meshgate.resources.kinds import dataplane, mesh, meshgateway, meshgatewayinstance, meshgatewayroute, secret, zone
 
 __all__ = ["KINDS", "get", "kinds_sent_to_global", "kinds_sent_to_zone", "lookup"]
 
 KINDS: tuple[KindDescriptor, ...] = (
     mesh.DESCRIPTOR,
+    # Before gateways: a zone then holds a TLS listener's Secret by the time the listener arrives.
+    secret.DESCRIPTOR,
     meshgateway.DESCRIPTOR,
     meshgatewayroute.DESCRIPTOR,
     dataplane.DESCRIPTOR,
     zone.DESCRIPTOR,
+    meshgatewayinstance.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}

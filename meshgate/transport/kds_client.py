@@ -28,6 +28,7 @@ from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.kds_upstream import ZoneUpstream
+from meshgate.transport.xds_configs import ConfigDumpAnswerer
 
 __all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "parse_address"]
 
@@ -102,6 +103,7 @@ class GlobalToZoneClient:
         backoff: Backoff | None = None,
         upstream: ZoneUpstream | None = None,
         instance_id: str = "",
+        xds_configs: ConfigDumpAnswerer | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("--global-address is required")
@@ -113,6 +115,7 @@ class GlobalToZoneClient:
         self._validate = validate
         self._features = ",".join(features)
         self._upstream = upstream
+        self._xds_configs = xds_configs
         self.instance_id = instance_id
         self._backoff = backoff or Backoff()
         self.status = ClientStatus()
@@ -192,6 +195,9 @@ class GlobalToZoneClient:
                 if self._upstream is not None:
                     # Zone to global rides the same connection; if it fails, the session reconnects whole.
                     tg.start_soon(self._upstream.run, channel, metadata)
+                if self._xds_configs is not None:
+                    # Config dumps for the global (GlobalKDSService/StreamXDSConfigs), on the same connection.
+                    tg.start_soon(self._xds_configs.run, channel, metadata)
                 first = True
                 async for resp in call:
                     if first:

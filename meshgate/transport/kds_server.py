@@ -26,6 +26,7 @@ from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, reject
 from meshgate.resources.model import ResourceKey
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate", "metadata_value", "zone_of"]
 
@@ -310,11 +311,29 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
 
 
 class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[misc]
-    """HealthCheck: the zone pings, the global records the time and says how often to ping."""
+    """HealthCheck: the zone pings, the global records the time and says how often to ping.
+    StreamXDSConfigs: the zone opens it; config-dump requests go down it (see transport/xds_configs.py)."""
 
-    def __init__(self, registry: StreamRegistry, interval: float = 10.0) -> None:
+    def __init__(
+        self, registry: StreamRegistry, interval: float = 10.0, xds_configs: XDSConfigBroker | None = None
+    ) -> None:
         self._registry = registry
         self._interval = interval
+        self._xds_configs = xds_configs
+
+    async def StreamXDSConfigs(
+        self,
+        request_iterator: AsyncIterator[kds_pb2.XDSConfigResponse],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> None:
+        """The zone opens it; the global writes config-dump requests and reads the answers (XDSConfigBroker)."""
+        zone = zone_of(context)
+        if not zone:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
+        if self._xds_configs is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "config dumps are not served by this global")
+        assert self._xds_configs is not None
+        await self._xds_configs.serve(zone, request_iterator, context.write)
 
     async def HealthCheck(
         self,

@@ -21,6 +21,8 @@ DOCS: dict[str, Callable[[], dict[str, Any]]] = {
     "MeshGatewayRoute": route,
     "Dataplane": dataplane,
     "Zone": zone,
+    "Secret": lambda: {"type": "Secret", "mesh": "default", "name": "tls-cert", "data": "c2VjcmV0"},
+    "MeshGatewayInstance": lambda: {"type": "MeshGatewayInstance", "mesh": "default", "name": "edge", "replicas": 2},
 }
 
 

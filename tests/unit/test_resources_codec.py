@@ -32,7 +32,8 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
         [
             (
                 "type",
-                'unknown type "Gateway". Allowed values: Mesh, MeshGateway, MeshGatewayRoute, Dataplane, Zone',
+                'unknown type "Gateway". Allowed values: Mesh, Secret, MeshGateway, MeshGatewayRoute, Dataplane, Zone,'
+                " MeshGatewayInstance",
             )
         ],
     ),

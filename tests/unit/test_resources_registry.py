@@ -14,11 +14,19 @@ def names(descriptors: tuple[KindDescriptor, ...]) -> list[str]:
 
 
 def test_kinds_in_dependency_order() -> None:
-    assert names(registry.KINDS) == ["Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane", "Zone"]
+    assert names(registry.KINDS) == [
+        "Mesh",
+        "Secret",
+        "MeshGateway",
+        "MeshGatewayRoute",
+        "Dataplane",
+        "Zone",
+        "MeshGatewayInstance",
+    ]
 
 
 def test_sync_lists_are_derived_and_put_mesh_first() -> None:
-    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "MeshGateway", "MeshGatewayRoute"]
+    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "Secret", "MeshGateway", "MeshGatewayRoute"]
     assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane"]
     for descriptor in registry.KINDS:
         both = descriptor.sync is SyncDirection.BOTH
@@ -43,6 +51,7 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         ("dataplane", "Dataplane"),
         ("dataplanes", "Dataplane"),
         ("DataPlane", "Dataplane"),
+        ("meshgatewayinstances", "MeshGatewayInstance"),
     ],
 )
 def test_lookup(alias: str, kind: str) -> None:
@@ -56,7 +65,7 @@ def test_get_is_exact() -> None:
     assert caught.value.kind == "meshgateway"
 
 
-@pytest.mark.parametrize("alias", ["gateway", "", "meshgatewayinstances", "zoneinsights"])
+@pytest.mark.parametrize("alias", ["gateway", "", "meshgatewayinstance-", "zoneinsights"])
 def test_unknown_alias(alias: str) -> None:
     with pytest.raises(UnknownKindError):
         registry.lookup(alias)
@@ -65,8 +74,10 @@ def test_unknown_alias(alias: str) -> None:
 def test_descriptors_carry_their_kuma_type_urls() -> None:
     assert [d.spec_type_url.rpartition("/")[2] for d in registry.KINDS] == [
         "kuma.mesh.v1alpha1.Mesh",
+        "kuma.system.v1alpha1.Secret",
         "kuma.mesh.v1alpha1.MeshGateway",
         "kuma.mesh.v1alpha1.MeshGatewayRoute",
         "kuma.mesh.v1alpha1.Dataplane",
         "kuma.system.v1alpha1.Zone",
+        "kuma.mesh.v1alpha1.MeshGatewayInstance",  # meshgate's own message: Kuma has only the Kubernetes CRD
     ]

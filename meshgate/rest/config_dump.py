@@ -1,0 +1,96 @@
+"""`GET /meshes/{mesh}/dataplanes/{name}/xds`: a proxy's Envoy config dump, on the zone and on the global.
+
+Zone: read from the proxy's Envoy admin (`networking.admin.port` of its Dataplane, on 127.0.0.1), so the zone
+must be able to reach that port. Global: find the Dataplane (by its stored, hash-suffixed name or by
+`kuma.io/display-name`), then ask its zone (`kuma.io/zone`) over `GlobalKDSService/StreamXDSConfigs`.
+
+`?include_eds` (or `include_eds=true`, or Kuma's `include=eds`) adds endpoints to the dump.
+
+Errors (Kuma error bodies): 404 no such Dataplane; 409 a display name that matches Dataplanes of several zones;
+502 the zone answered with an error (proxy admin unreachable); 503 the zone is offline; 504 no answer in time.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource, ResourceKey
+from meshgate.rest.app import ExtraRoute
+from meshgate.rest.errors import ApiError, not_found
+from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.transport.xds_configs import (
+    ConfigDumpError,
+    DataplaneNotFound,
+    EnvoyAdminDumper,
+    XDSConfigBroker,
+    ZoneOffline,
+)
+
+__all__ = ["global_config_dump_route", "zone_config_dump_route"]
+
+PATH = "/meshes/{mesh}/dataplanes/{name}/xds"
+TITLE = "Could not get the config dump"
+
+
+def include_eds(request: web.Request) -> bool:
+    q = request.query
+    if "include_eds" in q:
+        return q["include_eds"].lower() in ("", "1", "true", "yes")
+    return "eds" in q.getall("include", [])
+
+
+def _dump_response(config: bytes) -> web.Response:
+    return web.Response(body=config, content_type="application/json")
+
+
+def zone_config_dump_route(dumper: EnvoyAdminDumper) -> ExtraRoute:
+    async def handler(request: web.Request) -> web.Response:
+        mesh, name = request.match_info["mesh"], request.match_info["name"]
+        try:
+            return _dump_response(await dumper.dump(mesh, name, include_eds(request)))
+        except DataplaneNotFound:
+            raise not_found("Could not find a resource") from None
+        except ConfigDumpError as exc:
+            raise ApiError(502, TITLE, str(exc)) from None
+
+    return ExtraRoute("GET", PATH, handler, "A proxy's Envoy config dump, from its admin port")
+
+
+async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:
+    try:
+        return await store.get(ResourceKey("Dataplane", mesh, name))
+    except NotFoundError:
+        pass
+    found: list[Resource] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await store.list("Dataplane", mesh, offset=offset, size=1000)
+        found.extend(d for d in page.items if d.meta.labels.get(LABEL_DISPLAY_NAME) == name)
+        offset = page.next_offset
+    if not found:
+        raise not_found("Could not find a resource")
+    if len(found) > 1:
+        names = ", ".join(f"{d.meta.name} (zone {d.meta.labels.get(LABEL_ZONE, '?')})" for d in found)
+        raise ApiError(409, TITLE, f'"{name}" names Dataplanes in several zones; use the stored name: {names}')
+    return found[0]
+
+
+def global_config_dump_route(store: ResourceStore, broker: XDSConfigBroker) -> ExtraRoute:
+    async def handler(request: web.Request) -> web.Response:
+        mesh, name = request.match_info["mesh"], request.match_info["name"]
+        dataplane = await _find(store, mesh, name)
+        zone = dataplane.meta.labels.get(LABEL_ZONE, "")
+        if not zone:
+            raise ApiError(502, TITLE, f'Dataplane "{name}" has no {LABEL_ZONE} label: no zone to ask')
+        zone_name = dataplane.meta.labels.get(LABEL_DISPLAY_NAME) or dataplane.meta.name
+        try:
+            config = await broker.request(zone, mesh, zone_name, include_eds=include_eds(request))
+        except ZoneOffline as exc:
+            raise ApiError(503, TITLE, str(exc)) from None
+        except TimeoutError as exc:
+            raise ApiError(504, TITLE, str(exc)) from None
+        except ConfigDumpError as exc:
+            raise ApiError(502, TITLE, f'zone "{zone}": {exc}') from None
+        return _dump_response(config)
+
+    return ExtraRoute("GET", PATH, handler, "A proxy's Envoy config dump, asked of its zone over KDS")

@@ -1,0 +1,251 @@
+"""Envoy config dumps across KDS: `GlobalKDSService/StreamXDSConfigs`, both ends, and the zone's admin fetch.
+
+    global API GET /meshes/{mesh}/dataplanes/{name}/xds
+        -> XDSConfigBroker.request(zone, ...)            one request, a uuid, a deadline
+        -> the zone's open StreamXDSConfigs stream       (the zone opened it; the global writes requests)
+    zone: ConfigDumpAnswerer.run(channel)                reads XDSConfigRequest, answers XDSConfigResponse
+        -> EnvoyAdminDumper.dump(mesh, name)             the Dataplane's `networking.admin.port`
+        -> GET http://127.0.0.1:<admin port>/config_dump (the zone must reach the proxy's admin port; with
+           meshgate-dp beside the zone that is loopback; Kuma's kuma-dp reaches it through its own admin proxy)
+
+Everything is bounded: the zone answers at most `MAX_CONCURRENT` requests at once, each admin fetch has a
+timeout, and a global request waits at most its timeout; a stream that closes fails its pending requests at once.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import grpc
+import httpx
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.resources.model import ResourceKey
+from meshgate.store.protocol import NotFoundError, ResourceStore
+
+__all__ = [
+    "ConfigDumpAnswerer",
+    "ConfigDumpError",
+    "DataplaneNotFound",
+    "EnvoyAdminDumper",
+    "XDSConfigBroker",
+    "ZoneOffline",
+    "admin_url",
+]
+
+log = structlog.get_logger("meshgate.kds.xds_configs")
+
+MAX_CONCURRENT = 8
+ADMIN_TIMEOUT = 10.0
+# What fits in one XDSConfigResponse under the 10 MiB KDS message limit, with room for the envelope.
+MAX_CONFIG_BYTES = 10 * 1024 * 1024 - 64 * 1024
+# Requests queued per zone stream before `request` waits for room.
+QUEUE = 64
+
+
+class ConfigDumpError(Exception):
+    """The zone answered with an error (the proxy's admin is unreachable, ...)."""
+
+
+class DataplaneNotFound(ConfigDumpError):
+    pass
+
+
+class ZoneOffline(ConfigDumpError):
+    pass
+
+
+def admin_url(port: int, include_eds: bool) -> str:
+    return f"http://127.0.0.1:{port}/config_dump" + ("?include_eds" if include_eds else "")
+
+
+class EnvoyAdminDumper:
+    """The zone's side: a Dataplane's Envoy config dump, from the admin port the Dataplane registered."""
+
+    def __init__(self, store: ResourceStore, timeout: float = ADMIN_TIMEOUT) -> None:
+        self._store = store
+        self._timeout = timeout
+
+    async def dump(self, mesh: str, name: str, include_eds: bool = False) -> bytes:
+        try:
+            dataplane = await self._store.get(ResourceKey("Dataplane", mesh, name))
+        except NotFoundError:
+            raise DataplaneNotFound(f'Dataplane "{name}" not found in mesh "{mesh}"') from None
+        spec: Any = dataplane.spec
+        port = int(spec.networking.admin.port) if spec.networking.HasField("admin") else 0
+        if not port:
+            raise ConfigDumpError(
+                f'Dataplane "{name}" has no networking.admin.port: its proxy did not report an Envoy admin address'
+            )
+        url = admin_url(port, include_eds)
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                resp = await client.get(url)
+        except httpx.HTTPError as exc:
+            raise ConfigDumpError(
+                f'proxy "{name}" is not reachable at {url} ({type(exc).__name__}: {exc}); is it connected?'
+            ) from None
+        if resp.status_code != 200:
+            raise ConfigDumpError(f"Envoy admin at {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp.content
+
+
+class ConfigDumpAnswerer:
+    """Zone side of StreamXDSConfigs, run inside the KDS session on its channel; reopens the stream if it ends."""
+
+    def __init__(self, dumper: EnvoyAdminDumper, zone: str = "") -> None:
+        self._dumper = dumper
+        self._zone = zone
+
+    async def answer(self, req: kds_pb2.XDSConfigRequest) -> kds_pb2.XDSConfigResponse:
+        if req.resource_type != "Dataplane":
+            return kds_pb2.XDSConfigResponse(
+                request_id=req.request_id, error=f"unsupported resource type {req.resource_type!r}"
+            )
+        try:
+            config = await self._dumper.dump(req.resource_mesh, req.resource_name, req.include_eds)
+        except ConfigDumpError as exc:
+            return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=str(exc))
+        except Exception as exc:  # a bug: answer it, log it, never end the KDS session over it
+            log.exception("kds.xds_configs.answer_failed", zone=self._zone)
+            return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=f"internal error: {exc}")
+        if len(config) > MAX_CONFIG_BYTES:
+            # Over the KDS message limit, the write would kill the stream: name the problem instead.
+            error = f"config dump is {len(config)} bytes, over the {MAX_CONFIG_BYTES}-byte KDS limit"
+            return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=error)
+        return kds_pb2.XDSConfigResponse(request_id=req.request_id, config=config)
+
+    async def run(self, channel: grpc.aio.Channel, metadata: Any) -> None:
+        stub = kds_pb2_grpc.GlobalKDSServiceStub(channel)
+        while True:
+            try:
+                await self._stream(stub, metadata)
+                log.info("kds.xds_configs.closed", zone=self._zone)
+            except* grpc.aio.AioRpcError as group:
+                codes = {e.code() for e in group.exceptions if isinstance(e, grpc.aio.AioRpcError)}
+                if codes == {grpc.StatusCode.UNIMPLEMENTED}:
+                    log.info("kds.xds_configs.unsupported", zone=self._zone)
+                    await anyio.sleep_forever()
+                log.info("kds.xds_configs.failed", zone=self._zone, error=str(sorted(c.name for c in codes)))
+            except* Exception:  # config dumps are a side service: a failure here must not end the sync session
+                log.exception("kds.xds_configs.unexpected_error", zone=self._zone)
+            # The sync stream decides when the session ends; this one only reopens, not too eagerly.
+            await anyio.sleep(1.0)
+
+    async def _stream(self, stub: kds_pb2_grpc.GlobalKDSServiceStub, metadata: Any) -> None:
+        call = stub.StreamXDSConfigs(metadata=metadata)
+        slots = anyio.Semaphore(MAX_CONCURRENT)
+        write_lock = anyio.Lock()  # one write at a time on a grpc.aio call
+
+        async def handle(req: kds_pb2.XDSConfigRequest) -> None:
+            try:
+                resp = await self.answer(req)
+            finally:
+                slots.release()
+            async with write_lock:
+                await call.write(resp)
+
+        async with anyio.create_task_group() as tg:
+            async for req in call:
+                await slots.acquire()
+                tg.start_soon(handle, req)
+            tg.cancel_scope.cancel()
+
+
+@dataclass(slots=True)
+class _ZoneStream:
+    send: MemoryObjectSendStream[kds_pb2.XDSConfigRequest]
+    pending: dict[str, _Pending] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    response: kds_pb2.XDSConfigResponse | None = None
+    error: str = ""
+
+
+class XDSConfigBroker:
+    """Global side: the open StreamXDSConfigs stream per zone, and requests correlated by request_id."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._zones: dict[str, _ZoneStream] = {}
+
+    def connected(self, zone: str) -> bool:
+        return zone in self._zones
+
+    async def serve(
+        self,
+        zone: str,
+        responses: AsyncIterator[kds_pb2.XDSConfigResponse],
+        write: Callable[[kds_pb2.XDSConfigRequest], Awaitable[None]],
+    ) -> None:
+        """Runs one zone's stream: writes queued requests, resolves pending ones from the responses."""
+        send, receive = anyio.create_memory_object_stream[kds_pb2.XDSConfigRequest](QUEUE)
+        stream = _ZoneStream(send)
+        self._zones[zone] = stream  # a reconnect replaces the old stream, which then ends by itself
+        log.info("kds.xds_configs.open", zone=zone)
+        try:
+            async with anyio.create_task_group() as tg, receive:
+
+                async def read() -> None:
+                    async for resp in responses:
+                        pending = stream.pending.get(resp.request_id)
+                        if pending is not None:
+                            pending.response = resp
+                            pending.done.set()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(read)
+                async for req in receive:
+                    await write(req)
+        finally:
+            if self._zones.get(zone) is stream:
+                del self._zones[zone]
+            send.close()
+            for pending in stream.pending.values():
+                pending.error = f'zone "{zone}" disconnected before answering'
+                pending.done.set()
+            log.info("kds.xds_configs.closed", zone=zone)
+
+    async def request(self, zone: str, mesh: str, name: str, *, include_eds: bool = False) -> bytes:
+        """The config dump of Dataplane `name` in `zone`. Raises ZoneOffline, ConfigDumpError or TimeoutError."""
+        stream = self._zones.get(zone)
+        if stream is None:
+            raise ZoneOffline(f'zone "{zone}" is offline: it has no config-dump stream open to this global')
+        request_id = str(uuid.uuid4())
+        req = kds_pb2.XDSConfigRequest(
+            request_id=request_id,
+            resource_type="Dataplane",
+            resource_name=name,
+            resource_mesh=mesh,
+            include_eds=include_eds,
+        )
+        pending = stream.pending[request_id] = _Pending()
+        limit = self.timeout
+        try:
+            with anyio.fail_after(limit if math.isfinite(limit) else None):
+                try:
+                    await stream.send.send(req)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    raise ZoneOffline(f'zone "{zone}" disconnected') from None
+                await pending.done.wait()
+        except TimeoutError:
+            raise TimeoutError(f'zone "{zone}" did not answer within {limit:g}s') from None
+        finally:
+            stream.pending.pop(request_id, None)
+        if pending.error:
+            raise ZoneOffline(pending.error)
+        resp = pending.response
+        assert resp is not None
+        if resp.WhichOneof("result") == "error":
+            raise ConfigDumpError(resp.error)
+        return bytes(resp.config)

@@ -1,0 +1,100 @@
+"""The zone's per-proxy xDS snapshots from its store: regenerated on changes, Secrets feeding TLS listeners."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from meshgate.resources import codec
+from meshgate.store import MemoryStore
+from meshgate.xds import LISTENER
+from meshgate.xds.ads import ProxyId, ProxySnapshot
+from tests.support.gateway_harness import openssl_available, self_signed
+from zone_cp.xds import ZoneXds
+
+PROXY = ProxyId("default", "edge-1")
+
+
+def listeners(snapshot: ProxySnapshot) -> list[listener_pb2.Listener]:
+    """The Envoy Listeners of a prepared snapshot (each entry holds the wire Resource with an Any)."""
+    out = []
+    for entry in snapshot.resources.get(LISTENER, {}).values():
+        listener = listener_pb2.Listener()
+        entry.wire.resource.Unpack(listener)
+        out.append(listener)
+    return out
+
+
+def docs(secret_pem: str) -> list[dict[str, object]]:
+    return [
+        {"type": "Mesh", "name": "default"},
+        {
+            "type": "Secret",
+            "mesh": "default",
+            "name": "shop-cert",
+            "data": base64.b64encode(secret_pem.encode()).decode(),
+        },
+        {
+            "type": "MeshGateway",
+            "mesh": "default",
+            "name": "edge",
+            "selectors": [{"match": {"kuma.io/service": "edge"}}],
+            "conf": {
+                "listeners": [
+                    {
+                        "port": 8443,
+                        "protocol": "HTTPS",
+                        "hostname": "shop.example.com",
+                        "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]},
+                    }
+                ]
+            },
+        },
+        {
+            "type": "Dataplane",
+            "mesh": "default",
+            "name": "edge-1",
+            "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
+        },
+    ]
+
+
+@pytest.mark.skipif(not openssl_available(), reason="needs the openssl command to make a certificate")
+async def test_https_listener_takes_its_certificate_from_a_mesh_secret(tmp_path: Path) -> None:
+    cert = self_signed(tmp_path, "shop.example.com")
+    store = MemoryStore()
+    for doc in docs(cert.pem):
+        await store.create(codec.load(doc))
+    xds = ZoneXds(store, "zone-1")
+    with xds.listen(PROXY):
+        await xds.regenerate()
+        snapshot = xds.snapshot(PROXY)
+        assert snapshot is not None
+        (listener,) = listeners(snapshot)
+        (chain,) = listener.filter_chains
+        assert list(chain.filter_chain_match.server_names) == ["shop.example.com"]
+        tls = tls_pb2.DownstreamTlsContext()
+        chain.transport_socket.typed_config.Unpack(tls)
+        (certificate,) = tls.common_tls_context.tls_certificates
+        assert certificate.certificate_chain.inline_bytes.decode() in cert.pem
+        assert certificate.private_key.inline_bytes
+
+        # The Secret goes away: the listener's certificate cannot be resolved, so its chain is dropped.
+        await store.delete(codec.load(docs(cert.pem)[1]).key)
+        await xds.regenerate()
+        after = xds.snapshot(PROXY)
+        assert after is not None
+        assert not any(lst.filter_chains for lst in listeners(after))
+    assert xds.snapshot(PROXY) is not None  # kept until the store says otherwise; the stream is gone
+
+
+async def test_a_proxy_without_a_registered_dataplane_gets_no_snapshot() -> None:
+    store = MemoryStore()
+    xds = ZoneXds(store, "zone-1")
+    with xds.listen(PROXY):
+        await xds.regenerate()
+        assert xds.snapshot(PROXY) is None
