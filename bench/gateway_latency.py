@@ -48,7 +48,7 @@ from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
-from meshgate.xds.clusters import cluster_name
+from meshgate.xds.clusters import EndpointIndex, cluster_name
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend, running_envoy
@@ -264,7 +264,9 @@ def scale_inputs(routes: int, gateways: int) -> tuple[list[Resource], list[Resou
 def build_generate(
     gws: list[Resource], rts: list[Resource], proxies: list[Resource], dps: list[Resource]
 ) -> list[Snapshot]:
-    return [generate(p, gateways=gws, routes=rts, dataplanes=dps, zone="bench") for p in proxies]
+    # As the zone does (zone_cp/xds.py): one endpoint index per mesh, shared by all its proxies.
+    index = EndpointIndex(dps, mesh=proxies[0].meta.mesh, zone="bench")
+    return [generate(p, gateways=gws, routes=rts, dataplanes=dps, zone="bench", index=index) for p in proxies]
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:

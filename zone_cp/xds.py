@@ -23,6 +23,7 @@ from meshgate.transport.wakeup import Wakeup
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_server import SnapshotStore
+from meshgate.xds.clusters import EndpointIndex
 
 __all__ = ["ZoneXds"]
 
@@ -74,13 +75,20 @@ class ZoneXds(SnapshotStore):
             dataplanes = await self._all("Dataplane", mesh)
             secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
             by_name = {d.meta.name: d for d in dataplanes}
+            index = EndpointIndex(dataplanes, mesh=mesh, zone=self._zone)  # shared by the mesh's proxies
             for proxy in (p for p in proxies if p.mesh == mesh):
                 dataplane = by_name.get(proxy.name)
                 if dataplane is None:
                     self.remove(proxy)
                     continue
                 snapshot = generate(
-                    dataplane, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=self._zone, secrets=secrets
+                    dataplane,
+                    gateways=gateways,
+                    routes=routes,
+                    dataplanes=dataplanes,
+                    zone=self._zone,
+                    secrets=secrets,
+                    index=index,
                 )
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
