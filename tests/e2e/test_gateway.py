@@ -122,3 +122,51 @@ async def _mesh_in(z: CPProcess) -> bool:
 
 async def _starts(text: Any, prefix: str) -> bool:
     return str(await text).startswith(prefix)
+
+
+async def test_envoy_keeps_serving_while_the_zone_is_killed_and_converges_when_it_returns(
+    procs: ProcessGroup,
+) -> None:
+    g = await procs.global_cp()
+    xds_port = free_port()  # the restarted zone must come back where Envoy looks for it
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--xds-port", str(xds_port))
+    listen = free_port()
+    await put(g, "/meshes/default", {"type": "Mesh", "name": "default"})
+    await put(g, "/meshes/default/meshgateways/edge", gateway(listen))
+    await put(g, "/meshes/default/meshgatewayroutes/edge-routes", route("echo-a"))
+    async with http_backend("echo-a") as a, http_backend("echo-b") as b:
+        await eventually(lambda: _mesh_in(z), what="mesh in zone-1")
+        for backend in (a, b):
+            await put(z, f"/meshes/default/dataplanes/{backend.name}", backend_dataplane(backend.name, backend.port))
+        edge = json.dumps(
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": "edge-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}},
+                },
+            }
+        )
+        dp = DpProcess(procs.workdir, xds_port, z.ports["api"], "--dataplane", edge)
+        try:
+            await eventually(lambda: _starts(through(listen, "/a/x"), "echo-a"), what="/a via Envoy")
+
+            z.stop(signal.SIGKILL)
+            # The zone is gone: Envoy keeps its last config and keeps routing.
+            for _ in range(20):
+                assert (await through(listen, "/a/x")).startswith("echo-a")
+            # A change made on the global meanwhile cannot reach this zone yet.
+            await put(g, "/meshes/default/meshgatewayroutes/edge-routes", route("echo-b"))
+            assert (await through(listen, "/a/x")).startswith("echo-a")
+
+            # The zone comes back (same store, same xDS port): it resyncs from the global, Envoy reconnects,
+            # and the traffic converges to the change.
+            await procs.zone_cp("zone-1", g.ports["kds"], "--xds-port", str(xds_port))
+            await eventually(
+                lambda: _starts(through(listen, "/a/x"), "echo-b"), what="converged after the zone returned"
+            )
+            assert dp.proc.poll() is None  # meshgate-dp and its Envoy rode it out
+        finally:
+            dp.stop()
