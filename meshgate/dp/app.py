@@ -11,8 +11,10 @@ signal while stopping kills Envoy at once. Deregistration is shielded from cance
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -54,6 +56,16 @@ class DpConfig:
     @property
     def node_id(self) -> str:
         return f"{self.dataplane.meta.mesh}.{self.dataplane.meta.name}"
+
+
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """Makes Envoy receive SIGTERM if meshgate-dp dies without stopping it (a SIGKILL, a crash), so no Envoy
+    is ever left running orphaned. Uses util-linux's `setpriv --pdeathsig` (Linux) when it is installed;
+    elsewhere Envoy is started as is and only a graceful meshgate-dp exit stops it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 class _Supervisor:
@@ -150,7 +162,7 @@ async def _run_envoy(
         log_level=cfg.envoy_log_level,
     )
     # Envoy's own log goes to our stderr, interleaved with ours: one stream for the operator to follow.
-    proc = await anyio.open_process(argv, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
+    proc = await anyio.open_process(with_parent_death_signal(argv), stdin=subprocess.DEVNULL, stdout=None, stderr=None)
     sup.proc = proc
     slog.info(
         "dp.envoy.started",

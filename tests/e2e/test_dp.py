@@ -201,3 +201,25 @@ def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path) -> None:
         argv = envoy_argv(find_envoy(), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit may wait for a reaper that a container's PID 1 is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_envoy_dies_with_a_killed_meshgate_dp(tmp_path: Path) -> None:
+    """SIGKILL gives meshgate-dp no chance to stop Envoy: the parent-death signal must, or Envoy is orphaned."""
+    (tmp_path / "dp.yaml").write_text(DATAPLANE)
+    async with zone() as z, dp(tmp_path, z, "--dataplane-file", str(tmp_path / "dp.yaml")) as p:
+        await eventually(lambda: p.events("dp.envoy.started"), what="Envoy started")
+        (started,) = p.events("dp.envoy.started")
+        envoy_pid = int(started["pid"])
+        assert running(envoy_pid)
+        p.proc.kill()
+        p.proc.wait()
+        await eventually(lambda: not running(envoy_pid), what="Envoy to exit after its parent was killed")

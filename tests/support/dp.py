@@ -63,8 +63,13 @@ class DpProcess:
         return self.proc.returncode
 
     def stop(self) -> None:
-        """By its own handle; SIGKILL if it hangs (the test then fails on what it checks)."""
+        """By its own handle: SIGTERM first (meshgate-dp then stops its Envoy and deregisters), SIGKILL if it
+        hangs. Envoy also dies with meshgate-dp (parent-death signal), so nothing is left running."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._log.close()
