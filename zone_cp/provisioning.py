@@ -55,6 +55,7 @@ import anyio.abc
 import structlog
 from aiohttp import web
 
+from meshgate.dp.app import with_parent_death_signal
 from meshgate.k8s.selection import select_gateway
 from meshgate.k8s.status import (
     CONDITION_READY,
@@ -274,9 +275,14 @@ class _Replica:
         if path.exists():
             path.replace(path.with_name(path.name + ".1"))
         with path.open("wb") as output:
-            # Its own session: the child and its Envoy form one process group, cleaned up together.
+            # Its own session: the child and its Envoy form one process group, cleaned up together. And a
+            # parent-death signal: if this zone is killed outright, the replica stops (and its Envoy with it).
             self.proc = await anyio.open_process(
-                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                with_parent_death_signal(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.log.info("zone.gateway.replica.started", pid=self.proc.pid, admin_port=self.admin_port)
 
