@@ -14,6 +14,7 @@ from meshgate.xds.gateway import GatewayBinding, HostnameGroup, ListenerBinding,
 from meshgate.xds.generate import generate
 from meshgate.xds.routes import NO_ROUTE_BODY, UNRESOLVED_BACKEND
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Snapshot, version_of
+from meshgate.xds.vips import VipOutbound
 
 __all__ = [
     "CLUSTER",
@@ -27,6 +28,7 @@ __all__ = [
     "HostnameGroup",
     "ListenerBinding",
     "Snapshot",
+    "VipOutbound",
     "VirtualHost",
     "bind",
     "generate",

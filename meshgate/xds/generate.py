@@ -7,19 +7,22 @@ Naming (deterministic; equal inputs give byte-equal snapshots):
 | gateway listener | `<gateway>:<PROTOCOL>:<port>` (Kuma), one per port |
 | gateway route configuration | `<listener>:<hostname>`: `<listener>:*` for HTTP, one per SNI hostname for HTTPS |
 | outbound listener / its route configuration | `outbound:<address>:<port>` (Kuma's listener name) |
+| VIP outbound listener / its route configuration | `outbound:<vip>:<port>` (the same scheme) |
 | cluster and its ClusterLoadAssignment | `<service>-<16 hex>` (see `clusters.cluster_name`) |
 
 A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
-service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener.
+service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener; plus one listener per
+`VipOutbound` the caller passes (`vips`), routed the same way (a cross-mesh gateway name is always HTTP).
 
 Errors: nothing raises for bad input. What cannot be generated (no matching gateway, conflicting
-listeners, unusable certificates, outbounds without tags) is left out and listed in `Snapshot.problems`.
+listeners, unusable certificates, outbounds without tags, VIP outbounds on a taken or ambiguous address) is
+left out and listed in `Snapshot.problems`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -32,12 +35,14 @@ from meshgate.xds import routes as table
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway, select_gateway
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from meshgate.xds.vips import VipOutbound
 
-__all__ = ["generate"]
+__all__ = ["VipOutbound", "generate"]
 
 _Listener = MeshGateway.Listener
 _TLS = MeshGateway.TLS
 _OUTBOUND_ADDRESS = "127.0.0.1"
+_WILDCARD_ADDRESS = "0.0.0.0"  # where listeners.listener binds an outbound whose address is a DNS name
 
 
 class _Builder:
@@ -162,8 +167,25 @@ def _gateway(b: _Builder, proxy: Resource, binding: GatewayBinding, secrets: Map
         b.add(LISTENER, lb.name, listeners.listener(lb.name, address, lb.port, chains, gateway=True))
 
 
-def _outbounds(b: _Builder, proxy: Resource) -> None:
+def _outbound_listener(b: _Builder, name: str, address: str, port: int, tags: dict[str, str], *, http: bool) -> None:
+    """A listener `name` on `address:port` to the destination `tags`: an HCM over RDS (route configuration `name`)
+    when `http`, else a TCP proxy."""
+    dest = table.destination(tags, 1)
+    if http:
+        # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
+        catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
+        vhost = table.virtual_host("*", [catch_all], listener_port=port, tls=False, resolve=b.resolve)
+        b.add(ROUTE, name, table.route_configuration(name, [vhost]))
+        chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
+    else:
+        chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])
+    b.add(LISTENER, name, listeners.listener(name, address, port, [chain], gateway=False))
+
+
+def _outbounds(b: _Builder, proxy: Resource) -> set[tuple[str, int]]:
+    """The `networking.outbound` listeners; returns the (bound address, port) pairs they take."""
     spec: Any = proxy.spec
+    taken: set[tuple[str, int]] = set()
     for i, outbound in enumerate(spec.networking.outbound):
         address = outbound.address or _OUTBOUND_ADDRESS
         name = f"outbound:{address}:{outbound.port}"
@@ -171,16 +193,34 @@ def _outbounds(b: _Builder, proxy: Resource) -> None:
         if TAG_SERVICE not in tags:
             b.problems.append(f"networking.outbound[{i}]: no {TAG_SERVICE} tag (backendRef is not supported)")
             continue
-        dest = table.destination(tags, 1)
-        if b.index.protocol(tags) in clusters.HTTP_PROTOCOLS:
-            # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
-            catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
-            vhost = table.virtual_host("*", [catch_all], listener_port=outbound.port, tls=False, resolve=b.resolve)
-            b.add(ROUTE, name, table.route_configuration(name, [vhost]))
-            chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
-        else:
-            chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])
-        b.add(LISTENER, name, listeners.listener(name, address, outbound.port, [chain], gateway=False))
+        http = b.index.protocol(tags) in clusters.HTTP_PROTOCOLS
+        _outbound_listener(b, name, address, outbound.port, tags, http=http)
+        taken.add((address if clusters.is_ip(address) else _WILDCARD_ADDRESS, outbound.port))
+    return taken
+
+
+def _vip_outbounds(b: _Builder, vips: Sequence[VipOutbound], taken: set[tuple[str, int]]) -> None:
+    """One listener per distinct VipOutbound, in address order. Skipped, as problems: one whose `vip:port` an
+    explicit outbound binds (on that address or on the wildcard), and every one of several that share a
+    `vip:port` but not their destination (ambiguous, so none is routed)."""
+    by_address: dict[tuple[str, int], list[VipOutbound]] = {}
+    for vip in sorted(set(vips), key=VipOutbound.sort_key):
+        by_address.setdefault((vip.vip, vip.port), []).append(vip)
+    for (address, port), group in by_address.items():
+        name = f"outbound:{address}:{port}"
+        if (address, port) in taken or (_WILDCARD_ADDRESS, port) in taken:
+            service = group[0].service
+            b.problems.append(f"{name}: VIP outbound for {service!r} collides with a networking.outbound; skipped")
+            continue
+        if len(group) > 1:
+            targets = ", ".join(f"{v.kind} {v.service!r}" for v in group)
+            b.problems.append(f"{name}: VIP outbounds disagree on the destination ({targets}); skipped")
+            continue
+        (vip,) = group
+        tags = {TAG_SERVICE: vip.service}
+        # A cross-mesh listener is HTTP (gateway.md, "Cross-mesh"); a service speaks what its inbounds say.
+        http = vip.kind == "gateway" or b.index.protocol(tags) in clusters.HTTP_PROTOCOLS
+        _outbound_listener(b, name, address, port, tags, http=http)
 
 
 def generate(
@@ -192,13 +232,16 @@ def generate(
     zone: str,
     secrets: Mapping[str, bytes] | None = None,
     index: clusters.EndpointIndex | None = None,
+    vips: Sequence[VipOutbound] = (),
 ) -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane), from its mesh's gateways, routes and Dataplanes.
 
     `zone` is this control plane's zone: Dataplanes without a `kuma.io/zone` label are in it. `secrets`
     maps a mesh Secret's name to its decoded bytes, for certificates given as `secret`. `index`: an
     `EndpointIndex` of the same Dataplanes, built once per mesh by a caller generating for many proxies
-    (indexing 10k Dataplanes once instead of once per proxy); built here when omitted.
+    (indexing 10k Dataplanes once instead of once per proxy); built here when omitted. `vips`: the zone's
+    `.mesh` VIP outbounds, each a listener `outbound:<vip>:<port>` on a delegated gateway or ordinary
+    Dataplane (ignored for a builtin gateway, which has its MeshGateway's listeners instead).
     """
     if index is None:
         index = clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone)
@@ -210,5 +253,5 @@ def generate(
         else:
             _gateway(b, proxy, bind(proxy, gateway, routes), secrets or {})
     else:
-        _outbounds(b, proxy)
+        _vip_outbounds(b, vips, _outbounds(b, proxy))
     return b.finish()

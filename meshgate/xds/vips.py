@@ -1,0 +1,54 @@
+"""`VipOutbound`: one outbound listener a zone asks `generate` to add on a `.mesh` VIP (gateway.md, "DNS and VIPs").
+
+The zone allocates the VIPs and decides the ports (a service VIP listens on 80, a cross-mesh gateway name on its
+MeshGateway listener's port); `generate` turns each into a listener `outbound:<vip>:<port>` on a delegated
+gateway or ordinary Dataplane, routed exactly like a `networking.outbound` entry for the same service.
+
+A VipOutbound checks its own fields when built and raises ValueError for a value no allocator should produce (not
+an IPv4 address, a port outside 1..65535, an empty service, an unknown kind): these are caller bugs, not resources.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["VIP_KINDS", "VipKind", "VipOutbound"]
+
+VipKind = Literal["service", "gateway"]
+VIP_KINDS: tuple[VipKind, ...] = ("service", "gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class VipOutbound:
+    """`vip:port` routes to the endpoints of `service` (a `kuma.io/service` value).
+
+    `kind`: "service" for a service VIP (its protocol comes from the service's inbounds, as for any outbound);
+    "gateway" for a cross-mesh MeshGateway name, whose listener is always HTTP.
+    """
+
+    vip: str
+    port: int
+    service: str
+    kind: VipKind = "service"
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.IPv4Address(self.vip)
+        except ValueError:
+            raise ValueError(f"VipOutbound.vip must be an IPv4 address, not {self.vip!r}") from None
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ValueError(f"VipOutbound.port must be 1..65535, not {self.port!r}")
+        if not self.service:
+            raise ValueError("VipOutbound.service must not be empty")
+        if self.kind not in VIP_KINDS:
+            raise ValueError(f"VipOutbound.kind must be one of {VIP_KINDS}, not {self.kind!r}")
+
+    @property
+    def listener_name(self) -> str:
+        """Kuma's outbound listener name; also the name of its route configuration when the service is HTTP."""
+        return f"outbound:{self.vip}:{self.port}"
+
+    def sort_key(self) -> tuple[int, int, str, str]:
+        return (int(ipaddress.IPv4Address(self.vip)), self.port, self.service, self.kind)
