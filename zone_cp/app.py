@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import anyio
 import structlog
 from aiohttp import web
 
+from meshgate.dns.names import SERVICE_PORT
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
@@ -30,7 +32,9 @@ from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
+from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
+from zone_cp.dns import ZoneDns
 from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
@@ -53,6 +57,10 @@ class ZoneConfig:
     xds_port: int = 5678
     # "universal" or "kubernetes": the latter also reconciles MeshGatewayInstances (zone_cp/kubernetes.py).
     environment: str = "universal"
+    # `.mesh` DNS (zone_cp/dns.py): UDP and TCP port, the VIP range per mesh, and the domain.
+    dns_port: int = 5653
+    vip_cidr: str = "240.0.0.0/4"
+    dns_domain: str = "mesh"
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -101,7 +109,17 @@ async def run_zone(
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
             xds_configs=ConfigDumpAnswerer(dumper, cfg.zone),
         )
-        xds = ZoneXds(store, cfg.zone)
+        dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain)
+
+        def service_vips(mesh: str) -> list[VipOutbound]:
+            """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it)."""
+            vips = dns.meshes.get(mesh)
+            if vips is None:
+                return []
+            return [VipOutbound(str(vip), SERVICE_PORT, e.service) for e, vip in vips.entries if e.service]
+
+        xds = ZoneXds(store, cfg.zone, vips=service_vips)
+        dns.on_change = xds.mark_dirty
         ads = AggregatedDiscoveryService(xds, ProxyRegistry())
         # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
         gateways = Provisioner(store, cfg.data_dir / "gateways")
@@ -113,6 +131,7 @@ async def run_zone(
                 _xds_route(ads),
                 zone_config_dump_route(dumper),
                 gateways.status_route(),
+                dns.route(),
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready)
@@ -125,6 +144,9 @@ async def run_zone(
             ports["xds"] = await tg.start(
                 serve_grpc, [register_ads(ads)], [ADS_SERVICE_NAME], cfg.bind_address, cfg.xds_port
             )
+            # Persisted VIPs are loaded before the DNS port opens, so a restarted zone never answers without them.
+            await tg.start(dns.run)
+            ports["dns"] = await tg.start(dns.server.serve, cfg.bind_address, cfg.dns_port)
             await tg.start(local.run)
             tg.start_soon(client.run)
             if kube is not None:

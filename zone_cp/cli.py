@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated
 
@@ -60,6 +61,15 @@ def run(
             help="universal, or kubernetes to also turn MeshGatewayInstances into Deployments and Services.",
         ),
     ] = "universal",
+    dns_port: Annotated[
+        int, typer.Option("--dns-port", envvar="MESHGATE_DNS_PORT", help=".mesh DNS port (UDP and TCP).")
+    ] = 5653,
+    vip_cidr: Annotated[
+        str, typer.Option("--vip-cidr", envvar="MESHGATE_VIP_CIDR", help="IPv4 CIDR that .mesh VIPs come from.")
+    ] = "240.0.0.0/4",
+    dns_domain: Annotated[
+        str, typer.Option("--dns-domain", envvar="MESHGATE_DNS_DOMAIN", help="The DNS domain of mesh names.")
+    ] = "mesh",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -71,6 +81,12 @@ def run(
             parse_address(address)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--global-address") from exc
+    try:
+        IPv4Network(vip_cidr)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--vip-cidr") from exc
+    if not dns_domain.strip("."):
+        raise typer.BadParameter("must not be empty", param_hint="--dns-domain")
     setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
         zone=zone,
@@ -83,6 +99,9 @@ def run(
         ports_file=ports_file,
         environment=environment,
         xds_port=xds_port,
+        dns_port=dns_port,
+        vip_cidr=vip_cidr,
+        dns_domain=dns_domain,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

@@ -10,7 +10,7 @@ so its Envoy simply waits.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import anyio
@@ -24,6 +24,7 @@ from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_server import SnapshotStore
 from meshgate.xds.clusters import EndpointIndex
+from meshgate.xds.vips import VipOutbound
 
 __all__ = ["ZoneXds"]
 
@@ -39,10 +40,14 @@ def _secret_bytes(secret: Resource) -> bytes:
 
 
 class ZoneXds(SnapshotStore):
-    def __init__(self, store: ResourceStore, zone: str) -> None:
+    def __init__(
+        self, store: ResourceStore, zone: str, vips: Callable[[str], Sequence[VipOutbound]] | None = None
+    ) -> None:
+        """`vips(mesh)`: the mesh's VIP outbounds (service name -> VIP:80), from the zone's DNS allocations."""
         super().__init__()
         self._store = store
         self._zone = zone
+        self._vips = vips
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -89,10 +94,15 @@ class ZoneXds(SnapshotStore):
                     zone=self._zone,
                     secrets=secrets,
                     index=index,
+                    vips=self._vips(mesh) if self._vips is not None else (),
                 )
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)
+
+    def mark_dirty(self) -> None:
+        """Something outside the store changed what proxies get (the DNS allocations): regenerate."""
+        self._dirty.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with self._store.changes.subscribe() as sub, anyio.create_task_group() as tg:

@@ -5,6 +5,7 @@ questions people ask first, plus IN FLIGHT (responses awaiting an ACK: how many,
 WARNINGS (stalls, lapsed health checks, oversized resources), so a stuck stream shows up in the overview.
 `inspect zone NAME` opens one zone: every kind, both directions, with the last NACK and what it named.
 `inspect dataplane NAME --mesh M --type config-dump` prints a proxy's Envoy config dump, against a zone or the global.
+`inspect vips --mesh M` lists a zone's `.mesh` names: VIP, ports and the Dataplanes or gateway behind each.
 The renderers are plain functions of the JSON and a `now`, so tests pin their output.
 """
 
@@ -24,7 +25,7 @@ from meshgate.cli.client import ApiClient, ApiResponseError
 from meshgate.cli.context import api_errors, fail, settings_of
 from meshgate.cli.output import OutputFormat, age, table
 
-__all__ = ["app", "render_zone", "render_zones"]
+__all__ = ["app", "render_vips", "render_zone", "render_zones"]
 
 app = typer.Typer(
     help="Inspect zones and their KDS streams (on the global), and proxies' Envoy config.", no_args_is_help=True
@@ -217,3 +218,34 @@ def inspect_dataplane(
             raise
     assert kind is InspectType.CONFIG_DUMP
     typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def render_vips(items: Sequence[Doc]) -> str:
+    rows = [["NAME", "VIP", "PORTS", "SOURCE"]]
+    for item in items:
+        rows.append(
+            [
+                str(item.get("name", "")),
+                str(item.get("vip", "")),
+                ",".join(str(p) for p in item.get("ports") or []),
+                ", ".join(str(s) for s in item.get("source") or []),
+            ]
+        )
+    return table(rows)
+
+
+@app.command("vips")
+def inspect_vips(
+    ctx: typer.Context,
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="The mesh.")] = "default",
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """A zone's .mesh names in a mesh: VIP, ports, and the Dataplanes or gateway listener each comes from."""
+    with ApiClient(settings_of(ctx).api) as client, api_errors("inspect vips"):
+        body = client.get_json("/vips", {"mesh": mesh})
+    if output is OutputFormat.TABLE:
+        typer.echo(render_vips(body.get("items") or []), nl=False)
+        for problem in body.get("problems") or []:
+            typer.echo(f"problem: {problem}", err=True)
+    else:
+        typer.echo(dump(body, output), nl=False)

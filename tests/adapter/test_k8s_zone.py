@@ -164,6 +164,7 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
             store=f"sqlite:{database}",
             data_dir=tmp_path,
             environment="kubernetes",
+            dns_port=0,
         )
         async with anyio.create_task_group() as tg:
             ports: dict[str, int] = await tg.start(run_zone, cfg)

@@ -105,6 +105,8 @@ class ProcessGroup:
             "0",
             "--xds-port",
             "0",
+            "--dns-port",
+            "0",
             "--bind-address",
             "127.0.0.1",
             "--data-dir",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from global_cp.insights import zone_overview
-from meshgate.cli.inspect import render_zone, render_zones
+from meshgate.cli.inspect import render_vips, render_zone, render_zones
 from tests.support.zones import POLICY, registry_with_traffic, zone_record
 
 
@@ -52,3 +52,20 @@ def test_inspect_zone_detail_names_the_nack() -> None:
     assert lines[header + 1].split() == ["Thing", "3", "1", "1", "6s", "ago", "(nonce", "3)", "3", "500ms"]
     assert "    last NACK of Thing (nonce 2, 8s ago): Thing b.default: value: must not be bad" in lines
     assert "      b.default: value: must not be bad" in lines
+
+
+def test_inspect_vips_table() -> None:
+    items = [
+        {"name": "echo.mesh", "vip": "240.0.0.1", "ports": [80], "source": ["Dataplane e-1", "Dataplane e-2"]},
+        {
+            "name": "internal.edge.default.mesh",
+            "vip": "240.0.0.2",
+            "ports": [8080, 8081],
+            "source": ["MeshGateway edge"],
+        },
+    ]
+    assert render_vips(items).splitlines() == [
+        "NAME                         VIP         PORTS       SOURCE",
+        "echo.mesh                    240.0.0.1   80          Dataplane e-1, Dataplane e-2",
+        "internal.edge.default.mesh   240.0.0.2   8080,8081   MeshGateway edge",
+    ]

@@ -1,0 +1,95 @@
+"""DNS name -> VIP -> Envoy -> backend: a delegated gateway's Envoy listens on the VIPs the zone's DNS hands out."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import dns.rdatatype
+import httpx
+import pytest
+
+from tests.support.dp import DpProcess
+from tests.support.envoy import http_backend
+from tests.support.processes import CPProcess, ProcessGroup
+from tests.support.wait import eventually
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="Envoy binds VIP:80, a privileged port, which needs root here"),
+]
+
+
+async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        r = await c.put(path, json=doc)
+    assert r.status_code in (200, 201), r.text
+
+
+async def resolve(z: CPProcess, name: str) -> str | None:
+    answer = await dns.asyncquery.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=z.ports["dns"], timeout=2)
+    for rrset in answer.answer:
+        if rrset.rdtype == dns.rdatatype.A:
+            return str(next(iter(rrset)))
+    return None
+
+
+async def test_a_mesh_name_resolves_to_a_vip_that_the_delegated_gateway_routes(procs: ProcessGroup) -> None:
+    g = await procs.global_cp()
+    # VIPs inside 127.0.0.0/8 so Envoy can bind them on loopback.
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--vip-cidr", "127.100.0.0/16")
+    await put(g, "/meshes/default", {"type": "Mesh", "name": "default"})
+
+    async def mesh_in_zone() -> bool:
+        async with httpx.AsyncClient(base_url=z.url()) as c:
+            return (await c.get("/meshes/default")).status_code == 200
+
+    await eventually(mesh_in_zone, what="mesh in zone-1")
+    async with http_backend("echo") as echo:
+        await put(
+            z,
+            "/meshes/default/dataplanes/echo-1",
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": "echo-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
+                },
+            },
+        )
+        await eventually(lambda: resolve(z, "echo.mesh"), what="echo.mesh resolves")
+        vip = await resolve(z, "echo.mesh")
+        assert vip is not None
+        assert vip.startswith("127.100.")
+
+        kong = json.dumps(
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": "kong-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
+                    "outbound": [{"port": 10001, "tags": {"kuma.io/service": "echo"}}],
+                },
+            }
+        )
+        dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", kong)
+        try:
+
+            async def through_vip() -> bool:
+                try:
+                    async with httpx.AsyncClient(timeout=2) as c:
+                        r = await c.get(f"http://{vip}/hello", headers={"Host": "echo.mesh"})
+                except httpx.HTTPError:
+                    return False
+                return r.status_code == 200 and r.text.startswith("echo")
+
+            await eventually(through_vip, what=f"http://echo.mesh (VIP {vip}) through the delegated gateway's Envoy")
+        finally:
+            dp.stop()

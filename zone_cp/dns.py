@@ -1,0 +1,192 @@
+"""The zone's `.mesh` DNS: names and VIPs recomputed from the store, persisted in it, served over DNS.
+
+Persistence. Each mesh's allocations are one resource of the zone-internal kind `VirtualIPs` (name `vips`, in
+that mesh), whose spec is a `google.protobuf.Struct` of name -> VIP. The kind is deliberately not in
+`meshgate.resources.registry`: the store keeps any kind (it stores a spec by its type name), and everything
+that enumerates kinds derives from the registry, so `VirtualIPs` is never synced over KDS, never served or
+written through the REST API, and needs no codec. It lives in its mesh, so deleting the Mesh deletes it too
+(the store's cascade). Reading it back at startup, before the DNS server reports started, is what keeps every
+VIP across a zone restart.
+
+Names from several meshes share one DNS server: a name that two meshes both define resolves to the VIP of
+the first mesh in name order, and the clash is reported as a problem on `GET /vips`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+import anyio
+import anyio.abc
+import structlog
+from aiohttp import web
+from google.protobuf.struct_pb2 import Struct
+
+from meshgate.dns.names import VipEntry, mesh_names
+from meshgate.dns.responder import Table
+from meshgate.dns.server import DnsServer
+from meshgate.dns.vips import allocate
+from meshgate.resources.model import Meta, Resource, ResourceKey
+from meshgate.rest.app import ExtraRoute
+from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore, StoreError
+
+__all__ = ["VIPS_KIND", "VIPS_NAME", "ZoneDns"]
+
+log = structlog.get_logger("meshgate.zone.dns")
+
+VIPS_KIND = "VirtualIPs"
+VIPS_NAME = "vips"
+# What names are computed from: a change to anything else (our own VirtualIPs writes included) is ignored.
+_SOURCE_KINDS = frozenset({"Mesh", "Dataplane", "MeshGateway"})
+
+
+@dataclass(frozen=True, slots=True)
+class MeshVips:
+    entries: tuple[tuple[VipEntry, IPv4Address], ...]
+    problems: tuple[str, ...]
+
+
+def _decode(resource: Resource | None) -> dict[str, IPv4Address]:
+    if resource is None:
+        return {}
+    out: dict[str, IPv4Address] = {}
+    for name, value in resource.spec.fields.items():  # type: ignore[attr-defined]
+        try:
+            out[name] = IPv4Address(value.string_value)
+        except ValueError:
+            continue  # an unreadable entry is simply allocated again
+    return out
+
+
+class ZoneDns:
+    def __init__(self, store: ResourceStore, cidr: IPv4Network, domain: str) -> None:
+        self._store = store
+        self._cidr = cidr
+        self._domain = domain.lower().strip(".")
+        self.server = DnsServer(Table(self._domain, {}))
+        self.meshes: dict[str, MeshVips] = {}
+        self._dirty = anyio.Event()
+        # Called after every refresh: the zone's xDS regenerates VIP outbound listeners from `meshes`.
+        self.on_change: Callable[[], None] | None = None
+
+    @property
+    def allocations(self) -> Mapping[str, Mapping[str, IPv4Address]]:
+        """mesh -> every DNS name -> its VIP (aliases included), for VIP outbound listeners."""
+        return {
+            mesh: {name: vip for entry, vip in vips.entries for name in entry.names}
+            for mesh, vips in self.meshes.items()
+        }
+
+    async def refresh(self) -> None:
+        """Recomputes every mesh's names and VIPs, persists what changed, and swaps the server's table."""
+        meshes = sorted(m.meta.name for m in (await self._store.list("Mesh")).items)
+        dataplanes = (await self._store.list("Dataplane")).items
+        gateways = (await self._store.list("MeshGateway")).items
+        stored = {r.meta.mesh: r for r in (await self._store.list(VIPS_KIND)).items}
+        result: dict[str, MeshVips] = {}
+        for mesh in meshes:
+            names = mesh_names(mesh, dataplanes, gateways, domain=self._domain)
+            current = _decode(stored.get(mesh))
+            allocation = allocate(mesh, self._cidr, current, (e.key for e in names.entries))
+            problems = list(names.problems)
+            if allocation.error is not None:
+                log.error("dns.vips_exhausted", mesh=mesh, error=str(allocation.error))
+                problems.append(str(allocation.error))
+            if allocation.vips != current:
+                await self._persist(mesh, allocation.vips, stored.get(mesh))
+            entries = tuple((e, allocation.vips[e.key]) for e in names.entries if e.key in allocation.vips)
+            result[mesh] = MeshVips(entries, tuple(problems))
+        for mesh, orphan in stored.items():
+            if mesh not in result:
+                # The Mesh went away after its VirtualIPs were written: its cascade missed this record.
+                await self._delete(orphan.key)
+        records: dict[str, IPv4Address] = {}
+        owners: dict[str, str] = {}
+        for mesh, vips in result.items():
+            clashes = []
+            for entry, vip in vips.entries:
+                for name in entry.names:
+                    if owners.setdefault(name, mesh) != mesh:
+                        clashes.append(f'{name} of mesh "{mesh}" resolves to mesh "{owners[name]}"\'s VIP')
+                    records.setdefault(name, vip)
+            if clashes:
+                result[mesh] = MeshVips(vips.entries, (*vips.problems, *clashes))
+        self.meshes = result
+        self.server.table = Table(self._domain, records)
+        if self.on_change is not None:
+            self.on_change()
+
+    async def _persist(self, mesh: str, vips: Mapping[str, IPv4Address], stored: Resource | None) -> None:
+        if not vips:
+            if stored is not None:
+                await self._delete(stored.key)
+            return
+        spec = Struct()
+        spec.update({name: str(vip) for name, vip in vips.items()})
+        if stored is None:
+            await self._store.create(Resource(VIPS_KIND, Meta(name=VIPS_NAME, mesh=mesh), spec))
+        else:
+            await self._store.update(Resource(VIPS_KIND, stored.meta, spec))
+
+    async def _delete(self, key: ResourceKey) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self._store.delete(key)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loads and persists every VIP, reports started, then follows the store until cancelled."""
+        async with self._store.changes.subscribe() as sub, anyio.create_task_group() as tg:
+
+            async def follow_store() -> None:
+                while True:
+                    if _SOURCE_KINDS & (await sub.next_batch()).keys():
+                        self._dirty.set()
+
+            tg.start_soon(follow_store)
+            self._dirty.set()
+            started = False
+            while True:
+                await self._dirty.wait()
+                self._dirty = anyio.Event()
+                try:
+                    await self.refresh()
+                except (ConflictError, AlreadyExistsError) as exc:
+                    # Another writer of the same record (a second zone replica on a shared store): read again.
+                    log.info("dns.vips_conflict", error=str(exc))
+                    self._dirty.set()
+                    await anyio.sleep(0.05)
+                    continue
+                except StoreError as exc:
+                    log.warning("dns.refresh_failed", error=str(exc))
+                    self._dirty.set()
+                    await anyio.sleep(0.5)
+                    continue
+                if not started:
+                    started = True
+                    task_status.started()
+
+    def route(self) -> ExtraRoute:
+        async def handler(request: web.Request) -> web.Response:
+            wanted = request.query.get("mesh")
+            items = []
+            problems: list[str] = []
+            for mesh, vips in sorted(self.meshes.items()):
+                if wanted and mesh != wanted:
+                    continue
+                problems.extend(vips.problems)
+                for entry, vip in vips.entries:
+                    for name in entry.names:
+                        items.append(
+                            {
+                                "name": name,
+                                "mesh": mesh,
+                                "vip": str(vip),
+                                "ports": list(entry.ports),
+                                "source": list(entry.sources),
+                            }
+                        )
+            return web.json_response({"items": items, "total": len(items), "problems": problems})
+
+        return ExtraRoute("GET", "/vips", handler, "The zone's .mesh names: VIP, ports and where each comes from")
