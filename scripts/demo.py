@@ -4,6 +4,7 @@ shown arriving in both zones. Runs until Ctrl-C, then stops every process it sta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -17,14 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.query
+import dns.rdatatype
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "demo"
 BIN = Path(sys.executable).parent
 
 GLOBAL = {"api": 5681, "kds": 5685, "diagnostics": 5680}
 ZONES = {
-    "zone-1": {"api": 5691, "diagnostics": 5690, "xds": 5678},
-    "zone-2": {"api": 5693, "diagnostics": 5692, "xds": 5679},
+    "zone-1": {"api": 5691, "diagnostics": 5690, "xds": 5678, "dns": 5653},
+    "zone-2": {"api": 5693, "diagnostics": 5692, "xds": 5679, "dns": 5654},
 }
 
 
@@ -181,6 +186,73 @@ def gateway_demo(procs: list[subprocess.Popen[bytes]], route: dict[str, Any]) ->
     print(f"$ curl http://127.0.0.1:{GATEWAY_PORT}/api  x20 -> {dict(tally('/api'))}")
 
 
+VIP_CIDR = "127.100.0.0/16"
+
+
+def resolve(name: str, port: int) -> str | None:
+    query = dns.message.make_query(name, "A")
+    answer = dns.query.udp(query, "127.0.0.1", port=port, timeout=2)
+    for rrset in answer.answer:
+        for item in rrset:
+            if item.rdtype == dns.rdatatype.A:
+                return str(item)
+    return None
+
+
+def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
+    """A .mesh name resolved by zone-1's DNS, and a request to it through a delegated gateway's Envoy."""
+    zone1 = ZONES["zone-1"]
+    deadline = time.monotonic() + 15
+    vip = None
+    while vip is None:
+        vip = resolve("backend.mesh", zone1["dns"])
+        if vip is None and time.monotonic() > deadline:
+            sys.exit("backend.mesh did not resolve")
+        time.sleep(0.05)
+    print(f"\n$ dig @127.0.0.1 -p {zone1['dns']} backend.mesh +short   (zone-1's DNS)\n{vip}")
+    if os.geteuid() != 0:
+        print(f"  (not root: Envoy cannot bind {vip}:80 here, so the request through the delegated gateway is skipped)")
+        return
+    kong = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "kong-1",
+        "networking": {
+            "address": "127.0.0.1",
+            "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
+            "outbound": [{"port": 10001, "tags": {"kuma.io/service": "frontend"}}],
+        },
+    }
+    dp = start(
+        "kong-1",
+        [
+            str(BIN / "meshgate-dp"),
+            "run",
+            "--cp-address",
+            f"grpc://127.0.0.1:{zone1['xds']}",
+            "--cp-api",
+            f"http://127.0.0.1:{zone1['api']}",
+            "--dataplane",
+            json.dumps(kong),
+            "--admin-port",
+            "9902",
+        ],
+    )
+    procs.append(dp)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            req = urllib.request.Request(f"http://{vip}/", headers={"Host": "backend.mesh"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                body = r.read().decode().strip()
+                break
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline or dp.poll() is not None:
+                sys.exit(f"no answer through the delegated gateway; see {DATA / 'kong-1.log'}")
+            time.sleep(0.05)
+    print(f"$ curl http://backend.mesh/   (via the delegated gateway kong-1's Envoy on {vip}:80) -> {body}")
+
+
 def main() -> None:
     # Every run starts from an empty store, so what it prints is what this run did.
     shutil.rmtree(DATA, ignore_errors=True)
@@ -225,6 +297,11 @@ def main() -> None:
                     str(ports["diagnostics"]),
                     "--xds-port",
                     str(ports["xds"]),
+                    "--dns-port",
+                    str(ports["dns"]),
+                    # VIPs on loopback, so the demo's Envoy can bind them without any network setup.
+                    "--vip-cidr",
+                    VIP_CIDR,
                     "--bind-address",
                     "127.0.0.1",
                 ],
@@ -256,6 +333,7 @@ def main() -> None:
             print(f"  arrived in {zone} after {(time.monotonic() - t0) * 1000:.1f} ms")
 
         gateway_demo(procs, route)
+        dns_demo(procs)
         for zone, ports in ZONES.items():
             for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
                 print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")
