@@ -49,6 +49,7 @@ from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.xds.clusters import EndpointIndex, cluster_name
+from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend, running_envoy
@@ -266,7 +267,11 @@ def build_generate(
 ) -> list[Snapshot]:
     # As the zone does (zone_cp/xds.py): one endpoint index per mesh, shared by all its proxies.
     index = EndpointIndex(dps, mesh=proxies[0].meta.mesh, zone="bench")
-    return [generate(p, gateways=gws, routes=rts, dataplanes=dps, zone="bench", index=index) for p in proxies]
+    route_index = RouteIndex(rts)
+    return [
+        generate(p, gateways=gws, routes=rts, dataplanes=dps, zone="bench", index=index, route_index=route_index)
+        for p in proxies
+    ]
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:

@@ -24,6 +24,7 @@ from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_server import SnapshotStore
 from meshgate.xds.clusters import EndpointIndex
+from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.vips import VipOutbound
 
 __all__ = ["ZoneXds"]
@@ -81,6 +82,7 @@ class ZoneXds(SnapshotStore):
             secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
             by_name = {d.meta.name: d for d in dataplanes}
             index = EndpointIndex(dataplanes, mesh=mesh, zone=self._zone)  # shared by the mesh's proxies
+            route_index = RouteIndex(routes)
             for proxy in (p for p in proxies if p.mesh == mesh):
                 dataplane = by_name.get(proxy.name)
                 if dataplane is None:
@@ -94,6 +96,7 @@ class ZoneXds(SnapshotStore):
                     zone=self._zone,
                     secrets=secrets,
                     index=index,
+                    route_index=route_index,
                     vips=self._vips(mesh) if self._vips is not None else (),
                 )
                 for problem in snapshot.problems:

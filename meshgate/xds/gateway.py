@@ -34,6 +34,7 @@ from typing import Any
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
+from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import hostnames
 
 __all__ = [
@@ -207,8 +208,48 @@ def _merged_tags(*layers: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
-def bind(dataplane: Resource, gateway: Resource, routes: Iterable[Resource]) -> GatewayBinding:
-    """The Envoy listeners of `gateway` on `dataplane`, with the routes bound to each virtual host."""
+class RouteIndex:
+    """A mesh's routes by the `kuma.io/service` their selectors require, built once per mesh.
+
+    A selector matches only tags that hold each of its keys, so a route whose every selector names a service
+    can only bind to a listener whose merged tags carry one of those services: binding a gateway checks those
+    candidates (plus routes with a selector that names no service) instead of every route in the mesh.
+    """
+
+    def __init__(self, routes: Iterable[Resource]) -> None:
+        self._by_service: dict[str, list[Resource]] = {}
+        self._any_service: list[Resource] = []
+        for route in sorted(routes, key=lambda r: (r.meta.mesh, r.meta.name)):
+            services: set[str] = set()
+            wildcard = False
+            for selector in route.spec.selectors:  # type: ignore[attr-defined]
+                service = selector.match.get(TAG_SERVICE)
+                if service is None or service == _WILDCARD_SELECTOR_VALUE:
+                    wildcard = True
+                else:
+                    services.add(service)
+            if wildcard:
+                self._any_service.append(route)
+            for service in services:
+                self._by_service.setdefault(service, []).append(route)
+
+    def candidates(self, tags: Mapping[str, str]) -> list[Resource]:
+        """The routes that may bind to a listener with `tags`, sorted by (mesh, name)."""
+        found = self._by_service.get(tags.get(TAG_SERVICE, ""), [])
+        if not self._any_service:
+            return found
+        return sorted(
+            {id(r): r for r in (*found, *self._any_service)}.values(), key=lambda r: (r.meta.mesh, r.meta.name)
+        )
+
+
+def bind(
+    dataplane: Resource, gateway: Resource, routes: Iterable[Resource], *, route_index: RouteIndex | None = None
+) -> GatewayBinding:
+    """The Envoy listeners of `gateway` on `dataplane`, with the routes bound to each virtual host.
+
+    `route_index`: the mesh's routes indexed once (`RouteIndex`) by a caller binding many proxies; the
+    result is the same as scanning `routes`, which is what happens without it."""
     spec: Any = gateway.spec
     dp_tags: Mapping[str, str] = dataplane.spec.networking.gateway.tags  # type: ignore[attr-defined]
     mesh_routes = sorted((r for r in routes if r.meta.mesh == gateway.meta.mesh), key=lambda r: r.meta.name)
@@ -242,7 +283,12 @@ def bind(dataplane: Resource, gateway: Resource, routes: Iterable[Resource]) -> 
                 problems.append(f"listener on port {port}: hostname {hostname!r} is repeated; skipped")
                 continue
             tags = _merged_tags(dp_tags, spec.tags, listener.tags)
-            bound = tuple(r for r in mesh_routes if _route_fits(r, protocol) and _binds(r, tags))
+            pool = (
+                [r for r in route_index.candidates(tags) if r.meta.mesh == gateway.meta.mesh]
+                if route_index is not None
+                else mesh_routes
+            )
+            bound = tuple(r for r in pool if _route_fits(r, protocol) and _binds(r, tags))
             groups[key].append(_ListenerHost.of(hostname, bound))
             tls_by_group.setdefault(key, listener.tls if listener.HasField("tls") else None)
             if listener.resources.connection_limit:

@@ -32,7 +32,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
-from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway, select_gateway
+from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bind, is_builtin_gateway, select_gateway
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from meshgate.xds.vips import VipOutbound
@@ -233,6 +233,7 @@ def generate(
     secrets: Mapping[str, bytes] | None = None,
     index: clusters.EndpointIndex | None = None,
     vips: Sequence[VipOutbound] = (),
+    route_index: RouteIndex | None = None,
 ) -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane), from its mesh's gateways, routes and Dataplanes.
 
@@ -241,7 +242,8 @@ def generate(
     `EndpointIndex` of the same Dataplanes, built once per mesh by a caller generating for many proxies
     (indexing 10k Dataplanes once instead of once per proxy); built here when omitted. `vips`: the zone's
     `.mesh` VIP outbounds, each a listener `outbound:<vip>:<port>` on a delegated gateway or ordinary
-    Dataplane (ignored for a builtin gateway, which has its MeshGateway's listeners instead).
+    Dataplane (ignored for a builtin gateway, which has its MeshGateway's listeners instead). `route_index`:
+    the same routes indexed once per mesh (`RouteIndex`), for a caller generating for many proxies.
     """
     if index is None:
         index = clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone)
@@ -251,7 +253,7 @@ def generate(
         if gateway is None:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
-            _gateway(b, proxy, bind(proxy, gateway, routes), secrets or {})
+            _gateway(b, proxy, bind(proxy, gateway, routes, route_index=route_index), secrets or {})
     else:
         _vip_outbounds(b, vips, _outbounds(b, proxy))
     return b.finish()
