@@ -29,7 +29,7 @@ from meshgate.resources import registry as kinds
 from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import bad_request, not_found
-from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.transport.streams import StreamRegistry, StreamSession
 
 __all__ = [
@@ -279,13 +279,7 @@ def dataplane_overview(
 
 
 async def list_all(store: ResourceStore, kind: str, mesh: str | None = None) -> list[Resource]:
-    out: list[Resource] = []
-    offset: int | None = 0
-    while offset is not None:
-        page = await store.list(kind, mesh, offset=offset, size=1000)
-        out.extend(page.items)
-        offset = page.next_offset
-    return out
+    return [r async for r in iter_all(store, kind, mesh)]
 
 
 async def zone_records(store: ResourceStore) -> dict[str, Resource]:

@@ -23,7 +23,7 @@ from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.rest.errors import validation_failed
 from meshgate.store.events import ChangeBatch
-from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
+from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
 from meshgate.transport.streams import StreamRegistry
 
 __all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
@@ -75,16 +75,11 @@ class ZoneLifecycle:
         nothing will ever update or remove them again. Returns how many were removed."""
         removed = 0
         for descriptor in registry.kinds_sent_to_global():
-            keys: list[ResourceKey] = []
-            offset: int | None = 0
-            while offset is not None:
-                page = await self._store.list(descriptor.name, offset=offset, size=1000)
-                keys += [
-                    r.key
-                    for r in page.items
-                    if r.meta.labels.get(LABEL_ZONE) == zone and r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value
-                ]
-                offset = page.next_offset
+            keys = [
+                r.key
+                async for r in iter_all(self._store, descriptor.name)
+                if r.meta.labels.get(LABEL_ZONE) == zone and r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value
+            ]
             if keys:
                 await self._store.apply_sync(descriptor.name, [], keys)
                 removed += len(keys)
@@ -99,14 +94,10 @@ class ZoneLifecycle:
         removed = 0
         orphans: set[str] = set()
         for descriptor in registry.kinds_sent_to_global():
-            offset: int | None = 0
-            while offset is not None:
-                page = await self._store.list(descriptor.name, offset=offset, size=1000)
-                for r in page.items:
-                    zone = r.meta.labels.get(LABEL_ZONE)
-                    if r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value and zone and zone not in zones:
-                        orphans.add(zone)
-                offset = page.next_offset
+            async for r in iter_all(self._store, descriptor.name):
+                zone = r.meta.labels.get(LABEL_ZONE)
+                if r.meta.labels.get(LABEL_ORIGIN) == Origin.ZONE.value and zone and zone not in zones:
+                    orphans.add(zone)
         for zone in sorted(orphans):
             if not self._streams.connected(zone):
                 removed += await self.remove_synced(zone)

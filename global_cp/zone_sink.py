@@ -20,7 +20,7 @@ from meshgate.kds.naming import hashed_name
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.resources import codec, registry
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Meta, Origin, Resource, ResourceKey
-from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 
 __all__ = ["ZoneSink"]
 
@@ -37,19 +37,15 @@ class ZoneSink:
         out: Held = {}
         for d in self.kinds:
             kind_held = out[d.name] = {}
-            offset: int | None = 0
-            while offset is not None:
-                page = await self._store.list(d.name, offset=offset, size=5000)
-                for r in page.items:
-                    labels = r.meta.labels
-                    if labels.get(LABEL_ORIGIN) != Origin.ZONE.value or labels.get(LABEL_ZONE) != zone:
-                        continue
-                    original = dataclasses.replace(
-                        r, meta=Meta(name=labels.get(LABEL_DISPLAY_NAME, r.meta.name), mesh=r.meta.mesh, labels=labels)
-                    )
-                    wire = to_wire(original)
-                    kind_held[wire.name] = (r.key, wire.version)
-                offset = page.next_offset
+            async for r in iter_all(self._store, d.name, page_size=5000):
+                labels = r.meta.labels
+                if labels.get(LABEL_ORIGIN) != Origin.ZONE.value or labels.get(LABEL_ZONE) != zone:
+                    continue
+                original = dataclasses.replace(
+                    r, meta=Meta(name=labels.get(LABEL_DISPLAY_NAME, r.meta.name), mesh=r.meta.mesh, labels=labels)
+                )
+                wire = to_wire(original)
+                kind_held[wire.name] = (r.key, wire.version)
         return out
 
     def receiver(self, zone: str) -> Receiver:

@@ -18,7 +18,7 @@ import structlog
 
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.resources.model import Resource
-from meshgate.store.protocol import ResourceStore, StoreError
+from meshgate.store.protocol import ResourceStore, StoreError, iter_all
 from meshgate.transport.wakeup import Wakeup
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
@@ -65,13 +65,7 @@ class ZoneXds(SnapshotStore):
                 del self._connected[proxy]
 
     async def _all(self, kind: str, mesh: str) -> list[Resource]:
-        out: list[Resource] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = await self._store.list(kind, mesh, offset=offset, size=1000)
-            out.extend(page.items)
-            offset = page.next_offset
-        return out
+        return [r async for r in iter_all(self._store, kind, mesh)]
 
     async def regenerate(self) -> None:
         proxies = sorted(self._connected)

@@ -17,7 +17,7 @@ from aiohttp import web
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import ApiError, not_found
-from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.transport.xds_configs import (
     ConfigDumpError,
     DataplaneNotFound,
@@ -61,12 +61,7 @@ async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:
         return await store.get(ResourceKey("Dataplane", mesh, name))
     except NotFoundError:
         pass
-    found: list[Resource] = []
-    offset: int | None = 0
-    while offset is not None:
-        page = await store.list("Dataplane", mesh, offset=offset, size=1000)
-        found.extend(d for d in page.items if d.meta.labels.get(LABEL_DISPLAY_NAME) == name)
-        offset = page.next_offset
+    found = [d async for d in iter_all(store, "Dataplane", mesh) if d.meta.labels.get(LABEL_DISPLAY_NAME) == name]
     if not found:
         raise not_found("Could not find a resource")
     if len(found) > 1:

@@ -13,6 +13,7 @@ from meshgate.store.protocol import (
     ResourceStore,
     StoreError,
     StoreUnavailableError,
+    iter_all,
 )
 from meshgate.store.redis import RedisStore
 from meshgate.store.sqlite import SqliteStore
@@ -33,5 +34,6 @@ __all__ = [
     "SqliteStore",
     "StoreError",
     "StoreUnavailableError",
+    "iter_all",
     "open_store",
 ]

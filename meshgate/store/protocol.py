@@ -18,7 +18,7 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,7 @@ __all__ = [
     "ResourceStore",
     "StoreError",
     "StoreUnavailableError",
+    "iter_all",
 ]
 
 
@@ -107,3 +108,16 @@ class ResourceStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def iter_all(
+    store: ResourceStore, kind: str, mesh: str | None = None, *, page_size: int = 1000
+) -> AsyncIterator[Resource]:
+    """Every resource of `kind` (in `mesh`), in the store's order, read page by page so a large kind never
+    needs one huge query."""
+    offset: int | None = 0
+    while offset is not None:
+        page = await store.list(kind, mesh, offset=offset, size=page_size)
+        for resource in page.items:
+            yield resource
+        offset = page.next_offset

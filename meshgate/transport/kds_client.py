@@ -26,7 +26,7 @@ from meshgate.observability.process import leaf_exceptions
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
-from meshgate.store.protocol import ResourceStore
+from meshgate.store.protocol import ResourceStore, iter_all
 from meshgate.transport.kds_upstream import ZoneUpstream
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 
@@ -165,14 +165,10 @@ class GlobalToZoneClient:
         held: dict[str, dict[str, tuple[ResourceKey, str]]] = {}
         for d in self._kinds:
             out = held[d.name] = {}
-            offset: int | None = 0
-            while offset is not None:
-                page = await self._store.list(d.name, offset=offset, size=5000)
-                for r in page.items:
-                    if r.meta.labels.get(LABEL_ORIGIN) == Origin.GLOBAL.value:
-                        wire = to_wire(r)
-                        out[wire.name] = (r.key, wire.version)
-                offset = page.next_offset
+            async for r in iter_all(self._store, d.name, page_size=5000):
+                if r.meta.labels.get(LABEL_ORIGIN) == Origin.GLOBAL.value:
+                    wire = to_wire(r)
+                    out[wire.name] = (r.key, wire.version)
         return held
 
     async def _session(self, target: str) -> None:
@@ -253,13 +249,11 @@ class GlobalToZoneClient:
         return dataclasses.replace(plan, upserts=upserts, rejections=tuple(rejections))
 
     async def _local_keys(self, kind: str) -> set[ResourceKey]:
-        keys: set[ResourceKey] = set()
-        offset: int | None = 0
-        while offset is not None:
-            page = await self._store.list(kind, offset=offset, size=5000)
-            keys.update(r.key for r in page.items if r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value)
-            offset = page.next_offset
-        return keys
+        return {
+            r.key
+            async for r in iter_all(self._store, kind, page_size=5000)
+            if r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value
+        }
 
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
         """Pings the global at the interval it asks for. A stream can look alive while its peer is gone

@@ -18,7 +18,7 @@ from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource
 from meshgate.store.events import ChangeBatch
-from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
+from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
 from meshgate.transport.wakeup import Wakeup
 
 __all__ = ["SnapshotSource"]
@@ -60,13 +60,7 @@ class SnapshotSource:
         return Entry.of(to_wire(r, self._labels(r))) if self._include(r) else None
 
     async def _load_all(self, kind: str) -> list[Entry]:
-        out: list[Entry] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = await self._store.list(kind, offset=offset, size=_PAGE)
-            out.extend(e for r in page.items if (e := self._entry(r)) is not None)
-            offset = page.next_offset
-        return out
+        return [e async for r in iter_all(self._store, kind, page_size=_PAGE) if (e := self._entry(r)) is not None]
 
     async def refresh(self, batch: ChangeBatch | None = None) -> bool:
         """Re-reads what `batch` names (everything when None). Returns whether any snapshot changed."""
