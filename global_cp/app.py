@@ -15,6 +15,7 @@ from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import ZoneLifecycle
 from global_cp.replicas import ReplicaDirectory
 from global_cp.trace import trace_routes
+from global_cp.trace_names import trace_name_route
 from global_cp.watch import KDSWatch
 from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
@@ -25,7 +26,7 @@ from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import registry
-from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource
+from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
 from meshgate.rest.config_dump import global_config_dump_route
 from meshgate.rest.server import serve_app
@@ -75,13 +76,21 @@ def advertised_host(bind_address: str) -> str:
         return socket.gethostname()
 
 
+def _origin_zone(r: Resource) -> str:
+    """The zone a zone-origin resource came from; "" for the global's own."""
+    labels = r.meta.labels
+    return labels.get(LABEL_ZONE, "") if labels.get(LABEL_ORIGIN) == Origin.ZONE.value else ""
+
+
 def _sent_to_zones(r: Resource) -> bool:
-    # A MeshGateway created in a zone goes up to the global and is never fanned out to other zones.
-    return r.meta.labels.get(LABEL_ORIGIN) != Origin.ZONE.value
+    # A MeshGateway created in a zone goes up to the global and is never fanned out to other zones; a
+    # Dataplane is relayed to every other zone (`SnapshotSource.view` leaves it out for its own zone).
+    return not _origin_zone(r) or registry.get(r.kind).relayed_between_zones
 
 
 def _global_labels(r: Resource) -> Mapping[str, str]:
-    return {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value}
+    # A relayed resource keeps the labels of its zone (origin zone, kuma.io/zone, display name), as in Kuma.
+    return r.meta.labels if _origin_zone(r) else {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value}
 
 
 async def run_global(
@@ -99,6 +108,7 @@ async def run_global(
             include=_sent_to_zones,
             labels=_global_labels,
             resync_interval=cfg.resync_interval,
+            origin_zone=_origin_zone,
         )
         kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store))
         xds_configs = XDSConfigBroker()
@@ -116,6 +126,7 @@ async def run_global(
                 *insight_routes(store, streams, policy),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
+                trace_name_route(store, streams, source, policy),
                 global_config_dump_route(store, xds_configs),
             ],
         )

@@ -27,7 +27,7 @@ from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
-from meshgate.transport.kds_upstream import ZoneUpstream, is_local, zone_labels
+from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
 from meshgate.xds.ads_registry import ProxyRegistry
@@ -98,7 +98,9 @@ async def run_zone(
     ready = False
     try:
         dumper = EnvoyAdminDumper(store)
-        local = SnapshotSource(store, registry.kinds_sent_to_global(), include=is_local, labels=zone_labels(cfg.zone))
+        local = SnapshotSource(
+            store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
+        )
         client = GlobalToZoneClient(
             zone=cfg.zone,
             addresses=cfg.global_addresses,

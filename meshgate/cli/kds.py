@@ -22,7 +22,7 @@ from meshgate.cli.output import OutputFormat, age, table
 from meshgate.resources import registry
 from meshgate.resources.errors import UnknownKindError
 
-__all__ = ["app", "format_event", "render_trace"]
+__all__ = ["app", "format_event", "render_name_trace", "render_trace"]
 
 app = typer.Typer(help="Debug KDS streams between the global and its zones.", no_args_is_help=True)
 
@@ -163,16 +163,60 @@ def render_trace(trace: Doc, now: datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
+# `kds trace name <dns name>`: why a .mesh name exists (GET /kds/trace/name), rather than a resource kind.
+_NAME_KINDS = frozenset({"name", "names", "dns", "vip", "vips"})
+
+
+def render_name_trace(trace: Doc) -> str:
+    lines = [f"{trace.get('name', '')}: made by"]
+    for s in trace.get("sources") or []:
+        origin = f"zone {s['zone']}" if s.get("zone") else "the global"
+        lines.append(f"  {s['kind']} {s['name']} in mesh {s['mesh']} ({s['detail']}; from {origin}; port {s['port']})")
+    rows_in = list(trace.get("zones") or [])
+    rows = [["ZONE", "STATUS", "RESULT"]]
+    rows += [[str(r["zone"]), str(r["status"]).capitalize(), str(r["verdict"])] for r in rows_in]
+    lines.append("")
+    lines.append(table(rows).rstrip("\n") if rows_in else "(no zones)")
+    lines.append("")
+    for r in rows_in:
+        lines.append(f"{r['zone']}: {r['verdict']} — {r['reason']}")
+    if rows_in:
+        lines.append("")
+        lines.append("The VIP is the zone's own: meshgatectl --api <zone API> inspect vips shows it.")
+    return "\n".join(lines) + "\n"
+
+
 @app.command("trace")
 def trace(
     ctx: typer.Context,
-    kind_name: Annotated[str, typer.Argument(metavar="KIND", help="meshgateways, meshes, dataplanes, ...")],
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The resource's name (as on the global).")],
-    mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind.")] = "default",
+    kind_name: Annotated[
+        str, typer.Argument(metavar="KIND", help="meshgateways, meshes, dataplanes, ...; or name for a .mesh name")
+    ],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The resource's name (as on the global), or a .mesh name.")
+    ],
+    mesh: Annotated[
+        str | None, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind (default: default).")
+    ] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = OutputFormat.TABLE,
 ) -> None:
-    """Where one resource stands in every zone: global version, sent/nonce, zone version, and a verdict."""
+    """Where one resource stands in every zone: global version, sent/nonce, zone version, and a verdict.
+
+    `kds trace name echo.default.svc.80.mesh` explains a .mesh name instead: the resources that make it, and
+    per zone whether they arrived there."""
+    if kind_name.lower() in _NAME_KINDS:
+        with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace name "{name}"'):
+            try:
+                params = {"name": name, **({"mesh": mesh} if mesh else {})}
+                body = client.get_json("/kds/trace/name", params)
+            except ApiResponseError as exc:
+                if exc.status == 404:
+                    fail(exc.detail or str(exc))
+                raise
+        typer.echo(render_name_trace(body) if output is OutputFormat.TABLE else dump(body, output), nl=False)
+        return
     kind = _kind(kind_name)
+    mesh = mesh or "default"
     with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace {kind} "{name}"'):
         try:
             body = client.get_json("/kds/trace", {"kind": kind, "name": name, "mesh": mesh})

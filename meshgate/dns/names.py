@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meshgate.resources.model import LABEL_DISPLAY_NAME, Resource
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshgate.resources.tags import TAG_SERVICE
 
 __all__ = ["SERVICE_PORT", "NameSet", "VipEntry", "mesh_names"]
@@ -119,7 +119,9 @@ def mesh_names(
     for dp in dataplanes:
         if dp.meta.mesh != mesh:
             continue
-        source = f"Dataplane {dp.meta.name}"
+        source = f"Dataplane {dp.meta.labels.get(LABEL_DISPLAY_NAME) or dp.meta.name}"
+        if dp.meta.labels.get(LABEL_ZONE):
+            source += f" (zone {dp.meta.labels[LABEL_ZONE]})"
         for inbound in dp.spec.networking.inbound:  # type: ignore[attr-defined]
             service = inbound.tags.get(TAG_SERVICE, "")
             if service:

@@ -25,10 +25,12 @@ class Entry:
     version: str  # content hash
     wire: discovery_pb2.Resource
     size: int  # serialized size of `wire`, for message splitting
+    # The zone a relayed zone-origin resource came from, which must not get it back; "" for everything else.
+    zone: str = ""
 
     @classmethod
-    def of(cls, wire: discovery_pb2.Resource) -> Entry:
-        return cls(wire.name, wire.version, wire, wire.ByteSize())
+    def of(cls, wire: discovery_pb2.Resource, zone: str = "") -> Entry:
+        return cls(wire.name, wire.version, wire, wire.ByteSize(), zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,17 @@ class KindSnapshot:
             if rev > revision:
                 names |= changed
         return frozenset(names)
+
+    def without_zone(self, zone: str) -> KindSnapshot:
+        """This revision as `zone` sees it: without the resources that came from `zone` itself.
+
+        Revision and change log stay the same, so a peer's delta is still computed from the names changed
+        since its revision; a changed name missing here is simply one that peer never holds.
+        """
+        if not any(e.zone == zone for e in self.entries.values()):
+            return self
+        entries = {n: e for n, e in self.entries.items() if e.zone != zone}
+        return KindSnapshot(self.kind, self.revision, entries, self.history)
 
     def replace_all(self, entries: Iterable[Entry]) -> KindSnapshot:
         """A full reload: computes which names changed so the change log stays exact."""

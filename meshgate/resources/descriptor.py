@@ -27,6 +27,9 @@ class SyncDirection(StrEnum):
     ZONE_TO_GLOBAL = "zone-to-global"
     # MeshGateway: global-origin ones go down; zone-origin ones go up (and are not fanned out to other zones).
     BOTH = "both"
+    # Dataplane: up from the zone that owns it, then from the global down to every other zone (Kuma's
+    # `GlobalToAllButOriginalZone`), so each zone sees every zone's services: `.mesh` names and endpoints.
+    ZONE_TO_ALL = "zone-to-global-to-other-zones"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,12 @@ class KindDescriptor:
         object.__setattr__(self, "spec_type_url", "type.googleapis.com/" + self.spec_type.DESCRIPTOR.full_name)
 
     def sends_to_zone(self) -> bool:
-        return self.sync in (SyncDirection.GLOBAL_TO_ZONE, SyncDirection.BOTH)
+        return self.sync in (SyncDirection.GLOBAL_TO_ZONE, SyncDirection.BOTH, SyncDirection.ZONE_TO_ALL)
 
     def sends_to_global(self) -> bool:
-        return self.sync in (SyncDirection.ZONE_TO_GLOBAL, SyncDirection.BOTH)
+        return self.sync in (SyncDirection.ZONE_TO_GLOBAL, SyncDirection.BOTH, SyncDirection.ZONE_TO_ALL)
+
+    @property
+    def relayed_between_zones(self) -> bool:
+        """Zone-origin resources of this kind go from the global to every zone but the one they came from."""
+        return self.sync is SyncDirection.ZONE_TO_ALL

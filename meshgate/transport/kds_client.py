@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 import grpc
@@ -23,11 +24,12 @@ from meshgate.kds.envelope import to_wire
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.kds.sender import ProtocolError
 from meshgate.observability.process import leaf_exceptions
+from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
-from meshgate.resources.model import LABEL_ORIGIN, Origin, Resource, ResourceKey
+from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
 from meshgate.store.protocol import ResourceStore, iter_all
-from meshgate.transport.kds_upstream import ZoneUpstream
+from meshgate.transport.kds_upstream import ZoneUpstream, synced_from_global
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 
 __all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "parse_address"]
@@ -166,7 +168,7 @@ class GlobalToZoneClient:
         for d in self._kinds:
             out = held[d.name] = {}
             async for r in iter_all(self._store, d.name, page_size=5000):
-                if r.meta.labels.get(LABEL_ORIGIN) == Origin.GLOBAL.value:
+                if synced_from_global(self.zone, r):
                     wire = to_wire(r)
                     out[wire.name] = (r.key, wire.version)
         return held
@@ -182,7 +184,9 @@ class GlobalToZoneClient:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
             call = stub.GlobalToZoneSync(metadata=metadata)
-            receiver = self.receiver = Receiver(self._kinds, self._validate, accept=_only_global_origin)
+            receiver = self.receiver = Receiver(
+                self._kinds, self._validate, accept=partial(_only_from_global, self.zone)
+            )
             for req in receiver.subscribe(await self._held()):
                 await call.write(req)
             slog = log.bind(zone=self.zone, stream=target)
@@ -250,9 +254,7 @@ class GlobalToZoneClient:
 
     async def _local_keys(self, kind: str) -> set[ResourceKey]:
         return {
-            r.key
-            async for r in iter_all(self._store, kind, page_size=5000)
-            if r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value
+            r.key async for r in iter_all(self._store, kind, page_size=5000) if not synced_from_global(self.zone, r)
         }
 
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
@@ -279,11 +281,19 @@ class GlobalToZoneClient:
 _EXPECTED = (grpc.aio.AioRpcError, ProtocolError, OSError, asyncio.InvalidStateError)
 
 
-def _only_global_origin(r: Resource) -> str | None:
-    """A global may only send us resources it owns; anything else is rejected by name."""
-    origin: Mapping[str, str] = r.meta.labels
-    if origin.get(LABEL_ORIGIN) != Origin.GLOBAL.value:
-        return f'label {LABEL_ORIGIN} must be "global", got {origin.get(LABEL_ORIGIN)!r}'
+def _only_from_global(zone: str, r: Resource) -> str | None:
+    """A global may only send us resources it owns, or another zone's resources of a kind it relays;
+    anything else (our own resources coming back included) is rejected by name."""
+    labels: Mapping[str, str] = r.meta.labels
+    origin = labels.get(LABEL_ORIGIN)
+    if origin == Origin.GLOBAL.value:
+        return None
+    if origin != Origin.ZONE.value or not registry.get(r.kind).relayed_between_zones:
+        return f'label {LABEL_ORIGIN} must be "global", got {origin!r}'
+    if not labels.get(LABEL_ZONE):
+        return f"a {r.kind} relayed from another zone must carry label {LABEL_ZONE}"
+    if labels[LABEL_ZONE] == zone:
+        return f"this zone's own {r.kind} came back from the global; zone {zone!r} is its only source"
     return None
 
 

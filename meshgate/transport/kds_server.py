@@ -206,7 +206,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         sender = session.sender
         assert sender is not None
         for kind, ks in sender.kinds.items():
-            snapshot = self._source.snapshots[kind]
+            snapshot = self._source.view(kind, session.zone)
             oversized_before = len(ks.oversized)
             resp = sender.next_response(snapshot, self._clock())
             if len(ks.oversized) > oversized_before:
@@ -237,7 +237,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
     def _report_oversized(
         self, session: StreamSession, ks: SenderKind, slog: structlog.typing.FilteringBoundLogger
     ) -> None:
-        snapshot = self._source.snapshots[ks.kind]
+        snapshot = self._source.view(ks.kind, session.zone)
         assert session.sender is not None
         for name, version in ks.oversized.items():
             entry = snapshot.entries.get(name)

@@ -20,7 +20,7 @@ from meshgate.kds.sender import Input, ProtocolError, Sender, rejected_names
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.transport.snapshots import SnapshotSource
 
-__all__ = ["ZoneUpstream", "zone_labels"]
+__all__ = ["ZoneUpstream", "local_to", "synced_from_global", "zone_labels"]
 
 log = structlog.get_logger("meshgate.kds.upstream")
 
@@ -40,9 +40,19 @@ def zone_labels(zone: str) -> Callable[[Resource], Mapping[str, str]]:
     return labels
 
 
-def is_local(r: Resource) -> bool:
-    """Resources the zone owns: everything not synced down from the global."""
-    return r.meta.labels.get(LABEL_ORIGIN) != Origin.GLOBAL.value
+def synced_from_global(zone: str, r: Resource) -> bool:
+    """Whether `zone` got `r` from the global: the global's own, or another zone's relayed through it
+    (origin zone, `kuma.io/zone` naming that other zone)."""
+    labels = r.meta.labels
+    origin = labels.get(LABEL_ORIGIN)
+    if origin == Origin.GLOBAL.value:
+        return True
+    return origin == Origin.ZONE.value and labels.get(LABEL_ZONE, zone) != zone
+
+
+def local_to(zone: str) -> Callable[[Resource], bool]:
+    """Resources `zone` owns, which it sends up: everything not synced down from the global."""
+    return lambda r: not synced_from_global(zone, r)
 
 
 class ZoneUpstream:

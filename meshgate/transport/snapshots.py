@@ -38,7 +38,9 @@ class SnapshotSource:
         include: Callable[[Resource], bool],
         labels: Callable[[Resource], Mapping[str, str]],
         resync_interval: float = 60.0,
+        origin_zone: Callable[[Resource], str] = lambda r: "",
     ) -> None:
+        """`origin_zone(r)`: the zone `r` was relayed from, which `view` leaves out for that zone ("" for none)."""
         self._store = store
         self.kinds = tuple(kinds)
         self._include = include
@@ -46,6 +48,8 @@ class SnapshotSource:
         self._resync_interval = resync_interval
         self.snapshots: dict[str, KindSnapshot] = {d.name: KindSnapshot(d.name) for d in kinds}
         self._listeners: set[Wakeup] = set()
+        self._views: dict[tuple[str, str], KindSnapshot] = {}
+        self._origin_zone = origin_zone
 
     @contextmanager
     def listen(self) -> Iterator[Wakeup]:
@@ -57,7 +61,20 @@ class SnapshotSource:
             self._listeners.discard(wake)
 
     def _entry(self, r: Resource) -> Entry | None:
-        return Entry.of(to_wire(r, self._labels(r))) if self._include(r) else None
+        return Entry.of(to_wire(r, self._labels(r)), self._origin_zone(r)) if self._include(r) else None
+
+    def view(self, kind: str, zone: str) -> KindSnapshot:
+        """The current snapshot of `kind` as sent to `zone`: without what `zone` itself sent up.
+
+        Cached per zone until the kind's next revision, so a change fans out without refiltering per response.
+        """
+        snapshot = self.snapshots[kind]
+        cached = self._views.get((kind, zone))
+        if cached is not None and cached.revision == snapshot.revision:
+            return cached
+        view = snapshot.without_zone(zone)
+        self._views[(kind, zone)] = view
+        return view
 
     async def _load_all(self, kind: str) -> list[Entry]:
         return [e async for r in iter_all(self._store, kind, page_size=_PAGE) if (e := self._entry(r)) is not None]

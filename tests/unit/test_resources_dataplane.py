@@ -315,6 +315,7 @@ def test_descriptor() -> None:
     descriptor = dataplane.DESCRIPTOR
     assert (descriptor.singular, descriptor.plural) == ("dataplane", "dataplanes")
     assert descriptor.sends_to_global()
-    assert not descriptor.sends_to_zone()
+    assert descriptor.sends_to_zone()  # relayed to the other zones
+    assert descriptor.relayed_between_zones
     assert not descriptor.writable_on_global
     assert descriptor.writable_on_zone

@@ -26,13 +26,11 @@ def test_kinds_in_dependency_order() -> None:
 
 
 def test_sync_lists_are_derived_and_put_mesh_first() -> None:
-    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "Secret", "MeshGateway", "MeshGatewayRoute"]
+    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "Secret", "MeshGateway", "MeshGatewayRoute", "Dataplane"]
     assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane"]
     for descriptor in registry.KINDS:
-        both = descriptor.sync is SyncDirection.BOTH
-        assert (descriptor in registry.kinds_sent_to_zone()) == (
-            both or descriptor.sync is SyncDirection.GLOBAL_TO_ZONE
-        )
+        down = (SyncDirection.BOTH, SyncDirection.GLOBAL_TO_ZONE, SyncDirection.ZONE_TO_ALL)
+        assert (descriptor in registry.kinds_sent_to_zone()) == (descriptor.sync in down)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,180 @@
+"""`GET /kds/trace/name`: why a `.mesh` name exists, and whether each zone has what makes it.
+
+A zone derives its `.mesh` names from resources it holds (gateway.md, "DNS and VIPs"): the `kuma.io/service`
+tags of Dataplane inbounds (its own, and other zones' relayed through the global) and crossMesh MeshGateway
+listeners. The global sees all of them, so it can answer "why does `echo.default.svc.80.mesh` resolve in
+zone-1 but not in zone-3?" without asking the zones:
+
+- **sources**: every resource that produces the name, in any mesh (or the one asked for);
+- **per zone**, for each source: `origin` when the zone made it, else the KDS verdict of its delivery to
+  that zone (in sync, pending, rejected, offline; see `global_cp.trace`). The zone's verdict for the name is
+  the best of its sources': a zone holding any source serves the name. The VIP itself is zone-local: the
+  zone's `GET /vips` (or `meshgatectl inspect vips`) shows it.
+
+`name_sources` and `zone_verdict` are pure; `trace_name_route` gathers the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from global_cp.insights import HealthPolicy, Now, ZoneStatus, known_zones, list_all, zone_enabled
+from global_cp.insights import zone_records as read_zone_records
+from global_cp.insights import zone_status as status_of
+from global_cp.trace import DownEvidence, Verdict, verdict_down
+from meshgate.dns.names import cross_mesh_name, service_names
+from meshgate.kds.naming import wire_name
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
+from meshgate.resources.tags import TAG_SERVICE
+from meshgate.rest.app import ExtraRoute
+from meshgate.rest.errors import ApiError, bad_request
+from meshgate.store.protocol import ResourceStore
+from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.streams import StreamRegistry
+
+__all__ = ["NameSource", "name_sources", "trace_name_route", "zone_verdict"]
+
+# A zone that made a source holds it by definition; better than any delivery verdict.
+ORIGIN = "origin"
+_RANK = {ORIGIN: 0, "in sync": 1, "pending": 2, "rejected": 3, "offline": 4, "absent": 5}
+
+
+@dataclass(frozen=True, slots=True)
+class NameSource:
+    kind: str  # "Dataplane" or "MeshGateway"
+    mesh: str
+    name: str  # as the user named it (display name)
+    global_name: str  # as the global stores it (hash-suffixed for zone-made resources)
+    zone: str  # the zone that made it; "" for the global's own
+    port: int  # the VIP port the name listens on
+    detail: str  # "inbound kuma.io/service: echo_default_svc_80", "crossMesh listener :8080"
+
+
+def _zone_of(r: Resource) -> str:
+    labels = r.meta.labels
+    return labels.get(LABEL_ZONE, "") if labels.get(LABEL_ORIGIN) == Origin.ZONE.value else ""
+
+
+def name_sources(
+    name: str, dataplanes: Iterable[Resource], gateways: Iterable[Resource], *, domain: str = "mesh"
+) -> list[NameSource]:
+    """Every resource that makes `name` exist, by the same rules the zones apply (`meshgate.dns.names`)."""
+    wanted = name.lower().rstrip(".")
+    domain = domain.lower().strip(".")
+    out: list[NameSource] = []
+    for dp in dataplanes:
+        display = dp.meta.labels.get(LABEL_DISPLAY_NAME) or dp.meta.name
+        for inbound in dp.spec.networking.inbound:  # type: ignore[attr-defined]
+            service = inbound.tags.get(TAG_SERVICE, "")
+            if service and wanted in service_names(service, domain):
+                detail = f"inbound {TAG_SERVICE}: {service}"
+                out.append(NameSource("Dataplane", dp.meta.mesh, display, dp.meta.name, _zone_of(dp), 80, detail))
+                break
+    for gw in gateways:
+        display = gw.meta.labels.get(LABEL_DISPLAY_NAME) or gw.meta.name
+        for listener in gw.spec.conf.listeners:  # type: ignore[attr-defined]
+            if listener.crossMesh and cross_mesh_name(listener.hostname, display, gw.meta.mesh, domain) == wanted:
+                detail = f"crossMesh listener :{listener.port}"
+                port = int(listener.port)
+                out.append(NameSource("MeshGateway", gw.meta.mesh, display, gw.meta.name, _zone_of(gw), port, detail))
+    return sorted(out, key=lambda s: (s.mesh, s.kind, s.zone, s.name))
+
+
+def zone_verdict(verdicts: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """The best (verdict, reason) among a zone's sources; ("absent", ...) when there are none."""
+    best = min(verdicts, key=lambda v: _RANK.get(v[0], len(_RANK)), default=None)
+    return best if best is not None else ("absent", "no source of this name reaches this zone")
+
+
+def _source_in_zone(
+    source: NameSource, zone: str, status: ZoneStatus, kds: SnapshotSource, streams: StreamRegistry
+) -> tuple[Verdict | str, str]:
+    if source.zone == zone:
+        return ORIGIN, f"{source.kind} {source.name} was created in this zone"
+    if source.zone and source.kind == "MeshGateway":
+        return "absent", f"MeshGateway {source.name} was created in zone {source.zone}; zone-made gateways stay there"
+    wire = wire_name(source.global_name, source.mesh)
+    entry = kds.view(source.kind, zone).entries.get(wire)
+    session = next((s for s in streams.by_zone(zone) if s.sender is not None), None)
+    ks = session.sender.kinds.get(source.kind) if session is not None and session.sender else None
+    verdict, reason = verdict_down(entry.version if entry else None, DownEvidence.of(ks, wire) if ks else None)
+    if verdict == "in sync":
+        reason = f"holds {source.kind} {wire} (version {entry.version if entry else '-'})"
+    if status != "online" and verdict == "offline":
+        reason = f"zone is {status}"
+    return verdict, reason
+
+
+def trace_name_route(
+    store: ResourceStore, streams: StreamRegistry, kds: SnapshotSource, policy: HealthPolicy
+) -> ExtraRoute:
+    async def handler(request: web.Request) -> web.Response:
+        name = request.query.get("name", "").strip()
+        if not name:
+            raise bad_request("name: required")
+        mesh = request.query.get("mesh") or None
+        domain = request.query.get("domain", "mesh")
+        dataplanes = await list_all(store, "Dataplane", mesh)
+        gateways = await list_all(store, "MeshGateway", mesh)
+        sources = name_sources(name, dataplanes, gateways, domain=domain)
+        if not sources:
+            where = f' in mesh "{mesh}"' if mesh else " in any mesh"
+            raise ApiError(404, "Could not trace a name", _why_not(name, domain) + where)
+        now, records = Now.current(), await read_zone_records(store)
+        zones = sorted(set(known_zones(records, streams)) | streams.zones())
+        statuses = {z: status_of(streams, z, zone_enabled(records.get(z)), now, policy) for z in zones}
+        rows = []
+        for zone, status in statuses.items():
+            per_source = [_source_in_zone(s, zone, status, kds, streams) for s in sources]
+            verdict, reason = zone_verdict(per_source)
+            rows.append(
+                {
+                    "zone": zone,
+                    "status": status,
+                    "verdict": verdict,
+                    "reason": reason,
+                    "sources": [{"verdict": v, "reason": r} for v, r in per_source],
+                }
+            )
+        body = {
+            "name": name.lower().rstrip("."),
+            "meshes": sorted({s.mesh for s in sources}),
+            "sources": [_source_doc(s) for s in sources],
+            "zones": rows,
+        }
+        return web.json_response(body)
+
+    return ExtraRoute(
+        "GET",
+        "/kds/trace/name",
+        handler,
+        "Why a .mesh name exists (?name=, ?mesh=, ?domain=): its sources and, per zone, whether they arrived",
+    )
+
+
+def _source_doc(s: NameSource) -> Mapping[str, Any]:
+    return {
+        "kind": s.kind,
+        "mesh": s.mesh,
+        "name": s.name,
+        "globalName": s.global_name,
+        "zone": s.zone or None,
+        "port": s.port,
+        "detail": s.detail,
+    }
+
+
+def _why_not(name: str, domain: str) -> str:
+    """A 404 that says what would make the name exist."""
+    wanted = name.lower().rstrip(".")
+    suffix = "." + domain.lower().strip(".")
+    if not wanted.endswith(suffix):
+        return f"{wanted} is not under the .{domain.strip('.')} domain"
+    label = wanted.removesuffix(suffix)
+    services = sorted({label, label.replace(".", "_")})
+    wanted_tags = " or ".join(f"{TAG_SERVICE}: {s}" for s in services)
+    return f"no Dataplane inbound with {wanted_tags} and no crossMesh MeshGateway listener makes {wanted}"
