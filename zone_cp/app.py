@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from meshgate.dns.names import SERVICE_PORT
+from meshgate.dns.upstream import Upstream
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
@@ -57,10 +58,12 @@ class ZoneConfig:
     xds_port: int = 5678
     # "universal" or "kubernetes": the latter also reconciles MeshGatewayInstances (zone_cp/kubernetes.py).
     environment: str = "universal"
-    # `.mesh` DNS (zone_cp/dns.py): UDP and TCP port, the VIP range per mesh, and the domain.
+    # `.mesh` DNS (zone_cp/dns.py): UDP and TCP port, the VIP range per mesh, the domain, and where names outside
+    # the domain are forwarded (None: answered REFUSED).
     dns_port: int = 5653
     vip_cidr: str = "240.0.0.0/4"
     dns_domain: str = "mesh"
+    dns_upstream: Upstream | None = None
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -111,7 +114,7 @@ async def run_zone(
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
             xds_configs=ConfigDumpAnswerer(dumper, cfg.zone),
         )
-        dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain)
+        dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
 
         def service_vips(mesh: str) -> list[VipOutbound]:
             """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it)."""

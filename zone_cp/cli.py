@@ -19,10 +19,18 @@ from meshgate.cli.common import (
     run_process,
     setup_logging,
 )
+from meshgate.dns.upstream import Upstream
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 
 app = typer.Typer(help="meshgate zone control plane", no_args_is_help=True, add_completion=False)
+
+
+def _dns_upstream(text: str) -> Upstream:
+    try:
+        return Upstream.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.callback()
@@ -70,6 +78,17 @@ def run(
     dns_domain: Annotated[
         str, typer.Option("--dns-domain", envvar="MESHGATE_DNS_DOMAIN", help="The DNS domain of mesh names.")
     ] = "mesh",
+    dns_upstream: Annotated[
+        Upstream | None,
+        typer.Option(
+            "--dns-upstream",
+            envvar="MESHGATE_DNS_UPSTREAM",
+            parser=_dns_upstream,
+            metavar="IP[:PORT]",
+            help="Resolver that names outside the DNS domain are forwarded to (IP:PORT, [IPv6]:PORT; port 53 by"
+            " default). Without it they are answered REFUSED.",
+        ),
+    ] = None,
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -102,6 +121,7 @@ def run(
         dns_port=dns_port,
         vip_cidr=vip_cidr,
         dns_domain=dns_domain,
+        dns_upstream=dns_upstream,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

@@ -28,6 +28,7 @@ from google.protobuf.struct_pb2 import Struct
 from meshgate.dns.names import VipEntry, mesh_names
 from meshgate.dns.responder import Table
 from meshgate.dns.server import DnsServer
+from meshgate.dns.upstream import Upstream
 from meshgate.dns.vips import allocate
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
@@ -62,11 +63,13 @@ def _decode(resource: Resource | None) -> dict[str, IPv4Address]:
 
 
 class ZoneDns:
-    def __init__(self, store: ResourceStore, cidr: IPv4Network, domain: str) -> None:
+    def __init__(
+        self, store: ResourceStore, cidr: IPv4Network, domain: str, *, upstream: Upstream | None = None
+    ) -> None:
         self._store = store
         self._cidr = cidr
         self._domain = domain.lower().strip(".")
-        self.server = DnsServer(Table(self._domain, {}))
+        self.server = DnsServer(Table(self._domain, {}), upstream=upstream)
         self.meshes: dict[str, MeshVips] = {}
         self._dirty = anyio.Event()
         # Called after every refresh: the zone's xDS regenerates VIP outbound listeners from `meshes`.

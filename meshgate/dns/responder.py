@@ -9,8 +9,9 @@ Two paths that give the same answers:
   when the query had one. dnspython's parse and render cap a Python server near 3k qps; this path does not
   parse into objects at all.
 - Everything else goes through dnspython: other types (NOERROR, no data, for a known name), unknown names under
-  the domain (NXDOMAIN), names outside it (REFUSED: no forwarding), other opcodes (NOTIMP), and any query
-  the fast path declined.
+  the domain (NXDOMAIN), names outside it (REFUSED from `answer`; `FORWARD` from `route`, which a server with an
+  upstream uses instead, so that it sends the query on), other opcodes (NOTIMP), and any query the fast path
+  declined. A name under the domain is never forwarded: its NXDOMAIN is authoritative.
 
 Malformed input: fewer than 12 bytes (no readable header) or a packet with QR set (a response: answering it
 could start a loop between two servers) is dropped; anything else that does not parse gets FORMERR.
@@ -19,8 +20,10 @@ Answers are authoritative (AA), never recursive (RA clear), with a 30 s TTL (gat
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from ipaddress import IPv4Address
+from typing import Literal, overload
 
 import dns.exception
 import dns.flags
@@ -32,7 +35,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-__all__ = ["TTL", "Table", "answer"]
+__all__ = ["FORWARD", "TTL", "Forward", "Table", "answer", "route", "servfail"]
 
 TTL = 30
 _TYPE_A = 1
@@ -89,14 +92,46 @@ class Table:
         return self._vips.get(wire_name)
 
 
+class Forward(enum.Enum):
+    """`route`'s verdict for a query that the upstream answers instead of this server."""
+
+    FORWARD = "forward"
+
+
+FORWARD = Forward.FORWARD
+
+
 def answer(data: bytes, table: Table) -> bytes | None:
-    """The response to one query, or None to drop it."""
+    """The response to one query, or None to drop it. A name outside the domain gets REFUSED."""
     if len(data) < 12 or data[2] & _QR:
         return None
     fast = _fast(data, table)
     if fast is not None:
         return fast
     return _slow(data, table)
+
+
+def route(data: bytes, table: Table) -> bytes | Forward | None:
+    """Like `answer`, for a server with an upstream: a well-formed QUERY (one question) for a name outside the
+    domain is `FORWARD` instead of REFUSED. Every other query gets exactly `answer`'s response."""
+    if len(data) < 12 or data[2] & _QR:
+        return None
+    fast = _fast(data, table)
+    if fast is not None:
+        return fast
+    return _slow(data, table, forward=True)
+
+
+def servfail(data: bytes) -> bytes:
+    """SERVFAIL for a query `route` forwarded, when the upstream failed or did not answer in time."""
+    try:
+        response = dns.message.make_response(dns.message.from_wire(data))
+    except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
+        # `route` parsed this query before it said FORWARD, so this is only a guard: a header-only answer.
+        return data[:2] + bytes((_QR | (data[2] & 0x79), dns.rcode.SERVFAIL)) + b"\x00" * 8
+    response.set_rcode(dns.rcode.SERVFAIL)
+    response.flags &= ~(dns.flags.AA | dns.flags.RA)
+    return response.to_wire()
 
 
 def _fast(data: bytes, table: Table) -> bytes | None:
@@ -134,7 +169,11 @@ def _formerr(data: bytes) -> bytes:
     return data[:2] + bytes((_QR | (data[2] & 0x79), dns.rcode.FORMERR)) + b"\x00" * 8
 
 
-def _slow(data: bytes, table: Table) -> bytes | None:
+@overload
+def _slow(data: bytes, table: Table, *, forward: Literal[False] = False) -> bytes | None: ...
+@overload
+def _slow(data: bytes, table: Table, *, forward: Literal[True]) -> bytes | Forward | None: ...
+def _slow(data: bytes, table: Table, *, forward: bool = False) -> bytes | Forward | None:
     try:
         query = dns.message.from_wire(data)
     except dns.message.ShortHeader:
@@ -151,7 +190,10 @@ def _slow(data: bytes, table: Table) -> bytes | None:
         return _formerr(data)
     question = query.question[0]
     name = question.name
-    if question.rdclass != dns.rdataclass.IN or not name.is_subdomain(table.domain):
+    outside = not name.is_subdomain(table.domain)
+    if outside and forward:
+        return FORWARD
+    if question.rdclass != dns.rdataclass.IN or outside:
         response.set_rcode(dns.rcode.REFUSED)
         response.flags &= ~dns.flags.AA
         return response.to_wire()
