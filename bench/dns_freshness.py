@@ -1,7 +1,8 @@
 """How soon a new Dataplane's `.mesh` name resolves: PUT on the zone API -> an A answer from the zone's DNS.
 
-Starts a global and a zone (memory stores, free ports), then registers `--dataplanes` Dataplanes one by one,
-timing each from the API's answer to the first A record, polled every millisecond over UDP.
+Starts a global and two zones (memory stores, free ports), then registers `--dataplanes` Dataplanes one by one,
+timing each from the API's answer to the first A record, polled every millisecond over UDP: first in zone-1
+(resolved by zone-1), then in zone-2 (resolved by zone-1, after zone-2 -> global -> zone-1 over KDS).
 Usage: python bench/dns_freshness.py [--dataplanes 40]
 """
 
@@ -32,6 +33,47 @@ async def resolves(name: str, port: int) -> bool:
     return any(rrset.rdtype == dns.rdatatype.A for rrset in answer.answer)
 
 
+def zone_process(zone: str, kds_port: int, work: Path) -> CPProcess:
+    args = ["--zone", zone, "--global-address", f"grpc://127.0.0.1:{kds_port}", "--store", "memory"]
+    for flag in ("--api-port", "--diagnostics-port", "--xds-port", "--dns-port"):
+        args += [flag, "0"]
+    return CPProcess("zone_cp", [*args, "--bind-address", "127.0.0.1", "--log-level", "warning"], work, zone)
+
+
+def summary(label: str, times: list[float]) -> str:
+    times = sorted(times)
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+    return (
+        f"{label} ({len(times)} Dataplanes): p50 {statistics.median(times) * 1e3:.1f} ms, "
+        f"p99 {p99 * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms"
+    )
+
+
+async def time_names(
+    http: httpx.AsyncClient, writer: dict[str, int], reader: dict[str, int], prefix: str, count: int
+) -> list[float]:
+    """PUT `count` Dataplanes on `writer`'s API; time each until `reader`'s DNS resolves its name."""
+    times = []
+    for i in range(count):
+        name = f"{prefix}-{i}"
+        doc = {
+            "type": "Dataplane",
+            "mesh": "default",
+            "name": name,
+            "networking": {
+                "address": "127.0.0.1",
+                "inbound": [{"port": 8000 + i, "tags": {"kuma.io/service": name}}],
+            },
+        }
+        r = await http.put(f"http://127.0.0.1:{writer['api']}/meshes/default/dataplanes/{name}", json=doc)
+        r.raise_for_status()
+        t0 = time.perf_counter()
+        while not await resolves(f"{name}.mesh", reader["dns"]):
+            await anyio.sleep(0.001)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 async def main(count: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="meshgate-dns-bench-"))
     g = CPProcess(
@@ -55,64 +97,26 @@ async def main(count: int) -> None:
     )
     try:
         gp = await g.wait_ready(60)
-        z = CPProcess(
-            "zone_cp",
-            [
-                "--zone",
-                "zone-1",
-                "--global-address",
-                f"grpc://127.0.0.1:{gp['kds']}",
-                "--store",
-                "memory",
-                "--api-port",
-                "0",
-                "--diagnostics-port",
-                "0",
-                "--xds-port",
-                "0",
-                "--dns-port",
-                "0",
-                "--bind-address",
-                "127.0.0.1",
-                "--log-level",
-                "warning",
-            ],
-            work,
-            "zone-1",
-        )
+        z1 = zone_process("zone-1", gp["kds"], work)
+        z2 = zone_process("zone-2", gp["kds"], work)
         try:
-            zp = await z.wait_ready(60)
+            zp1 = await z1.wait_ready(60)
+            zp2 = await z2.wait_ready(60)
             async with httpx.AsyncClient() as http:
                 await http.put(f"http://127.0.0.1:{gp['api']}/meshes/default", json={"type": "Mesh", "name": "default"})
-                while (await http.get(f"http://127.0.0.1:{zp['api']}/meshes/default")).status_code != 200:
-                    await anyio.sleep(0.01)
-                times = []
-                for i in range(count):
-                    doc = {
-                        "type": "Dataplane",
-                        "mesh": "default",
-                        "name": f"svc-{i}",
-                        "networking": {
-                            "address": "127.0.0.1",
-                            "inbound": [{"port": 8000 + i, "tags": {"kuma.io/service": f"svc-{i}"}}],
-                        },
-                    }
-                    r = await http.put(f"http://127.0.0.1:{zp['api']}/meshes/default/dataplanes/svc-{i}", json=doc)
-                    r.raise_for_status()
-                    t0 = time.perf_counter()
-                    while not await resolves(f"svc-{i}.mesh", zp["dns"]):
-                        await anyio.sleep(0.001)
-                    times.append(time.perf_counter() - t0)
+                for zp in (zp1, zp2):
+                    while (await http.get(f"http://127.0.0.1:{zp['api']}/meshes/default")).status_code != 200:
+                        await anyio.sleep(0.01)
+                local = await time_names(http, zp1, zp1, "local", count)
+                # zone-2's Dataplane goes up to the global, which relays it down to zone-1.
+                remote = await time_names(http, zp2, zp1, "remote", count)
         finally:
-            z.stop()
+            z1.stop()
+            z2.stop()
     finally:
         g.stop()
-    times.sort()
-    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
-    print(
-        f"new Dataplane -> its .mesh name resolves ({count} Dataplanes): "
-        f"p50 {statistics.median(times) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms"
-    )
+    print(summary("new Dataplane in zone-1 -> its .mesh name resolves in zone-1", local))
+    print(summary("new Dataplane in zone-2 -> its .mesh name resolves in zone-1 (via the global)", remote))
 
 
 if __name__ == "__main__":
