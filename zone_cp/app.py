@@ -131,6 +131,7 @@ async def run_zone(
         api = create_api_app(
             store,
             role="zone",
+            zone=cfg.zone,
             extra_routes=[
                 _kds_status_route(client),
                 _xds_route(ads),

@@ -105,12 +105,13 @@ def create_api_app(
     cluster_id: str = "",
     kinds: Sequence[KindDescriptor] | None = None,
     before_write: BeforeWrite | None = None,
+    zone: str = "",
 ) -> web.Application:
     """The aiohttp app serving Kuma's resource API for `role`. Serve it with `meshgate.rest.serve_app`."""
     hostname = socket.gethostname()
     version = _version()
     served = list(kinds) if kinds is not None else list(registry.KINDS)
-    endpoints = [ResourceEndpoints(store, kind, role) for kind in served]
+    endpoints = [ResourceEndpoints(store, kind, role, zone) for kind in served]
     extras = [ExtraRoute(*route) for route in extra_routes]
     index = {
         "hostname": hostname,

@@ -68,6 +68,8 @@ class ResourceEndpoints:
     store: ResourceStore
     descriptor: KindDescriptor
     role: Role
+    # On a zone: its name. Resources labelled with another zone's name were relayed from there by the global.
+    zone: str = ""
 
     # -- rules -------------------------------------------------------------------------------------------
 
@@ -87,6 +89,12 @@ class ResourceEndpoints:
             raise method_not_allowed(
                 f"Operation not allowed. Kuma resources like {self.descriptor.name} can be updated or deleted"
                 " only from the GLOBAL control plane and not from a ZONE control plane."
+            )
+        other_zone = current.meta.labels.get(LABEL_ZONE, self.zone)
+        if self.role == "zone" and self.zone and origin == Origin.ZONE.value and other_zone != self.zone:
+            raise method_not_allowed(
+                f"Operation not allowed. {self.descriptor.name} {current.meta.name!r} belongs to zone {other_zone!r}"
+                " and is synced here through the global; it can be updated or deleted only on that zone."
             )
         if self.role == "global" and origin == Origin.ZONE.value:
             raise method_not_allowed(
@@ -184,6 +192,15 @@ class ResourceEndpoints:
                 doc["labels"] = {LABEL_ORIGIN: Origin.ZONE.value}
             elif isinstance(labels, dict) and labels.get(LABEL_ORIGIN) in (None, *(o.value for o in Origin)):
                 doc["labels"] = {**labels, LABEL_ORIGIN: Origin.ZONE.value}
+                claimed = labels.get(LABEL_ZONE)
+                if self.zone and claimed not in (None, self.zone):
+                    violations.append(
+                        Violation(
+                            f'labels["{LABEL_ZONE}"]',
+                            f"must be {self.zone!r} (this zone) or unset; other zones' resources arrive through"
+                            " the global",
+                        )
+                    )
         return violations
 
     async def put_resource(self, request: web.Request) -> web.Response:

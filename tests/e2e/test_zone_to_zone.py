@@ -46,6 +46,16 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     assert copy["name"].startswith("echo-1-")
     assert copy["labels"] == {"kuma.io/origin": "zone", "kuma.io/zone": "zone-2", "kuma.io/display-name": "echo-1"}
 
+    # zone-1 may neither change zone-2's Dataplane nor claim to create one for zone-2.
+    async with httpx.AsyncClient(base_url=z1.url()) as c:
+        r = await c.delete(f"/meshes/default/dataplanes/{copy['name']}")
+        assert r.status_code == 405
+        assert "belongs to zone 'zone-2'" in r.json()["details"]
+        forged = {**dataplane("forged", SERVICE), "labels": {"kuma.io/zone": "zone-2"}}
+        r = await c.put("/meshes/default/dataplanes/forged", json=forged)
+        assert r.status_code == 400
+        assert r.json()["invalid_parameters"][0]["field"] == 'labels["kuma.io/zone"]'
+
     await eventually(lambda: vip_of(z1, NAME), what=f"{NAME} resolving in zone-1")
     vip = await vip_of(z1, NAME)
     assert vip is not None
