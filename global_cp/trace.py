@@ -13,7 +13,9 @@ resource last went out, whether that response is still in flight, which version 
 For a kind that comes from zones (Dataplane, zone-made MeshGateways) the evidence is the global's store:
 whether it holds the zone's copy (labels kuma.io/zone and kuma.io/display-name), and the zone-to-global
 stream's receiver, which knows the version it took and what it rejected. Verdicts: in sync, absent, rejected,
-offline. `verdict_down` and `verdict_up` are the pure rules; `trace_routes` gathers the evidence.
+offline. A Dataplane is also relayed to every other zone: a zone that did not make it gets the verdict of that
+relay (global-to-zone, as above), its reason starting "relayed from <zone> as <stored name>".
+`verdict_down` and `verdict_up` are the pure rules; `trace_routes` gathers the evidence.
 """
 
 from __future__ import annotations
@@ -116,6 +118,26 @@ def _down(
     return {"direction": "global-to-zone", "globalVersion": global_version, "zones": rows}, known
 
 
+def _relayed(
+    descriptor: KindDescriptor,
+    copies: Mapping[str, Resource],
+    zone: str,
+    source: SnapshotSource,
+    streams: StreamRegistry,
+) -> tuple[Verdict, str]:
+    """For a zone that did not make the resource: whether the copies the global relays to it arrived."""
+    session = next((s for s in streams.by_zone(zone) if s.sender is not None), None)
+    ks = session.sender.kinds.get(descriptor.name) if session is not None and session.sender else None
+    results = []
+    for origin, copy in sorted(copies.items()):
+        wire = wire_name(copy.meta.name, copy.meta.mesh)
+        entry = source.view(descriptor.name, zone).entries.get(wire)
+        verdict, reason = verdict_down(entry.version if entry else None, DownEvidence.of(ks, wire) if ks else None)
+        results.append((verdict, f"relayed from {origin} as {copy.meta.name}: {reason}"))
+    order: list[Verdict] = ["in sync", "pending", "rejected", "offline", "absent"]
+    return min(results, key=lambda v: order.index(v[0]))
+
+
 async def _up(
     descriptor: KindDescriptor,
     name: str,
@@ -123,6 +145,7 @@ async def _up(
     store: ResourceStore,
     streams: StreamRegistry,
     statuses: Mapping[str, ZoneStatus],
+    source: SnapshotSource,
 ) -> tuple[dict[str, Any], bool]:
     wire = wire_name(name, mesh)
     held_by_zone: dict[str, Resource] = {}
@@ -137,7 +160,11 @@ async def _up(
         rk = session.receiver.kinds.get(descriptor.name) if session is not None and session.receiver else None
         rejection = next((r.reason for r in rk.last_rejections if r.name == wire), None) if rk else None
         verdict, reason = verdict_up(status == "online", held, rejection)
+        if held is None and rejection is None and held_by_zone and descriptor.relayed_between_zones:
+            # Not this zone's: the global relays the other zones' copies down to it.
+            verdict, reason = _relayed(descriptor, held_by_zone, zone, source, streams)
         row: dict[str, Any] = {"zone": zone, "status": status, "verdict": verdict, "reason": reason}
+        row["relayed"] = reason.startswith("relayed from ")
         row["present"] = held is not None
         if held is not None:
             row["globalName"] = held.meta.name
@@ -198,7 +225,7 @@ def trace_routes(
         if descriptor.sends_to_zone() and descriptor.name in source.snapshots:
             detail, known = _down(descriptor, wire, source, streams, statuses, now)
         if not known and descriptor.sends_to_global():
-            detail, known = await _up(descriptor, name, mesh, store, streams, statuses)
+            detail, known = await _up(descriptor, name, mesh, store, streams, statuses, source)
         elif detail and request.query.get("local") != "1":
             await _ask_other_replicas(request, detail, streams)
         if not known:

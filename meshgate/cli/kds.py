@@ -158,7 +158,7 @@ def render_trace(trace: Doc, now: datetime) -> str:
     lines.append("")
     for r in rows_in:
         verdict = str(r["verdict"])
-        reason = r.get("reason") if verdict != "in sync" else None
+        reason = r.get("reason") if verdict != "in sync" or r.get("relayed") else None
         lines.append(f"{r['zone']}: {verdict}" + (f" — {reason}" if reason else ""))
     return "\n".join(lines) + "\n"
 

@@ -72,6 +72,12 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     assert f"Dataplane echo-1 in mesh default (inbound kuma.io/service: {SERVICE}; from zone zone-2; port 80)" in out
     assert "zone-1: in sync — holds Dataplane echo-1-" in out
     assert "zone-2: origin — Dataplane echo-1 was created in this zone" in out
+    # The Dataplane's own trace: zone-2 sent it up, and zone-1 holds the relayed copy.
+    done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", "dataplane", "echo-1"], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert "zone-1: in sync — relayed from zone-2 as echo-1-" in out, out
+    assert "zone-2: in sync" in out, out
     # A name nothing makes: the answer says what would make it.
     done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", "name", "nope.mesh"], check=False)
     assert done.returncode == 1
