@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from global_cp.ca import CaProvisioner
 from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import ZoneLifecycle
 from global_cp.replicas import ReplicaDirectory
@@ -153,6 +154,8 @@ async def run_global(
             await tg.start(lifecycle.run, cfg.watchdog_interval)
             await tg.start(watchdog.run, cfg.watchdog_interval)
             await tg.start(watch.run)
+            # Builtin mTLS CAs as Secrets (global_cp/ca.py); they reach zones with every other Secret.
+            await tg.start(CaProvisioner(store).run)
             ports = {
                 "kds": await tg.start(serve_grpc, register, KDS_SERVICES, cfg.bind_address, cfg.kds_port),
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),

@@ -117,13 +117,25 @@ async def run_zone(
         dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
 
         def service_vips(mesh: str) -> list[VipOutbound]:
-            """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it)."""
-            vips = dns.meshes.get(mesh)
-            if vips is None:
-                return []
-            return [VipOutbound(str(vip), SERVICE_PORT, e.service) for e, vip in vips.entries if e.service]
+            """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it), and each
+            cross-mesh gateway name of every OTHER mesh on VIP:<listener port> (gateway.md, "Cross-mesh")."""
+            own = dns.meshes.get(mesh)
+            out = [
+                VipOutbound(str(vip), SERVICE_PORT, e.service) for e, vip in (own.entries if own else ()) if e.service
+            ]
+            for other, other_vips in sorted(dns.meshes.items()):
+                if other == mesh:
+                    continue
+                for e, vip in other_vips.entries:
+                    if not (e.gateway and e.gateway_service):
+                        continue
+                    out.extend(
+                        VipOutbound(str(vip), port, e.gateway_service, "gateway", other, e.gateway, e.key)
+                        for port in e.ports
+                    )
+            return out
 
-        xds = ZoneXds(store, cfg.zone, vips=service_vips)
+        xds = ZoneXds(store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain)
         dns.on_change = xds.mark_dirty
         ads = AggregatedDiscoveryService(xds, ProxyRegistry())
         # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).

@@ -5,6 +5,12 @@ MeshGateway, MeshGatewayRoute, Dataplane, Secret), or a proxy connecting, marks 
 re-generates every connected proxy's snapshot from the store with the pure `meshgate.xds.generate`, and the
 delta ADS streams send only what changed. A proxy whose Dataplane is not registered yet gets no snapshot,
 so its Envoy simply waits.
+
+Cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the builtin CA of every Mesh whose enabled mTLS
+backend is `builtin` from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), and the
+builtin gateway Dataplanes of every mesh with a crossMesh MeshGateway, into one `CrossMesh` shared by all
+proxies. Leaf certificates live in a `LeafCache` owned here, so a regeneration re-signs nothing that is not
+due, and an unchanged config stays byte-equal.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ import anyio
 import structlog
 
 from meshgate.api.system.v1alpha1 import secret_pb2
-from meshgate.resources.model import Resource
-from meshgate.store.protocol import ResourceStore, StoreError, iter_all
+from meshgate.mtls import CertificateAuthority, LeafCache, MtlsError, builtin_ca_secret_names, enabled_builtin_backend
+from meshgate.mtls import load_ca as load_mesh_ca
+from meshgate.resources.model import Resource, ResourceKey
+from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
 from meshgate.transport.wakeup import Wakeup
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_server import SnapshotStore
 from meshgate.xds.clusters import EndpointIndex
+from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.vips import VipOutbound
 
@@ -42,13 +51,22 @@ def _secret_bytes(secret: Resource) -> bytes:
 
 class ZoneXds(SnapshotStore):
     def __init__(
-        self, store: ResourceStore, zone: str, vips: Callable[[str], Sequence[VipOutbound]] | None = None
+        self,
+        store: ResourceStore,
+        zone: str,
+        vips: Callable[[str], Sequence[VipOutbound]] | None = None,
+        *,
+        dns_domain: str = "mesh",
     ) -> None:
-        """`vips(mesh)`: the mesh's VIP outbounds (service name -> VIP:80), from the zone's DNS allocations."""
+        """`vips(mesh)`: the VIP outbounds of the mesh's proxies (its service names on VIP:80, other meshes'
+        cross-mesh gateway names on their ports), from the zone's DNS allocations. `dns_domain`: the `.mesh`
+        domain, for the names a crossMesh listener's certificate carries."""
         super().__init__()
         self._store = store
         self._zone = zone
         self._vips = vips
+        self._dns_domain = dns_domain
+        self._leaves = LeafCache()
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -67,12 +85,67 @@ class ZoneXds(SnapshotStore):
     async def _all(self, kind: str, mesh: str) -> list[Resource]:
         return [r async for r in iter_all(self._store, kind, mesh)]
 
+    async def _secret(self, mesh: str, name: str) -> bytes | None:
+        try:
+            return _secret_bytes(await self._store.get(ResourceKey("Secret", mesh, name)))
+        except NotFoundError:
+            return None
+
+    async def _cas(self) -> dict[str, CertificateAuthority]:
+        """mesh -> its builtin CA, for every Mesh whose enabled backend is builtin and whose CA is readable."""
+        out: dict[str, CertificateAuthority] = {}
+        async for mesh in iter_all(self._store, "Mesh"):
+            backend = enabled_builtin_backend(mesh.spec)
+            if backend is None:
+                continue
+            name = mesh.meta.name
+            cert_name, key_name = builtin_ca_secret_names(name, backend)
+            cert, key = await self._secret(name, cert_name), await self._secret(name, key_name)
+            if cert is None or key is None:
+                # The global has not made it yet, or KDS has not brought it: a later Secret change retries.
+                log.info("xds.mesh_ca_missing", mesh=name, secrets=[cert_name, key_name])
+                continue
+            try:
+                out[name] = load_mesh_ca(cert, key)
+            except MtlsError as exc:
+                log.warning("xds.mesh_ca_unusable", mesh=name, error=str(exc))
+        return out
+
+    async def _cross_mesh(self, loaded: dict[str, list[Resource]]) -> CrossMesh:
+        """`loaded`: mesh -> its Dataplanes, for meshes already read; others are read when they have a
+        crossMesh gateway."""
+        gateways = [r async for r in iter_all(self._store, "MeshGateway")]
+        meshes = {
+            g.meta.mesh
+            for g in gateways
+            if any(listener.crossMesh for listener in g.spec.conf.listeners)  # type: ignore[attr-defined]
+        }
+        dataplanes: list[Resource] = []
+        for mesh in sorted(meshes):
+            if mesh not in loaded:
+                loaded[mesh] = await self._all("Dataplane", mesh)
+            dataplanes.extend(loaded[mesh])
+        return CrossMesh(
+            await self._cas(),
+            gateways=[g for g in gateways if g.meta.mesh in meshes],
+            dataplanes=dataplanes,
+            zone=self._zone,
+            domain=self._dns_domain,
+            leaves=self._leaves,
+        )
+
     async def regenerate(self) -> None:
         proxies = sorted(self._connected)
+        if not proxies:
+            return
+        loaded: dict[str, list[Resource]] = {}
+        for mesh in sorted({p.mesh for p in proxies}):
+            loaded[mesh] = await self._all("Dataplane", mesh)
+        cross_mesh = await self._cross_mesh(loaded)
         for mesh in sorted({p.mesh for p in proxies}):
             gateways = await self._all("MeshGateway", mesh)
             routes = await self._all("MeshGatewayRoute", mesh)
-            dataplanes = await self._all("Dataplane", mesh)
+            dataplanes = loaded[mesh]
             secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
             by_name = {d.meta.name: d for d in dataplanes}
             index = EndpointIndex(dataplanes, mesh=mesh, zone=self._zone)  # shared by the mesh's proxies
@@ -92,6 +165,7 @@ class ZoneXds(SnapshotStore):
                     index=index,
                     route_index=route_index,
                     vips=self._vips(mesh) if self._vips is not None else (),
+                    cross_mesh=cross_mesh,
                 )
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)

@@ -40,6 +40,10 @@ class VipEntry:
     # The `kuma.io/service` the VIP stands for (service names only; "" for cross-mesh gateway names): what
     # a VIP outbound listener routes to.
     service: str = ""
+    # Cross-mesh gateway names only: the MeshGateway's store name (in `mesh`) and the `kuma.io/service` of its
+    # one selector, which the gateway Dataplanes serving it carry. Other meshes' proxies route the name there.
+    gateway: str = ""
+    gateway_service: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +59,16 @@ class _Builder:
         self.ports: dict[str, set[int]] = {}
         self.sources: dict[str, set[str]] = {}
         self.services: dict[str, str] = {}
+        self.gateways: dict[str, tuple[str, str]] = {}
 
-    def add(self, names: list[str], port: int, source: str, service: str = "") -> None:
+    def add(
+        self, names: list[str], port: int, source: str, service: str = "", gateway: tuple[str, str] | None = None
+    ) -> None:
         key = names[0]
         if service:
             self.services.setdefault(key, service)
+        if gateway is not None:
+            self.gateways.setdefault(key, gateway)
         for name in names:
             have = self.names.setdefault(key, [])
             if name not in have:
@@ -90,6 +99,8 @@ class _Builder:
                     ports=tuple(sorted(self.ports[key])),
                     sources=tuple(sorted(self.sources[key])),
                     service=self.services.get(key, ""),
+                    gateway=self.gateways.get(key, ("", ""))[0],
+                    gateway_service=self.gateways.get(key, ("", ""))[1],
                 )
             )
         return NameSet(tuple(entries), tuple(problems))
@@ -130,9 +141,13 @@ def mesh_names(
         if gw.meta.mesh != mesh:
             continue
         display = gw.meta.labels.get(LABEL_DISPLAY_NAME) or gw.meta.name
+        selectors = gw.spec.selectors  # type: ignore[attr-defined]
+        # A crossMesh gateway has exactly one selector (validated), naming the service of its Dataplanes.
+        gateway_service = str(selectors[0].match.get(TAG_SERVICE, "")) if len(selectors) == 1 else ""
         for listener in gw.spec.conf.listeners:  # type: ignore[attr-defined]
             if not listener.crossMesh:
                 continue
             name = cross_mesh_name(listener.hostname, display, mesh, domain)
-            out.add([name], int(listener.port), f"MeshGateway {display} (listener :{listener.port})")
+            where = f"MeshGateway {display} (listener :{listener.port})"
+            out.add([name], int(listener.port), where, gateway=(gw.meta.name, gateway_service))
     return out.build()

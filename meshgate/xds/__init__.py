@@ -10,6 +10,7 @@ the same way.
 
 from __future__ import annotations
 
+from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.gateway import GatewayBinding, HostnameGroup, ListenerBinding, VirtualHost, bind, select_gateway
 from meshgate.xds.generate import generate
 from meshgate.xds.routes import NO_ROUTE_BODY, UNRESOLVED_BACKEND
@@ -24,6 +25,7 @@ __all__ = [
     "PUSH_ORDER",
     "ROUTE",
     "UNRESOLVED_BACKEND",
+    "CrossMesh",
     "GatewayBinding",
     "HostnameGroup",
     "ListenerBinding",

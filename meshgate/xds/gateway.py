@@ -19,6 +19,9 @@ Kuma 2.7 (`xds/topology/gateway.go`, `core/policy/dataplane_matcher.go`, `gatewa
   (Kuma leaves those out; meshgate follows the reference here), and never to another listener's virtual
   host; a route on `*` naming `foo.example.com` joins the `foo.example.com` listener's host, as in Kuma.
 
+- **crossMesh.** A `crossMesh: true` listener binds routes as any HTTP listener does; `bind(cross_mesh=True)`
+  marks its port `ListenerBinding.cross_mesh`, and `generate` serves it over mesh mTLS (`crossmesh.py`).
+
 Problems that make a listener unusable (two protocols on one port) are reported, never raised: the rest of
 the gateway still serves.
 """
@@ -84,6 +87,8 @@ class ListenerBinding:
     protocol: int  # MeshGateway.Listener.Protocol
     connection_limit: int  # 0: unlimited
     groups: tuple[HostnameGroup, ...]  # most exact hostname first
+    # `crossMesh: true` listeners: HTTP served over mesh mTLS to other meshes' proxies (see `crossmesh`).
+    cross_mesh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,12 +249,21 @@ class RouteIndex:
 
 
 def bind(
-    dataplane: Resource, gateway: Resource, routes: Iterable[Resource], *, route_index: RouteIndex | None = None
+    dataplane: Resource,
+    gateway: Resource,
+    routes: Iterable[Resource],
+    *,
+    route_index: RouteIndex | None = None,
+    cross_mesh: bool = False,
 ) -> GatewayBinding:
     """The Envoy listeners of `gateway` on `dataplane`, with the routes bound to each virtual host.
 
     `route_index`: the mesh's routes indexed once (`RouteIndex`) by a caller binding many proxies; the
-    result is the same as scanning `routes`, which is what happens without it."""
+    result is the same as scanning `routes`, which is what happens without it. `cross_mesh`: bind
+    `crossMesh: true` listeners too (as `ListenerBinding.cross_mesh`), for a caller that gives them their mesh
+    mTLS; without it they are skipped as unsupported, since serving them in plaintext would break the promise
+    that plaintext clients are refused. A port's first listener decides whether the port is crossMesh; a
+    listener that disagrees is skipped, as a listener with another protocol is."""
     spec: Any = gateway.spec
     dp_tags: Mapping[str, str] = dataplane.spec.networking.gateway.tags  # type: ignore[attr-defined]
     mesh_routes = sorted((r for r in routes if r.meta.mesh == gateway.meta.mesh), key=lambda r: r.meta.name)
@@ -262,6 +276,7 @@ def bind(
     for port in sorted(by_port):
         listeners = by_port[port]
         protocol = listeners[0].protocol
+        port_cross_mesh = cross_mesh and bool(listeners[0].crossMesh)
         groups: dict[str, list[_ListenerHost]] = defaultdict(list)
         tls_by_group: dict[str, Any] = {}
         limits: list[int] = []
@@ -272,10 +287,14 @@ def bind(
                     f"with {_Listener.Protocol.Name(protocol)}; skipped"
                 )
                 continue
-            if listener.crossMesh:
-                # Cross-mesh traffic is mTLS with mesh certificates, which meshgate does not issue yet; serving
-                # it in plaintext would break the promise that plaintext clients are refused.
+            if listener.crossMesh and not cross_mesh:
                 problems.append(f"listener on port {port}: crossMesh is not supported; skipped")
+                continue
+            if bool(listener.crossMesh) != port_cross_mesh:
+                problems.append(
+                    f"listener on port {port}: crossMesh {str(bool(listener.crossMesh)).lower()} conflicts with "
+                    f"{str(port_cross_mesh).lower()}; skipped"
+                )
                 continue
             hostname = hostnames.normalize(listener.hostname)
             key = hostname if protocol in SNI_PROTOCOLS else hostnames.WILDCARD
@@ -306,6 +325,7 @@ def bind(
                     HostnameGroup(key, tls_by_group[key], _virtual_hosts(groups[key]))
                     for key in hostnames.by_exactness(groups)
                 ),
+                cross_mesh=port_cross_mesh,
             )
         )
     return GatewayBinding(gateway, tuple(bindings), tuple(problems))

@@ -9,11 +9,17 @@ Naming (deterministic; equal inputs give byte-equal snapshots):
 | outbound listener / its route configuration | `outbound:<address>:<port>` (Kuma's listener name) |
 | VIP outbound listener / its route configuration | `outbound:<vip>:<port>` (the same scheme) |
 | cluster and its ClusterLoadAssignment | `<service>-<16 hex>` (see `clusters.cluster_name`) |
+| cross-mesh cluster | `<gateway service>-<16 hex>`, the same hash over service, mesh, gateway, name and port |
 
 A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
 service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener; plus one listener per
 `VipOutbound` the caller passes (`vips`), routed the same way (a cross-mesh gateway name is always HTTP).
+
+Cross-mesh (gateway.md, "Cross-mesh"; `crossmesh.CrossMesh`): a builtin gateway's crossMesh listener is served
+over mesh mTLS, and a VipOutbound for another mesh's gateway name becomes an HTTP connection manager whose
+cluster speaks mTLS to that mesh's gateway Dataplanes. Both need mTLS on the proxy's mesh (and the client
+side on the target mesh too); without it they are skipped as problems.
 
 Errors: nothing raises for bad input. What cannot be generated (no matching gateway, conflicting
 listeners, unusable certificates, outbounds without tags, VIP outbounds on a taken or ambiguous address) is
@@ -32,6 +38,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
+from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bind, is_builtin_gateway, select_gateway
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
@@ -91,7 +98,15 @@ def _service(proxy: Resource) -> str:
     return proxy.meta.name
 
 
-def _http_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes]) -> list[Any]:
+def _http_listener(
+    b: _Builder,
+    lb: ListenerBinding,
+    *,
+    prefix: str,
+    secrets: Mapping[str, bytes],
+    mtls: Any | None = None,
+) -> list[Any]:
+    """`mtls`: the transport socket of a crossMesh listener; its chain then matches TLS connections only."""
     tls = lb.protocol == _Listener.HTTPS
     chains = []
     for group in lb.groups:
@@ -110,6 +125,9 @@ def _http_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Ma
                 b.problems.append(f"{err}; filter chain skipped")
                 continue
             chains.append(listeners.filter_chain(filters, server_name=group.hostname, tls=socket))
+        elif mtls is not None:
+            # Any SNI, but TLS only: a plaintext client matches no filter chain and is disconnected.
+            chains.append(listeners.filter_chain(filters, server_name="*", tls=mtls))
         else:
             chains.append(listeners.filter_chain(filters))
         vhosts = [
@@ -152,12 +170,35 @@ def _tcp_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Map
     return chains
 
 
-def _gateway(b: _Builder, proxy: Resource, binding: GatewayBinding, secrets: Mapping[str, bytes]) -> None:
+def _cross_mesh_socket(
+    b: _Builder, proxy: Resource, binding: GatewayBinding, lb: ListenerBinding, cross: CrossMesh | None
+) -> Any | None:
+    """The mTLS of a crossMesh listener, or None (and a problem) when its mesh has no mTLS."""
+    mesh = proxy.meta.mesh
+    if cross is None or not cross.enabled(mesh):
+        b.problems.append(f"crossMesh listener on port {lb.port} needs mTLS enabled on mesh {mesh}; skipped")
+        return None
+    leaf = cross.leaf(mesh, _service(proxy), cross.listener_names(binding.gateway, lb.port))
+    return downstream_mtls(leaf, cross.trusted())
+
+
+def _gateway(
+    b: _Builder,
+    proxy: Resource,
+    binding: GatewayBinding,
+    secrets: Mapping[str, bytes],
+    cross: CrossMesh | None,
+) -> None:
     b.problems.extend(binding.problems)
     address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
     prefix = _service(proxy)
     for lb in binding.listeners:
-        if lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
+        if lb.cross_mesh:
+            mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
+            if mtls is None:
+                continue
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, mtls=mtls)
+        elif lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
             chains = _http_listener(b, lb, prefix=prefix, secrets=secrets)
         else:
             chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets)
@@ -167,14 +208,23 @@ def _gateway(b: _Builder, proxy: Resource, binding: GatewayBinding, secrets: Map
         b.add(LISTENER, lb.name, listeners.listener(lb.name, address, lb.port, chains, gateway=True))
 
 
-def _outbound_listener(b: _Builder, name: str, address: str, port: int, tags: dict[str, str], *, http: bool) -> None:
+def _outbound_listener(
+    b: _Builder,
+    name: str,
+    address: str,
+    port: int,
+    tags: dict[str, str],
+    *,
+    http: bool,
+    resolve: table.Resolver | None = None,
+) -> None:
     """A listener `name` on `address:port` to the destination `tags`: an HCM over RDS (route configuration `name`)
-    when `http`, else a TCP proxy."""
+    when `http`, else a TCP proxy. `resolve`: names the cluster instead of the mesh's endpoint index."""
     dest = table.destination(tags, 1)
     if http:
         # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
         catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
-        vhost = table.virtual_host("*", [catch_all], listener_port=port, tls=False, resolve=b.resolve)
+        vhost = table.virtual_host("*", [catch_all], listener_port=port, tls=False, resolve=resolve or b.resolve)
         b.add(ROUTE, name, table.route_configuration(name, [vhost]))
         chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
     else:
@@ -199,7 +249,37 @@ def _outbounds(b: _Builder, proxy: Resource) -> set[tuple[str, int]]:
     return taken
 
 
-def _vip_outbounds(b: _Builder, vips: Sequence[VipOutbound], taken: set[tuple[str, int]]) -> None:
+def _cross_mesh_outbound(b: _Builder, proxy: Resource, vip: VipOutbound, cross: CrossMesh | None) -> None:
+    """`vip` names another mesh's crossMesh gateway: HTTP over mTLS to its gateway Dataplanes."""
+    name = vip.listener_name
+    missing = [m for m in (proxy.meta.mesh, vip.mesh) if cross is None or not cross.enabled(m)]
+    if cross is None or missing:
+        b.problems.append(f"{name}: cross-mesh name {vip.hostname} needs mTLS enabled on mesh {missing[0]}; skipped")
+        return
+    target = {TAG_SERVICE: vip.service, "kuma.io/mesh": vip.mesh, "gateway": vip.gateway, "hostname": vip.hostname}
+    cluster = clusters.cluster_name({**target, "port": str(vip.port)})
+    assignment = clusters.load_assignment(
+        cluster, cross.endpoints(vip.mesh, vip.gateway, vip.port), local_zone=b.index.zone
+    )
+    leaf = cross.leaf(proxy.meta.mesh, _service(proxy))
+    tls = upstream_mtls(leaf, cross.cas[vip.mesh], sni=vip.hostname, mesh=vip.mesh, service=vip.service)
+    if clusters.needs_dns(assignment):
+        out = clusters.cluster(cluster, "http", dns_assignment=assignment)
+    else:
+        out = clusters.cluster(cluster, "http")
+        b.add(ENDPOINT, cluster, assignment)
+    out.transport_socket.CopyFrom(tls)
+    b.add(CLUSTER, cluster, out)
+    _outbound_listener(b, name, vip.vip, vip.port, {TAG_SERVICE: vip.service}, http=True, resolve=lambda _: cluster)
+
+
+def _vip_outbounds(
+    b: _Builder,
+    proxy: Resource,
+    vips: Sequence[VipOutbound],
+    taken: set[tuple[str, int]],
+    cross: CrossMesh | None,
+) -> None:
     """One listener per distinct VipOutbound, in address order. Skipped, as problems: one whose `vip:port` an
     explicit outbound binds (on that address or on the wildcard), and every one of several that share a
     `vip:port` but not their destination (ambiguous, so none is routed)."""
@@ -217,6 +297,9 @@ def _vip_outbounds(b: _Builder, vips: Sequence[VipOutbound], taken: set[tuple[st
             b.problems.append(f"{name}: VIP outbounds disagree on the destination ({targets}); skipped")
             continue
         (vip,) = group
+        if vip.cross_mesh and vip.mesh != proxy.meta.mesh:
+            _cross_mesh_outbound(b, proxy, vip, cross)
+            continue
         tags = {TAG_SERVICE: vip.service}
         # A cross-mesh listener is HTTP (gateway.md, "Cross-mesh"); a service speaks what its inbounds say.
         http = vip.kind == "gateway" or b.index.protocol(tags) in clusters.HTTP_PROTOCOLS
@@ -234,6 +317,7 @@ def generate(
     index: clusters.EndpointIndex | None = None,
     vips: Sequence[VipOutbound] = (),
     route_index: RouteIndex | None = None,
+    cross_mesh: CrossMesh | None = None,
 ) -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane), from its mesh's gateways, routes and Dataplanes.
 
@@ -244,6 +328,8 @@ def generate(
     `.mesh` VIP outbounds, each a listener `outbound:<vip>:<port>` on a delegated gateway or ordinary
     Dataplane (ignored for a builtin gateway, which has its MeshGateway's listeners instead). `route_index`:
     the same routes indexed once per mesh (`RouteIndex`), for a caller generating for many proxies.
+    `cross_mesh`: every mesh's CA and gateway Dataplanes (`CrossMesh`), for crossMesh listeners and VIP
+    outbounds to other meshes' gateways; without it both are skipped as problems.
     """
     if index is None:
         index = clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone)
@@ -253,7 +339,8 @@ def generate(
         if gateway is None:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
-            _gateway(b, proxy, bind(proxy, gateway, routes, route_index=route_index), secrets or {})
+            binding = bind(proxy, gateway, routes, route_index=route_index, cross_mesh=True)
+            _gateway(b, proxy, binding, secrets or {}, cross_mesh)
     else:
-        _vip_outbounds(b, vips, _outbounds(b, proxy))
+        _vip_outbounds(b, proxy, vips, _outbounds(b, proxy), cross_mesh)
     return b.finish()

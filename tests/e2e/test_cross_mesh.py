@@ -1,0 +1,171 @@
+"""Cross-mesh end to end (gateway.md, "Cross-mesh"): global and zone as processes, two meshgate-dp Envoys.
+
+Meshes `a` and `b` are created on the global with a builtin mTLS backend; the global makes their CA Secrets,
+which reach the zone over KDS. Mesh `b`'s MeshGateway `edge` has a crossMesh listener; the zone's DNS answers
+`internal.edge.b.mesh` with a VIP (the zone's VIP CIDR is inside 127.0.0.0/8, so Envoy binds it on loopback),
+mesh `a`'s delegated gateway Envoy listens on that VIP and the listener's port, and sends the request over mTLS
+to mesh `b`'s gateway Envoy, which routes it to `echo`. A plaintext client of the gateway is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import dns.rdatatype
+import httpx
+import pytest
+
+from tests.support.dp import DpProcess
+from tests.support.envoy import http_backend
+from tests.support.processes import CPProcess, ProcessGroup, free_port
+from tests.support.wait import eventually
+
+pytestmark = [pytest.mark.e2e]
+
+NAME = "internal.edge.b.mesh"
+_VIP_CIDR = "127.103.0.0/16"
+
+
+async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        r = await c.put(path, json=doc)
+    assert r.status_code in (200, 201), r.text
+
+
+async def exists(cp: CPProcess, path: str) -> bool:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        return (await c.get(path)).status_code == 200
+
+
+async def resolve(z: CPProcess, name: str) -> str | None:
+    answer = await dns.asyncquery.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=z.ports["dns"], timeout=2)
+    for rrset in answer.answer:
+        if rrset.rdtype == dns.rdatatype.A:
+            return str(next(iter(rrset)))
+    return None
+
+
+def mtls_mesh(name: str) -> dict[str, Any]:
+    return {
+        "type": "Mesh",
+        "name": name,
+        "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]},
+    }
+
+
+def dp_dir(root: Path, name: str) -> Path:
+    out = root / name  # one meshgate-dp per directory: each writes its own dp.log
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs: ProcessGroup) -> None:
+    g = await procs.global_cp()
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--vip-cidr", _VIP_CIDR)
+    port = free_port()
+    for mesh in ("a", "b"):
+        await put(g, f"/meshes/{mesh}", mtls_mesh(mesh))
+    await put(
+        g,
+        "/meshes/b/meshgateways/edge",
+        {
+            "type": "MeshGateway",
+            "mesh": "b",
+            "name": "edge",
+            "selectors": [{"match": {"kuma.io/service": "edge"}}],
+            "conf": {"listeners": [{"port": port, "protocol": "HTTP", "crossMesh": True}]},
+        },
+    )
+    await put(
+        g,
+        "/meshes/b/meshgatewayroutes/to-echo",
+        {
+            "type": "MeshGatewayRoute",
+            "mesh": "b",
+            "name": "to-echo",
+            "selectors": [{"match": {"kuma.io/service": "edge"}}],
+            "conf": {
+                "http": {
+                    "rules": [
+                        {
+                            "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
+                            "backends": [{"destination": {"kuma.io/service": "echo"}}],
+                        }
+                    ]
+                }
+            },
+        },
+    )
+    # The global made each mesh's CA, and KDS brought it to the zone.
+    for mesh in ("a", "b"):
+        for kind in ("cert", "key"):
+            path = f"/meshes/{mesh}/secrets/{mesh}.ca-builtin-{kind}-ca-1"
+            await eventually(lambda p=path: exists(g, p), what=f"{path} on the global")
+            await eventually(lambda p=path: exists(z, p), what=f"{path} in zone-1")
+    await eventually(lambda: exists(z, "/meshes/b/meshgateways/edge"), what="the gateway in zone-1")
+    async with http_backend("echo") as echo:
+        await put(
+            z,
+            "/meshes/b/dataplanes/echo-1",
+            {
+                "type": "Dataplane",
+                "mesh": "b",
+                "name": "echo-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
+                },
+            },
+        )
+        await eventually(lambda: resolve(z, NAME), what=f"{NAME} resolves")
+        vip = await resolve(z, NAME)
+        assert vip is not None
+        assert vip.startswith("127.103.")
+        edge = {
+            "type": "Dataplane",
+            "mesh": "b",
+            "name": "edge-1",
+            "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
+        }
+        kong = {
+            "type": "Dataplane",
+            "mesh": "a",
+            "name": "kong-1",
+            "networking": {
+                "address": "127.0.0.1",
+                "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
+            },
+        }
+        xds, api = z.ports["xds"], z.ports["api"]
+        gateway_dp = DpProcess(dp_dir(procs.workdir, "edge"), xds, api, "--dataplane", json.dumps(edge))
+        try:
+            client_dp = DpProcess(dp_dir(procs.workdir, "kong"), xds, api, "--dataplane", json.dumps(kong))
+            try:
+
+                async def through_vip() -> bool:
+                    try:
+                        async with httpx.AsyncClient(timeout=2) as c:
+                            r = await c.get(f"http://{vip}:{port}/hello", headers={"Host": NAME})
+                    except httpx.HTTPError:
+                        return False
+                    return r.status_code == 200 and r.text == "echo /hello"
+
+                try:
+                    await eventually(through_vip, timeout=60, what=f"http://{NAME}:{port} (VIP {vip}) across meshes")
+                except AssertionError as exc:
+                    logs = f"{client_dp.logs()[-3000:]}\n{gateway_dp.logs()[-3000:]}\n{z.logs()}"
+                    raise AssertionError(f"{exc}\n{logs}") from None
+                # Plaintext straight to the gateway's crossMesh listener is refused.
+                hits = echo.hits
+                with pytest.raises(httpx.TransportError):
+                    async with httpx.AsyncClient(timeout=5) as c:
+                        await c.get(f"http://127.0.0.1:{port}/plain", headers={"Host": NAME})
+                assert echo.hits == hits
+            finally:
+                client_dp.stop()
+        finally:
+            gateway_dp.stop()

