@@ -127,7 +127,7 @@ async def run_global(
                 *insight_routes(store, streams, policy),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
-                trace_name_route(store, streams, source, policy),
+                trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
             ],
         )

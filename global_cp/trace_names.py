@@ -8,18 +8,22 @@ zone-1 but not in zone-3?" without asking the zones:
 - **sources**: every resource that produces the name, in any mesh (or the one asked for);
 - **per zone**, for each source: `origin` when the zone made it, else the KDS verdict of its delivery to
   that zone (in sync, pending, rejected, offline; see `global_cp.trace`). The zone's verdict for the name is
-  the best of its sources': a zone holding any source serves the name. The VIP itself is zone-local: the
-  zone's `GET /vips` (or `meshgatectl inspect vips`) shows it.
+  the best of its sources': a zone holding any source serves the name.
+- **the zone's VIP**: asked of each connected zone over its `StreamXDSConfigs` stream (a `VirtualIPs` request,
+  see `meshgate.transport.xds_configs`), at most `VIP_WAIT` seconds, all zones at once. A zone that does not
+  answer (another replica streams it, a Kuma zone, a timeout) shows the VIP as unknown, with the reason.
 
 `name_sources` and `zone_verdict` are pure; `trace_name_route` gathers the evidence.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from aiohttp import web
 
 from global_cp.insights import HealthPolicy, Now, ZoneStatus, known_zones, list_all, zone_enabled
@@ -35,9 +39,12 @@ from meshgate.rest.errors import ApiError, bad_request
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
+from meshgate.transport.xds_configs import VIRTUAL_IPS, ConfigDumpError, XDSConfigBroker
 
 __all__ = ["NameSource", "name_sources", "trace_name_route", "zone_verdict"]
 
+# How long the trace waits for a zone to say which VIP it gives the name.
+VIP_WAIT = 2.0
 # A zone that made a source holds it by definition; better than any delivery verdict.
 ORIGIN = "origin"
 _RANK = {ORIGIN: 0, "in sync": 1, "pending": 2, "rejected": 3, "offline": 4, "absent": 5}
@@ -109,8 +116,33 @@ def _source_in_zone(
     return verdict, reason
 
 
+async def _zone_vips(broker: XDSConfigBroker, zones: Iterable[str], mesh: str, name: str) -> dict[str, dict[str, Any]]:
+    """Per zone: {"vip": ..., "ports": ...} as the zone answers, or {"vipError": why not}."""
+    out: dict[str, dict[str, Any]] = {}
+
+    async def ask(zone: str) -> None:
+        if not broker.connected(zone):
+            out[zone] = {"vipError": "no config stream from this zone to this global replica"}
+            return
+        try:
+            raw = await broker.request(zone, mesh, name, resource_type=VIRTUAL_IPS, wait=VIP_WAIT)
+            entry = json.loads(raw)
+            out[zone] = {"vip": entry["vip"], "ports": entry["ports"], "vipMesh": entry["mesh"]}
+        except (ConfigDumpError, TimeoutError, ValueError, KeyError) as exc:
+            out[zone] = {"vipError": str(exc)}
+
+    async with anyio.create_task_group() as tg:
+        for zone in zones:
+            tg.start_soon(ask, zone)
+    return out
+
+
 def trace_name_route(
-    store: ResourceStore, streams: StreamRegistry, kds: SnapshotSource, policy: HealthPolicy
+    store: ResourceStore,
+    streams: StreamRegistry,
+    kds: SnapshotSource,
+    policy: HealthPolicy,
+    broker: XDSConfigBroker | None = None,
 ) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
         name = request.query.get("name", "").strip()
@@ -127,6 +159,8 @@ def trace_name_route(
         now, records = Now.current(), await read_zone_records(store)
         zones = sorted(set(known_zones(records, streams)) | streams.zones())
         statuses = {z: status_of(streams, z, zone_enabled(records.get(z)), now, policy) for z in zones}
+        meshes = sorted({s.mesh for s in sources})
+        vips = await _zone_vips(broker, zones, mesh or "", name) if broker is not None else {}
         rows = []
         for zone, status in statuses.items():
             per_source = [_source_in_zone(s, zone, status, kds, streams) for s in sources]
@@ -138,11 +172,12 @@ def trace_name_route(
                     "verdict": verdict,
                     "reason": reason,
                     "sources": [{"verdict": v, "reason": r} for v, r in per_source],
+                    **vips.get(zone, {}),
                 }
             )
         body = {
             "name": name.lower().rstrip("."),
-            "meshes": sorted({s.mesh for s in sources}),
+            "meshes": meshes,
             "sources": [_source_doc(s) for s in sources],
             "zones": rows,
         }

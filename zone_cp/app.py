@@ -104,6 +104,7 @@ async def run_zone(
         local = SnapshotSource(
             store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
         )
+        answerer = ConfigDumpAnswerer(dumper, cfg.zone)  # config dumps, and VIP lookups once DNS exists
         client = GlobalToZoneClient(
             zone=cfg.zone,
             addresses=cfg.global_addresses,
@@ -112,9 +113,10 @@ async def run_zone(
             validate=codec.validate,
             upstream=ZoneUpstream(cfg.zone, local),
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
-            xds_configs=ConfigDumpAnswerer(dumper, cfg.zone),
+            xds_configs=answerer,
         )
         dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
+        answerer.names = dns.lookup
 
         def service_vips(mesh: str) -> list[VipOutbound]:
             """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it), and each

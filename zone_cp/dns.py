@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -60,6 +61,10 @@ def _decode(resource: Resource | None) -> dict[str, IPv4Address]:
         except ValueError:
             continue  # an unreadable entry is simply allocated again
     return out
+
+
+def _item(name: str, mesh: str, entry: VipEntry, vip: IPv4Address) -> dict[str, Any]:
+    return {"name": name, "mesh": mesh, "vip": str(vip), "ports": list(entry.ports), "source": list(entry.sources)}
 
 
 class ZoneDns:
@@ -170,26 +175,28 @@ class ZoneDns:
                     started = True
                     task_status.started()
 
+    def lookup(self, mesh: str, name: str) -> dict[str, Any] | None:
+        """`name`'s entry as `GET /vips` lists it (in `mesh`, or in any mesh when ""), or None when unknown."""
+        wanted = name.lower().rstrip(".")
+        for entry_mesh, vips in sorted(self.meshes.items()):
+            if mesh and entry_mesh != mesh:
+                continue
+            for entry, vip in vips.entries:
+                if wanted in entry.names:
+                    return _item(wanted, entry_mesh, entry, vip)
+        return None
+
     def route(self) -> ExtraRoute:
         async def handler(request: web.Request) -> web.Response:
             wanted = request.query.get("mesh")
-            items = []
+            items: list[dict[str, Any]] = []
             problems: list[str] = []
             for mesh, vips in sorted(self.meshes.items()):
                 if wanted and mesh != wanted:
                     continue
                 problems.extend(vips.problems)
                 for entry, vip in vips.entries:
-                    for name in entry.names:
-                        items.append(
-                            {
-                                "name": name,
-                                "mesh": mesh,
-                                "vip": str(vip),
-                                "ports": list(entry.ports),
-                                "source": list(entry.sources),
-                            }
-                        )
+                    items.extend(_item(name, mesh, entry, vip) for name in entry.names)
             return web.json_response({"items": items, "total": len(items), "problems": problems})
 
         return ExtraRoute("GET", "/vips", handler, "The zone's .mesh names: VIP, ports and where each comes from")

@@ -173,16 +173,16 @@ def render_name_trace(trace: Doc) -> str:
         origin = f"zone {s['zone']}" if s.get("zone") else "the global"
         lines.append(f"  {s['kind']} {s['name']} in mesh {s['mesh']} ({s['detail']}; from {origin}; port {s['port']})")
     rows_in = list(trace.get("zones") or [])
-    rows = [["ZONE", "STATUS", "RESULT"]]
-    rows += [[str(r["zone"]), str(r["status"]).capitalize(), str(r["verdict"])] for r in rows_in]
+    rows = [["ZONE", "STATUS", "RESULT", "VIP"]]
+    rows += [
+        [str(r["zone"]), str(r["status"]).capitalize(), str(r["verdict"]), str(r.get("vip") or "-")] for r in rows_in
+    ]
     lines.append("")
     lines.append(table(rows).rstrip("\n") if rows_in else "(no zones)")
     lines.append("")
     for r in rows_in:
-        lines.append(f"{r['zone']}: {r['verdict']} — {r['reason']}")
-    if rows_in:
-        lines.append("")
-        lines.append("The VIP is the zone's own: meshgatectl --api <zone API> inspect vips shows it.")
+        vip = f"; VIP {r['vip']}" if r.get("vip") else (f"; VIP unknown: {r['vipError']}" if r.get("vipError") else "")
+        lines.append(f"{r['zone']}: {r['verdict']} — {r['reason']}{vip}")
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,18 @@
         -> GET http://127.0.0.1:<admin port>/config_dump (the zone must reach the proxy's admin port; with
            meshgate-dp beside the zone that is loopback; Kuma's kuma-dp reaches it through its own admin proxy)
 
+The same stream also answers "which VIP does this zone give `.mesh` name N?" for the global's
+`kds trace name`: a request with `resource_type` `VIRTUAL_IPS` ("VirtualIPs") and the name in `resource_name`,
+answered with the zone's `GET /vips` entry as JSON. Kuma leaves `resource_type` open ("Dataplane, ZoneIngress
+or ZoneEgress"), so a Kuma zone answers it with an error, which the global shows as "unknown".
+
 Everything is bounded: the zone answers at most `MAX_CONCURRENT` requests at once, each admin fetch has a
 timeout, and a global request waits at most its timeout; a stream that closes fails its pending requests at once.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +37,7 @@ from meshgate.resources.model import ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore
 
 __all__ = [
+    "VIRTUAL_IPS",
     "ConfigDumpAnswerer",
     "ConfigDumpError",
     "DataplaneNotFound",
@@ -48,6 +55,10 @@ ADMIN_TIMEOUT = 10.0
 MAX_CONFIG_BYTES = 10 * 1024 * 1024 - 64 * 1024
 # Requests queued per zone stream before `request` waits for room.
 QUEUE = 64
+# `resource_type` of a request for a `.mesh` name's VIP entry rather than a config dump.
+VIRTUAL_IPS = "VirtualIPs"
+# Looks up a `.mesh` name in the zone (mesh may be ""): its VIP entry as JSON-ready data, or None when unknown.
+NameLookup = Callable[[str, str], dict[str, Any] | None]
 
 
 class ConfigDumpError(Exception):
@@ -100,11 +111,22 @@ class EnvoyAdminDumper:
 class ConfigDumpAnswerer:
     """Zone side of StreamXDSConfigs, run inside the KDS session on its channel; reopens the stream if it ends."""
 
-    def __init__(self, dumper: EnvoyAdminDumper, zone: str = "") -> None:
+    def __init__(self, dumper: EnvoyAdminDumper, zone: str = "", names: NameLookup | None = None) -> None:
         self._dumper = dumper
         self._zone = zone
+        # Set by the zone once its DNS exists: answers VIRTUAL_IPS requests.
+        self.names = names
+
+    def _answer_name(self, req: kds_pb2.XDSConfigRequest) -> kds_pb2.XDSConfigResponse:
+        entry = self.names(req.resource_mesh, req.resource_name) if self.names is not None else None
+        if entry is None:
+            error = f"{req.resource_name} has no VIP in zone {self._zone!r}"
+            return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=error)
+        return kds_pb2.XDSConfigResponse(request_id=req.request_id, config=json.dumps(entry).encode())
 
     async def answer(self, req: kds_pb2.XDSConfigRequest) -> kds_pb2.XDSConfigResponse:
+        if req.resource_type == VIRTUAL_IPS:
+            return self._answer_name(req)
         if req.resource_type != "Dataplane":
             return kds_pb2.XDSConfigResponse(
                 request_id=req.request_id, error=f"unsupported resource type {req.resource_type!r}"
@@ -216,21 +238,32 @@ class XDSConfigBroker:
                 pending.done.set()
             log.info("kds.xds_configs.closed", zone=zone)
 
-    async def request(self, zone: str, mesh: str, name: str, *, include_eds: bool = False) -> bytes:
-        """The config dump of Dataplane `name` in `zone`. Raises ZoneOffline, ConfigDumpError or TimeoutError."""
+    async def request(
+        self,
+        zone: str,
+        mesh: str,
+        name: str,
+        *,
+        include_eds: bool = False,
+        resource_type: str = "Dataplane",
+        wait: float | None = None,
+    ) -> bytes:
+        """The config dump of Dataplane `name` in `zone` (or, with `resource_type=VIRTUAL_IPS`, the JSON VIP entry
+        of `.mesh` name `name`), waiting at most `wait` (default: the broker's timeout). Raises ZoneOffline,
+        ConfigDumpError or TimeoutError."""
         stream = self._zones.get(zone)
         if stream is None:
             raise ZoneOffline(f'zone "{zone}" is offline: it has no config-dump stream open to this global')
         request_id = str(uuid.uuid4())
         req = kds_pb2.XDSConfigRequest(
             request_id=request_id,
-            resource_type="Dataplane",
+            resource_type=resource_type,
             resource_name=name,
             resource_mesh=mesh,
             include_eds=include_eds,
         )
         pending = stream.pending[request_id] = _Pending()
-        limit = self.timeout
+        limit = self.timeout if wait is None else wait
         try:
             with anyio.fail_after(limit if math.isfinite(limit) else None):
                 try:

@@ -6,6 +6,7 @@ real Envoy through meshgate-dp.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from meshgate.transport.kds_server import GlobalKDSService
 from meshgate.transport.streams import StreamRegistry
 from meshgate.transport.xds_configs import (
     MAX_CONFIG_BYTES,
+    VIRTUAL_IPS,
     ConfigDumpAnswerer,
     ConfigDumpError,
     DataplaneNotFound,
@@ -140,3 +142,31 @@ def test_meshgate_dp_reports_its_admin_port_unless_the_dataplane_has_one() -> No
     assert plain.spec.networking.admin.port == 0  # type: ignore[attr-defined]  # the input is not changed
     own = load_dataplane(doc + ' "admin": {"port": 7777},' + gw + "}}")
     assert with_admin_port(own, 9999)[1] == 7777
+
+
+async def test_the_same_stream_answers_which_vip_a_zone_gives_a_name() -> None:
+    def names(mesh: str, name: str) -> dict[str, object] | None:
+        known = {"echo.mesh": {"name": "echo.mesh", "mesh": "default", "vip": "240.0.0.1", "ports": [80]}}
+        entry = known.get(name)
+        return entry if entry is not None and mesh in ("", "default") else None
+
+    broker = XDSConfigBroker(timeout=5)
+    dumper = FakeDumper()
+    answerer = ConfigDumpAnswerer(dumper, "zone-1", names)
+    health = GlobalKDSService(StreamRegistry(KDSMetrics()), 0.2, broker)
+    register = [lambda s: kds_pb2_grpc.add_GlobalKDSServiceServicer_to_server(health, s)]
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_grpc, register, NAMES, "127.0.0.1", 0)
+
+        async def run_zone() -> None:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await answerer.run(channel, (("client-id", "zone-1"),))
+
+        tg.start_soon(run_zone)
+        await eventually(lambda: broker.connected("zone-1"), what="the zone's stream")
+        raw = await broker.request("zone-1", "", "echo.mesh", resource_type=VIRTUAL_IPS, wait=5)
+        assert json.loads(raw)["vip"] == "240.0.0.1"
+        with pytest.raises(ConfigDumpError, match=r"nope\.mesh has no VIP in zone 'zone-1'"):
+            await broker.request("zone-1", "", "nope.mesh", resource_type=VIRTUAL_IPS)
+        assert dumper.asked == []  # never mistaken for a config dump
+        tg.cancel_scope.cancel()

@@ -70,8 +70,12 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     assert done.returncode == 0, done.stderr.decode()
     out = done.stdout.decode()
     assert f"Dataplane echo-1 in mesh default (inbound kuma.io/service: {SERVICE}; from zone zone-2; port 80)" in out
-    assert "zone-1: in sync — holds Dataplane echo-1-" in out
-    assert "zone-2: origin — Dataplane echo-1 was created in this zone" in out
+    # Each line ends with the VIP that zone gives the name (asked of the zone over its KDS session).
+    [line1] = [line for line in out.splitlines() if line.startswith("zone-1: ")]
+    assert line1.startswith("zone-1: in sync — holds Dataplane echo-1-"), out
+    assert line1.endswith(f"; VIP {vip}"), out
+    [line2] = [line for line in out.splitlines() if line.startswith("zone-2: ")]
+    assert line2.startswith("zone-2: origin — Dataplane echo-1 was created in this zone; VIP 127.100."), out
     # The Dataplane's own trace: zone-2 sent it up, and zone-1 holds the relayed copy.
     done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", "dataplane", "echo-1"], check=False)
     assert done.returncode == 0, done.stderr.decode()
