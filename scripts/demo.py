@@ -253,6 +253,36 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
     print(f"$ curl http://backend.mesh/   (via the delegated gateway kong-1's Envoy on {vip}:80) -> {body}")
 
 
+def cross_zone_demo() -> None:
+    """A Dataplane registered in zone-2 gets its .mesh name in zone-1 (relayed by the global), and the global's
+    `kds trace name` says why the name exists and which VIP each zone gives it."""
+    zone1, zone2 = ZONES["zone-1"], ZONES["zone-2"]
+    name = "billing.default.svc.80.mesh"
+    billing = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "billing-1",
+        "networking": {
+            "address": "127.0.0.1",
+            "inbound": [{"port": free_port(), "tags": {"kuma.io/service": "billing_default_svc_80"}}],
+        },
+    }
+    print("\n$ PUT /meshes/default/dataplanes/billing-1 on zone-2 (kuma.io/service: billing_default_svc_80)")
+    put_json(zone2["api"], "/meshes/default/dataplanes/billing-1", billing)
+    t0 = time.monotonic()
+    deadline = t0 + 15
+    vip = None
+    while vip is None:
+        vip = resolve(name, zone1["dns"])
+        if vip is None and time.monotonic() > deadline:
+            sys.exit(f"{name} did not resolve in zone-1")
+        time.sleep(0.002)
+    elapsed = (time.monotonic() - t0) * 1000
+    print(f"$ dig @127.0.0.1 -p {zone1['dns']} {name} +short   (zone-1's DNS, {elapsed:.0f} ms later)\n{vip}")
+    print(f"\n$ meshgatectl kds trace name {name}   (on the global)")
+    print(ctl(GLOBAL["api"], "kds", "trace", "name", name), end="")
+
+
 def main() -> None:
     # Every run starts from an empty store, so what it prints is what this run did.
     shutil.rmtree(DATA, ignore_errors=True)
@@ -334,6 +364,7 @@ def main() -> None:
 
         gateway_demo(procs, route)
         dns_demo(procs)
+        cross_zone_demo()
         for zone, ports in ZONES.items():
             for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
                 print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")
