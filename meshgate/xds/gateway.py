@@ -19,8 +19,8 @@ Kuma 2.7 (`xds/topology/gateway.go`, `core/policy/dataplane_matcher.go`, `gatewa
   (Kuma leaves those out; meshgate follows the reference here), and never to another listener's virtual
   host; a route on `*` naming `foo.example.com` joins the `foo.example.com` listener's host, as in Kuma.
 
-- **crossMesh.** A `crossMesh: true` listener binds routes as any HTTP listener does; `bind(cross_mesh=True)`
-  marks its port `ListenerBinding.cross_mesh`, and `generate` serves it over mesh mTLS (`crossmesh.py`).
+- **crossMesh.** A `crossMesh: true` listener binds routes as any HTTP listener does; `bind` marks its port
+  `ListenerBinding.cross_mesh`, and `generate` serves it over mesh mTLS (`crossmesh.py`).
 
 Problems that make a listener unusable (two protocols on one port) are reported, never raised: the rest of
 the gateway still serves.
@@ -254,16 +254,14 @@ def bind(
     routes: Iterable[Resource],
     *,
     route_index: RouteIndex | None = None,
-    cross_mesh: bool = False,
 ) -> GatewayBinding:
     """The Envoy listeners of `gateway` on `dataplane`, with the routes bound to each virtual host.
 
     `route_index`: the mesh's routes indexed once (`RouteIndex`) by a caller binding many proxies; the
-    result is the same as scanning `routes`, which is what happens without it. `cross_mesh`: bind
-    `crossMesh: true` listeners too (as `ListenerBinding.cross_mesh`), for a caller that gives them their mesh
-    mTLS; without it they are skipped as unsupported, since serving them in plaintext would break the promise
-    that plaintext clients are refused. A port's first listener decides whether the port is crossMesh; a
-    listener that disagrees is skipped, as a listener with another protocol is."""
+    result is the same as scanning `routes`, which is what happens without it. `crossMesh: true` listeners
+    are marked `ListenerBinding.cross_mesh`, which the caller must serve over mesh mTLS (plaintext clients are
+    refused). A port's first listener decides whether the port is crossMesh; a listener that disagrees is
+    skipped, as a listener with another protocol is."""
     spec: Any = gateway.spec
     dp_tags: Mapping[str, str] = dataplane.spec.networking.gateway.tags  # type: ignore[attr-defined]
     mesh_routes = sorted((r for r in routes if r.meta.mesh == gateway.meta.mesh), key=lambda r: r.meta.name)
@@ -276,7 +274,7 @@ def bind(
     for port in sorted(by_port):
         listeners = by_port[port]
         protocol = listeners[0].protocol
-        port_cross_mesh = cross_mesh and bool(listeners[0].crossMesh)
+        port_cross_mesh = bool(listeners[0].crossMesh)
         groups: dict[str, list[_ListenerHost]] = defaultdict(list)
         tls_by_group: dict[str, Any] = {}
         limits: list[int] = []
@@ -286,9 +284,6 @@ def bind(
                     f"listener on port {port}: protocol {_Listener.Protocol.Name(listener.protocol)} conflicts "
                     f"with {_Listener.Protocol.Name(protocol)}; skipped"
                 )
-                continue
-            if listener.crossMesh and not cross_mesh:
-                problems.append(f"listener on port {port}: crossMesh is not supported; skipped")
                 continue
             if bool(listener.crossMesh) != port_cross_mesh:
                 problems.append(

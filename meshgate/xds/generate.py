@@ -339,7 +339,7 @@ def generate(
         if gateway is None:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
-            binding = bind(proxy, gateway, routes, route_index=route_index, cross_mesh=True)
+            binding = bind(proxy, gateway, routes, route_index=route_index)
             _gateway(b, proxy, binding, secrets or {}, cross_mesh)
     else:
         _vip_outbounds(b, proxy, vips, _outbounds(b, proxy), cross_mesh)

@@ -259,13 +259,13 @@ def test_hostname_less_routes_stay_on_their_own_listener() -> None:
     assert found == {"foo.example.com": ["foo-own", "names-foo"], "*": ["star-only"]}
 
 
-def test_cross_mesh_listeners_are_skipped_and_reported() -> None:
+def test_cross_mesh_listeners_are_bound_and_marked_for_mtls() -> None:
     listeners = """  - {port: 8080, protocol: HTTP, crossMesh: true}
   - {port: 9090, protocol: HTTP}"""
     gw = gateway("edge", "[{match: {kuma.io/service: edge}}]", listeners=listeners)
     binding = bind(DATAPLANE, gw, [])
-    assert [lb.port for lb in binding.listeners] == [9090]
-    assert binding.problems == ("listener on port 8080: crossMesh is not supported; skipped",)
+    assert [(lb.port, lb.cross_mesh) for lb in binding.listeners] == [(8080, True), (9090, False)]
+    assert binding.problems == ()
 
 
 @pytest.mark.parametrize(
