@@ -41,6 +41,10 @@ __all__ = ["ZoneXds"]
 log = structlog.get_logger("meshgate.zone.xds")
 
 _SHAPING_KINDS = frozenset({"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane", "Secret"})
+# Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
+# outbounds live 24 h and are re-issued at half-life (meshgate/mtls), which only a regeneration can deliver. An
+# unchanged snapshot sends Envoy nothing.
+REFRESH_INTERVAL = 15 * 60.0
 
 
 def _secret_bytes(secret: Resource) -> bytes:
@@ -57,16 +61,20 @@ class ZoneXds(SnapshotStore):
         vips: Callable[[str], Sequence[VipOutbound]] | None = None,
         *,
         dns_domain: str = "mesh",
+        refresh_interval: float = REFRESH_INTERVAL,
+        leaves: LeafCache | None = None,
     ) -> None:
         """`vips(mesh)`: the VIP outbounds of the mesh's proxies (its service names on VIP:80, other meshes'
         cross-mesh gateway names on their ports), from the zone's DNS allocations. `dns_domain`: the `.mesh`
-        domain, for the names a crossMesh listener's certificate carries."""
+        domain, for the names a crossMesh listener's certificate carries. `refresh_interval`: seconds between
+        regenerations when nothing changes (certificate rotation). `leaves`: the leaf certificate cache."""
         super().__init__()
         self._store = store
+        self._refresh_interval = refresh_interval
         self._zone = zone
         self._vips = vips
         self._dns_domain = dns_domain
-        self._leaves = LeafCache()
+        self._leaves = leaves if leaves is not None else LeafCache()
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -187,7 +195,8 @@ class ZoneXds(SnapshotStore):
             tg.start_soon(follow_store)
             task_status.started()
             while True:
-                await self._dirty.wait()
+                with anyio.move_on_after(self._refresh_interval):
+                    await self._dirty.wait()
                 try:
                     await self.regenerate()
                 except StoreError as exc:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from cryptography import x509
 from envoy.config.cluster.v3 import cluster_pb2
@@ -30,6 +32,7 @@ from meshgate.store import MemoryStore
 from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
+from tests.support.wait import eventually
 from tests.unit.test_xds_generate import filters, static_bootstrap
 from zone_cp.xds import ZoneXds
 
@@ -307,3 +310,30 @@ async def test_the_zone_reads_each_meshes_ca_from_its_secrets() -> None:
         again = xds.snapshot(kong)
         assert again is not None
         assert {t: {n: e.wire.version for n, e in again.resources[t].items()} for t in again.resources} == versions
+
+
+async def test_the_zone_rotates_leaf_certificates_without_any_store_change() -> None:
+    """Leaves are re-issued at half-life; the periodic regeneration is what gets the new one to Envoy."""
+    store = MemoryStore()
+    for doc in (mtls_mesh("a"), mtls_mesh("b"), *MESH_B, KONG):
+        await store.create(codec.load(doc))
+    await CaProvisioner(store).reconcile()
+    leaves = LeafCache(validity=timedelta(seconds=2))  # re-issued after 1 s
+    xds = ZoneXds(store, "zone-1", vips=lambda mesh: [], refresh_interval=0.05, leaves=leaves)
+    edge = ProxyId("b", "edge-1")
+
+    def certificate() -> bytes:
+        snapshot = xds.snapshot(edge)
+        assert snapshot is not None
+        (wire,) = [e.wire.resource for e in snapshot.resources[LISTENER].values()]
+        listener = listener_pb2.Listener()
+        wire.Unpack(listener)
+        return bytes(downstream(listener).common_tls_context.tls_certificates[0].certificate_chain.inline_bytes)
+
+    with xds.listen(edge), anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(xds.run)
+            await eventually(lambda: xds.snapshot(edge) is not None, what="the first snapshot")
+            first = certificate()
+            await eventually(lambda: certificate() != first, what="a rotated certificate", timeout=20)
+            tg.cancel_scope.cancel()
