@@ -93,3 +93,64 @@ async def test_a_mesh_name_resolves_to_a_vip_that_the_delegated_gateway_routes(p
             await eventually(through_vip, what=f"http://echo.mesh (VIP {vip}) through the delegated gateway's Envoy")
         finally:
             dp.stop()
+
+
+async def test_a_service_of_another_zone_is_reached_by_its_name_through_the_delegated_gateway(
+    procs: ProcessGroup,
+) -> None:
+    """echo runs only in zone-2; zone-1 learns it through the global, resolves its name, and its Envoy routes
+    the VIP to zone-2's endpoint (directly: there is no zone ingress, and loopback is one flat network)."""
+    g = await procs.global_cp()
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"], "--vip-cidr", "127.101.0.0/16")
+    z2 = await procs.zone_cp("zone-2", g.ports["kds"], "--vip-cidr", "127.102.0.0/16")
+    await put(g, "/meshes/default", {"type": "Mesh", "name": "default"})
+
+    async def mesh_in(z: CPProcess) -> bool:
+        async with httpx.AsyncClient(base_url=z.url()) as c:
+            return (await c.get("/meshes/default")).status_code == 200
+
+    for z in (z1, z2):
+        await eventually(lambda z=z: mesh_in(z), what=f"mesh in {z.name}")
+    async with http_backend("remote-echo") as echo:
+        await put(
+            z2,
+            "/meshes/default/dataplanes/echo-1",
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": "echo-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
+                },
+            },
+        )
+        await eventually(lambda: resolve(z1, "echo.mesh"), what="echo.mesh resolves in zone-1")
+        vip = await resolve(z1, "echo.mesh")
+        assert vip is not None
+        assert vip.startswith("127.101.")
+        kong = json.dumps(
+            {
+                "type": "Dataplane",
+                "mesh": "default",
+                "name": "kong-1",
+                "networking": {
+                    "address": "127.0.0.1",
+                    "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
+                },
+            }
+        )
+        dp = DpProcess(procs.workdir, z1.ports["xds"], z1.ports["api"], "--dataplane", kong)
+        try:
+
+            async def through_vip() -> bool:
+                try:
+                    async with httpx.AsyncClient(timeout=2) as c:
+                        r = await c.get(f"http://{vip}/hello", headers={"Host": "echo.mesh"})
+                except httpx.HTTPError:
+                    return False
+                return r.status_code == 200 and r.text.startswith("remote-echo")
+
+            await eventually(through_vip, what=f"http://echo.mesh (VIP {vip} in zone-1) reaching zone-2's echo")
+        finally:
+            dp.stop()
