@@ -38,22 +38,24 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
+# Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshgate.observability.logging import configure_logging
-from meshgate.resources import codec
-from meshgate.resources.model import Resource
-from meshgate.transport.grpc_server import serve_grpc
-from meshgate.xds import generate
-from meshgate.xds.ads import ProxyId
-from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
-from meshgate.xds.clusters import EndpointIndex, cluster_name
-from meshgate.xds.gateway import RouteIndex
-from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
-from tests.support.dp import DpProcess
-from tests.support.envoy import http_backend, running_envoy
-from tests.support.processes import CPProcess, free_port, process_group
+from meshgate.observability.logging import configure_logging  # noqa: E402
+from meshgate.resources import codec  # noqa: E402
+from meshgate.resources.model import Resource  # noqa: E402
+from meshgate.transport.grpc_server import serve_grpc  # noqa: E402
+from meshgate.xds import generate  # noqa: E402
+from meshgate.xds.ads import ProxyId  # noqa: E402
+from meshgate.xds.ads_registry import ProxyRegistry  # noqa: E402
+from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads  # noqa: E402
+from meshgate.xds.clusters import EndpointIndex, cluster_name  # noqa: E402
+from meshgate.xds.gateway import RouteIndex  # noqa: E402
+from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot  # noqa: E402
+from tests.support.dp import DpProcess  # noqa: E402
+from tests.support.envoy import http_backend, running_envoy  # noqa: E402
+from tests.support.processes import CPProcess, free_port, process_group  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 WARMUP = 3

@@ -18,14 +18,16 @@ from pathlib import Path
 import anyio
 import httpx
 
+# Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.propagation import MESH, WARMUP, client, pct, route_doc, until
-from meshgate.observability.logging import configure_logging
-from meshgate.resources.model import ResourceKey
-from meshgate.store import MemoryStore
-from tests.support.processes import CPProcess, free_port
-from tests.support.redis_server import redis_server
+from bench.propagation import MESH, WARMUP, client, pct, route_doc, until  # noqa: E402
+from meshgate.observability.logging import configure_logging  # noqa: E402
+from meshgate.resources.model import ResourceKey  # noqa: E402
+from meshgate.store import MemoryStore  # noqa: E402
+from tests.support.processes import CPProcess, free_port  # noqa: E402
+from tests.support.redis_server import redis_server  # noqa: E402
 
 
 async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> list[float]:

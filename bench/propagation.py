@@ -26,19 +26,21 @@ import grpc
 import httpx
 from envoy.service.discovery.v3 import discovery_pb2
 
+# Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshgate.api.mesh.v1alpha1 import kds_pb2
-from meshgate.kds.envelope import to_envelope
-from meshgate.kds.sender import Sender
-from meshgate.observability.logging import configure_logging
-from meshgate.resources import codec, registry
-from meshgate.resources.model import LABEL_ORIGIN, Origin, ResourceKey
-from meshgate.store import MemoryStore
-from meshgate.store.sqlite import SqliteStore
-from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options
-from meshgate.transport.snapshots import SnapshotSource
-from tests.support.processes import CPProcess, free_port
+from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
+from meshgate.kds.envelope import to_envelope  # noqa: E402
+from meshgate.kds.sender import Sender  # noqa: E402
+from meshgate.observability.logging import configure_logging  # noqa: E402
+from meshgate.resources import codec, registry  # noqa: E402
+from meshgate.resources.model import LABEL_ORIGIN, Origin, ResourceKey  # noqa: E402
+from meshgate.store import MemoryStore  # noqa: E402
+from meshgate.store.sqlite import SqliteStore  # noqa: E402
+from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
+from meshgate.transport.snapshots import SnapshotSource  # noqa: E402
+from tests.support.processes import CPProcess, free_port  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 # Changes sent before measuring, on both sides: the first ones pay for cold code paths and caches.

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import anyio
 
+# Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshgate.resources.model import Meta, Resource
-from meshgate.store import RedisStore, ResourceStore, SqliteStore
-from tests.store_support import struct
-from tests.support.redis_server import redis_server
+from meshgate.resources.model import Meta, Resource  # noqa: E402
+from meshgate.store import RedisStore, ResourceStore, SqliteStore  # noqa: E402
+from tests.store_support import struct  # noqa: E402
+from tests.support.redis_server import redis_server  # noqa: E402
 
 KIND = "MeshGatewayRoute"
 
