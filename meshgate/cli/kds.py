@@ -193,8 +193,8 @@ def trace(
         str, typer.Argument(metavar="KIND", help="meshgateways, meshes, dataplanes, ...; or name for a .mesh name")
     ],
     name: Annotated[
-        str, typer.Argument(metavar="NAME", help="The resource's name (as on the global), or a .mesh name.")
-    ],
+        str | None, typer.Argument(metavar="NAME", help="The resource's name (as on the global), or a .mesh name.")
+    ] = None,
     mesh: Annotated[
         str | None, typer.Option("--mesh", "-m", help="Mesh of a mesh-scoped kind (default: default).")
     ] = None,
@@ -202,8 +202,12 @@ def trace(
 ) -> None:
     """Where one resource stands in every zone: global version, sent/nonce, zone version, and a verdict.
 
-    `kds trace name echo.default.svc.80.mesh` explains a .mesh name instead: the resources that make it, and
-    per zone whether they arrived there."""
+    `kds trace name echo.default.svc.80.mesh` (or just `kds trace echo.default.svc.80.mesh`) explains a .mesh
+    name instead: the resources that make it, and per zone whether they arrived there and its VIP."""
+    if name is None:
+        if "." not in kind_name:
+            fail("kds trace needs KIND NAME (e.g. meshgateway edge), or a .mesh name (e.g. echo.mesh)")
+        kind_name, name = "name", kind_name
     if kind_name.lower() in _NAME_KINDS:
         with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace name "{name}"'):
             try:

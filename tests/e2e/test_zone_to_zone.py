@@ -68,7 +68,7 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     # The global explains the name: what makes it, and that each zone has it.
     done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", "name", NAME], check=False)
     assert done.returncode == 0, done.stderr.decode()
-    out = done.stdout.decode()
+    out = name_out = done.stdout.decode()
     assert f"Dataplane echo-1 in mesh default (inbound kuma.io/service: {SERVICE}; from zone zone-2; port 80)" in out
     # Each line ends with the VIP that zone gives the name (asked of the zone over its KDS session).
     [line1] = [line for line in out.splitlines() if line.startswith("zone-1: ")]
@@ -82,6 +82,10 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     out = done.stdout.decode()
     assert "zone-1: in sync — relayed from zone-2 as echo-1-" in out, out
     assert "zone-2: in sync" in out, out
+    # A .mesh name alone is enough: `kds trace NAME` is `kds trace name NAME`.
+    short = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", NAME], check=False)
+    assert short.returncode == 0, short.stderr.decode()
+    assert short.stdout.decode().splitlines()[:2] == name_out.splitlines()[:2]
     # A name nothing makes: the answer says what would make it.
     done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "kds", "trace", "name", "nope.mesh"], check=False)
     assert done.returncode == 1

@@ -271,3 +271,9 @@ def test_age_like_kumactl(delta: timedelta, expected: str) -> None:
     now = datetime(2024, 6, 1, tzinfo=UTC)
     assert age((now - delta).isoformat(), now) == expected
     assert age(None, now) == "-"
+
+
+def test_kds_trace_without_a_name_needs_a_mesh_name(closed_url: str) -> None:
+    result = cli(closed_url, "kds", "trace", "meshgateway")
+    assert result.exit_code == 1
+    assert "kds trace needs KIND NAME" in result.output
