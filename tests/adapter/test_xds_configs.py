@@ -146,7 +146,9 @@ def test_meshgate_dp_reports_its_admin_port_unless_the_dataplane_has_one() -> No
 
 async def test_the_same_stream_answers_which_vip_a_zone_gives_a_name() -> None:
     def names(mesh: str, name: str) -> dict[str, object] | None:
-        known = {"echo.mesh": {"name": "echo.mesh", "mesh": "default", "vip": "240.0.0.1", "ports": [80]}}
+        known: dict[str, dict[str, object]] = {
+            "echo.mesh": {"name": "echo.mesh", "mesh": "default", "vip": "240.0.0.1", "ports": [80]}
+        }
         entry = known.get(name)
         return entry if entry is not None and mesh in ("", "default") else None
 
