@@ -20,7 +20,7 @@ relay (global-to-zone, as above), its reason starting "relayed from <zone> as <s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ from meshgate.store.protocol import ResourceStore
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
 
-__all__ = ["Verdict", "trace_routes", "verdict_down", "verdict_up"]
+__all__ = ["Verdict", "ask_other_replicas", "trace_routes", "verdict_down", "verdict_up"]
 
 Verdict = Literal["in sync", "pending", "rejected", "offline", "absent"]
 
@@ -175,18 +175,30 @@ async def _up(
     return {"direction": "zone-to-global", "zones": rows}, bool(held_by_zone)
 
 
-async def _ask_other_replicas(request: web.Request, detail: dict[str, Any], streams: StreamRegistry) -> None:
-    """Zones whose stream another replica holds look offline from here: ask that replica for their rows."""
+def _looks_offline(row: Mapping[str, Any]) -> bool:
+    return bool(row["verdict"] == "offline")
+
+
+async def ask_other_replicas(
+    request: web.Request,
+    detail: dict[str, Any],
+    streams: StreamRegistry,
+    *,
+    path: str = "/kds/trace",
+    unanswered: Callable[[Mapping[str, Any]], bool] = _looks_offline,
+) -> None:
+    """Zones whose stream another replica holds look offline from here: ask that replica (the same `path`, with
+    `local=1`) for their rows. `unanswered(row)`: whether this replica could not answer for the row's zone."""
     for i, row in enumerate(detail["zones"]):
         remote = streams.remote.get(row["zone"])
-        if row["verdict"] != "offline" or remote is None or not remote.streaming:
+        if not unanswered(row) or remote is None or not remote.streaming:
             continue
         for replica, url in sorted(remote.api_urls.items()):
             query = {**request.query, "local": "1"}
             try:
                 async with (
                     aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
-                    session.get(f"{url}/kds/trace", params=query) as resp,
+                    session.get(f"{url}{path}", params=query) as resp,
                 ):
                     if resp.status != 200:
                         continue
@@ -227,7 +239,7 @@ def trace_routes(
         if not known and descriptor.sends_to_global():
             detail, known = await _up(descriptor, name, mesh, store, streams, statuses, source)
         elif detail and request.query.get("local") != "1":
-            await _ask_other_replicas(request, detail, streams)
+            await ask_other_replicas(request, detail, streams)
         if not known:
             where = f' in mesh "{mesh}"' if descriptor.mesh_scoped else ""
             raise ApiError(

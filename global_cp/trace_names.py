@@ -29,7 +29,7 @@ from aiohttp import web
 from global_cp.insights import HealthPolicy, Now, ZoneStatus, known_zones, list_all, zone_enabled
 from global_cp.insights import zone_records as read_zone_records
 from global_cp.insights import zone_status as status_of
-from global_cp.trace import DownEvidence, Verdict, verdict_down
+from global_cp.trace import DownEvidence, Verdict, ask_other_replicas, verdict_down
 from meshgate.dns.names import cross_mesh_name, service_names
 from meshgate.kds.naming import wire_name
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
@@ -181,6 +181,12 @@ def trace_name_route(
             "sources": [_source_doc(s) for s in sources],
             "zones": rows,
         }
+        if request.query.get("local") != "1":
+            # HA: a zone streaming to another replica has no stream here; that replica answers for it.
+            local = {zone for zone in zones if any(s.sender is not None for s in streams.by_zone(zone))}
+            await ask_other_replicas(
+                request, body, streams, path="/kds/trace/name", unanswered=lambda row: row["zone"] not in local
+            )
         return web.json_response(body)
 
     return ExtraRoute(

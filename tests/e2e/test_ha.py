@@ -129,6 +129,31 @@ async def test_change_on_one_replica_reaches_zones_on_both(procs: ProcessGroup, 
     remote_row = next(z for z in doc["zones"] if z["zone"] == "zone-2")
     assert remote_row["replica"] == ids["global-b"]
 
+    # So does `kds trace name`: zone-2 streams to B, which answers for it (with zone-2's VIP) when A is asked.
+    z2 = zones[1]
+    dp = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "echo-1",
+        "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": "echo"}}]},
+    }
+    assert (await put(z2, "/meshes/default/dataplanes/echo-1", dp)).status_code == 201
+
+    async def name_traced() -> bool:
+        doc = await get(a, "/kds/trace/name?name=echo.mesh")
+        if doc is None:
+            return False
+        rows = {z["zone"]: z for z in doc["zones"]}
+        return (
+            rows["zone-1"]["verdict"] == "in sync"
+            and rows["zone-2"]["verdict"] == "origin"
+            and all("vip" in row for row in rows.values())
+        )
+
+    await eventually(name_traced, what="echo.mesh traced from A for both zones, with their VIPs")
+    doc = await get(a, "/kds/trace/name?name=echo.mesh")
+    assert next(z for z in doc["zones"] if z["zone"] == "zone-2")["replica"] == ids["global-b"]
+
 
 async def test_killed_replica_zones_fail_over_and_resume_without_full_resync(
     procs: ProcessGroup, redis: RedisServer
