@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import ssl
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,62 +27,11 @@ from meshgate.xds import VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
 from tests.adapter.test_gateway_vips import free_vip
+from tests.support.cross_mesh import NAME, mesh_b
+from tests.support.cross_mesh import kong as kong_doc
 from tests.support.envoy import Envoy, free_port, running_envoy
 from tests.support.gateway_harness import ads_server, load, recording_backend
 from tests.support.wait import eventually
-
-NAME = "internal.edge.b.mesh"
-
-
-def mesh_b(gateway_port: int, echo_port: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "MeshGateway",
-            "mesh": "b",
-            "name": "edge",
-            "selectors": [{"match": {"kuma.io/service": "edge"}}],
-            "conf": {"listeners": [{"port": gateway_port, "protocol": "HTTP", "crossMesh": True}]},
-        },
-        {
-            "type": "MeshGatewayRoute",
-            "mesh": "b",
-            "name": "to-echo",
-            "selectors": [{"match": {"kuma.io/service": "edge"}}],
-            "conf": {
-                "http": {
-                    "rules": [
-                        {
-                            "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
-                            "backends": [{"destination": {"kuma.io/service": "echo"}}],
-                        }
-                    ]
-                }
-            },
-        },
-        {
-            "type": "Dataplane",
-            "mesh": "b",
-            "name": "edge-1",
-            "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
-        },
-        {
-            "type": "Dataplane",
-            "mesh": "b",
-            "name": "echo-1",
-            "networking": {
-                "address": "127.0.0.1",
-                "inbound": [{"port": echo_port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-            },
-        },
-    ]
-
-
-KONG = {
-    "type": "Dataplane",
-    "mesh": "a",
-    "name": "kong-1",
-    "networking": {"address": "127.0.0.1", "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}}},
-}
 
 
 async def _stat(envoy: Envoy, pattern: str) -> int:
@@ -99,8 +47,13 @@ async def test_a_client_in_mesh_a_reaches_mesh_bs_gateway_over_mtls_and_plaintex
     vip_address = free_vip(gateway_port, avoid={"127.0.0.1"})
     vip = VipOutbound(vip_address, gateway_port, "edge", "gateway", "b", "edge", NAME)
     async with ads_server() as ads, recording_backend("echo") as echo:
-        b = [load(doc) for doc in mesh_b(gateway_port, echo.port)]
-        kong = load(KONG)
+        b = [
+            load(doc)
+            for doc in mesh_b(
+                gateway_port=gateway_port, gateway_address="127.0.0.1", echo_address="127.0.0.1", echo_port=echo.port
+            )
+        ]
+        kong = load(kong_doc("127.0.0.1"))
         gateways = [r for r in b if r.kind == "MeshGateway"]
         routes = [r for r in b if r.kind == "MeshGatewayRoute"]
         dataplanes_b = [r for r in b if r.kind == "Dataplane"]

@@ -19,6 +19,8 @@ import dns.rdatatype
 import httpx
 import pytest
 
+from tests.support.cross_mesh import NAME, echo_dataplane, edge_dataplane, edge_gateway, mtls_mesh, route_to_echo
+from tests.support.cross_mesh import kong as kong_doc
 from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
@@ -26,7 +28,6 @@ from tests.support.wait import eventually
 
 pytestmark = [pytest.mark.e2e]
 
-NAME = "internal.edge.b.mesh"
 _VIP_CIDR = "127.103.0.0/16"
 
 
@@ -49,14 +50,6 @@ async def resolve(z: CPProcess, name: str) -> str | None:
     return None
 
 
-def mtls_mesh(name: str) -> dict[str, Any]:
-    return {
-        "type": "Mesh",
-        "name": name,
-        "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]},
-    }
-
-
 def dp_dir(root: Path, name: str) -> Path:
     out = root / name  # one meshgate-dp per directory: each writes its own dp.log
     out.mkdir(parents=True, exist_ok=True)
@@ -69,37 +62,8 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
     port = free_port()
     for mesh in ("a", "b"):
         await put(g, f"/meshes/{mesh}", mtls_mesh(mesh))
-    await put(
-        g,
-        "/meshes/b/meshgateways/edge",
-        {
-            "type": "MeshGateway",
-            "mesh": "b",
-            "name": "edge",
-            "selectors": [{"match": {"kuma.io/service": "edge"}}],
-            "conf": {"listeners": [{"port": port, "protocol": "HTTP", "crossMesh": True}]},
-        },
-    )
-    await put(
-        g,
-        "/meshes/b/meshgatewayroutes/to-echo",
-        {
-            "type": "MeshGatewayRoute",
-            "mesh": "b",
-            "name": "to-echo",
-            "selectors": [{"match": {"kuma.io/service": "edge"}}],
-            "conf": {
-                "http": {
-                    "rules": [
-                        {
-                            "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
-                            "backends": [{"destination": {"kuma.io/service": "echo"}}],
-                        }
-                    ]
-                }
-            },
-        },
-    )
+    await put(g, "/meshes/b/meshgateways/edge", edge_gateway(port))
+    await put(g, "/meshes/b/meshgatewayroutes/to-echo", route_to_echo())
     # The global made each mesh's CA, and KDS brought it to the zone.
     for mesh in ("a", "b"):
         for kind in ("cert", "key"):
@@ -108,38 +72,13 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
             await eventually(lambda p=path: exists(z, p), what=f"{path} in zone-1")
     await eventually(lambda: exists(z, "/meshes/b/meshgateways/edge"), what="the gateway in zone-1")
     async with http_backend("echo") as echo:
-        await put(
-            z,
-            "/meshes/b/dataplanes/echo-1",
-            {
-                "type": "Dataplane",
-                "mesh": "b",
-                "name": "echo-1",
-                "networking": {
-                    "address": "127.0.0.1",
-                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-                },
-            },
-        )
+        await put(z, "/meshes/b/dataplanes/echo-1", echo_dataplane("127.0.0.1", echo.port))
         await eventually(lambda: resolve(z, NAME), what=f"{NAME} resolves")
         vip = await resolve(z, NAME)
         assert vip is not None
         assert vip.startswith("127.103.")
-        edge = {
-            "type": "Dataplane",
-            "mesh": "b",
-            "name": "edge-1",
-            "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
-        }
-        kong = {
-            "type": "Dataplane",
-            "mesh": "a",
-            "name": "kong-1",
-            "networking": {
-                "address": "127.0.0.1",
-                "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
-            },
-        }
+        edge = edge_dataplane("127.0.0.1")
+        kong = kong_doc("127.0.0.1")
         xds, api = z.ports["xds"], z.ports["api"]
         gateway_dp = DpProcess(dp_dir(procs.workdir, "edge"), xds, api, "--dataplane", json.dumps(edge))
         try:

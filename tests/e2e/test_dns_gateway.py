@@ -37,6 +37,38 @@ async def resolve(z: CPProcess, name: str) -> str | None:
     return None
 
 
+def echo_dataplane(port: int) -> dict[str, Any]:
+    return {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "echo-1",
+        "networking": {
+            "address": "127.0.0.1",
+            "inbound": [{"port": port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
+        },
+    }
+
+
+def kong(outbound: list[dict[str, Any]] | None = None) -> str:
+    networking: dict[str, Any] = {
+        "address": "127.0.0.1",
+        "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
+    }
+    if outbound:
+        networking["outbound"] = outbound
+    return json.dumps({"type": "Dataplane", "mesh": "default", "name": "kong-1", "networking": networking})
+
+
+async def answers(vip: str, body_prefix: str) -> bool:
+    """Whether http://echo.mesh/hello sent to `vip` (through the delegated gateway's Envoy) reaches the backend."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as c:
+            r = await c.get(f"http://{vip}/hello", headers={"Host": "echo.mesh"})
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.text.startswith(body_prefix)
+
+
 async def test_a_mesh_name_resolves_to_a_vip_that_the_delegated_gateway_routes(procs: ProcessGroup) -> None:
     g = await procs.global_cp()
     # VIPs inside 127.0.0.0/8 so Envoy can bind them on loopback.
@@ -49,48 +81,19 @@ async def test_a_mesh_name_resolves_to_a_vip_that_the_delegated_gateway_routes(p
 
     await eventually(mesh_in_zone, what="mesh in zone-1")
     async with http_backend("echo") as echo:
-        await put(
-            z,
-            "/meshes/default/dataplanes/echo-1",
-            {
-                "type": "Dataplane",
-                "mesh": "default",
-                "name": "echo-1",
-                "networking": {
-                    "address": "127.0.0.1",
-                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-                },
-            },
-        )
+        await put(z, "/meshes/default/dataplanes/echo-1", echo_dataplane(echo.port))
         await eventually(lambda: resolve(z, "echo.mesh"), what="echo.mesh resolves")
         vip = await resolve(z, "echo.mesh")
         assert vip is not None
         assert vip.startswith("127.100.")
 
-        kong = json.dumps(
-            {
-                "type": "Dataplane",
-                "mesh": "default",
-                "name": "kong-1",
-                "networking": {
-                    "address": "127.0.0.1",
-                    "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
-                    "outbound": [{"port": 10001, "tags": {"kuma.io/service": "echo"}}],
-                },
-            }
-        )
-        dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", kong)
+        # An explicit outbound too: the VIP listener must coexist with it.
+        outbound = [{"port": 10001, "tags": {"kuma.io/service": "echo"}}]
+        dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", kong(outbound))
         try:
-
-            async def through_vip() -> bool:
-                try:
-                    async with httpx.AsyncClient(timeout=2) as c:
-                        r = await c.get(f"http://{vip}/hello", headers={"Host": "echo.mesh"})
-                except httpx.HTTPError:
-                    return False
-                return r.status_code == 200 and r.text.startswith("echo")
-
-            await eventually(through_vip, what=f"http://echo.mesh (VIP {vip}) through the delegated gateway's Envoy")
+            await eventually(
+                lambda: answers(vip, "echo"), what=f"http://echo.mesh (VIP {vip}) through the delegated gateway's Envoy"
+            )
         finally:
             dp.stop()
 
@@ -112,45 +115,16 @@ async def test_a_service_of_another_zone_is_reached_by_its_name_through_the_dele
     for z in (z1, z2):
         await eventually(lambda z=z: mesh_in(z), what=f"mesh in {z.name}")
     async with http_backend("remote-echo") as echo:
-        await put(
-            z2,
-            "/meshes/default/dataplanes/echo-1",
-            {
-                "type": "Dataplane",
-                "mesh": "default",
-                "name": "echo-1",
-                "networking": {
-                    "address": "127.0.0.1",
-                    "inbound": [{"port": echo.port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-                },
-            },
-        )
+        await put(z2, "/meshes/default/dataplanes/echo-1", echo_dataplane(echo.port))
         await eventually(lambda: resolve(z1, "echo.mesh"), what="echo.mesh resolves in zone-1")
         vip = await resolve(z1, "echo.mesh")
         assert vip is not None
         assert vip.startswith("127.101.")
-        kong = json.dumps(
-            {
-                "type": "Dataplane",
-                "mesh": "default",
-                "name": "kong-1",
-                "networking": {
-                    "address": "127.0.0.1",
-                    "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
-                },
-            }
-        )
-        dp = DpProcess(procs.workdir, z1.ports["xds"], z1.ports["api"], "--dataplane", kong)
+        dp = DpProcess(procs.workdir, z1.ports["xds"], z1.ports["api"], "--dataplane", kong())
         try:
-
-            async def through_vip() -> bool:
-                try:
-                    async with httpx.AsyncClient(timeout=2) as c:
-                        r = await c.get(f"http://{vip}/hello", headers={"Host": "echo.mesh"})
-                except httpx.HTTPError:
-                    return False
-                return r.status_code == 200 and r.text.startswith("remote-echo")
-
-            await eventually(through_vip, what=f"http://echo.mesh (VIP {vip} in zone-1) reaching zone-2's echo")
+            await eventually(
+                lambda: answers(vip, "remote-echo"),
+                what=f"http://echo.mesh (VIP {vip} in zone-1) reaching zone-2's echo",
+            )
         finally:
             dp.stop()

@@ -32,67 +32,15 @@ from meshgate.store import MemoryStore
 from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
+from tests.support.cross_mesh import NAME, mesh_b, mtls_mesh
+from tests.support.cross_mesh import kong as kong_doc
 from tests.support.wait import eventually
 from tests.unit.test_xds_generate import filters, static_bootstrap
 from zone_cp.xds import ZoneXds
 
-NAME = "internal.edge.b.mesh"
 VIP = VipOutbound("240.0.0.9", 8080, "edge", "gateway", "b", "edge", NAME)
-
-
-def mtls_mesh(name: str, *, enabled: bool = True) -> dict[str, Any]:
-    mtls: dict[str, Any] = {"backends": [{"name": "ca-1", "type": "builtin"}]}
-    if enabled:
-        mtls["enabledBackend"] = "ca-1"
-    return {"type": "Mesh", "name": name, "mtls": mtls}
-
-
-MESH_B: list[dict[str, Any]] = [
-    {
-        "type": "MeshGateway",
-        "mesh": "b",
-        "name": "edge",
-        "selectors": [{"match": {"kuma.io/service": "edge"}}],
-        "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "crossMesh": True}]},
-    },
-    {
-        "type": "MeshGatewayRoute",
-        "mesh": "b",
-        "name": "to-echo",
-        "selectors": [{"match": {"kuma.io/service": "edge"}}],
-        "conf": {
-            "http": {
-                "rules": [
-                    {
-                        "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
-                        "backends": [{"destination": {"kuma.io/service": "echo"}}],
-                    }
-                ]
-            }
-        },
-    },
-    {
-        "type": "Dataplane",
-        "mesh": "b",
-        "name": "edge-1",
-        "networking": {"address": "10.0.0.5", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
-    },
-    {
-        "type": "Dataplane",
-        "mesh": "b",
-        "name": "echo-1",
-        "networking": {
-            "address": "10.0.0.6",
-            "inbound": [{"port": 9000, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-        },
-    },
-]
-KONG: dict[str, Any] = {
-    "type": "Dataplane",
-    "mesh": "a",
-    "name": "kong-1",
-    "networking": {"address": "10.0.1.2", "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}}},
-}
+MESH_B = mesh_b(gateway_port=8080, gateway_address="10.0.0.5", echo_address="10.0.0.6", echo_port=9000)
+KONG = kong_doc("10.0.1.2")
 
 
 def resources(docs: Sequence[dict[str, Any]]) -> list[Resource]:
