@@ -154,7 +154,7 @@ async def run_zone(
                 dns.route(),
             ],
         )
-        diagnostics = create_diagnostics_app(lambda: ready)
+        diagnostics = create_diagnostics_app(lambda: ready, extra_text=dns.server.metrics_text)
         async with anyio.create_task_group() as tg:
             ports = {
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),

@@ -27,6 +27,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+import dns.rcode
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -50,6 +51,8 @@ _FORWARD_TIMEOUT = 2.0
 # _FORWARD_TIMEOUT, so 256 bounds them well under the usual 1024-fd limit, beside _TCP_CLIENTS, and still allows
 # 128 forwards a second against an upstream that answers nothing at all.
 _FORWARDS = 256
+# Rcodes /metrics always lists, even at 0, so dashboards see a series from the start.
+_ALWAYS_SHOWN_RCODES = frozenset({0, 1, 2, 3, 4, 5})  # NOERROR FORMERR SERVFAIL NXDOMAIN NOTIMP REFUSED
 # An unreachable upstream fails every forward: one warning a minute says so, with the count since the last one.
 _WARN_INTERVAL = 60.0
 
@@ -85,8 +88,11 @@ class _Udp(asyncio.DatagramProtocol):
                 self.send(response, addr)
 
             out = server._forward(self._forwards, data, "udp", reply)
-        if out is not None:
-            self.send(out, addr)
+        if out is None:
+            server.dropped += 1
+            return
+        server.rcodes[out[3] & 0x0F] += 1
+        self.send(out, addr)
 
     def send(self, out: bytes, addr: Any) -> None:
         transport = self._transport
@@ -118,6 +124,11 @@ class DnsServer:
         self._tcp_clients = 0
         self._forwards = 0
         self._failures = 0
+        # For /metrics (`metrics_text`): plain ints, so counting costs the fast path next to nothing.
+        self.rcodes = [0] * 16  # responses this server answered itself, by rcode
+        self.dropped = 0  # queries dropped without an answer
+        self.forwarded = 0  # forwards the upstream answered
+        self.forward_failed = 0  # forwards answered SERVFAIL instead (timeout, error, garbage, over the cap)
         self._warned_at: float | None = None
 
     async def serve(
@@ -194,7 +205,9 @@ class DnsServer:
                     if out is None:
                         continue
                 if out is None:
+                    self.dropped += 1
                     return
+                self.rcodes[out[3] & 0x0F] += 1
                 await send(out)
         except (TimeoutError, anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             return
@@ -204,6 +217,7 @@ class DnsServer:
         way. Synchronous, so that the UDP protocol can call it: the count goes up before this returns."""
         if self._forwards >= _FORWARDS:
             self._upstream_failed(transport, "too many forwards under way")
+            self.forward_failed += 1
             return servfail(data)
         tg.start_soon(self._forward_one, data, transport, reply)
         self._forwards += 1
@@ -221,6 +235,7 @@ class DnsServer:
                         out = await _exchange_tcp(upstream, data)
                 if not is_reply_to(data, out):
                     raise _NotAReplyError
+                self.forwarded += 1
                 log.debug("dns.forwarded", transport=transport, upstream=str(upstream), id=int.from_bytes(data[:2]))
             except (
                 TimeoutError,
@@ -231,16 +246,38 @@ class DnsServer:
                 _NotAReplyError,
             ) as exc:
                 self._upstream_failed(transport, _describe(exc))
+                self.forward_failed += 1
                 out = servfail(data)
             except Exception:
                 # A bug rather than the upstream's doing: logged loudly, and the client still gets its answer.
                 log.exception("dns.forward_failed", transport=transport, upstream=str(upstream))
+                self.forward_failed += 1
                 out = servfail(data)
             await reply(out)
         except Exception:
             log.exception("dns.reply_failed", transport=transport)
         finally:
             self._forwards -= 1
+
+    def metrics_text(self) -> str:
+        """The server's counters in the Prometheus text format (appended to the zone's `/metrics`)."""
+        shown = [i for i, n in enumerate(self.rcodes) if n or i in _ALWAYS_SHOWN_RCODES]
+        lines = [
+            "# HELP meshgate_dns_responses_total DNS responses the zone answered itself, by rcode",
+            "# TYPE meshgate_dns_responses_total counter",
+            *(f'meshgate_dns_responses_total{{rcode="{_rcode_name(i)}"}} {self.rcodes[i]}' for i in shown),
+            "# HELP meshgate_dns_dropped_total Queries dropped without an answer (no readable header, or a response)",
+            "# TYPE meshgate_dns_dropped_total counter",
+            f"meshgate_dns_dropped_total {self.dropped}",
+            "# HELP meshgate_dns_forwards_total Queries for names outside the domain sent to --dns-upstream, by result",
+            "# TYPE meshgate_dns_forwards_total counter",
+            f'meshgate_dns_forwards_total{{result="answered"}} {self.forwarded}',
+            f'meshgate_dns_forwards_total{{result="failed"}} {self.forward_failed}',
+            "# HELP meshgate_dns_names Names the zone's DNS answers (aliases included)",
+            "# TYPE meshgate_dns_names gauge",
+            f"meshgate_dns_names {len(self.table)}",
+        ]
+        return "\n".join(lines) + "\n"
 
     def _upstream_failed(self, transport: str, error: str) -> None:
         self._failures += 1
@@ -258,6 +295,13 @@ class DnsServer:
         )
         self._warned_at = now
         self._failures = 0
+
+
+def _rcode_name(rcode: int) -> str:
+    try:
+        return dns.rcode.to_text(dns.rcode.Rcode(rcode))
+    except ValueError:
+        return str(rcode)  # 11-15 have no name in the 4-bit header field
 
 
 class _NotAReplyError(Exception):

@@ -86,6 +86,32 @@ async def test_garbage_never_stops_the_server() -> None:
         assert [r.to_text() for r in (await tcp(port, "echo.mesh")).answer[0]] == ["240.0.0.7"]
 
 
+async def test_metrics_count_answers_by_rcode_and_drops() -> None:
+    server = DnsServer(TABLE)
+    async with serving(server) as port:
+        await udp(port, "echo.mesh")
+        await tcp(port, "echo.mesh", "AAAA")
+        await udp(port, "other.mesh")
+        await udp(port, "example.com")
+        async with await anyio.create_connected_udp_socket(HOST, port) as sock:
+            await sock.send(b"\x12\x34\x01")  # dropped
+            query = dns.message.make_query("echo.mesh", "A").to_wire()
+            await sock.send(query[:-3])  # FORMERR
+            with anyio.fail_after(5):
+                await sock.receive()
+    lines = set(server.metrics_text().splitlines())
+    assert {
+        'meshgate_dns_responses_total{rcode="NOERROR"} 2',
+        'meshgate_dns_responses_total{rcode="NXDOMAIN"} 1',
+        'meshgate_dns_responses_total{rcode="REFUSED"} 1',
+        'meshgate_dns_responses_total{rcode="FORMERR"} 1',
+        'meshgate_dns_responses_total{rcode="SERVFAIL"} 0',
+        "meshgate_dns_dropped_total 1",
+        'meshgate_dns_forwards_total{result="answered"} 0',
+        "meshgate_dns_names 1",
+    } <= lines
+
+
 async def test_a_swapped_table_is_answered_at_once() -> None:
     server = DnsServer(TABLE)
     async with serving(server) as port:

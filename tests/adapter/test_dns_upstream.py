@@ -150,6 +150,9 @@ async def test_outside_names_are_forwarded_unchanged_over_the_transport_they_cam
         ]
         (serving_line,) = [e for e in logs if e["event"] == "dns.serving"]
         assert serving_line["upstream"] == f"127.0.0.1:{upstream.port}"
+        metrics = server.metrics_text().splitlines()
+        assert 'meshgate_dns_forwards_total{result="answered"} 3' in metrics
+        assert 'meshgate_dns_forwards_total{result="failed"} 0' in metrics
 
 
 async def test_mesh_names_are_answered_locally_and_never_forwarded() -> None:
@@ -205,12 +208,14 @@ async def test_garbage_from_the_upstream_gives_servfail() -> None:
 
         tg.start_soon(lie)
         upstream = Upstream(HOST, liar.extra(anyio.abc.SocketAttribute.local_port))
-        async with serving(DnsServer(TABLE, upstream=upstream)) as port:
+        server = DnsServer(TABLE, upstream=upstream)
+        async with serving(server) as port:
             # Names of three lengths in a row pick each kind of garbage once.
             for name in ("a.example", "ab.example", "abc.example"):
                 response = await udp(port, a(name))
                 assert response.rcode() == dns.rcode.SERVFAIL
             await assert_mesh_answered(port)
+        assert 'meshgate_dns_forwards_total{result="failed"} 3' in server.metrics_text().splitlines()
         tg.cancel_scope.cancel()
 
 

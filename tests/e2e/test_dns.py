@@ -80,6 +80,15 @@ async def test_a_dataplane_name_resolves_and_keeps_its_vip_across_a_restart(proc
         ["web.mesh", web, "80", "Dataplane web-1"],
     ]
 
+    # The zone's /metrics counts what its DNS answered.
+    async with httpx.AsyncClient() as c:
+        metrics = (await c.get(f"http://127.0.0.1:{z.ports['diagnostics']}/metrics")).text.splitlines()
+    assert "meshgate_dns_names 3" in metrics
+    counts = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics if line.startswith("meshgate_dns_")}
+    # At least the queries above (polling while names were still missing adds NXDOMAINs).
+    assert counts['meshgate_dns_responses_total{rcode="NOERROR"}'] >= 3
+    assert counts['meshgate_dns_responses_total{rcode="NXDOMAIN"}'] >= 1
+
     # Restart: the VIPs come back from the zone's sqlite store, before the DNS port opens.
     z.stop()
     z = await procs.zone_cp("zone-1", g.ports["kds"], *DNS_ARGS)
