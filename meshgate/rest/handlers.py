@@ -137,13 +137,14 @@ class ResourceEndpoints:
     async def _list_in_zone(
         self, request: web.Request, mesh: str | None, zone: str, offset: int, size: int
     ) -> web.Response:
-        """`?zone=Z`: resources labelled `kuma.io/zone: Z`. The store cannot filter by label, so this reads
+        """`?zone=Z`: resources labelled `kuma.io/zone: Z` (on a zone, its own unlabelled ones count as its
+        zone's, next to those relayed from other zones). The store cannot filter by label, so this reads
         the kind in store pages and pages the filtered result itself; fine for a debugging query."""
         matching: list[Resource] = []
         cursor: int | None = 0
         while cursor is not None:
             chunk = await self.store.list(self.descriptor.name, mesh, offset=cursor, size=1000)
-            matching.extend(r for r in chunk.items if r.meta.labels.get(LABEL_ZONE) == zone)
+            matching.extend(r for r in chunk.items if r.meta.labels.get(LABEL_ZONE, self.zone) == zone)
             cursor = chunk.next_offset
         end = offset + size
         return web.json_response(

@@ -102,6 +102,13 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     assert (await put_dataplane(z1, dataplane("web-1", "web"))).status_code == 201
     await eventually(lambda: vip_of(z2, "web.mesh"), what="web.mesh resolving in zone-2")
 
+    # ?zone= filters on a zone as on the global: its own Dataplanes, or another zone's relayed ones.
+    async with httpx.AsyncClient(base_url=z1.url()) as c:
+        own = (await c.get("/meshes/default/dataplanes", params={"zone": "zone-1"})).json()["items"]
+        relayed = (await c.get("/meshes/default/dataplanes", params={"zone": "zone-2"})).json()["items"]
+    assert [d["name"] for d in own] == ["web-1"]
+    assert [d["labels"]["kuma.io/display-name"] for d in relayed] == ["echo-1"]
+
     # Deleted in zone-2: gone from zone-1, and its name no longer resolves there.
     async with httpx.AsyncClient(base_url=z2.url()) as c:
         assert (await c.delete("/meshes/default/dataplanes/echo-1")).status_code == 200
