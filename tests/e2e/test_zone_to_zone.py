@@ -105,9 +105,9 @@ async def test_a_dataplane_of_zone_2_is_relayed_to_zone_1_and_its_name_resolves_
     # ?zone= filters on a zone as on the global: its own Dataplanes, or another zone's relayed ones.
     async with httpx.AsyncClient(base_url=z1.url()) as c:
         own = (await c.get("/meshes/default/dataplanes", params={"zone": "zone-1"})).json()["items"]
-        relayed = (await c.get("/meshes/default/dataplanes", params={"zone": "zone-2"})).json()["items"]
+        from_zone_2 = (await c.get("/meshes/default/dataplanes", params={"zone": "zone-2"})).json()["items"]
     assert [d["name"] for d in own] == ["web-1"]
-    assert [d["labels"]["kuma.io/display-name"] for d in relayed] == ["echo-1"]
+    assert [d["labels"]["kuma.io/display-name"] for d in from_zone_2] == ["echo-1"]
 
     # Deleted in zone-2: gone from zone-1, and its name no longer resolves there.
     async with httpx.AsyncClient(base_url=z2.url()) as c:
