@@ -6,6 +6,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -38,6 +39,7 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
+from meshgate.transport.tls import server_credentials
 from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalConfig", "run_global"]
@@ -65,6 +67,9 @@ class GlobalConfig:
     leader_lease: float = 10.0
     resync_interval: float = 60.0
     ports_file: Path | None = None
+    # KDS over TLS when both are set (meshgate.transport.tls); plaintext when neither is.
+    kds_tls_cert_file: Path | None = None
+    kds_tls_key_file: Path | None = None
 
 
 def advertised_host(bind_address: str) -> str:
@@ -97,6 +102,8 @@ def _global_labels(r: Resource) -> Mapping[str, str]:
 async def run_global(
     cfg: GlobalConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
+    # Before anything starts: a bad TLS flag fails the process with one line naming it.
+    kds_credentials = server_credentials(cfg.kds_tls_cert_file, cfg.kds_tls_key_file)
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
@@ -157,7 +164,13 @@ async def run_global(
             # Builtin mTLS CAs as Secrets (global_cp/ca.py); they reach zones with every other Secret.
             await tg.start(CaProvisioner(store).run)
             ports = {
-                "kds": await tg.start(serve_grpc, register, KDS_SERVICES, cfg.bind_address, cfg.kds_port),
+                "kds": await tg.start(
+                    partial(serve_grpc, credentials=kds_credentials),
+                    register,
+                    KDS_SERVICES,
+                    cfg.bind_address,
+                    cfg.kds_port,
+                ),
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }

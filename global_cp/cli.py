@@ -57,6 +57,22 @@ def run(
             help="Seconds a KDS response may stay un-ACKed before it is reported as a stall.",
         ),
     ] = 10.0,
+    kds_tls_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--kds-tls-cert-file",
+            envvar="MESHGATE_KDS_TLS_CERT_FILE",
+            help="PEM certificate (chain) of the KDS server; with --kds-tls-key-file, KDS speaks TLS only.",
+        ),
+    ] = None,
+    kds_tls_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--kds-tls-key-file",
+            envvar="MESHGATE_KDS_TLS_KEY_FILE",
+            help="PEM private key of --kds-tls-cert-file (unencrypted).",
+        ),
+    ] = None,
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
     setup_logging(log_format, log_level, "global")
@@ -70,6 +86,8 @@ def run(
         zone_health_interval=zone_health_interval,
         kds_stall_threshold=kds_stall_threshold,
         ports_file=ports_file,
+        kds_tls_cert_file=kds_tls_cert_file,
+        kds_tls_key_file=kds_tls_key_file,
     )
     run_process("meshgate-global", lambda: run_global(cfg))
 

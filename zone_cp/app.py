@@ -64,6 +64,9 @@ class ZoneConfig:
     vip_cidr: str = "240.0.0.0/4"
     dns_domain: str = "mesh"
     dns_upstream: Upstream | None = None
+    # For grpcs:// global addresses: trusted roots (None: the system's), or trust what the global presents.
+    kds_ca_cert_file: Path | None = None
+    kds_tls_skip_verify: bool = False
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -114,6 +117,8 @@ async def run_zone(
             upstream=ZoneUpstream(cfg.zone, local),
             instance_id=f"{socket.gethostname()}-{os.getpid()}",
             xds_configs=answerer,
+            ca_cert_file=cfg.kds_ca_cert_file,
+            tls_skip_verify=cfg.kds_tls_skip_verify,
         )
         dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
         answerer.names = dns.lookup

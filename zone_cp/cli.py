@@ -46,7 +46,8 @@ def run(
         typer.Option(
             "--global-address",
             envvar="MESHGATE_GLOBAL_ADDRESS",
-            help="grpc://HOST:PORT of the global's KDS server; repeat for several replicas.",
+            help="grpc://HOST:PORT (or grpcs://HOST:PORT for TLS) of the global's KDS server; repeat for several"
+            " replicas.",
         ),
     ],
     api_port: Annotated[int, typer.Option("--api-port", envvar="MESHGATE_API_PORT", help="HTTP API port.")] = 5681,
@@ -89,6 +90,23 @@ def run(
             " default). Without it they are answered REFUSED.",
         ),
     ] = None,
+    kds_ca_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--kds-ca-cert-file",
+            envvar="MESHGATE_KDS_CA_CERT_FILE",
+            help="PEM CA certificates trusted to sign the global's certificate on grpcs:// addresses"
+            " (default: the system's roots).",
+        ),
+    ] = None,
+    kds_tls_skip_verify: Annotated[
+        bool,
+        typer.Option(
+            "--kds-tls-skip-verify",
+            envvar="MESHGATE_KDS_TLS_SKIP_VERIFY",
+            help="On grpcs:// addresses, trust whatever certificate the global presents (testing only).",
+        ),
+    ] = False,
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -122,6 +140,8 @@ def run(
         vip_cidr=vip_cidr,
         dns_domain=dns_domain,
         dns_upstream=dns_upstream,
+        kds_ca_cert_file=kds_ca_cert_file,
+        kds_tls_skip_verify=kds_tls_skip_verify,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

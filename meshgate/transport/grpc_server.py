@@ -1,4 +1,5 @@
-"""Runs a grpc.aio server inside an anyio task group, with health and reflection enabled."""
+"""Runs a grpc.aio server inside an anyio task group, with health and reflection enabled; plaintext, or TLS
+only when given server credentials (meshgate.transport.tls.server_credentials)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ async def serve_grpc(
     host: str,
     port: int,
     *,
+    credentials: grpc.ServerCredentials | None = None,
     grace: float = 0.5,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves until cancelled; reports the bound port (port 0 picks a free one)."""
+    """Serves until cancelled; reports the bound port (port 0 picks a free one). With `credentials` the port
+    speaks TLS only: a plaintext client is refused in the handshake, never served in the clear."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -48,7 +51,10 @@ async def serve_grpc(
         server,
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...") when the port is taken
         raise BindError("gRPC", host, port, "address already in use or not available") from exc
     if bound == 0:

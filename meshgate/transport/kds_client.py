@@ -3,6 +3,9 @@
 While the global is away the zone keeps its store as it is, so everything local keeps serving. On
 reconnect it sends `initial_resource_versions` computed from its store, so only changes travel, and
 removals that happened meanwhile still arrive.
+
+`grpc://HOST:PORT` connects in plaintext, `grpcs://HOST:PORT` over TLS (see meshgate.transport.tls). The
+sync streams, health checks and config dumps all ride the one channel, so they share its security.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import anyio
 import grpc
@@ -30,9 +34,18 @@ from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
 from meshgate.store.protocol import ResourceStore, iter_all
 from meshgate.transport.kds_upstream import ZoneUpstream, synced_from_global
+from meshgate.transport.tls import ClientTls, explain_tls_failure
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 
-__all__ = ["Backoff", "ClientStatus", "GlobalToZoneClient", "channel_options", "parse_address"]
+__all__ = [
+    "Backoff",
+    "ClientStatus",
+    "GlobalAddress",
+    "GlobalToZoneClient",
+    "channel_options",
+    "parse_address",
+    "parse_global_address",
+]
 
 log = structlog.get_logger("meshgate.kds.client")
 
@@ -51,17 +64,42 @@ def channel_options() -> list[tuple[str, int]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class GlobalAddress:
+    """One `--global-address`, parsed."""
+
+    target: str  # HOST:PORT as gRPC dials it (an IPv6 host in brackets)
+    host: str  # without brackets, for a TLS handshake of our own
+    port: int
+    tls: bool
+
+
+# Kuma's schemes: grpcs is KDS over TLS. A bare HOST:PORT stays plaintext, as it always was here.
+_SCHEMES = {"grpc": False, "grpcs": True}
+
+
+def parse_global_address(address: str) -> GlobalAddress:
+    """`grpc://HOST:PORT`, `grpcs://HOST:PORT` or bare `HOST:PORT`; ValueError names what is wrong."""
+    expected = "expected grpc://HOST:PORT, or grpcs://HOST:PORT for TLS"
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        if scheme.lower() not in _SCHEMES:
+            raise ValueError(f"--global-address {address!r}: unknown scheme {scheme + '://'!r}; {expected}")
+        tls = _SCHEMES[scheme.lower()]
+    else:
+        rest, tls = address, False
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise ValueError(f"--global-address {address!r}: {expected}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not bare or ("[" in bare or "]" in bare) or (":" in bare and bare == host):
+        raise ValueError(f"--global-address {address!r}: {expected} (an IPv6 address in brackets: [::1]:5685)")
+    return GlobalAddress(f"{host}:{port}", bare, int(port), tls)
+
+
 def parse_address(address: str) -> str:
-    """`grpc://host:port` (or bare `host:port`) -> the gRPC target `host:port`."""
-    for scheme in ("grpc://", "grpcs://"):
-        if address.startswith(scheme):
-            if scheme == "grpcs://":
-                raise ValueError(f"--global-address {address!r}: TLS (grpcs://) is not supported yet")
-            address = address[len(scheme) :]
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"--global-address {address!r}: expected grpc://HOST:PORT")
-    return address
+    """`grpc://host:port`, `grpcs://host:port` (or bare `host:port`) -> the gRPC target `host:port`."""
+    return parse_global_address(address).target
 
 
 @dataclass(slots=True)
@@ -106,11 +144,21 @@ class GlobalToZoneClient:
         upstream: ZoneUpstream | None = None,
         instance_id: str = "",
         xds_configs: ConfigDumpAnswerer | None = None,
+        ca_cert_file: Path | None = None,
+        tls_skip_verify: bool = False,
     ) -> None:
+        """`ca_cert_file` and `tls_skip_verify` apply to `grpcs://` addresses only; a CA file that cannot be
+        read or parsed raises StartupError naming `--kds-ca-cert-file`."""
         if not addresses:
             raise ValueError("--global-address is required")
         self.zone = zone
-        self._targets = [parse_address(a) for a in addresses]
+        self._targets = [parse_global_address(a) for a in addresses]
+        if any(t.tls for t in self._targets):
+            self._tls = ClientTls.load(ca_cert_file, tls_skip_verify)
+        else:
+            self._tls = ClientTls()
+            if ca_cert_file is not None or tls_skip_verify:
+                log.warning("kds.client.tls_options_unused", zone=zone, reason="no --global-address is grpcs://")
         self._store = store
         self._kinds = tuple(kinds)
         self._descriptors = {d.name: d for d in kinds}
@@ -133,13 +181,15 @@ class GlobalToZoneClient:
         """Connects, syncs until the stream ends, and reconnects with backoff. Never returns."""
         i = 0
         while True:
-            target = self._targets[i % len(self._targets)]
+            address = self._targets[i % len(self._targets)]
+            target = address.target
             i += 1
             error = ""  # stays empty when the session is cancelled (shutdown): that is no disconnect
             try:
-                await self._session(target)
+                await self._session(address)
             except* _EXPECTED as group:
-                error = self.status.last_error = "; ".join(_describe(e) for e in leaf_exceptions(group))
+                error = "; ".join(_describe(e) for e in leaf_exceptions(group))
+                error = self.status.last_error = explain_tls_failure(error, tls=address.tls)
             except* Exception as group:
                 # A bug must not take the zone down: it keeps serving its store, logs loudly, retries.
                 error = self.status.last_error = "; ".join(_describe(e) for e in leaf_exceptions(group))
@@ -173,14 +223,21 @@ class GlobalToZoneClient:
                     out[wire.name] = (r.key, wire.version)
         return held
 
-    async def _session(self, target: str) -> None:
+    async def _channel(self, address: GlobalAddress) -> grpc.aio.Channel:
+        if not address.tls:
+            return grpc.aio.insecure_channel(address.target, options=channel_options())
+        credentials, options = await self._tls.channel_credentials(address.host, address.port)
+        return grpc.aio.secure_channel(address.target, credentials, options=[*channel_options(), *options])
+
+    async def _session(self, address: GlobalAddress) -> None:
+        target = address.target
         metadata = (
             ("client-id", self.zone),
             ("kds-version", "v3"),
             ("features", self._features),
             ("zone-instance-id", self.instance_id),
         )
-        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+        async with await self._channel(address) as channel:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
             call = stub.GlobalToZoneSync(metadata=metadata)
@@ -188,7 +245,7 @@ class GlobalToZoneClient:
                 self._kinds, self._validate, accept=partial(_only_from_global, self.zone)
             )
             for req in receiver.subscribe(await self._held()):
-                await call.write(req)
+                await _write(call, req)
             slog = log.bind(zone=self.zone, stream=target)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._ping, health, metadata)
@@ -209,7 +266,7 @@ class GlobalToZoneClient:
                         self.status.connected_at = datetime.now(UTC)
                         slog.info("kds.client.connected")
                     plan = await self._apply(receiver.receive(resp))
-                    await call.write(receiver.applied(plan))
+                    await _write(call, receiver.applied(plan))
                     if plan.rejections:
                         slog.warning(
                             "kds.client.nack",
@@ -279,6 +336,16 @@ class GlobalToZoneClient:
 # Failures of a connection, not of our code: the stream ended, the peer went away, or broke protocol.
 # grpc.aio raises InvalidStateError when writing to a call that has already finished.
 _EXPECTED = (grpc.aio.AioRpcError, ProtocolError, OSError, asyncio.InvalidStateError)
+
+
+async def _write(call: grpc.aio.StreamStreamCall[object, object], message: object) -> None:
+    """grpc.aio raises a bare InvalidStateError ("RPC already finished") on a write to a call that has ended,
+    which hides why it ended: a refused TLS handshake, or a global that went away. Raise the call's status."""
+    try:
+        await call.write(message)
+    except asyncio.InvalidStateError:
+        code, details = await call.code(), await call.details()
+        raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None) from None
 
 
 def _only_from_global(zone: str, r: Resource) -> str | None:

@@ -93,12 +93,13 @@ class ProcessGroup:
         ]
         return await self._start("global_cp", argv, name)
 
-    async def zone_cp(self, zone: str, global_kds_port: int, *args: str) -> CPProcess:
+    async def zone_cp(self, zone: str, global_kds_port: int, *args: str, scheme: str = "grpc") -> CPProcess:
+        """A zone connected to the global on `global_kds_port`; `scheme="grpcs"` for KDS over TLS."""
         argv = [
             "--zone",
             zone,
             "--global-address",
-            f"grpc://127.0.0.1:{global_kds_port}",
+            f"{scheme}://127.0.0.1:{global_kds_port}",
             "--api-port",
             "0",
             "--diagnostics-port",
