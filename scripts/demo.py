@@ -199,30 +199,35 @@ def resolve(name: str, port: int) -> str | None:
     return None
 
 
+ECHO_NAME = "echo.default.svc.80.mesh"
+ECHO_PORT = 9190  # the inbound port of deploy/examples/delegated/echo.yaml
+DELEGATED = ROOT / "deploy" / "examples" / "delegated"
+
+
 def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
-    """A .mesh name resolved by zone-1's DNS, and a request to it through a delegated gateway's Envoy."""
-    zone1 = ZONES["zone-1"]
-    deadline = time.monotonic() + 15
+    """echo runs in zone-2; zone-1's DNS resolves its .mesh name (the global relays zone-2's Dataplane), a
+    delegated gateway's Envoy in zone-1 routes the VIP to it, and `kds trace name` on the global explains why."""
+    zone1, zone2 = ZONES["zone-1"], ZONES["zone-2"]
+    procs.append(start("echo", [sys.executable, str(ROOT / "scripts" / "echo_backend.py"), "echo", str(ECHO_PORT)]))
+    print(
+        f"\n$ meshgatectl --api http://127.0.0.1:{zone2['api']} apply -f deploy/examples/delegated/echo.yaml   (zone-2)"
+    )
+    print(ctl(zone2["api"], "apply", "-f", str(DELEGATED / "echo.yaml")), end="")
+    t0 = time.monotonic()
+    deadline = t0 + 15
     vip = None
     while vip is None:
-        vip = resolve("backend.mesh", zone1["dns"])
+        vip = resolve(ECHO_NAME, zone1["dns"])
         if vip is None and time.monotonic() > deadline:
-            sys.exit("backend.mesh did not resolve")
-        time.sleep(0.05)
-    print(f"\n$ dig @127.0.0.1 -p {zone1['dns']} backend.mesh +short   (zone-1's DNS)\n{vip}")
+            sys.exit(f"{ECHO_NAME} did not resolve in zone-1")
+        time.sleep(0.002)
+    elapsed = (time.monotonic() - t0) * 1000
+    print(f"$ dig @127.0.0.1 -p {zone1['dns']} {ECHO_NAME} +short   (zone-1's DNS, {elapsed:.0f} ms later)\n{vip}")
+    print(f"\n$ meshgatectl kds trace name {ECHO_NAME}   (on the global)")
+    print(ctl(GLOBAL["api"], "kds", "trace", "name", ECHO_NAME), end="")
     if os.geteuid() != 0:
         print(f"  (not root: Envoy cannot bind {vip}:80 here, so the request through the delegated gateway is skipped)")
         return
-    kong = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": "kong-1",
-        "networking": {
-            "address": "127.0.0.1",
-            "gateway": {"type": "DELEGATED", "tags": {"kuma.io/service": "kong"}},
-            "outbound": [{"port": 10001, "tags": {"kuma.io/service": "frontend"}}],
-        },
-    }
     dp = start(
         "kong-1",
         [
@@ -232,8 +237,8 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
             f"grpc://127.0.0.1:{zone1['xds']}",
             "--cp-api",
             f"http://127.0.0.1:{zone1['api']}",
-            "--dataplane",
-            json.dumps(kong),
+            "--dataplane-file",
+            str(DELEGATED / "kong.yaml"),
             "--admin-port",
             "9902",
         ],
@@ -242,7 +247,7 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            req = urllib.request.Request(f"http://{vip}/", headers={"Host": "backend.mesh"})
+            req = urllib.request.Request(f"http://{vip}/", headers={"Host": ECHO_NAME})
             with urllib.request.urlopen(req, timeout=2) as r:
                 body = r.read().decode().strip()
                 break
@@ -250,37 +255,10 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
             if time.monotonic() > deadline or dp.poll() is not None:
                 sys.exit(f"no answer through the delegated gateway; see {DATA / 'kong-1.log'}")
             time.sleep(0.05)
-    print(f"$ curl http://backend.mesh/   (via the delegated gateway kong-1's Envoy on {vip}:80) -> {body}")
-
-
-def cross_zone_demo() -> None:
-    """A Dataplane registered in zone-2 gets its .mesh name in zone-1 (relayed by the global), and the global's
-    `kds trace name` says why the name exists and which VIP each zone gives it."""
-    zone1, zone2 = ZONES["zone-1"], ZONES["zone-2"]
-    name = "billing.default.svc.80.mesh"
-    billing = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": "billing-1",
-        "networking": {
-            "address": "127.0.0.1",
-            "inbound": [{"port": free_port(), "tags": {"kuma.io/service": "billing_default_svc_80"}}],
-        },
-    }
-    print("\n$ PUT /meshes/default/dataplanes/billing-1 on zone-2 (kuma.io/service: billing_default_svc_80)")
-    put_json(zone2["api"], "/meshes/default/dataplanes/billing-1", billing)
-    t0 = time.monotonic()
-    deadline = t0 + 15
-    vip = None
-    while vip is None:
-        vip = resolve(name, zone1["dns"])
-        if vip is None and time.monotonic() > deadline:
-            sys.exit(f"{name} did not resolve in zone-1")
-        time.sleep(0.002)
-    elapsed = (time.monotonic() - t0) * 1000
-    print(f"$ dig @127.0.0.1 -p {zone1['dns']} {name} +short   (zone-1's DNS, {elapsed:.0f} ms later)\n{vip}")
-    print(f"\n$ meshgatectl kds trace name {name}   (on the global)")
-    print(ctl(GLOBAL["api"], "kds", "trace", "name", name), end="")
+    print(
+        f"\n$ curl http://{ECHO_NAME}/   (zone-1: delegated gateway kong-1's Envoy on {vip}:80 -> echo in zone-2)"
+        f" -> {body}"
+    )
 
 
 def main() -> None:
@@ -364,7 +342,6 @@ def main() -> None:
 
         gateway_demo(procs, route)
         dns_demo(procs)
-        cross_zone_demo()
         for zone, ports in ZONES.items():
             for kind in ("meshes", "meshgateways", "meshgatewayroutes"):
                 print(f"\n$ meshgatectl --api http://127.0.0.1:{ports['api']} get {kind}   ({zone})")

@@ -8,11 +8,11 @@ import pytest
 
 from meshgate.resources import codec
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").rglob("*.yaml"))
 
 
 def test_the_examples_exist() -> None:
-    assert {p.name for p in EXAMPLES} >= {"mesh.yaml", "meshgateway.yaml", "meshgatewayroute.yaml"}
+    assert {p.name for p in EXAMPLES} >= {"mesh.yaml", "meshgateway.yaml", "meshgatewayroute.yaml", "echo.yaml"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
