@@ -16,6 +16,7 @@ from global_cp.ca import CaProvisioner
 from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import ZoneLifecycle
 from global_cp.replicas import ReplicaDirectory
+from global_cp.tokens import SigningKey, token_route
 from global_cp.trace import trace_routes
 from global_cp.trace_names import trace_name_route
 from global_cp.watch import KDSWatch
@@ -23,6 +24,7 @@ from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
 from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.auth import KDSAuth, ZoneAuthenticator, public_key
 from meshgate.ha.lease import RedisLease
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
@@ -70,6 +72,8 @@ class GlobalConfig:
     # KDS over TLS when both are set (meshgate.transport.tls); plaintext when neither is.
     kds_tls_cert_file: Path | None = None
     kds_tls_key_file: Path | None = None
+    # cp-token: every KDS call must carry a zone token for its client-id (Kong Mesh's cpToken auth).
+    kds_auth: KDSAuth = KDSAuth.NONE
 
 
 def advertised_host(bind_address: str) -> str:
@@ -108,6 +112,11 @@ async def run_global(
     ready = False
     try:
         metrics = KDSMetrics()
+        signing_key = SigningKey(store)
+        authenticator = None
+        if cfg.kds_auth is KDSAuth.CP_TOKEN:
+            # Loaded (or created) before KDS serves, so no zone is ever checked against a missing key.
+            authenticator = ZoneAuthenticator(public_key(await signing_key.pem()))
         streams = StreamRegistry(metrics, instance_id=f"{socket.gethostname()}-{secrets.token_hex(2)}")
         zones = ZoneRecords(store)
         source = SnapshotSource(
@@ -118,9 +127,11 @@ async def run_global(
             resync_interval=cfg.resync_interval,
             origin_zone=_origin_zone,
         )
-        kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store))
+        kds = KDSSyncService(
+            source, streams, on_connect=zones.on_connect, sink=ZoneSink(store), authenticator=authenticator
+        )
         xds_configs = XDSConfigBroker()
-        health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs)
+        health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs, authenticator=authenticator)
         policy = HealthPolicy(cfg.zone_health_interval, cfg.zone_health_missed)
         lifecycle = ZoneLifecycle(store, streams)
         watchdog = Watchdog(streams, stall_after=cfg.kds_stall_threshold, health=policy)
@@ -136,6 +147,7 @@ async def run_global(
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
+                token_route(signing_key),
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
@@ -178,7 +190,12 @@ async def run_global(
                 directory.api_url = f"http://{advertised_host(cfg.bind_address)}:{ports['api']}"
             ready = True
             write_ports_file(cfg.ports_file, ports)
-            log.info("global.ready", store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
+            log.info(
+                "global.ready",
+                store=cfg.store,
+                kds_auth=cfg.kds_auth.value,
+                **{f"{k}_port": v for k, v in ports.items()},
+            )
             task_status.started(ports)
     finally:
         with anyio.CancelScope(shield=True):

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from global_cp.app import GlobalConfig, run_global
+from meshgate.auth import KDSAuth
 from meshgate.cli.common import (
     BindAddress,
     DataDir,
@@ -19,6 +20,16 @@ from meshgate.cli.common import (
     run_process,
     setup_logging,
 )
+
+
+def _kds_auth(text: str) -> KDSAuth:
+    try:
+        return KDSAuth(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected {' or '.join(a.value for a in KDSAuth)}, got {text!r}", param_hint="--kds-auth"
+        ) from None
+
 
 app = typer.Typer(help="meshgate global control plane", no_args_is_help=True, add_completion=False)
 
@@ -73,6 +84,17 @@ def run(
             help="PEM private key of --kds-tls-cert-file (unencrypted).",
         ),
     ] = None,
+    kds_auth: Annotated[
+        KDSAuth,
+        typer.Option(
+            "--kds-auth",
+            envvar="MESHGATE_KDS_AUTH",
+            parser=_kds_auth,
+            metavar="none|cp-token",
+            help="How zones prove their name on KDS: none, or cp-token (a zone token from POST /tokens/zone"
+            " or `meshgatectl generate zone-token`, sent as 'authorization: Bearer TOKEN').",
+        ),
+    ] = KDSAuth.NONE,
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
     setup_logging(log_format, log_level, "global")
@@ -88,6 +110,7 @@ def run(
         ports_file=ports_file,
         kds_tls_cert_file=kds_tls_cert_file,
         kds_tls_key_file=kds_tls_key_file,
+        kds_auth=kds_auth,
     )
     run_process("meshgate-global", lambda: run_global(cfg))
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
 from meshgate.observability.diagnostics import create_diagnostics_app
-from meshgate.observability.process import write_ports_file
+from meshgate.observability.process import StartupError, write_ports_file
 from meshgate.resources import codec, registry
 from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.config_dump import zone_config_dump_route
@@ -67,6 +67,25 @@ class ZoneConfig:
     # For grpcs:// global addresses: trusted roots (None: the system's), or trust what the global presents.
     kds_ca_cert_file: Path | None = None
     kds_tls_skip_verify: bool = False
+    # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file; neither: none sent.
+    cp_token: str = ""
+    cp_token_path: Path | None = None
+
+
+def read_cp_token(cfg: ZoneConfig) -> str:
+    """The zone token to present, read once at startup; StartupError names the flag when it cannot be read."""
+    if cfg.cp_token and cfg.cp_token_path is not None:
+        raise StartupError("--cp-token and --cp-token-path are exclusive: give the zone token one way")
+    if cfg.cp_token_path is None:
+        return cfg.cp_token.strip()
+    try:
+        token = cfg.cp_token_path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"--cp-token-path {cfg.cp_token_path}: cannot read the zone token: {reason}") from None
+    if not token:
+        raise StartupError(f"--cp-token-path {cfg.cp_token_path}: the file is empty, expected a zone token")
+    return token
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -98,7 +117,8 @@ def _xds_route(ads: AggregatedDiscoveryService) -> ExtraRoute:
 async def run_zone(
     cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    # Before anything starts: a Kubernetes zone without a cluster to talk to fails with one line.
+    # Before anything starts: an unreadable token, or a Kubernetes zone without a cluster, fails with one line.
+    cp_token = read_cp_token(cfg)
     kube = kubernetes.prepare() if cfg.environment == "kubernetes" else None
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
@@ -119,6 +139,7 @@ async def run_zone(
             xds_configs=answerer,
             ca_cert_file=cfg.kds_ca_cert_file,
             tls_skip_verify=cfg.kds_tls_skip_verify,
+            token=cp_token,
         )
         dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
         answerer.names = dns.lookup

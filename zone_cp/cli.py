@@ -107,6 +107,23 @@ def run(
             help="On grpcs:// addresses, trust whatever certificate the global presents (testing only).",
         ),
     ] = False,
+    cp_token_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--cp-token-path",
+            envvar="MESHGATE_CP_TOKEN_PATH",
+            help="File holding this zone's token (from the global's `meshgatectl generate zone-token`), sent on"
+            " every KDS call; needed when the global runs with --kds-auth cp-token.",
+        ),
+    ] = None,
+    cp_token: Annotated[
+        str,
+        typer.Option(
+            "--cp-token",
+            envvar="MESHGATE_CP_TOKEN",
+            help="This zone's token inline (prefer --cp-token-path: a flag shows in the process list).",
+        ),
+    ] = "",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -142,6 +159,8 @@ def run(
         dns_upstream=dns_upstream,
         kds_ca_cert_file=kds_ca_cert_file,
         kds_tls_skip_verify=kds_tls_skip_verify,
+        cp_token=cp_token,
+        cp_token_path=cp_token_path,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

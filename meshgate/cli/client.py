@@ -142,6 +142,10 @@ class ApiClient:
     def delete(self, kind: KindDescriptor, mesh: str, name: str) -> None:
         self._request("DELETE", resource_path(kind, mesh, name))
 
+    def post_text(self, path: str, doc: Mapping[str, Any]) -> str:
+        """POSTs `doc` as JSON and returns the plain-text answer (Kuma's token endpoints answer the raw token)."""
+        return self._request("POST", path, json=dict(doc)).text
+
     def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET any JSON endpoint (insights, traces)."""
         return self._request("GET", path, params=dict(params or {})).json()

@@ -2,7 +2,8 @@
 
 Commands talk to the HTTP API named by `--api` (or MESHGATE_API). Every failure prints to stderr and
 exits 1: one line for an unreachable API, the server's title/detail and each `field: reason` for a
-rejected request. The `inspect` and `kds` command groups live in their own modules, added with `app.add_typer`.
+rejected request. The `inspect`, `kds` and `generate` command groups live in their own modules, added with
+`app.add_typer`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from meshgate.cli.client import ApiClient, ApiClientError, ApiResponseError, Con
 from meshgate.cli.context import DEFAULT_API, Settings
 from meshgate.cli.context import fail as _fail
 from meshgate.cli.context import settings_of as _settings
+from meshgate.cli.generate import app as generate_app
 from meshgate.cli.inspect import app as inspect_app
 from meshgate.cli.kds import app as kds_app
 from meshgate.cli.output import OutputFormat, render
@@ -235,6 +237,7 @@ def delete(
 
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(kds_app, name="kds")
+app.add_typer(generate_app, name="generate")
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ class KDSMetrics:
         self.stalls: Counter[tuple[str, str]] = Counter()  # by (zone, type_url)
         self.protocol_errors: Counter[str] = Counter()  # by zone
         self.rejected: Counter[tuple[str, str]] = Counter()  # resources NACKed from a zone, by (zone, type_url)
+        # KDS calls refused by --kds-auth, by (claimed zone, reason code of meshgate.auth.AUTH_REASONS).
+        self.auth_failures: Counter[tuple[str, str]] = Counter()
         self.streams_active: Callable[[], int] = lambda: 0
 
     def render(self) -> str:
@@ -71,5 +73,13 @@ class KDSMetrics:
         lines += [
             f"meshgate_kds_rejected_resources{_labels((('zone', z), ('type_url', t)))} {n}"
             for (z, t), n in sorted(self.rejected.items())
+        ]
+        lines += [
+            "# HELP meshgate_kds_auth_failures KDS calls refused because the zone token did not prove the zone",
+            "# TYPE meshgate_kds_auth_failures counter",
+        ]
+        lines += [
+            f"meshgate_kds_auth_failures{_labels((('zone', z), ('reason', r)))} {n}"
+            for (z, r), n in sorted(self.auth_failures.items())
         ]
         return "\n".join(lines) + "\n"

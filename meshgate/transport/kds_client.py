@@ -146,9 +146,12 @@ class GlobalToZoneClient:
         xds_configs: ConfigDumpAnswerer | None = None,
         ca_cert_file: Path | None = None,
         tls_skip_verify: bool = False,
+        token: str = "",
     ) -> None:
         """`ca_cert_file` and `tls_skip_verify` apply to `grpcs://` addresses only; a CA file that cannot be
-        read or parsed raises StartupError naming `--kds-ca-cert-file`."""
+        read or parsed raises StartupError naming `--kds-ca-cert-file`. `token` is the zone token presented
+        as `authorization: Bearer` on every call (a global with `--kds-auth cp-token` requires it)."""
+        self._token = token
         if not addresses:
             raise ValueError("--global-address is required")
         self.zone = zone
@@ -236,6 +239,9 @@ class GlobalToZoneClient:
             ("kds-version", "v3"),
             ("features", self._features),
             ("zone-instance-id", self.instance_id),
+            # The same tuple serves the sync streams, health checks, zone-to-global and config dumps: each
+            # is authenticated on its own by a global with --kds-auth cp-token.
+            *((("authorization", f"Bearer {self._token}"),) if self._token else ()),
         )
         async with await self._channel(address) as channel:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)

@@ -4,11 +4,17 @@ The adapter is thin: it maps gRPC calls to the sans-IO `Sender`, reads snapshots
 `SnapshotSource`, and records what happens in the `StreamRegistry`. Per stream, a reader and a writer
 share one task group; a ProtocolError closes the stream with FAILED_PRECONDITION and a message that
 names the kind and nonce, rather than leaving it silently stuck.
+
+With a `ZoneAuthenticator` (`--kds-auth cp-token`), every RPC of both services first proves its `client-id`
+with the zone token in its `authorization` metadata (`authenticate`); a refusal is UNAUTHENTICATED with the
+reason, a WARN log line and a count in `meshgate_kds_auth_failures`. The standard health and reflection
+services are other servicers and stay open.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -20,6 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.auth.authenticator import ZoneAuthenticator
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
 from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
@@ -28,7 +35,15 @@ from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry, StreamSession
 from meshgate.transport.xds_configs import XDSConfigBroker
 
-__all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate", "metadata_value", "zone_of"]
+__all__ = [
+    "GlobalKDSService",
+    "KDSSyncService",
+    "ZoneGate",
+    "authenticate",
+    "count_auth_failure",
+    "metadata_value",
+    "zone_of",
+]
 
 log = structlog.get_logger("meshgate.kds.server")
 
@@ -42,6 +57,61 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:  # type:
 
 def zone_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
     return metadata_value(context, "client-id")
+
+
+# Before refusing a stream, how long to take in what the zone is already sending: the first message may come
+# after the zone has read its store, the rest of its burst (one subscribe per kind) comes back to back.
+_DRAIN_FIRST = 2.0
+_DRAIN_IDLE = 0.1
+# ...and at most this many messages, so an unauthenticated peer cannot keep us reading.
+_DRAIN_MAX_MESSAGES = 64
+# Distinct claimed zones counted by name in meshgate_kds_auth_failures; later ones count as zone="other".
+_MAX_ZONE_LABELS = 64
+
+
+async def _drain(request_iterator: AsyncIterator[object]) -> None:
+    """Reads and drops what the client sent before we refuse it. A grpc client whose write is still pending
+    when the call ends reports INTERNAL "Internal error from Core" instead of our status (its core drops the
+    trailers), so without this the zone would never learn why it was refused."""
+    with anyio.move_on_after(_DRAIN_FIRST):
+        for i in range(_DRAIN_MAX_MESSAGES):
+            with anyio.move_on_after(_DRAIN_IDLE if i else _DRAIN_FIRST) as idle:
+                try:
+                    await anext(request_iterator)
+                except StopAsyncIteration:
+                    return
+            if idle.cancelled_caught:
+                return
+
+
+def count_auth_failure(failures: Counter[tuple[str, str]], zone: str, code: str) -> None:
+    """Counts a refusal by (claimed zone, reason). The zone is unauthenticated, so it must not mint label values
+    at will: past `_MAX_ZONE_LABELS` distinct zones, new ones count as zone "other"."""
+    zones = {z for z, _ in failures}
+    key = (zone, code) if zone in zones or len(zones) < _MAX_ZONE_LABELS else ("other", code)
+    failures[key] += 1
+
+
+async def authenticate(
+    authenticator: ZoneAuthenticator | None,
+    registry: StreamRegistry,
+    context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    rpc: str,
+    request_iterator: AsyncIterator[object] | None = None,
+) -> None:
+    """Aborts the call with UNAUTHENTICATED unless its zone token proves its `client-id` (no-op without auth).
+    Give the `request_iterator` of a stream the zone writes to unprompted, so the refusal reaches it intact."""
+    if authenticator is None:
+        return
+    zone = zone_of(context)
+    failure = authenticator.check(zone, metadata_value(context, "authorization"))
+    if failure is None:
+        return
+    count_auth_failure(registry.metrics.auth_failures, zone, failure.code)
+    log.warning("kds.auth.refused", zone=zone, rpc=rpc, reason=failure.code, error=failure.message, peer=context.peer())
+    if request_iterator is not None:
+        await _drain(request_iterator)
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, failure.message)
 
 
 # Called when a zone opens a stream; returns a reason to refuse it (a disabled zone), or None.
@@ -68,7 +138,9 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         sink: ZoneSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        authenticator: ZoneAuthenticator | None = None,
     ) -> None:
+        self._authenticator = authenticator
         self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
@@ -84,6 +156,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         zone = zone_of(context)
         if not zone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
+        await authenticate(self._authenticator, self._registry, context, "GlobalToZoneSync", request_iterator)
         if self._on_connect is not None:
             refusal = await self._on_connect(zone)
             if refusal:
@@ -135,6 +208,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         zone = zone_of(context)
         if not zone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
+        await authenticate(self._authenticator, self._registry, context, "ZoneToGlobalSync")
         if self._sink is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane takes no resources from zones")
         assert self._sink is not None
@@ -315,8 +389,14 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
     StreamXDSConfigs: the zone opens it; config-dump requests go down it (see transport/xds_configs.py)."""
 
     def __init__(
-        self, registry: StreamRegistry, interval: float = 10.0, xds_configs: XDSConfigBroker | None = None
+        self,
+        registry: StreamRegistry,
+        interval: float = 10.0,
+        xds_configs: XDSConfigBroker | None = None,
+        *,
+        authenticator: ZoneAuthenticator | None = None,
     ) -> None:
+        self._authenticator = authenticator
         self._registry = registry
         self._interval = interval
         self._xds_configs = xds_configs
@@ -330,6 +410,7 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         zone = zone_of(context)
         if not zone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
+        await authenticate(self._authenticator, self._registry, context, "StreamXDSConfigs")
         if self._xds_configs is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "config dumps are not served by this global")
         assert self._xds_configs is not None
@@ -340,6 +421,7 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         request: kds_pb2.ZoneHealthCheckRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> kds_pb2.ZoneHealthCheckResponse:
+        await authenticate(self._authenticator, self._registry, context, "HealthCheck")
         zone = zone_of(context)
         if zone:
             self._registry.last_health_check[zone] = datetime.now(UTC)
