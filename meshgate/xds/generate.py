@@ -43,6 +43,7 @@ from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bi
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from meshgate.xds.vips import VipOutbound
+from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
 
 __all__ = ["VipOutbound", "generate"]
 
@@ -59,27 +60,30 @@ class _Builder:
         self.index = index
         self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
         self.problems: list[str] = []
-        self._destinations: dict[str, Destination] = {}
-        self._resolved: dict[Destination, str] = {}
+        # cluster name -> (destination tags, their endpoints): looked up once, when a route first names them.
+        self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint]]] = {}
+        self._resolved: dict[table.Tags, str] = {}
 
     def resolve(self, dest: Destination) -> str:
-        key = Destination(dest.tags)  # the weight plays no part in the cluster
-        name = self._resolved.get(key)
+        """`EndpointIndex.resolve`, remembering the endpoints so that `finish` need not look them up again."""
+        name = self._resolved.get(dest.tags)  # the weight plays no part in the cluster
         if name is None:
-            name = self._resolved[key] = self.index.resolve(key)
-            if name != UNRESOLVED_BACKEND:
-                self._destinations.setdefault(name, key)
+            tags = dest.tag_map
+            found = self.index.matching(tags)
+            name = clusters.cluster_name(tags) if found else UNRESOLVED_BACKEND
+            self._resolved[dest.tags] = name
+            if found:
+                self._destinations.setdefault(name, (tags, found))
         return name
 
     def add(self, type_url: str, name: str, message: Message) -> None:
         self.out[type_url][name] = message
 
     def finish(self) -> Snapshot:
-        for name, dest in self._destinations.items():
-            tags = dest.tag_map
-            assignment = clusters.load_assignment(name, self.index.matching(tags), local_zone=self.index.zone)
-            protocol = self.index.protocol(tags)
-            if clusters.needs_dns(assignment):
+        for name, (tags, found) in self._destinations.items():
+            assignment = clusters.load_assignment(name, found, local_zone=self.index.zone)
+            protocol = clusters.protocol_of(tags, found)
+            if clusters.needs_dns_for(found):
                 self.add(CLUSTER, name, clusters.cluster(name, protocol, dns_assignment=assignment))
             else:
                 self.add(CLUSTER, name, clusters.cluster(name, protocol))
@@ -130,11 +134,11 @@ def _http_listener(
             chains.append(listeners.filter_chain(filters, server_name="*", tls=mtls))
         else:
             chains.append(listeners.filter_chain(filters))
-        vhosts = [
-            table.virtual_host(vh.hostname, table.entries(vh.routes), listener_port=lb.port, tls=tls, resolve=b.resolve)
-            for vh in group.virtual_hosts
-        ]
-        b.add(ROUTE, route_name, table.route_configuration(route_name, vhosts))
+        config = route_configuration(route_name)
+        for vh in group.virtual_hosts:
+            entries = table.entries(vh.routes)
+            add_virtual_host(config, vh.hostname, entries, listener_port=lb.port, tls=tls, resolve=b.resolve)
+        b.add(ROUTE, route_name, config)
     return chains
 
 
@@ -224,8 +228,9 @@ def _outbound_listener(
     if http:
         # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
         catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
-        vhost = table.virtual_host("*", [catch_all], listener_port=port, tls=False, resolve=resolve or b.resolve)
-        b.add(ROUTE, name, table.route_configuration(name, [vhost]))
+        config = route_configuration(name)
+        add_virtual_host(config, "*", [catch_all], listener_port=port, tls=False, resolve=resolve or b.resolve)
+        b.add(ROUTE, name, config)
         chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
     else:
         chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["WILDCARD", "by_exactness", "containers", "contains", "normalize"]
+__all__ = ["WILDCARD", "by_exactness", "containers", "contains", "most_exact", "normalize"]
 
 WILDCARD = "*"
 
@@ -61,3 +61,8 @@ def _exactness_key(hostname: str) -> tuple[int, int, str]:
 def by_exactness(hostnames: Iterable[str]) -> list[str]:
     """Exact names first (sorted), then wildcards with more labels first, `*` last (Kuma's order)."""
     return sorted((normalize(h) for h in hostnames), key=_exactness_key)
+
+
+def most_exact(hostnames: Iterable[str]) -> str:
+    """`by_exactness(hostnames)[0]` without sorting the rest: a gateway asks this once per virtual host."""
+    return min((normalize(h) for h in hostnames), key=_exactness_key)
