@@ -234,12 +234,12 @@ def main() -> None:
                 f"   p50 {f['p50_idle_ms']:.3f} ms one in flight   server CPU {f['cpu_us_per_answer']:.1f} us/answer"
                 f"   (medians of {len(rounds)} rounds)"
             )
-        qps = sorted(rd["dns"]["qps"] / rd["echo"]["qps"] for rd in rounds)
-        cpu = sorted(rd["echo"]["cpu_us_per_answer"] / rd["dns"]["cpu_us_per_answer"] for rd in rounds)
+        qps_ratios = sorted(rd["dns"]["qps"] / rd["echo"]["qps"] for rd in rounds)
+        cpu_ratios = sorted(rd["echo"]["cpu_us_per_answer"] / rd["dns"]["cpu_us_per_answer"] for rd in rounds)
         print(
-            f"ratio dns/echo, median of {len(rounds)} rounds: {statistics.median(qps):.2f}x qps"
-            f" (range {qps[0]:.2f}-{qps[-1]:.2f}), {statistics.median(cpu):.2f}x by server CPU per answer"
-            f" (range {cpu[0]:.2f}-{cpu[-1]:.2f}); target >= 0.8x"
+            f"ratio dns/echo, median of {len(rounds)} rounds: {statistics.median(qps_ratios):.2f}x qps"
+            f" (range {qps_ratios[0]:.2f}-{qps_ratios[-1]:.2f}), {statistics.median(cpu_ratios):.2f}x by server CPU"
+            f" per answer (range {cpu_ratios[0]:.2f}-{cpu_ratios[-1]:.2f}); target >= 0.8x"
         )
     finally:
         server.terminate()
