@@ -25,7 +25,7 @@ import dns.message  # noqa: E402
 import dns.rdatatype  # noqa: E402
 import httpx  # noqa: E402
 
-from tests.support.processes import CPProcess, free_port  # noqa: E402
+from tests.support.processes import CPProcess, free_port, global_argv, zone_argv  # noqa: E402
 
 
 async def resolves(name: str, port: int) -> bool:
@@ -34,10 +34,7 @@ async def resolves(name: str, port: int) -> bool:
 
 
 def zone_process(zone: str, kds_port: int, work: Path) -> CPProcess:
-    args = ["--zone", zone, "--global-address", f"grpc://127.0.0.1:{kds_port}", "--store", "memory"]
-    for flag in ("--api-port", "--diagnostics-port", "--xds-port", "--dns-port"):
-        args += [flag, "0"]
-    return CPProcess("zone_cp", [*args, "--bind-address", "127.0.0.1", "--log-level", "warning"], work, zone)
+    return CPProcess("zone_cp", zone_argv(zone, kds_port, "--store", "memory", "--log-level", "warning"), work, zone)
 
 
 def summary(label: str, times: list[float]) -> str:
@@ -78,20 +75,7 @@ async def main(count: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="meshgate-dns-bench-"))
     g = CPProcess(
         "global_cp",
-        [
-            "--store",
-            "memory",
-            "--api-port",
-            "0",
-            "--kds-port",
-            str(free_port()),
-            "--diagnostics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-        ],
+        global_argv("--store", "memory", "--log-level", "warning", kds_port=free_port()),
         work,
         "global",
     )

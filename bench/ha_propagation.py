@@ -26,7 +26,7 @@ from bench.propagation import MESH, WARMUP, client, pct, route_doc, until  # noq
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources.model import ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
-from tests.support.processes import CPProcess, free_port  # noqa: E402
+from tests.support.processes import CPProcess, free_port, global_argv  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
 
 
@@ -75,22 +75,7 @@ async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> l
 def start_global(work: Path, name: str, store: str) -> CPProcess:
     return CPProcess(
         "global_cp",
-        [
-            "--store",
-            store,
-            "--api-port",
-            "0",
-            "--kds-port",
-            str(free_port()),
-            "--diagnostics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-            "--data-dir",
-            str(work / name),
-        ],
+        global_argv("--store", store, "--log-level", "warning", "--data-dir", str(work / name), kds_port=free_port()),
         work,
         name,
     )

@@ -40,7 +40,7 @@ from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.sqlite import SqliteStore  # noqa: E402
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
 from meshgate.transport.snapshots import SnapshotSource  # noqa: E402
-from tests.support.processes import CPProcess, free_port  # noqa: E402
+from tests.support.processes import CPProcess, free_port, global_argv  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 # Changes sent before measuring, on both sides: the first ones pay for cold code paths and caches.
@@ -275,20 +275,7 @@ async def main(zones: int, routes: int, changes: int, runs: int) -> None:
     sync_bytes = sum(p.stat().st_size for p in frames.glob("sync-*.bin"))
     glob = CPProcess(
         "global_cp",
-        [
-            "--store",
-            f"sqlite:{db}",
-            "--api-port",
-            "0",
-            "--kds-port",
-            str(free_port()),
-            "--diagnostics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-        ],
+        global_argv("--store", f"sqlite:{db}", "--log-level", "warning", kds_port=free_port()),
         work,
         "global",
     )

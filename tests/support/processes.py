@@ -72,48 +72,54 @@ class CPProcess:
         return self.proc.returncode
 
 
+def global_argv(*args: str, kds_port: int = 0) -> list[str]:
+    """`meshgate-global run` flags for a loopback global: API and diagnostics on free ports, KDS on `kds_port`."""
+    return [
+        "--api-port",
+        "0",
+        "--kds-port",
+        str(kds_port),
+        "--diagnostics-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        *args,
+    ]
+
+
+def zone_argv(zone: str, global_kds_port: int, *args: str, scheme: str = "grpc") -> list[str]:
+    """`meshgate-zone run` flags for a loopback zone of the global on `global_kds_port`, every port free."""
+    return [
+        "--zone",
+        zone,
+        "--global-address",
+        f"{scheme}://127.0.0.1:{global_kds_port}",
+        "--api-port",
+        "0",
+        "--diagnostics-port",
+        "0",
+        "--xds-port",
+        "0",
+        "--dns-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        *args,
+    ]
+
+
 class ProcessGroup:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[CPProcess] = []
 
     async def global_cp(self, name: str = "global", *args: str, kds_port: int = 0) -> CPProcess:
-        argv = [
-            "--api-port",
-            "0",
-            "--kds-port",
-            str(kds_port),
-            "--diagnostics-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--data-dir",
-            str(self.workdir / name),
-            *args,
-        ]
+        argv = global_argv("--data-dir", str(self.workdir / name), *args, kds_port=kds_port)
         return await self._start("global_cp", argv, name)
 
     async def zone_cp(self, zone: str, global_kds_port: int, *args: str, scheme: str = "grpc") -> CPProcess:
         """A zone connected to the global on `global_kds_port`; `scheme="grpcs"` for KDS over TLS."""
-        argv = [
-            "--zone",
-            zone,
-            "--global-address",
-            f"{scheme}://127.0.0.1:{global_kds_port}",
-            "--api-port",
-            "0",
-            "--diagnostics-port",
-            "0",
-            "--xds-port",
-            "0",
-            "--dns-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--data-dir",
-            str(self.workdir / zone),
-            *args,
-        ]
+        argv = zone_argv(zone, global_kds_port, "--data-dir", str(self.workdir / zone), *args, scheme=scheme)
         return await self._start("zone_cp", argv, zone)
 
     async def _start(self, module: str, argv: list[str], name: str) -> CPProcess:
