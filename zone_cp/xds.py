@@ -119,10 +119,9 @@ class ZoneXds(SnapshotStore):
                 log.warning("xds.mesh_ca_unusable", mesh=name, error=str(exc))
         return out
 
-    async def _cross_mesh(self, loaded: dict[str, list[Resource]]) -> CrossMesh:
-        """`loaded`: mesh -> its Dataplanes, for meshes already read; others are read when they have a
-        crossMesh gateway."""
-        gateways = [r async for r in iter_all(self._store, "MeshGateway")]
+    async def _cross_mesh(self, gateways: list[Resource], loaded: dict[str, list[Resource]]) -> CrossMesh:
+        """`gateways`: every mesh's MeshGateways. `loaded`: mesh -> its Dataplanes, for meshes already read;
+        others are read when they have a crossMesh gateway."""
         meshes = {
             g.meta.mesh
             for g in gateways
@@ -149,9 +148,12 @@ class ZoneXds(SnapshotStore):
         loaded: dict[str, list[Resource]] = {}
         for mesh in sorted({p.mesh for p in proxies}):
             loaded[mesh] = await self._all("Dataplane", mesh)
-        cross_mesh = await self._cross_mesh(loaded)
+        # Every mesh's gateways, read once: crossMesh needs them all, each mesh's proxies their own.
+        all_gateways = [r async for r in iter_all(self._store, "MeshGateway")]
+        cross_mesh = await self._cross_mesh(all_gateways, loaded)
         for mesh in sorted({p.mesh for p in proxies}):
-            gateways = await self._all("MeshGateway", mesh)
+            gateways = [g for g in all_gateways if g.meta.mesh == mesh]
+            vips = self._vips(mesh) if self._vips is not None else ()  # the same for every proxy of the mesh
             routes = await self._all("MeshGatewayRoute", mesh)
             dataplanes = loaded[mesh]
             secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
@@ -172,7 +174,7 @@ class ZoneXds(SnapshotStore):
                     secrets=secrets,
                     index=index,
                     route_index=route_index,
-                    vips=self._vips(mesh) if self._vips is not None else (),
+                    vips=vips,
                     cross_mesh=cross_mesh,
                 )
                 for problem in snapshot.problems:
