@@ -276,7 +276,7 @@ class RedisStore:
         # Shielded: a cancelled shutdown must still close the sockets.
         with anyio.CancelScope(shield=True):
             if self._pubsub is not None:
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await self._pubsub.aclose()
             await self._client.aclose()
 
     # The listener
@@ -446,7 +446,7 @@ class _Subscription:
     async def _close(self, pubsub: PubSub) -> None:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(redis_errors.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
 
 
 def _refusal(status: str, reply: Sequence[Any], ops: Sequence[WriteOp]) -> StoreError:

@@ -34,6 +34,9 @@ def split_prefix(url: str, default: str = DEFAULT_PREFIX) -> tuple[str, str]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = next((v for k, v in query if k == "prefix"), default)
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    if not parts.netloc:
+        # urlunsplit writes `unix:/path` for an empty netloc, a URL redis-py 8.2 refuses: keep the `//`.
+        return f"{parts.scheme}://{parts.path}" + (f"?{rest}" if rest else ""), prefix
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
