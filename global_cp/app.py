@@ -16,7 +16,8 @@ from global_cp.ca import CaProvisioner
 from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import ZoneLifecycle
 from global_cp.replicas import ReplicaDirectory
-from global_cp.tokens import SigningKey, token_route
+from global_cp.token_keys import TokenKeyUpkeep
+from global_cp.tokens import token_route
 from global_cp.trace import trace_routes
 from global_cp.trace_names import trace_name_route
 from global_cp.watch import KDSWatch
@@ -24,7 +25,7 @@ from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
 from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
-from meshgate.auth import KDSAuth, ZoneAuthenticator, public_key
+from meshgate.auth import KDSAuth, ZoneAuthenticator
 from meshgate.ha.lease import RedisLease
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
@@ -37,6 +38,7 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
+from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
@@ -112,11 +114,14 @@ async def run_global(
     ready = False
     try:
         metrics = KDSMetrics()
-        signing_key = SigningKey(store)
+        zone_tokens = ZoneTokens(store)
+        user_tokens = UserTokens(store)
+        dataplane_tokens = DataplaneTokens(store, create_keys=True)
         authenticator = None
         if cfg.kds_auth is KDSAuth.CP_TOKEN:
             # Loaded (or created) before KDS serves, so no zone is ever checked against a missing key.
-            authenticator = ZoneAuthenticator(public_key(await signing_key.pem()))
+            await zone_tokens.keys.signer()
+            authenticator = ZoneAuthenticator(zone_tokens.keys)
         streams = StreamRegistry(metrics, instance_id=f"{socket.gethostname()}-{secrets.token_hex(2)}")
         zones = ZoneRecords(store)
         source = SnapshotSource(
@@ -147,7 +152,8 @@ async def run_global(
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
-                token_route(signing_key),
+                token_route(zone_tokens),
+                *token_admin_routes(zone=zone_tokens, user=user_tokens, dataplane=dataplane_tokens),
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
@@ -175,6 +181,9 @@ async def run_global(
             await tg.start(watch.run)
             # Builtin mTLS CAs as Secrets (global_cp/ca.py); they reach zones with every other Secret.
             await tg.start(CaProvisioner(store).run)
+            # Data plane token keys per Mesh, retired keys swept; cached zone token keys kept fresh for KDS.
+            await tg.start(TokenKeyUpkeep(store, dataplane_tokens, [zone_tokens, user_tokens]).run)
+            await tg.start(zone_tokens.run_refresh)
             ports = {
                 "kds": await tg.start(
                     partial(serve_grpc, credentials=kds_credentials),

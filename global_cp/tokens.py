@@ -1,12 +1,7 @@
-"""Zone tokens on the global: the signing key in the store, and `POST /tokens/zone` that issues tokens.
+"""Zone tokens on the global: `POST /tokens/zone`, which issues them.
 
-The signing key. One RSA-2048 key, created the first time something needs it and never replaced (a new key
-would invalidate every token issued). It is one resource of the global-internal kind `ZoneTokenSigningKey`
-(name `zone-token-signing-key-1`, the `1` being the token header's `kid`), whose spec is a
-`google.protobuf.BytesValue` holding the PEM. The kind is deliberately not in `meshgate.resources.registry`
-(as zone_cp/dns.py's `VirtualIPs`): everything that enumerates kinds derives from the registry, so the key is
-never synced to zones nor served by the REST API. Replicas sharing a Redis store race to create it; the loser
-gets AlreadyExistsError and reads the winner's key, so every replica signs and verifies with the same one.
+The signing keys (`ZoneTokenSigningKey/zone-token-signing-key-N`, created on first need, rotated with
+`POST /tokens/signing-keys/rotate`) and the revocation list live in `meshgate.tokens.ZoneTokens`.
 
 The endpoint answers Kuma's way: the raw token as text/plain, or a Kuma error body naming each bad field.
 """
@@ -14,68 +9,24 @@ The endpoint answers Kuma's way: the raw token as text/plain, or a Kuma error bo
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-import anyio
 import structlog
 from aiohttp import web
-from google.protobuf.wrappers_pb2 import BytesValue
 
 from meshgate.auth import zone_token
 from meshgate.resources.errors import Violation
-from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import bad_request, validation_failed
-from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore
+from meshgate.tokens import ZoneTokens
 
-__all__ = ["DEFAULT_SCOPE", "DEFAULT_VALID_FOR", "SIGNING_KEY_KIND", "SIGNING_KEY_NAME", "SigningKey", "token_route"]
+__all__ = ["DEFAULT_SCOPE", "DEFAULT_VALID_FOR", "token_route"]
 
 log = structlog.get_logger("meshgate.global.tokens")
 
-SIGNING_KEY_KIND = "ZoneTokenSigningKey"
-SIGNING_KEY_NAME = f"zone-token-signing-key-{zone_token.KEY_ID}"
 DEFAULT_SCOPE = ("cp",)
 DEFAULT_VALID_FOR = "87600h"  # ten years, Kuma's default for zone tokens
-
-
-class SigningKey:
-    """The global's zone token signing key: read from the store, or created there on first need."""
-
-    def __init__(self, store: ResourceStore) -> None:
-        self._store = store
-        self._pem: bytes | None = None
-        # One creation per process: concurrent first requests wait for it instead of racing each other.
-        self._lock = anyio.Lock()
-
-    async def pem(self) -> bytes:
-        async with self._lock:
-            if self._pem is None:
-                self._pem = await self._load_or_create()
-            return self._pem
-
-    async def _load_or_create(self) -> bytes:
-        key = ResourceKey(SIGNING_KEY_KIND, "", SIGNING_KEY_NAME)
-        try:
-            return _pem_of(await self._store.get(key))
-        except NotFoundError:
-            pass
-        # RSA key generation takes tens of milliseconds: off the event loop.
-        pem = await anyio.to_thread.run_sync(zone_token.generate_key_pem)
-        try:
-            await self._store.create(Resource(SIGNING_KEY_KIND, Meta(name=SIGNING_KEY_NAME), BytesValue(value=pem)))
-        except AlreadyExistsError:
-            # Another replica on the shared store created it first: its key is the one.
-            log.info("tokens.signing_key.lost_race")
-            return _pem_of(await self._store.get(key))
-        log.info("tokens.signing_key.created", name=SIGNING_KEY_NAME)
-        return pem
-
-
-def _pem_of(resource: Resource) -> bytes:
-    spec = resource.spec
-    assert isinstance(spec, BytesValue), type(spec)
-    return spec.value
+_MAX_BODY = 4096
 
 
 def _parse(body: Any) -> tuple[str, tuple[str, ...], int]:
@@ -107,14 +58,17 @@ def _parse(body: Any) -> tuple[str, tuple[str, ...], int]:
     return str(zone), tuple(scope), seconds
 
 
-def token_route(key: SigningKey) -> ExtraRoute:
+def token_route(tokens: ZoneTokens) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
+        raw = await request.content.read(_MAX_BODY + 1)
+        if len(raw) > _MAX_BODY:
+            raise bad_request(f"the request body must be at most {_MAX_BODY} bytes")
         try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError as exc:
-            raise bad_request(f"could not parse the request body as JSON: {exc}") from None
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise bad_request("could not parse the request body as JSON") from None
         zone, scope, seconds = _parse(body)
-        token = zone_token.issue(await key.pem(), zone, scope, seconds, time.time())
+        token = await tokens.issue(zone, scope, seconds)
         log.info("tokens.zone.issued", zone=zone, scope=list(scope), valid_for_seconds=seconds)
         return web.Response(text=token, content_type="text/plain")
 

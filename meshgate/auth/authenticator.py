@@ -14,12 +14,22 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from meshgate.auth.jwt import KeySet
 from meshgate.auth.zone_token import TokenError, verify
 
 __all__ = ["AUTH_REASONS", "AuthFailure", "KDSAuth", "ZoneAuthenticator"]
 
 # Metric label values of a refusal: the token's own reasons plus the two found before any token is read.
-AUTH_REASONS = ("missing_token", "wrong_zone", "malformed", "bad_signature", "expired", "missing_scope")
+AUTH_REASONS = (
+    "missing_token",
+    "wrong_zone",
+    "malformed",
+    "bad_signature",
+    "expired",
+    "missing_scope",
+    "revoked",
+    "wrong_identity",
+)
 _BEARER = "bearer "
 
 
@@ -42,7 +52,7 @@ class AuthFailure:
 class ZoneAuthenticator:
     """Checks one call's metadata against the global's public signing key."""
 
-    def __init__(self, key: rsa.RSAPublicKey, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, key: rsa.RSAPublicKey | KeySet, clock: Callable[[], float] = time.time) -> None:
         self._key = key
         self._clock = clock
 
