@@ -13,7 +13,6 @@ The endpoint answers Kuma's way: the raw token as text/plain, or a Kuma error bo
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from meshgate.auth import zone_token
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
+from meshgate.rest.body import read_document
 from meshgate.rest.errors import bad_request, validation_failed
 from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore
 
@@ -109,10 +109,7 @@ def _parse(body: Any) -> tuple[str, tuple[str, ...], int]:
 
 def token_route(key: SigningKey) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError as exc:
-            raise bad_request(f"could not parse the request body as JSON: {exc}") from None
+        body = await read_document(request, empty={})
         zone, scope, seconds = _parse(body)
         token = zone_token.issue(await key.pem(), zone, scope, seconds, time.time())
         log.info("tokens.zone.issued", zone=zone, scope=list(scope), valid_for_seconds=seconds)
