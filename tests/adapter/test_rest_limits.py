@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from global_cp.tokens import SigningKey, token_route
 from meshgate.rest import body
 from meshgate.rest.body import MAX_BODY_BYTES, MAX_DEPTH, PARSE_THREADS
 from meshgate.store.memory import MemoryStore
@@ -205,3 +206,14 @@ async def test_paging_numbers_are_validated(query: str, field: str | None) -> No
             assert r.status_code == 200
         else:
             assert fields(kuma_error(r, 400)) == [field]
+
+
+async def test_the_zone_token_endpoint_has_the_same_bounds() -> None:
+    store = MemoryStore()
+    async with api_client(store, extra_routes=[token_route(SigningKey(store))]) as http:
+        deep = b'{"zone": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        assert "nests deeper" in kuma_error(await http.post("/tokens/zone", content=deep), 400)["detail"]
+        huge = {"zone": "zone-1", "validFor": "9" * 5001 + "h"}
+        assert fields(kuma_error(await http.post("/tokens/zone", json=huge), 400)) == ["validFor"]
+        encoded = await http.post("/tokens/zone", content=b"{}", headers={"Content-Encoding": "gzip"})
+        kuma_error(encoded, 415)
