@@ -38,6 +38,7 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
+from meshgate.store.redis_durability import ensure_durable
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
@@ -60,6 +61,8 @@ class GlobalConfig:
     kds_port: int = 5685
     diagnostics_port: int = 5680
     store: str = "sqlite"
+    # Start on a Redis that persists nothing (meshgate.store.redis_durability); refused otherwise.
+    store_allow_volatile: bool = False
     data_dir: Path = field(default_factory=lambda: Path("data/global"))
     zone_health_interval: float = 10.0
     # A zone that misses this many health checks in a row is offline, even with its stream open.
@@ -164,6 +167,7 @@ async def run_global(
         directory: ReplicaDirectory | None = None
         async with anyio.create_task_group() as tg:
             if isinstance(store, RedisStore):
+                await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
                 # Shared store: follow every replica's writes, tell the others which zones we hold, and
                 # run singleton work only on the replica holding the lease.
                 await tg.start(store.run)

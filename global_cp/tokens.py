@@ -8,7 +8,6 @@ The endpoint answers Kuma's way: the raw token as text/plain, or a Kuma error bo
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -17,6 +16,7 @@ from aiohttp import web
 from meshgate.auth import zone_token
 from meshgate.resources.errors import Violation
 from meshgate.rest.app import ExtraRoute
+from meshgate.rest.body import read_document
 from meshgate.rest.errors import bad_request, validation_failed
 from meshgate.tokens import ZoneTokens
 
@@ -26,7 +26,6 @@ log = structlog.get_logger("meshgate.global.tokens")
 
 DEFAULT_SCOPE = ("cp",)
 DEFAULT_VALID_FOR = "87600h"  # ten years, Kuma's default for zone tokens
-_MAX_BODY = 4096
 
 
 def _parse(body: Any) -> tuple[str, tuple[str, ...], int]:
@@ -60,13 +59,7 @@ def _parse(body: Any) -> tuple[str, tuple[str, ...], int]:
 
 def token_route(tokens: ZoneTokens) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
-        raw = await request.content.read(_MAX_BODY + 1)
-        if len(raw) > _MAX_BODY:
-            raise bad_request(f"the request body must be at most {_MAX_BODY} bytes")
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise bad_request("could not parse the request body as JSON") from None
+        body = await read_document(request, empty={})
         zone, scope, seconds = _parse(body)
         token = await tokens.issue(zone, scope, seconds)
         log.info("tokens.zone.issued", zone=zone, scope=list(scope), valid_for_seconds=seconds)

@@ -25,6 +25,7 @@ from meshgate.resources import registry as kinds
 from meshgate.resources.errors import UnknownKindError
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import bad_request
+from meshgate.rest.params import query_int
 from meshgate.transport.streams import KDSEvent, StreamRegistry
 
 __all__ = ["KDSWatch", "matches"]
@@ -67,12 +68,7 @@ class KDSWatch:
                 kind = kinds.lookup(kind).name
             except UnknownKindError:
                 raise bad_request(f"kind: unknown kind {kind!r}") from None
-        since: int | None = None
-        if "since" in request.query:
-            try:
-                since = int(request.query["since"])
-            except ValueError:
-                raise bad_request("since: must be an event sequence number (an integer)") from None
+        since = query_int(request.query, "since", minimum=0)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
         bus = self._streams.events
         # Watch first, then send the headers: a client that has the headers sees every later event.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
+from meshgate.store.redis import RedisStore
+from meshgate.store.redis_durability import ensure_durable
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
@@ -52,6 +55,8 @@ class ZoneConfig:
     api_port: int = 5681
     diagnostics_port: int = 5680
     store: str = "sqlite"
+    # Start on a Redis that persists nothing (meshgate.store.redis_durability); refused otherwise.
+    store_allow_volatile: bool = False
     data_dir: Path = field(default_factory=lambda: Path("data/zone"))
     ports_file: Path | None = None
     # Delta ADS for the zone's Envoys (gateways started by meshgate-dp); Kuma's port.
@@ -182,6 +187,8 @@ async def run_zone(
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=dns.server.metrics_text)
         async with anyio.create_task_group() as tg:
+            if isinstance(store, RedisStore):
+                await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
             ports = {
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),

@@ -115,16 +115,22 @@ def _claims(payload: dict[str, Any]) -> Claims:
 # Kuma's duration syntax for token lifetimes: Go's units from seconds up, plus days ("720h", "30d", "1h30m").
 _DURATION_PART = re.compile(r"([0-9]+)(d|h|m|s)")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_MAX_SECONDS = 100 * 365 * 86400
+# Ten times the default lifetime (10 years): a bound, so `exp` stays a date every JWT library can read.
+MAX_VALID_FOR_SECONDS = 100 * 365 * 86400
 
 
 def parse_valid_for(text: str) -> int:
     """Seconds in a duration such as "720h", "30d" or "1h30m"; ValueError says what is wrong."""
-    if not text or len(text) > 32 or not re.fullmatch(r"(?:[0-9]+(?:d|h|m|s))+", text):
+    if not text or not re.fullmatch(r"(?:[0-9]+(?:d|h|m|s))+", text):
         raise ValueError(f"invalid duration {text!r}: expected a number and a unit (d, h, m or s), e.g. 720h")
-    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    parts = _DURATION_PART.findall(text)
+    # Checked before int(): a number past Python's int-string limit would be a ValueError without a reason,
+    # and one just under it would give an `exp` claim no JSON encoder takes.
+    if any(len(n) > 12 for n, _ in parts):
+        raise ValueError(f"invalid duration: at most {MAX_VALID_FOR_SECONDS // 86400}d")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > MAX_VALID_FOR_SECONDS:
+        raise ValueError(f"invalid duration {text!r}: at most {MAX_VALID_FOR_SECONDS // 86400}d")
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: must be longer than zero")
-    if seconds > _MAX_SECONDS:
-        raise ValueError(f"invalid duration {text!r}: must be at most 100 years")
     return seconds

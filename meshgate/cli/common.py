@@ -19,6 +19,7 @@ __all__ = [
     "LogFormatOpt",
     "LogLevel",
     "PortsFile",
+    "StoreAllowVolatile",
     "StoreOpt",
     "run_process",
     "setup_logging",
@@ -43,6 +44,15 @@ StoreOpt = Annotated[
         help=(
             "memory, sqlite (under --data-dir), sqlite:PATH, or redis://HOST:PORT/DB[?prefix=P] (shared by replicas)."
         ),
+    ),
+]
+StoreAllowVolatile = Annotated[
+    bool,
+    typer.Option(
+        "--store-allow-volatile",
+        envvar="MESHGATE_STORE_ALLOW_VOLATILE",
+        help="Start on a Redis store that persists nothing (no AOF, no RDB save rule), or whose persistence"
+        " cannot be read; a Redis restart then loses every resource. For tests and throwaway setups.",
     ),
 ]
 DataDir = Annotated[

@@ -14,7 +14,12 @@ from meshgate.resources.errors import Path, Violations
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, Meta, Origin
 from meshgate.resources.tags import go_quote
 
-__all__ = ["check_labels", "check_meta"]
+__all__ = ["MAX_LABELS", "check_labels", "check_meta"]
+
+# Kuma itself sets at most a handful (origin, zone, display name, env, namespace); Kubernetes sets no count, but
+# every label is copied into every list answer, KDS message and Envoy metadata, so a bound keeps those small:
+# 64 labels of at most 317-byte keys and 63-byte values stay under 25 KiB.
+MAX_LABELS = 64
 
 _IDENTIFIER = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _IDENTIFIER_MESSAGE = (
@@ -55,6 +60,10 @@ def _is_label_key(key: str) -> bool:
 
 
 def check_labels(out: Violations, path: Path, labels: Mapping[str, str]) -> None:
+    if len(labels) > MAX_LABELS:
+        # Refused whole: the keys of a body that has thousands are not worth a violation each.
+        out.add(path, f"at most {MAX_LABELS} labels are allowed, got {len(labels)}")
+        return
     for key in sorted(labels):
         value = labels[key]
         if not _is_label_key(key):
@@ -63,6 +72,8 @@ def check_labels(out: Violations, path: Path, labels: Mapping[str, str]) -> None
         # 253 characters), so a long name synced from a zone is not refused for its label.
         if key != LABEL_DISPLAY_NAME and value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
             out.add(path.key(key), _LABEL_VALUE_MESSAGE)
+        if key == LABEL_DISPLAY_NAME and len(value) > 253:
+            out.add(path.key(key), "value length must less or equal 253")
         if key == LABEL_ORIGIN and value not in {o.value for o in Origin}:
             out.add(path.key(key), f"unknown resource origin {go_quote(value)}")
 

@@ -40,6 +40,8 @@ _INT_RANGES = {
     _F.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
+# Longer than any 64-bit integer (20 digits and a sign) with room for leading zeros.
+_MAX_INTEGER_TEXT = 32
 _FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
 # protojson's Duration: seconds with up to nine fractional digits and an "s", within +-10000 years.
 _DURATION = re.compile(r"-?([0-9]+)(\.[0-9]{1,9})?s")
@@ -217,10 +219,12 @@ def _check_integer(value: object, bounds: tuple[int, int], path: Path, out: Viol
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif (isinstance(value, float) and value.is_integer()) or (
-        isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)
-    ):
+    elif isinstance(value, float) and value.is_integer():
         number = int(value)
+    elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        # No 64-bit integer has more than 20 digits; a longer text is out of range, and int() of one past
+        # Python's int-string limit (4300 digits) would raise instead of being reported here.
+        number = int(value) if len(value) <= _MAX_INTEGER_TEXT else None
     if number is None or not low <= number <= high:
         out.add(path, f"must be an integer in the range [{low}, {high}]")
 
@@ -288,7 +292,7 @@ def _check_list_value(value: object, _desc: Descriptor, path: Path, out: Violati
 
 def _check_duration(value: object, _desc: Descriptor, path: Path, out: Violations) -> None:
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) > _MAX_DURATION_SECONDS:
+    if match is None or len(match.group(1)) > _MAX_INTEGER_TEXT or int(match.group(1)) > _MAX_DURATION_SECONDS:
         out.add(path, 'must be a duration in seconds with an "s" suffix, such as "10s" or "0.5s"')
 
 

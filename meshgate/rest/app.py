@@ -23,6 +23,7 @@ from aiohttp import web
 from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import ResourceKey
+from meshgate.rest.body import MAX_BODY_BYTES
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
 from meshgate.rest.openapi import DocumentedRoute, build_openapi
@@ -157,7 +158,7 @@ def create_api_app(
     async def get_openapi(_: web.Request) -> web.Response:
         return web.json_response(openapi)
 
-    app = web.Application(middlewares=[_kuma_errors])
+    app = web.Application(middlewares=[_kuma_errors], client_max_size=MAX_BODY_BYTES)
     app[STORE_KEY] = store
     app.router.add_get("/", get_index)
     app.router.add_get("/_resources", get_resource_types)

@@ -3,10 +3,13 @@
 Error tree of `meshgate.rest`::
 
     ApiError                 an expected failure with a Kuma error body; the status it carries is the answer
-    ├── 400  bad input: unparsable body, path/body mismatch, violations, bad paging, missing mesh
+    ├── 400  bad input: unparsable, too deep or too large a body, path/body mismatch, violations, bad paging
+    │         or query numbers (`params`), missing mesh
     ├── 404  no resource (or no mesh) under the path
     ├── 405  the kind is managed by the other control plane
     ├── 409  optimistic concurrency lost more than `handlers.MAX_WRITE_ATTEMPTS` times
+    ├── 413  the body is larger than `body.MAX_BODY_BYTES`
+    ├── 415  the body has a Content-Encoding (only identity is accepted)
     └── 503  the store is unreachable
 
 Anything else raised by a handler is a bug: it is logged and answered 500 "Internal Server Error", as Kuma's
@@ -26,6 +29,7 @@ from meshgate.resources.errors import Violation
 
 __all__ = [
     "GLOBAL_READ_ONLY_MESSAGE",
+    "MAX_REPORTED_VIOLATIONS",
     "ZONE_READ_ONLY_MESSAGE",
     "ApiError",
     "InvalidParameter",
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 ERROR_TYPE = "/std-errors"
+# The most violations one answer lists; a person fixes the first hundred before reading more.
+MAX_REPORTED_VIOLATIONS = 100
 
 # Kuma's readOnlyMessage() texts (pkg/api-server/resource_endpoints.go, v2.7.29), less the final newline.
 GLOBAL_READ_ONLY_MESSAGE = (
@@ -107,6 +113,10 @@ def bad_request(detail: str) -> ApiError:
 
 def validation_failed(violations: Iterable[Violation], title: str = "Could not process a resource") -> ApiError:
     params = [InvalidParameter(v.field, v.message) for v in violations]
+    if len(params) > MAX_REPORTED_VIOLATIONS:
+        # A 1 MiB body of unknown fields would otherwise earn a many-MiB answer: name the first ones.
+        more = len(params) - MAX_REPORTED_VIOLATIONS
+        params = [*params[:MAX_REPORTED_VIOLATIONS], InvalidParameter("", f"and {more} more violations")]
     return ApiError(400, title, "Resource is not valid", params)
 
 
@@ -126,8 +136,8 @@ def not_found(title: str) -> ApiError:
     return ApiError(404, title, "Not found")
 
 
-def invalid_offset(title: str = "Could not retrieve resources") -> ApiError:
-    return ApiError(400, title, "Invalid offset", [InvalidParameter("offset", "Invalid format")])
+def invalid_offset(title: str = "Could not retrieve resources", reason: str = "Invalid format") -> ApiError:
+    return ApiError(400, title, "Invalid offset", [InvalidParameter("offset", reason)])
 
 
 def invalid_page_size(reason: str, title: str = "Could not retrieve resources") -> ApiError:

@@ -8,21 +8,19 @@ race to another writer read again, at most `MAX_WRITE_ATTEMPTS` times before ans
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
 from aiohttp import web
 
 from meshgate.resources import codec
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import ValidationError, Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
+from meshgate.rest.body import read_document
 from meshgate.rest.errors import (
     GLOBAL_READ_ONLY_MESSAGE,
     ZONE_READ_ONLY_MESSAGE,
-    bad_request,
     conflict,
     mesh_not_found,
     method_not_allowed,
@@ -32,7 +30,7 @@ from meshgate.rest.errors import (
 from meshgate.rest.paging import next_link, parse_page
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 
-__all__ = ["MAX_WRITE_ATTEMPTS", "MESH_KIND", "ResourceEndpoints", "Role", "parse_document"]
+__all__ = ["MAX_WRITE_ATTEMPTS", "MESH_KIND", "ResourceEndpoints", "Role"]
 
 Role = Literal["global", "zone"]
 
@@ -40,27 +38,6 @@ MESH_KIND = "Mesh"
 # Two concurrent writers of one key each win within a couple of rounds; more than three lost rounds means
 # a hot key, and the client is better told (409) than kept waiting.
 MAX_WRITE_ATTEMPTS = 3
-
-
-def parse_document(raw: bytes) -> dict[str, object]:
-    """A request body as a mapping: JSON first, then YAML (kumactl sends JSON, people paste YAML)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise bad_request(f"the body is not UTF-8: {exc}") from None
-    if not text.strip():
-        raise bad_request("the body is empty")
-    doc: object
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise bad_request(f"the body is neither JSON nor YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise bad_request("the body must be a single JSON or YAML object")
-    return {str(k): v for k, v in doc.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +184,7 @@ class ResourceEndpoints:
     async def put_resource(self, request: web.Request) -> web.Response:
         self._check_writable()
         key = self._key(request)
-        doc = parse_document(await request.read())
+        doc = await read_document(request)
         violations = self._meta_violations(doc, key)
         resource: Resource | None = None
         try:

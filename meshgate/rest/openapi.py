@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from meshgate.resources.descriptor import KindDescriptor
+from meshgate.rest.body import MAX_BODY_BYTES, MAX_DEPTH
+from meshgate.rest.paging import MAX_OFFSET
 from meshgate.rest.spec_schema import JsonSchema, message_properties, spec_descriptor
 
 __all__ = ["DocumentedRoute", "build_openapi"]
@@ -153,7 +155,7 @@ _PAGE_PARAMS: list[JsonSchema] = [
         "name": "offset",
         "in": "query",
         "description": "offset of the page",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
     },
 ]
 
@@ -200,9 +202,14 @@ def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, Js
             "responses": {
                 "200": {"description": "updated"},
                 "201": {"description": "created"},
-                "400": _error("the body is not a valid resource, or its mesh does not exist"),
+                "400": _error(
+                    "the body is not a valid resource (each violation names its field), is not JSON or YAML,"
+                    f" nests deeper than {MAX_DEPTH} levels, or its mesh does not exist"
+                ),
                 "405": _error("the resource is synced from the other control plane"),
                 "409": _error("concurrent writers kept changing the resource"),
+                "413": _error(f"the body is larger than {MAX_BODY_BYTES} bytes"),
+                "415": _error("the body has a Content-Encoding; only unencoded (identity) bodies are accepted"),
                 "503": _error("the store is unavailable"),
             },
         }
@@ -241,7 +248,12 @@ def _extra_path_item(route: DocumentedRoute) -> tuple[str, str, JsonSchema]:
     path = _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
     op: JsonSchema = {
         "summary": route.summary,
-        "responses": {"default": {"description": "see the summary"}},
+        "responses": {
+            # The success body differs per endpoint (JSON, NDJSON, a token as text); its errors do not.
+            "200": {"description": "see the summary"},
+            "4XX": _error("bad input (the parameter or field is named), no such resource, or not allowed"),
+            "5XX": _error("the store, or a zone or proxy the answer depends on, is unavailable or did not answer"),
+        },
     }
     if params:
         op["parameters"] = params

@@ -3,6 +3,9 @@
 `size` defaults to 100 and may not exceed 1000; `offset` is where the page starts. A list answers with
 `next`: the full URL of the following page (the request's own query with `offset` moved on), or null on
 the last page, so a client pages by following `next` until it is null.
+
+Both are parsed as Go's strconv.Atoi parses them (an optional sign and digits, `meshgate.rest.params`), and
+`offset` may not exceed `MAX_OFFSET`.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from meshgate.rest.errors import invalid_offset, invalid_page_size
+from meshgate.rest.params import parse_int
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageRequest", "next_link", "parse_page"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_PAGE_SIZE", "PageRequest", "next_link", "parse_page"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# No store holds 2**31 resources of one kind, and every backend represents this exactly (Redis' Lua scripts
+# see numbers as doubles); a larger offset is refused rather than passed down.
+MAX_OFFSET = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,21 +34,12 @@ class PageRequest:
     size: int
 
 
-def _parse_int(text: str) -> int | None:
-    # int() accepts "+5", " 5" and "5_000"; Go's strconv.Atoi (what Kuma uses) accepts only an optional sign
-    # and digits, so be as strict.
-    body = text[1:] if text[:1] in "+-" else text
-    if not body.isascii() or not body.isdigit():
-        return None
-    return int(text)
-
-
 def parse_page(query: Mapping[str, str]) -> PageRequest:
     """Raises ApiError 400 naming `size` or `offset` when either is malformed or out of range."""
     size = DEFAULT_PAGE_SIZE
     raw_size = query.get("size", "")
     if raw_size != "":
-        parsed = _parse_int(raw_size)
+        parsed = parse_int(raw_size)
         if parsed is None:
             raise invalid_page_size("invalid format")
         if parsed > MAX_PAGE_SIZE:
@@ -53,9 +51,11 @@ def parse_page(query: Mapping[str, str]) -> PageRequest:
     offset = 0
     raw_offset = query.get("offset", "")
     if raw_offset != "":
-        parsed = _parse_int(raw_offset)
+        parsed = parse_int(raw_offset)
         if parsed is None or parsed < 0:
             raise invalid_offset()
+        if parsed > MAX_OFFSET:
+            raise invalid_offset(reason=f"must be at most {MAX_OFFSET}")
         offset = parsed
     return PageRequest(offset=offset, size=size)
 

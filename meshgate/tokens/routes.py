@@ -12,7 +12,6 @@ mesh Secrets: a zone reads them from the global and answers 405 to a change, nam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,14 +20,14 @@ from aiohttp import web
 from meshgate.auth.zone_token import parse_valid_for
 from meshgate.resources.errors import Violation
 from meshgate.rest.app import ExtraRoute
-from meshgate.rest.errors import ApiError, bad_request, validation_failed
+from meshgate.rest.body import read_document
+from meshgate.rest.errors import ApiError, validation_failed
 from meshgate.tokens.revocations import valid_token_id
 from meshgate.tokens.services import DataplaneTokens, TokenType, UserTokens, ZoneTokens
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "token_admin_routes"]
 
 DEFAULT_GRACE_PERIOD = "24h"
-_MAX_BODY = 4096
 
 
 class _Types:
@@ -72,16 +71,8 @@ class _Types:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise bad_request(f"the request body must be at most {_MAX_BODY} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise bad_request("could not parse the request body as JSON") from None
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    return body
+    # The API's one body reader: size, depth and encoding bounds, large bodies parsed off the event loop.
+    return dict(await read_document(request, empty={}))
 
 
 def token_admin_routes(

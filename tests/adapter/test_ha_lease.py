@@ -25,7 +25,8 @@ TTL = 0.6
 
 @pytest.fixture
 def server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path / "redis") as s:
+    # Without persistence: a restart must come back empty (the lease key gone) for the restart test.
+    with redis_server(tmp_path / "redis", durable=False) as s:
         yield s
 
 

@@ -30,7 +30,8 @@ HANG_GUARD = 15.0
 
 @pytest.fixture
 def server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path / "redis") as s:
+    # Without persistence: the outage tests restart it and expect it empty, as a volatile Redis comes back.
+    with redis_server(tmp_path / "redis", durable=False) as s:
         yield s
 
 

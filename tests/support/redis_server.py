@@ -1,8 +1,11 @@
 """A real redis-server on a free loopback port for adapter tests: start, stop, kill -9, restart.
 
-Each server runs without persistence (``--save "" --appendonly no``), so a restart comes back empty, as a
-Redis without persistence does after a crash; `durable=True` turns on the append-only file with an fsync
-per write instead, for crash tests. It is always stopped by its own Popen handle, never by name.
+Each server persists as production Redis must (a global refuses a Redis that persists nothing,
+`meshgate.store.redis_durability`): the append-only file, fsynced on every write, in its own `workdir`, so a
+restart on the same port and workdir comes back with everything it acknowledged. `durable=False` runs it
+without persistence (``--save "" --appendonly no``), so a restart comes back empty, for the tests that are
+about exactly that; a control plane started on one needs `--store-allow-volatile`. It is always stopped by
+its own Popen handle, never by name.
 Starting is synchronous (it is called from sync fixtures and from tests alike); it takes a few
 milliseconds, during which an async test's other tasks simply wait.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +31,11 @@ _PORT_ATTEMPTS = 5
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *, durable: bool = False) -> None:
+    def __init__(self, workdir: Path, *, durable: bool = True, extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.durable = durable
+        # More redis-server flags, e.g. ("--rename-command", "CONFIG", "") as managed services do.
+        self.extra_args = tuple(extra_args)
         self.port = 0
         self._spawns = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -113,6 +118,7 @@ class RedisServer:
             str(self.log_path),
             "--daemonize",
             "no",
+            *self.extra_args,
         ]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -159,8 +165,8 @@ class _PortTakenError(Exception):
 
 
 @contextmanager
-def redis_server(workdir: Path, *, durable: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(workdir, durable=durable)
+def redis_server(workdir: Path, *, durable: bool = True, extra_args: Sequence[str] = ()) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, durable=durable, extra_args=extra_args)
     server.start()
     try:
         yield server

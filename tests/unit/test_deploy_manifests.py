@@ -697,3 +697,29 @@ def test_compose_demo_backends_are_the_routes_destinations(compose_model: Obj) -
         if "SERVICE" in (s.get("environment") or {})
     }
     assert echoes == destinations
+
+
+def _redis_persists(argv: list[str]) -> bool:
+    """What `meshgate.store.redis_durability` would find: the append-only file, or an RDB save rule."""
+    flags = dict(zip(argv[1::2], argv[2::2], strict=False)) if argv[:1] == ["redis-server"] else {}
+    return flags.get("--appendonly") == "yes" or flags.get("--save", "") != ""
+
+
+def test_bundled_redis_persists_and_no_global_allows_a_volatile_one(
+    builds: dict[str, list[Obj]], compose_model: Obj
+) -> None:
+    """A global refuses a Redis that persists nothing; the bundled ones run with the append-only file, and
+    nothing deployed opts out with --store-allow-volatile."""
+    redis = _container(_one(builds["global"], "Deployment", "meshgate-redis"), "redis")
+    assert _redis_persists([*redis.get("command", []), *redis["args"]]), redis["args"]
+    assert _redis_persists(compose_model["services"]["redis"]["command"])
+    for objs in builds.values():
+        for obj in objs:
+            if obj["kind"] != "Deployment":
+                continue
+            for c in _containers(obj):
+                assert "--store-allow-volatile" not in [*c.get("command", []), *c.get("args", [])]
+                assert "MESHGATE_STORE_ALLOW_VOLATILE" not in {e["name"] for e in c.get("env", [])}
+    for name, service in compose_model["services"].items():
+        assert "--store-allow-volatile" not in (service.get("command") or []), name
+        assert "MESHGATE_STORE_ALLOW_VOLATILE" not in (service.get("environment") or {}), name

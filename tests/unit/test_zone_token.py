@@ -143,7 +143,9 @@ def test_valid_for_in_kuma_syntax(text: str, seconds: int) -> None:
     assert parse_valid_for(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10", "1y", "h", "-1h", "1.5h", "0h", "1h "])
+@pytest.mark.parametrize(
+    "text", ["", "10", "1y", "h", "-1h", "1.5h", "0h", "1h ", "36501d", "9" * 5001 + "h", "1" * 13 + "s"]
+)
 def test_valid_for_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_valid_for(text)
