@@ -24,6 +24,7 @@ import httpx
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
+from grpc.aio import EOF  # type: ignore[attr-defined]
 
 from meshgate.auth.jwt import unverified_payload
 from meshgate.xds.ads import CLUSTER, LISTENER
@@ -106,7 +107,7 @@ async def xds(
     try:
         yield ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     finally:
-        await channel.close()
+        await channel.close(None)
 
 
 def request(
@@ -145,7 +146,7 @@ async def exchange(
             await call.write(request(node_id, dataplane))
             while len(out.responses) < responses:
                 resp = await call.read()
-                if resp is grpc.aio.EOF:
+                if resp is EOF:
                     break
                 out.responses.append(resp)
                 ack = discovery_pb2.DeltaDiscoveryRequest(type_url=resp.type_url, response_nonce=resp.nonce)
@@ -211,7 +212,7 @@ async def test_a_revoked_token_is_refused_and_its_open_stream_closed(procs: Proc
                 received: list[str] = []
                 while not received:  # an empty CDS response may come first: ACK and read on
                     resp = await call.read()
-                    assert resp is not grpc.aio.EOF, "a valid token gets its config"
+                    assert resp is not EOF, "a valid token gets its config"
                     received = [r.name for r in resp.resources]
                     await call.write(
                         discovery_pb2.DeltaDiscoveryRequest(type_url=resp.type_url, response_nonce=resp.nonce)
@@ -230,7 +231,7 @@ async def test_a_revoked_token_is_refused_and_its_open_stream_closed(procs: Proc
             code: grpc.StatusCode | None = None
             with anyio.fail_after(_CALL):
                 try:
-                    while (await call.read()) is not grpc.aio.EOF:
+                    while (await call.read()) is not EOF:
                         pass
                     code, details = await call.code(), await call.details()
                 except grpc.aio.AioRpcError as exc:
