@@ -25,7 +25,8 @@ Design (level-triggered, one anyio task group owned by the zone app):
 - Each replica is one task (`_Replica.run`): spawn the child in its own session (process group), wait for it,
   and when it exits by itself restart it after an exponential backoff (reset once a run lasted
   `_STABLE_AFTER` seconds). The task is stopped by cancelling its scope; its shielded cleanup sends SIGTERM
-  through the child's own handle (meshgate-dp then stops Envoy and deletes its Dataplane), waits
+  through the child's own handle (meshgate-dp then stops Envoy; its xDS stream closes and the zone removes
+  the Dataplane it registered), waits
   `stop_timeout`, sends SIGKILL if needed, kills what is left in the child's process group (an Envoy orphaned
   by a SIGKILLed meshgate-dp), and deletes the Dataplane from the store if it is still there.
 - The zone shutting down cancels the task group: every replica is stopped the same way.
@@ -339,7 +340,7 @@ class _Replica:
     async def _stop(self) -> None:
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            proc.terminate()  # meshgate-dp stops Envoy and deletes its Dataplane
+            proc.terminate()  # meshgate-dp stops Envoy; the zone removes the Dataplane when the stream closes
             with anyio.move_on_after(self.owner.stop_timeout):
                 await proc.wait()
             if proc.returncode is None:

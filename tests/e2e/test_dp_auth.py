@@ -299,3 +299,19 @@ async def test_token_endpoint_and_meshgatectl(procs: ProcessGroup) -> None:
         assert (claims["Mesh"], claims["Name"], claims["Type"]) == ("default", "edge-1", "gateway")
         assert claims["Tags"] == {"kuma.io/service": ["edge", "edge-2"]}
         assert claims["exp"] - claims["iat"] == 3600
+
+
+async def test_the_insecure_mode_is_explicit_and_logged(procs: ProcessGroup) -> None:
+    """`--dp-server-authn none --no-dp-server-tls`: plaintext, no token, and a WARNING saying what that means."""
+    g = await procs.global_cp()
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--dp-server-authn", "none", "--no-dp-server-tls")
+    await put(g, "/meshes/default", {"type": "Mesh", "name": "default"})
+    await eventually(lambda: _status(get(z, "/meshes/default"), 200), what="the mesh in zone-1")
+    async with xds(z, procs, tls=False) as stub:
+        out = await exchange(stub, "default.edge-1", edge_dataplane(), None)
+    assert out.code is None, out.details
+    assert len(out.responses) == 1
+    logs = z.logs()
+    assert "xds.authn.disabled" in logs
+    assert "xds.tls.disabled" in logs
+    assert not (procs.workdir / "zone-1" / "xds-ca.crt").exists()
