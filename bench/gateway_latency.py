@@ -53,7 +53,7 @@ from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService
 from meshgate.xds.clusters import EndpointIndex, cluster_name  # noqa: E402
 from meshgate.xds.gateway import RouteIndex  # noqa: E402
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot  # noqa: E402
-from tests.support.dp import DpProcess  # noqa: E402
+from tests.support.dp import zone_dp  # noqa: E402
 from tests.support.envoy import http_backend, running_envoy  # noqa: E402
 from tests.support.processes import CPProcess, free_port, process_group  # noqa: E402
 
@@ -477,9 +477,8 @@ async def main(changes: int, routes: int, gateways: int, build_runs: int) -> Non
             async with httpx.AsyncClient(base_url=z.url()) as zc:
                 for name, port in backends.items():
                     await put(zc, f"/meshes/default/dataplanes/{name}", backend_dataplane(name, port))
-            dp = DpProcess(
-                work, z.ports["xds"], z.ports["api"], "--dataplane", json.dumps(gateway_dataplane("edge-1", "edge"))
-            )
+            # Secure defaults: TLS with the zone's CA and a data plane token, as any meshgate-dp.
+            dp = await zone_dp(procs, z, json.dumps(gateway_dataplane("edge-1", "edge")), workdir=work)
             try:
                 url = f"http://127.0.0.1:{listen}/a/x"
                 async with httpx.AsyncClient(timeout=2) as c:

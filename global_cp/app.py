@@ -40,6 +40,7 @@ from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes
+from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
@@ -156,6 +157,7 @@ async def run_global(
                 trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
                 token_route(zone_tokens),
+                dataplane_token_route(dataplane_tokens, store, role="global"),
                 *token_admin_routes(zone=zone_tokens, user=user_tokens, dataplane=dataplane_tokens),
             ],
         )

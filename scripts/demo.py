@@ -95,6 +95,45 @@ def put_json(api_port: int, path: str, doc: dict[str, Any]) -> None:
         r.read()
 
 
+def dataplane_token_file(zone: str, mesh: str, name: str) -> Path:
+    """`POST /tokens/dataplane` on the zone (as `meshgatectl generate dataplane-token` does), into a 0600 file;
+    asked again while the zone waits for the mesh's signing key from the global."""
+    api = ZONES[zone]["api"]
+    deadline = time.monotonic() + 30
+    while True:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{api}/tokens/dataplane",
+            data=json.dumps({"mesh": mesh, "name": name}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                token = r.read().decode()
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    path = DATA / f"{name}.token"
+    path.write_text(token)
+    path.chmod(0o600)
+    return path
+
+
+def dp_security(zone: str, mesh: str, name: str) -> list[str]:
+    """meshgate-dp flags for a zone with the secure defaults: TLS with the CA the zone wrote, and a token."""
+    ports = ZONES[zone]
+    return [
+        "--cp-address",
+        f"https://127.0.0.1:{ports['xds']}",
+        "--ca-cert-file",
+        str(DATA / zone / "xds-ca.crt"),
+        "--dataplane-token-file",
+        str(dataplane_token_file(zone, mesh, name)),
+    ]
+
+
 def wait_for(api_port: int, path: str, done: Callable[[dict[str, Any] | None], bool]) -> None:
     deadline = time.monotonic() + 15
     while not done(get_json(api_port, path)):
@@ -156,10 +195,7 @@ def gateway_demo(procs: list[subprocess.Popen[bytes]], route: dict[str, Any]) ->
         [
             str(BIN / "meshgate-dp"),
             "run",
-            "--cp-address",
-            f"grpc://127.0.0.1:{zone1['xds']}",
-            "--cp-api",
-            f"http://127.0.0.1:{zone1['api']}",
+            *dp_security("zone-1", "default", str(EDGE["name"])),
             "--dataplane",
             json.dumps(EDGE),
             "--admin-port",
@@ -233,10 +269,7 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
         [
             str(BIN / "meshgate-dp"),
             "run",
-            "--cp-address",
-            f"grpc://127.0.0.1:{zone1['xds']}",
-            "--cp-api",
-            f"http://127.0.0.1:{zone1['api']}",
+            *dp_security("zone-1", "default", "kong-1"),
             "--dataplane-file",
             str(DELEGATED / "kong.yaml"),
             "--admin-port",

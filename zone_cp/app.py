@@ -29,6 +29,8 @@ from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
+from meshgate.tokens import DataplaneTokens
+from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
@@ -39,6 +41,8 @@ from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
 from zone_cp.dns import ZoneDns
+from zone_cp.dp_server import DpServer
+from zone_cp.dp_tls import xds_tls
 from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
@@ -75,6 +79,14 @@ class ZoneConfig:
     # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file; neither: none sent.
     cp_token: str = ""
     cp_token_path: Path | None = None
+    # The xDS port's proxies (zone_cp/dp_server.py): "dpToken" (each proxy presents a data plane token for
+    # its Dataplane) or "none" (anyone reaching the port gets any proxy's config: testing only).
+    dp_server_authn: str = "dpToken"
+    # TLS on the xDS port (zone_cp/dp_tls.py): given files, or a generated CA and certificate; False: plaintext.
+    dp_server_tls: bool = True
+    dp_server_tls_cert_file: Path | None = None
+    dp_server_tls_key_file: Path | None = None
+    dp_server_tls_sans: tuple[str, ...] = ()
 
 
 def read_cp_token(cfg: ZoneConfig) -> str:
@@ -119,6 +131,11 @@ def _xds_route(ads: AggregatedDiscoveryService) -> ExtraRoute:
     return ExtraRoute("GET", "/xds/proxies", handler, "The zone's Envoy proxies: per type sent/ACKed/NACKed, last NACK")
 
 
+def _admin(dp_server: DpServer, mesh: str, name: str) -> tuple[str, int] | None:
+    target = dp_server.admin_target(mesh, name)
+    return None if target is None else (target.host, target.port)
+
+
 async def run_zone(
     cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -128,7 +145,24 @@ async def run_zone(
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
-        dumper = EnvoyAdminDumper(store)
+        tls = await xds_tls(
+            store,
+            enabled=cfg.dp_server_tls,
+            cert_file=cfg.dp_server_tls_cert_file,
+            key_file=cfg.dp_server_tls_key_file,
+            bind_address=cfg.bind_address,
+            extra_sans=cfg.dp_server_tls_sans,
+            data_dir=cfg.data_dir,
+        )
+        # A zone issues and checks data plane tokens with the mesh keys the global made (synced Secrets).
+        dataplane_tokens = DataplaneTokens(store, create_keys=False)
+        if cfg.dp_server_authn == "none":
+            log.warning(
+                "xds.authn.disabled",
+                reason="--dp-server-authn none: anyone reaching the xDS port gets any proxy's configuration",
+            )
+        dp_server = DpServer(store, cfg.zone, None if cfg.dp_server_authn == "none" else dataplane_tokens)
+        dumper = EnvoyAdminDumper(store, lambda mesh, name: _admin(dp_server, mesh, name))
         local = SnapshotSource(
             store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
         )
@@ -170,9 +204,14 @@ async def run_zone(
 
         xds = ZoneXds(store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain)
         dns.on_change = xds.mark_dirty
-        ads = AggregatedDiscoveryService(xds, ProxyRegistry())
+        ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
         # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
-        gateways = Provisioner(store, cfg.data_dir / "gateways")
+        gateways = Provisioner(
+            store,
+            cfg.data_dir / "gateways",
+            tokens=None if cfg.dp_server_authn == "none" else dataplane_tokens,
+            ca_cert_file=tls.ca_file,
+        )
         api = create_api_app(
             store,
             role="zone",
@@ -181,11 +220,14 @@ async def run_zone(
                 _kds_status_route(client),
                 _xds_route(ads),
                 zone_config_dump_route(dumper),
+                dataplane_token_route(dataplane_tokens, store, role="zone"),
                 gateways.status_route(),
                 dns.route(),
             ],
         )
-        diagnostics = create_diagnostics_app(lambda: ready, extra_text=dns.server.metrics_text)
+        diagnostics = create_diagnostics_app(
+            lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text()
+        )
         async with anyio.create_task_group() as tg:
             if isinstance(store, RedisStore):
                 await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
@@ -194,8 +236,16 @@ async def run_zone(
                 "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
             }
             await tg.start(xds.run)
+            await tg.start(dp_server.run)
             ports["xds"] = await tg.start(
-                serve_grpc, [register_ads(ads)], [ADS_SERVICE_NAME], cfg.bind_address, cfg.xds_port
+                lambda task_status: serve_grpc(
+                    [register_ads(ads)],
+                    [ADS_SERVICE_NAME],
+                    cfg.bind_address,
+                    cfg.xds_port,
+                    credentials=tls.credentials,
+                    task_status=task_status,
+                )
             )
             # Persisted VIPs are loaded before the DNS port opens, so a restarted zone never answers without them.
             await tg.start(dns.run)

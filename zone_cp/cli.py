@@ -126,6 +126,48 @@ def run(
             help="This zone's token inline (prefer --cp-token-path: a flag shows in the process list).",
         ),
     ] = "",
+    dp_server_authn: Annotated[
+        str,
+        typer.Option(
+            "--dp-server-authn",
+            envvar="MESHGATE_DP_SERVER_AUTHN",
+            help="How proxies on the xDS port prove who they are: dpToken (a data plane token for their Dataplane,"
+            " from `meshgatectl generate dataplane-token`), or none (anyone gets any proxy's config: testing only).",
+        ),
+    ] = "dpToken",
+    dp_server_tls: Annotated[
+        bool,
+        typer.Option(
+            "--dp-server-tls/--no-dp-server-tls",
+            envvar="MESHGATE_DP_SERVER_TLS",
+            help="Serve xDS over TLS only (default), or in plaintext (testing only: tokens cross in the clear).",
+        ),
+    ] = True,
+    dp_server_tls_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dp-server-tls-cert-file",
+            envvar="MESHGATE_DP_SERVER_TLS_CERT_FILE",
+            help="PEM certificate (chain) for the xDS port [default: one the zone generates, with its own CA].",
+        ),
+    ] = None,
+    dp_server_tls_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dp-server-tls-key-file",
+            envvar="MESHGATE_DP_SERVER_TLS_KEY_FILE",
+            help="Unencrypted PEM key of --dp-server-tls-cert-file.",
+        ),
+    ] = None,
+    dp_server_tls_san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dp-server-tls-san",
+            envvar="MESHGATE_DP_SERVER_TLS_SAN",
+            help="Another DNS name or IP address the generated xDS certificate names (repeatable); localhost,"
+            " 127.0.0.1, ::1, the host name and --bind-address always are.",
+        ),
+    ] = None,
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -143,6 +185,8 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--vip-cidr") from exc
     if not dns_domain.strip("."):
         raise typer.BadParameter("must not be empty", param_hint="--dns-domain")
+    if dp_server_authn not in ("dpToken", "none"):
+        raise typer.BadParameter(f"expected dpToken or none, got {dp_server_authn!r}", param_hint="--dp-server-authn")
     setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
         zone=zone,
@@ -164,6 +208,11 @@ def run(
         kds_tls_skip_verify=kds_tls_skip_verify,
         cp_token=cp_token,
         cp_token_path=cp_token_path,
+        dp_server_authn=dp_server_authn,
+        dp_server_tls=dp_server_tls,
+        dp_server_tls_cert_file=dp_server_tls_cert_file,
+        dp_server_tls_key_file=dp_server_tls_key_file,
+        dp_server_tls_sans=tuple(dp_server_tls_san or ()),
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

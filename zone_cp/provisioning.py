@@ -3,8 +3,13 @@
 Kuma provisions a MeshGatewayInstance only on Kubernetes (a Deployment and a Service). On a Universal zone,
 meshgate runs `replicas` builtin gateway data planes as child processes of the zone:
 
-    sys.executable -m meshgate.dp run --cp-address grpc://HOST:XDS --cp-api http://HOST:API
-                                      --dataplane JSON --admin-port FREE --drain-timeout 5
+    sys.executable -m meshgate.dp run --cp-address https://HOST:XDS --ca-cert-file <data-dir>/xds-ca.crt
+                                      --dataplane-token-file TOKEN --dataplane JSON --admin-port FREE ...
+
+The zone issues each replica's data plane token itself (bound to the replica's name, mesh, gateway tags and
+type `gateway`), with the mesh's signing key that the global made and KDS brought: until that key has
+arrived the replica waits, logging why (`zone.gateway.replica.waiting_for_token`), and retries. The token
+goes to a 0600 file beside the replica's log; the CA is the zone's own xDS CA (zone_cp/dp_tls.py).
 
 Each replica `i` (0-based) registers the Dataplane `<instance>-<i>` in the instance's mesh: a BUILTIN gateway
 with the instance's tags (`kuma.io/service` defaults to the instance's name), address 127.0.0.1. Every replica
@@ -20,7 +25,8 @@ Design (level-triggered, one anyio task group owned by the zone app):
 - Each replica is one task (`_Replica.run`): spawn the child in its own session (process group), wait for it,
   and when it exits by itself restart it after an exponential backoff (reset once a run lasted
   `_STABLE_AFTER` seconds). The task is stopped by cancelling its scope; its shielded cleanup sends SIGTERM
-  through the child's own handle (meshgate-dp then stops Envoy and deletes its Dataplane), waits
+  through the child's own handle (meshgate-dp then stops Envoy; its xDS stream closes and the zone removes
+  the Dataplane it registered), waits
   `stop_timeout`, sends SIGKILL if needed, kills what is left in the child's process group (an Envoy orphaned
   by a SIGKILLed meshgate-dp), and deletes the Dataplane from the store if it is still there.
 - The zone shutting down cancels the task group: every replica is stopped the same way.
@@ -67,6 +73,7 @@ from meshgate.resources.kinds import meshgatewayinstance
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
+from meshgate.tokens import DataplaneTokens, SigningKeyMissing
 
 __all__ = [
     "MAX_REPLICAS",
@@ -90,6 +97,11 @@ MAX_REPLICAS = 32
 _FIRST_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
 _STABLE_AFTER = 30.0
+# A replica's token lives a year: a replica is restarted long before (any change, any zone restart), and a
+# stolen one can be revoked (POST /tokens/revocations on the global).
+TOKEN_VALID_FOR = 365 * 24 * 3600.0
+# While the mesh's signing key has not synced from the global, ask again this often.
+_TOKEN_RETRY = 1.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -247,18 +259,47 @@ class _Replica:
                 await self._stop()
                 self.done.set()
 
+    async def _token_args(self) -> list[str]:
+        """`--dataplane-token-file` with a fresh token (waiting for the mesh's key), or nothing without authn."""
+        owner = self.owner
+        if owner.tokens is None:
+            return []
+        tags = {k: [v] for k, v in json.loads(self.dataplane)["networking"]["gateway"]["tags"].items()}
+        while True:
+            try:
+                token = await owner.tokens.issue(
+                    self.key.mesh,
+                    name=dataplane_name(self.key),
+                    tags=tags,
+                    proxy_type="gateway",
+                    valid_for=TOKEN_VALID_FOR,
+                )
+                break
+            except SigningKeyMissing as exc:
+                self.log.warning("zone.gateway.replica.waiting_for_token", reason=str(exc), retry_in=_TOKEN_RETRY)
+                await anyio.sleep(_TOKEN_RETRY)
+        path = owner.log_dir / f"{self.key.mesh}.{dataplane_name(self.key)}.token"
+        owner.log_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token)
+        return ["--dataplane-token-file", str(path)]
+
     async def _spawn(self) -> None:
         owner = self.owner
+        token_args = await self._token_args()
         self.admin_port = _free_port("127.0.0.1")
+        if owner.ca_cert_file is not None:
+            cp = ["--cp-address", f"https://{owner.host}:{owner.xds_port}", "--ca-cert-file", str(owner.ca_cert_file)]
+        else:
+            cp = ["--cp-address", f"grpc://{owner.host}:{owner.xds_port}"]
         argv = [
             sys.executable,
             "-m",
             "meshgate.dp",
             "run",
-            "--cp-address",
-            f"grpc://{owner.host}:{owner.xds_port}",
-            "--cp-api",
-            f"http://{owner.host}:{owner.api_port}",
+            *cp,
+            *token_args,
             "--dataplane",
             self.dataplane,
             "--admin-port",
@@ -299,7 +340,7 @@ class _Replica:
     async def _stop(self) -> None:
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            proc.terminate()  # meshgate-dp stops Envoy and deletes its Dataplane
+            proc.terminate()  # meshgate-dp stops Envoy; the zone removes the Dataplane when the stream closes
             with anyio.move_on_after(self.owner.stop_timeout):
                 await proc.wait()
             if proc.returncode is None:
@@ -322,8 +363,14 @@ class Provisioner:
         *,
         stop_timeout: float = 10.0,
         resync_interval: float = 30.0,
+        tokens: DataplaneTokens | None = None,
+        ca_cert_file: Path | None = None,
     ) -> None:
+        """`tokens`: issues each replica's data plane token (None: the zone runs `--dp-server-authn none`).
+        `ca_cert_file`: the zone's xDS CA, and the replicas connect over TLS (None: plaintext)."""
         self.store = store
+        self.tokens = tokens
+        self.ca_cert_file = ca_cert_file
         self.log_dir = log_dir
         self.stop_timeout = stop_timeout
         self.resync_interval = resync_interval

@@ -1,4 +1,5 @@
-"""`meshgatectl generate zone-token`: a token a zone presents to a global running `--kds-auth cp-token`.
+"""`meshgatectl generate zone-token` (a token a zone presents to a global running `--kds-auth cp-token`) and
+`meshgatectl generate dataplane-token` (a token meshgate-dp presents to its zone's xDS port).
 
 As kumactl's `generate zone-token`, the global signs it (`POST /tokens/zone` on `--api`, which must be the
 global's API) and the command prints it, so it can go straight to a file for the zone's `--cp-token-path`.
@@ -15,7 +16,7 @@ from meshgate.cli.context import api_errors, settings_of
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Generate tokens for zones.", no_args_is_help=True)
+app = typer.Typer(help="Generate tokens for zones and data planes.", no_args_is_help=True)
 
 
 @app.command("zone-token")
@@ -39,4 +40,49 @@ def zone_token(
         doc["validFor"] = valid_for
     with api_errors("generate zone-token"), ApiClient(settings_of(ctx).api) as client:
         token = client.post_text("/tokens/zone", doc)
+    typer.echo(token.strip())
+
+
+def _tags(pairs: list[str]) -> dict[str, list[str]]:
+    """kumactl's `--tag k=v1,v2` (repeatable; a repeated name adds values)."""
+    tags: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, eq, values = pair.partition("=")
+        parts = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key.strip() or not parts:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=VALUE[,VALUE...]", param_hint="--tag")
+        tags.setdefault(key.strip(), []).extend(parts)
+    return tags
+
+
+@app.command("dataplane-token")
+def dataplane_token(
+    ctx: typer.Context,
+    mesh: Annotated[str, typer.Option("--mesh", "-m", help="Mesh of the Dataplane.")] = "default",
+    name: Annotated[str, typer.Option("--name", help="Name of the Dataplane (empty: any name).")] = "",
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Required tag values, NAME=VALUE[,VALUE...]; repeatable."),
+    ] = None,
+    proxy_type: Annotated[
+        str,
+        typer.Option("--type", "--proxy-type", help="dataplane, gateway or ingress (empty: any type)."),
+    ] = "",
+    valid_for: Annotated[
+        str | None,
+        typer.Option("--valid-for", help="How long the token is valid, e.g. 24h or 30d. Default: 10 years."),
+    ] = None,
+) -> None:
+    """Print a data plane token for meshgate-dp --dataplane-token-file (issued by the global or a zone)."""
+    doc: dict[str, object] = {"mesh": mesh}
+    if name:
+        doc["name"] = name
+    if tag:
+        doc["tags"] = _tags(tag)
+    if proxy_type:
+        doc["type"] = proxy_type
+    if valid_for is not None:
+        doc["validFor"] = valid_for
+    with api_errors("generate dataplane-token"), ApiClient(settings_of(ctx).api) as client:
+        token = client.post_text("/tokens/dataplane", doc)
     typer.echo(token.strip())

@@ -1,22 +1,23 @@
-"""meshgate-dp: registers a Dataplane with its zone and runs Envoy against the zone's delta ADS server."""
+"""meshgate-dp: runs Envoy against the zone's delta ADS server, which authenticates it with its data plane token
+and registers its Dataplane (sent in Envoy's node metadata) for as long as the stream lives."""
 
 from __future__ import annotations
 
 from meshgate.dp.app import DpConfig, run_dp
 from meshgate.dp.bootstrap import ControlPlaneAddress, parse_cp_address, render_bootstrap
 from meshgate.dp.envoy import EnvoyNotFoundError, envoy_argv, find_envoy, unique_base_id
-from meshgate.dp.registration import RegistrationError, deregister, register
+from meshgate.dp.registration import TokenSourceError, node_metadata, read_token
 
 __all__ = [
     "ControlPlaneAddress",
     "DpConfig",
     "EnvoyNotFoundError",
-    "RegistrationError",
-    "deregister",
+    "TokenSourceError",
     "envoy_argv",
     "find_envoy",
+    "node_metadata",
     "parse_cp_address",
-    "register",
+    "read_token",
     "render_bootstrap",
     "run_dp",
     "unique_base_id",

@@ -1,16 +1,18 @@
-"""`meshgate-dp run`, wired: register the Dataplane, write the bootstrap, run Envoy, stop it on a signal.
+"""`meshgate-dp run`, wired: write the bootstrap, run Envoy, stop it on a signal.
 
-    start   -> PUT the Dataplane (retrying while the zone is not up) -> bootstrap -> Envoy
-    SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> DELETE the Dataplane -> exit 0
-    Envoy exits by itself -> DELETE the Dataplane -> exit with Envoy's code (128+N for a signal N)
+    start   -> bootstrap (token, CA, the Dataplane in node metadata) -> Envoy, which opens the xDS stream
+               on which the zone authenticates and registers the Dataplane (meshgate.dp.registration)
+    SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> exit 0; its stream closes and the zone
+               removes the Dataplane
+    Envoy exits by itself -> exit with Envoy's code (128+N for a signal N)
 
-Signals are taken from the very start, so one arriving during registration still deregisters; a second
-signal while stopping kills Envoy at once. Deregistration is shielded from cancellation.
+Signals are taken from the very start; a second signal while stopping kills Envoy at once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -23,35 +25,34 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import httpx
 import structlog
 
 from meshgate.dp.bootstrap import ControlPlaneAddress, render_bootstrap
 from meshgate.dp.envoy import envoy_argv
-from meshgate.dp.registration import deregister, register
+from meshgate.dp.registration import node_metadata
 from meshgate.resources.model import Resource
 
 __all__ = ["DpConfig", "run_dp"]
 
 log = structlog.get_logger("meshgate.dp")
 
-# Time to DELETE the Dataplane on the way out; the zone is local, so a few seconds is plenty.
-_DEREGISTER_TIMEOUT = 5.0
-
 
 @dataclass(frozen=True, slots=True)
 class DpConfig:
     dataplane: Resource
     cp: ControlPlaneAddress
-    cp_api: str
     binary: Path
     base_id: int
     admin_port: int = 9901
     config_dir: Path | None = None
     concurrency: int = 2
     envoy_log_level: str = "info"
-    register_timeout: float = 60.0
     drain_timeout: float = 10.0
+    # The data plane token ("" sends none) and, for a TLS control plane, the CA that signed its certificate
+    # (PEM text; "" with skip_verify: the certificate is not checked).
+    token: str = ""
+    ca_pem: str = ""
+    ca_file: str = ""
 
     @property
     def node_id(self) -> str:
@@ -127,20 +128,13 @@ async def run_dp(cfg: DpConfig) -> int:
 
 async def _run(cfg: DpConfig, sup: _Supervisor) -> int:
     slog = log.bind(dataplane=cfg.dataplane.meta.name, mesh=cfg.dataplane.meta.mesh)
-    async with httpx.AsyncClient(base_url=cfg.cp_api, timeout=10.0) as client:
-        registered = False
-        try:
-            with sup.startup:
-                await register(client, cfg.dataplane, retry_for=cfg.register_timeout)
-                registered = True
-            if sup.signalled is not None:
-                return 0
-            with _config_dir(cfg.config_dir) as workdir:
-                return await _run_envoy(cfg, sup, workdir, slog)
-        finally:
-            if registered:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_DEREGISTER_TIMEOUT):
-                    await deregister(client, cfg.dataplane)
+    if not cfg.token:
+        slog.warning("dp.token.missing", reason="no data plane token: a zone with --dp-server-authn dpToken refuses us")
+    if cfg.cp.tls and not (cfg.ca_pem or cfg.ca_file):
+        slog.warning("dp.tls.unverified", reason="--skip-verify: the zone's certificate is not checked")
+    with sup.startup, _config_dir(cfg.config_dir) as workdir:
+        return await _run_envoy(cfg, sup, workdir, slog)
+    return 0  # a signal before Envoy started
 
 
 async def _run_envoy(
@@ -151,9 +145,15 @@ async def _run_envoy(
         cfg.node_id,
         cfg.cp,
         admin_port=cfg.admin_port,
-        metadata={"dataplane.admin.port": str(cfg.admin_port)},
+        metadata=node_metadata(cfg.dataplane, cfg.admin_port),
+        token=cfg.token,
+        ca_pem=cfg.ca_pem,
+        ca_file=cfg.ca_file,
     )
-    bootstrap.write_text(json.dumps(config, indent=2))
+    # The bootstrap holds the token: readable by this user only.
+    fd = os.open(bootstrap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(config, indent=2))
     argv = envoy_argv(
         cfg.binary,
         bootstrap,
@@ -168,7 +168,8 @@ async def _run_envoy(
         "dp.envoy.started",
         pid=proc.pid,
         node_id=cfg.node_id,
-        xds=f"{cfg.cp.host}:{cfg.cp.port}",
+        xds=f"{'https' if cfg.cp.tls else 'grpc'}://{cfg.cp.host}:{cfg.cp.port}",
+        token=bool(cfg.token),
         admin=f"127.0.0.1:{cfg.admin_port}",
         base_id=cfg.base_id,
     )

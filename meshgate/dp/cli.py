@@ -1,20 +1,22 @@
-"""`meshgate-dp run --cp-address grpc://HOST:5678 --dataplane-file FILE`: run Envoy as a mesh data plane.
+"""`meshgate-dp run --cp-address https://HOST:5678 --ca-cert-file CA --dataplane-token-file F --dataplane-file D`.
 
-Two addresses, because the zone serves two things on two ports:
-- `--cp-address grpc://HOST:5678` is the zone's xDS server (`--xds-port`), written into Envoy's bootstrap;
-- `--cp-api http://HOST:5681` is the zone's HTTP API, where the Dataplane is registered (PUT) and removed
-  (DELETE). It defaults to `http://<host of --cp-address>:5681`, the zone's default `--api-port`.
+kuma-dp's flags (app/kuma-dp/cmd/run.go), as far as meshgate has their meaning: `--cp-address` (the zone's
+xDS port; https:// is TLS, Kuma's form; grpc:// is plaintext for a zone run with `--no-dp-server-tls`),
+`--ca-cert-file` (the zone writes its CA to `<data-dir>/xds-ca.crt`), `--skip-verify`,
+`--dataplane-token-file` / `--dataplane-token`, `--dataplane-file` (`-d`) / `--dataplane`, `--name`,
+`--mesh`, `--proxy-type` (dataplane only: meshgate has no ingress or egress), `--admin-port`,
+`--binary-path`, `--concurrency`, `--config-dir`, `--envoy-log-level`. Any other flag is refused by name.
 
-The Dataplane is Universal YAML or JSON, from `--dataplane-file` or inline with `--dataplane` (Kuma style);
-`--name` and `--mesh` override the document's.
+The Dataplane is Universal YAML or JSON; `--name` and `--mesh` override the document's. It travels to the
+zone in Envoy's node metadata and is registered there when the token proves it (meshgate.dp.registration).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import anyio
 import typer
@@ -23,14 +25,14 @@ from meshgate.cli.common import LogFormatOpt, LogLevel, setup_logging
 from meshgate.dp.app import DpConfig, run_dp
 from meshgate.dp.bootstrap import parse_cp_address
 from meshgate.dp.envoy import EnvoyNotFoundError, find_envoy, unique_base_id
-from meshgate.dp.registration import RegistrationError
+from meshgate.dp.registration import TOKEN_FILE_FLAG, TokenSourceError, read_token
 from meshgate.resources import codec
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import Resource
 
-__all__ = ["app", "load_dataplane", "main", "with_admin_port"]
+__all__ = ["app", "load_dataplane", "main", "read_ca", "with_admin_port"]
 
-DEFAULT_API_PORT = 5681
+DEFAULT_CP_ADDRESS = "https://localhost:5678"  # kuma-dp's default
 
 app = typer.Typer(
     help="meshgate data plane: Envoy, registered with its zone", no_args_is_help=True, add_completion=False
@@ -75,41 +77,88 @@ def with_admin_port(resource: Resource, admin_port: int) -> tuple[Resource, int]
     return dataclasses.replace(resource, spec=copy), admin_port
 
 
-def default_cp_api(cp_address: str) -> str:
-    host = parse_cp_address(cp_address).host
-    return f"http://{'[' + host + ']' if ':' in host else host}:{DEFAULT_API_PORT}"
+def read_ca(ca_cert_file: Path | None, *, tls: bool, skip_verify: bool) -> tuple[str, str]:
+    """(inline CA PEM, CA file) that Envoy trusts for the zone's certificate: --ca-cert-file, else the system's
+    roots; ("", "") with --skip-verify or a plaintext control plane."""
+    if not tls or skip_verify:
+        return "", ""
+    if ca_cert_file is None:
+        system = ssl.get_default_verify_paths().cafile
+        if system and Path(system).is_file():
+            return "", system
+        raise typer.BadParameter(
+            "an https:// --cp-address needs the CA that signed the zone's certificate (the zone writes it to"
+            " <data-dir>/xds-ca.crt), and this system has no default CA file",
+            param_hint="--ca-cert-file",
+        )
+    try:
+        pem = ca_cert_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"{ca_cert_file}: {exc}", param_hint="--ca-cert-file") from exc
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise typer.BadParameter(f"{ca_cert_file}: not a PEM certificate", param_hint="--ca-cert-file")
+    return pem, ""
 
 
 @app.command()
 def run(
     cp_address: Annotated[
         str,
-        typer.Option("--cp-address", envvar="MESHGATE_CP_ADDRESS", help="grpc://HOST:PORT of the zone's xDS server."),
-    ],
+        typer.Option(
+            "--cp-address",
+            envvar="MESHGATE_CP_ADDRESS",
+            help="URL of the zone's xDS server: https://HOST:PORT (TLS), or grpc://HOST:PORT (plaintext).",
+        ),
+    ] = DEFAULT_CP_ADDRESS,
+    ca_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert-file",
+            envvar="MESHGATE_CA_CERT_FILE",
+            help="CA certificate the zone's xDS certificate is checked with (the zone writes it to"
+            " <data-dir>/xds-ca.crt) [default: the system's roots].",
+        ),
+    ] = None,
+    skip_verify: Annotated[
+        bool,
+        typer.Option("--skip-verify", help="Do not check the zone's certificate (insecure; testing only)."),
+    ] = False,
+    dataplane_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataplane-token-file",
+            envvar="MESHGATE_DATAPLANE_TOKEN_FILE",
+            help="File with this proxy's data plane token (`meshgatectl generate dataplane-token`).",
+        ),
+    ] = None,
+    dataplane_token: Annotated[
+        str,
+        typer.Option(
+            "--dataplane-token",
+            envvar="MESHGATE_DATAPLANE_TOKEN",
+            help="The data plane token inline (prefer --dataplane-token-file: a flag shows in the process list).",
+        ),
+    ] = "",
     dataplane_file: Annotated[
         Path | None,
-        typer.Option("--dataplane-file", envvar="MESHGATE_DATAPLANE_FILE", help="The Dataplane, YAML or JSON."),
+        typer.Option("--dataplane-file", "-d", envvar="MESHGATE_DATAPLANE_FILE", help="The Dataplane, YAML or JSON."),
     ] = None,
     dataplane: Annotated[
         str | None,
         typer.Option("--dataplane", envvar="MESHGATE_DATAPLANE", help="The Dataplane inline, YAML or JSON."),
     ] = None,
-    cp_api: Annotated[
-        str | None,
-        typer.Option(
-            "--cp-api",
-            envvar="MESHGATE_CP_API",
-            help=f"http://HOST:PORT of the zone's HTTP API [default: http://<cp-address host>:{DEFAULT_API_PORT}].",
-        ),
-    ] = None,
     name: Annotated[str, typer.Option("--name", help="Overrides the Dataplane's name.")] = "",
     mesh: Annotated[str, typer.Option("--mesh", help="Overrides the Dataplane's mesh.")] = "",
+    proxy_type: Annotated[
+        str, typer.Option("--proxy-type", help="kuma-dp's proxy type; meshgate runs dataplane proxies only.")
+    ] = "dataplane",
     admin_port: Annotated[
         int,
         typer.Option(
             "--admin-port",
             envvar="MESHGATE_ADMIN_PORT",
-            help="Envoy admin port (127.0.0.1 only); registered as networking.admin.port unless the Dataplane has one.",
+            help="Envoy admin port (127.0.0.1 only), declared to the zone for config dumps unless the Dataplane"
+            " has networking.admin.port.",
         ),
     ] = 9901,
     binary_path: Annotated[
@@ -125,16 +174,13 @@ def run(
         int | None, typer.Option("--base-id", help="Envoy --base-id [default: derived from this process id].")
     ] = None,
     envoy_log_level: Annotated[str, typer.Option("--envoy-log-level", help="Envoy's --log-level.")] = "info",
-    register_timeout: Annotated[
-        float, typer.Option("--register-timeout", help="Seconds to keep retrying while the zone is unreachable.")
-    ] = 60.0,
     drain_timeout: Annotated[
         float, typer.Option("--drain-timeout", help="Seconds Envoy gets to exit after SIGTERM before SIGKILL.")
     ] = 10.0,
     log_format: LogFormatOpt = "console",
     log_level: LogLevel = "info",
 ) -> None:
-    """Register the Dataplane, run Envoy against the zone's xDS server, deregister on SIGTERM/SIGINT."""
+    """Run Envoy against the zone's xDS server, which registers the Dataplane; stop on SIGTERM/SIGINT."""
     if (dataplane_file is None) == (dataplane is None):
         raise typer.BadParameter("give exactly one of --dataplane-file and --dataplane", param_hint="--dataplane-file")
     if dataplane_file is not None:
@@ -145,14 +191,20 @@ def run(
     else:
         assert dataplane is not None
         text, source = dataplane, "--dataplane"
+    if proxy_type != "dataplane":
+        raise typer.BadParameter(
+            f"{proxy_type!r}: meshgate runs dataplane proxies (gateways included) only", param_hint="--proxy-type"
+        )
     resource = load_dataplane(text, name=name, mesh=mesh, source=source)
     try:
         cp = parse_cp_address(cp_address)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--cp-address") from exc
-    api = cp_api or default_cp_api(cp_address)
-    if urlsplit(api).scheme not in ("http", "https"):
-        raise typer.BadParameter(f"{api!r}: expected http:// or https://", param_hint="--cp-api")
+    try:
+        token = read_token(dataplane_token, dataplane_token_file)
+    except TokenSourceError as exc:
+        raise typer.BadParameter(str(exc), param_hint=TOKEN_FILE_FLAG) from exc
+    ca_pem, ca_file = read_ca(ca_cert_file, tls=cp.tls, skip_verify=skip_verify)
     if not 0 <= admin_port <= 65535:
         raise typer.BadParameter("must be 0-65535", param_hint="--admin-port")
     try:
@@ -164,23 +216,18 @@ def run(
     cfg = DpConfig(
         dataplane=resource,
         cp=cp,
-        cp_api=api,
         binary=binary,
         base_id=unique_base_id() if base_id is None else base_id,
         admin_port=admin_port,
         config_dir=config_dir,
         concurrency=concurrency,
         envoy_log_level=envoy_log_level,
-        register_timeout=register_timeout,
         drain_timeout=drain_timeout,
+        token=token,
+        ca_pem=ca_pem,
+        ca_file=ca_file,
     )
-    try:
-        code = anyio.run(run_dp, cfg)
-    except* RegistrationError as group:
-        for failure in group.exceptions:
-            typer.echo(f"meshgate-dp: {failure}", err=True)
-        raise typer.Exit(1) from None
-    raise typer.Exit(code)
+    raise typer.Exit(anyio.run(run_dp, cfg))
 
 
 def main() -> None:

@@ -1,88 +1,57 @@
-"""Registering a Dataplane with its zone over the zone's HTTP API, and removing it again.
+"""How a meshgate-dp proxy registers with its zone: Kuma's way, on the authenticated xDS stream itself.
 
-    PUT    {cp_api}/meshes/{mesh}/dataplanes/{name}   body: the Universal form as JSON (codec.encode)
-    DELETE {cp_api}/meshes/{mesh}/dataplanes/{name}
+kuma-dp does not call the zone's API: it puts the Dataplane in Envoy's node metadata (`dataplane.resource`)
+and its data plane token in the ADS call's `authorization` metadata. When the stream opens, the zone checks
+the token against that Dataplane and registers it; when the last stream closes, the zone removes it
+(Kuma's `dataplane_lifecycle.go`). So there is nothing to PUT or DELETE here, and nobody without a token
+for that Dataplane can register it.
 
-A zone that is not up yet is waited for (connection errors and 5xx are retried until a deadline); a 4xx is the
-user's mistake (an invalid Dataplane, an unknown mesh) and fails at once with Kuma's error body.
+    node_metadata(dataplane, admin_port)   -> {"dataplane.resource": JSON, "dataplane.admin.port": "N"}
+    read_token(token, token_file)          -> the token, or TokenSourceError naming the flag
 
-Errors: `RegistrationError` (fatal for startup). Deregistration never raises: it logs, because it runs on the way
-out, when there is nothing better to do.
+Errors: `TokenSourceError` (fatal for startup; the message names the flag).
 """
 
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
-
-import anyio
-import httpx
-import structlog
+from pathlib import Path
+from typing import Final
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
 
-__all__ = ["RegistrationError", "dataplane_path", "deregister", "register"]
+__all__ = ["FIELD_ADMIN_PORT", "FIELD_DATAPLANE", "TokenSourceError", "node_metadata", "read_token"]
 
-log = structlog.get_logger("meshgate.dp")
-
-# Retry delays while the zone is not reachable: start fast (a zone starting beside us), cap at 2 s.
-_FIRST_DELAY = 0.1
-_MAX_DELAY = 2.0
-
-
-class RegistrationError(Exception):
-    """The zone refused the Dataplane, or stayed unreachable until the deadline."""
+# Kuma's node metadata fields (pkg/core/xds/metadata.go).
+FIELD_DATAPLANE: Final = "dataplane.resource"
+FIELD_ADMIN_PORT: Final = "dataplane.admin.port"
+TOKEN_FILE_FLAG: Final = "--dataplane-token-file"  # noqa: S105 - a flag name, not a secret
+TOKEN_FLAG: Final = "--dataplane-token"  # noqa: S105 - a flag name, not a secret
 
 
-def dataplane_path(resource: Resource) -> str:
-    return f"/meshes/{quote(resource.meta.mesh, safe='')}/dataplanes/{quote(resource.meta.name, safe='')}"
+class TokenSourceError(ValueError):
+    """The data plane token flags are contradictory, or the file cannot be read."""
 
 
-def _describe(resp: httpx.Response) -> str:
+def node_metadata(dataplane: Resource, admin_port: int) -> dict[str, str]:
+    doc = codec.encode(dataplane)
+    for generated in ("creationTime", "modificationTime"):
+        doc.pop(generated, None)
+    return {FIELD_DATAPLANE: json.dumps(doc, sort_keys=True), FIELD_ADMIN_PORT: str(admin_port)}
+
+
+def read_token(token: str, token_file: Path | None) -> str:
+    """The token given inline or in a file (read once, at start); "" when neither is given."""
+    if token and token_file is not None:
+        raise TokenSourceError(f"{TOKEN_FLAG} and {TOKEN_FILE_FLAG} are exclusive: give the token one way")
+    if token_file is None:
+        return token.strip()
     try:
-        body = resp.json()
-    except ValueError:
-        return f"HTTP {resp.status_code}: {resp.text[:500]}"
-    return f"HTTP {resp.status_code}: {json.dumps(body)[:2000]}"
-
-
-async def register(client: httpx.AsyncClient, resource: Resource, *, retry_for: float) -> None:
-    """PUT the Dataplane; retries while the zone is unreachable or failing, for at most `retry_for` seconds."""
-    path = dataplane_path(resource)
-    body = codec.encode(resource)
-    delay = _FIRST_DELAY
-    last = ""
-    with anyio.move_on_after(retry_for):
-        while True:
-            try:
-                resp = await client.put(path, json=body)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code < 300:
-                    log.info(
-                        "dp.registered", dataplane=resource.meta.name, mesh=resource.meta.mesh, api=str(client.base_url)
-                    )
-                    return
-                if resp.status_code < 500:
-                    raise RegistrationError(f"the zone refused the Dataplane: {_describe(resp)}")
-                last = _describe(resp)
-            log.warning("dp.register.retry", error=last, retry_in=delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _MAX_DELAY)
-    raise RegistrationError(f"could not register with {client.base_url} within {retry_for}s: {last}")
-
-
-async def deregister(client: httpx.AsyncClient, resource: Resource) -> bool:
-    """DELETE the Dataplane; True when it is gone (also when it already was)."""
-    try:
-        resp = await client.delete(dataplane_path(resource))
-    except httpx.TransportError as exc:
-        log.warning("dp.deregister.failed", error=f"{type(exc).__name__}: {exc}")
-        return False
-    if resp.status_code < 300 or resp.status_code == 404:
-        log.info("dp.deregistered", dataplane=resource.meta.name, mesh=resource.meta.mesh)
-        return True
-    log.warning("dp.deregister.failed", error=_describe(resp))
-    return False
+        text = token_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TokenSourceError(f"{TOKEN_FILE_FLAG} {token_file}: cannot read the data plane token: {reason}") from None
+    if not text:
+        raise TokenSourceError(f"{TOKEN_FILE_FLAG} {token_file}: the file is empty, expected a data plane token")
+    return text

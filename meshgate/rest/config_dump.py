@@ -1,12 +1,14 @@
 """`GET /meshes/{mesh}/dataplanes/{name}/xds`: a proxy's Envoy config dump, on the zone and on the global.
 
-Zone: read from the proxy's Envoy admin (`networking.admin.port` of its Dataplane, on 127.0.0.1), so the zone
-must be able to reach that port. Global: find the Dataplane (by its stored, hash-suffixed name or by
-`kuma.io/display-name`), then ask its zone (`kuma.io/zone`) over `GlobalKDSService/StreamXDSConfigs`.
+Zone: read from the proxy's Envoy admin at the peer address of its live authenticated xDS stream, on the
+admin port it declared there (never a port the Dataplane resource names), so the zone must reach that port.
+Global: find the Dataplane (by its stored, hash-suffixed name or by `kuma.io/display-name`), then ask its
+zone (`kuma.io/zone`) over `GlobalKDSService/StreamXDSConfigs`.
 
 `?include_eds` (or `include_eds=true`, or Kuma's `include=eds`) adds endpoints to the dump.
 
-Errors (Kuma error bodies): 404 no such Dataplane; 409 a display name that matches Dataplanes of several zones;
+Errors (Kuma error bodies): 404 no such Dataplane; 409 a display name that matches Dataplanes of several zones,
+or (zone) a Dataplane whose proxy has no live authenticated xDS stream;
 502 the zone answered with an error (proxy admin unreachable); 503 the zone is offline; 504 no answer in time.
 """
 
@@ -22,6 +24,7 @@ from meshgate.transport.xds_configs import (
     ConfigDumpError,
     DataplaneNotFound,
     EnvoyAdminDumper,
+    ProxyNotConnected,
     XDSConfigBroker,
     ZoneOffline,
 )
@@ -50,10 +53,12 @@ def zone_config_dump_route(dumper: EnvoyAdminDumper) -> ExtraRoute:
             return _dump_response(await dumper.dump(mesh, name, include_eds(request)))
         except DataplaneNotFound:
             raise not_found("Could not find a resource") from None
+        except ProxyNotConnected as exc:
+            raise ApiError(409, TITLE, str(exc)) from None
         except ConfigDumpError as exc:
             raise ApiError(502, TITLE, str(exc)) from None
 
-    return ExtraRoute("GET", PATH, handler, "A proxy's Envoy config dump, from its admin port")
+    return ExtraRoute("GET", PATH, handler, "A connected proxy's Envoy config dump, from its admin port")
 
 
 async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:

@@ -69,8 +69,16 @@ def _certificates(pem: bytes, path: Path, flag: str) -> list[x509.Certificate]:
         raise StartupError(f"{flag} {str(path)!r}: not a PEM certificate: {exc}") from exc
 
 
-def server_credentials(cert_file: Path | None, key_file: Path | None) -> grpc.ServerCredentials | None:
-    """The KDS server's TLS credentials, or None (plaintext) when neither flag is set.
+def server_credentials(
+    cert_file: Path | None,
+    key_file: Path | None,
+    *,
+    cert_flag: str = CERT_FLAG,
+    key_flag: str = KEY_FLAG,
+    what: str = "KDS",
+) -> grpc.ServerCredentials | None:
+    """The KDS server's TLS credentials, or None (plaintext) when neither flag is set. The zone's xDS server
+    uses it too, with its own flag names and `what`.
 
     Everything is read and parsed here, at startup, so that a wrong file fails the process naming its flag,
     instead of failing each zone's handshake later with a message only the zone sees.
@@ -78,28 +86,30 @@ def server_credentials(cert_file: Path | None, key_file: Path | None) -> grpc.Se
     if cert_file is None and key_file is None:
         return None
     if key_file is None:
-        raise StartupError(f"{KEY_FLAG} is required with {CERT_FLAG}: KDS over TLS needs both")
+        raise StartupError(f"{key_flag} is required with {cert_flag}: {what} over TLS needs both")
     if cert_file is None:
-        raise StartupError(f"{CERT_FLAG} is required with {KEY_FLAG}: KDS over TLS needs both")
-    chain_pem = _read(cert_file, CERT_FLAG)
-    chain = _certificates(chain_pem, cert_file, CERT_FLAG)
-    key_pem = _read(key_file, KEY_FLAG)
+        raise StartupError(f"{cert_flag} is required with {key_flag}: {what} over TLS needs both")
+    chain_pem = _read(cert_file, cert_flag)
+    chain = _certificates(chain_pem, cert_file, cert_flag)
+    key_pem = _read(key_file, key_flag)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # TypeError: the key is encrypted; gRPC has no way to ask for its password.
-        raise StartupError(f"{KEY_FLAG} {str(key_file)!r}: not an unencrypted PEM private key: {exc}") from exc
+        raise StartupError(f"{key_flag} {str(key_file)!r}: not an unencrypted PEM private key: {exc}") from exc
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
         raise StartupError(
-            f"{KEY_FLAG} {str(key_file)!r}: this key does not belong to the first certificate in {CERT_FLAG}"
+            f"{key_flag} {str(key_file)!r}: this key does not belong to the first certificate in {cert_flag}"
         )
     leaf = chain[0]
     if leaf.not_valid_after_utc < datetime.now(UTC):
         # Still served: zones that skip verification keep working, and the log says why the others fail.
-        log.warning("kds.tls.certificate_expired", cert_file=str(cert_file), not_after=str(leaf.not_valid_after_utc))
+        log.warning(
+            f"{what.lower()}.tls.certificate_expired", cert_file=str(cert_file), not_after=str(leaf.not_valid_after_utc)
+        )
     log.info(
-        "kds.tls.enabled",
+        f"{what.lower()}.tls.enabled",
         cert_file=str(cert_file),
         names=certificate_names(leaf),
         not_after=leaf.not_valid_after_utc.isoformat(),

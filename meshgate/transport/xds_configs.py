@@ -4,8 +4,9 @@
         -> XDSConfigBroker.request(zone, ...)            one request, a uuid, a deadline
         -> the zone's open StreamXDSConfigs stream       (the zone opened it; the global writes requests)
     zone: ConfigDumpAnswerer.run(channel)                reads XDSConfigRequest, answers XDSConfigResponse
-        -> EnvoyAdminDumper.dump(mesh, name)             the Dataplane's `networking.admin.port`
-        -> GET http://127.0.0.1:<admin port>/config_dump (the zone must reach the proxy's admin port; with
+        -> EnvoyAdminDumper.dump(mesh, name)             the proxy's live authenticated xDS stream: its peer
+                                                         address and the `dataplane.admin.port` it declared
+        -> GET http://<peer>:<admin port>/config_dump    (never a port a Dataplane resource names; with
            meshgate-dp beside the zone that is loopback; Kuma's kuma-dp reaches it through its own admin proxy)
 
 The same stream also answers "which VIP does this zone give `.mesh` name N?" for the global's
@@ -38,10 +39,12 @@ from meshgate.store.protocol import NotFoundError, ResourceStore
 
 __all__ = [
     "VIRTUAL_IPS",
+    "AdminLocator",
     "ConfigDumpAnswerer",
     "ConfigDumpError",
     "DataplaneNotFound",
     "EnvoyAdminDumper",
+    "ProxyNotConnected",
     "XDSConfigBroker",
     "ZoneOffline",
     "admin_url",
@@ -73,29 +76,68 @@ class ZoneOffline(ConfigDumpError):
     pass
 
 
-def admin_url(port: int, include_eds: bool) -> str:
-    return f"http://127.0.0.1:{port}/config_dump" + ("?include_eds" if include_eds else "")
+def admin_url(host: str, port: int, include_eds: bool) -> str:
+    where = f"[{host}]" if ":" in host else host
+    return f"http://{where}:{port}/config_dump" + ("?include_eds" if include_eds else "")
+
+
+class ProxyNotConnected(ConfigDumpError):
+    """The Dataplane exists but no proxy holds a live (authenticated) xDS stream for it."""
+
+
+# (mesh, name) -> (host, port) of the Envoy admin of a proxy with a live authenticated xDS stream, else None.
+AdminLocator = Callable[[str, str], tuple[str, int] | None]
+
+
+def _redact(config: bytes) -> bytes:
+    """The dump without the data plane token: Envoy's bootstrap carries it as the xDS call's `authorization`
+    initial metadata, and a config dump is readable by anyone who may read the API."""
+    if b'"authorization"' not in config:
+        return config
+    try:
+        doc = json.loads(config)
+    except ValueError:
+        return config
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("key", "")).lower() == "authorization" and "value" in node:
+                node["value"] = "[redacted]"
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    return json.dumps(doc, indent=1).encode()
 
 
 class EnvoyAdminDumper:
-    """The zone's side: a Dataplane's Envoy config dump, from the admin port the Dataplane registered."""
+    """The zone's side: a connected proxy's Envoy config dump.
 
-    def __init__(self, store: ResourceStore, timeout: float = ADMIN_TIMEOUT) -> None:
+    Only from a proxy with a live authenticated xDS stream, at that stream's peer address and the admin port
+    the proxy declared on it (`locate`). Never from an address or port a Dataplane resource names: anyone
+    who can write a Dataplane (or a zone relaying one) could otherwise make this zone request any port of
+    its own loopback (a request forgery)."""
+
+    def __init__(self, store: ResourceStore, locate: AdminLocator, timeout: float = ADMIN_TIMEOUT) -> None:
         self._store = store
+        self._locate = locate
         self._timeout = timeout
 
     async def dump(self, mesh: str, name: str, include_eds: bool = False) -> bytes:
         try:
-            dataplane = await self._store.get(ResourceKey("Dataplane", mesh, name))
+            await self._store.get(ResourceKey("Dataplane", mesh, name))
         except NotFoundError:
             raise DataplaneNotFound(f'Dataplane "{name}" not found in mesh "{mesh}"') from None
-        spec: Any = dataplane.spec
-        port = int(spec.networking.admin.port) if spec.networking.HasField("admin") else 0
-        if not port:
-            raise ConfigDumpError(
-                f'Dataplane "{name}" has no networking.admin.port: its proxy did not report an Envoy admin address'
+        target = self._locate(mesh, name)
+        if target is None:
+            raise ProxyNotConnected(
+                f'proxy "{name}" has no authenticated xDS stream to this zone that declared an Envoy admin port:'
+                " config dumps come only from a connected proxy"
             )
-        url = admin_url(port, include_eds)
+        url = admin_url(*target, include_eds)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 resp = await client.get(url)
@@ -105,7 +147,7 @@ class EnvoyAdminDumper:
             ) from None
         if resp.status_code != 200:
             raise ConfigDumpError(f"Envoy admin at {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
-        return resp.content
+        return _redact(resp.content)
 
 
 class ConfigDumpAnswerer:

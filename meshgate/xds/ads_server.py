@@ -7,6 +7,8 @@ Thin, like the KDS server: it maps the call to the sans-IO `AdsStream`, reads th
 Errors at the boundary:
 
     missing or malformed node.id           -> INVALID_ARGUMENT
+    StreamRefused from the gate            -> its status (UNAUTHENTICATED: no, bad, revoked or expired token)
+                                              and reason, at open or whenever the gate's session ends
     ProtocolError (stale nonce, ...)       -> FAILED_PRECONDITION naming the type and nonce
     StreamAggregatedResources (SotW)       -> UNIMPLEMENTED: meshgate serves delta xDS only
 
@@ -14,18 +16,25 @@ A snapshot source plugs in through the `XdsSnapshotSource` protocol: `snapshot(p
 `ProxySnapshot` (None while the proxy is unknown: nothing is sent and Envoy waits), and `listen(proxy)` yields a
 `Wakeup` that the source sets whenever that proxy's snapshot may have changed. The writer re-reads the
 snapshot on every wake, so bursts of changes coalesce into one delta. `SnapshotStore` is a ready-made source.
+
+An optional `StreamGate` (the zone's data plane authentication, `zone_cp/dp_server.py`) admits each stream
+before anything is sent: `open` gets the proxy, its first request's node (with its metadata) and the call's
+gRPC metadata, and returns a `GatedSession` whose `watch()` returns a refusal when the stream must end
+(a token revoked or expired) and whose `close()` runs, shielded, when the stream ends. Without a gate every
+stream is served (adapter tests, and a zone run with `--dp-server-authn none`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import anyio
 import grpc
 import structlog
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message
 
@@ -36,8 +45,11 @@ from meshgate.xds.ads_registry import ProxyRegistry, StreamRecord
 __all__ = [
     "ADS_SERVICE_NAME",
     "AggregatedDiscoveryService",
+    "GatedSession",
     "HasResources",
     "SnapshotStore",
+    "StreamGate",
+    "StreamRefused",
     "XdsSnapshotSource",
     "register_ads",
 ]
@@ -58,6 +70,32 @@ class XdsSnapshotSource(Protocol):
     def snapshot(self, proxy: ProxyId) -> ProxySnapshot | None: ...
 
     def listen(self, proxy: ProxyId) -> AbstractContextManager[Wakeup]: ...
+
+
+class StreamRefused(Exception):
+    """A gate's verdict: end (or never start) the stream with `status` and this message. `reason` is a short
+    bounded code for logs and metrics (missing_token, bad_signature, revoked, wrong_identity, ...)."""
+
+    def __init__(self, reason: str, message: str, status: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class GatedSession(Protocol):
+    async def watch(self) -> StreamRefused:
+        """Returns when the stream must end, with why; never returns while the proxy stays admitted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class StreamGate(Protocol):
+    async def open(
+        self, proxy: ProxyId, node: base_pb2.Node, metadata: Sequence[tuple[str, str | bytes]], peer: str
+    ) -> GatedSession:
+        """Admits the stream or raises StreamRefused."""
+        ...
 
 
 class SnapshotStore:
@@ -112,11 +150,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         registry: ProxyRegistry,
         *,
         clock: Callable[[], float] = time.time,
+        gate: StreamGate | None = None,
     ) -> None:
         # Wall-clock time: the read API shows when a NACK happened; latencies are differences of it.
         self._source = source
         self.registry = registry
         self._clock = clock
+        self._gate = gate
 
     async def StreamAggregatedResources(
         self,
@@ -142,14 +182,46 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this line is for the type checker
+        session: GatedSession | None = None
+        if self._gate is not None:
+            try:
+                metadata = tuple(context.invocation_metadata() or ())
+                session = await self._gate.open(proxy, first.node, metadata, context.peer())
+            except StreamRefused as exc:
+                await context.abort(exc.status, str(exc))
+                raise  # abort raises; this line is for the type checker
+        try:
+            await self._serve(proxy, first, requests, context, session)
+        finally:
+            if session is not None:
+                with anyio.CancelScope(shield=True):
+                    await session.close()
+
+    async def _serve(
+        self,
+        proxy: ProxyId,
+        first: discovery_pb2.DeltaDiscoveryRequest,
+        requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        session: GatedSession | None,
+    ) -> None:
         stream = AdsStream(proxy)
         rec = self.registry.open(stream, context.peer(), self._clock())
         slog = log.bind(proxy=str(proxy), stream=rec.id)
         slog.info("xds.stream.open", peer=rec.peer, envoy=first.node.user_agent_build_version.version.patch)
         error: ProtocolError | None = None
+        refused: StreamRefused | None = None
         try:
             with self._source.listen(proxy) as wake:
                 async with anyio.create_task_group() as tg:
+
+                    async def watch(gated: GatedSession) -> None:
+                        nonlocal refused
+                        refused = await gated.watch()
+                        tg.cancel_scope.cancel()
+
+                    if session is not None:
+                        tg.start_soon(watch, session)
 
                     async def read() -> None:
                         nonlocal error
@@ -177,8 +249,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         except ProtocolError as exc:  # from the first request, applied outside the reader
             error = exc
         finally:
-            self.registry.close(rec, self._clock(), str(error) if error else "")
-            slog.info("xds.stream.closed", error=str(error) if error else None)
+            problem = error or refused
+            self.registry.close(rec, self._clock(), str(problem) if problem else "")
+            slog.info("xds.stream.closed", error=str(problem) if problem else None)
+        if refused is not None:
+            await context.abort(refused.status, str(refused))
         if error is not None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"xDS protocol error: {error}")
 

@@ -165,6 +165,7 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
             data_dir=tmp_path,
             environment="kubernetes",
             dns_port=0,
+            xds_port=0,  # never Kuma's 5678: another zone on this host may hold it
         )
         async with anyio.create_task_group() as tg:
             ports: dict[str, int] = await tg.start(run_zone, cfg)

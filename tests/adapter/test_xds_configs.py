@@ -38,7 +38,7 @@ NAMES = ["kuma.mesh.v1alpha1.GlobalKDSService"]
 
 class FakeDumper(EnvoyAdminDumper):
     def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(MemoryStore())
+        super().__init__(MemoryStore(), lambda mesh, name: None)
         self.delay = delay
         self.asked: list[tuple[str, str, bool]] = []
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_gateway import gateway, put, route
-from tests.support.dp import DpProcess
+from tests.support.dp import zone_dp
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
 
@@ -68,7 +68,7 @@ async def test_config_dump_on_the_zone_and_through_the_global(procs: ProcessGrou
             "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}},
         }
     )
-    dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", edge)
+    dp = await zone_dp(procs, z, edge)
     try:
         # The admin port meshgate-dp was given is what the zone knows.
         await eventually(lambda: _ok(get(z, "/meshes/default/dataplanes/edge-1")), what="edge-1 registered")

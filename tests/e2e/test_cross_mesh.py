@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.cross_mesh import NAME, echo_dataplane, edge_dataplane, edge_gateway, mtls_mesh, route_to_echo
 from tests.support.cross_mesh import kong as kong_doc
-from tests.support.dp import DpProcess
+from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
@@ -79,10 +79,9 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
         assert vip.startswith("127.103.")
         edge = edge_dataplane("127.0.0.1")
         kong = kong_doc("127.0.0.1")
-        xds, api = z.ports["xds"], z.ports["api"]
-        gateway_dp = DpProcess(dp_dir(procs.workdir, "edge"), xds, api, "--dataplane", json.dumps(edge))
+        gateway_dp = await zone_dp(procs, z, json.dumps(edge), workdir=dp_dir(procs.workdir, "edge"))
         try:
-            client_dp = DpProcess(dp_dir(procs.workdir, "kong"), xds, api, "--dataplane", json.dumps(kong))
+            client_dp = await zone_dp(procs, z, json.dumps(kong), workdir=dp_dir(procs.workdir, "kong"))
             try:
 
                 async def through_vip() -> bool:

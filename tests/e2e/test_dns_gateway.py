@@ -12,7 +12,7 @@ import dns.rdatatype
 import httpx
 import pytest
 
-from tests.support.dp import DpProcess
+from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.wait import eventually
@@ -89,7 +89,7 @@ async def test_a_mesh_name_resolves_to_a_vip_that_the_delegated_gateway_routes(p
 
         # An explicit outbound too: the VIP listener must coexist with it.
         outbound = [{"port": 10001, "tags": {"kuma.io/service": "echo"}}]
-        dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", kong(outbound))
+        dp = await zone_dp(procs, z, kong(outbound))
         try:
             await eventually(
                 lambda: answers(vip, "echo"), what=f"http://echo.mesh (VIP {vip}) through the delegated gateway's Envoy"
@@ -120,7 +120,7 @@ async def test_a_service_of_another_zone_is_reached_by_its_name_through_the_dele
         vip = await resolve(z1, "echo.mesh")
         assert vip is not None
         assert vip.startswith("127.101.")
-        dp = DpProcess(procs.workdir, z1.ports["xds"], z1.ports["api"], "--dataplane", kong())
+        dp = await zone_dp(procs, z1, kong())
         try:
             await eventually(
                 lambda: answers(vip, "remote-echo"),

@@ -1,5 +1,9 @@
-"""`meshgate-dp run` as a process against a zone-like test server: a real aiohttp API taking the Dataplane's
-PUT and DELETE, and the real delta ADS server. Envoy is the real binary the launcher starts."""
+"""`meshgate-dp run` as a process against a zone-like test server: the real delta ADS server with a recording
+gate in place of the zone's authentication, over plaintext. Envoy is the real binary the launcher starts.
+
+What the gate sees is what a zone would check: the `authorization` metadata (the token) and the node metadata
+carrying the Dataplane (`dataplane.resource`) and the admin port (`dataplane.admin.port`). The real zone's
+checks are tested in tests/e2e/test_dp_auth.py."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +21,21 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from aiohttp import web
+from envoy.config.core.v3 import base_pb2
 
 from meshgate.dp.bootstrap import parse_cp_address, render_bootstrap
 from meshgate.dp.envoy import envoy_argv, find_envoy, unique_base_id
+from meshgate.pki import generate_server_pki
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
+from meshgate.xds.ads_server import (
+    ADS_SERVICE_NAME,
+    AggregatedDiscoveryService,
+    SnapshotStore,
+    StreamRefused,
+    register_ads,
+)
 from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend
 from tests.support.envoy_config import http_listener, route_config, snapshot
@@ -48,18 +59,49 @@ networking:
 
 
 @dataclass
-class Zone:
-    """What a zone offers meshgate-dp: the Dataplane API and the xDS server."""
+class Opened:
+    proxy: ProxyId
+    metadata: dict[str, str]  # node metadata, string values
+    authorization: list[str]
 
-    api_port: int
+
+@dataclass
+class Zone:
+    """What a zone offers meshgate-dp: the xDS server, with a gate that records (or refuses) each stream."""
+
     xds_port: int
     store: SnapshotStore
     registry: ProxyRegistry
-    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    opened: list[Opened] = field(default_factory=list)
+    closed: int = 0
     refuse: bool = False
 
-    def seen(self, method: str) -> list[tuple[str, Any]]:
-        return [(path, body) for m, path, body in self.requests if m == method]
+
+class _Session:
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+
+    async def watch(self) -> StreamRefused:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        self.zone.closed += 1
+
+
+class _RecordingGate:
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+
+    async def open(
+        self, proxy: ProxyId, node: base_pb2.Node, metadata: Sequence[tuple[str, str | bytes]], peer: str
+    ) -> _Session:
+        fields = {k: v.string_value for k, v in node.metadata.fields.items()}
+        auth = [str(v) for k, v in metadata if k == "authorization"]
+        self.zone.opened.append(Opened(proxy, fields, auth))
+        if self.zone.refuse:
+            raise StreamRefused("missing_token", "refused by the test")
+        return _Session(self.zone)
 
 
 @asynccontextmanager
@@ -68,37 +110,15 @@ async def zone() -> AsyncIterator[Zone]:
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)
         store, registry = SnapshotStore(), ProxyRegistry()
-        xds_port = await tg.start(
-            serve_grpc,
-            [register_ads(AggregatedDiscoveryService(store, registry))],
-            [ADS_SERVICE_NAME],
-            "127.0.0.1",
-            0,
-        )
-        z = Zone(0, xds_port, store, registry)
-
-        async def dataplane(request: web.Request) -> web.Response:
-            body = await request.json() if request.can_read_body else None
-            z.requests.append((request.method, request.path, body))
-            if z.refuse:
-                return web.json_response({"title": "Could not process a resource", "details": "refused"}, status=400)
-            return web.Response(status=201) if request.method == "PUT" else web.json_response({})
-
-        app = web.Application()
-        app.router.add_route("PUT", "/meshes/{mesh}/dataplanes/{name}", dataplane)
-        app.router.add_route("DELETE", "/meshes/{mesh}/dataplanes/{name}", dataplane)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        z.api_port = int(runner.addresses[0][1])
+        z = Zone(0, store, registry)
+        service = AggregatedDiscoveryService(store, registry, gate=_RecordingGate(z))
+        z.xds_port = await tg.start(serve_grpc, [register_ads(service)], [ADS_SERVICE_NAME], "127.0.0.1", 0)
         yield z
 
 
 @asynccontextmanager
 async def dp(workdir: Path, z: Zone, *args: str) -> AsyncIterator[DpProcess]:
-    p = DpProcess(workdir, z.xds_port, z.api_port, *args)
+    p = DpProcess(workdir, z.xds_port, *args)
     try:
         yield p
     finally:
@@ -125,12 +145,16 @@ async def test_register_connect_serve_then_sigterm_stops_envoy_and_deregisters(t
                 {"routes": route_config("routes", {"/": "backend"})},
             ),
         )
-        async with dp(tmp_path, z, "--dataplane-file", str(tmp_path / "dp.yaml")) as p:
-            await eventually(lambda: z.seen("PUT"), what="the Dataplane registered")
-            (path, body), *_ = z.seen("PUT")
-            assert path == "/meshes/default/dataplanes/gw-1"
-            assert body["type"] == "Dataplane"
+        args = ("--dataplane-file", str(tmp_path / "dp.yaml"), "--dataplane-token", "t0k3n")
+        async with dp(tmp_path, z, *args) as p:
+            await eventually(lambda: z.opened, what=f"Envoy's ADS stream\n{p.logs()[-3000:]}")
+            opened = z.opened[0]
+            assert opened.proxy == PROXY
+            assert opened.authorization == ["t0k3n"]  # kuma-dp's way: raw, in the call's metadata
+            body = json.loads(opened.metadata["dataplane.resource"])
+            assert (body["type"], body["mesh"], body["name"]) == ("Dataplane", "default", "gw-1")
             assert body["networking"]["gateway"]["tags"] == {"kuma.io/service": "edge"}
+            assert opened.metadata["dataplane.admin.port"] == str(p.admin_port)
 
             def connected() -> bool:
                 record = z.registry.get(PROXY)
@@ -151,19 +175,19 @@ async def test_register_connect_serve_then_sigterm_stops_envoy_and_deregisters(t
             (started,) = p.events("dp.envoy.started")
             envoy_pid = int(started["pid"])
             assert pid_alive(envoy_pid)
-            assert not z.seen("DELETE")
+            assert z.closed == 0
 
             p.proc.send_signal(signal.SIGTERM)
             assert await p.exited() == 0, p.logs()
             assert not pid_alive(envoy_pid), "Envoy is gone"
-            assert [path for path, _ in z.seen("DELETE")] == ["/meshes/default/dataplanes/gw-1"]
             await eventually(lambda: not connected(), what="the ADS stream closed")
+            await eventually(lambda: z.closed == 1, what="the zone told the stream closed (it deregisters then)")
             with pytest.raises(httpx.TransportError):
                 await http.get(f"http://127.0.0.1:{p.admin_port}/ready")
 
 
-async def test_envoy_failing_is_forwarded_as_the_exit_code_and_still_deregisters(tmp_path: Path) -> None:
-    """Envoy cannot bind its admin port (taken): it exits 1, and so does meshgate-dp, after its DELETE."""
+async def test_envoy_failing_is_forwarded_as_the_exit_code(tmp_path: Path) -> None:
+    """Envoy cannot bind its admin port (taken): it exits 1, and so does meshgate-dp."""
     inline = json.dumps({"type": "Dataplane", "mesh": "default", "name": "gw-2", **_networking()})
     async with zone() as z:
         with socket.socket() as taken:
@@ -172,20 +196,19 @@ async def test_envoy_failing_is_forwarded_as_the_exit_code_and_still_deregisters
             admin_port = taken.getsockname()[1]
             async with dp(tmp_path, z, "--dataplane", inline, "--admin-port", str(admin_port)) as p:
                 assert await p.exited() == 1, p.logs()
-        assert [path for path, _ in z.seen("PUT")] == ["/meshes/default/dataplanes/gw-2"]
-        assert [path for path, _ in z.seen("DELETE")] == ["/meshes/default/dataplanes/gw-2"]
         assert p.events("dp.envoy.exited")[0]["returncode"] == 1
 
 
-async def test_a_refused_dataplane_fails_before_envoy_starts(tmp_path: Path) -> None:
+async def test_a_refused_stream_gets_no_config_and_envoy_keeps_asking(tmp_path: Path) -> None:
+    """The zone refuses (no token): Envoy gets nothing and retries with backoff; meshgate-dp keeps running."""
     (tmp_path / "dp.yaml").write_text(DATAPLANE)
     async with zone() as z:
         z.refuse = True
         async with dp(tmp_path, z, "--dataplane-file", str(tmp_path / "dp.yaml")) as p:
-            assert await p.exited() == 1
-            assert "the zone refused the Dataplane: HTTP 400" in p.logs()
-            assert not p.events("dp.envoy.started")
-        assert not z.seen("DELETE")
+            await eventually(lambda: len(z.opened) >= 2, timeout=30, what="Envoy retrying the refused stream")
+            assert z.opened[0].authorization == []  # no token given, none sent
+            assert p.proc.poll() is None
+            assert p.events("dp.token.missing")
 
 
 def _networking() -> dict[str, Any]:
@@ -193,10 +216,14 @@ def _networking() -> dict[str, Any]:
 
 
 def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path) -> None:
-    """`envoy --mode validate` on what meshgate-dp writes, for a host-name control plane too."""
-    for i, cp in enumerate(("grpc://127.0.0.1:5678", "grpc://localhost:5678")):
+    """`envoy --mode validate` on what meshgate-dp writes: plaintext and TLS (with a CA and a token), to an
+    address and to a host name."""
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(generate_server_pki("test", ["localhost"]).ca_cert_pem)
+    cps = ("grpc://127.0.0.1:5678", "grpc://localhost:5678", "https://127.0.0.1:5678", "https://localhost:5678")
+    for i, cp in enumerate(cps):
         bootstrap = tmp_path / f"bootstrap-{i}.json"
-        doc = render_bootstrap("default.gw-1", parse_cp_address(cp), admin_port=0)
+        doc = render_bootstrap("default.gw-1", parse_cp_address(cp), admin_port=0, token="a.b.c", ca_pem=ca.read_text())
         bootstrap.write_text(json.dumps(doc))
         argv = envoy_argv(find_envoy(), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)

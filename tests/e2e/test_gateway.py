@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.dp import DpProcess
+from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
@@ -90,7 +90,7 @@ async def test_gateway_routes_http_and_follows_a_route_change_on_the_global(proc
                 },
             }
         )
-        dp = DpProcess(procs.workdir, z.ports["xds"], z.ports["api"], "--dataplane", edge)
+        dp = await zone_dp(procs, z, edge)
         try:
             await eventually(
                 lambda: _starts(through(listen, "/a/x"), "echo-a"), what=f"/a via Envoy\n{dp.logs()[-2000:]}"
@@ -149,7 +149,7 @@ async def test_envoy_keeps_serving_while_the_zone_is_killed_and_converges_when_i
                 },
             }
         )
-        dp = DpProcess(procs.workdir, xds_port, z.ports["api"], "--dataplane", edge)
+        dp = await zone_dp(procs, z, edge)
         try:
             await eventually(lambda: _starts(through(listen, "/a/x"), "echo-a"), what="/a via Envoy")
 

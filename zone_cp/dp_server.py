@@ -1,0 +1,388 @@
+"""The zone's data plane server policy: who may open an xDS stream, registering its Dataplane, and where its
+Envoy admin is (for config dumps). Plugged into the ADS adapter as its `StreamGate`.
+
+Kuma's way (pkg/xds/auth/callbacks.go, pkg/xds/server/callbacks/dataplane_lifecycle.go):
+
+    first request of a stream
+      node.id                   <mesh>.<name>
+      node.metadata             dataplane.resource    the Dataplane (JSON or YAML), as kuma-dp sends it;
+                                                      absent: a Dataplane already in this zone's store
+                                dataplane.admin.port  the Envoy admin port, on the stream's peer address
+      gRPC metadata             authorization         the data plane token (raw, as kuma-dp; "Bearer " allowed)
+    -> the token must verify with the mesh's keys, be unrevoked and unexpired, and vouch for the Dataplane's
+       identity: name, mesh, tags (inbound and gateway tags) and type (gateway for a builtin gateway,
+       dataplane otherwise) -- `meshgate.auth.dataplane_token.check_identity`, Kuma's messages
+    -> a Dataplane from the metadata is created or updated in the store (origin zone), and deleted when
+       the last authenticated stream of that proxy closes
+    -> while open, the token is re-checked every `recheck_interval` seconds, at its expiry, and whenever a
+       mesh Secret changes (a revocation list synced from the global): a revoked or expired token ends the
+       stream with UNAUTHENTICATED
+
+With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
+bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
+(`meshgate_xds_auth_failures{reason}` on the diagnostics `/metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import grpc
+import structlog
+from envoy.config.core.v3 import base_pb2
+
+from meshgate.auth.jwt import TokenError, unverified_payload
+from meshgate.resources import codec
+from meshgate.resources.errors import ValidationError
+from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
+from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshgate.tokens.keys import SigningKeyMissing
+from meshgate.tokens.services import DataplaneTokens
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.ads_server import StreamRefused
+from meshgate.xds.gateway import is_builtin_gateway
+
+__all__ = [
+    "AUTHORIZATION",
+    "FIELD_ADMIN_PORT",
+    "FIELD_DATAPLANE",
+    "AdminTarget",
+    "DpServer",
+    "dataplane_identity",
+    "peer_host",
+]
+
+log = structlog.get_logger("meshgate.zone.dp_server")
+
+# Kuma's names (pkg/core/xds/metadata.go, pkg/xds/auth/callbacks.go).
+FIELD_DATAPLANE: Final = "dataplane.resource"
+FIELD_ADMIN_PORT: Final = "dataplane.admin.port"
+AUTHORIZATION: Final = "authorization"
+# Re-check open streams' tokens at least this often (revocations also wake them at once, see above).
+RECHECK_INTERVAL: Final = 10.0
+# A Dataplane document in node metadata larger than this is refused: no proxy needs more.
+MAX_DATAPLANE_BYTES: Final = 64 * 1024
+_MAX_LOGGED = 300
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTarget:
+    """Where a connected proxy's Envoy admin answers: the stream's peer host and the port it declared."""
+
+    host: str
+    port: int
+
+    def url(self, path: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
+
+def peer_host(peer: str) -> str:
+    """The host of a grpc peer string: `ipv4:1.2.3.4:5`, `ipv6:[::1]:5`; "" for anything else (unix sockets)."""
+    scheme, _, rest = peer.partition(":")
+    if scheme == "ipv4":
+        return rest.rpartition(":")[0]
+    if scheme == "ipv6":
+        return rest.rpartition(":")[0].strip("[]").split("%")[0]
+    return ""
+
+
+def dataplane_identity(resource: Resource) -> tuple[dict[str, list[str]], str]:
+    """(tags -> every value the Dataplane carries, proxy type) as a token must vouch for them."""
+    spec: Any = resource.spec
+    tags: dict[str, set[str]] = {}
+    for inbound in spec.networking.inbound:
+        for k, v in inbound.tags.items():
+            tags.setdefault(k, set()).add(v)
+    if spec.networking.HasField("gateway"):
+        for k, v in spec.networking.gateway.tags.items():
+            tags.setdefault(k, set()).add(v)
+    proxy_type = "gateway" if is_builtin_gateway(resource) else "dataplane"
+    return {k: sorted(v) for k, v in sorted(tags.items())}, proxy_type
+
+
+def _credential(metadata: Sequence[tuple[str, str | bytes]]) -> str:
+    values = [v for k, v in metadata if k.lower() == AUTHORIZATION]
+    if len(values) > 1:
+        raise StreamRefused("malformed", f"request must have exactly 1 {AUTHORIZATION!r} header, got {len(values)}")
+    if not values:
+        return ""
+    value = values[0].decode(errors="replace") if isinstance(values[0], bytes) else values[0]
+    value = value.strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else value
+
+
+def _metadata_string(node: base_pb2.Node, field: str) -> str | None:
+    value = node.metadata.fields.get(field)
+    if value is None:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "number_value":
+        return str(int(value.number_value))
+    return None
+
+
+def _token_mesh(token: str) -> str:
+    """The Mesh claim of a token, unverified: only to explain a refusal better than "bad signature"."""
+    with contextlib.suppress(TokenError, ValueError):
+        mesh = unverified_payload(token).get("Mesh")
+        return mesh if isinstance(mesh, str) else ""
+    return ""
+
+
+class _Session:
+    def __init__(
+        self, server: DpServer, proxy: ProxyId, dataplane: Resource, token: str, admin: AdminTarget | None, owns: bool
+    ) -> None:
+        self.server, self.proxy, self.dataplane, self.token, self.admin = server, proxy, dataplane, token, admin
+        self.owns = owns  # this stream registered the Dataplane: the last such stream removes it
+        self.expires_at = float("inf")
+
+    async def watch(self) -> StreamRefused:
+        server = self.server
+        tokens = server.tokens
+        if tokens is None:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+        while True:
+            changed = server.secrets_changed
+            wait = min(server.recheck_interval, max(self.expires_at - server.clock() + 0.5, 0.0))
+            with anyio.move_on_after(wait):
+                await changed.wait()
+            try:
+                if changed.is_set():  # a mesh Secret changed: maybe the revocation list, read it now
+                    await tokens.mesh(self.proxy.mesh).refresh(force=True)
+                await server.verify(self.proxy, self.dataplane, self.token)
+            except StreamRefused as exc:
+                server.refused(self.proxy, "", exc, open_stream=True)
+                return exc
+
+    async def close(self) -> None:
+        await self.server.closed(self)
+
+
+class DpServer:
+    """`StreamGate` for the zone's ADS server; `tokens=None` admits every proxy (`--dp-server-authn none`)."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        zone: str,
+        tokens: DataplaneTokens | None,
+        *,
+        recheck_interval: float = RECHECK_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.zone, self.tokens = store, zone, tokens
+        self.recheck_interval = recheck_interval
+        self.clock = clock
+        self.sessions: dict[ProxyId, list[_Session]] = {}
+        self.failures: Counter[str] = Counter()
+        # Replaced (and the old one set) whenever a mesh Secret changes: every open session re-checks.
+        self.secrets_changed = anyio.Event()
+
+    # -- the gate ----------------------------------------------------------------------------------------------
+
+    async def open(
+        self, proxy: ProxyId, node: base_pb2.Node, metadata: Sequence[tuple[str, str | bytes]], peer: str
+    ) -> _Session:
+        try:
+            token = _credential(metadata)
+            dataplane, from_metadata = await self._dataplane(proxy, node)
+            claims_exp = await self.verify(proxy, dataplane, token)
+            owns = await self._register(dataplane) if from_metadata else False
+        except StreamRefused as exc:
+            self.refused(proxy, peer, exc, open_stream=False)
+            raise
+        port = _metadata_string(node, FIELD_ADMIN_PORT)
+        host = peer_host(peer)
+        admin = AdminTarget(host, int(port)) if port and port.isdigit() and 0 < int(port) < 65536 and host else None
+        session = _Session(self, proxy, dataplane, token, admin, owns)
+        session.expires_at = claims_exp
+        self.sessions.setdefault(proxy, []).append(session)
+        log.info("xds.auth.admitted", proxy=str(proxy)[:_MAX_LOGGED], peer=peer, authn=self.authn, registered=owns)
+        return session
+
+    @property
+    def authn(self) -> str:
+        return "none" if self.tokens is None else "dpToken"
+
+    async def verify(self, proxy: ProxyId, dataplane: Resource, token: str) -> float:
+        """The token's expiry (inf without authentication), or StreamRefused naming why it does not do."""
+        if self.tokens is None:
+            return float("inf")
+        if not token:
+            raise StreamRefused(
+                "missing_token",
+                f"missing data plane token: send it as gRPC metadata {AUTHORIZATION!r} (meshgate-dp"
+                " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
+            )
+        tags, proxy_type = dataplane_identity(dataplane)
+        try:
+            claims = await self.tokens.verify(token, mesh=proxy.mesh, name=proxy.name, tags=tags, proxy_type=proxy_type)
+        except SigningKeyMissing as exc:
+            raise StreamRefused(
+                "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
+            ) from None
+        except TokenError as exc:
+            other = _token_mesh(token) if exc.code == "bad_signature" else ""
+            if other and other != proxy.mesh:
+                # Kuma's message: each mesh has its own keys, so only the claim can say which mesh it was for.
+                message = f"proxy mesh from requestor: {proxy.mesh} is different than in token: {other}"
+                raise StreamRefused("wrong_identity", f"authentication failed: {message}") from None
+            raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
+        return float(claims.expires_at)
+
+    def refused(self, proxy: ProxyId, peer: str, exc: StreamRefused, *, open_stream: bool) -> None:
+        self.failures[exc.reason] += 1
+        log.warning(
+            "xds.auth.refused",
+            proxy=str(proxy)[:_MAX_LOGGED],
+            peer=peer[:_MAX_LOGGED] or None,
+            reason=exc.reason,
+            error=str(exc)[:_MAX_LOGGED],
+            open_stream=open_stream,
+        )
+
+    async def closed(self, session: _Session) -> None:
+        live = self.sessions.get(session.proxy, [])
+        with contextlib.suppress(ValueError):
+            live.remove(session)
+        if not live:
+            self.sessions.pop(session.proxy, None)
+        if session.owns and not any(s.owns for s in live):
+            # dataplane_lifecycle.go: a proxy that registered itself is gone with its last stream.
+            with contextlib.suppress(NotFoundError):
+                await self.store.delete(ResourceKey("Dataplane", session.proxy.mesh, session.proxy.name))
+            log.info("xds.dataplane.deregistered", proxy=str(session.proxy)[:_MAX_LOGGED])
+
+    # -- what the rest of the zone asks --------------------------------------------------------------------
+
+    def admin_target(self, mesh: str, name: str) -> AdminTarget | None:
+        """The Envoy admin of the newest live stream of this proxy (authenticated, unless authn is none)."""
+        for session in reversed(self.sessions.get(ProxyId(mesh, name), [])):
+            if session.admin is not None:
+                return session.admin
+        return None
+
+    def connected(self, mesh: str, name: str) -> bool:
+        return bool(self.sessions.get(ProxyId(mesh, name)))
+
+    def metrics_text(self) -> str:
+        lines = [
+            "# HELP meshgate_xds_auth_failures xDS streams refused or closed because the proxy's data plane token"
+            " did not prove its identity",
+            "# TYPE meshgate_xds_auth_failures counter",
+        ]
+        lines += [f'meshgate_xds_auth_failures{{reason="{r}"}} {n}' for r, n in sorted(self.failures.items())]
+        return "\n".join(lines) + "\n"
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Wakes every open session when a mesh Secret changes (a revocation list or a signing key)."""
+        async with self.store.changes.subscribe() as sub:
+            task_status.started()
+            while True:
+                batch = await sub.next_batch()
+                if "Secret" in batch.keys():  # noqa: SIM118 - a ChangeBatch, not a dict
+                    changed, self.secrets_changed = self.secrets_changed, anyio.Event()
+                    changed.set()
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
+        text = _metadata_string(node, FIELD_DATAPLANE)
+        if text is None:
+            try:
+                found = await self.store.get(ResourceKey("Dataplane", proxy.mesh, proxy.name))
+            except NotFoundError:
+                raise StreamRefused(
+                    "unknown_dataplane",
+                    f'Dataplane "{proxy.name}" not found in mesh "{proxy.mesh}": create it in this zone first or'
+                    f" send it as node metadata {FIELD_DATAPLANE!r} (meshgate-dp --dataplane-file)",
+                    grpc.StatusCode.NOT_FOUND,
+                ) from None
+            self._check_local(found)
+            return found, False
+        if len(text) > MAX_DATAPLANE_BYTES:
+            raise StreamRefused(
+                "invalid_dataplane",
+                f"{FIELD_DATAPLANE} is over {MAX_DATAPLANE_BYTES} bytes",
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        try:
+            docs = codec.load_documents(text)
+            if len(docs) != 1:
+                raise StreamRefused(
+                    "invalid_dataplane",
+                    f"{FIELD_DATAPLANE} must hold one Dataplane document",
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                )
+            doc = {**docs[0], "type": "Dataplane", "mesh": proxy.mesh, "name": proxy.name}
+            if docs[0].get("mesh", proxy.mesh) != proxy.mesh or docs[0].get("name", proxy.name) != proxy.name:
+                raise StreamRefused(
+                    "invalid_dataplane",
+                    f"{FIELD_DATAPLANE} names {docs[0].get('mesh')}.{docs[0].get('name')}, not node.id {proxy}",
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                )
+            given = doc.get("labels")
+            labels: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+            labels.pop(LABEL_ZONE, None)
+            doc["labels"] = {**labels, LABEL_ORIGIN: Origin.ZONE.value}
+            return codec.load(doc, kind="Dataplane"), True
+        except ValidationError as exc:
+            problems = "; ".join(map(str, exc.violations))[:_MAX_LOGGED]
+            raise StreamRefused(
+                "invalid_dataplane",
+                f"invalid Dataplane in {FIELD_DATAPLANE}: {problems}",
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ) from None
+
+    def _check_local(self, resource: Resource) -> None:
+        labels = resource.meta.labels
+        if labels.get(LABEL_ORIGIN) == Origin.GLOBAL.value or labels.get(LABEL_ZONE, self.zone) != self.zone:
+            raise StreamRefused(
+                "foreign_dataplane",
+                f'Dataplane "{resource.meta.name}" belongs to zone {labels.get(LABEL_ZONE, "?")!r}: a proxy'
+                " connects to its own zone",
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+
+    async def _register(self, dataplane: Resource) -> bool:
+        """Creates or updates the Dataplane (dataplane_lifecycle.go); True once it is in the store."""
+        key = ResourceKey("Dataplane", dataplane.meta.mesh, dataplane.meta.name)
+        for _ in range(5):  # optimistic concurrency: re-read on conflict, a few times at most
+            try:
+                current = await self.store.get(key)
+            except NotFoundError:
+                try:
+                    await self.store.create(dataplane)
+                except AlreadyExistsError:
+                    continue
+                log.info("xds.dataplane.registered", proxy=f"{key.mesh}.{key.name}"[:_MAX_LOGGED])
+                return True
+            self._check_local(current)
+            if codec.spec_bytes(current) == codec.spec_bytes(dataplane) and _same(current.meta.labels, dataplane):
+                return True
+            try:
+                await self.store.update(
+                    replace(current, spec=dataplane.spec).with_meta(labels=dict(dataplane.meta.labels))
+                )
+            except (ConflictError, NotFoundError):
+                continue
+            return True
+        raise StreamRefused(
+            "conflict", f"could not register Dataplane {key.name}: too many concurrent writers", grpc.StatusCode.ABORTED
+        )
+
+
+def _same(labels: Mapping[str, str], dataplane: Resource) -> bool:
+    return dict(labels) == dict(dataplane.meta.labels)
