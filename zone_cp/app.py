@@ -22,10 +22,13 @@ from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import StartupError, write_ports_file
 from meshgate.resources import codec, registry
 from meshgate.rest.app import ExtraRoute, create_api_app
+from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
+from meshgate.tokens import DataplaneTokens, UserTokens, token_admin_routes, user_token_route
+from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
@@ -70,6 +73,8 @@ class ZoneConfig:
     # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file; neither: none sent.
     cp_token: str = ""
     cp_token_path: Path | None = None
+    # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
+    api_localhost_is_admin: bool = True
 
 
 def read_cp_token(cfg: ZoneConfig) -> str:
@@ -168,11 +173,19 @@ async def run_zone(
         ads = AggregatedDiscoveryService(xds, ProxyRegistry())
         # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
         gateways = Provisioner(store, cfg.data_dir / "gateways")
+        # The zone signs user tokens for its own API with its own keys (internal kinds, never synced); data
+        # plane token keys and revocations are the global's mesh Secrets, so read-only here.
+        user_tokens = UserTokens(store)
         api = create_api_app(
             store,
             role="zone",
             zone=cfg.zone,
+            auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
             extra_routes=[
+                user_token_route(user_tokens),
+                *token_admin_routes(
+                    user=user_tokens, dataplane=DataplaneTokens(store, create_keys=False), dataplane_writable=False
+                ),
                 _kds_status_route(client),
                 _xds_route(ads),
                 zone_config_dump_route(dumper),
@@ -181,6 +194,7 @@ async def run_zone(
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=dns.server.metrics_text)
+        await ensure_admin_token(user_tokens, cfg.data_dir)
         async with anyio.create_task_group() as tg:
             ports = {
                 "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),

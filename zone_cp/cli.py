@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from meshgate.cli.common import (
+    ApiLocalhostIsAdmin,
     BindAddress,
     DataDir,
     DiagnosticsPort,
@@ -16,6 +17,7 @@ from meshgate.cli.common import (
     LogLevel,
     PortsFile,
     StoreOpt,
+    parse_localhost_is_admin,
     run_process,
     setup_logging,
 )
@@ -124,6 +126,7 @@ def run(
             help="This zone's token inline (prefer --cp-token-path: a flag shows in the process list).",
         ),
     ] = "",
+    api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -141,6 +144,7 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--vip-cidr") from exc
     if not dns_domain.strip("."):
         raise typer.BadParameter("must not be empty", param_hint="--dns-domain")
+    localhost_is_admin = parse_localhost_is_admin(api_localhost_is_admin)
     setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
         zone=zone,
@@ -161,6 +165,7 @@ def run(
         kds_tls_skip_verify=kds_tls_skip_verify,
         cp_token=cp_token,
         cp_token_path=cp_token_path,
+        api_localhost_is_admin=localhost_is_admin,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 
