@@ -26,7 +26,7 @@ from meshgate.resources.model import ResourceKey
 from meshgate.rest.authn import ApiAuth, private_keys_middleware
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
-from meshgate.rest.openapi import DocumentedRoute, build_openapi
+from meshgate.rest.openapi import DocumentedRoute, build_openapi, secure_openapi
 from meshgate.store.protocol import ConflictError, NotFoundError, ResourceStore, StoreUnavailableError
 
 __all__ = ["STORE_KEY", "BeforeWrite", "ExtraRoute", "Handler", "create_api_app"]
@@ -146,11 +146,13 @@ def create_api_app(
             key=lambda d: str(d["name"]),
         )
     }
-    openapi = build_openapi(
-        ((ep.descriptor, ep.writable) for ep in endpoints),
-        role=role,
-        version=version,
-        extra_routes=[DocumentedRoute(r.method, r.path, r.summary) for r in extras],
+    openapi = secure_openapi(
+        build_openapi(
+            ((ep.descriptor, ep.writable) for ep in endpoints),
+            role=role,
+            version=version,
+            extra_routes=[DocumentedRoute(r.method, r.path, r.summary) for r in extras],
+        )
     )
 
     async def get_index(_: web.Request) -> web.Response:
