@@ -21,6 +21,7 @@ import structlog
 
 from meshgate.auth.jwt import TokenError
 from meshgate.auth.user_token import ADMIN_GROUP, ADMIN_NAME
+from meshgate.store.protocol import StoreError
 from meshgate.tokens.services import UserTokens
 
 __all__ = ["ADMIN_TOKEN_FILE", "ADMIN_TOKEN_VALID_FOR", "ensure_admin_token"]
@@ -58,9 +59,18 @@ def _write(path: Path, token: str) -> None:
     os.replace(tmp, path)
 
 
-async def ensure_admin_token(tokens: UserTokens, data_dir: Path) -> Path:
-    """Makes `<data_dir>/admin-user-token` hold a valid admin token, mode 0600; returns its path."""
-    path = data_dir / ADMIN_TOKEN_FILE
+async def ensure_admin_token(tokens: UserTokens, data_dir: Path) -> Path | None:
+    """Makes `<data_dir>/admin-user-token` hold a valid admin token, mode 0600; returns its path. None when the
+    store or the file cannot be used: logged, not fatal (as in Kuma), since the API still serves tokens issued
+    earlier and, with --api-localhost-is-admin, local callers."""
+    try:
+        return await _ensure(tokens, data_dir / ADMIN_TOKEN_FILE)
+    except (StoreError, OSError) as exc:
+        log.error("api.admin_token.failed", path=str(data_dir / ADMIN_TOKEN_FILE), error=str(exc))
+        return None
+
+
+async def _ensure(tokens: UserTokens, path: Path) -> Path:
     existing = await anyio.to_thread.run_sync(_read, path)
     reason = "no token file yet"
     if existing:

@@ -331,6 +331,7 @@ async def test_a_remote_caller_is_anonymous_even_with_localhost_is_admin_and_the
     host = _non_loopback_address()
     async with global_api(tmp_path, localhost_is_admin=True, host=host) as api:
         path = await ensure_admin_token(api.users, tmp_path / "global")
+        assert path is not None
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         async with api.client() as http:
             assert (await http.delete("/meshes/default")).status_code == 401
@@ -345,6 +346,7 @@ async def test_the_admin_token_file_is_owner_only_kept_while_valid_and_replaced_
     try:
         users = UserTokens(store)
         path = await ensure_admin_token(users, tmp_path)
+        assert path is not None
         assert path == tmp_path / "admin-user-token"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         first = path.read_text().strip()
