@@ -33,13 +33,15 @@ from meshgate.observability.process import write_ports_file
 from meshgate.resources import registry
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
+from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
-from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes
+from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes, user_token_route
+from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
@@ -80,6 +82,8 @@ class GlobalConfig:
     kds_tls_key_file: Path | None = None
     # cp-token: every KDS call must carry a zone token for its client-id (Kong Mesh's cpToken auth).
     kds_auth: KDSAuth = KDSAuth.NONE
+    # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
+    api_localhost_is_admin: bool = True
 
 
 def advertised_host(bind_address: str) -> str:
@@ -150,6 +154,7 @@ async def run_global(
             role="global",
             instance_id=streams.instance_id,
             before_write=lifecycle.before_write,
+            auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
             extra_routes=[
                 *insight_routes(store, streams, policy),
                 *watch.routes(),
@@ -158,6 +163,7 @@ async def run_global(
                 global_config_dump_route(store, xds_configs),
                 token_route(zone_tokens),
                 dataplane_token_route(dataplane_tokens, store, role="global"),
+                user_token_route(user_tokens),
                 *token_admin_routes(zone=zone_tokens, user=user_tokens, dataplane=dataplane_tokens),
             ],
         )
@@ -190,6 +196,7 @@ async def run_global(
             # Data plane token keys per Mesh, retired keys swept; cached zone token keys kept fresh for KDS.
             await tg.start(TokenKeyUpkeep(store, dataplane_tokens, [zone_tokens, user_tokens]).run)
             await tg.start(zone_tokens.run_refresh)
+            await ensure_admin_token(user_tokens, cfg.data_dir)
             ports = {
                 "kds": await tg.start(
                     partial(serve_grpc, credentials=kds_credentials),

@@ -10,6 +10,7 @@ import typer
 from global_cp.app import GlobalConfig, run_global
 from meshgate.auth import KDSAuth
 from meshgate.cli.common import (
+    ApiLocalhostIsAdmin,
     BindAddress,
     DataDir,
     DiagnosticsPort,
@@ -18,6 +19,7 @@ from meshgate.cli.common import (
     PortsFile,
     StoreAllowVolatile,
     StoreOpt,
+    parse_localhost_is_admin,
     run_process,
     setup_logging,
 )
@@ -97,8 +99,10 @@ def run(
             " or `meshgatectl generate zone-token`, sent as 'authorization: Bearer TOKEN').",
         ),
     ] = KDSAuth.NONE,
+    api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
+    localhost_is_admin = parse_localhost_is_admin(api_localhost_is_admin)
     setup_logging(log_format, log_level, "global")
     cfg = GlobalConfig(
         bind_address=bind_address,
@@ -114,6 +118,7 @@ def run(
         kds_tls_cert_file=kds_tls_cert_file,
         kds_tls_key_file=kds_tls_key_file,
         kds_auth=kds_auth,
+        api_localhost_is_admin=localhost_is_admin,
     )
     run_process("meshgate-global", lambda: run_global(cfg))
 

@@ -37,6 +37,7 @@ from meshgate.resources.descriptor import KindDescriptor, SyncDirection
 from meshgate.resources.errors import UnknownKindError
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import ExtraRoute
+from meshgate.rest.authn import forwarded_authorization
 from meshgate.rest.errors import ApiError, bad_request
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.snapshots import SnapshotSource
@@ -198,7 +199,7 @@ async def ask_other_replicas(
             try:
                 async with (
                     aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
-                    session.get(f"{url}{path}", params=query) as resp,
+                    session.get(f"{url}{path}", params=query, headers=await forwarded_authorization(request)) as resp,
                 ):
                     if resp.status != 200:
                         continue

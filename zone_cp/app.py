@@ -23,13 +23,15 @@ from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import StartupError, write_ports_file
 from meshgate.resources import codec, registry
 from meshgate.rest.app import ExtraRoute, create_api_app
+from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
-from meshgate.tokens import DataplaneTokens
+from meshgate.tokens import DataplaneTokens, UserTokens, token_admin_routes, user_token_route
+from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
@@ -87,6 +89,8 @@ class ZoneConfig:
     dp_server_tls_cert_file: Path | None = None
     dp_server_tls_key_file: Path | None = None
     dp_server_tls_sans: tuple[str, ...] = ()
+    # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
+    api_localhost_is_admin: bool = True
 
 
 def read_cp_token(cfg: ZoneConfig) -> str:
@@ -212,11 +216,17 @@ async def run_zone(
             tokens=None if cfg.dp_server_authn == "none" else dataplane_tokens,
             ca_cert_file=tls.ca_file,
         )
+        # The zone signs user tokens for its own API with its own keys (internal kinds, never synced); data
+        # plane token keys and revocations are the global's mesh Secrets, so read-only here.
+        user_tokens = UserTokens(store)
         api = create_api_app(
             store,
             role="zone",
             zone=cfg.zone,
+            auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
             extra_routes=[
+                user_token_route(user_tokens),
+                *token_admin_routes(user=user_tokens, dataplane=dataplane_tokens, dataplane_writable=False),
                 _kds_status_route(client),
                 _xds_route(ads),
                 zone_config_dump_route(dumper),
@@ -228,6 +238,7 @@ async def run_zone(
         diagnostics = create_diagnostics_app(
             lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text()
         )
+        await ensure_admin_token(user_tokens, cfg.data_dir)
         async with anyio.create_task_group() as tg:
             if isinstance(store, RedisStore):
                 await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from meshgate.cli.common import (
+    ApiLocalhostIsAdmin,
     BindAddress,
     DataDir,
     DiagnosticsPort,
@@ -17,6 +18,7 @@ from meshgate.cli.common import (
     PortsFile,
     StoreAllowVolatile,
     StoreOpt,
+    parse_localhost_is_admin,
     run_process,
     setup_logging,
 )
@@ -168,6 +170,7 @@ def run(
             " 127.0.0.1, ::1, the host name and --bind-address always are.",
         ),
     ] = None,
+    api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -187,6 +190,7 @@ def run(
         raise typer.BadParameter("must not be empty", param_hint="--dns-domain")
     if dp_server_authn not in ("dpToken", "none"):
         raise typer.BadParameter(f"expected dpToken or none, got {dp_server_authn!r}", param_hint="--dp-server-authn")
+    localhost_is_admin = parse_localhost_is_admin(api_localhost_is_admin)
     setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
         zone=zone,
@@ -213,6 +217,7 @@ def run(
         dp_server_tls_cert_file=dp_server_tls_cert_file,
         dp_server_tls_key_file=dp_server_tls_key_file,
         dp_server_tls_sans=tuple(dp_server_tls_san or ()),
+        api_localhost_is_admin=localhost_is_admin,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

@@ -79,10 +79,14 @@ def resource_path(kind: KindDescriptor, mesh: str, name: str | None = None) -> s
 
 
 class ApiClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0, page_size: int = LIST_PAGE_SIZE) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, page_size: int = LIST_PAGE_SIZE, token: str = ""
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.page_size = page_size
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # Kuma's user token authentication: every request carries the token, if there is one.
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> ApiClient:
         return self

@@ -13,6 +13,7 @@ from meshgate.observability.logging import LogFormat, configure_logging
 from meshgate.observability.process import BindError, StartupError, leaf_exceptions, run_until_signalled
 
 __all__ = [
+    "ApiLocalhostIsAdmin",
     "BindAddress",
     "DataDir",
     "DiagnosticsPort",
@@ -21,6 +22,7 @@ __all__ = [
     "PortsFile",
     "StoreAllowVolatile",
     "StoreOpt",
+    "parse_localhost_is_admin",
     "run_process",
     "setup_logging",
 ]
@@ -75,6 +77,26 @@ PortsFile = Annotated[
         help="Write the bound ports as JSON here once serving (useful with port 0).",
     ),
 ]
+
+# A string, not a typer bool: a bool would be a bare flag, and Kuma's setting is written `=false`.
+ApiLocalhostIsAdmin = Annotated[
+    str,
+    typer.Option(
+        "--api-localhost-is-admin",
+        envvar="MESHGATE_API_LOCALHOST_IS_ADMIN",
+        metavar="true|false",
+        help="A direct loopback caller without a token is the admin user (false: every caller needs a token).",
+    ),
+]
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_localhost_is_admin(value: str) -> bool:
+    """--api-localhost-is-admin as a bool, or a usage error naming the flag."""
+    text = value.strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise typer.BadParameter(f"expected true or false, got {value!r}", param_hint="--api-localhost-is-admin")
 
 
 def setup_logging(log_format: str, log_level: str, process: str) -> None:

@@ -1,8 +1,9 @@
-"""`meshgatectl generate zone-token` (a token a zone presents to a global running `--kds-auth cp-token`) and
-`meshgatectl generate dataplane-token` (a token meshgate-dp presents to its zone's xDS port).
+"""`meshgatectl generate zone-token`, `dataplane-token` and `user-token`: tokens the control plane signs, printed.
 
 As kumactl's `generate zone-token`, the global signs it (`POST /tokens/zone` on `--api`, which must be the
 global's API) and the command prints it, so it can go straight to a file for the zone's `--cp-token-path`.
+`generate user-token` (kumactl's flags) asks the control plane at `--api` for a token for its own API
+(`POST /tokens/user`): a global's user tokens are not valid on a zone, and the other way round.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from typing import Annotated
 
 import typer
 
-from meshgate.cli.client import ApiClient
 from meshgate.cli.context import api_errors, settings_of
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Generate tokens for zones and data planes.", no_args_is_help=True)
+app = typer.Typer(help="Generate tokens for zones, data planes and users.", no_args_is_help=True)
 
 
 @app.command("zone-token")
@@ -38,7 +38,7 @@ def zone_token(
         doc["scope"] = list(scope)
     if valid_for is not None:
         doc["validFor"] = valid_for
-    with api_errors("generate zone-token"), ApiClient(settings_of(ctx).api) as client:
+    with api_errors("generate zone-token"), settings_of(ctx).client() as client:
         token = client.post_text("/tokens/zone", doc)
     typer.echo(token.strip())
 
@@ -83,6 +83,23 @@ def dataplane_token(
         doc["type"] = proxy_type
     if valid_for is not None:
         doc["validFor"] = valid_for
-    with api_errors("generate dataplane-token"), ApiClient(settings_of(ctx).api) as client:
+    with api_errors("generate dataplane-token"), settings_of(ctx).client() as client:
         token = client.post_text("/tokens/dataplane", doc)
+    typer.echo(token.strip())
+
+
+@app.command("user-token")
+def user_token(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="Name of the user.")],
+    valid_for: Annotated[str, typer.Option("--valid-for", help='How long the token is valid, e.g. "24h" or "30d".')],
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="Group of the user; repeat for several (mesh-system:admin: may do everything)."),
+    ] = None,
+) -> None:
+    """Print a user token for the API at --api (admin only); send it with --auth-token or a config file."""
+    doc: dict[str, object] = {"name": name, "groups": list(group or []), "validFor": valid_for}
+    with api_errors("generate user-token"), settings_of(ctx).client() as client:
+        token = client.post_text("/tokens/user", doc)
     typer.echo(token.strip())

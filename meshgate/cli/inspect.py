@@ -21,7 +21,7 @@ from urllib.parse import quote
 import typer
 import yaml
 
-from meshgate.cli.client import ApiClient, ApiResponseError
+from meshgate.cli.client import ApiResponseError
 from meshgate.cli.context import api_errors, fail, settings_of
 from meshgate.cli.output import OutputFormat, age, table
 
@@ -167,7 +167,7 @@ Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output for
 @app.command("zones")
 def inspect_zones(ctx: typer.Context, output: Output = OutputFormat.TABLE) -> None:
     """Every zone: status, last connect and update, totals, responses in flight, warnings."""
-    with ApiClient(settings_of(ctx).api) as client, api_errors("inspect zones"):
+    with settings_of(ctx).client() as client, api_errors("inspect zones"):
         body = client.get_json("/zones/_overview")
     if output is OutputFormat.TABLE:
         typer.echo(render_zones(body.get("items") or [], datetime.now(UTC)), nl=False)
@@ -182,7 +182,7 @@ def inspect_zone(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """One zone: per kind and direction, responses sent/ACKed/NACKed, in flight, and the last NACK's reason."""
-    with ApiClient(settings_of(ctx).api) as client, api_errors(f'inspect zone "{name}"'):
+    with settings_of(ctx).client() as client, api_errors(f'inspect zone "{name}"'):
         try:
             body = client.get_json(f"/zones/{name}/_overview")
         except ApiResponseError as exc:
@@ -209,7 +209,7 @@ def inspect_dataplane(
 ) -> None:
     """A proxy's Envoy config dump (JSON): from its admin on a zone, or asked of its zone over KDS on the global."""
     params = {"include_eds": "true"} if include_eds else {}
-    with ApiClient(settings_of(ctx).api) as client, api_errors(f'inspect dataplane "{name}"'):
+    with settings_of(ctx).client() as client, api_errors(f'inspect dataplane "{name}"'):
         try:
             body = client.get_json(f"/meshes/{quote(mesh, safe='')}/dataplanes/{quote(name, safe='')}/xds", params)
         except ApiResponseError as exc:
@@ -241,7 +241,7 @@ def inspect_vips(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """A zone's .mesh names in a mesh: VIP, ports, and the Dataplanes or gateway listener each comes from."""
-    with ApiClient(settings_of(ctx).api) as client, api_errors("inspect vips"):
+    with settings_of(ctx).client() as client, api_errors("inspect vips"):
         body = client.get_json("/vips", {"mesh": mesh})
     if output is OutputFormat.TABLE:
         typer.echo(render_vips(body.get("items") or []), nl=False)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from meshgate.cli.client import ApiClient, ApiResponseError
+from meshgate.cli.client import ApiResponseError
 from meshgate.cli.context import api_errors, fail, settings_of
 from meshgate.cli.inspect import dump
 from meshgate.cli.output import OutputFormat, age, table
@@ -89,7 +89,7 @@ def watch(
     params = {k: v for k, v in params.items() if v}
     try:
         with (
-            ApiClient(settings_of(ctx).api) as client,
+            settings_of(ctx).client() as client,
             api_errors("kds watch"),
             client.stream_lines("/kds/watch", params) as lines,
         ):
@@ -209,7 +209,7 @@ def trace(
             fail("kds trace needs KIND NAME (e.g. meshgateway edge), or a .mesh name (e.g. echo.mesh)")
         kind_name, name = "name", kind_name
     if kind_name.lower() in _NAME_KINDS:
-        with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace name "{name}"'):
+        with settings_of(ctx).client() as client, api_errors(f'kds trace name "{name}"'):
             try:
                 params = {"name": name, **({"mesh": mesh} if mesh else {})}
                 body = client.get_json("/kds/trace/name", params)
@@ -221,7 +221,7 @@ def trace(
         return
     kind = _kind(kind_name)
     mesh = mesh or "default"
-    with ApiClient(settings_of(ctx).api) as client, api_errors(f'kds trace {kind} "{name}"'):
+    with settings_of(ctx).client() as client, api_errors(f'kds trace {kind} "{name}"'):
         try:
             body = client.get_json("/kds/trace", {"kind": kind, "name": name, "mesh": mesh})
         except ApiResponseError as exc:

@@ -15,14 +15,17 @@ from typing import Annotated, Any
 
 import typer
 
-from meshgate.cli.client import ApiClient, ApiClientError, ApiResponseError, ConnectionFailed
-from meshgate.cli.context import DEFAULT_API, Settings
+from meshgate.cli.client import ApiClientError, ApiResponseError, ConnectionFailed
+from meshgate.cli.config import app as config_app
+from meshgate.cli.config_file import DEFAULT_CONFIG_FILE
+from meshgate.cli.context import DEFAULT_API, Settings, resolve
 from meshgate.cli.context import fail as _fail
 from meshgate.cli.context import settings_of as _settings
 from meshgate.cli.generate import app as generate_app
 from meshgate.cli.inspect import app as inspect_app
 from meshgate.cli.kds import app as kds_app
 from meshgate.cli.output import OutputFormat, render
+from meshgate.cli.tokens import revoke_app, rotate_app
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError, ValidationError
@@ -63,10 +66,31 @@ def _kind(alias: str) -> KindDescriptor:
 def _main(
     ctx: typer.Context,
     api: Annotated[
-        str, typer.Option("--api", envvar="MESHGATE_API", help="URL of the control plane's HTTP API.")
-    ] = DEFAULT_API,
+        str | None,
+        typer.Option(
+            "--api",
+            envvar="MESHGATE_API",
+            help="URL of the control plane's HTTP API [default: the config file's current control plane, or"
+            f" {DEFAULT_API}].",
+        ),
+    ] = None,
+    auth_token: Annotated[
+        str | None,
+        typer.Option(
+            "--auth-token",
+            envvar="MESHGATE_AUTH_TOKEN",
+            help="User token sent as 'Authorization: Bearer' [default: the current control plane's, when --api is"
+            " unset or its URL].",
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path,
+        typer.Option(
+            "--config-file", envvar="MESHGATE_CONFIG_FILE", help="meshgatectl's config file (control planes)."
+        ),
+    ] = DEFAULT_CONFIG_FILE,
 ) -> None:
-    ctx.obj = Settings(api)
+    ctx.obj = resolve(api, auth_token, config_file)
 
 
 # -- apply ---------------------------------------------------------------------------------------------
@@ -140,14 +164,20 @@ def _dry_run(items: list[_Item]) -> bool:
     return ok
 
 
-def _put_all(api: str, items: list[_Item]) -> bool:
+def _put_all(settings: Settings, items: list[_Item]) -> bool:
     ok = True
-    with ApiClient(api) as client:
+    with settings.client() as client:
         for item in items:
             try:
                 created = client.put(item.kind, item.mesh, item.name, item.doc)
             except ConnectionFailed as exc:
                 _fail(str(exc))  # nothing further can succeed
+            except ApiResponseError as exc:
+                if exc.status in (401, 403):
+                    _fail(f"{item}: {exc}")  # nor here: the next item meets the same refusal
+                ok = False
+                _report_api_error(str(item), exc)
+                continue
             except ApiClientError as exc:
                 ok = False
                 _report_api_error(str(item), exc)
@@ -175,7 +205,7 @@ def apply(
     items, problems = _items(docs)
     for problem in problems:
         typer.echo(f"Error: {problem}", err=True)
-    ok = _dry_run(items) if dry_run else _put_all(_settings(ctx).api, items)
+    ok = _dry_run(items) if dry_run else _put_all(_settings(ctx), items)
     if problems or not ok:
         raise typer.Exit(1)
 
@@ -193,7 +223,7 @@ def get(
 ) -> None:
     """Show one resource or list every resource of a kind."""
     kind = _kind(kind_name)
-    with ApiClient(_settings(ctx).api) as client:
+    with _settings(ctx).client() as client:
         try:
             data: Any = client.list(kind, mesh) if name is None else client.get(kind, mesh, name)
         except ApiResponseError as exc:
@@ -220,7 +250,7 @@ def delete(
 ) -> None:
     """Delete a resource (deleting a Mesh deletes everything in it)."""
     kind = _kind(kind_name)
-    with ApiClient(_settings(ctx).api) as client:
+    with _settings(ctx).client() as client:
         try:
             client.delete(kind, mesh, name)
         except ApiResponseError as exc:
@@ -238,6 +268,9 @@ def delete(
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(kds_app, name="kds")
 app.add_typer(generate_app, name="generate")
+app.add_typer(config_app, name="config")
+app.add_typer(revoke_app, name="revoke")
+app.add_typer(rotate_app, name="rotate")
 
 
 def main() -> None:

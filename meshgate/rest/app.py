@@ -23,10 +23,11 @@ from aiohttp import web
 from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import ResourceKey
+from meshgate.rest.authn import ApiAuth, private_keys_middleware
 from meshgate.rest.body import MAX_BODY_BYTES
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
-from meshgate.rest.openapi import DocumentedRoute, build_openapi
+from meshgate.rest.openapi import DocumentedRoute, build_openapi, secure_openapi
 from meshgate.store.protocol import ConflictError, NotFoundError, ResourceStore, StoreUnavailableError
 
 __all__ = ["STORE_KEY", "BeforeWrite", "ExtraRoute", "Handler", "create_api_app"]
@@ -107,8 +108,12 @@ def create_api_app(
     kinds: Sequence[KindDescriptor] | None = None,
     before_write: BeforeWrite | None = None,
     zone: str = "",
+    auth: ApiAuth | None = None,
 ) -> web.Application:
-    """The aiohttp app serving Kuma's resource API for `role`. Serve it with `meshgate.rest.serve_app`."""
+    """The aiohttp app serving Kuma's resource API for `role`. Serve it with `meshgate.rest.serve_app`.
+
+    `auth`: who may call what (`meshgate.rest.authn`); None serves everyone as admin (in-process tests only).
+    Private keys are withheld either way."""
     hostname = socket.gethostname()
     version = _version()
     served = list(kinds) if kinds is not None else list(registry.KINDS)
@@ -142,11 +147,13 @@ def create_api_app(
             key=lambda d: str(d["name"]),
         )
     }
-    openapi = build_openapi(
-        ((ep.descriptor, ep.writable) for ep in endpoints),
-        role=role,
-        version=version,
-        extra_routes=[DocumentedRoute(r.method, r.path, r.summary) for r in extras],
+    openapi = secure_openapi(
+        build_openapi(
+            ((ep.descriptor, ep.writable) for ep in endpoints),
+            role=role,
+            version=version,
+            extra_routes=[DocumentedRoute(r.method, r.path, r.summary) for r in extras],
+        )
     )
 
     async def get_index(_: web.Request) -> web.Response:
@@ -158,7 +165,10 @@ def create_api_app(
     async def get_openapi(_: web.Request) -> web.Response:
         return web.json_response(openapi)
 
-    app = web.Application(middlewares=[_kuma_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[_kuma_errors, *(auth.middlewares() if auth else ()), private_keys_middleware],
+        client_max_size=MAX_BODY_BYTES,
+    )
     app[STORE_KEY] = store
     app.router.add_get("/", get_index)
     app.router.add_get("/_resources", get_resource_types)

@@ -301,3 +301,31 @@ def build_openapi(
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+# Open to anonymous callers (meshgate.rest.access, Rule.PUBLIC); every other operation needs a user token.
+_PUBLIC = {("/", "get"), ("/openapi.json", "get")}
+_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def secure_openapi(doc: JsonSchema) -> JsonSchema:
+    """`doc` with the bearer scheme (Kuma user tokens) required by default and 401/403 on every guarded operation."""
+    doc["components"]["securitySchemes"] = {
+        "BearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A user token: the admin token file in the data dir, or `meshgatectl generate user-token`",
+        }
+    }
+    doc["security"] = [{"BearerAuth": []}]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in _METHODS:
+                continue  # path-level "parameters"
+            if (path, method) in _PUBLIC:
+                op["security"] = []
+                continue
+            op["responses"].setdefault("401", _error("no token, or a token that is malformed, expired or revoked"))
+            op["responses"].setdefault("403", _error("the user's groups do not allow this (or a private key)"))
+    return doc

@@ -10,6 +10,7 @@ from meshgate.tokens.keys import LABEL_RETIRE_AT, KeyFamily, KeyInfo, SigningKey
 from meshgate.tokens.revocations import Revocations
 from meshgate.tokens.routes import token_admin_routes
 from meshgate.tokens.services import DataplaneTokens, TokenType, UserTokens, ZoneTokens
+from meshgate.tokens.user_route import user_token_route
 
 __all__ = [
     "LABEL_RETIRE_AT",
@@ -23,4 +24,5 @@ __all__ = [
     "UserTokens",
     "ZoneTokens",
     "token_admin_routes",
+    "user_token_route",
 ]

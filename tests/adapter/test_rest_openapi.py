@@ -115,7 +115,7 @@ async def test_read_only_kind_documents_405(store: MemoryStore) -> None:
     async with api_client(store, role="global") as http:
         doc = (await http.get("/openapi.json")).json()
     put = doc["paths"]["/meshes/{mesh}/dataplanes/{name}"]["put"]
-    assert set(put["responses"]) == {"405"}
+    assert set(put["responses"]) == {"405", "401", "403"}  # 401/403: authentication runs first
 
 
 async def test_extra_routes_share_the_error_middleware(store: MemoryStore) -> None:
@@ -126,3 +126,17 @@ async def test_extra_routes_share_the_error_middleware(store: MemoryStore) -> No
     assert missing.status_code == 404
     assert missing.json()["detail"] == "no zone z1"
     assert missing.json()["type"] == "/std-errors"
+
+
+async def test_bearer_auth_is_declared_with_401_and_403_except_on_the_public_index_and_document(
+    store: MemoryStore,
+) -> None:
+    """User tokens as an http bearer scheme, required by default; `/` and `/openapi.json` opt out."""
+    async with api_client(store, role="global") as http:
+        doc = (await http.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
+    assert doc["security"] == [{"BearerAuth": []}]
+    assert doc["paths"]["/"]["get"]["security"] == []
+    assert doc["paths"]["/openapi.json"]["get"]["security"] == []
+    delete = doc["paths"]["/meshes/{name}"]["delete"]
+    assert {"401", "403"} <= set(delete["responses"])
