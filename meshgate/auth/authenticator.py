@@ -2,7 +2,10 @@
 
 A call carries `client-id: <zone>` and `authorization: Bearer <zone token>`. With `cp-token` auth the token
 must verify against the global's key, grant scope `cp`, and name the same zone as `client-id`: otherwise any
-holder of a valid token could speak for every zone. With `none` (the default, as in Kuma) every call passes.
+holder of a valid token could speak for every zone. With `none` (an explicit opt-out) every call passes.
+
+`is_revoked` is the seam for a revocation list: it is asked about a token's `jti` only after the signature,
+expiry and scope checked out, so an unauthenticated caller cannot make it look up arbitrary ids.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from meshgate.auth.zone_token import TokenError, verify
 __all__ = ["AUTH_REASONS", "AuthFailure", "KDSAuth", "ZoneAuthenticator"]
 
 # Metric label values of a refusal: the token's own reasons plus the two found before any token is read.
-AUTH_REASONS = ("missing_token", "wrong_zone", "malformed", "bad_signature", "expired", "missing_scope")
+AUTH_REASONS = ("missing_token", "wrong_zone", "malformed", "bad_signature", "expired", "missing_scope", "revoked")
 _BEARER = "bearer "
 
 
@@ -42,9 +45,16 @@ class AuthFailure:
 class ZoneAuthenticator:
     """Checks one call's metadata against the global's public signing key."""
 
-    def __init__(self, key: rsa.RSAPublicKey, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: rsa.RSAPublicKey,
+        clock: Callable[[], float] = time.time,
+        *,
+        is_revoked: Callable[[str], bool] | None = None,
+    ) -> None:
         self._key = key
         self._clock = clock
+        self._is_revoked = is_revoked
 
     def check(self, zone: str, authorization: str) -> AuthFailure | None:
         """None when `authorization` proves the caller is `zone` with scope `cp`; the refusal otherwise."""
@@ -60,4 +70,6 @@ class ZoneAuthenticator:
             return AuthFailure(exc.code, str(exc))
         if claims.zone != zone:
             return AuthFailure("wrong_zone", f'zone token is for zone "{claims.zone}", not "{zone}"')
+        if self._is_revoked is not None and self._is_revoked(claims.jti):
+            return AuthFailure("revoked", f"zone token {claims.jti[:64]!r} for zone {zone!r} has been revoked")
         return None
