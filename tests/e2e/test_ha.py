@@ -70,7 +70,8 @@ async def start(procs: ProcessGroup, redis: RedisServer) -> tuple[list[CPProcess
     store = ("--store", redis.url, "--zone-health-interval", "0.5")
     a = await procs.global_cp("global-a", *store)
     b = await procs.global_cp("global-b", *store)
-    addr = {g.name: f"grpc://127.0.0.1:{g.ports['kds']}" for g in (a, b)}
+    # Both replicas serve KDS with certificates from the one CA they share in Redis: either's CA file will do.
+    addr = {g.name: f"grpcs://127.0.0.1:{g.ports['kds']}" for g in (a, b)}
     # zone-1 prefers replica A, zone-2 prefers B; each knows both.
     z1 = await procs.zone_cp("zone-1", a.ports["kds"], "--global-address", addr["global-b"])
     z2 = await procs.zone_cp("zone-2", b.ports["kds"], "--global-address", addr["global-a"])
