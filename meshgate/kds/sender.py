@@ -40,6 +40,7 @@ __all__ = [
 
 # Rejected names a closed stream keeps from its last NACK per kind, for its insight.
 _KEPT_NACK_NAMES = 10
+_KEPT_NACK_TEXT = 1024
 
 
 class ProtocolError(Exception):
@@ -259,6 +260,7 @@ class Sender:
                 ks.in_flight.upserts, ks.in_flight.removals = {}, ()
             if ks.stats.last_nack is not None:
                 ks.stats.last_nack.names = dict(list(ks.stats.last_nack.names.items())[:_KEPT_NACK_NAMES])
+                ks.stats.last_nack.error = ks.stats.last_nack.error[:_KEPT_NACK_TEXT]
 
     def oversized(self) -> Mapping[str, Mapping[str, str]]:
         return {k: dict(ks.oversized) for k, ks in self.kinds.items() if ks.oversized}

@@ -190,7 +190,7 @@ class ZoneAdmission:
                 continue
             count_auth_failure(self._registry.metrics.auth_failures, session.zone, failure.code)
             log.warning(
-                "kds.auth.revoked_stream",
+                "kds.auth.recheck_failed",
                 zone=session.zone,
                 stream=session.stream_id,
                 type=session.direction,

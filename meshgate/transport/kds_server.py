@@ -44,6 +44,12 @@ __all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate"]
 log = structlog.get_logger("meshgate.kds.server")
 
 
+# A NACK's text as a zone wrote it is logged and published up to this many characters (it joins every
+# validation error of the response), and at most this many rejected names per line or event.
+_NACK_TEXT = 1024
+_NACK_NAMES = 20
+
+
 def _status(error: ProtocolError) -> grpc.StatusCode:
     malformed = isinstance(error, MalformedMessage)
     return grpc.StatusCode.INVALID_ARGUMENT if malformed else grpc.StatusCode.FAILED_PRECONDITION
@@ -227,7 +233,13 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         rejected = tuple((r.name, r.reason) for r in plan.rejections)
         for _ in plan.rejections:
             self._registry.metrics.rejected[(session.zone, plan.kind)] += 1
-        slog.warning("kds.nack", type=plan.kind, nonce=plan.nonce, rejected=dict(rejected))
+        slog.warning(
+            "kds.nack",
+            type=plan.kind,
+            nonce=plan.nonce,
+            rejected=dict(rejected[:_NACK_NAMES]),
+            rejected_count=len(rejected),
+        )
         self._registry.events.publish(
             session.zone,
             session.stream_id,
@@ -335,9 +347,16 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                 latency_ms=latency_ms,
             )
             return
-        rejected = rejected_names(req)
+        # The zone wrote these: what we log and publish of them is bounded (names, reasons, how many).
+        rejected = sorted((clip(n), clip(r, _NACK_TEXT)) for n, r in rejected_names(req).items())
+        error = clip(req.error_detail.message, _NACK_TEXT)
         slog.warning(
-            "kds.nack", type=kind, nonce=req.response_nonce, error=req.error_detail.message, rejected=sorted(rejected)
+            "kds.nack",
+            type=kind,
+            nonce=req.response_nonce,
+            error=error,
+            rejected=[n for n, _ in rejected[:_NACK_NAMES]],
+            rejected_count=len(rejected),
         )
         events.publish(
             session.zone,
@@ -347,8 +366,8 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             kind=kind,
             nonce=req.response_nonce,
             latency_ms=latency_ms,
-            error=req.error_detail.message,
-            rejected=tuple(sorted(rejected.items())),
+            error=error,
+            rejected=tuple(rejected[:_NACK_NAMES]),
         )
 
 
