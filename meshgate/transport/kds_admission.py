@@ -113,13 +113,14 @@ class ZoneAdmission:
         self._registry = registry
         self.authenticator = authenticator
 
-    async def _refuse(
+    async def refuse(
         self,
         context: Context,
         code: grpc.StatusCode,
         message: str,
         request_iterator: AsyncIterator[object] | None,
     ) -> NoReturn:
+        """Aborts the call with `code` and `message`, after draining `request_iterator` (see `_drain`)."""
         if request_iterator is not None:
             await _drain(request_iterator)
         await context.abort(code, message)
@@ -132,7 +133,7 @@ class ZoneAdmission:
         problem = client_id_problem(zone)
         if problem is not None:
             log.warning("kds.client_id.refused", rpc=rpc, error=problem, peer=context.peer())
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, problem, request_iterator)
+            await self.refuse(context, grpc.StatusCode.INVALID_ARGUMENT, problem, request_iterator)
         if self.authenticator is None:
             return zone
         failure = self.authenticator.check(zone, metadata_value(context, "authorization"))
@@ -142,7 +143,7 @@ class ZoneAdmission:
         log.warning(
             "kds.auth.refused", zone=zone, rpc=rpc, reason=failure.code, error=failure.message, peer=context.peer()
         )
-        await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, failure.message, request_iterator)
+        await self.refuse(context, grpc.StatusCode.UNAUTHENTICATED, failure.message, request_iterator)
 
     def busy(self, zone: str, instance: str) -> str | None:
         """Why `instance` of `zone` may not open a stream now (another instance holds one), or None."""
@@ -169,7 +170,7 @@ class ZoneAdmission:
         refusal = self.busy(zone, instance)
         if refusal is not None:
             log.warning("kds.stream.refused_busy", zone=zone, type=direction, instance=instance, peer=context.peer())
-            await self._refuse(context, grpc.StatusCode.ALREADY_EXISTS, refusal, request_iterator)
+            await self.refuse(context, grpc.StatusCode.ALREADY_EXISTS, refusal, request_iterator)
         for old in self._registry.by_zone(zone):
             if old.direction == direction:
                 log.info("kds.stream.replaced", zone=zone, stream=old.stream_id, type=direction, instance=instance)

@@ -109,11 +109,11 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         if self._on_connect is not None:
             refusal = await self._on_connect(zone)
             if refusal:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                await self.admission.refuse(context, grpc.StatusCode.PERMISSION_DENIED, refusal, request_iterator)
         # on_connect awaited: another instance may have been admitted meanwhile.
         busy = self.admission.busy(zone, instance)
         if busy is not None:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, busy)
+            await self.admission.refuse(context, grpc.StatusCode.ALREADY_EXISTS, busy, request_iterator)
         return zone, instance
 
     async def _end(
@@ -411,9 +411,12 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> kds_pb2.ZoneHealthCheckResponse:
         zone = await self.admission.identify(context, "HealthCheck")
-        # Only zones the registry tracks (admitted on a stream): a ping must not grow the registry.
-        if self._registry.by_zone(zone) or zone in self._registry.history:
-            self._registry.last_health_check[zone] = datetime.now(UTC)
+        # A zone pings as its streams open, often before they are admitted, so its first ping is kept too; but
+        # pings must not grow the registry without bound: untracked zones only while there is room.
+        checks = self._registry.last_health_check
+        tracked = zone in checks or zone in self._registry.history or self._registry.by_zone(zone)
+        if tracked or len(checks) < self._registry.max_zones:
+            checks[zone] = datetime.now(UTC)
         interval = duration_pb2.Duration()
         interval.FromTimedelta(timedelta(seconds=self._interval))
         return kds_pb2.ZoneHealthCheckResponse(interval=interval)

@@ -237,10 +237,14 @@ class StreamRegistry:
         self.events.publish(session.zone, session.stream_id, session.direction, "disconnect", error=error)
 
     def _evict(self) -> None:
-        """Forgets the zones that closed longest ago while more than `max_zones` have a history."""
+        """Forgets the zones that closed longest ago while more than `max_zones` have a history, and health
+        checks of zones that never had a stream once there are as many."""
+        busy = {s.zone for s in self.active.values()}
+        if len(self.last_health_check) >= self.max_zones:
+            for zone in [z for z in self.last_health_check if z not in self.history and z not in busy]:
+                del self.last_health_check[zone]
         if len(self.history) <= self.max_zones:
             return
-        busy = {s.zone for s in self.active.values()}
         for zone in [z for z in self.history if z not in busy][: len(self.history) - self.max_zones]:
             del self.history[zone]
             self.last_health_check.pop(zone, None)

@@ -360,3 +360,14 @@ async def test_recheck_closes_open_streams_whose_token_expired_or_was_revoked() 
         assert failures[("zone-1", "expired")] == 1
         assert failures[("zone-2", "revoked")] >= 2
         tg.cancel_scope.cancel()
+
+
+async def test_health_checks_from_untracked_zones_are_bounded() -> None:
+    async with anyio.create_task_group() as tg:
+        g = await _global(tg, max_zones=10)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
+            for i in range(30):
+                await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=_metadata(f"ping-{i}"))
+        assert len(g.streams.last_health_check) == 10
+        tg.cancel_scope.cancel()
