@@ -25,7 +25,7 @@ import dns.message  # noqa: E402
 import dns.rdatatype  # noqa: E402
 import httpx  # noqa: E402
 
-from tests.support.processes import CPProcess, free_port, global_argv, zone_argv  # noqa: E402
+from tests.support.processes import CPProcess, free_port, global_argv, zone_argv, zone_security  # noqa: E402
 
 
 async def resolves(name: str, port: int) -> bool:
@@ -33,8 +33,11 @@ async def resolves(name: str, port: int) -> bool:
     return any(rrset.rdtype == dns.rdatatype.A for rrset in answer.answer)
 
 
-def zone_process(zone: str, kds_port: int, work: Path) -> CPProcess:
-    return CPProcess("zone_cp", zone_argv(zone, kds_port, "--store", "memory", "--log-level", "warning"), work, zone)
+async def zone_process(zone: str, g: CPProcess, work: Path) -> CPProcess:
+    """A zone of global `g` with the defaults: a token from its API, its CA, grpcs://."""
+    security = await zone_security(g, zone, work)
+    argv = zone_argv(zone, g.ports["kds"], "--store", "memory", "--log-level", "warning", *security, scheme="grpcs")
+    return CPProcess("zone_cp", argv, work, zone)
 
 
 def summary(label: str, times: list[float]) -> str:
@@ -75,14 +78,16 @@ async def main(count: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="meshgate-dns-bench-"))
     g = CPProcess(
         "global_cp",
-        global_argv("--store", "memory", "--log-level", "warning", kds_port=free_port()),
+        global_argv(
+            "--store", "memory", "--log-level", "warning", "--data-dir", str(work / "global"), kds_port=free_port()
+        ),
         work,
         "global",
     )
     try:
         gp = await g.wait_ready(60)
-        z1 = zone_process("zone-1", gp["kds"], work)
-        z2 = zone_process("zone-2", gp["kds"], work)
+        z1 = await zone_process("zone-1", g, work)
+        z2 = await zone_process("zone-2", g, work)
         try:
             zp1 = await z1.wait_ready(60)
             zp2 = await z2.wait_ready(60)

@@ -75,7 +75,20 @@ async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> l
 def start_global(work: Path, name: str, store: str) -> CPProcess:
     return CPProcess(
         "global_cp",
-        global_argv("--store", store, "--log-level", "warning", "--data-dir", str(work / name), kds_port=free_port()),
+        # Explicit opt-out of TLS and zone tokens: the in-process zones are bench/propagation.py's plaintext
+        # clients, and the figure compared is one replica against two, both without TLS.
+        global_argv(
+            "--store",
+            store,
+            "--log-level",
+            "warning",
+            "--data-dir",
+            str(work / name),
+            "--no-kds-tls-enabled",
+            "--kds-auth",
+            "none",
+            kds_port=free_port(),
+        ),
         work,
         name,
     )

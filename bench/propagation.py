@@ -275,7 +275,18 @@ async def main(zones: int, routes: int, changes: int, runs: int) -> None:
     sync_bytes = sum(p.stat().st_size for p in frames.glob("sync-*.bin"))
     glob = CPProcess(
         "global_cp",
-        global_argv("--store", f"sqlite:{db}", "--log-level", "warning", kds_port=free_port()),
+        # Explicit opt-out of TLS and zone tokens: this measures the KDS engine against a raw gRPC baseline
+        # that is plaintext too; TLS would be a cost of its own in one column only.
+        global_argv(
+            "--store",
+            f"sqlite:{db}",
+            "--log-level",
+            "warning",
+            "--no-kds-tls-enabled",
+            "--kds-auth",
+            "none",
+            kds_port=free_port(),
+        ),
         work,
         "global",
     )

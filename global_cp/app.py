@@ -10,10 +10,12 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import grpc
 import structlog
 
 from global_cp.ca import CaProvisioner
 from global_cp.insights import HealthPolicy, insight_routes
+from global_cp.kds_tls import KdsCertificates, server_names
 from global_cp.lifecycle import ZoneLifecycle
 from global_cp.replicas import ReplicaDirectory
 from global_cp.token_keys import TokenKeyUpkeep
@@ -23,13 +25,13 @@ from global_cp.trace_names import trace_name_route
 from global_cp.watch import KDSWatch
 from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
-from global_cp.zones import ZoneRecords
+from global_cp.zones import DEFAULT_MAX_ZONES, ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth import KDSAuth, ZoneAuthenticator
 from meshgate.ha.lease import RedisLease
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
-from meshgate.observability.process import write_ports_file
+from meshgate.observability.process import StartupError, write_ports_file
 from meshgate.resources import registry
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
@@ -44,6 +46,7 @@ from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin
 from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
+from meshgate.transport.kds_admission import ZoneAdmission
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
@@ -77,11 +80,19 @@ class GlobalConfig:
     leader_lease: float = 10.0
     resync_interval: float = 60.0
     ports_file: Path | None = None
-    # KDS over TLS when both are set (meshgate.transport.tls); plaintext when neither is.
+    # KDS over TLS (Kuma's KUMA_MULTIZONE_GLOBAL_KDS_TLS_ENABLED, on by default): with the operator's certificate
+    # when both files are set (meshgate.transport.tls), else with the global's own CA (global_cp/kds_tls.py),
+    # whose server certificate also names each of `kds_tls_sans`. Off: plaintext, with a warning.
+    kds_tls_enabled: bool = True
     kds_tls_cert_file: Path | None = None
     kds_tls_key_file: Path | None = None
-    # cp-token: every KDS call must carry a zone token for its client-id (Kong Mesh's cpToken auth).
-    kds_auth: KDSAuth = KDSAuth.NONE
+    kds_tls_sans: tuple[str, ...] = ()
+    # cp-token (the default): every KDS call must carry a zone token for its client-id (Kong Mesh's cpToken).
+    kds_auth: KDSAuth = KDSAuth.CP_TOKEN
+    # Seconds between re-checks of every open stream's zone token (expired or revoked since it connected).
+    kds_token_recheck_interval: float = 60.0
+    # Zone records KDS may create (global_cp/zones.py), and zones whose stream history is kept in memory.
+    kds_max_zones: int = DEFAULT_MAX_ZONES
     # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
     api_localhost_is_admin: bool = True
 
@@ -113,14 +124,56 @@ def _global_labels(r: Resource) -> Mapping[str, str]:
     return r.meta.labels if _origin_zone(r) else {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value}
 
 
+def _check_kds_flags(cfg: GlobalConfig) -> grpc.ServerCredentials | None:
+    """The operator's KDS credentials (None: none given), after refusing contradictory flags with one line."""
+    if not cfg.kds_tls_enabled:
+        if cfg.kds_tls_cert_file is not None or cfg.kds_tls_key_file is not None:
+            raise StartupError(
+                "--kds-tls-cert-file/--kds-tls-key-file contradict --no-kds-tls-enabled: drop one or the other"
+            )
+        if cfg.kds_tls_sans:
+            raise StartupError("--kds-tls-san contradicts --no-kds-tls-enabled: there is no certificate to name")
+        return None
+    names = server_names(cfg.bind_address, cfg.kds_tls_sans)  # a bad --kds-tls-san fails here
+    creds = server_credentials(cfg.kds_tls_cert_file, cfg.kds_tls_key_file)
+    if creds is not None and cfg.kds_tls_sans:
+        log.warning("kds.tls.sans_unused", reason="--kds-tls-cert-file is served as given", names=names)
+    return creds
+
+
+async def _kds_credentials(
+    cfg: GlobalConfig, store: ResourceStore, given: grpc.ServerCredentials | None
+) -> grpc.ServerCredentials | None:
+    if not cfg.kds_tls_enabled:
+        log.warning(
+            "kds.tls.disabled",
+            risk="KDS is plaintext: resources, Secrets and zone tokens cross the network readable and forgeable;"
+            " enable it unless a mesh or tunnel already encrypts this port",
+        )
+        return None
+    if given is not None:
+        return given
+    certificates = KdsCertificates(store, cfg.data_dir)
+    names = server_names(cfg.bind_address, cfg.kds_tls_sans)
+    chain, key = await certificates.server_pem(names)
+    log.info(
+        "kds.tls.enabled",
+        names=names,
+        ca_file=str(certificates.ca_file.resolve()),
+        hint="zones dial grpcs:// and trust ca_file with --kds-ca-cert-file",
+    )
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
 async def run_global(
     cfg: GlobalConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     # Before anything starts: a bad TLS flag fails the process with one line naming it.
-    kds_credentials = server_credentials(cfg.kds_tls_cert_file, cfg.kds_tls_key_file)
+    given_credentials = _check_kds_flags(cfg)
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
     try:
+        kds_credentials = await _kds_credentials(cfg, store, given_credentials)
         metrics = KDSMetrics()
         zone_tokens = ZoneTokens(store)
         user_tokens = UserTokens(store)
@@ -129,9 +182,18 @@ async def run_global(
         if cfg.kds_auth is KDSAuth.CP_TOKEN:
             # Loaded (or created) before KDS serves, so no zone is ever checked against a missing key.
             await zone_tokens.keys.signer()
-            authenticator = ZoneAuthenticator(zone_tokens.keys)
-        streams = StreamRegistry(metrics, instance_id=f"{socket.gethostname()}-{secrets.token_hex(2)}")
-        zones = ZoneRecords(store)
+            authenticator = ZoneAuthenticator(zone_tokens.keys, is_revoked=zone_tokens.revocations.is_revoked)
+        else:
+            log.warning(
+                "kds.auth.disabled",
+                risk="--kds-auth none: any client that reaches the KDS port can speak as any zone, replace"
+                " its Dataplanes and inject resources relayed to every other zone; use cp-token",
+            )
+        streams = StreamRegistry(
+            metrics, instance_id=f"{socket.gethostname()}-{secrets.token_hex(2)}", max_zones=cfg.kds_max_zones
+        )
+        admission = ZoneAdmission(streams, authenticator)
+        zones = ZoneRecords(store, cfg.kds_max_zones)
         source = SnapshotSource(
             store,
             registry.kinds_sent_to_zone(),
@@ -140,11 +202,9 @@ async def run_global(
             resync_interval=cfg.resync_interval,
             origin_zone=_origin_zone,
         )
-        kds = KDSSyncService(
-            source, streams, on_connect=zones.on_connect, sink=ZoneSink(store), authenticator=authenticator
-        )
+        kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store), admission=admission)
         xds_configs = XDSConfigBroker()
-        health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs, authenticator=authenticator)
+        health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs, admission=admission)
         policy = HealthPolicy(cfg.zone_health_interval, cfg.zone_health_missed)
         lifecycle = ZoneLifecycle(store, streams)
         watchdog = Watchdog(streams, stall_after=cfg.kds_stall_threshold, health=policy)
@@ -164,7 +224,11 @@ async def run_global(
                 token_route(zone_tokens),
                 dataplane_token_route(dataplane_tokens, store, role="global"),
                 user_token_route(user_tokens),
-                *token_admin_routes(zone=zone_tokens, user=user_tokens, dataplane=dataplane_tokens),
+                # A revocation here closes this replica's streams with the token at once (other replicas: when
+                # their refresh sees the list change, `run_refresh(on_change=...)` below).
+                *token_admin_routes(
+                    zone=zone_tokens, user=user_tokens, dataplane=dataplane_tokens, on_revoked=[admission.recheck]
+                ),
             ],
         )
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
@@ -191,11 +255,12 @@ async def run_global(
             await tg.start(lifecycle.run, cfg.watchdog_interval)
             await tg.start(watchdog.run, cfg.watchdog_interval)
             await tg.start(watch.run)
+            await tg.start(admission.run, cfg.kds_token_recheck_interval)
             # Builtin mTLS CAs as Secrets (global_cp/ca.py); they reach zones with every other Secret.
             await tg.start(CaProvisioner(store).run)
             # Data plane token keys per Mesh, retired keys swept; cached zone token keys kept fresh for KDS.
             await tg.start(TokenKeyUpkeep(store, dataplane_tokens, [zone_tokens, user_tokens]).run)
-            await tg.start(zone_tokens.run_refresh)
+            await tg.start(partial(zone_tokens.run_refresh, on_change=admission.recheck))
             await ensure_admin_token(user_tokens, cfg.data_dir)
             ports = {
                 "kds": await tg.start(
@@ -216,6 +281,7 @@ async def run_global(
                 "global.ready",
                 store=cfg.store,
                 kds_auth=cfg.kds_auth.value,
+                kds_tls=cfg.kds_tls_enabled,
                 **{f"{k}_port": v for k, v in ports.items()},
             )
             task_status.started(ports)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from global_cp.app import GlobalConfig, run_global
+from global_cp.zones import DEFAULT_MAX_ZONES
 from meshgate.auth import KDSAuth
 from meshgate.cli.common import (
     ApiLocalhostIsAdmin,
@@ -32,6 +33,11 @@ def _kds_auth(text: str) -> KDSAuth:
         raise typer.BadParameter(
             f"expected {' or '.join(a.value for a in KDSAuth)}, got {text!r}", param_hint="--kds-auth"
         ) from None
+
+
+def _split_sans(values: list[str]) -> list[str]:
+    # From the environment, MESHGATE_KDS_TLS_SAN holds several names separated by spaces or commas.
+    return [n for v in values for n in v.replace(",", " ").split()]
 
 
 app = typer.Typer(help="meshgate global control plane", no_args_is_help=True, add_completion=False)
@@ -77,7 +83,8 @@ def run(
         typer.Option(
             "--kds-tls-cert-file",
             envvar="MESHGATE_KDS_TLS_CERT_FILE",
-            help="PEM certificate (chain) of the KDS server; with --kds-tls-key-file, KDS speaks TLS only.",
+            help="PEM certificate (chain) of the KDS server, with --kds-tls-key-file; without them the global"
+            " serves a certificate from its own CA (written to <data-dir>/kds-ca.crt for zones).",
         ),
     ] = None,
     kds_tls_key_file: Annotated[
@@ -88,6 +95,42 @@ def run(
             help="PEM private key of --kds-tls-cert-file (unencrypted).",
         ),
     ] = None,
+    kds_tls_enabled: Annotated[
+        bool,
+        typer.Option(
+            "--kds-tls-enabled/--no-kds-tls-enabled",
+            envvar="MESHGATE_KDS_TLS_ENABLED",
+            help="Serve KDS over TLS (default). --no-kds-tls-enabled serves plaintext and warns: only behind"
+            " something that already encrypts the port.",
+        ),
+    ] = True,
+    kds_tls_san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kds-tls-san",
+            envvar="MESHGATE_KDS_TLS_SAN",
+            help="A DNS name or IP address zones dial this global by, added to the certificate the global issues"
+            " itself (besides localhost, 127.0.0.1, ::1, the host name and the bind address); repeatable.",
+        ),
+    ] = None,
+    kds_max_zones: Annotated[
+        int,
+        typer.Option(
+            "--kds-max-zones",
+            envvar="MESHGATE_KDS_MAX_ZONES",
+            min=1,
+            help="Zone records KDS may create; a new zone beyond it is refused until a record is deleted.",
+        ),
+    ] = DEFAULT_MAX_ZONES,
+    kds_token_recheck_interval: Annotated[
+        float,
+        typer.Option(
+            "--kds-token-recheck-interval",
+            envvar="MESHGATE_KDS_TOKEN_RECHECK_INTERVAL",
+            min=0.1,
+            help="Seconds between re-checks of every open KDS stream's zone token (expired, revoked).",
+        ),
+    ] = 60.0,
     kds_auth: Annotated[
         KDSAuth,
         typer.Option(
@@ -95,10 +138,11 @@ def run(
             envvar="MESHGATE_KDS_AUTH",
             parser=_kds_auth,
             metavar="none|cp-token",
-            help="How zones prove their name on KDS: none, or cp-token (a zone token from POST /tokens/zone"
-            " or `meshgatectl generate zone-token`, sent as 'authorization: Bearer TOKEN').",
+            help="How zones prove their name on KDS: cp-token (default: a zone token from POST /tokens/zone or"
+            " `meshgatectl generate zone-token`, sent as 'authorization: Bearer TOKEN'), or none (warns: any"
+            " client can speak as any zone).",
         ),
-    ] = KDSAuth.NONE,
+    ] = KDSAuth.CP_TOKEN,
     api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
@@ -117,6 +161,10 @@ def run(
         ports_file=ports_file,
         kds_tls_cert_file=kds_tls_cert_file,
         kds_tls_key_file=kds_tls_key_file,
+        kds_tls_enabled=kds_tls_enabled,
+        kds_tls_sans=tuple(_split_sans(kds_tls_san or [])),
+        kds_max_zones=kds_max_zones,
+        kds_token_recheck_interval=kds_token_recheck_interval,
         kds_auth=kds_auth,
         api_localhost_is_admin=localhost_is_admin,
     )

@@ -6,6 +6,9 @@ Rules (Kuma 2.7, with authentication of the zone added):
 - a zone resource is stored hash-suffixed (`<name>-<hash(mesh, name, zone)>`), keeping the labels the zone
   sent: `kuma.io/origin: zone`, `kuma.io/zone`, `kuma.io/display-name`;
 - it may never overwrite a resource the global owns or another zone's;
+- a mesh-scoped resource must be in a Mesh the global has: otherwise it is rejected by name (NACK, naming the
+  missing mesh), never stored nor relayed to other zones;
+- a response that does not even decode ends the stream (the receiver is strict: meshgate.kds.limits);
 - on (re)connect the global offers the versions it holds for that zone, so the zone resumes with a delta
   and removes what it no longer has: the global converges to exactly the zone's set.
 """
@@ -49,13 +52,23 @@ class ZoneSink:
         return out
 
     def receiver(self, zone: str) -> Receiver:
-        return Receiver(self.kinds, codec.validate, accept=partial(_accept, zone), transform=partial(_rename, zone))
+        return Receiver(
+            self.kinds, codec.validate, accept=partial(_accept, zone), transform=partial(_rename, zone), strict=True
+        )
 
     async def apply(self, zone: str, plan: Plan) -> Plan:
         """Stores a plan's valid resources; returns the plan with ownership violations moved to rejections."""
         upserts = []
         rejections = list(plan.rejections)
+        meshes: dict[str, bool] = {}  # one lookup per mesh per response
         for name, version, resource in plan.upserts:
+            mesh = resource.meta.mesh
+            if mesh and mesh not in meshes:
+                meshes[mesh] = await self._exists(ResourceKey("Mesh", "", mesh))
+            if mesh and not meshes[mesh]:
+                reason = f"mesh {mesh!r} does not exist on the global: create the Mesh there first"
+                rejections.append(Rejection(name, version, reason))
+                continue
             owner = await self._owner(resource.key)
             if owner is not None and owner != zone:
                 reason = f"{_OWNERSHIP_PREFIX}would overwrite a resource owned by {owner}"
@@ -64,6 +77,13 @@ class ZoneSink:
                 upserts.append((name, version, resource))
         await self._store.apply_sync(plan.kind, [r for _, _, r in upserts], [k for _, k in plan.removals])
         return dataclasses.replace(plan, upserts=tuple(upserts), rejections=tuple(rejections))
+
+    async def _exists(self, key: ResourceKey) -> bool:
+        try:
+            await self._store.get(key)
+        except NotFoundError:
+            return False
+        return True
 
     async def _owner(self, key: ResourceKey) -> str | None:
         """ "global", a zone name, or None when nothing is stored under `key`."""

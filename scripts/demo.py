@@ -320,7 +320,13 @@ def main() -> None:
         )
         procs.append(g)
         wait_ready("global", GLOBAL["diagnostics"], g)
+        # KDS is TLS from the global's own CA, and zones prove their name with a token: as an operator would,
+        # take the CA file the global wrote and a token per zone from its API.
+        ca_file = DATA / "global" / "kds-ca.crt"
+        print(f"\n$ meshgatectl generate zone-token --zone ZONE   (trusting the global's KDS CA {ca_file})")
         for zone, ports in ZONES.items():
+            token_file = DATA / f"{zone}.token"
+            token_file.write_text(ctl(GLOBAL["api"], "generate", "zone-token", "--zone", zone, "--valid-for", "24h"))
             z = start(
                 zone,
                 [
@@ -329,7 +335,11 @@ def main() -> None:
                     "--zone",
                     zone,
                     "--global-address",
-                    f"grpc://127.0.0.1:{GLOBAL['kds']}",
+                    f"grpcs://127.0.0.1:{GLOBAL['kds']}",
+                    "--kds-ca-cert-file",
+                    str(ca_file),
+                    "--cp-token-path",
+                    str(token_file),
                     "--data-dir",
                     str(DATA / zone),
                     "--api-port",

@@ -20,7 +20,7 @@ from aiohttp import web
 from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
 from meshgate.observability.diagnostics import create_diagnostics_app
-from meshgate.observability.process import StartupError, write_ports_file
+from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
 from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.authn import ApiAuth
@@ -42,6 +42,7 @@ from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
+from zone_cp.cp_token import CpToken
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
 from zone_cp.dp_tls import xds_tls
@@ -78,7 +79,8 @@ class ZoneConfig:
     # For grpcs:// global addresses: trusted roots (None: the system's), or trust what the global presents.
     kds_ca_cert_file: Path | None = None
     kds_tls_skip_verify: bool = False
-    # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file; neither: none sent.
+    # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file (re-read when it
+    # changes, zone_cp/cp_token.py); neither: none sent.
     cp_token: str = ""
     cp_token_path: Path | None = None
     # The xDS port's proxies (zone_cp/dp_server.py): "dpToken" (each proxy presents a data plane token for
@@ -91,22 +93,6 @@ class ZoneConfig:
     dp_server_tls_sans: tuple[str, ...] = ()
     # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
     api_localhost_is_admin: bool = True
-
-
-def read_cp_token(cfg: ZoneConfig) -> str:
-    """The zone token to present, read once at startup; StartupError names the flag when it cannot be read."""
-    if cfg.cp_token and cfg.cp_token_path is not None:
-        raise StartupError("--cp-token and --cp-token-path are exclusive: give the zone token one way")
-    if cfg.cp_token_path is None:
-        return cfg.cp_token.strip()
-    try:
-        token = cfg.cp_token_path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise StartupError(f"--cp-token-path {cfg.cp_token_path}: cannot read the zone token: {reason}") from None
-    if not token:
-        raise StartupError(f"--cp-token-path {cfg.cp_token_path}: the file is empty, expected a zone token")
-    return token
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -144,7 +130,7 @@ async def run_zone(
     cfg: ZoneConfig, *, task_status: anyio.abc.TaskStatus[dict[str, int]] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     # Before anything starts: an unreadable token, or a Kubernetes zone without a cluster, fails with one line.
-    cp_token = read_cp_token(cfg)
+    cp_token = CpToken.load(cfg.cp_token, cfg.cp_token_path)
     kube = kubernetes.prepare() if cfg.environment == "kubernetes" else None
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
     ready = False
@@ -184,6 +170,7 @@ async def run_zone(
             tls_skip_verify=cfg.kds_tls_skip_verify,
             token=cp_token,
         )
+        cp_token.on_change = client.credentials_changed
         dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
         answerer.names = dns.lookup
 
@@ -262,6 +249,7 @@ async def run_zone(
             await tg.start(dns.run)
             ports["dns"] = await tg.start(dns.server.serve, cfg.bind_address, cfg.dns_port)
             await tg.start(local.run)
+            await tg.start(cp_token.run)
             tg.start_soon(client.run)
             if kube is not None:
                 await tg.start(kube.run, store)

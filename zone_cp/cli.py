@@ -117,7 +117,7 @@ def run(
             "--cp-token-path",
             envvar="MESHGATE_CP_TOKEN_PATH",
             help="File holding this zone's token (from the global's `meshgatectl generate zone-token`), sent on"
-            " every KDS call; needed when the global runs with --kds-auth cp-token.",
+            " every KDS call; needed unless the global runs with --kds-auth none. Re-read when it changes.",
         ),
     ] = None,
     cp_token: Annotated[

@@ -2,7 +2,10 @@
 
 A call carries `client-id: <zone>` and `authorization: Bearer <zone token>`. With `cp-token` auth the token
 must verify against the global's key, grant scope `cp`, and name the same zone as `client-id`: otherwise any
-holder of a valid token could speak for every zone. With `none` (the default, as in Kuma) every call passes.
+holder of a valid token could speak for every zone. With `none` (an explicit opt-out) every call passes.
+
+`is_revoked` is the seam for a revocation list: it is asked about a token's `jti` only after the signature,
+expiry and scope checked out, so an unauthenticated caller cannot make it look up arbitrary ids.
 """
 
 from __future__ import annotations
@@ -52,9 +55,16 @@ class AuthFailure:
 class ZoneAuthenticator:
     """Checks one call's metadata against the global's public signing key."""
 
-    def __init__(self, key: rsa.RSAPublicKey | KeySet, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: rsa.RSAPublicKey | KeySet,
+        clock: Callable[[], float] = time.time,
+        *,
+        is_revoked: Callable[[str], bool] | None = None,
+    ) -> None:
         self._key = key
         self._clock = clock
+        self._is_revoked = is_revoked
 
     def check(self, zone: str, authorization: str) -> AuthFailure | None:
         """None when `authorization` proves the caller is `zone` with scope `cp`; the refusal otherwise."""
@@ -70,4 +80,6 @@ class ZoneAuthenticator:
             return AuthFailure(exc.code, str(exc))
         if claims.zone != zone:
             return AuthFailure("wrong_zone", f'zone token is for zone "{claims.zone}", not "{zone}"')
+        if self._is_revoked is not None and self._is_revoked(claims.jti):
+            return AuthFailure("revoked", f"zone token {claims.jti[:64]!r} for zone {zone!r} has been revoked")
         return None

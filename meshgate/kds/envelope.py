@@ -16,6 +16,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2
+from meshgate.kds.limits import clip
 from meshgate.kds.naming import wire_name
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Meta, Resource
@@ -66,24 +67,26 @@ def to_wire(resource: Resource, labels: Mapping[str, str] | None = None) -> disc
 def from_wire(descriptor: KindDescriptor, wire: discovery_pb2.Resource) -> Resource:
     """Decodes one wire resource of `descriptor`'s kind. Raises EnvelopeError; never validates the spec."""
     packed: any_pb2.Any = wire.resource
+    # The name and type URLs are the peer's: clipped, since this message goes back to it and into logs.
+    name = clip(wire.name)
     if packed.type_url != KUMA_RESOURCE_TYPE_URL:
-        raise EnvelopeError(f"resource {wire.name!r}: expected a KumaResource, got {packed.type_url!r}")
+        raise EnvelopeError(f"resource {name!r}: expected a KumaResource, got {clip(packed.type_url)!r}")
     # Parse the payloads directly (type URLs checked by hand): Any.Unpack re-resolves descriptors on
     # every call, which made decoding ~4x slower than parsing on a 10k-resource initial sync.
     try:
         env = kds_pb2.KumaResource.FromString(packed.value)
     except DecodeError as exc:
-        raise EnvelopeError(f"resource {wire.name!r}: undecodable KumaResource: {exc}") from exc
+        raise EnvelopeError(f"resource {name!r}: undecodable KumaResource: {exc}") from exc
     if env.spec.type_url != descriptor.spec_type_url:
         raise EnvelopeError(
-            f"resource {wire.name!r}: spec type {env.spec.type_url!r} is not {descriptor.spec_type_url!r}"
+            f"resource {name!r}: spec type {clip(env.spec.type_url)!r} is not {descriptor.spec_type_url!r}"
         )
     try:
         spec = descriptor.spec_type.FromString(env.spec.value)
     except DecodeError as exc:
-        raise EnvelopeError(f"resource {wire.name!r}: undecodable {descriptor.name} spec: {exc}") from exc
+        raise EnvelopeError(f"resource {name!r}: undecodable {descriptor.name} spec: {exc}") from exc
     meta_name, meta_mesh = env.meta.name, env.meta.mesh
     if wire.name != f"{meta_name}.{meta_mesh}":
-        raise EnvelopeError(f"resource {wire.name!r}: name does not match its meta ({meta_name}.{meta_mesh!s})")
+        raise EnvelopeError(f"resource {name!r}: name does not match its meta ({clip(f'{meta_name}.{meta_mesh}')})")
     meta = Meta(name=meta_name, mesh=meta_mesh, labels=dict(env.meta.labels))
     return Resource(descriptor.name, meta, spec)

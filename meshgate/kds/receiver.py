@@ -5,6 +5,9 @@ it already holds (so a reconnect transfers only what changed). For each response
 validates every resource, and produces a `Plan`: what to apply to the local store, and the ACK or NACK
 to send *after* applying. Valid resources are applied even when others in the same response are bad;
 an invalid resource keeps the receiver's old copy, as Kuma does.
+
+A `strict` receiver (the global's, facing zones it need not trust) treats a resource that does not even
+decode as a MalformedMessage, not a rejection: no honest peer sends one, so the stream ends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from meshgate.kds.envelope import EnvelopeError, from_wire
+from meshgate.kds.limits import MalformedMessage, check_response, clip
 from meshgate.kds.sender import ProtocolError
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
@@ -25,6 +29,8 @@ from meshgate.resources.model import Resource, ResourceKey
 __all__ = ["Plan", "Receiver", "ReceiverKind", "Rejection"]
 
 Validator = Callable[[Resource], list[Violation]]
+# Rejections a closed stream keeps per kind, for its insight (the first few say what went wrong).
+_KEPT_REJECTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +75,13 @@ class Receiver:
         *,
         accept: Callable[[Resource], str | None] | None = None,
         transform: Callable[[Resource], Resource] | None = None,
+        strict: bool = False,
     ) -> None:
         """`accept` may veto a decoded resource with a reason (ownership rules), before validation;
-        `transform` maps a valid resource to what is stored (the global renames zone resources)."""
+        `transform` maps a valid resource to what is stored (the global renames zone resources);
+        `strict` checks each response's shape (meshgate.kds.limits) and ends the stream on garbage."""
         self.kinds: dict[str, ReceiverKind] = {d.name: ReceiverKind(d) for d in descriptors}
+        self._strict = strict
         self._validate = validate
         self._accept = accept
         self._transform = transform
@@ -95,9 +104,11 @@ class Receiver:
         return out
 
     def receive(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> Plan:
+        if self._strict:
+            check_response(resp, self.kinds)
         rk = self.kinds.get(resp.type_url)
         if rk is None or not rk.subscribed:
-            raise ProtocolError(f"response for kind {resp.type_url!r}, which this stream did not subscribe to")
+            raise ProtocolError(f"response for kind {clip(resp.type_url)!r}, which this stream did not subscribe to")
         rk.responses += 1
         rk.bytes_received += resp.ByteSize()
         rk.last_nonce = resp.nonce
@@ -116,6 +127,8 @@ class Receiver:
         try:
             resource = from_wire(descriptor, wire)
         except EnvelopeError as exc:
+            if self._strict:
+                raise MalformedMessage(str(exc)) from exc
             return str(exc)
         if self._accept is not None:
             veto = self._accept(resource)
@@ -125,6 +138,13 @@ class Receiver:
         if violations:
             return "; ".join(str(v) for v in violations)
         return resource if self._transform is None else self._transform(resource)
+
+    def forget(self) -> None:
+        """Drops what this (closed) stream held per resource, keeping its counters: a closed stream's
+        insight needs how many responses crossed, not which versions a peer that is gone once had."""
+        for rk in self.kinds.values():
+            rk.held = {}
+            rk.last_rejections = rk.last_rejections[:_KEPT_REJECTIONS]
 
     def applied(self, plan: Plan) -> discovery_pb2.DeltaDiscoveryRequest:
         """Records that `plan` is in the local store; returns the ACK or NACK to send."""

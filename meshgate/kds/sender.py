@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 
+# Rejected names a closed stream keeps from its last NACK per kind, for its insight.
+_KEPT_NACK_NAMES = 10
+_KEPT_NACK_TEXT = 1024
+
+
 class ProtocolError(Exception):
     """The peer broke the protocol (stale nonce, unknown kind, duplicate subscription)."""
 
@@ -244,6 +249,18 @@ class Sender:
         st.bytes_sent += resp.ByteSize()
         st.last_nonce = nonce
         return resp
+
+    def forget(self) -> None:
+        """Drops this (closed) stream's per-resource state, keeping each kind's counters and state: what a
+        peer that is gone held is of no use, and a peer can make it as large as its initial versions."""
+        for ks in self.kinds.values():
+            ks.known, ks.confirmed, ks.sent, ks.rejected, ks.oversized = {}, {}, {}, {}, {}
+            ks.synced_revision = None
+            if ks.in_flight is not None:
+                ks.in_flight.upserts, ks.in_flight.removals = {}, ()
+            if ks.stats.last_nack is not None:
+                ks.stats.last_nack.names = dict(list(ks.stats.last_nack.names.items())[:_KEPT_NACK_NAMES])
+                ks.stats.last_nack.error = ks.stats.last_nack.error[:_KEPT_NACK_TEXT]
 
     def oversized(self) -> Mapping[str, Mapping[str, str]]:
         return {k: dict(ks.oversized) for k, ks in self.kinds.items() if ks.oversized}

@@ -81,7 +81,7 @@ def token_admin_routes(
     user: UserTokens | None = None,
     dataplane: DataplaneTokens | None = None,
     dataplane_writable: bool = True,
-    on_revoked: Sequence[Callable[[], None]] = (),
+    on_revoked: Sequence[Callable[[], object]] = (),
 ) -> list[ExtraRoute]:
     types = _Types(zone, user, dataplane, dataplane_writable)
 

@@ -76,15 +76,23 @@ class TokenType:
         return check()
 
     async def run_refresh(
-        self, interval: float = 1.0, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        interval: float = 1.0,
+        *,
+        on_change: Callable[[], object] | None = None,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Keeps the cached keys and list fresh for synchronous checks (a KDS call), until cancelled."""
+        """Keeps the cached keys and list fresh for synchronous checks (a KDS call), until cancelled; calls
+        `on_change` when a refresh finds a revocation or a key change made elsewhere (another replica)."""
         task_status.started()
         while True:
+            before = (self.revocations.ids, self.keys.describe())
             try:
                 await self.refresh(force=True)
             except StoreError as exc:
                 log.warning("tokens.refresh_failed", keys=self.keys.family.prefix, error=str(exc))
+            if on_change is not None and (self.revocations.ids, self.keys.describe()) != before:
+                on_change()
             await anyio.sleep(interval)
 
     def check_revoked(self, jti: str, name: str) -> None:

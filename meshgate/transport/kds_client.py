@@ -146,12 +146,15 @@ class GlobalToZoneClient:
         xds_configs: ConfigDumpAnswerer | None = None,
         ca_cert_file: Path | None = None,
         tls_skip_verify: bool = False,
-        token: str = "",
+        token: str | Callable[[], str] = "",
     ) -> None:
         """`ca_cert_file` and `tls_skip_verify` apply to `grpcs://` addresses only; a CA file that cannot be
         read or parsed raises StartupError naming `--kds-ca-cert-file`. `token` is the zone token presented
-        as `authorization: Bearer` on every call (a global with `--kds-auth cp-token` requires it)."""
-        self._token = token
+        as `authorization: Bearer` on every call (a global with `--kds-auth cp-token` requires it): a string,
+        or a function asked on every call, so a renewed token is used without a restart."""
+        self._token: Callable[[], str] = token if callable(token) else (lambda: token)
+        # Set by `credentials_changed`: ends the reconnect backoff early (a new token may be accepted now).
+        self._wake = anyio.Event()
         if not addresses:
             raise ValueError("--global-address is required")
         self.zone = zone
@@ -176,6 +179,22 @@ class GlobalToZoneClient:
         # The current session's receiver (its per-kind counters), None before the first connect.
         self.receiver: Receiver | None = None
 
+    def credentials_changed(self) -> None:
+        """The zone token changed: a zone waiting to reconnect (refused with the old one) retries now."""
+        self._wake.set()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self._token()
+        return (
+            ("client-id", self.zone),
+            ("kds-version", "v3"),
+            ("features", self._features),
+            ("zone-instance-id", self.instance_id),
+            # Every call is authenticated on its own by a global with --kds-auth cp-token; built per call, so
+            # each one carries the current token.
+            *((("authorization", f"Bearer {token}"),) if token else ()),
+        )
+
     @property
     def synced(self) -> bool:
         return self.status.synced_kinds >= {d.name for d in self._kinds}
@@ -188,6 +207,7 @@ class GlobalToZoneClient:
             target = address.target
             i += 1
             error = ""  # stays empty when the session is cancelled (shutdown): that is no disconnect
+            self._wake = anyio.Event()
             try:
                 await self._session(address)
             except* _EXPECTED as group:
@@ -213,7 +233,9 @@ class GlobalToZoneClient:
                 delay=round(delay, 3),
                 error=self.status.last_error,
             )
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+                log.info("kds.client.credentials_changed", zone=self.zone, target=target)
 
     async def _held(self) -> dict[str, dict[str, tuple[ResourceKey, str]]]:
         """What this zone holds from the global, as (key, content version) per wire name."""
@@ -234,15 +256,7 @@ class GlobalToZoneClient:
 
     async def _session(self, address: GlobalAddress) -> None:
         target = address.target
-        metadata = (
-            ("client-id", self.zone),
-            ("kds-version", "v3"),
-            ("features", self._features),
-            ("zone-instance-id", self.instance_id),
-            # The same tuple serves the sync streams, health checks, zone-to-global and config dumps: each
-            # is authenticated on its own by a global with --kds-auth cp-token.
-            *((("authorization", f"Bearer {self._token}"),) if self._token else ()),
-        )
+        metadata = self._metadata()
         async with await self._channel(address) as channel:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
@@ -254,7 +268,7 @@ class GlobalToZoneClient:
                 await _write(call, req)
             slog = log.bind(zone=self.zone, stream=target)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._ping, health, metadata)
+                tg.start_soon(self._ping, health)
                 if self._upstream is not None:
                     # Zone to global rides the same connection; if it fails, the session reconnects whole.
                     tg.start_soon(self._upstream.run, channel, metadata)
@@ -320,7 +334,7 @@ class GlobalToZoneClient:
             r.key async for r in iter_all(self._store, kind, page_size=5000) if not synced_from_global(self.zone, r)
         }
 
-    async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub, metadata: object) -> None:
+    async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub) -> None:
         """Pings the global at the interval it asks for. A stream can look alive while its peer is gone
         (a global restarted behind a load balancer): after MAX_FAILED_PINGS in a row, end the session so
         the zone reconnects instead of waiting on a dead stream."""
@@ -328,7 +342,7 @@ class GlobalToZoneClient:
         failures = 0
         while True:
             try:
-                resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=metadata, timeout=5)
+                resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=self._metadata(), timeout=5)
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
                 failures = 0
             except grpc.aio.AioRpcError as exc:

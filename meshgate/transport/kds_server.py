@@ -2,19 +2,21 @@
 
 The adapter is thin: it maps gRPC calls to the sans-IO `Sender`, reads snapshots from a shared
 `SnapshotSource`, and records what happens in the `StreamRegistry`. Per stream, a reader and a writer
-share one task group; a ProtocolError closes the stream with FAILED_PRECONDITION and a message that
-names the kind and nonce, rather than leaving it silently stuck.
+share one task group. Statuses a stream ends with:
 
-With a `ZoneAuthenticator` (`--kds-auth cp-token`), every RPC of both services first proves its `client-id`
-with the zone token in its `authorization` metadata (`authenticate`); a refusal is UNAUTHENTICATED with the
-reason, a WARN log line and a count in `meshgate_kds_auth_failures`. The standard health and reflection
-services are other servicers and stay open.
+    INVALID_ARGUMENT     a bad client-id, or a malformed message (meshgate.kds.limits); message bounded
+    UNAUTHENTICATED      no valid zone token, at admission or at a later `ZoneAdmission.recheck`
+    ALREADY_EXISTS       another instance of the zone holds a stream (meshgate/transport/kds_admission.py)
+    PERMISSION_DENIED    the zone is disabled, or the global tracks as many zones as it may
+    ABORTED              replaced by a newer stream of the same zone instance
+    FAILED_PRECONDITION  a ProtocolError (stale nonce, ...), naming the kind and nonce
+
+Every call is admitted (`ZoneAdmission`) before anything is read from or written to the store for it.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -28,90 +30,33 @@ from google.protobuf import duration_pb2
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth.authenticator import ZoneAuthenticator
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
+from meshgate.kds.limits import MalformedMessage, check_request, clip
 from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
 from meshgate.resources.model import ResourceKey
+from meshgate.transport.kds_admission import ZoneAdmission, metadata_value
 from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
 from meshgate.transport.xds_configs import XDSConfigBroker
 
-__all__ = [
-    "GlobalKDSService",
-    "KDSSyncService",
-    "ZoneGate",
-    "authenticate",
-    "count_auth_failure",
-    "metadata_value",
-    "zone_of",
-]
+__all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate"]
 
 log = structlog.get_logger("meshgate.kds.server")
 
 
-def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:  # type: ignore[type-arg]
-    for k, value in context.invocation_metadata() or ():
-        if k == key and value:
-            return str(value)
-    return ""
+# A NACK's text as a zone wrote it is logged and published up to this many characters (it joins every
+# validation error of the response), and at most this many rejected names per line or event.
+_NACK_TEXT = 1024
+_NACK_NAMES = 20
 
 
-def zone_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
-    return metadata_value(context, "client-id")
+def _status(error: ProtocolError) -> grpc.StatusCode:
+    malformed = isinstance(error, MalformedMessage)
+    return grpc.StatusCode.INVALID_ARGUMENT if malformed else grpc.StatusCode.FAILED_PRECONDITION
 
 
-# Before refusing a stream, how long to take in what the zone is already sending: the first message may come
-# after the zone has read its store, the rest of its burst (one subscribe per kind) comes back to back.
-_DRAIN_FIRST = 2.0
-_DRAIN_IDLE = 0.1
-# ...and at most this many messages, so an unauthenticated peer cannot keep us reading.
-_DRAIN_MAX_MESSAGES = 64
-# Distinct claimed zones counted by name in meshgate_kds_auth_failures; later ones count as zone="other".
-_MAX_ZONE_LABELS = 64
-
-
-async def _drain(request_iterator: AsyncIterator[object]) -> None:
-    """Reads and drops what the client sent before we refuse it. A grpc client whose write is still pending
-    when the call ends reports INTERNAL "Internal error from Core" instead of our status (its core drops the
-    trailers), so without this the zone would never learn why it was refused."""
-    with anyio.move_on_after(_DRAIN_FIRST):
-        for i in range(_DRAIN_MAX_MESSAGES):
-            with anyio.move_on_after(_DRAIN_IDLE if i else _DRAIN_FIRST) as idle:
-                try:
-                    await anext(request_iterator)
-                except StopAsyncIteration:
-                    return
-            if idle.cancelled_caught:
-                return
-
-
-def count_auth_failure(failures: Counter[tuple[str, str]], zone: str, code: str) -> None:
-    """Counts a refusal by (claimed zone, reason). The zone is unauthenticated, so it must not mint label values
-    at will: past `_MAX_ZONE_LABELS` distinct zones, new ones count as zone "other"."""
-    zones = {z for z, _ in failures}
-    key = (zone, code) if zone in zones or len(zones) < _MAX_ZONE_LABELS else ("other", code)
-    failures[key] += 1
-
-
-async def authenticate(
-    authenticator: ZoneAuthenticator | None,
-    registry: StreamRegistry,
-    context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-    rpc: str,
-    request_iterator: AsyncIterator[object] | None = None,
-) -> None:
-    """Aborts the call with UNAUTHENTICATED unless its zone token proves its `client-id` (no-op without auth).
-    Give the `request_iterator` of a stream the zone writes to unprompted, so the refusal reaches it intact."""
-    if authenticator is None:
-        return
-    zone = zone_of(context)
-    failure = authenticator.check(zone, metadata_value(context, "authorization"))
-    if failure is None:
-        return
-    count_auth_failure(registry.metrics.auth_failures, zone, failure.code)
-    log.warning("kds.auth.refused", zone=zone, rpc=rpc, reason=failure.code, error=failure.message, peer=context.peer())
-    if request_iterator is not None:
-        await _drain(request_iterator)
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, failure.message)
+def _prefix(error: ProtocolError) -> str:
+    return "malformed KDS message" if isinstance(error, MalformedMessage) else "KDS protocol error"
 
 
 # Called when a zone opens a stream; returns a reason to refuse it (a disabled zone), or None.
@@ -139,8 +84,11 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = DEFAULT_MAX_BYTES,
         authenticator: ZoneAuthenticator | None = None,
+        admission: ZoneAdmission | None = None,
     ) -> None:
-        self._authenticator = authenticator
+        """`admission` gates every call (give the global's one, shared with GlobalKDSService); without it,
+        one is made from `authenticator` (None: no authentication, for tests of the transport alone)."""
+        self.admission = admission or ZoneAdmission(registry, authenticator)
         self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
@@ -148,29 +96,57 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         self._on_connect = on_connect
         self._clock = clock
 
+    async def _admit(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        rpc: str,
+        direction: Direction,
+        request_iterator: AsyncIterator[object] | None,
+    ) -> tuple[str, str]:
+        """(zone, zone instance id) of an admitted call, or the call is aborted (see kds_admission)."""
+        zone = await self.admission.identify(context, rpc, request_iterator)
+        instance = await self.admission.claim(context, zone, direction, request_iterator)
+        if self._on_connect is not None:
+            refusal = await self._on_connect(zone)
+            if refusal:
+                await self.admission.refuse(context, grpc.StatusCode.PERMISSION_DENIED, refusal, request_iterator)
+        # on_connect awaited: another instance may have been admitted meanwhile.
+        busy = self.admission.busy(zone, instance)
+        if busy is not None:
+            await self.admission.refuse(context, grpc.StatusCode.ALREADY_EXISTS, busy, request_iterator)
+        return zone, instance
+
+    async def _end(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        session: StreamSession,
+        error: ProtocolError | None,
+    ) -> None:
+        """Tells the zone why the stream ended, when the global ended it (an error, or `StreamRegistry.end`)."""
+        if error is not None:
+            self._registry.metrics.protocol_errors[session.zone] += 1
+            self._registry.events.publish(session.zone, session.stream_id, session.direction, "error", error=str(error))
+            await context.abort(_status(error), f"{_prefix(error)}: {error}")
+        if session.ended is not None:
+            await context.abort(grpc.StatusCode[session.ended.code], session.ended.message)
+
     async def GlobalToZoneSync(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
-        zone = zone_of(context)
-        if not zone:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
-        await authenticate(self._authenticator, self._registry, context, "GlobalToZoneSync", request_iterator)
-        if self._on_connect is not None:
-            refusal = await self._on_connect(zone)
-            if refusal:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        zone, instance = await self._admit(context, "GlobalToZoneSync", "global-to-zone", request_iterator)
         kinds = [d.name for d in self._source.kinds]
         session = self._registry.open(
             zone,
             "global-to-zone",
             context.peer(),
             sender=Sender(kinds, max_bytes=self._max_bytes),
-            zone_instance_id=metadata_value(context, "zone-instance-id"),
+            zone_instance_id=instance,
+            token=metadata_value(context, "authorization"),
         )
         slog = log.bind(zone=zone, stream=session.stream_id)
-        slog.info("kds.stream.open", peer=session.peer, type=",".join(kinds))
+        slog.info("kds.stream.open", peer=session.peer, type=",".join(kinds), instance=instance)
         error: ProtocolError | None = None
         try:
             with self._source.listen() as wake:
@@ -181,6 +157,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         nonlocal error
                         try:
                             async for req in request_iterator:
+                                check_request(req, kinds)
                                 self._receive(session, req, slog)
                                 wake.set()
                         except ProtocolError as exc:
@@ -192,61 +169,58 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         await self._send_pending(session, context, slog)
                         await wake.wait()
         finally:
-            self._registry.close(session, str(error) if error else "")
-            slog.info("kds.stream.closed", error=str(error) if error else None)
-        if error is not None:
-            self._registry.metrics.protocol_errors[zone] += 1
-            self._registry.events.publish(zone, session.stream_id, "global-to-zone", "error", error=str(error))
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
+            ended = session.ended.message if session.ended else ""
+            self._registry.close(session, str(error) if error else ended)
+            slog.info("kds.stream.closed", error=str(error) if error else (ended or None))
+        await self._end(context, session, error)
 
     async def ZoneToGlobalSync(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
-        """The zone opened the call but plays the server: we subscribe, apply, and ACK or NACK."""
-        zone = zone_of(context)
-        if not zone:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
-        await authenticate(self._authenticator, self._registry, context, "ZoneToGlobalSync")
+        """The zone opened the call but plays the server: we subscribe, apply, and ACK or NACK.
+        Nothing is read from or written to the sink before the call is admitted."""
         if self._sink is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane takes no resources from zones")
         assert self._sink is not None
-        if self._on_connect is not None:
-            refusal = await self._on_connect(zone)
-            if refusal:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        zone, instance = await self._admit(context, "ZoneToGlobalSync", "zone-to-global", None)
         receiver = self._sink.receiver(zone)
         session = self._registry.open(
             zone,
             "zone-to-global",
             context.peer(),
             receiver=receiver,
-            zone_instance_id=metadata_value(context, "zone-instance-id"),
+            zone_instance_id=instance,
+            token=metadata_value(context, "authorization"),
         )
         slog = log.bind(zone=zone, stream=session.stream_id)
-        events = self._registry.events
-        error = ""
+        error: ProtocolError | None = None
         try:
             with anyio.CancelScope() as scope:
                 session.cancel = scope
                 for req in receiver.subscribe(await self._sink.held(zone)):
                     await context.write(req)
-                    events.publish(zone, session.stream_id, "zone-to-global", "subscribe", kind=req.type_url)
+                    self._registry.events.publish(
+                        zone, session.stream_id, "zone-to-global", "subscribe", kind=req.type_url
+                    )
                 async for resp in request_iterator:
-                    plan = await self._sink.apply(zone, receiver.receive(resp))
-                    ack = receiver.applied(plan)
+                    plan = receiver.receive(resp)
+                    # Shielded: a recheck or replacement ends the stream between messages, never halfway
+                    # through storing one (the sink and the receiver's `held` would disagree).
+                    with anyio.CancelScope(shield=True):
+                        plan = await self._sink.apply(zone, plan)
+                        ack = receiver.applied(plan)
                     session.last_update = datetime.now(UTC)
                     self._record_plan(session, plan, slog)
                     await context.write(ack)
         except ProtocolError as exc:
-            error = str(exc)
+            error = exc
         finally:
-            self._registry.close(session, error)
-            slog.info("kds.stream.closed", error=error or None)
-        if error:
-            self._registry.metrics.protocol_errors[zone] += 1
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"KDS protocol error: {error}")
+            ended = session.ended.message if session.ended else ""
+            self._registry.close(session, str(error) if error else ended)
+            slog.info("kds.stream.closed", error=str(error) if error else (ended or None))
+        await self._end(context, session, error)
 
     def _record_plan(self, session: StreamSession, plan: Plan, slog: structlog.typing.FilteringBoundLogger) -> None:
         upserts = tuple((name, version) for name, version, _ in plan.upserts)
@@ -259,7 +233,13 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         rejected = tuple((r.name, r.reason) for r in plan.rejections)
         for _ in plan.rejections:
             self._registry.metrics.rejected[(session.zone, plan.kind)] += 1
-        slog.warning("kds.nack", type=plan.kind, nonce=plan.nonce, rejected=dict(rejected))
+        slog.warning(
+            "kds.nack",
+            type=plan.kind,
+            nonce=plan.nonce,
+            rejected=dict(rejected[:_NACK_NAMES]),
+            rejected_count=len(rejected),
+        )
         self._registry.events.publish(
             session.zone,
             session.stream_id,
@@ -367,9 +347,16 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                 latency_ms=latency_ms,
             )
             return
-        rejected = rejected_names(req)
+        # The zone wrote these: what we log and publish of them is bounded (names, reasons, how many).
+        rejected = sorted((clip(n), clip(r, _NACK_TEXT)) for n, r in rejected_names(req).items())
+        error = clip(req.error_detail.message, _NACK_TEXT)
         slog.warning(
-            "kds.nack", type=kind, nonce=req.response_nonce, error=req.error_detail.message, rejected=sorted(rejected)
+            "kds.nack",
+            type=kind,
+            nonce=req.response_nonce,
+            error=error,
+            rejected=[n for n, _ in rejected[:_NACK_NAMES]],
+            rejected_count=len(rejected),
         )
         events.publish(
             session.zone,
@@ -379,8 +366,8 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             kind=kind,
             nonce=req.response_nonce,
             latency_ms=latency_ms,
-            error=req.error_detail.message,
-            rejected=tuple(sorted(rejected.items())),
+            error=error,
+            rejected=tuple(rejected[:_NACK_NAMES]),
         )
 
 
@@ -395,8 +382,9 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         xds_configs: XDSConfigBroker | None = None,
         *,
         authenticator: ZoneAuthenticator | None = None,
+        admission: ZoneAdmission | None = None,
     ) -> None:
-        self._authenticator = authenticator
+        self.admission = admission or ZoneAdmission(registry, authenticator)
         self._registry = registry
         self._interval = interval
         self._xds_configs = xds_configs
@@ -407,13 +395,14 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
         """The zone opens it; the global writes config-dump requests and reads the answers (XDSConfigBroker)."""
-        zone = zone_of(context)
-        if not zone:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing client-id metadata (the zone name)")
-        await authenticate(self._authenticator, self._registry, context, "StreamXDSConfigs")
+        zone = await self.admission.identify(context, "StreamXDSConfigs")
         if self._xds_configs is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "config dumps are not served by this global")
         assert self._xds_configs is not None
+        # Only the instance holding the zone's sync streams may answer for its proxies.
+        busy = self.admission.busy(zone, clip(metadata_value(context, "zone-instance-id")))
+        if busy is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, busy)
         await self._xds_configs.serve(zone, request_iterator, context.write)
 
     async def HealthCheck(
@@ -421,10 +410,13 @@ class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[m
         request: kds_pb2.ZoneHealthCheckRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> kds_pb2.ZoneHealthCheckResponse:
-        await authenticate(self._authenticator, self._registry, context, "HealthCheck")
-        zone = zone_of(context)
-        if zone:
-            self._registry.last_health_check[zone] = datetime.now(UTC)
+        zone = await self.admission.identify(context, "HealthCheck")
+        # A zone pings as its streams open, often before they are admitted, so its first ping is kept too; but
+        # pings must not grow the registry without bound: untracked zones only while there is room.
+        checks = self._registry.last_health_check
+        tracked = zone in checks or zone in self._registry.history or self._registry.by_zone(zone)
+        if tracked or len(checks) < self._registry.max_zones:
+            checks[zone] = datetime.now(UTC)
         interval = duration_pb2.Duration()
         interval.FromTimedelta(timedelta(seconds=self._interval))
         return kds_pb2.ZoneHealthCheckResponse(interval=interval)

@@ -3,6 +3,11 @@
 Every KDS adapter registers its streams here and publishes a `KDSEvent` for each thing that crosses
 (connect, subscribe, response, ACK, NACK, stall, error, disconnect). Insights, `kds watch`, `kds trace`,
 the stall watchdog and the metrics all read from this one place, so they never disagree.
+
+What it keeps is bounded, because zones choose their names and what they send: a closed stream keeps its
+counters only (its Sender or Receiver `forget`s per-resource state), at most `ZoneHistory.closed`'s few
+closed streams per zone, and the history of at most `max_zones` zones (the oldest inactive ones go first).
+Only admitted zones get here at all (meshgate/transport/kds_admission.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "EventBus",
     "KDSEvent",
     "RemoteZone",
+    "StreamEnd",
     "StreamRegistry",
     "StreamSession",
     "ZoneHistory",
@@ -124,6 +130,14 @@ class EventBus:
             receive.close()
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The global's reason to end an open stream: a gRPC status code's name and a message for the zone."""
+
+    code: str  # a grpc.StatusCode name: UNAUTHENTICATED, ALREADY_EXISTS, ...
+    message: str
+
+
 @dataclass(slots=True)
 class StreamSession:
     zone: str
@@ -141,6 +155,10 @@ class StreamSession:
     warnings: list[str] = field(default_factory=list)
     # Cancels the stream's task group: used to cut a disabled zone off. Set by the adapter.
     cancel: anyio.CancelScope | None = None
+    # The `authorization` metadata the stream was admitted with, re-checked while it is open (dropped on close).
+    token: str = field(default="", repr=False)
+    # Why the global ended the stream (`StreamRegistry.end`), so the adapter can tell the zone.
+    ended: StreamEnd | None = None
 
     def warn(self, message: str) -> None:
         """Adds a warning once (the watchdog re-checks every few seconds)."""
@@ -173,8 +191,12 @@ class RemoteZone:
 class StreamRegistry:
     """The live streams of this process, for insights, metrics, `kds watch`/`trace` and the watchdog."""
 
-    def __init__(self, metrics: KDSMetrics, instance_id: str = "") -> None:
+    # Zones whose history is kept by default; the global passes its --kds-max-zones.
+    MAX_ZONES = 1000
+
+    def __init__(self, metrics: KDSMetrics, instance_id: str = "", *, max_zones: int = MAX_ZONES) -> None:
         self.instance_id = instance_id
+        self.max_zones = max_zones
         self.active: dict[str, StreamSession] = {}
         self.history: dict[str, ZoneHistory] = {}
         self.last_health_check: dict[str, datetime] = {}
@@ -194,16 +216,57 @@ class StreamRegistry:
         hist = self.history.setdefault(zone, ZoneHistory())
         hist.first_connected = hist.first_connected or session.connected_at
         hist.last_connected = session.connected_at
+        self._evict()
         self.events.publish(zone, stream_id, direction, "connect", error=peer and f"peer {peer}")
         return session
 
     def close(self, session: StreamSession, error: str = "") -> None:
         session.disconnected_at = _now()
         self.active.pop(session.stream_id, None)
-        hist = self.history.setdefault(session.zone, ZoneHistory())
+        # Counters only from here on: a closed stream must not hold what its peer sent (see the docstring).
+        session.token = ""
+        if session.sender is not None:
+            session.sender.forget()
+        if session.receiver is not None:
+            session.receiver.forget()
+        hist = self.history.pop(session.zone, None) or ZoneHistory()
+        self.history[session.zone] = hist  # re-inserted: the dict's order is least recently closed first
         hist.last_disconnected = session.disconnected_at
         hist.closed.append(session)
+        self._evict()
         self.events.publish(session.zone, session.stream_id, session.direction, "disconnect", error=error)
+
+    def _evict(self) -> None:
+        """Forgets the zones that closed longest ago while more than `max_zones` have a history, and health
+        checks of zones that never had a stream once there are as many."""
+        busy = {s.zone for s in self.active.values()}
+        if len(self.last_health_check) >= self.max_zones:
+            for zone in [z for z in self.last_health_check if z not in self.history and z not in busy]:
+                del self.last_health_check[zone]
+        if len(self.history) <= self.max_zones:
+            return
+        for zone in [z for z in self.history if z not in busy][: len(self.history) - self.max_zones]:
+            del self.history[zone]
+            self.last_health_check.pop(zone, None)
+
+    def end(self, session: StreamSession, code: str, message: str) -> None:
+        """Ends an open stream from outside it (token no longer valid, replaced): the adapter tells the zone
+        `code` and `message` once its task group is cancelled."""
+        session.ended = StreamEnd(code, message)
+        if session.cancel is not None:
+            session.cancel.cancel()
+
+    def holder(self, zone: str) -> tuple[str, str] | None:
+        """(zone instance id, where) of whichever instance of `zone` holds a stream open on any replica, or
+        None. `where` is "this global" or "global replica <id>"."""
+        for s in self.active.values():
+            if s.zone == zone:
+                return s.zone_instance_id, "this global"
+        remote = self.remote.get(zone)
+        for sub in remote.subscriptions if remote is not None else ():
+            if not sub.get("disconnectTime"):
+                return str(sub.get("zoneInstanceId", "")), f"global replica {sub.get('globalInstanceId', '?')}"
+        return None
 
     def by_zone(self, zone: str) -> list[StreamSession]:
         return [s for s in self.active.values() if s.zone == zone]

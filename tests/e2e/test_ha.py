@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import grpc
 import httpx
 import pytest
 
+from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.wait import eventually
@@ -70,7 +73,8 @@ async def start(procs: ProcessGroup, redis: RedisServer) -> tuple[list[CPProcess
     store = ("--store", redis.url, "--zone-health-interval", "0.5")
     a = await procs.global_cp("global-a", *store)
     b = await procs.global_cp("global-b", *store)
-    addr = {g.name: f"grpc://127.0.0.1:{g.ports['kds']}" for g in (a, b)}
+    # Both replicas serve KDS with certificates from the one CA they share in Redis: either's CA file will do.
+    addr = {g.name: f"grpcs://127.0.0.1:{g.ports['kds']}" for g in (a, b)}
     # zone-1 prefers replica A, zone-2 prefers B; each knows both.
     z1 = await procs.zone_cp("zone-1", a.ports["kds"], "--global-address", addr["global-b"])
     z2 = await procs.zone_cp("zone-2", b.ports["kds"], "--global-address", addr["global-a"])
@@ -268,3 +272,31 @@ async def test_concurrent_applies_on_both_replicas_converge_to_one_winner(
         assert await prefix_in(b, "hot") == winner  # both replicas read the same single winner
         for z in zones:
             await eventually(lambda z=z, w=winner: _eq(prefix_in(z, "hot"), w), what=f"{z.name} converges")
+
+
+async def test_a_second_instance_of_a_zone_is_refused_on_the_other_replica_too(
+    procs: ProcessGroup, redis: RedisServer
+) -> None:
+    """Replicas publish which zone instance holds each zone (global_cp/replicas.py): a client claiming
+    zone-1 on replica B, while zone-1 streams from replica A, is refused with ALREADY_EXISTS by B."""
+    store = ("--store", redis.url)
+    a = await procs.global_cp("global-a", *store)
+    b = await procs.global_cp("global-b", *store)
+    await put(a, "/meshes/default", MESH)
+    z1 = await procs.zone_cp("zone-1", a.ports["kds"])
+    await eventually(lambda: get(z1, "/meshes/default"), what="the mesh in zone-1")
+
+    async def b_sees_zone_1() -> bool:
+        doc = await get(b, "/zones/zone-1/_overview")
+        return doc is not None and any("disconnectTime" not in s for s in doc["zoneInsight"]["subscriptions"])
+
+    await eventually(b_sees_zone_1, what="replica B knows replica A holds zone-1")
+    async with kds_channel(b) as channel:
+        call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(
+            metadata=await kds_metadata(b, "zone-1", instance="impostor")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call.read()
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "on global replica" in (refused.value.details() or "")
+    assert (await get(z1, "/status/kds"))["connects"] == 1

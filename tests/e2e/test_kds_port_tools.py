@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ProcessGroup
+from tests.support.processes import ProcessGroup, issue_zone_token
 
 pytestmark = pytest.mark.e2e
 
@@ -26,24 +26,27 @@ def grpcurl_binary() -> Path:
 
 
 def grpcurl(*args: str) -> str:
-    done = subprocess.run(
-        [str(grpcurl_binary()), "-plaintext", *args], capture_output=True, text=True, timeout=30, check=False
-    )
+    done = subprocess.run([str(grpcurl_binary()), *args], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 async def test_grpcurl_lists_and_calls_the_kds_services(procs: ProcessGroup) -> None:
+    """KDS is TLS by default: grpcurl trusts the CA file the global wrote, and presents a zone token."""
     g = await procs.global_cp()
+    assert g.kds_ca_file is not None
     address = f"127.0.0.1:{g.ports['kds']}"
-    services = set(grpcurl(address, "list").split())
+    tls = ("-cacert", str(g.kds_ca_file))
+    services = set(grpcurl(*tls, address, "list").split())
     assert {
         "kuma.mesh.v1alpha1.KDSSyncService",
         "kuma.mesh.v1alpha1.GlobalKDSService",
         "grpc.health.v1.Health",
     } <= services
 
-    ping = ["-d", "{}", "-H", "client-id: z9", address, "kuma.mesh.v1alpha1.GlobalKDSService/HealthCheck"]
-    assert json.loads(grpcurl(*ping))["interval"] == "10s"  # the global's default --zone-health-interval
+    token = await issue_zone_token(g, "z9")
+    ping = [*tls, "-d", "{}", "-H", "client-id: z9", "-H", f"authorization: Bearer {token}", address]
+    health_check = "kuma.mesh.v1alpha1.GlobalKDSService/HealthCheck"
+    assert json.loads(grpcurl(*ping, health_check))["interval"] == "10s"  # the global's default
 
-    assert json.loads(grpcurl("-d", "{}", address, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+    assert json.loads(grpcurl(*tls, "-d", "{}", address, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import ProcessGroup
 from tests.support.wait import eventually
 
@@ -21,8 +21,9 @@ async def test_unacked_response_is_reported_as_a_stall(procs: ProcessGroup) -> N
     async with httpx.AsyncClient(base_url=g.url()) as http:
         assert (await http.put("/meshes/default", json={"type": "Mesh", "name": "default"})).status_code == 201
 
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.ports['kds']}") as channel:
-            call = kds_pb2_grpc.KDSSyncServiceStub(channel).GlobalToZoneSync(metadata=(("client-id", "mute"),))
+        async with kds_channel(g) as channel:
+            metadata = await kds_metadata(g, "mute")
+            call = kds_pb2_grpc.KDSSyncServiceStub(channel).GlobalToZoneSync(metadata=metadata)
             await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url="Mesh", resource_names_subscribe=["*"]))
             first = await call.read()
             assert isinstance(first, discovery_pb2.DeltaDiscoveryResponse)

@@ -81,7 +81,7 @@ async def test_untrusted_and_plaintext_zones_do_not_sync(procs: ProcessGroup, tm
     untrusting = await procs.zone_cp(
         "zone-other-ca", g.ports["kds"], "--kds-ca-cert-file", str(other_ca.files.cert), scheme="grpcs"
     )
-    plaintext = await procs.zone_cp("zone-plain", g.ports["kds"])
+    plaintext = await procs.zone_cp("zone-plain", g.ports["kds"], scheme="grpc")
 
     await eventually(lambda: get(trusting, "/meshes/default"), what="the mesh in the trusting zone")
 

@@ -104,7 +104,7 @@ async def test_zones_prove_their_name_with_a_cp_token(procs: ProcessGroup, tmp_p
     assert (await kds_status(west))["lastError"] == ""
 
     # No token, or another zone's token: refused with the reason, and nothing syncs.
-    nobody = await procs.zone_cp("nobody", g.ports["kds"])
+    nobody = await procs.zone_cp("nobody", g.ports["kds"], token=False)
     east = await procs.zone_cp("east", g.ports["kds"], "--cp-token", west_token)
     assert "UNAUTHENTICATED" in await refused_with(nobody, "missing zone token")
     assert "UNAUTHENTICATED" in await refused_with(east, 'zone token is for zone "west", not "east"')
@@ -130,9 +130,13 @@ async def test_zones_prove_their_name_with_a_cp_token(procs: ProcessGroup, tmp_p
 
 
 async def test_without_kds_auth_zones_need_no_token(procs: ProcessGroup) -> None:
-    g = await procs.global_cp()
+    """The explicit opt-out: --kds-auth none takes zones without a token, and the global warns at start."""
+    g = await procs.global_cp("global", "--kds-auth", "none")
+    assert "kds.auth.disabled" in g.logs()
+    assert "any client that reaches the KDS port can speak as any zone" in g.logs()
     assert await put(g, "/meshes/default", MESH) == 201
     zone = await procs.zone_cp("west", g.ports["kds"])
+    assert "--cp-token-path" not in zone.args
     await eventually(lambda: _ok(get(zone, "/meshes/default")), what="mesh in west")
     assert await put(zone, "/meshes/default/dataplanes/web-1", DATAPLANE) == 201
 

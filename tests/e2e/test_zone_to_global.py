@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
@@ -13,6 +12,7 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.sender import rejected_names
 from meshgate.resources import codec
+from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.wait import eventually
 
@@ -162,8 +162,9 @@ async def test_forged_zone_attribution_is_refused_and_counted(procs: ProcessGrou
     honest = codec.load(dataplane("fine")).with_meta(
         labels={"kuma.io/origin": "zone", "kuma.io/zone": "zone-1", "kuma.io/display-name": "fine"}
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{g.ports['kds']}") as channel:
-        call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=(("client-id", "zone-1"),))
+    async with kds_channel(g) as channel:
+        metadata = await kds_metadata(g, "zone-1")
+        call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
         subscribed: set[str] = set()
         while subscribed != {"MeshGateway", "Dataplane"}:
             req = await call.read()

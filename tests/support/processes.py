@@ -1,4 +1,11 @@
-"""Control-plane processes for end-to-end tests, each stopped by its own handle, even on failure."""
+"""Control-plane processes for end-to-end tests, each stopped by its own handle, even on failure.
+
+Globals run with the secure defaults (KDS over TLS from their own CA, zone tokens required). A zone started
+with `ProcessGroup.zone_cp` finds the global it points to among the group's processes (by KDS port) and gets
+what a zone needs to reach it: a zone token issued by that global's API (`POST /tokens/zone`) in a file
+(`--cp-token-path`), and `--kds-ca-cert-file <global data dir>/kds-ca.crt` with `grpcs://`. A test that means
+to test plaintext, a missing token or another CA says so: `secure=False`, `scheme=`, or its own flags.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 
-__all__ = ["CPProcess", "ProcessGroup", "free_port"]
+__all__ = ["CPProcess", "ProcessGroup", "free_port", "global_argv", "issue_zone_token", "zone_argv", "zone_security"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +37,8 @@ def free_port() -> int:
 class CPProcess:
     def __init__(self, module: str, args: list[str], workdir: Path, name: str) -> None:
         self.name = name
+        self.module = module
+        self.args = list(args)
         self.ports_file = workdir / f"{name}.ports.json"
         self.log_path = workdir / f"{name}.log"
         self.ports_file.unlink(missing_ok=True)
@@ -54,6 +64,44 @@ class CPProcess:
 
     def url(self, port: str = "api") -> str:
         return f"http://127.0.0.1:{self.ports[port]}"
+
+    def _flag(self, flag: str) -> str | None:
+        for i, arg in enumerate(self.args[:-1]):
+            if arg == flag:
+                return self.args[i + 1]
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def kds_tls(self) -> bool:
+        """Whether this global serves KDS over TLS (the default)."""
+        return "--no-kds-tls-enabled" not in self.args
+
+    @property
+    def kds_auth(self) -> bool:
+        """Whether this global requires zone tokens (the default)."""
+        return self._flag("--kds-auth") != "none"
+
+    @property
+    def kds_ca_file(self) -> Path | None:
+        """The CA certificate a zone trusts to reach this global: its own (in its data dir), or None when it
+        serves an operator's certificate (the test knows that CA) or no TLS."""
+        if not self.kds_tls or "--kds-tls-cert-file" in self.args:
+            return None
+        data_dir = self._flag("--data-dir")
+        return None if data_dir is None else Path(data_dir) / "kds-ca.crt"
+
+    def admin_headers(self) -> dict[str, str]:
+        """The admin user's token (written on first start to `<data dir>/admin-user-token`), for a test that
+        talks to a process started with `--api-localhost-is-admin=false`; none when there is no data dir."""
+        data_dir = self._flag("--data-dir")
+        path = None if data_dir is None else Path(data_dir) / "admin-user-token"
+        if path is None or not path.exists():
+            return {}
+        return {"Authorization": f"Bearer {path.read_text().strip()}"}
 
     def logs(self) -> str:
         self._log.flush()
@@ -108,6 +156,36 @@ def zone_argv(zone: str, global_kds_port: int, *args: str, scheme: str = "grpc")
     ]
 
 
+async def issue_zone_token(g: CPProcess, zone: str, valid_for: str = "87600h") -> str:
+    """A zone token for `zone`, issued by global `g`'s API as its admin user."""
+    async with httpx.AsyncClient(base_url=g.url(), timeout=30, headers=g.admin_headers()) as c:
+        r = await c.post("/tokens/zone", json={"zone": zone, "validFor": valid_for})
+    r.raise_for_status()
+    return r.text
+
+
+_TOKEN_FLAGS = ("--cp-token", "--cp-token-path")
+_TRUST_FLAGS = ("--kds-ca-cert-file", "--kds-tls-skip-verify")
+
+
+async def zone_security(
+    g: CPProcess | None, zone: str, workdir: Path, args: tuple[str, ...] = (), *, token: bool = True
+) -> list[str]:
+    """The flags a zone needs to reach global `g` with its defaults, beyond those in `args`: a token file
+    (issued now while `g` runs, else the one issued before; none when not `token`) and `g`'s own CA."""
+    out: list[str] = []
+    token_file = workdir / f"{zone}.token"
+    if token and g is not None and g.kds_auth and not any(f in args for f in _TOKEN_FLAGS):
+        if g.running and g.ports:
+            token_file.write_text(await issue_zone_token(g, zone) + "\n")
+        if token_file.exists():
+            out += ["--cp-token-path", str(token_file)]
+    ca = g.kds_ca_file if g is not None else None
+    if ca is not None and not any(f in args for f in _TRUST_FLAGS):
+        out += ["--kds-ca-cert-file", str(ca)]
+    return out
+
+
 class ProcessGroup:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -117,9 +195,30 @@ class ProcessGroup:
         argv = global_argv("--data-dir", str(self.workdir / name), *args, kds_port=kds_port)
         return await self._start("global_cp", argv, name)
 
-    async def zone_cp(self, zone: str, global_kds_port: int, *args: str, scheme: str = "grpc") -> CPProcess:
-        """A zone connected to the global on `global_kds_port`; `scheme="grpcs"` for KDS over TLS."""
-        argv = zone_argv(zone, global_kds_port, "--data-dir", str(self.workdir / zone), *args, scheme=scheme)
+    def global_on(self, kds_port: int) -> CPProcess | None:
+        """The group's global serving KDS on `kds_port`: the running one, else the last one that did."""
+        globals_ = [p for p in self.procs if p.module == "global_cp" and p.ports.get("kds") == kds_port]
+        running = [p for p in globals_ if p.running]
+        candidates = running or globals_
+        return candidates[-1] if candidates else None
+
+    async def zone_cp(
+        self,
+        zone: str,
+        global_kds_port: int,
+        *args: str,
+        scheme: str | None = None,
+        secure: bool = True,
+        token: bool = True,
+    ) -> CPProcess:
+        """A zone connected to the global on `global_kds_port`, with the token and CA that global wants
+        (`zone_security`) and `grpcs://` when it serves TLS. `token=False`: no token (the CA still).
+        `secure=False`: only the flags in `args`, and `grpc://` unless `scheme` says otherwise."""
+        g = self.global_on(global_kds_port) if secure else None
+        extra = await zone_security(g, zone, self.workdir, args, token=token) if g is not None else []
+        if scheme is None:
+            scheme = "grpcs" if g is not None and g.kds_tls else "grpc"
+        argv = zone_argv(zone, global_kds_port, "--data-dir", str(self.workdir / zone), *extra, *args, scheme=scheme)
         return await self._start("zone_cp", argv, zone)
 
     async def _start(self, module: str, argv: list[str], name: str) -> CPProcess:

@@ -31,7 +31,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from meshgate.transport.kds_client import parse_address
+from meshgate.transport.kds_client import parse_address, parse_global_address
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -723,3 +723,82 @@ def test_bundled_redis_persists_and_no_global_allows_a_volatile_one(
     for name, service in compose_model["services"].items():
         assert "--store-allow-volatile" not in (service.get("command") or []), name
         assert "MESHGATE_STORE_ALLOW_VOLATILE" not in (service.get("environment") or {}), name
+
+
+# -- KDS security: TLS and zone tokens by default -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rel", ZONE_BUILDS)
+def test_zone_dials_tls_trusting_the_ca_and_presents_a_token_from_a_secret(
+    builds: dict[str, list[Obj]], rel: str
+) -> None:
+    objs = builds[rel]
+    dep = _one(objs, "Deployment", "meshgate-zone")
+    c = _container(dep, "zone")
+    ref = _env(c, "MESHGATE_GLOBAL_ADDRESS")["valueFrom"]["configMapKeyRef"]
+    for address in _config_value(objs, ref, "ConfigMap").split():
+        assert parse_global_address(address).tls, address
+    volumes = {v["name"]: v for v in _pod_spec(dep)["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert mount["readOnly"] is True
+    # The operator creates the Secret (a credential): no kustomization generates it.
+    assert volumes[mount["name"]]["secret"]["secretName"] == "meshgate-zone-kds"
+    assert not [o for o in _of_kind(objs, "Secret") if o["metadata"]["name"].startswith("meshgate-zone-kds")]
+    assert _env(c, "MESHGATE_KDS_CA_CERT_FILE")["value"] == f"{mount['mountPath']}/ca.crt"
+    assert _env(c, "MESHGATE_CP_TOKEN_PATH")["value"] == f"{mount['mountPath']}/token"
+
+
+@pytest.mark.parametrize("rel", GLOBAL_BUILDS)
+def test_global_keeps_the_secure_defaults_and_its_certificate_names_the_zone_sync_service(
+    builds: dict[str, list[Obj]], rel: str
+) -> None:
+    c = _container(_one(builds[rel], "Deployment", "meshgate-global"), "global")
+    names = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+    assert "MESHGATE_KDS_TLS_ENABLED" not in names
+    assert "MESHGATE_KDS_AUTH" not in names
+    assert not {"--no-kds-tls-enabled", "--kds-auth"} & set(c["args"])
+    sans = names["MESHGATE_KDS_TLS_SAN"].split()
+    zone_base = _config_value(
+        builds["zone"],
+        _env(_container(_one(builds["zone"], "Deployment", "meshgate-zone"), "zone"), "MESHGATE_GLOBAL_ADDRESS")[
+            "valueFrom"
+        ]["configMapKeyRef"],
+        "ConfigMap",
+    )
+    for address in zone_base.split():
+        assert parse_global_address(address).host in sans, address
+    assert "meshgate-global-zone-sync" in sans
+
+
+def test_compose_zones_dial_tls_with_the_globals_ca_and_a_token_the_job_writes(compose_model: Obj) -> None:
+    services = compose_model["services"]
+    job = services["zone-tokens"]
+    (job_volume,) = job["volumes"]
+    script = job["command"][-1]
+    for service in services.values():
+        if _process(service) == "meshgate-global":
+            assert "--no-kds-tls-enabled" not in service["command"]
+            assert "MESHGATE_KDS_AUTH" not in service["environment"]
+            data_dir = service["command"][service["command"].index("--data-dir") + 1]
+            (volume,) = service["volumes"]
+            assert volume["source"] == job_volume["source"]
+            assert data_dir.startswith(volume["target"])
+    for name, service in services.items():
+        if _process(service) != "meshgate-zone":
+            continue
+        env = service["environment"]
+        assert all(parse_global_address(a).tls for a in env["MESHGATE_GLOBAL_ADDRESS"].split()), name
+        (volume,) = service["volumes"]
+        assert volume["source"] == job_volume["source"]
+        assert volume["read_only"] is True
+        # Both files are in the shared volume, where a global and the job wrote them.
+        ca = env["MESHGATE_KDS_CA_CERT_FILE"]
+        assert ca.startswith(volume["target"] + "/"), name
+        assert ca.endswith("/kds-ca.crt"), name
+        command = service["command"]
+        zone = command[command.index("--zone") + 1]
+        token = command[command.index("--cp-token-path") + 1]
+        assert token == f"{volume['target']}/tokens/{zone}"
+        assert f"{job_volume['target']}/tokens/$$zone" in script
+        assert zone in script
+        assert service["depends_on"]["zone-tokens"]["condition"] == "service_completed_successfully"

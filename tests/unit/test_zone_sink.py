@@ -21,13 +21,20 @@ GATEWAY = {
 }
 
 
+async def with_default_mesh() -> MemoryStore:
+    """A global's store holding Mesh `default`: zones may only send resources in meshes the global has."""
+    store = MemoryStore()
+    await store.create(codec.load({"type": "Mesh", "name": "default"}))
+    return store
+
+
 def from_zone(zone: str) -> Resource:
     r = codec.load(GATEWAY)
     return r.with_meta(labels=zone_labels(zone)(r))
 
 
 async def test_zone_resource_is_renamed_and_resumable() -> None:
-    store = MemoryStore()
+    store = await with_default_mesh()
     sink = ZoneSink(store)
     receiver = sink.receiver("zone-1")
     receiver.subscribe(await sink.held("zone-1"))
@@ -45,7 +52,7 @@ async def test_zone_resource_is_renamed_and_resumable() -> None:
 
 
 async def test_overwriting_a_global_resource_is_rejected() -> None:
-    store = MemoryStore()
+    store = await with_default_mesh()
     squatter = codec.load({**GATEWAY, "name": hashed_name("default", "gw", "zone-1", "")})
     await store.create(squatter)  # global-origin: no kuma.io/origin label
     sink = ZoneSink(store)
@@ -66,7 +73,7 @@ async def test_overwriting_a_global_resource_is_rejected() -> None:
 
 
 async def test_wrong_origin_is_rejected() -> None:
-    sink = ZoneSink(MemoryStore())
+    sink = ZoneSink(await with_default_mesh())
     receiver = sink.receiver("zone-1")
     receiver.subscribe({})
     r = codec.load(GATEWAY).with_meta(labels={"kuma.io/origin": "global"})
@@ -74,3 +81,30 @@ async def test_wrong_origin_is_rejected() -> None:
         discovery_pb2.DeltaDiscoveryResponse(type_url="MeshGateway", nonce="1", resources=[to_wire(r)])
     )
     assert plan.rejections[0].reason == "ownership: label kuma.io/origin must be \"zone\", got 'global'"
+
+
+async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_never_stored() -> None:
+    """The injection attack: a zone sends a Dataplane in a mesh that does not exist on the global. It is
+    rejected by name, naming the missing mesh; the valid resource of the same response is stored."""
+    store = await with_default_mesh()
+    sink = ZoneSink(store)
+    receiver = sink.receiver("zone-1")
+    receiver.subscribe({})
+    ghost = codec.load({**GATEWAY, "mesh": "ghost"})
+    ghost = ghost.with_meta(labels=zone_labels("zone-1")(ghost))
+    plan = await sink.apply(
+        "zone-1",
+        receiver.receive(
+            discovery_pb2.DeltaDiscoveryResponse(
+                type_url="MeshGateway", nonce="1", resources=[to_wire(ghost), to_wire(from_zone("zone-1"))]
+            )
+        ),
+    )
+    assert [(r.name, r.reason) for r in plan.rejections] == [
+        ("gw.ghost", "mesh 'ghost' does not exist on the global: create the Mesh there first")
+    ]
+    nack = receiver.applied(plan)
+    assert "gw.ghost" in nack.error_detail.message
+    assert "mesh 'ghost' does not exist" in nack.error_detail.message
+    assert (await store.list("MeshGateway", "ghost")).total == 0
+    assert (await store.list("MeshGateway", "default")).total == 1

@@ -200,7 +200,7 @@ def test_every_token_reason_is_a_metric_reason() -> None:
 def test_refusals_are_counted_by_zone_until_the_label_cap_then_as_other() -> None:
     from collections import Counter
 
-    from meshgate.transport.kds_server import _MAX_ZONE_LABELS, count_auth_failure
+    from meshgate.transport.kds_admission import _MAX_ZONE_LABELS, count_auth_failure
 
     failures: Counter[tuple[str, str]] = Counter()
     for i in range(_MAX_ZONE_LABELS + 10):
