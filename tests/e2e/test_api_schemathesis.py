@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
+import httpx
 import hypothesis
 import pytest
 import schemathesis
@@ -41,10 +42,23 @@ REQUEST_TIMEOUT = 15.0
 STREAMING = {("GET", "/kds/watch")}
 
 
-@pytest.fixture(params=[{}], ids=["anonymous"])
-def headers(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Sent with every generated request (an auth variant adds `{"Authorization": "Bearer ..."}`)."""
-    return dict(request.param)
+# Who calls: the loopback admin (no token, `--api-localhost-is-admin` on, as every other test), nobody (the option
+# off, no token: every operation but the index and the document must answer 401), the admin by its token file,
+# and a read-only user (a token without the admin group: 403 for writes, Secrets, dumps and /tokens).
+CALLERS = ["localhost-admin", "anonymous", "admin-token", "read-only-user"]
+
+
+async def caller_headers(cp: CPProcess, caller: str) -> dict[str, str]:
+    if caller in ("localhost-admin", "anonymous"):
+        return {}
+    admin = cp.admin_headers()
+    assert admin, f"{cp.name} wrote no admin token"
+    if caller == "admin-token":
+        return admin
+    async with httpx.AsyncClient(base_url=cp.url(), headers=admin, timeout=30) as http:
+        r = await http.post("/tokens/user", json={"name": "viewer", "groups": ["team-a"], "validFor": "1h"})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.text.strip()}"}
 
 
 @dataclass
@@ -112,11 +126,17 @@ async def schemathesis_totals(cp: CPProcess, headers: dict[str, str]) -> Totals:
     return totals
 
 
-async def test_global_and_zone_apis_conform_to_their_openapi(procs: ProcessGroup, headers: dict[str, str]) -> None:
-    g = await procs.global_cp("global", "--store", "memory")
-    z = await procs.zone_cp("zone-1", g.ports["kds"], "--store", "memory")
+@pytest.mark.parametrize("caller", CALLERS)
+async def test_global_and_zone_apis_conform_to_their_openapi(procs: ProcessGroup, caller: str) -> None:
+    flags = () if caller == "localhost-admin" else ("--api-localhost-is-admin=false",)
+    g = await procs.global_cp("global", "--store", "memory", *flags)
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--store", "memory", *flags)
     for cp in (g, z):
-        totals = await schemathesis_totals(cp, headers)
+        totals = await schemathesis_totals(cp, await caller_headers(cp, caller))
         assert totals.operations > 10
         assert totals.server_errors == 0, totals.failures
         assert totals.failures == []
+        if caller == "anonymous":
+            # Nothing but the index and the document answers an anonymous caller.
+            assert set(totals.statuses) - {401} <= {200, 404, 405}, totals.statuses
+            assert totals.statuses[401] > totals.cases // 2, totals.statuses
