@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.auth.jwt import unverified_payload
 from tests.support.kds_peer import kds_channel, kds_metadata
-from tests.support.processes import CPProcess, ProcessGroup
+from tests.support.processes import CPProcess, ProcessGroup, issue_zone_token
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.wait import eventually
 
@@ -300,3 +301,30 @@ async def test_a_second_instance_of_a_zone_is_refused_on_the_other_replica_too(
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "on global replica" in (refused.value.details() or "")
     assert (await get(z1, "/status/kds"))["connects"] == 1
+
+
+async def test_a_token_revoked_on_one_replica_closes_the_stream_on_the_other(
+    procs: ProcessGroup, redis: RedisServer
+) -> None:
+    """The revocation list is in the shared store: revoked through replica A, the token of zone-1, which
+    streams from replica B, stops passing there too. B's token cache refresh (every second) sees the list
+    change and re-checks its open streams, long before the 60 s periodic recheck."""
+    store = ("--store", redis.url)
+    a = await procs.global_cp("global-a", *store)
+    b = await procs.global_cp("global-b", *store)
+    await put(a, "/meshes/default", MESH)
+    token = await issue_zone_token(a, "zone-1")
+    token_file = procs.workdir / "zone-1.token"
+    token_file.write_text(token)
+    z1 = await procs.zone_cp("zone-1", b.ports["kds"], "--cp-token-path", str(token_file))
+    await eventually(lambda: get(z1, "/meshes/default"), what="the mesh in zone-1, through replica B")
+
+    async with httpx.AsyncClient(base_url=a.url(), timeout=10) as c:
+        r = await c.post("/tokens/revocations", json={"type": "zone", "id": unverified_payload(token)["jti"]})
+    assert r.status_code == 200, r.text
+
+    async def closed_as_revoked() -> bool:
+        status = await get(z1, "/status/kds")
+        return status is not None and not status["connected"] and "revoked" in (status["lastError"] or "")
+
+    await eventually(closed_as_revoked, timeout=20, what="replica B closed zone-1's stream as revoked")

@@ -13,6 +13,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.auth.jwt import unverified_payload
 from meshgate.kds.envelope import to_wire
 from meshgate.resources import codec
 from meshgate.transport.kds_upstream import zone_labels
@@ -218,3 +219,39 @@ async def _connected(z: CPProcess) -> bool:
 
 async def _eq(value: Any, expected: object) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_revoked_zone_token_closes_its_open_stream_at_once_and_a_fake_zone_with_it_is_refused(
+    procs: ProcessGroup,
+) -> None:
+    """A token minted and then revoked through the API (`POST /tokens/revocations`, the token's `jti`): the real
+    zone streaming with it is closed at once (no recheck interval involved: the default is 60 s), and a fake zone
+    presenting it afterwards is refused as revoked. Another token for the same zone still works."""
+    g = await procs.global_cp()
+    assert await put(g, "/meshes/default", MESH) == 201
+    token = await issue_zone_token(g, "zone-1")
+    token_file = procs.workdir / "zone-1.revoked.token"
+    token_file.write_text(token)
+    z = await procs.zone_cp("zone-1", g.ports["kds"], "--cp-token-path", str(token_file))
+    await eventually(lambda: _connected(z), what="zone-1 connected")
+
+    jti = unverified_payload(token)["jti"]
+    async with httpx.AsyncClient(base_url=g.url(), timeout=10) as c:
+        r = await c.post("/tokens/revocations", json={"type": "zone", "id": jti})
+    assert r.status_code == 200, r.text
+
+    async def revoked() -> bool:
+        status = await kds_status(z)
+        return not status["connected"] and "revoked" in (status["lastError"] or "")
+
+    await eventually(revoked, timeout=20, what="zone-1's stream closed when its token was revoked")
+
+    async with kds_channel(g) as channel:
+        stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
+        metadata = (("client-id", "zone-1"), ("zone-instance-id", "thief"), ("authorization", f"Bearer {token}"))
+        code, details = await status_of(stub.GlobalToZoneSync(metadata=metadata))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in details
+
+    token_file.write_text(await issue_zone_token(g, "zone-1"))
+    await eventually(lambda: _connected(z), timeout=30, what="zone-1 back with a fresh token")
