@@ -26,7 +26,7 @@ from lightkube.config.models import Cluster, User
 
 from meshgate.k8s.api import Kind
 from meshgate.k8s.errors import KubeApiError, KubeError, KubeGoneError
-from meshgate.k8s.settings import BuiltinDNS, ZoneSettings
+from meshgate.k8s.settings import ZoneSettings
 from meshgate.k8s.testing import FakeKubeApi
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
@@ -64,10 +64,7 @@ def load_gateway(doc: Mapping[str, Any]) -> Resource:
 
 
 def settings_from(doc: Mapping[str, Any]) -> ZoneSettings:
-    fields = dict(doc)
-    if "builtin_dns" in fields:
-        fields["builtin_dns"] = BuiltinDNS(**fields["builtin_dns"])
-    return ZoneSettings(**fields)
+    return ZoneSettings(**dict(doc))
 
 
 def load_case(path: Path) -> Case:

@@ -97,12 +97,11 @@ def test_proxy_settings_come_from_the_environment(tmp_path: Path) -> None:
     ca.write_text("PEM")
     (tmp_path / "namespace").write_text("zone-system\n")
     env = {
-        "MESHGATE_K8S_DATAPLANE_IMAGE": "example/dp:1",
         "MESHGATE_K8S_CONTROL_PLANE_SERVICE": "zone-cp",
         "MESHGATE_K8S_CA_CERT_FILE": str(ca),
     }
     settings = kubernetes.settings_from_env(env, service_account=tmp_path)
-    assert settings.dataplane_image == "example/dp:1"
+    assert settings.dataplane_image == "meshgate:0.1.0"  # the zone's --dataplane-image sets another
     assert settings.control_plane_url == "https://zone-cp.zone-system:5678"
     assert settings.ca_cert == "PEM"
     explicit = kubernetes.settings_from_env({"MESHGATE_K8S_CONTROL_PLANE_URL": "https://x:1"}, service_account=tmp_path)
@@ -154,7 +153,6 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
     await seed.close()
     async with serving(fake_api_server(fake, Seen())) as base_url:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", base_url)))
-        monkeypatch.setenv("MESHGATE_K8S_DATAPLANE_IMAGE", "example/dp:test")
         cfg = ZoneConfig(
             zone="zone-k8s",
             global_addresses=("grpc://127.0.0.1:1",),
@@ -166,6 +164,7 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
             environment="kubernetes",
             dns_port=0,
             xds_port=0,  # never Kuma's 5678: another zone on this host may hold it
+            dataplane_image="example/dp:test",
         )
         async with anyio.create_task_group() as tg:
             ports: dict[str, int] = await tg.start(run_zone, cfg)
