@@ -119,7 +119,9 @@ _PLURALS = {
     "meshgatewayinstances": Kind.MESH_GATEWAY_INSTANCE,
     "deployments": Kind.DEPLOYMENT,
     "services": Kind.SERVICE,
+    "pods": Kind.POD,
 }
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 _PATH = re.compile(
     r"^/(?:api/v1|apis/apps/v1|apis/kuma\.io/v1alpha1)"
     r"(?:/namespaces/(?P<ns>[^/]+))?(?:/(?P<plural>[a-z]+))?(?:/(?P<name>[^/]+))?(?P<status>/status)?$"
@@ -155,6 +157,14 @@ def _status(error: KubeError) -> web.Response:
 def fake_api_server(api: FakeKubeApi, seen: Seen) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         seen.requests.append((request.method, request.path, dict(request.query), request.content_type))
+        if request.method == "POST" and request.path == TOKEN_REVIEWS:
+            review = await request.json()
+            spec = review.get("spec") or {}
+            try:
+                status = await api.review_token(spec.get("token", ""), spec.get("audiences") or [])
+            except KubeError as exc:
+                return _status(exc)
+            return _json({**review, "status": status}, status=201)
         match = _PATH.match(request.path)
         if match is None:
             return _json({"kind": "Status", "code": 404, "reason": "NotFound", "message": request.path}, status=404)
