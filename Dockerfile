@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every meshgate process: meshgate-global, meshgate-zone and meshgatectl.
+# One image for every meshgate process: meshgate-global, meshgate-zone, meshgatectl, and meshgate-dp with its
+# Envoy (the `dataplane` extra), which the gateway Pods of a Kubernetes zone run.
 #
 #   docker build -t meshgate:0.1.0 .
 #   docker run --rm meshgate:0.1.0 meshgate-global run          # or the short form: global run
@@ -20,7 +21,7 @@ COPY meshgate/ meshgate/
 COPY global_cp/ global_cp/
 COPY zone_cp/ zone_cp/
 RUN python -m venv /opt/meshgate \
-    && /opt/meshgate/bin/pip install --no-cache-dir /src \
+    && /opt/meshgate/bin/pip install --no-cache-dir '/src[dataplane]' \
     && /opt/meshgate/bin/meshgate-global --help >/dev/null \
     && /opt/meshgate/bin/meshgate-zone --help >/dev/null \
     && /opt/meshgate/bin/meshgatectl --help >/dev/null \

@@ -26,7 +26,7 @@ from lightkube.config.models import Cluster, User
 
 from meshgate.k8s.api import Kind
 from meshgate.k8s.errors import KubeApiError, KubeError, KubeGoneError
-from meshgate.k8s.settings import BuiltinDNS, ZoneSettings
+from meshgate.k8s.settings import ZoneSettings
 from meshgate.k8s.testing import FakeKubeApi
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
@@ -64,10 +64,7 @@ def load_gateway(doc: Mapping[str, Any]) -> Resource:
 
 
 def settings_from(doc: Mapping[str, Any]) -> ZoneSettings:
-    fields = dict(doc)
-    if "builtin_dns" in fields:
-        fields["builtin_dns"] = BuiltinDNS(**fields["builtin_dns"])
-    return ZoneSettings(**fields)
+    return ZoneSettings(**dict(doc))
 
 
 def load_case(path: Path) -> Case:
@@ -122,7 +119,9 @@ _PLURALS = {
     "meshgatewayinstances": Kind.MESH_GATEWAY_INSTANCE,
     "deployments": Kind.DEPLOYMENT,
     "services": Kind.SERVICE,
+    "pods": Kind.POD,
 }
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 _PATH = re.compile(
     r"^/(?:api/v1|apis/apps/v1|apis/kuma\.io/v1alpha1)"
     r"(?:/namespaces/(?P<ns>[^/]+))?(?:/(?P<plural>[a-z]+))?(?:/(?P<name>[^/]+))?(?P<status>/status)?$"
@@ -158,6 +157,14 @@ def _status(error: KubeError) -> web.Response:
 def fake_api_server(api: FakeKubeApi, seen: Seen) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         seen.requests.append((request.method, request.path, dict(request.query), request.content_type))
+        if request.method == "POST" and request.path == TOKEN_REVIEWS:
+            review = await request.json()
+            spec = review.get("spec") or {}
+            try:
+                status = await api.review_token(spec.get("token", ""), spec.get("audiences") or [])
+            except KubeError as exc:
+                return _status(exc)
+            return _json({**review, "status": status}, status=201)
         match = _PATH.match(request.path)
         if match is None:
             return _json({"kind": "Status", "code": 404, "reason": "NotFound", "message": request.path}, status=404)

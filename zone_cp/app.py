@@ -6,9 +6,10 @@ serving everything it knows while the global is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -19,6 +20,8 @@ from aiohttp import web
 
 from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
+from meshgate.k8s.api import KubeApi
+from meshgate.k8s.token_review import ServiceAccountTokens
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
@@ -45,7 +48,7 @@ from zone_cp import kubernetes
 from zone_cp.cp_token import CpToken
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
-from zone_cp.dp_tls import xds_tls
+from zone_cp.dp_tls import XdsTls, xds_tls
 from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
@@ -93,6 +96,8 @@ class ZoneConfig:
     dp_server_tls_sans: tuple[str, ...] = ()
     # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
     api_localhost_is_admin: bool = True
+    # On Kubernetes: the image of the gateway Pods' meshgate-dp container ("": meshgate.k8s.settings' default).
+    dataplane_image: str = ""
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -132,134 +137,163 @@ async def run_zone(
     # Before anything starts: an unreadable token, or a Kubernetes zone without a cluster, fails with one line.
     cp_token = CpToken.load(cfg.cp_token, cfg.cp_token_path)
     kube = kubernetes.prepare() if cfg.environment == "kubernetes" else None
+    if kube is not None and cfg.dataplane_image:
+        kube = replace(kube, settings=replace(kube.settings, dataplane_image=cfg.dataplane_image))
     store: ResourceStore = await open_store(cfg.store, data_dir=cfg.data_dir)
-    ready = False
     try:
+        # Gateway Pods dial the zone's Service by name: the generated certificate must name it.
+        kube_sans = (kube.control_plane_host,) if kube is not None and kube.control_plane_host else ()
         tls = await xds_tls(
             store,
             enabled=cfg.dp_server_tls,
             cert_file=cfg.dp_server_tls_cert_file,
             key_file=cfg.dp_server_tls_key_file,
             bind_address=cfg.bind_address,
-            extra_sans=cfg.dp_server_tls_sans,
+            extra_sans=(*cfg.dp_server_tls_sans, *kube_sans),
             data_dir=cfg.data_dir,
         )
-        # A zone issues and checks data plane tokens with the mesh keys the global made (synced Secrets).
-        dataplane_tokens = DataplaneTokens(store, create_keys=False)
-        if cfg.dp_server_authn == "none":
-            log.warning(
-                "xds.authn.disabled",
-                reason="--dp-server-authn none: anyone reaching the xDS port gets any proxy's configuration",
-            )
-        dp_server = DpServer(store, cfg.zone, None if cfg.dp_server_authn == "none" else dataplane_tokens)
-        dumper = EnvoyAdminDumper(store, lambda mesh, name: _admin(dp_server, mesh, name))
-        local = SnapshotSource(
-            store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
-        )
-        answerer = ConfigDumpAnswerer(dumper, cfg.zone)  # config dumps, and VIP lookups once DNS exists
-        client = GlobalToZoneClient(
-            zone=cfg.zone,
-            addresses=cfg.global_addresses,
-            store=store,
-            kinds=registry.kinds_sent_to_zone(),
-            validate=codec.validate,
-            upstream=ZoneUpstream(cfg.zone, local),
-            instance_id=f"{socket.gethostname()}-{os.getpid()}",
-            xds_configs=answerer,
-            ca_cert_file=cfg.kds_ca_cert_file,
-            tls_skip_verify=cfg.kds_tls_skip_verify,
-            token=cp_token,
-        )
-        cp_token.on_change = client.credentials_changed
-        dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
-        answerer.names = dns.lookup
-
-        def service_vips(mesh: str) -> list[VipOutbound]:
-            """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it), and each
-            cross-mesh gateway name of every OTHER mesh on VIP:<listener port> (gateway.md, "Cross-mesh")."""
-            own = dns.meshes.get(mesh)
-            out = [
-                VipOutbound(str(vip), SERVICE_PORT, e.service) for e, vip in (own.entries if own else ()) if e.service
-            ]
-            for other, other_vips in sorted(dns.meshes.items()):
-                if other == mesh:
-                    continue
-                for e, vip in other_vips.entries:
-                    if not (e.gateway and e.gateway_service):
-                        continue
-                    out.extend(
-                        VipOutbound(str(vip), port, e.gateway_service, "gateway", other, e.gateway, e.key)
-                        for port in e.ports
-                    )
-            return out
-
-        xds = ZoneXds(store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain)
-        dns.on_change = xds.mark_dirty
-        ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
-        # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
-        gateways = Provisioner(
-            store,
-            cfg.data_dir / "gateways",
-            tokens=None if cfg.dp_server_authn == "none" else dataplane_tokens,
-            ca_cert_file=tls.ca_file,
-        )
-        # The zone signs user tokens for its own API with its own keys (internal kinds, never synced); data
-        # plane token keys and revocations are the global's mesh Secrets, so read-only here.
-        user_tokens = UserTokens(store)
-        api = create_api_app(
-            store,
-            role="zone",
-            zone=cfg.zone,
-            auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
-            extra_routes=[
-                user_token_route(user_tokens),
-                *token_admin_routes(user=user_tokens, dataplane=dataplane_tokens, dataplane_writable=False),
-                _kds_status_route(client),
-                _xds_route(ads),
-                zone_config_dump_route(dumper),
-                dataplane_token_route(dataplane_tokens, store, role="zone"),
-                gateways.status_route(),
-                dns.route(),
-            ],
-        )
-        diagnostics = create_diagnostics_app(
-            lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text()
-        )
-        await ensure_admin_token(user_tokens, cfg.data_dir)
-        async with anyio.create_task_group() as tg:
-            if isinstance(store, RedisStore):
-                await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
-            ports = {
-                "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
-                "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
-            }
-            await tg.start(xds.run)
-            await tg.start(dp_server.run)
-            ports["xds"] = await tg.start(
-                lambda task_status: serve_grpc(
-                    [register_ads(ads)],
-                    [ADS_SERVICE_NAME],
-                    cfg.bind_address,
-                    cfg.xds_port,
-                    credentials=tls.credentials,
-                    task_status=task_status,
-                )
-            )
-            # Persisted VIPs are loaded before the DNS port opens, so a restarted zone never answers without them.
-            await tg.start(dns.run)
-            ports["dns"] = await tg.start(dns.server.serve, cfg.bind_address, cfg.dns_port)
-            await tg.start(local.run)
-            await tg.start(cp_token.run)
-            tg.start_soon(client.run)
+        if kube is not None and not kube.settings.ca_cert and tls.ca_file is not None:
+            # The CA gateway Pods trust for the xDS port (mounted from a pod annotation, meshgate.k8s.container).
+            kube = replace(kube, settings=replace(kube.settings, ca_cert=tls.ca_file.read_text()))
+        async with contextlib.AsyncExitStack() as stack:
+            kube_api: KubeApi | None = None
             if kube is not None:
-                await tg.start(kube.run, store)
-            else:
-                await tg.start(gateways.run, cfg.bind_address, ports["api"], ports["xds"])
-            # Ready means serving local state; a zone does not wait for the global to be reachable.
-            ready = True
-            write_ports_file(cfg.ports_file, ports)
-            log.info("zone.ready", zone=cfg.zone, store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
-            task_status.started(ports)
+                kube_api = await stack.enter_async_context(kube.open_api())
+            await _serve(cfg, store, cp_token, tls, kube, kube_api, task_status)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+
+
+async def _serve(
+    cfg: ZoneConfig,
+    store: ResourceStore,
+    cp_token: CpToken,
+    tls: XdsTls,
+    kube: kubernetes.KubernetesZone | None,
+    kube_api: KubeApi | None,
+    task_status: anyio.abc.TaskStatus[dict[str, int]],
+) -> None:
+    ready = False
+    # A zone issues and checks data plane tokens with the mesh keys the global made (synced Secrets).
+    dataplane_tokens = DataplaneTokens(store, create_keys=False)
+    if cfg.dp_server_authn == "none":
+        log.warning(
+            "xds.authn.disabled",
+            reason="--dp-server-authn none: anyone reaching the xDS port gets any proxy's configuration",
+        )
+    # On Kubernetes, gateway Pods may also prove themselves with their service account token (TokenReview).
+    dp_server = DpServer(
+        store,
+        cfg.zone,
+        None if cfg.dp_server_authn == "none" else dataplane_tokens,
+        service_accounts=None
+        if kube is None or kube_api is None
+        else ServiceAccountTokens(kube_api, kube.settings.token_audience),
+    )
+    dumper = EnvoyAdminDumper(store, lambda mesh, name: _admin(dp_server, mesh, name))
+    local = SnapshotSource(
+        store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
+    )
+    answerer = ConfigDumpAnswerer(dumper, cfg.zone)  # config dumps, and VIP lookups once DNS exists
+    client = GlobalToZoneClient(
+        zone=cfg.zone,
+        addresses=cfg.global_addresses,
+        store=store,
+        kinds=registry.kinds_sent_to_zone(),
+        validate=codec.validate,
+        upstream=ZoneUpstream(cfg.zone, local),
+        instance_id=f"{socket.gethostname()}-{os.getpid()}",
+        xds_configs=answerer,
+        ca_cert_file=cfg.kds_ca_cert_file,
+        tls_skip_verify=cfg.kds_tls_skip_verify,
+        token=cp_token,
+    )
+    cp_token.on_change = client.credentials_changed
+    dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
+    answerer.names = dns.lookup
+
+    def service_vips(mesh: str) -> list[VipOutbound]:
+        """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it), and each
+        cross-mesh gateway name of every OTHER mesh on VIP:<listener port> (gateway.md, "Cross-mesh")."""
+        own = dns.meshes.get(mesh)
+        out = [VipOutbound(str(vip), SERVICE_PORT, e.service) for e, vip in (own.entries if own else ()) if e.service]
+        for other, other_vips in sorted(dns.meshes.items()):
+            if other == mesh:
+                continue
+            for e, vip in other_vips.entries:
+                if not (e.gateway and e.gateway_service):
+                    continue
+                out.extend(
+                    VipOutbound(str(vip), port, e.gateway_service, "gateway", other, e.gateway, e.key)
+                    for port in e.ports
+                )
+        return out
+
+    xds = ZoneXds(store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain)
+    dns.on_change = xds.mark_dirty
+    ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
+    # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
+    gateways = Provisioner(
+        store,
+        cfg.data_dir / "gateways",
+        tokens=None if cfg.dp_server_authn == "none" else dataplane_tokens,
+        ca_cert_file=tls.ca_file,
+    )
+    # The zone signs user tokens for its own API with its own keys (internal kinds, never synced); data
+    # plane token keys and revocations are the global's mesh Secrets, so read-only here.
+    user_tokens = UserTokens(store)
+    api = create_api_app(
+        store,
+        role="zone",
+        zone=cfg.zone,
+        auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
+        extra_routes=[
+            user_token_route(user_tokens),
+            *token_admin_routes(user=user_tokens, dataplane=dataplane_tokens, dataplane_writable=False),
+            _kds_status_route(client),
+            _xds_route(ads),
+            zone_config_dump_route(dumper),
+            dataplane_token_route(dataplane_tokens, store, role="zone"),
+            gateways.status_route(),
+            dns.route(),
+        ],
+    )
+    diagnostics = create_diagnostics_app(
+        lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text()
+    )
+    await ensure_admin_token(user_tokens, cfg.data_dir)
+    async with anyio.create_task_group() as tg:
+        if isinstance(store, RedisStore):
+            await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
+        ports = {
+            "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),
+            "diagnostics": await tg.start(serve_app, diagnostics, cfg.bind_address, cfg.diagnostics_port),
+        }
+        await tg.start(xds.run)
+        await tg.start(dp_server.run)
+        ports["xds"] = await tg.start(
+            lambda task_status: serve_grpc(
+                [register_ads(ads)],
+                [ADS_SERVICE_NAME],
+                cfg.bind_address,
+                cfg.xds_port,
+                credentials=tls.credentials,
+                task_status=task_status,
+            )
+        )
+        # Persisted VIPs are loaded before the DNS port opens, so a restarted zone never answers without them.
+        await tg.start(dns.run)
+        ports["dns"] = await tg.start(dns.server.serve, cfg.bind_address, cfg.dns_port)
+        await tg.start(local.run)
+        await tg.start(cp_token.run)
+        tg.start_soon(client.run)
+        if kube is not None and kube_api is not None:
+            await tg.start(kube.run, store, kube_api)
+        else:
+            await tg.start(gateways.run, cfg.bind_address, ports["api"], ports["xds"])
+        # Ready means serving local state; a zone does not wait for the global to be reachable.
+        ready = True
+        write_ports_file(cfg.ports_file, ports)
+        log.info("zone.ready", zone=cfg.zone, store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
+        task_status.started(ports)

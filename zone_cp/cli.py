@@ -23,6 +23,7 @@ from meshgate.cli.common import (
     setup_logging,
 )
 from meshgate.dns.upstream import Upstream
+from meshgate.k8s.settings import DEFAULT_DATAPLANE_IMAGE
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 
@@ -171,6 +172,15 @@ def run(
         ),
     ] = None,
     api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
+    dataplane_image: Annotated[
+        str,
+        typer.Option(
+            "--dataplane-image",
+            envvar="MESHGATE_DATAPLANE_IMAGE",
+            help="With --environment kubernetes: the image gateway Pods run meshgate-dp from (Kuma's"
+            f" KUMA_INJECTOR_SIDECAR_CONTAINER_IMAGE) [default: {DEFAULT_DATAPLANE_IMAGE}].",
+        ),
+    ] = "",
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -218,6 +228,7 @@ def run(
         dp_server_tls_key_file=dp_server_tls_key_file,
         dp_server_tls_sans=tuple(dp_server_tls_san or ()),
         api_localhost_is_admin=localhost_is_admin,
+        dataplane_image=dataplane_image,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

@@ -18,6 +18,12 @@ Kuma's way (pkg/xds/auth/callbacks.go, pkg/xds/server/callbacks/dataplane_lifecy
        mesh Secret changes (a revocation list synced from the global): a revoked or expired token ends the
        stream with UNAUTHENTICATED
 
+On a Kubernetes zone (`service_accounts` given) a proxy may present, instead of a data plane token, the
+projected service account token of its gateway Pod: a token with a `kubernetes.io` claim goes to a TokenReview
+and must belong to a replica of the MeshGatewayInstance whose Dataplane it claims
+(`meshgate.k8s.token_review`). It is checked when the stream opens, as Kuma checks it, and not re-checked
+while the stream lives (a bound token stops working when its Pod goes, and with it the stream).
+
 With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
 bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
 (`meshgate_xds_auth_failures{reason}` on the diagnostics `/metrics`).
@@ -39,6 +45,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 
 from meshgate.auth.jwt import TokenError, unverified_payload
+from meshgate.k8s.token_review import ServiceAccountTokenRefused, ServiceAccountTokens
 from meshgate.resources import codec
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
@@ -139,6 +146,14 @@ def _token_mesh(token: str) -> str:
     return ""
 
 
+def is_service_account_token(token: str) -> bool:
+    """Whether a token *looks* like a Kubernetes service account token (its unverified `kubernetes.io` claim).
+    Only to route it to the TokenReview rather than to the data plane token verifier: each verifies fully."""
+    with contextlib.suppress(TokenError, ValueError):
+        return isinstance(unverified_payload(token).get("kubernetes.io"), Mapping)
+    return False
+
+
 class _Session:
     def __init__(
         self, server: DpServer, proxy: ProxyId, dataplane: Resource, token: str, admin: AdminTarget | None, owns: bool
@@ -150,7 +165,7 @@ class _Session:
     async def watch(self) -> StreamRefused:
         server = self.server
         tokens = server.tokens
-        if tokens is None:
+        if tokens is None or server.is_service_account(self.token):
             await anyio.sleep_forever()
             raise AssertionError("unreachable")
         while True:
@@ -181,8 +196,11 @@ class DpServer:
         *,
         recheck_interval: float = RECHECK_INTERVAL,
         clock: Callable[[], float] = time.time,
+        service_accounts: ServiceAccountTokens | None = None,
     ) -> None:
+        """`service_accounts`: on a Kubernetes zone, also admit gateway Pods by their service account token."""
         self.store, self.zone, self.tokens = store, zone, tokens
+        self.service_accounts = service_accounts
         self.recheck_interval = recheck_interval
         self.clock = clock
         self.sessions: dict[ProxyId, list[_Session]] = {}
@@ -214,7 +232,12 @@ class DpServer:
 
     @property
     def authn(self) -> str:
-        return "none" if self.tokens is None else "dpToken"
+        if self.tokens is None:
+            return "none"
+        return "dpToken" if self.service_accounts is None else "dpToken,serviceAccountToken"
+
+    def is_service_account(self, token: str) -> bool:
+        return self.service_accounts is not None and is_service_account_token(token)
 
     async def verify(self, proxy: ProxyId, dataplane: Resource, token: str) -> float:
         """The token's expiry (inf without authentication), or StreamRefused naming why it does not do."""
@@ -227,6 +250,15 @@ class DpServer:
                 " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
             )
         tags, proxy_type = dataplane_identity(dataplane)
+        if self.service_accounts is not None and is_service_account_token(token):
+            try:
+                await self.service_accounts.authenticate(
+                    token, name=proxy.name, mesh=proxy.mesh, tags=tags, proxy_type=proxy_type
+                )
+            except ServiceAccountTokenRefused as exc:
+                status = grpc.StatusCode.UNAVAILABLE if exc.unavailable else grpc.StatusCode.UNAUTHENTICATED
+                raise StreamRefused(exc.reason, f"authentication failed: {exc}", status) from None
+            return float("inf")
         try:
             claims = await self.tokens.verify(token, mesh=proxy.mesh, name=proxy.name, tags=tags, proxy_type=proxy_type)
         except SigningKeyMissing as exc:

@@ -4,24 +4,28 @@ The zone keeps its resources in its own store as in Universal mode; only MeshGat
 Deployments and Services made from them) live in the cluster. `prepare()` finds the API configuration before
 anything starts, so a zone with no cluster to talk to fails at once with one line (`KubeConfigError`).
 
-The proxies' settings come from the environment (Kuma's defaults otherwise; see `meshgate.k8s.settings`):
+The proxies' settings come from the environment (Kuma's defaults otherwise; see `meshgate.k8s.settings`); the
+image is the zone's `--dataplane-image` flag (`MESHGATE_DATAPLANE_IMAGE`), `meshgate:<version>` by default:
 
-| variable                                   | default                                      |
-|--------------------------------------------|----------------------------------------------|
-| `MESHGATE_K8S_DATAPLANE_IMAGE`             | `kuma/kuma-dp:2.7.29`                        |
-| `MESHGATE_K8S_CONTROL_PLANE_URL`           | `https://<service>.<namespace>:5678`         |
-| `MESHGATE_K8S_CONTROL_PLANE_SERVICE`       | `meshgate-zone`                              |
-| `MESHGATE_K8S_SYSTEM_NAMESPACE`            | the pod's namespace, else `meshgate-system`  |
-| `MESHGATE_K8S_CA_CERT_FILE`                | none (the proxy gets no CA from the zone)     |
-| `MESHGATE_K8S_RESYNC_INTERVAL` (seconds)   | 60                                           |
+| variable                                   | default                                                  |
+|--------------------------------------------|----------------------------------------------------------|
+| `MESHGATE_K8S_CONTROL_PLANE_URL`           | `https://<service>.<namespace>:5678`                     |
+| `MESHGATE_K8S_CONTROL_PLANE_SERVICE`       | `meshgate-zone`                                          |
+| `MESHGATE_K8S_SYSTEM_NAMESPACE`            | the pod's namespace, else `meshgate-system`              |
+| `MESHGATE_K8S_CA_CERT_FILE`                | the CA of the xDS port's certificate (`xds-ca.crt`)      |
+| `MESHGATE_K8S_RESYNC_INTERVAL` (seconds)   | 60                                                       |
+
+The same API connection serves the reconciler and the xDS gate's TokenReviews (`meshgate.k8s.token_review`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -52,7 +56,6 @@ def settings_from_env(environ: Mapping[str, str], service_account: Path = SERVIC
         except OSError as exc:
             raise KubeConfigError(f"MESHGATE_K8S_CA_CERT_FILE {ca_file}: {exc.strerror or exc}") from exc
     return ZoneSettings(
-        dataplane_image=environ.get("MESHGATE_K8S_DATAPLANE_IMAGE", "") or defaults.dataplane_image,
         system_namespace=namespace or defaults.system_namespace,
         control_plane_service=environ.get("MESHGATE_K8S_CONTROL_PLANE_SERVICE", "") or defaults.control_plane_service,
         control_plane_url_override=environ.get("MESHGATE_K8S_CONTROL_PLANE_URL", ""),
@@ -79,11 +82,22 @@ class KubernetesZone:
     settings: ZoneSettings
     options: ReconcilerOptions
 
+    def open_api(self) -> AbstractAsyncContextManager[KubeApi]:
+        return open_api(self.config)
+
+    @property
+    def control_plane_host(self) -> str:
+        """The host the proxies dial, which the xDS port's generated certificate must name."""
+        return urlsplit(self.settings.control_plane_url).hostname or ""
+
     async def run(
-        self, store: ResourceStore, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        store: ResourceStore,
+        api: KubeApi,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        async with open_api(self.config) as api:
-            await run_reconciler(store, api, self.settings, options=self.options, task_status=task_status)
+        await run_reconciler(store, api, self.settings, options=self.options, task_status=task_status)
 
 
 def prepare(environ: Mapping[str, str] | None = None) -> KubernetesZone:

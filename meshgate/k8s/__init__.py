@@ -10,6 +10,7 @@
     client.py      KubeApi on lightkube (the only module that talks to an API server)
     workqueue.py   coalescing, never-concurrent-per-key work queue
     reconciler.py  level-triggered reconciler (anyio task group: watches, store events, resync, workers)
+    token_review.py  a gateway Pod's service account token -> the MeshGatewayInstance it proves (TokenReview)
     testing.py     FakeKubeApi, for tests
 
 Error tree::
@@ -21,10 +22,15 @@ Error tree::
     │   ├── KubeConflictError  409
     │   └── KubeGoneError      410: list again, then watch
     └── NotControlledError     an object of the instance's name exists under another controller
+
+    ServiceAccountTokenRefused   (token_review.py; not a KubeError) a proxy's token does not prove its Dataplane
 """
 
 from __future__ import annotations
 
+# meshgate.resources' registry imports meshgate.k8s.instance (the MeshGatewayInstance kind): importing
+# meshgate.resources first lets that cycle resolve from its side whichever package a program imports first.
+import meshgate.resources  # noqa: F401 - for its import order only
 from meshgate.k8s.api import FIELD_MANAGER, Kind, KubeApi, KubeObject, ObjectList, WatchEvent, WatchEventType
 from meshgate.k8s.errors import (
     KubeApiError,

@@ -10,7 +10,7 @@ subclasses); "not found" is a return value, never an exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -32,6 +32,8 @@ class Kind(StrEnum):
     DEPLOYMENT = "Deployment"
     SERVICE = "Service"
     NAMESPACE = "Namespace"
+    # Read only, to check that a proxy's service account token belongs to a gateway Pod (token_review.py).
+    POD = "Pod"
 
     @property
     def api_version(self) -> str:
@@ -40,6 +42,7 @@ class Kind(StrEnum):
             Kind.DEPLOYMENT: "apps/v1",
             Kind.SERVICE: "v1",
             Kind.NAMESPACE: "v1",
+            Kind.POD: "v1",
         }[self]
 
     @property
@@ -92,4 +95,9 @@ class KubeApi(Protocol):
 
     async def patch_status(self, kind: Kind, namespace: str, name: str, patch: KubeObject) -> KubeObject | None:
         """A JSON merge patch on the status subresource; None when the object is gone."""
+        ...
+
+    async def review_token(self, token: str, audiences: Sequence[str]) -> KubeObject:
+        """POSTs an `authentication.k8s.io/v1` TokenReview and returns its `status` (`authenticated`, `user`
+        with `username` and `extra`, `audiences`, `error`): the API server's verdict on a bearer token."""
         ...

@@ -15,7 +15,7 @@ plain dicts (`KubeObject`); lightkube's models are not part of the interface.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,10 @@ from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, KubeConfig, No
 from lightkube.core.generic_client import ListAsyncIterable
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.authentication_v1 import TokenReviewSpec
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Namespace, Service
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.core_v1 import Namespace, Pod, Service
 from lightkube.types import PatchType
 
 from meshgate.k8s.api import FIELD_MANAGER, Kind, KubeObject, ObjectList, WatchEvent, WatchEventType
@@ -42,6 +44,7 @@ _NAMESPACED: dict[Kind, type[NamespacedResource]] = {
     Kind.MESH_GATEWAY_INSTANCE: MeshGatewayInstanceResource,
     Kind.DEPLOYMENT: Deployment,
     Kind.SERVICE: Service,
+    Kind.POD: Pod,
 }
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -195,6 +198,15 @@ class LightkubeApi:
                 return None
             raise _error(exc) from exc
         return _to_dict(result)
+
+    async def review_token(self, token: str, audiences: Sequence[str]) -> KubeObject:
+        review = TokenReview(spec=TokenReviewSpec(token=token, audiences=list(audiences)))
+        try:
+            result = await self._client.create(review)
+        except httpx2.HTTPError as exc:
+            raise _error(exc) from exc
+        status: KubeObject = _to_dict(result).get("status") or {}
+        return status
 
 
 @asynccontextmanager

@@ -17,6 +17,10 @@ What Kuma's `GatewayInstanceReconciler` does, and so what this module does:
   lives), `kuma.io/mesh: <mesh>` (then `podTemplate.metadata.annotations`); a pod security context that lets
   the proxy bind ports below 1024 (`net.ipv4.ip_unprivileged_port_start=0`) with the template's `fsGroup`, the
   template's service account, an emptyDir `/tmp`, and the `kuma-gateway` container (`meshgate.k8s.container`).
+- meshgate's own additions to the Pod: the projected service account token the proxy authenticates with and
+  the zone's xDS CA (annotation `meshgate.io/xds-ca`, mounted through the downward API; it wins over a template
+  annotation of that name), and `automountServiceAccountToken: false`: the proxy never calls the API server, so
+  it gets no token the API server would accept.
 - Both carry a controller owner reference to the instance (`controller: true, blockOwnerDeletion: true`), so
   Kubernetes' garbage collector removes them with it.
 - **No MeshGateway matched**: Kuma creates no Service, leaves an existing one untouched (a gateway renamed for a
@@ -40,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshgate.k8s.container import gateway_container
+from meshgate.k8s.container import ANNOTATION_XDS_CA, gateway_container, gateway_volumes
 from meshgate.k8s.instance import ANNOTATION_MESH, API_VERSION, KIND, MeshGatewayInstance, ServiceType
 from meshgate.k8s.selection import mesh_of, select_gateway
 from meshgate.k8s.settings import ZoneSettings
@@ -170,16 +174,19 @@ def render_deployment(instance: MeshGatewayInstance, mesh: str, settings: ZoneSe
         ANNOTATION_MESH: mesh,
         **template.metadata.annotations,
     }
+    if settings.ca_cert:
+        pod_annotations[ANNOTATION_XDS_CA] = settings.ca_cert
     security: dict[str, Any] = {}
     if template.fs_group is not None:
         security["fsGroup"] = template.fs_group
     security["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
     pod_spec: dict[str, Any] = {
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *gateway_volumes(settings)],
         "containers": [gateway_container(instance, mesh, settings)],
     }
     if template.service_account_name:
         pod_spec["serviceAccountName"] = template.service_account_name
+    pod_spec["automountServiceAccountToken"] = False
     pod_spec["securityContext"] = security
     return {
         "apiVersion": "apps/v1",

@@ -8,22 +8,30 @@ It implements `KubeApi` over an in-memory object map with the API server behavio
   and are closed with 410 when a watcher falls too far behind, as the API server's watch cache does;
 - the status subresource as a JSON merge patch; a namespace that must exist before anything is created in it;
 - optionally, the garbage collector's cascade through owner references (off by default, so tests can check
-  that the reconciler deletes what it created without relying on it).
+  that the reconciler deletes what it created without relying on it);
+- TokenReview for the service account tokens it issued (`issue_token`): a token is authenticated while it is
+  unexpired, its audiences meet the review's, and, for a token bound to a Pod, that Pod (same uid) still
+  exists; the answer carries the user name `system:serviceaccount:<ns>:<sa>` and the bound Pod in `extra`, as
+  the API server's. Tokens look like the API server's JWTs (claims readable, signature meaningless).
 
 It simplifies server-side apply: meshgate is assumed to be the only manager of what it applies, so an apply
 replaces labels, annotations, owner references and spec (other than allocated fields) outright.
 
 The cluster side, what users and other controllers do, has its own methods: `create_namespace`, `create`,
-`update`, `remove`, `set_deployment_available`, `set_load_balancer_ingress`, `set_cluster_ip`, `fail`,
+`update`, `remove`, `issue_token`, `set_deployment_available`, `set_load_balancer_ingress`, `set_cluster_ip`, `fail`,
 `expire_watches`. Every `KubeApi` call is recorded in `calls`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
+import json
+import secrets
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +41,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 from meshgate.k8s.api import Kind, KubeObject, ObjectList, WatchEvent, WatchEventType
 from meshgate.k8s.errors import KubeApiError, KubeError, KubeGoneError, api_error
 from meshgate.k8s.status import merge_patch
+from meshgate.k8s.token_review import POD_NAME_EXTRA, POD_UID_EXTRA
 
-__all__ = ["Call", "FakeKubeApi", "apply_merge_patch"]
+__all__ = ["API_SERVER_AUDIENCE", "Call", "FakeKubeApi", "apply_merge_patch"]
 
 ObjectKey = tuple[Kind, str, str]
 
@@ -45,6 +54,18 @@ ObjectKey = tuple[Kind, str, str]
 WATCH_BUFFER = 100
 # How many past events are kept for a watch to resume from, like the API server's compacted history.
 HISTORY = 1000
+# The API server's own audience: what a token requested without one (the automounted token) is for.
+API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuedToken:
+    namespace: str
+    service_account: str
+    pod: str
+    pod_uid: str
+    audiences: tuple[str, ...]
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +131,9 @@ class FakeKubeApi:
         self._garbage_collect = garbage_collect
         self._watch_buffer = watch_buffer
         self.calls: list[Call] = []
+        self._tokens: dict[str, _IssuedToken] = {}
+        # Every TokenReview asked for: (token, audiences).
+        self.token_reviews: list[tuple[str, tuple[str, ...]]] = []
 
     # -- inspection --------------------------------------------------------------------------------------------
 
@@ -183,6 +207,38 @@ class FakeKubeApi:
                 if key in self._objects and any(ref.get("uid") == uid for ref in refs):
                     self.remove(*key)
         return True
+
+    def issue_token(
+        self,
+        namespace: str,
+        service_account: str,
+        *,
+        pod: str = "",
+        audiences: Sequence[str] = (API_SERVER_AUDIENCE,),
+        expires_in: float = 3600.0,
+    ) -> str:
+        """A service account token, as the kubelet gets for a projected volume (bound to `pod`, which must exist)
+        or as a legacy Secret holds (no pod)."""
+        pod_uid = ""
+        claims: dict[str, Any] = {"namespace": namespace, "serviceaccount": {"name": service_account}}
+        if pod:
+            pod_uid = self._must(Kind.POD, namespace, pod)["metadata"]["uid"]
+            claims["pod"] = {"name": pod, "uid": pod_uid}
+        expires_at = time.time() + expires_in
+        payload = {
+            "aud": list(audiences),
+            "exp": int(expires_at),
+            "iss": API_SERVER_AUDIENCE,
+            "sub": f"system:serviceaccount:{namespace}:{service_account}",
+            "kubernetes.io": claims,
+        }
+
+        def part(value: Mapping[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        token = f"{part({'alg': 'RS256', 'kid': 'fake'})}.{part(payload)}.{secrets.token_urlsafe(32)}"
+        self._tokens[token] = _IssuedToken(namespace, service_account, pod, pod_uid, tuple(audiences), expires_at)
+        return token
 
     def set_deployment_available(self, namespace: str, name: str, status: str, reason: str = "") -> None:
         """What the Deployment controller reports: the `Available` condition."""
@@ -281,6 +337,43 @@ class FakeKubeApi:
         if (kind, namespace, name) not in self._objects:
             return None
         return self._set_status(kind, namespace, name, patch.get("status"))
+
+    async def review_token(self, token: str, audiences: Sequence[str]) -> KubeObject:
+        self.token_reviews.append((token, tuple(audiences)))
+        faults = self._faults.get("review_token")
+        if faults:
+            raise faults.popleft()
+        issued = self._tokens.get(token)
+        if issued is None or issued.expires_at <= time.time():
+            return {
+                "authenticated": False,
+                "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]",
+            }
+        wanted = tuple(audiences) or (API_SERVER_AUDIENCE,)
+        common = [a for a in wanted if a in issued.audiences]
+        if not common:
+            return {
+                "authenticated": False,
+                "error": f"[invalid bearer token, token audiences {list(issued.audiences)} is invalid for the target"
+                f" audiences {list(wanted)}]",
+            }
+        extra: dict[str, list[str]] = {}
+        if issued.pod:
+            pod = self._objects.get((Kind.POD, issued.namespace, issued.pod))
+            if pod is None or pod["metadata"].get("uid") != issued.pod_uid:
+                return {
+                    "authenticated": False,
+                    "error": f"[invalid bearer token, pod {issued.pod} (uid {issued.pod_uid}) no longer exists]",
+                }
+            extra = {POD_NAME_EXTRA: [issued.pod], POD_UID_EXTRA: [issued.pod_uid]}
+        user: dict[str, Any] = {
+            "username": f"system:serviceaccount:{issued.namespace}:{issued.service_account}",
+            "uid": f"sa-uid-{issued.namespace}-{issued.service_account}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{issued.namespace}", "system:authenticated"],
+        }
+        if extra:
+            user["extra"] = extra
+        return {"authenticated": True, "user": user, "audiences": common}
 
     # -- internals -------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ server (tests/k8s_support.fake_api_server over a FakeKubeApi, which stands in fo
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import anyio
 import httpx
 import pytest
 import yaml
+from cryptography import x509
 
 from meshgate.k8s.api import Kind
 from meshgate.k8s.client import SERVICE_ACCOUNT_DIR
@@ -97,12 +99,11 @@ def test_proxy_settings_come_from_the_environment(tmp_path: Path) -> None:
     ca.write_text("PEM")
     (tmp_path / "namespace").write_text("zone-system\n")
     env = {
-        "MESHGATE_K8S_DATAPLANE_IMAGE": "example/dp:1",
         "MESHGATE_K8S_CONTROL_PLANE_SERVICE": "zone-cp",
         "MESHGATE_K8S_CA_CERT_FILE": str(ca),
     }
     settings = kubernetes.settings_from_env(env, service_account=tmp_path)
-    assert settings.dataplane_image == "example/dp:1"
+    assert settings.dataplane_image == "meshgate:0.1.0"  # the zone's --dataplane-image sets another
     assert settings.control_plane_url == "https://zone-cp.zone-system:5678"
     assert settings.ca_cert == "PEM"
     explicit = kubernetes.settings_from_env({"MESHGATE_K8S_CONTROL_PLANE_URL": "https://x:1"}, service_account=tmp_path)
@@ -110,6 +111,15 @@ def test_proxy_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert kubernetes.settings_from_env({}, service_account=tmp_path / "none").system_namespace == "meshgate-system"
     with pytest.raises(KubeConfigError, match="MESHGATE_K8S_CA_CERT_FILE"):
         kubernetes.settings_from_env({"MESHGATE_K8S_CA_CERT_FILE": str(tmp_path / "missing")})
+
+
+def served_dns_sans(port: int) -> set[str]:
+    """The DNS names in the certificate the zone's xDS port presents."""
+    pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=10)
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return set(
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:
@@ -154,7 +164,6 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
     await seed.close()
     async with serving(fake_api_server(fake, Seen())) as base_url:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", base_url)))
-        monkeypatch.setenv("MESHGATE_K8S_DATAPLANE_IMAGE", "example/dp:test")
         cfg = ZoneConfig(
             zone="zone-k8s",
             global_addresses=("grpc://127.0.0.1:1",),
@@ -166,6 +175,7 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
             environment="kubernetes",
             dns_port=0,
             xds_port=0,  # never Kuma's 5678: another zone on this host may hold it
+            dataplane_image="example/dp:test",
         )
         async with anyio.create_task_group() as tg:
             ports: dict[str, int] = await tg.start(run_zone, cfg)
@@ -185,5 +195,14 @@ async def test_a_kubernetes_zone_provisions_gateways(tmp_path: Path, monkeypatch
             )
             deployment = fake.object(Kind.DEPLOYMENT, "gateways", "edge-gateway")
             assert deployment is not None
-            assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "example/dp:test"
+            template = deployment["spec"]["template"]
+            container = template["spec"]["containers"][0]
+            assert container["image"] == "example/dp:test"
+            assert container["command"] == ["meshgate-dp"]
+            # The Pods trust the CA the zone generated for its xDS port, whose certificate names the zone's
+            # Service, the host of --cp-address.
+            assert template["metadata"]["annotations"]["meshgate.io/xds-ca"] == (tmp_path / "xds-ca.crt").read_text()
+            assert "--cp-address=https://meshgate-zone.meshgate-system:5678" in container["args"]
+            sans = await anyio.to_thread.run_sync(served_dns_sans, ports["xds"])
+            assert "meshgate-zone.meshgate-system" in sans
             tg.cancel_scope.cancel()

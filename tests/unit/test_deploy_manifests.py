@@ -405,7 +405,7 @@ def test_zone_deployment_runs_kubernetes_mode_configured_from_a_config_map(
         assert (get["path"], _port_names(c).get(get["port"], get["port"])) == (path, diagnostics)
     config = _named(objs, "ConfigMap", "meshgate-zone-config")
     values = {}
-    for name in ("MESHGATE_ZONE", "MESHGATE_GLOBAL_ADDRESS"):
+    for name in ("MESHGATE_ZONE", "MESHGATE_GLOBAL_ADDRESS", "MESHGATE_DATAPLANE_IMAGE"):
         ref = _env(c, name)["valueFrom"]["configMapKeyRef"]
         assert ref["name"] == config["metadata"]["name"]
         values[name] = _config_value(objs, ref, "ConfigMap")
@@ -415,6 +415,8 @@ def test_zone_deployment_runs_kubernetes_mode_configured_from_a_config_map(
         assert target.rpartition(":")[2] == str(_served_ports("meshgate-global")["kds"])
     if rel in ZONE_OVERLAYS:
         assert values["MESHGATE_ZONE"] == ZONE_OVERLAYS[rel]
+    # Gateway Pods run meshgate-dp from the zone's own image.
+    assert values["MESHGATE_DATAPLANE_IMAGE"] == c["image"]
     svc = _one(objs, "Service", "meshgate-zone")
     assert {p["port"] for p in svc["spec"]["ports"]} == set(_served_ports("meshgate-zone").values())
 
@@ -436,6 +438,10 @@ def test_zone_rbac(builds: dict[str, list[Obj]], rel: str) -> None:
     assert granted[("", "services")] >= manage
     # The reconciler reads the instance's Namespace for its kuma.io/mesh annotation (meshgate/k8s/selection.py).
     assert granted[("", "namespaces")] >= {"get"}
+    # Gateway Pods' service account tokens are checked with a TokenReview, then their Pod is read
+    # (meshgate/k8s/token_review.py); nothing more: the zone never lists or changes Pods.
+    assert granted[("authentication.k8s.io", "tokenreviews")] == {"create"}
+    assert granted[("", "pods")] == {"get"}
     binding = _one(objs, "ClusterRoleBinding", "meshgate-zone")
     assert binding["roleRef"]["name"] == "meshgate-zone"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "meshgate-zone", "namespace": NAMESPACE}]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from meshgate.k8s.container import ANNOTATION_XDS_CA, CA_CERT_PATH, TOKEN_PATH
 from meshgate.k8s.instance import ServiceType, parse_instance
 from meshgate.k8s.render import Rendering, render, render_deployment, render_service, service_ports
 from meshgate.k8s.settings import ZoneSettings
@@ -134,17 +135,84 @@ def test_default_service_tag_is_in_the_tags_annotation_not_in_labels() -> None:
     assert deployment["spec"]["selector"] == {"matchLabels": {"app": "gw"}}
 
 
-def test_the_gateway_container_is_named_kuma_gateway_and_points_at_the_zone() -> None:
-    settings = ZoneSettings(dataplane_image="example/dp:1", control_plane_url_override="https://cp:5678")
+def test_the_gateway_container_runs_meshgate_dp_against_the_zone() -> None:
+    settings = ZoneSettings(dataplane_image="example/meshgate:1", control_plane_url_override="https://cp:5678")
     deployment = render_deployment(parse_instance(instance_obj()).instance, "m1", settings)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["name"] == "kuma-gateway"
-    assert container["image"] == "example/dp:1"
-    assert container["args"] == ["run", "--log-level=info", "--concurrency=2"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["KUMA_CONTROL_PLANE_URL"] == "https://cp:5678"
-    assert env["KUMA_DATAPLANE_MESH"] == "m1"
-    assert container["env"][-1]["name"] == "KUMA_DATAPLANE_RESOURCES_MAX_MEMORY_BYTES"
+    assert container["image"] == "example/meshgate:1"
+    assert container["command"] == ["meshgate-dp"]
+    args = container["args"]
+    assert args[0] == "run"
+    assert "--cp-address=https://cp:5678" in args
+    assert f"--dataplane-token-file={TOKEN_PATH}" in args
+    # Without a CA the proxy trusts the image's roots: no CA flag, volume or annotation.
+    assert not any(a.startswith("--ca-cert-file") for a in args)
+    (dataplane_arg,) = [a for a in args if a.startswith("--dataplane=")]
+    assert json.loads(dataplane_arg.removeprefix("--dataplane=")) == {
+        "type": "Dataplane",
+        "mesh": "m1",
+        "name": "$(POD_NAME).$(POD_NAMESPACE)",
+        "networking": {
+            "address": "$(INSTANCE_IP)",
+            "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "gw_ns_svc"}},
+        },
+    }
+    # No kuma-dp settings are left; what the args refer to is there.
+    env = {e["name"] for e in container["env"]}
+    assert not any(name.startswith("KUMA_") for name in env)
+    assert {"POD_NAME", "POD_NAMESPACE", "INSTANCE_IP"} <= env
+
+
+def test_the_pod_mounts_a_projected_token_for_the_zone_and_no_api_token() -> None:
+    deployment = render_deployment(parse_instance(instance_obj()).instance, "m1", ZoneSettings())
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (source,) = volumes["meshgate-dp-token"]["projected"]["sources"]
+    assert source == {"serviceAccountToken": {"audience": "meshgate-zone", "expirationSeconds": 86400, "path": "token"}}
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["meshgate-dp-token"] == {
+        "name": "meshgate-dp-token",
+        "readOnly": True,
+        "mountPath": TOKEN_PATH.rsplit("/", 1)[0],
+    }
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    validate_k8s(deployment)
+
+
+def test_the_zone_ca_reaches_the_pod_through_an_annotation_file() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    instance = parse_instance(
+        instance_obj(podTemplate={"metadata": {"annotations": {ANNOTATION_XDS_CA: "not the zone's"}}})
+    ).instance
+    deployment = render_deployment(instance, "m1", ZoneSettings(ca_cert=pem))
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][ANNOTATION_XDS_CA] == pem  # the zone's wins over the template's
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["meshgate-xds-ca"]["downwardAPI"]["items"] == [
+        {
+            "path": "ca.crt",
+            "fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{ANNOTATION_XDS_CA}']"},
+        }
+    ]
+    (container,) = template["spec"]["containers"]
+    assert f"--ca-cert-file={CA_CERT_PATH}" in container["args"]
+    assert {"name": "meshgate-xds-ca", "readOnly": True, "mountPath": CA_CERT_PATH.rsplit("/", 1)[0]} in container[
+        "volumeMounts"
+    ]
+    validate_k8s(deployment)
+
+
+def test_a_dollar_in_a_tag_is_escaped_for_the_kubelet() -> None:
+    instance = parse_instance(instance_obj(tags={"team": "a$(POD_NAME)"})).instance
+    (container,) = render_deployment(instance, "m1", ZoneSettings())["spec"]["template"]["spec"]["containers"]
+    (dataplane_arg,) = [a for a in container["args"] if a.startswith("--dataplane=")]
+    assert '"team":"a$$(POD_NAME)"' in dataplane_arg
 
 
 def test_no_matching_gateway_renders_no_service() -> None:
