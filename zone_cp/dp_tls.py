@@ -1,11 +1,12 @@
 """TLS for the zone's xDS port (Kuma's DP server): a certificate from flags, or one the zone made itself.
 
     --dp-server-tls-cert-file/--dp-server-tls-key-file   served as given (Kuma: KUMA_DP_SERVER_TLS_CERT_FILE)
-    neither                                              a CA and server certificate generated on first start,
-                                                         kept in the store as `DpServerCertificate/dp-server`
-                                                         (an internal kind: never synced nor served), SANs
-                                                         localhost, 127.0.0.1, ::1, the host name, the bind
-                                                         address and every --dp-server-tls-san
+    neither                                              a CA generated on first start and kept in the store
+                                                         as `DpServerCertificateAuthority/dp-server-ca` (an
+                                                         internal kind: never synced nor served), and a server
+                                                         certificate from it at every start, SANs localhost,
+                                                         127.0.0.1, ::1, the host name, the bind address and
+                                                         every --dp-server-tls-san
     --no-dp-server-tls                                   plaintext (logged as a WARNING)
 
 Either way the CA that clients must trust is written to `<data-dir>/xds-ca.crt` (with given files: the
@@ -15,7 +16,6 @@ certificate chain itself, which is what a client can trust without knowing its C
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
@@ -24,17 +24,17 @@ import grpc
 import structlog
 
 from meshgate.observability.process import StartupError
-from meshgate.pki import default_sans, ensure_server_pki
+from meshgate.pki import default_sans, ensure_authority, issue_server, write_ca_file
 from meshgate.resources.model import ResourceKey
 from meshgate.store.protocol import ResourceStore
 from meshgate.transport.tls import server_credentials
 
-__all__ = ["CA_FILE_NAME", "PKI_KEY", "XdsTls", "xds_tls"]
+__all__ = ["CA_FILE_NAME", "CA_KEY", "XdsTls", "xds_tls"]
 
 log = structlog.get_logger("meshgate.zone.dp_tls")
 
 CA_FILE_NAME: Final = "xds-ca.crt"
-PKI_KEY: Final = ResourceKey("DpServerCertificate", "", "dp-server")
+CA_KEY: Final = ResourceKey("DpServerCertificateAuthority", "", "dp-server-ca")
 CERT_FLAG: Final = "--dp-server-tls-cert-file"
 KEY_FLAG: Final = "--dp-server-tls-key-file"
 
@@ -46,12 +46,7 @@ class XdsTls:
 
 
 def _write_ca(data_dir: Path, pem: bytes) -> Path:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / CA_FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pem)
-    os.replace(tmp, path)  # readers never see a half-written file
-    return path
+    return write_ca_file(data_dir / CA_FILE_NAME, pem)
 
 
 async def xds_tls(
@@ -77,7 +72,8 @@ async def xds_tls(
         assert cert_file is not None
         chain = await anyio.Path(cert_file).read_bytes()
         return XdsTls(creds, _write_ca(data_dir, chain))
-    pki = await ensure_server_pki(store, PKI_KEY, "meshgate zone xDS", default_sans(bind_address, extra_sans))
-    ca_file = _write_ca(data_dir, pki.ca_cert_pem)
-    log.info("xds.tls.enabled", generated=True, sans=list(pki.sans), ca_file=str(ca_file))
-    return XdsTls(grpc.ssl_server_credentials([(pki.key_pem, pki.cert_pem)]), ca_file)
+    ca = await ensure_authority(store, CA_KEY, "meshgate zone xDS CA")
+    server = issue_server(ca, default_sans(bind_address, extra_sans))
+    ca_file = _write_ca(data_dir, ca.cert_pem)
+    log.info("xds.tls.enabled", generated=True, sans=list(server.sans), ca_file=str(ca_file))
+    return XdsTls(grpc.ssl_server_credentials([(server.key_pem, server.chain_pem)]), ca_file)

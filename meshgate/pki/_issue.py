@@ -1,14 +1,14 @@
-"""A private CA and one TLS server certificate it signs, as PEM. Pure: no I/O, no store.
+"""A private CA, and the TLS server certificates it signs, as PEM. Pure: no I/O, no store.
 
 Used where a control plane must serve TLS before anyone has given it a certificate (Kuma generates its own
 for the DP server and KDS the same way): the CA certificate is what clients are told to trust, the server
-certificate names every address clients may dial (its SANs).
+certificate names every address clients may dial (its SANs). Both are EC P-256.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,33 +17,53 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA_VALIDITY", "SERVER_VALIDITY", "ServerPki", "generate_server_pki", "normalize_sans", "reissue_server"]
+__all__ = [
+    "CA_VALIDITY",
+    "SERVER_VALIDITY",
+    "Authority",
+    "ServerCertificate",
+    "generate_authority",
+    "issue_server",
+    "normalize_sans",
+]
 
+# Ten years, as Kuma's and the mesh CAs (meshgate.mtls): a CA is handed to clients once.
 CA_VALIDITY = timedelta(days=3650)
-# Long enough that an operator never meets an expiry in practice, short enough that a leaked key ages out;
-# `meshgate.pki.ensure_server_pki` re-issues it from the same CA well before the end, so clients keep trusting.
+# Server certificates are issued at every start of the process serving them; a year outlives any uptime.
 SERVER_VALIDITY = timedelta(days=365)
 # Certificates start a little in the past: a client whose clock runs behind still accepts a fresh one.
 _SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
-class ServerPki:
-    ca_cert_pem: bytes
-    ca_key_pem: bytes
+class Authority:
     cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+    @property
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"a generated CA key must be EC, got {type(key).__name__}")
+        return key
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    chain_pem: bytes  # the server certificate, then its CA
     key_pem: bytes
     sans: tuple[str, ...]
 
-    @property
-    def not_after(self) -> datetime:
-        return x509.load_pem_x509_certificate(self.cert_pem).not_valid_after_utc
-
 
 def normalize_sans(names: Iterable[str]) -> tuple[str, ...]:
-    """Sorted, de-duplicated; IP addresses in canonical form; the wildcard bind addresses dropped (no client
-    dials 0.0.0.0 or ::, and a certificate naming them proves nothing)."""
-    out: set[str] = set()
+    """De-duplicated, first occurrence first; IP addresses in canonical form, DNS names lower-cased; the
+    wildcard bind addresses dropped (no client dials 0.0.0.0 or ::, and a certificate naming them proves
+    nothing)."""
+    out: dict[str, None] = {}
     for raw in names:
         name = raw.strip().strip("[]")
         if not name:
@@ -51,11 +71,11 @@ def normalize_sans(names: Iterable[str]) -> tuple[str, ...]:
         try:
             ip = ipaddress.ip_address(name)
         except ValueError:
-            out.add(name.lower())
+            out[name.lower()] = None
             continue
         if not ip.is_unspecified:
-            out.add(str(ip))
-    return tuple(sorted(out))
+            out[str(ip)] = None
+    return tuple(out)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -71,84 +91,69 @@ def _san(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def _server_cert(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str, sans: Sequence[str], now: datetime
-) -> tuple[bytes, bytes]:
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def generate_authority(common_name: str, *, now: datetime | None = None) -> Authority:
+    """A new self-signed CA named `common_name`."""
     key = ec.generate_private_key(ec.SECP256R1())
+    start = (now or datetime.now(UTC)) - _SKEW
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshgate"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _SKEW)
-        .not_valid_after(now + SERVER_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([_san(n) for n in sans]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .not_valid_before(start)
+        .not_valid_after(start + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return Authority(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def generate_server_pki(common_name: str, sans: Iterable[str], *, now: datetime | None = None) -> ServerPki:
-    """A new CA (`<common_name> CA`) and a server certificate for `sans` (at least one name)."""
+def issue_server(authority: Authority, sans: Iterable[str], *, now: datetime | None = None) -> ServerCertificate:
+    """A server certificate for `sans` (at least one name; the first is also its common name), signed by
+    `authority`, never outliving it."""
     names = normalize_sans(sans)
     if not names:
         raise ValueError("a server certificate needs at least one subject alternative name")
-    at = now or datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
-    ca_cert = (
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert, ca_key = authority.certificate, authority.key
+    start = (now or datetime.now(UTC)) - _SKEW
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(ca_key.public_key())
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(at - _SKEW)
-        .not_valid_after(at + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .not_valid_before(start)
+        .not_valid_after(min(start + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    cert_pem, key_pem = _server_cert(ca_cert, ca_key, common_name, names, at)
-    return ServerPki(ca_cert.public_bytes(serialization.Encoding.PEM), _key_pem(ca_key), cert_pem, key_pem, names)
-
-
-def reissue_server(pki: ServerPki, common_name: str, sans: Iterable[str], *, now: datetime | None = None) -> ServerPki:
-    """A new server certificate for `sans` from the same CA: clients that trust the CA keep trusting."""
-    names = normalize_sans(sans)
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(pki.ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the stored CA key is not an EC key")
-    cert_pem, key_pem = _server_cert(ca_cert, ca_key, common_name, names, now or datetime.now(UTC))
-    return ServerPki(pki.ca_cert_pem, pki.ca_key_pem, cert_pem, key_pem, names)
+    chain = cert.public_bytes(serialization.Encoding.PEM) + authority.cert_pem
+    return ServerCertificate(chain, _key_pem(key), names)

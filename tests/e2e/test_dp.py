@@ -25,7 +25,7 @@ from envoy.config.core.v3 import base_pb2
 
 from meshgate.dp.bootstrap import parse_cp_address, render_bootstrap
 from meshgate.dp.envoy import envoy_argv, find_envoy, unique_base_id
-from meshgate.pki import generate_server_pki
+from meshgate.pki import generate_authority
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
@@ -219,7 +219,7 @@ def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path) -> None:
     """`envoy --mode validate` on what meshgate-dp writes: plaintext and TLS (with a CA and a token), to an
     address and to a host name."""
     ca = tmp_path / "ca.crt"
-    ca.write_bytes(generate_server_pki("test", ["localhost"]).ca_cert_pem)
+    ca.write_bytes(generate_authority("test").cert_pem)
     cps = ("grpc://127.0.0.1:5678", "grpc://localhost:5678", "https://127.0.0.1:5678", "https://localhost:5678")
     for i, cp in enumerate(cps):
         bootstrap = tmp_path / f"bootstrap-{i}.json"

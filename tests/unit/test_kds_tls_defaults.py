@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from global_cp.kds_tls import CA_KIND, KdsCertificates, issue_server_certificate, server_names
+from global_cp.kds_tls import CA_KIND, KdsCertificates, server_names
 from meshgate.auth import ZoneAuthenticator, generate_key_pem, issue, public_key
 from meshgate.kds.limits import ECHO_LIMIT, clip
 from meshgate.observability.process import StartupError
+from meshgate.pki import issue_server
 from meshgate.resources import registry
 from meshgate.store.factory import open_store
 from zone_cp.cp_token import CpToken
@@ -81,8 +82,7 @@ async def test_server_certificate_never_outlives_its_ca(tmp_path: Path) -> None:
     store = await open_store("memory", data_dir=tmp_path)
     try:
         ca = await KdsCertificates(store, tmp_path).authority()
-        chain, _ = issue_server_certificate(ca, ["localhost"])
-        leaf = x509.load_pem_x509_certificates(chain)[0]
+        leaf = x509.load_pem_x509_certificates(issue_server(ca, ["localhost"]).chain_pem)[0]
         assert leaf.not_valid_after_utc <= ca.certificate.not_valid_after_utc
     finally:
         await store.close()
