@@ -11,7 +11,6 @@ route (the API's access rules).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 import structlog
@@ -22,6 +21,7 @@ from meshgate.auth.zone_token import parse_valid_for
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import ResourceKey
 from meshgate.rest.app import ExtraRoute
+from meshgate.rest.body import read_document
 from meshgate.rest.errors import ApiError, bad_request, mesh_not_found, validation_failed
 from meshgate.store.protocol import NotFoundError, ResourceStore
 from meshgate.tokens.keys import SigningKeyMissing
@@ -32,7 +32,6 @@ __all__ = ["DEFAULT_VALID_FOR", "DataplaneTokenRequest", "dataplane_token_route"
 log = structlog.get_logger("meshgate.tokens.dataplane")
 
 DEFAULT_VALID_FOR: Final = "87600h"  # Kuma's default when validFor is empty (kumahq/kuma#4001)
-_MAX_BODY: Final = 16 * 1024
 _MAX_NAME: Final = 253
 _MAX_TAGS: Final = 64
 
@@ -106,13 +105,7 @@ def dataplane_token_route(tokens: DataplaneTokens, store: ResourceStore, *, role
     """`role` ("global" or "zone") only shapes the message while a zone waits for the mesh's key."""
 
     async def handler(request: web.Request) -> web.Response:
-        raw = await request.content.read(_MAX_BODY + 1)
-        if len(raw) > _MAX_BODY:
-            raise bad_request(f"the request body must be at most {_MAX_BODY} bytes")
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise bad_request("could not parse the request body as JSON") from None
+        body = await read_document(request, empty={})
         req = parse_request(body)
         try:
             await store.get(ResourceKey("Mesh", "", req.mesh))

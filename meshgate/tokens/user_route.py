@@ -10,7 +10,6 @@ issuing one is an admin act in itself.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 import structlog
@@ -19,6 +18,7 @@ from aiohttp import web
 from meshgate.auth.zone_token import parse_valid_for
 from meshgate.resources.errors import Violation
 from meshgate.rest.app import ExtraRoute
+from meshgate.rest.body import read_document
 from meshgate.rest.errors import bad_request, validation_failed
 from meshgate.tokens.services import UserTokens
 
@@ -26,7 +26,6 @@ __all__ = ["user_token_route"]
 
 log = structlog.get_logger("meshgate.tokens.user")
 
-_MAX_BODY: Final = 4096
 _MAX_NAME: Final = 253
 _MAX_GROUPS: Final = 64
 
@@ -68,13 +67,7 @@ def parse_user_token_request(body: Any) -> tuple[str, tuple[str, ...], int]:
 
 def user_token_route(tokens: UserTokens) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
-        raw = await request.content.read(_MAX_BODY + 1)
-        if len(raw) > _MAX_BODY:
-            raise bad_request(f"the request body must be at most {_MAX_BODY} bytes")
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise bad_request("could not parse the request body as JSON") from None
+        body = await read_document(request, empty={})
         name, groups, seconds = parse_user_token_request(body)
         token = await tokens.issue(name, groups, seconds)
         log.info("tokens.user.issued", name=name, groups=list(groups), valid_for_seconds=seconds)
