@@ -42,9 +42,11 @@ def _kind(alias: str) -> str:
         fail(f"unknown KIND: {alias}. Allowed values: {', '.join(sorted(d.plural for d in registry.KINDS))}")
 
 
-def _clip(items: Sequence[str]) -> str:
+def _clip(items: Sequence[str], left_out: int = 0) -> str:
+    """The first few items, then how many more (`left_out`: ones the server already left out of the event)."""
     shown = " ".join(items[:_LIST_LIMIT])
-    return shown + (f" (+{len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else "")
+    more = max(len(items) - _LIST_LIMIT, 0) + left_out
+    return shown + (f" (+{more} more)" if more else "")
 
 
 def format_event(doc: Doc) -> str | None:
@@ -64,7 +66,7 @@ def format_event(doc: Doc) -> str | None:
     upserts = [f"+{u['name']}@{str(u['version'])[:_WATCH_VERSION]}" for u in doc.get("upserts") or []]
     removals = [f"-{name}" for name in doc.get("removals") or []]
     if upserts or removals:
-        parts.append(_clip(upserts + removals))
+        parts.append(_clip(upserts + removals, int(doc.get("more") or 0)))
     if doc.get("latencyMs") is not None:
         parts.append(f"{doc['latencyMs']:g}ms")
     rejected = [f"{r['name']} ({r['reason']})" for r in doc.get("rejected") or []]

@@ -63,6 +63,8 @@ class KDSEvent:
     latency_ms: float | None = None
     error: str = ""
     rejected: tuple[tuple[str, str], ...] = ()  # (wire name, reason)
+    # Names left out of upserts, removals and rejected (EventBus.EVENT_NAMES each at most).
+    more: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -81,6 +83,7 @@ class KDSEvent:
             ("latencyMs", self.latency_ms),
             ("error", self.error),
             ("rejected", [{"name": n, "reason": r} for n, r in self.rejected]),
+            ("more", self.more or None),
         ):
             if value is not None and value != "" and value != []:
                 out[key] = value
@@ -96,6 +99,10 @@ class EventBus:
 
     WATCHER_BUFFER = 1000
     HISTORY = 500
+    # Names an event keeps per list. An event is a debugging aid, and the history holds HISTORY of them: a
+    # response that removes every one of 30,000 names a zone offered must not keep 30,000 names in memory
+    # (500 such events were hundreds of MB, never released). The count of what was left out is kept.
+    EVENT_NAMES = 100
 
     def __init__(self) -> None:
         self._seq = itertools.count(1)
@@ -107,7 +114,13 @@ class EventBus:
         return bool(self._watchers)
 
     def publish(self, zone: str, stream: str, direction: Direction, event: EventType, **fields: Any) -> KDSEvent:
-        ev = KDSEvent(next(self._seq), _now(), zone, stream, direction, event, **fields)
+        more = 0
+        for key in ("upserts", "removals", "rejected"):
+            names = fields.get(key)
+            if names is not None and len(names) > self.EVENT_NAMES:
+                more += len(names) - self.EVENT_NAMES
+                fields[key] = tuple(names[: self.EVENT_NAMES])
+        ev = KDSEvent(next(self._seq), _now(), zone, stream, direction, event, more=more, **fields)
         self.history.append(ev)
         for send, dropped in self._watchers.items():
             try:
