@@ -2,6 +2,9 @@
 
     start   -> bootstrap (token, CA, the Dataplane in node metadata) -> Envoy, which opens the xDS stream
                on which the zone authenticates and registers the Dataplane (meshgate.dp.registration)
+    token   -> with a --dataplane-token-file, Envoy reads a clean copy of it (meshgate.dp.token_file, kept
+               current by a poll while Envoy runs) for every new xDS stream (Kuma's reloadable tokens): a
+               rotated file needs no restart of Envoy or of meshgate-dp
     SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> exit 0; its stream closes and the zone
                removes the Dataplane
     Envoy exits by itself -> exit with Envoy's code (128+N for a signal N)
@@ -27,9 +30,10 @@ import anyio
 import anyio.abc
 import structlog
 
-from meshgate.dp.bootstrap import ControlPlaneAddress, render_bootstrap
+from meshgate.dp.bootstrap import ControlPlaneAddress, reloads_token_file, render_bootstrap
 from meshgate.dp.envoy import envoy_argv
 from meshgate.dp.registration import node_metadata
+from meshgate.dp.token_file import TokenCopy
 from meshgate.resources.model import Resource
 
 __all__ = ["DpConfig", "run_dp"]
@@ -49,14 +53,23 @@ class DpConfig:
     envoy_log_level: str = "info"
     drain_timeout: float = 10.0
     # The data plane token ("" sends none) and, for a TLS control plane, the CA that signed its certificate
-    # (PEM text; "" with skip_verify: the certificate is not checked).
+    # (PEM text; "" with skip_verify: the certificate is not checked). With `token_file` (the token read from
+    # it at start is `token`) Envoy re-reads the file for every stream when it can (reloads_token_file).
     token: str = ""
+    token_file: Path | None = None
     ca_pem: str = ""
     ca_file: str = ""
 
     @property
     def node_id(self) -> str:
         return f"{self.dataplane.meta.mesh}.{self.dataplane.meta.name}"
+
+    @property
+    def reloaded_token_file(self) -> Path | None:
+        """The token file Envoy reads itself, or None when the token is embedded in the bootstrap."""
+        if self.token_file is None or not reloads_token_file(self.cp, ca_pem=self.ca_pem, ca_file=self.ca_file):
+            return None
+        return self.token_file
 
 
 def with_parent_death_signal(argv: list[str]) -> list[str]:
@@ -132,6 +145,13 @@ async def _run(cfg: DpConfig, sup: _Supervisor) -> int:
         slog.warning("dp.token.missing", reason="no data plane token: a zone with --dp-server-authn dpToken refuses us")
     if cfg.cp.tls and not (cfg.ca_pem or cfg.ca_file):
         slog.warning("dp.tls.unverified", reason="--skip-verify: the zone's certificate is not checked")
+    if cfg.token_file is not None and cfg.reloaded_token_file is None:
+        slog.warning(
+            "dp.token.not_reloaded",
+            token_file=str(cfg.token_file),
+            reason="Envoy re-reads a token file over verified TLS only (not grpc:// nor --skip-verify): the token"
+            " read at start is embedded, and a rotated file takes a restart",
+        )
     with sup.startup, _config_dir(cfg.config_dir) as workdir:
         return await _run_envoy(cfg, sup, workdir, slog)
     return 0  # a signal before Envoy started
@@ -141,16 +161,20 @@ async def _run_envoy(
     cfg: DpConfig, sup: _Supervisor, workdir: Path, slog: structlog.typing.FilteringBoundLogger
 ) -> int:
     bootstrap = workdir / "bootstrap.json"
+    reloaded = cfg.reloaded_token_file
+    # Absolute: Envoy resolves a relative file name against its own working directory.
+    token_copy = TokenCopy(reloaded, (workdir / "dataplane-token").absolute(), cfg.token) if reloaded else None
     config = render_bootstrap(
         cfg.node_id,
         cfg.cp,
         admin_port=cfg.admin_port,
         metadata=node_metadata(cfg.dataplane, cfg.admin_port),
-        token=cfg.token,
+        token="" if token_copy else cfg.token,
+        token_file=str(token_copy.path) if token_copy else "",
         ca_pem=cfg.ca_pem,
         ca_file=cfg.ca_file,
     )
-    # The bootstrap holds the token: readable by this user only.
+    # The bootstrap may hold the token: readable by this user only.
     fd = os.open(bootstrap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(json.dumps(config, indent=2))
@@ -170,11 +194,16 @@ async def _run_envoy(
         node_id=cfg.node_id,
         xds=f"{'https' if cfg.cp.tls else 'grpc'}://{cfg.cp.host}:{cfg.cp.port}",
         token=bool(cfg.token),
+        token_file=str(reloaded) if reloaded else None,
         admin=f"127.0.0.1:{cfg.admin_port}",
         base_id=cfg.base_id,
     )
     try:
-        returncode = await proc.wait()
+        async with anyio.create_task_group() as tg:
+            if token_copy is not None:
+                tg.start_soon(token_copy.run)
+            returncode = await proc.wait()
+            tg.cancel_scope.cancel()
     finally:
         if proc.returncode is None:  # cancelled: never leave Envoy behind
             proc.kill()

@@ -10,6 +10,11 @@ Envoy gets everything but its admin interface and the route to the control plane
                                  SAN checked against the host of --cp-address, ALPN h2
     ads grpc_service             initial_metadata `authorization: <data plane token>`, as kuma-dp sends it
                                  (Kuma's bootstrap template_v3.go): the zone refuses a stream without one
+    ads grpc_service, token file Kuma's reloadable tokens: Envoy's google_grpc client dials the zone itself, with
+                                 call credentials `envoy.grpc_credentials.file_based_metadata`, which read the
+                                 token file on every new call; so a rotated file is sent on the next stream,
+                                 and the bootstrap holds no token. TLS as above (gRPC's SSL credentials with
+                                 the CA; SNI and the name check are the host of --cp-address); no xds_cluster
     node.metadata                `dataplane.resource` (the Dataplane as JSON) and `dataplane.admin.port`
                                  (Kuma's field names): the zone registers the Dataplane when the authenticated
                                  stream opens, and fetches config dumps from that port at the stream's peer
@@ -23,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ControlPlaneAddress", "parse_cp_address", "render_bootstrap"]
+__all__ = ["ControlPlaneAddress", "parse_cp_address", "reloads_token_file", "render_bootstrap"]
 
 XDS_CLUSTER = "xds_cluster"
 DEFAULT_XDS_PORT = 5678
+FILE_BASED_METADATA = "envoy.grpc_credentials.file_based_metadata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,13 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def reloads_token_file(cp: ControlPlaneAddress, *, ca_pem: str = "", ca_file: str = "") -> bool:
+    """Whether Envoy can read a token file itself for this control plane. file_based_metadata builds gRPC's
+    SSL channel credentials, always checked against a CA: it has neither a plaintext channel (grpc://) nor an
+    unchecked one (--skip-verify). There the token is read once and embedded, as before."""
+    return cp.tls and bool(ca_pem or ca_file)
+
+
 def render_bootstrap(
     node_id: str,
     cp: ControlPlaneAddress,
@@ -74,22 +87,32 @@ def render_bootstrap(
     admin_address: str = "127.0.0.1",
     metadata: dict[str, str] | None = None,
     token: str = "",
+    token_file: str = "",
     ca_pem: str = "",
     ca_file: str = "",
 ) -> dict[str, Any]:
     """The bootstrap as a JSON-ready dict (Envoy reads JSON as YAML's subset with `-c file.json`).
 
-    `token`: sent as `authorization` on the ADS call. For a TLS `cp`, the server certificate is checked
-    against `ca_pem` (inline) or `ca_file`; with neither it is not checked at all (kuma-dp's --skip-verify)."""
+    `token`: sent as `authorization` on the ADS call. `token_file` (which wins; it needs
+    `reloads_token_file`): Envoy reads it on every new ADS call and sends its content instead. For a TLS
+    `cp`, the server certificate is checked against `ca_pem` (inline) or `ca_file`; with neither it is not
+    checked at all (kuma-dp's --skip-verify)."""
     node: dict[str, Any] = {"id": node_id, "cluster": cluster or node_id}
     if metadata:
         node["metadata"] = dict(metadata)
-    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
-    if token:
-        grpc_service["initial_metadata"] = [{"key": "authorization", "value": token}]
-    xds_cluster = _xds_cluster(cp)
-    if cp.tls:
-        xds_cluster["transport_socket"] = _tls_socket(cp.host, ca_pem, ca_file)
+    clusters: list[dict[str, Any]] = []
+    if token_file:
+        if not reloads_token_file(cp, ca_pem=ca_pem, ca_file=ca_file):
+            raise ValueError("a reloadable token file needs a TLS control plane and a CA to check it with")
+        grpc_service = _google_grpc_service(cp, token_file, ca_pem, ca_file)
+    else:
+        grpc_service = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+        if token:
+            grpc_service["initial_metadata"] = [{"key": "authorization", "value": token}]
+        xds_cluster = _xds_cluster(cp)
+        if cp.tls:
+            xds_cluster["transport_socket"] = _tls_socket(cp.host, ca_pem, ca_file)
+        clusters.append(xds_cluster)
     return {
         "node": node,
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
@@ -104,7 +127,47 @@ def render_bootstrap(
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [xds_cluster]},
+        "static_resources": {"clusters": clusters},
+    }
+
+
+def _google_grpc_service(cp: ControlPlaneAddress, token_file: str, ca_pem: str, ca_file: str) -> dict[str, Any]:
+    """Kuma's reloadable-token ADS service (template_v3.go buildGrpcService): gRPC's own client, so the call
+    credentials plugin runs for every call. gRPC sends the target's host as SNI (not for an IP) and checks
+    that the certificate names it, as the xds_cluster's TLS does."""
+    host = f"[{cp.host}]" if ":" in cp.host else cp.host
+    return {
+        "google_grpc": {
+            "target_uri": f"{host}:{cp.port}",
+            "stat_prefix": "ads",
+            # The factory that understands the plugin below; it builds SSL channel credentials from
+            # channel_credentials (only SSL: see reloads_token_file).
+            "credentials_factory_name": FILE_BASED_METADATA,
+            "channel_credentials": {
+                "ssl_credentials": {"root_certs": {"inline_string": ca_pem} if ca_pem else {"filename": ca_file}}
+            },
+            "call_credentials": [
+                {
+                    "from_plugin": {
+                        "name": FILE_BASED_METADATA,
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+                            "secret_data": {"filename": token_file},
+                            "header_key": "authorization",
+                        },
+                    }
+                }
+            ],
+            # Kuma's keepalive: a dead zone connection is noticed in about 40 s instead of TCP's minutes. The
+            # zone's gRPC server accepts a ping every 5 s (meshgate.transport.grpc_server).
+            "channel_args": {
+                "args": {
+                    "grpc.keepalive_time_ms": {"int_value": "10000"},
+                    "grpc.keepalive_timeout_ms": {"int_value": "30000"},
+                    "grpc.http2.max_pings_without_data": {"int_value": "0"},
+                }
+            },
+        }
     }
 
 

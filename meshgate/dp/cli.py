@@ -224,6 +224,7 @@ def run(
         envoy_log_level=envoy_log_level,
         drain_timeout=drain_timeout,
         token=token,
+        token_file=dataplane_token_file,
         ca_pem=ca_pem,
         ca_file=ca_file,
     )

@@ -7,7 +7,7 @@ the token against that Dataplane and registers it; when the last stream closes, 
 for that Dataplane can register it.
 
     node_metadata(dataplane, admin_port)   -> {"dataplane.resource": JSON, "dataplane.admin.port": "N"}
-    read_token(token, token_file)          -> the token, or TokenSourceError naming the flag
+    read_token(token, token_file)          -> the token at start, or TokenSourceError naming the flag
 
 Errors: `TokenSourceError` (fatal for startup; the message names the flag).
 """
@@ -42,7 +42,8 @@ def node_metadata(dataplane: Resource, admin_port: int) -> dict[str, str]:
 
 
 def read_token(token: str, token_file: Path | None) -> str:
-    """The token given inline or in a file (read once, at start); "" when neither is given."""
+    """The token given inline or in a file (checked at start; Envoy re-reads a file, see meshgate.dp.token_file);
+    "" when neither is given."""
     if token and token_file is not None:
         raise TokenSourceError(f"{TOKEN_FLAG} and {TOKEN_FILE_FLAG} are exclusive: give the token one way")
     if token_file is None:

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.e2e.test_gateway import gateway, put, route
+from tests.e2e.test_gateway import backend_dataplane, gateway, put, route
 from tests.support.dp import zone_dp
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
@@ -60,6 +60,9 @@ async def test_config_dump_on_the_zone_and_through_the_global(procs: ProcessGrou
     await put(g, "/meshes/default/meshgateways/edge", gateway(listen))
     await put(g, "/meshes/default/meshgatewayroutes/edge-routes", route("echo-a"))
     await eventually(lambda: _ok(get(z, "/meshes/default")), what="mesh in zone-1")
+    # A backend for the route, so the gateway has endpoints to dump (with a token file, the bootstrap has no
+    # static xds_cluster whose endpoints would show).
+    await put(z, "/meshes/default/dataplanes/echo-a", backend_dataplane("echo-a", free_port()))
     edge = json.dumps(
         {
             "type": "Dataplane",

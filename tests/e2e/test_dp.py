@@ -230,6 +230,25 @@ def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_envoy_itself_accepts_the_bootstrap_that_reads_a_token_file(tmp_path: Path) -> None:
+    """Kuma's reloadable tokens: the google_grpc client with file_based_metadata call credentials, which this
+    Envoy build has; the bootstrap holds the file's name, never the token."""
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(generate_server_pki("test", ["localhost"]).ca_cert_pem)
+    token = tmp_path / "token"
+    token.write_text("a.b.c")
+    for i, cp in enumerate(("https://127.0.0.1:5678", "https://localhost:5678", "https://[::1]:5678")):
+        bootstrap = tmp_path / f"bootstrap-{i}.json"
+        doc = render_bootstrap(
+            "default.gw-1", parse_cp_address(cp), admin_port=0, token_file=str(token), ca_pem=ca.read_text()
+        )
+        bootstrap.write_text(json.dumps(doc))
+        assert "a.b.c" not in bootstrap.read_text()
+        argv = envoy_argv(find_envoy(), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's exit may wait for a reaper that a container's PID 1 is not)."""
     try:
