@@ -234,7 +234,7 @@ def test_envoy_itself_accepts_the_bootstrap_that_reads_a_token_file(tmp_path: Pa
     """Kuma's reloadable tokens: the google_grpc client with file_based_metadata call credentials, which this
     Envoy build has; the bootstrap holds the file's name, never the token."""
     ca = tmp_path / "ca.crt"
-    ca.write_bytes(generate_server_pki("test", ["localhost"]).ca_cert_pem)
+    ca.write_bytes(generate_authority("test").cert_pem)
     token = tmp_path / "token"
     token.write_text("a.b.c")
     for i, cp in enumerate(("https://127.0.0.1:5678", "https://localhost:5678", "https://[::1]:5678")):
