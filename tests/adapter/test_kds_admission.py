@@ -216,7 +216,7 @@ def _any(type_url: str, value: bytes) -> any_pb2.Any:
 @pytest.mark.parametrize(
     ("what", "response"),
     [
-        ("unknown kind", discovery_pb2.DeltaDiscoveryResponse(type_url="Bogus" * 200, nonce="1")),
+        ("absurd kind name", discovery_pb2.DeltaDiscoveryResponse(type_url="Bogus" * 200, nonce="1")),
         (
             "not a KumaResource",
             discovery_pb2.DeltaDiscoveryResponse(
@@ -262,7 +262,7 @@ async def test_garbage_from_a_zone_gets_invalid_argument_with_a_bounded_message(
 @pytest.mark.parametrize(
     ("what", "request_"),
     [
-        ("unknown kind", _subscribe("Nope" * 300)),
+        ("absurd kind name", _subscribe("Nope" * 300)),
         ("oversized name", _subscribe("Mesh", **{"m" * 10_000: "v"})),
         ("oversized version", _subscribe("Mesh", **{"m.": "v" * 10_000})),
     ],
