@@ -56,6 +56,8 @@ def kds_node(node_id: str, *, control_plane_id: str, features: Sequence[str], co
     )
     md.fields["config"].string_value = config
     md.fields["control-plane-id"].string_value = control_plane_id
+    # SetInParent: an empty list is still a list value (extend([]) alone would leave the Value unset).
+    md.fields[FEATURES_KEY].list_value.SetInParent()
     md.fields[FEATURES_KEY].list_value.extend(list(features))
     return node
 

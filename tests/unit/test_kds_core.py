@@ -278,6 +278,8 @@ def test_every_request_carries_node_as_kuma_sends_it() -> None:
     assert md["config"].WhichOneof("kind") == "string_value"
     assert [v.string_value for v in md["features"].list_value.values] == ["zone-ping-health"]
     assert node_features(sub.node) == ["zone-ping-health"]
+    bare = kds_node("zone-1", control_plane_id="global-1", features=())
+    assert bare.metadata.fields["features"].WhichOneof("kind") == "list_value"  # a list, even when empty
     sender.receive(sub, 0.0)
     snap = KindSnapshot.of("Thing", entries(thing("a")))
     resp = sender.next_response(snap, 0.0)
