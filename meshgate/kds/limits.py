@@ -4,30 +4,40 @@ Kuma trusts its peers' messages to be well-formed. The global cannot: a KDS port
 zone's messages are held in memory and echoed into logs, NACKs and errors. So a message is checked for shape
 before any state machine sees it, and everything a peer wrote that we repeat is clipped to `ECHO_LIMIT`.
 
-Error tree::
+A kind this side does not serve is *not* garbage: a Kuma 2.7 zone subscribes to 36 kinds and a Kuma global
+asks a zone for 22, and Kuma answers a kind it has nothing for with an empty response (its snapshot cache
+serves any type). So an unknown kind is a normal subscription, within bounds: its name must look like a kind
+(`MAX_KIND_LENGTH`, CamelCase), and one stream may name at most `MAX_UNKNOWN_KINDS` distinct unknown kinds.
 
-    ProtocolError (meshgate.kds.sender)
-     └── MalformedMessage    a message no honest peer sends (unknown kind, oversized name or version, an
-                             Any that is not a decodable KumaResource); the adapter answers INVALID_ARGUMENT
+Errors (meshgate.kds.errors)::
+
+    ProtocolError
+     └── MalformedMessage    a message no honest peer sends (an absurd kind name, more unknown kinds than
+                             MAX_UNKNOWN_KINDS, an oversized name or version, an Any that is not a decodable
+                             KumaResource); the adapter answers INVALID_ARGUMENT
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import re
+from collections.abc import Collection, Container
 from typing import Final
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshgate.kds.sender import ProtocolError
+from meshgate.kds.errors import MalformedMessage
 
 __all__ = [
     "ECHO_LIMIT",
+    "MAX_KIND_LENGTH",
     "MAX_NONCE_LENGTH",
+    "MAX_UNKNOWN_KINDS",
     "MAX_VERSION_LENGTH",
     "MAX_WIRE_NAME_LENGTH",
     "MalformedMessage",
     "check_request",
     "check_response",
+    "check_unknown_kind",
     "clip",
 ]
 
@@ -39,10 +49,13 @@ MAX_WIRE_NAME_LENGTH: Final = 253 + 1 + 253
 # Our versions are 20 hex characters and Kuma's 64 (sha256): 128 leaves room for any sane hash.
 MAX_VERSION_LENGTH: Final = 128
 MAX_NONCE_LENGTH: Final = 128
-
-
-class MalformedMessage(ProtocolError):
-    """A message no honest peer sends. Its text is bounded: every peer value in it went through `clip`."""
+# Kuma's kind names are Go type names, the longest in 2.7 "MeshLoadBalancingStrategy" (25 characters).
+MAX_KIND_LENGTH: Final = 64
+# Distinct kinds one stream may subscribe to (or send) that this side does not serve: Kuma 2.7's lists are
+# 36 (GlobalToZoneSync) and 22 (ZoneToGlobalSync) kinds, of which meshgate serves a few; 64 leaves room for
+# Kuma's next kinds, and each costs a few hundred bytes of state per stream.
+MAX_UNKNOWN_KINDS: Final = 64
+_KIND_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 
 
 def clip(text: str, limit: int = ECHO_LIMIT) -> str:
@@ -51,8 +64,21 @@ def clip(text: str, limit: int = ECHO_LIMIT) -> str:
 
 
 def _kind(type_url: str, kinds: Container[str]) -> None:
-    if type_url not in kinds:
-        raise MalformedMessage(f"type_url {clip(type_url)!r} is not a kind of this stream")
+    """A kind of `kinds`, or at least a well-formed kind name (an unknown kind is a normal subscription)."""
+    if type_url not in kinds and (len(type_url) > MAX_KIND_LENGTH or not _KIND_NAME.fullmatch(type_url)):
+        raise MalformedMessage(
+            f"type_url {clip(type_url)!r} is not a kind name (CamelCase, at most {MAX_KIND_LENGTH} characters)"
+        )
+
+
+def check_unknown_kind(type_url: str, unknown: Collection[str]) -> None:
+    """Raises MalformedMessage unless `type_url`, a kind this side does not serve, may join the `unknown`
+    kinds a stream already tracks: a well-formed kind name, and at most MAX_UNKNOWN_KINDS of them."""
+    _kind(type_url, ())
+    if type_url not in unknown and len(unknown) >= MAX_UNKNOWN_KINDS:
+        raise MalformedMessage(
+            f"kind {clip(type_url)!r} is one unknown kind too many: at most {MAX_UNKNOWN_KINDS} per stream"
+        )
 
 
 def _name(name: str, what: str) -> None:
@@ -71,8 +97,9 @@ def _nonce(nonce: str) -> None:
 
 
 def check_request(req: discovery_pb2.DeltaDiscoveryRequest, kinds: Container[str]) -> None:
-    """Raises MalformedMessage unless `req` (a subscribe, ACK or NACK from a peer) is of a kind in `kinds`
-    and every name, version and nonce in it is of a plausible length."""
+    """Raises MalformedMessage unless `req` (a subscribe, ACK or NACK from a peer) is of a kind in `kinds` or
+    of a well-formed kind name (the Sender bounds how many unknown kinds a stream may name), and every name,
+    version and nonce in it is of a plausible length."""
     _kind(req.type_url, kinds)
     _nonce(req.response_nonce)
     for name in req.resource_names_subscribe:
@@ -85,7 +112,8 @@ def check_request(req: discovery_pb2.DeltaDiscoveryRequest, kinds: Container[str
 
 
 def check_response(resp: discovery_pb2.DeltaDiscoveryResponse, kinds: Container[str]) -> None:
-    """Raises MalformedMessage unless `resp` (resources from a peer) is of a kind in `kinds` and every name,
+    """Raises MalformedMessage unless `resp` (resources from a peer) is of a kind in `kinds` or of a well-formed
+    kind name (the Receiver bounds how many unknown kinds a stream may name), and every name,
     version and nonce in it is of a plausible length. Whether each resource decodes is the Receiver's check
     (`strict=True` makes an undecodable one a MalformedMessage too)."""
     _kind(resp.type_url, kinds)

@@ -6,6 +6,11 @@ validates every resource, and produces a `Plan`: what to apply to the local stor
 to send *after* applying. Valid resources are applied even when others in the same response are bad;
 an invalid resource keeps the receiver's old copy, as Kuma does.
 
+Every request carries `node` (meshgate.kds.node): in full on the subscriptions, its id alone on ACKs and
+NACKs, as Kuma's own do. A response for a kind this side does not serve (a Kuma peer sends kinds meshgate
+does not know) is ACKed with nothing stored: a `Plan` with `unknown` set, at most
+meshgate.kds.limits.MAX_UNKNOWN_KINDS distinct such kinds per stream.
+
 A `strict` receiver (the global's, facing zones it need not trust) treats a resource that does not even
 decode as a MalformedMessage, not a rejection: no honest peer sends one, so the stream ends.
 """
@@ -15,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from meshgate.kds.envelope import EnvelopeError, from_wire
-from meshgate.kds.limits import MalformedMessage, check_response, clip
-from meshgate.kds.sender import ProtocolError
+from meshgate.kds.errors import MalformedMessage, ProtocolError
+from meshgate.kds.limits import check_response, check_unknown_kind, clip
+from meshgate.kds.node import ack_node
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import Resource, ResourceKey
@@ -61,6 +68,8 @@ class Plan:
     upserts: tuple[tuple[str, str, Resource], ...]  # (wire name, version, resource)
     removals: tuple[tuple[str, ResourceKey], ...]  # (wire name, key)
     rejections: tuple[Rejection, ...]
+    # A kind this side does not serve: nothing to apply, only an ACK to send.
+    unknown: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -76,11 +85,16 @@ class Receiver:
         accept: Callable[[Resource], str | None] | None = None,
         transform: Callable[[Resource], Resource] | None = None,
         strict: bool = False,
+        node: base_pb2.Node | None = None,
     ) -> None:
         """`accept` may veto a decoded resource with a reason (ownership rules), before validation;
         `transform` maps a valid resource to what is stored (the global renames zone resources);
-        `strict` checks each response's shape (meshgate.kds.limits) and ends the stream on garbage."""
+        `strict` checks each response's shape (meshgate.kds.limits) and ends the stream on garbage;
+        `node` goes in every request (meshgate.kds.node.kds_node); the adapter may set it until it subscribes."""
         self.kinds: dict[str, ReceiverKind] = {d.name: ReceiverKind(d) for d in descriptors}
+        self.node = node if node is not None else base_pb2.Node()
+        # Responses received per kind this side does not serve (bounded: MAX_UNKNOWN_KINDS kinds).
+        self.unknown: dict[str, int] = {}
         self._strict = strict
         self._validate = validate
         self._accept = accept
@@ -96,6 +110,7 @@ class Receiver:
             rk.subscribed = True
             out.append(
                 discovery_pb2.DeltaDiscoveryRequest(
+                    node=self.node,
                     type_url=kind,
                     resource_names_subscribe=["*"],
                     initial_resource_versions={n: v for n, (_, v) in rk.held.items()},
@@ -107,7 +122,11 @@ class Receiver:
         if self._strict:
             check_response(resp, self.kinds)
         rk = self.kinds.get(resp.type_url)
-        if rk is None or not rk.subscribed:
+        if rk is None:
+            check_unknown_kind(resp.type_url, self.unknown)
+            self.unknown[resp.type_url] = self.unknown.get(resp.type_url, 0) + 1
+            return Plan(resp.type_url, resp.nonce, (), (), (), unknown=True)
+        if not rk.subscribed:
             raise ProtocolError(f"response for kind {clip(resp.type_url)!r}, which this stream did not subscribe to")
         rk.responses += 1
         rk.bytes_received += resp.ByteSize()
@@ -148,13 +167,19 @@ class Receiver:
 
     def applied(self, plan: Plan) -> discovery_pb2.DeltaDiscoveryRequest:
         """Records that `plan` is in the local store; returns the ACK or NACK to send."""
+        if plan.unknown:
+            return discovery_pb2.DeltaDiscoveryRequest(
+                node=ack_node(self.node), type_url=plan.kind, response_nonce=plan.nonce
+            )
         rk = self.kinds[plan.kind]
         for name, version, resource in plan.upserts:
             rk.held[name] = (resource.key, version)
         for name, _ in plan.removals:
             rk.held.pop(name, None)
         rk.last_rejections = plan.rejections
-        req = discovery_pb2.DeltaDiscoveryRequest(type_url=plan.kind, response_nonce=plan.nonce)
+        req = discovery_pb2.DeltaDiscoveryRequest(
+            node=ack_node(self.node), type_url=plan.kind, response_nonce=plan.nonce
+        )
         if plan.accepted:
             rk.acks_sent += 1
             return req

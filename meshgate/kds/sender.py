@@ -11,6 +11,11 @@ On GlobalToZoneSync the global is the sender; on ZoneToGlobalSync the zone is. P
     any other (state, input) pair is a ProtocolError: the adapter closes the stream loudly.
 
 The first response per kind is always sent, even when empty, so the receiver learns it is in sync.
+
+A subscription to a kind this side does not serve is answered as Kuma's cache answers it: an empty first
+response, then nothing (`Sender.unknown`, `unknown_responses`), under the same transitions. A Kuma zone
+subscribes to 36 kinds and restarts its whole KDS client on a stream error, so refusing one would make it
+loop forever. How many unknown kinds a stream may name is bounded (meshgate.kds.limits.MAX_UNKNOWN_KINDS).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import error_details_pb2
 
 from meshgate.kds.delta import DEFAULT_MAX_BYTES, compute_delta
+from meshgate.kds.errors import ProtocolError
+from meshgate.kds.limits import check_unknown_kind, clip
 from meshgate.kds.snapshot import KindSnapshot
 
 __all__ = [
@@ -41,10 +48,6 @@ __all__ = [
 # Rejected names a closed stream keeps from its last NACK per kind, for its insight.
 _KEPT_NACK_NAMES = 10
 _KEPT_NACK_TEXT = 1024
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol (stale nonce, unknown kind, duplicate subscription)."""
 
 
 class State(StrEnum):
@@ -150,19 +153,26 @@ class Sender:
 
     def __init__(self, kinds: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.kinds: dict[str, SenderKind] = {k: SenderKind(k) for k in kinds}
+        # Kinds the peer subscribed to that this side does not serve: answered empty once, then silent.
+        self.unknown: dict[str, SenderKind] = {}
         self.max_bytes = max_bytes
         self._nonce = 0
 
-    def _kind(self, type_url: str) -> SenderKind:
-        try:
-            return self.kinds[type_url]
-        except KeyError:
-            raise ProtocolError(f"kind {type_url!r} is not served on this stream") from None
+    def _kind(self, type_url: str, inp: Input) -> SenderKind:
+        ks = self.kinds.get(type_url) or self.unknown.get(type_url)
+        if ks is not None:
+            return ks
+        if inp is not Input.SUBSCRIBE:
+            raise ProtocolError(f"{inp.value} for kind {clip(type_url)!r}, which this stream never subscribed to")
+        check_unknown_kind(type_url, self.unknown)
+        ks = self.unknown[type_url] = SenderKind(type_url)
+        return ks
 
     def receive(self, req: discovery_pb2.DeltaDiscoveryRequest, now: float) -> tuple[SenderKind, Input]:
-        """Applies one request. Raises ProtocolError on any pair outside the transition table."""
-        ks = self._kind(req.type_url)
+        """Applies one request. Raises ProtocolError on any pair outside the transition table, and
+        MalformedMessage on a subscription to one unknown kind too many (meshgate.kds.limits)."""
         inp = classify(req)
+        ks = self._kind(req.type_url, inp)
         nxt = _TRANSITIONS.get((ks.state, inp))
         if nxt is None:
             raise ProtocolError(
@@ -207,7 +217,7 @@ class Sender:
 
     def next_response(self, snapshot: KindSnapshot, now: float) -> discovery_pb2.DeltaDiscoveryResponse | None:
         """The response to send for `snapshot.kind` now, or None (not subscribed, in flight, nothing new)."""
-        ks = self.kinds.get(snapshot.kind)
+        ks = self.kinds.get(snapshot.kind) or self.unknown.get(snapshot.kind)
         if ks is None or ks.state is not State.IDLE:
             return None
         delta = compute_delta(
@@ -250,10 +260,23 @@ class Sender:
         st.last_nonce = nonce
         return resp
 
+    def is_unknown(self, kind: str) -> bool:
+        return kind in self.unknown
+
+    def unknown_responses(self, now: float) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        """The empty first response of every unknown kind subscribed since the last call: such a kind has an
+        empty snapshot, so after its first response nothing more is ever sent for it."""
+        out = []
+        for kind in self.unknown:
+            resp = self.next_response(KindSnapshot(kind), now)
+            if resp is not None:
+                out.append(resp)
+        return out
+
     def forget(self) -> None:
         """Drops this (closed) stream's per-resource state, keeping each kind's counters and state: what a
         peer that is gone held is of no use, and a peer can make it as large as its initial versions."""
-        for ks in self.kinds.values():
+        for ks in (*self.kinds.values(), *self.unknown.values()):
             ks.known, ks.confirmed, ks.sent, ks.rejected, ks.oversized = {}, {}, {}, {}, {}
             ks.synced_revision = None
             if ks.in_flight is not None:

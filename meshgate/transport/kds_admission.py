@@ -31,6 +31,7 @@ import structlog
 
 from meshgate.auth.authenticator import ZoneAuthenticator
 from meshgate.kds.limits import clip
+from meshgate.kds.node import FEATURES_KEY, parse_features
 from meshgate.resources import registry as kinds
 from meshgate.resources.model import Meta, Resource
 from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
@@ -40,6 +41,7 @@ __all__ = [
     "ZoneAdmission",
     "client_id_problem",
     "count_auth_failure",
+    "metadata_features",
     "metadata_value",
     "zone_of",
 ]
@@ -67,6 +69,18 @@ def metadata_value(context: Context, key: str) -> str:
         if k == key and value:
             return str(value)
     return ""
+
+
+# Features kept from a call's metadata (Kuma 2.7 knows three), each clipped: the zone writes them.
+_MAX_FEATURES = 16
+
+
+def metadata_features(context: Context) -> tuple[str, ...]:
+    """The features a zone advertises in its call's metadata: one per `features` value, as Kuma's zones send
+    them (pkg/kds/mux/client.go, matched exactly by pkg/kds/features.go), or comma-joined, as meshgate zones
+    did before. Bounded in number and length."""
+    values = [str(v) for k, v in context.invocation_metadata() or () if k == FEATURES_KEY]
+    return tuple(clip(f) for f in parse_features(values)[:_MAX_FEATURES])
 
 
 def zone_of(context: Context) -> str:

@@ -6,6 +6,10 @@ removals that happened meanwhile still arrive.
 
 `grpc://HOST:PORT` connects in plaintext, `grpcs://HOST:PORT` over TLS (see meshgate.transport.tls). The
 sync streams, health checks and config dumps all ride the one channel, so they share its security.
+
+Every request carries `node` (meshgate.kds.node: the zone name as id, Kuma's metadata), the features go as
+repeated `features` metadata values, and a response for a kind the zone does not know is ACKed and ignored.
+Reconnects back off exponentially (`Backoff`), so a global that ends every session at once is not hammered.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
+from meshgate.kds.limits import clip
+from meshgate.kds.node import FEATURES_KEY, ZONE_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.kds.sender import ProtocolError
 from meshgate.observability.process import leaf_exceptions
@@ -104,19 +110,33 @@ def parse_address(address: str) -> str:
 
 @dataclass(slots=True)
 class Backoff:
-    """Jittered exponential backoff ("full jitter"): spreads many zones reconnecting at once."""
+    """Exponential backoff between reconnects, with jitter: the n-th delay is uniform in [cap/2, cap], cap =
+    min(maximum, initial * 2**n). Kuma restarts its KDS client after 5 s growing to 1 min
+    (pkg/config/app/kuma-cp/config.go, ResilientComponentBaseBackoff/MaxBackoff); meshgate retries sooner
+    the first time (1 s) and caps at the same minute. Half the delay is jitter, spreading zones that lost a
+    global together, and the other half a floor, so delays grow with every failure and never collapse to ~0
+    (a zone never reconnects in a loop). The count restarts only after a session that lasted `stable_after`
+    seconds past its first response (`session_ended`): a global that ends every session at once, or right
+    after answering, keeps the zone backing off."""
 
-    initial: float = 0.1
-    maximum: float = 10.0
+    initial: float = 1.0
+    maximum: float = 60.0
+    stable_after: float = 5.0
     attempt: int = 0
 
     def next_delay(self) -> float:
-        cap = min(self.maximum, self.initial * (2**self.attempt))
+        # 2**40 * initial is past any maximum: the exponent stops growing there (no float overflow).
+        cap = min(self.maximum, self.initial * (2 ** min(self.attempt, 40)))
         self.attempt += 1
         return random.uniform(cap / 2, cap)
 
     def reset(self) -> None:
         self.attempt = 0
+
+    def session_ended(self, lasted: float | None) -> None:
+        """A session ended `lasted` seconds after its first response (None: it never got one)."""
+        if lasted is not None and lasted >= self.stable_after:
+            self.reset()
 
 
 @dataclass(slots=True)
@@ -139,7 +159,7 @@ class GlobalToZoneClient:
         store: ResourceStore,
         kinds: Sequence[KindDescriptor],
         validate: Callable[[Resource], list[Violation]],
-        features: Sequence[str] = ("zone-ping-health",),
+        features: Sequence[str] = ZONE_FEATURES,
         backoff: Backoff | None = None,
         upstream: ZoneUpstream | None = None,
         instance_id: str = "",
@@ -169,7 +189,7 @@ class GlobalToZoneClient:
         self._kinds = tuple(kinds)
         self._descriptors = {d.name: d for d in kinds}
         self._validate = validate
-        self._features = ",".join(features)
+        self._features = tuple(features)
         self._upstream = upstream
         self._xds_configs = xds_configs
         self.instance_id = instance_id
@@ -178,6 +198,8 @@ class GlobalToZoneClient:
         self.on_synced: Callable[[str], None] | None = None
         # The current session's receiver (its per-kind counters), None before the first connect.
         self.receiver: Receiver | None = None
+        # anyio.current_time() of the current session's first response, for the backoff.
+        self._first_response_at: float | None = None
 
     def credentials_changed(self) -> None:
         """The zone token changed: a zone waiting to reconnect (refused with the old one) retries now."""
@@ -188,7 +210,9 @@ class GlobalToZoneClient:
         return (
             ("client-id", self.zone),
             ("kds-version", "v3"),
-            ("features", self._features),
+            # One value per feature, as Kuma sends them (pkg/kds/mux/client.go: AppendToOutgoingContext with
+            # the key repeated) and reads them (pkg/kds/features.go: md.Get, exact match).
+            *((FEATURES_KEY, f) for f in self._features),
             ("zone-instance-id", self.instance_id),
             # Every call is authenticated on its own by a global with --kds-auth cp-token; built per call, so
             # each one carries the current token.
@@ -208,6 +232,7 @@ class GlobalToZoneClient:
             i += 1
             error = ""  # stays empty when the session is cancelled (shutdown): that is no disconnect
             self._wake = anyio.Event()
+            self._first_response_at = None
             try:
                 await self._session(address)
             except* _EXPECTED as group:
@@ -225,6 +250,8 @@ class GlobalToZoneClient:
                         log.info("kds.client.stopped", zone=self.zone)
                 self.status.connected = False
                 self.status.synced_kinds.clear()
+                first = self._first_response_at
+                self._backoff.session_ended(None if first is None else anyio.current_time() - first)
             delay = self._backoff.next_delay()
             log.info(
                 "kds.client.reconnecting",
@@ -261,8 +288,11 @@ class GlobalToZoneClient:
             stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
             health = kds_pb2_grpc.GlobalKDSServiceStub(channel)
             call = stub.GlobalToZoneSync(metadata=metadata)
+            # node.id is the zone name and control-plane-id this instance, as a Kuma zone sends them
+            # (pkg/kds/zone/components.go: NewDeltaKDSStream(stream, zone, rt, cfgJson, ...)).
+            node = kds_node(self.zone, control_plane_id=self.instance_id, features=self._features)
             receiver = self.receiver = Receiver(
-                self._kinds, self._validate, accept=partial(_only_from_global, self.zone)
+                self._kinds, self._validate, accept=partial(_only_from_global, self.zone), node=node
             )
             for req in receiver.subscribe(await self._held()):
                 await _write(call, req)
@@ -279,13 +309,20 @@ class GlobalToZoneClient:
                 async for resp in call:
                     if first:
                         first = False
-                        self._backoff.reset()
+                        self._first_response_at = anyio.current_time()
                         self.status.connected = True
                         self.status.connects += 1
                         self.status.address = target
                         self.status.connected_at = datetime.now(UTC)
                         slog.info("kds.client.connected")
-                    plan = await self._apply(receiver.receive(resp))
+                    plan = receiver.receive(resp)
+                    if plan.unknown:
+                        # A kind this zone does not know (a Kuma global may send more): ACKed, not stored.
+                        if receiver.unknown[plan.kind] == 1:
+                            slog.info("kds.client.unknown_kind", type=clip(plan.kind), resources=len(resp.resources))
+                        await _write(call, receiver.applied(plan))
+                        continue
+                    plan = await self._apply(plan)
                     await _write(call, receiver.applied(plan))
                     if plan.rejections:
                         slog.warning(
@@ -346,6 +383,11 @@ class GlobalToZoneClient:
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
                 failures = 0
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    # A global without health checks: stop pinging, keep the session, as Kuma's zone does
+                    # (pkg/kds/mux/client.go, startHealthCheck).
+                    log.info("kds.client.health_check_unimplemented", zone=self.zone)
+                    return
                 failures += 1
                 log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc), failures=failures)
                 if failures >= MAX_FAILED_PINGS:

@@ -30,11 +30,13 @@ from google.protobuf import duration_pb2
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth.authenticator import ZoneAuthenticator
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
-from meshgate.kds.limits import MalformedMessage, check_request, clip
+from meshgate.kds.errors import MalformedMessage
+from meshgate.kds.limits import check_request, clip
+from meshgate.kds.node import GLOBAL_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
 from meshgate.resources.model import ResourceKey
-from meshgate.transport.kds_admission import ZoneAdmission, metadata_value
+from meshgate.transport.kds_admission import ZoneAdmission, metadata_features, metadata_value
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
 from meshgate.transport.xds_configs import XDSConfigBroker
@@ -92,6 +94,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
+        self._source_kinds = frozenset(d.name for d in source.kinds)
         self._registry = registry
         self._on_connect = on_connect
         self._clock = clock
@@ -144,9 +147,16 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             sender=Sender(kinds, max_bytes=self._max_bytes),
             zone_instance_id=instance,
             token=metadata_value(context, "authorization"),
+            features=metadata_features(context),
         )
         slog = log.bind(zone=zone, stream=session.stream_id)
-        slog.info("kds.stream.open", peer=session.peer, type=",".join(kinds), instance=instance)
+        slog.info(
+            "kds.stream.open",
+            peer=session.peer,
+            type=",".join(kinds),
+            instance=instance,
+            features=",".join(session.features),
+        )
         error: ProtocolError | None = None
         try:
             with self._source.listen() as wake:
@@ -186,6 +196,9 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         assert self._sink is not None
         zone, instance = await self._admit(context, "ZoneToGlobalSync", "zone-to-global", None)
         receiver = self._sink.receiver(zone)
+        # Kuma's global names the zone in node.id on this stream, and itself in control-plane-id
+        # (pkg/kds/global/components.go: NewDeltaKDSStream(..., zoneID, rt, "", ...)).
+        receiver.node = kds_node(zone, control_plane_id=self._registry.instance_id, features=GLOBAL_FEATURES)
         session = self._registry.open(
             zone,
             "zone-to-global",
@@ -193,6 +206,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             receiver=receiver,
             zone_instance_id=instance,
             token=metadata_value(context, "authorization"),
+            features=metadata_features(context),
         )
         slog = log.bind(zone=zone, stream=session.stream_id)
         error: ProtocolError | None = None
@@ -206,6 +220,12 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                     )
                 async for resp in request_iterator:
                     plan = receiver.receive(resp)
+                    if plan.unknown:
+                        # A kind the global does not take (a Kuma zone's): ACKed, nothing stored.
+                        if receiver.unknown[plan.kind] == 1:
+                            slog.info("kds.unknown_kind", type=clip(plan.kind), resources=len(resp.resources))
+                        await context.write(receiver.applied(plan))
+                        continue
                     # Shielded: a recheck or replacement ends the stream between messages, never halfway
                     # through storing one (the sink and the receiver's `held` would disagree).
                     with anyio.CancelScope(shield=True):
@@ -267,26 +287,42 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                 self._report_oversized(session, ks, slog)
             if resp is None:
                 continue
-            await context.write(resp)
-            session.last_update = datetime.now(UTC)
+            await self._write_response(session, context, resp, slog)
+        # Kinds the zone subscribed to that the global does not serve: one empty response each, as Kuma's
+        # cache answers a type it has nothing for (a Kuma zone subscribes to 36 kinds).
+        for resp in sender.unknown_responses(self._clock()):
+            await self._write_response(session, context, resp, slog)
+
+    async def _write_response(
+        self,
+        session: StreamSession,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        resp: discovery_pb2.DeltaDiscoveryResponse,
+        slog: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        kind = resp.type_url
+        await context.write(resp)
+        session.last_update = datetime.now(UTC)
+        if kind in self._source_kinds:
+            # Unknown kinds are named by zones: no metric label values for them.
             self._registry.metrics.responses_sent[kind] += 1
-            self._registry.events.publish(
-                session.zone,
-                session.stream_id,
-                "global-to-zone",
-                "response",
-                kind=kind,
-                nonce=resp.nonce,
-                upserts=tuple((r.name, r.version) for r in resp.resources),
-                removals=tuple(resp.removed_resources),
-            )
-            slog.debug(
-                "kds.response.sent",
-                type=kind,
-                nonce=resp.nonce,
-                upserts=len(resp.resources),
-                removals=len(resp.removed_resources),
-            )
+        self._registry.events.publish(
+            session.zone,
+            session.stream_id,
+            "global-to-zone",
+            "response",
+            kind=kind,
+            nonce=resp.nonce,
+            upserts=tuple((r.name, r.version) for r in resp.resources),
+            removals=tuple(resp.removed_resources),
+        )
+        slog.debug(
+            "kds.response.sent",
+            type=kind,
+            nonce=resp.nonce,
+            upserts=len(resp.resources),
+            removals=len(resp.removed_resources),
+        )
 
     def _report_oversized(
         self, session: StreamSession, ks: SenderKind, slog: structlog.typing.FilteringBoundLogger
@@ -317,6 +353,14 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         kind = req.type_url
         flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
         ks, inp = sender.receive(req, self._clock())
+        if sender.is_unknown(kind):
+            # Answered empty, never sent again: an INFO line when subscribed, nothing per ACK.
+            if inp is Input.SUBSCRIBE:
+                slog.info("kds.subscribe.unknown_kind", type=clip(kind))
+            elif inp is Input.NACK:
+                error = clip(req.error_detail.message)
+                slog.warning("kds.nack", type=clip(kind), nonce=req.response_nonce, error=error)
+            return
         events = self._registry.events
         if inp is Input.SUBSCRIBE:
             slog.info("kds.subscribe", type=kind, initial_versions=len(req.initial_resource_versions))

@@ -16,6 +16,7 @@ import grpc
 import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.kds.limits import clip
 from meshgate.kds.sender import Input, ProtocolError, Sender, rejected_names
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.transport.snapshots import SnapshotSource
@@ -80,7 +81,11 @@ class ZoneUpstream:
                         kind = req.type_url
                         flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
                         ks, inp = sender.receive(req, self._clock())
-                        if inp is Input.ACK and flight is not None:
+                        if sender.is_unknown(kind):
+                            # A kind the zone does not serve (a Kuma global asks for 22): answered empty.
+                            if inp is Input.SUBSCRIBE:
+                                slog.info("kds.subscribe.unknown_kind", type=clip(kind))
+                        elif inp is Input.ACK and flight is not None:
                             slog.info(
                                 "kds.delivered",
                                 type=kind,
@@ -114,4 +119,8 @@ class ZoneUpstream:
                                 upserts=len(resp.resources),
                                 removals=len(resp.removed_resources),
                             )
+                    # Kinds the global asked for that this zone does not serve: one empty response each, as
+                    # Kuma's cache answers them, and the session goes on.
+                    for resp in sender.unknown_responses(self._clock()):
+                        await call.write(resp)
                     await wake.wait()

@@ -172,6 +172,8 @@ class StreamSession:
     token: str = field(default="", repr=False)
     # Why the global ended the stream (`StreamRegistry.end`), so the adapter can tell the zone.
     ended: StreamEnd | None = None
+    # The features the zone advertised in the call's metadata (meshgate.kds.node), e.g. "zone-ping-health".
+    features: tuple[str, ...] = ()
 
     def warn(self, message: str) -> None:
         """Adds a warning once (the watchdog re-checks every few seconds)."""

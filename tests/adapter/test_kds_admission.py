@@ -209,6 +209,59 @@ async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_not_stored() 
         tg.cancel_scope.cancel()
 
 
+async def test_a_zone_response_for_a_kind_the_global_does_not_take_is_acked_and_the_stream_goes_on() -> None:
+    """A Kuma zone answers the kinds a Kuma global asks for; a meshgate global must not drop it for a kind it
+    does not know (DataplaneInsight): it ACKs, stores nothing, and takes the zone's Dataplanes after. Its
+    requests carry node.id = the zone name, as Kuma's global's (pkg/kds/global/components.go:179)."""
+    async with anyio.create_task_group() as tg:
+        g = await _global(tg)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            call: Call[Any, Any] = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(
+                metadata=_metadata("zone-1")
+            )
+            subscribes = [await call.read(), await call.read()]
+            for req in subscribes:
+                assert isinstance(req, discovery_pb2.DeltaDiscoveryRequest)
+                assert req.node.id == "zone-1"
+                assert req.node.metadata.fields["features"].WhichOneof("kind") == "list_value"
+            unknown = discovery_pb2.DeltaDiscoveryResponse(type_url="DataplaneInsight", nonce="1")
+            unknown.resources.add(name="web-1.default", version="v")
+            await call.write(unknown)
+            ack = await call.read()
+            assert isinstance(ack, discovery_pb2.DeltaDiscoveryRequest)
+            assert (ack.type_url, ack.response_nonce, ack.node.id) == ("DataplaneInsight", "1", "zone-1")
+            assert not ack.HasField("error_detail")
+            await call.write(
+                discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="2", resources=[_dataplane("zone-1")])
+            )
+            ack = await call.read()
+            assert isinstance(ack, discovery_pb2.DeltaDiscoveryRequest)
+            assert (ack.type_url, ack.response_nonce) == ("Dataplane", "2")
+            call.cancel()
+        assert await _dataplanes(g.store) == ["web-1"]
+        tg.cancel_scope.cancel()
+
+
+async def test_features_are_read_from_repeated_metadata_values_and_the_comma_form() -> None:
+    """Kuma's zones send one `features` value per feature (pkg/kds/mux/client.go:100-105); meshgate zones
+    used to join them with commas. The global reads both (StreamSession.features)."""
+    async with anyio.create_task_group() as tg:
+        g = await _global(tg)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
+            for zone, features in (
+                ("zone-1", (("features", "zone-ping-health"), ("features", "hash-suffix"))),
+                ("zone-2", (("features", "zone-ping-health,hash-suffix"),)),
+            ):
+                call = stub.GlobalToZoneSync(metadata=(*_metadata(zone), *features))
+                await call.write(_subscribe("Mesh"))
+                assert isinstance(await call.read(), discovery_pb2.DeltaDiscoveryResponse)
+                (session,) = g.streams.by_zone(zone)
+                assert session.features == ("zone-ping-health", "hash-suffix")
+                call.cancel()
+        tg.cancel_scope.cancel()
+
+
 def _any(type_url: str, value: bytes) -> any_pb2.Any:
     return any_pb2.Any(type_url=type_url, value=value)
 
@@ -216,7 +269,7 @@ def _any(type_url: str, value: bytes) -> any_pb2.Any:
 @pytest.mark.parametrize(
     ("what", "response"),
     [
-        ("unknown kind", discovery_pb2.DeltaDiscoveryResponse(type_url="Bogus" * 200, nonce="1")),
+        ("absurd kind name", discovery_pb2.DeltaDiscoveryResponse(type_url="Bogus" * 200, nonce="1")),
         (
             "not a KumaResource",
             discovery_pb2.DeltaDiscoveryResponse(
@@ -262,7 +315,7 @@ async def test_garbage_from_a_zone_gets_invalid_argument_with_a_bounded_message(
 @pytest.mark.parametrize(
     ("what", "request_"),
     [
-        ("unknown kind", _subscribe("Nope" * 300)),
+        ("absurd kind name", _subscribe("Nope" * 300)),
         ("oversized name", _subscribe("Mesh", **{"m" * 10_000: "v"})),
         ("oversized version", _subscribe("Mesh", **{"m.": "v" * 10_000})),
     ],

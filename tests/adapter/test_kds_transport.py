@@ -247,5 +247,24 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     for i, d in enumerate(delays):
         cap = min(1.0, 0.1 * 2**i)
         assert cap / 2 <= d <= cap
+    assert delays[:4] == sorted(delays[:4])  # below the cap, each band starts where the last one ended
     b.reset()
     assert b.next_delay() <= 0.1
+
+
+def test_backoff_defaults_follow_kuma_and_reset_only_after_a_lasting_session() -> None:
+    """Kuma: 5 s growing to 1 min (pkg/config/app/kuma-cp/config.go:408-409, v2.7.29); meshgate starts at
+    1 s and caps at the same minute. A session that failed before its first response, or ended soon after
+    it, does not reset the count: only one that lasted `stable_after` does."""
+    b = Backoff()
+    assert (b.initial, b.maximum) == (1.0, 60.0)
+    for _ in range(3):
+        b.next_delay()
+    b.session_ended(None)
+    b.session_ended(b.stable_after / 2)
+    assert b.next_delay() >= 4.0  # the 4th delay: [4, 8]
+    delays = [b.next_delay() for _ in range(100)]
+    assert max(delays) <= 60.0
+    assert delays[-1] >= 30.0
+    b.session_ended(b.stable_after)
+    assert b.next_delay() <= 1.0

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from meshgate.kds.delta import compute_delta
 from meshgate.kds.envelope import EnvelopeError, content_version, from_wire, to_envelope, to_wire
+from meshgate.kds.errors import MalformedMessage
+from meshgate.kds.limits import MAX_UNKNOWN_KINDS, check_request, check_response
 from meshgate.kds.naming import hashed_name, wire_name
+from meshgate.kds.node import kds_node, node_features, parse_features
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, State, rejected_names
 from meshgate.kds.snapshot import Entry, KindSnapshot
@@ -170,7 +173,8 @@ def test_sender_first_response_is_sent_even_when_empty() -> None:
         (["sub", "sub"], "subscribe for Thing in state idle"),
         (["sub", "ack"], "ack for Thing in state idle"),
         (["sub", "send", "stale"], "names nonce '999'"),
-        (["other"], "kind 'Other' is not served"),
+        (["other-ack"], "ack for kind 'Other', which this stream never subscribed to"),
+        (["absurd"], "is not a kind name"),
     ],
 )
 def test_sender_protocol_errors(requests: list[str], match: str) -> None:
@@ -186,13 +190,117 @@ def test_sender_protocol_errors(requests: list[str], match: str) -> None:
             s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="1"), 0)
         elif name == "stale":
             s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Thing", response_nonce="999"), 0)
-        elif name == "other":
-            s.receive(subscribe("Other"), 0)
+        elif name == "other-ack":
+            s.receive(discovery_pb2.DeltaDiscoveryRequest(type_url="Other", response_nonce="1"), 0)
+        elif name == "absurd":
+            s.receive(subscribe("Nope" * 300), 0)
 
     for name in requests[:-1]:
         step(name)
     with pytest.raises(ProtocolError, match=match):
         step(requests[-1])
+
+
+def test_sender_answers_an_unknown_kind_once_empty_and_keeps_the_stream() -> None:
+    """A Kuma 2.7 zone subscribes to 36 kinds, most of which meshgate does not serve (Kuma's cache answers a
+    type it has nothing for with an empty response, and pkg/kds/mux/client.go:123-130 restarts the whole
+    client on any stream error): an unknown kind gets one empty response, its ACK is accepted, and after
+    that nothing more is sent for it, while the served kind goes on as before."""
+    s = Sender(["Thing"])
+    snap = KindSnapshot.of("Thing", entries(thing("a")))
+    s.receive(subscribe("Thing"), 0.0)
+    _, inp = s.receive(subscribe("MeshTimeout"), 0.0)
+    assert inp is Input.SUBSCRIBE
+    assert "MeshTimeout" not in s.kinds
+    (empty,) = s.unknown_responses(1.0)
+    assert (empty.type_url, list(empty.resources), list(empty.removed_resources)) == ("MeshTimeout", [], [])
+    assert empty.nonce
+    assert s.unknown_responses(1.5) == []  # in flight: nothing more until the ACK
+    s.receive(ack(empty), 2.0)
+    assert s.unknown["MeshTimeout"].state is State.IDLE
+    assert s.unknown_responses(3.0) == []  # answered: never sent again
+    r = s.next_response(snap, 3.0)
+    assert r is not None
+    assert [x.name for x in r.resources] == ["a.default"]
+    with pytest.raises(ProtocolError, match="subscribe for MeshTimeout in state idle"):
+        s.receive(subscribe("MeshTimeout"), 4.0)
+
+
+def test_unknown_kinds_are_bounded_per_stream_and_must_look_like_kinds() -> None:
+    """Up to MAX_UNKNOWN_KINDS unknown kinds are normal subscriptions; one more, or a name no Kuma kind
+    could have, is the garbage defence's MalformedMessage (INVALID_ARGUMENT at the adapter)."""
+    s = Sender(["Thing"])
+    for i in range(MAX_UNKNOWN_KINDS):
+        s.receive(subscribe(f"Kind{i}"), 0.0)
+    assert len(s.unknown_responses(0.0)) == MAX_UNKNOWN_KINDS
+    with pytest.raises(MalformedMessage, match="one unknown kind too many"):
+        s.receive(subscribe("KindTooMany"), 0.0)
+    for absurd in ("Nope" * 300, "not-a-kind", "", "Mesh\n"):
+        with pytest.raises(MalformedMessage, match="is not a kind name"):
+            check_request(subscribe(absurd), ["Thing"])
+    check_request(subscribe("MeshLoadBalancingStrategy"), ["Thing"])
+    check_response(discovery_pb2.DeltaDiscoveryResponse(type_url="ZoneEgressInsight", nonce="1"), ["Thing"])
+    r = Receiver([THING], no_bad)
+    for i in range(MAX_UNKNOWN_KINDS):
+        assert r.receive(discovery_pb2.DeltaDiscoveryResponse(type_url=f"Kind{i}", nonce="1")).unknown
+    with pytest.raises(MalformedMessage, match="one unknown kind too many"):
+        r.receive(discovery_pb2.DeltaDiscoveryResponse(type_url="KindTooMany", nonce="1"))
+
+
+def test_receiver_acks_an_unknown_kind_without_storing_it() -> None:
+    """A Kuma peer may send kinds meshgate does not know (a Kuma global asks a zone for 22): ACK, store
+    nothing, keep the stream."""
+    r = Receiver([THING], no_bad, node=kds_node("zone-1", control_plane_id="cp-1", features=["zone-ping-health"]))
+    r.subscribe({})
+    resp = discovery_pb2.DeltaDiscoveryResponse(type_url="DataplaneInsight", nonce="7")
+    resp.resources.add(name="dp.default", version="v")
+    plan = r.receive(resp)
+    assert plan.unknown
+    assert (plan.upserts, plan.removals, plan.rejections) == ((), (), ())
+    req = r.applied(plan)
+    assert (req.type_url, req.response_nonce, req.node.id) == ("DataplaneInsight", "7", "zone-1")
+    assert not req.HasField("error_detail")
+    assert r.kinds["Thing"].held == {}
+
+
+def test_every_request_carries_node_as_kuma_sends_it() -> None:
+    """pkg/kds/v2/client/stream.go:211-231 (v2.7.29): the first request per kind carries node.id and
+    node.metadata {version: {kumaCp: {...}}, config, control-plane-id, features: a list value}; its ACK
+    (:271-277) and NACK (:290-300) carry node{id}. meshgate's NACK keeps its BadRequest details too."""
+    node = kds_node("zone-1", control_plane_id="zone-1-instance", features=["zone-ping-health"])
+    sender = Sender(["Thing"])
+    r = Receiver([THING], no_bad, node=node)
+    (sub,) = r.subscribe({})
+    assert sub.node.id == "zone-1"
+    md = sub.node.metadata.fields
+    assert md["control-plane-id"].string_value == "zone-1-instance"
+    assert md["version"].struct_value.fields["kumaCp"].struct_value.fields["version"].string_value
+    assert md["config"].WhichOneof("kind") == "string_value"
+    assert [v.string_value for v in md["features"].list_value.values] == ["zone-ping-health"]
+    assert node_features(sub.node) == ["zone-ping-health"]
+    bare = kds_node("zone-1", control_plane_id="global-1", features=())
+    assert bare.metadata.fields["features"].WhichOneof("kind") == "list_value"  # a list, even when empty
+    sender.receive(sub, 0.0)
+    snap = KindSnapshot.of("Thing", entries(thing("a")))
+    resp = sender.next_response(snap, 0.0)
+    assert resp is not None
+    acked = r.applied(r.receive(resp))
+    assert acked.node.id == "zone-1"
+    assert not acked.node.HasField("metadata")
+    sender.receive(acked, 1.0)
+    resp = sender.next_response(snap.evolve({"b.default": Entry.of(to_wire(thing("b", "bad")))}), 1.0)
+    assert resp is not None
+    nacked = r.applied(r.receive(resp))
+    assert nacked.error_detail.message
+    assert nacked.node.id == "zone-1"
+
+
+def test_features_are_read_one_per_value_or_comma_joined() -> None:
+    """Kuma sends one metadata value per feature (pkg/kds/mux/client.go:100-105) and matches each exactly
+    (pkg/kds/features.go:32-36); meshgate zones used to send one comma-joined value."""
+    assert parse_features(["zone-ping-health", "hash-suffix"]) == ["zone-ping-health", "hash-suffix"]
+    assert parse_features(["zone-ping-health,hash-suffix"]) == ["zone-ping-health", "hash-suffix"]
+    assert parse_features(["a, b", "b", ""]) == ["a", "b"]
 
 
 def test_nack_names_bad_resources_and_others_still_apply() -> None:
