@@ -109,8 +109,8 @@ async def test_gateway_routes_http_and_follows_a_route_change_on_the_global(proc
 
             dp.proc.send_signal(signal.SIGTERM)
             assert await dp.exited() == 0
-            async with httpx.AsyncClient(base_url=z.url()) as c:  # deregistered on SIGTERM
-                assert (await c.get("/meshes/default/dataplanes/edge-1")).status_code == 404
+            # Deregistered when the zone sees the proxy's stream close (Kuma's lifecycle): a moment later, so poll.
+            await eventually(lambda: _gone(z, "/meshes/default/dataplanes/edge-1"), what="edge-1 deregistered")
         finally:
             dp.stop()
 
@@ -170,3 +170,8 @@ async def test_envoy_keeps_serving_while_the_zone_is_killed_and_converges_when_i
             assert dp.proc.poll() is None  # meshgate-dp and its Envoy rode it out
         finally:
             dp.stop()
+
+
+async def _gone(cp: CPProcess, path: str) -> bool:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        return (await c.get(path)).status_code == 404
