@@ -22,15 +22,14 @@ from google.protobuf import wrappers_pb2
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.mtls import MtlsError, builtin_ca_secret_names, generate_ca
 from meshgate.resources.model import Meta, Resource, ResourceKey
-from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore, StoreError, iter_all
+from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore, iter_all
+from meshgate.store.watch import reconcile_on_changes
 
 __all__ = ["CaProvisioner"]
 
 log = structlog.get_logger("meshgate.global.ca")
 
 _WATCHED_KINDS = frozenset({"Mesh", "Secret"})
-# After a store error, wait this long before the next attempt, so a store outage is not a busy loop.
-_RETRY_SECONDS = 0.5
 
 
 def _secret(mesh: str, name: str, data: bytes) -> Resource:
@@ -93,17 +92,5 @@ class CaProvisioner:
                     await self.ensure(mesh.meta.name, backend.name)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Subscribes, reports started, then reconciles at once and after every Mesh or Secret change until
-        cancelled. Started means subscribed, not reconciled: a store that is down at startup delays CAs, never
-        the global's readiness, and no change after `started` is missed."""
-        async with self._store.changes.subscribe() as sub:
-            task_status.started()
-            while True:
-                try:
-                    await self.reconcile()
-                except StoreError as exc:
-                    log.warning("ca.reconcile_failed", error=str(exc))
-                    await anyio.sleep(_RETRY_SECONDS)
-                    continue
-                while not _WATCHED_KINDS & (await sub.next_batch()).keys():
-                    pass
+        """Reconciles at once and after every Mesh or Secret change until cancelled (meshgate.store.watch)."""
+        await reconcile_on_changes(self._store, _WATCHED_KINDS, self.reconcile, "ca", task_status=task_status)

@@ -14,13 +14,13 @@ import anyio.abc
 import structlog
 
 from meshgate.store.protocol import ResourceStore, StoreError, iter_all
+from meshgate.store.watch import reconcile_on_changes
 from meshgate.tokens import DataplaneTokens, TokenType
 
 __all__ = ["TokenKeyUpkeep"]
 
 log = structlog.get_logger("meshgate.global.token_keys")
 
-_RETRY_SECONDS = 0.5
 SWEEP_INTERVAL = 60.0
 
 
@@ -47,17 +47,7 @@ class TokenKeyUpkeep:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._sweep_forever)
-            async with self._store.changes.subscribe() as sub:
-                task_status.started()
-                while True:
-                    try:
-                        await self.reconcile()
-                    except StoreError as exc:
-                        log.warning("token_keys.reconcile_failed", error=str(exc))
-                        await anyio.sleep(_RETRY_SECONDS)
-                        continue
-                    while "Mesh" not in (await sub.next_batch()):
-                        pass
+            await reconcile_on_changes(self._store, {"Mesh"}, self.reconcile, "token_keys", task_status=task_status)
 
     async def _sweep_forever(self) -> None:
         while True:
