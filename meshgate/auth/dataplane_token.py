@@ -8,14 +8,13 @@ must carry every tag named, with only allowed values), `Type` (empty: any; `data
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from meshgate.auth.jwt import KeySet, TokenError, decode, encode
+from meshgate.auth.jwt import KeySet, TokenError, decode, issue
 
 __all__ = ["PROXY_TYPES", "DataplaneClaims", "check_identity", "issue_dataplane_token", "verify_dataplane_token"]
 
@@ -47,19 +46,13 @@ def issue_dataplane_token(
 ) -> str:
     if not mesh:
         raise ValueError("mesh must not be empty")
-    if valid_for <= 0:
-        raise ValueError("valid_for must be positive")
-    issued_at = int(now)
-    payload = {
+    claims = {
         "Name": name,
         "Mesh": mesh,
         "Tags": {k: list(v) for k, v in sorted((tags or {}).items())},
         "Type": proxy_type,
-        "exp": issued_at + int(valid_for),
-        "iat": issued_at,
-        "jti": str(uuid.uuid4()),
     }
-    return encode(key, kid, payload)
+    return issue(key, kid, claims, valid_for, now)
 
 
 def verify_dataplane_token(keys: KeySet, token: str, now: float) -> DataplaneClaims:

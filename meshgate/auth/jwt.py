@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -31,6 +32,7 @@ __all__ = [
     "decode",
     "encode",
     "generate_key_pem",
+    "issue",
     "load_private_key",
     "unverified_payload",
 ]
@@ -110,6 +112,18 @@ def encode(key: rsa.RSAPrivateKey, kid: str, payload: Mapping[str, Any]) -> str:
     signing_input = ".".join(_b64encode(json.dumps(part, separators=(",", ":")).encode()) for part in (header, payload))
     signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{_b64encode(signature)}"
+
+
+def issue(
+    key: rsa.RSAPrivateKey, kid: str, claims: Mapping[str, Any], valid_for: float, now: float, jti: str = ""
+) -> str:
+    """`claims` plus the registered ones every token type carries (`exp`, `iat`, `jti`: a fresh UUID unless
+    given), signed with `key`; ValueError unless `valid_for` (seconds) is positive."""
+    if valid_for <= 0:
+        raise ValueError("valid_for must be positive")
+    issued_at = int(now)
+    registered = {"exp": issued_at + int(valid_for), "iat": issued_at, "jti": jti or str(uuid.uuid4())}
+    return encode(key, kid, {**claims, **registered})
 
 
 def unverified_payload(token: str, name: str = "token") -> dict[str, Any]:

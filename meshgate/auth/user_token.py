@@ -6,14 +6,13 @@ everything), and the registered `exp`, `iat` and `jti` (the id a revocation name
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from meshgate.auth.jwt import KeySet, TokenError, decode, encode
+from meshgate.auth.jwt import KeySet, TokenError, decode, issue
 
 __all__ = ["ADMIN_GROUP", "ADMIN_NAME", "AUTHENTICATED_GROUP", "UserClaims", "issue_user_token", "verify_user_token"]
 
@@ -38,17 +37,7 @@ def issue_user_token(
 ) -> str:
     if not name:
         raise ValueError("name must not be empty")
-    if valid_for <= 0:
-        raise ValueError("valid_for must be positive")
-    issued_at = int(now)
-    payload = {
-        "Name": name,
-        "Groups": list(groups),
-        "exp": issued_at + int(valid_for),
-        "iat": issued_at,
-        "jti": str(uuid.uuid4()),
-    }
-    return encode(key, kid, payload)
+    return issue(key, kid, {"Name": name, "Groups": list(groups)}, valid_for, now)
 
 
 def verify_user_token(keys: KeySet, token: str, now: float) -> UserClaims:

@@ -14,15 +14,15 @@ Error tree::
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from meshgate.auth import jwt
 from meshgate.auth.jwt import REASONS as REASONS
-from meshgate.auth.jwt import KeySet, StaticKeys, TokenError, decode, encode, generate_key_pem, load_private_key
+from meshgate.auth.jwt import KeySet, StaticKeys, TokenError, decode, generate_key_pem, load_private_key
 
 __all__ = [
     "KEY_ID",
@@ -76,18 +76,8 @@ def issue(
     """A token for `zone` with `scope`, valid `valid_for` seconds from `now`; signed with key `kid`."""
     if not zone:
         raise ValueError("zone must not be empty")
-    if valid_for <= 0:
-        raise ValueError("valid_for must be positive")
-    issued_at = int(now)
-    payload = {
-        "Zone": zone,
-        "Scope": list(scope),
-        "exp": issued_at + int(valid_for),
-        "iat": issued_at,
-        "jti": jti or str(uuid.uuid4()),
-    }
     key = key_pem if isinstance(key_pem, rsa.RSAPrivateKey) else private_key(key_pem)
-    return encode(key, kid, payload)
+    return jwt.issue(key, kid, {"Zone": zone, "Scope": list(scope)}, valid_for, now, jti)
 
 
 def verify(keys: rsa.RSAPublicKey | KeySet, token: str, now: float, *, scope: str = "cp") -> Claims:
