@@ -19,7 +19,32 @@ __all__ = [
     "ValidationError",
     "Violation",
     "Violations",
+    "go_quote",
 ]
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def go_quote(text: str) -> str:
+    """Go's `%q` (strconv.Quote), which Kuma uses for map keys in paths and for names in messages."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif char.isprintable():
+            # Python's and Go's "printable" agree: letters, marks, numbers, punctuation, symbols and ASCII space.
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +71,7 @@ class Path:
         return Path(f"{self._text}[{i}]")
 
     def key(self, k: str) -> Path:
-        return Path(f'{self._text}["{k}"]')
+        return Path(f"{self._text}[{go_quote(k)}]")
 
     def __str__(self) -> str:
         return self._text

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from meshgate.resources.errors import Path, Violations
+from meshgate.resources.errors import Path, Violations, go_quote
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, Meta, Origin
-from meshgate.resources.tags import go_quote
 
 __all__ = ["MAX_LABELS", "check_labels", "check_meta"]
 

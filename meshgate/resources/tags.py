@@ -7,12 +7,11 @@ early.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from meshgate.resources.errors import Path, Violations
+from meshgate.resources.errors import Path, Violations, go_quote
 
 __all__ = [
     "RESERVED_GATEWAY_TAG_KEYS",
@@ -24,7 +23,6 @@ __all__ = [
     "check_selector",
     "check_selectors",
     "check_tags",
-    "go_quote",
 ]
 
 TAG_SERVICE = "kuma.io/service"
@@ -41,11 +39,6 @@ _SELECTOR_VALUE = re.compile(r"[a-zA-Z0-9.\-_:/]*|\*")
 
 # A whole-map rule, such as "kuma.io/protocol must be tcp"; it reports at `path` or `path[key]` itself.
 TagsCheck = Callable[[Violations, Path, Mapping[str, str]], None]
-
-
-def go_quote(text: str) -> str:
-    """Go's `%q` for the strings Kuma quotes in messages (JSON escaping agrees on printable text)."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _check(

@@ -10,7 +10,7 @@ import pytest
 
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources import codec, registry
-from meshgate.resources.errors import UnknownKindError, ValidationError, Violation
+from meshgate.resources.errors import Path, UnknownKindError, ValidationError, Violation, go_quote
 from meshgate.resources.model import Meta, Resource
 
 
@@ -509,3 +509,18 @@ def test_label_rules() -> None:
         ('labels["env"]', message),
         ('labels["team"]', message),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "quoted"),
+    [
+        ("kuma.io/service", '"kuma.io/service"'),
+        ('a"b\\c', '"a\\"b\\\\c"'),
+        ("tab\there\x01", '"tab\\there\\x01"'),
+        ("\u00a0é\u200b\U0001f600", '"\\u00a0é\\u200b\U0001f600"'),
+    ],
+)
+def test_map_keys_in_paths_are_quoted_as_go_does(key: str, quoted: str) -> None:
+    """Kuma writes `tags[%q]`: Go's strconv.Quote, which keeps printable Unicode and escapes the rest."""
+    assert go_quote(key) == quoted
+    assert str(Path("tags").key(key)) == f"tags[{quoted}]"

@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
-from meshgate.resources.errors import Path, Violation, Violations
+from meshgate.resources.errors import Path, Violation, Violations, go_quote
 from meshgate.resources.kinds._conf import check_prometheus_conf
 from meshgate.resources.kinds._spec import validate_resource
 from meshgate.resources.model import Resource
 from meshgate.resources.network import check_port, is_dns_name, is_ip
-from meshgate.resources.tags import TAG_PROTOCOL, TAG_SERVICE, check_tags, go_quote
+from meshgate.resources.tags import TAG_PROTOCOL, TAG_SERVICE, check_tags
 
 __all__ = ["DESCRIPTOR", "validate"]
 

@@ -23,7 +23,7 @@ from meshgate.api.mesh.v1alpha1.mesh_pb2 import (
 )
 from meshgate.api.system.v1alpha1.datasource_pb2 import DataSource
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
-from meshgate.resources.errors import Path, Violation, Violations
+from meshgate.resources.errors import Path, Violation, Violations, go_quote
 from meshgate.resources.kinds._conf import (
     check_data_source,
     check_prometheus_conf,
@@ -34,7 +34,7 @@ from meshgate.resources.kinds._conf import (
 from meshgate.resources.kinds._spec import validate_resource
 from meshgate.resources.model import Resource
 from meshgate.resources.network import check_port, is_dns_name, split_host_port
-from meshgate.resources.tags import check_selector, go_quote
+from meshgate.resources.tags import check_selector
 
 __all__ = ["DESCRIPTOR", "validate"]
 
