@@ -151,7 +151,8 @@ conf:
     rules:
     - backends: []
 """,
-        [(f"{RULE}.matches", "cannot be empty"), (f"{RULE}.backends", "cannot be empty")],
+        # Kuma checks nothing more in a rule without matches.
+        [(f"{RULE}.matches", "cannot be empty")],
     ),
     "backend without service": (
         """
@@ -168,9 +169,9 @@ conf:
       - destination: {}
 """,
         [
-            (f"{RULE}.backends[0].destination", 'mandatory tag "kuma.io/service" is missing'),
-            (f"{RULE}.backends[1].destination", "must have at least one tag"),
-            (f"{RULE}.backends[1].destination", 'mandatory tag "kuma.io/service" is missing'),
+            (f"{RULE}.backends[0]", 'mandatory tag "kuma.io/service" is missing'),
+            (f"{RULE}.backends[1]", "must have at least one tag"),
+            (f"{RULE}.backends[1]", 'mandatory tag "kuma.io/service" is missing'),
         ],
     ),
     "empty match and bad paths": (
@@ -193,10 +194,10 @@ conf:
         + BACKEND,
         [
             (f"{RULE}.matches[0]", "cannot be empty"),
-            (f"{RULE}.matches[1].path.value", "cannot be empty"),
-            (f"{RULE}.matches[2].path.value", "must be an absolute path"),
-            (f"{RULE}.matches[3].path.value", "must be an absolute path"),
-            (f"{RULE}.matches[4].path.value", 'must not contain ".." segments'),
+            (f"{RULE}.matches[1].value", "cannot be empty"),
+            (f"{RULE}.matches[2].value", "must be an absolute path"),
+            (f"{RULE}.matches[3].value", "must be an absolute path"),
+            (f"{RULE}.matches[4].value", 'must not contain ".." segments'),
         ],
     ),
     "header and query matches": (
@@ -223,8 +224,8 @@ conf:
             (f"{RULE}.matches[0].headers[1].value", "cannot be empty"),
             (f"{RULE}.matches[0].headers[2].value", "cannot be set"),
             (f"{RULE}.matches[0].headers[3].name", "must be a valid HTTP header name"),
-            (f"{RULE}.matches[0].queryParameters[0].name", "cannot be empty"),
-            (f"{RULE}.matches[0].queryParameters[1].value", "cannot be empty"),
+            (f"{RULE}.matches[0].query_parameters[0].name", "cannot be empty"),
+            (f"{RULE}.matches[0].query_parameters[1].value", "cannot be empty"),
         ],
     ),
     "header filters": (
@@ -251,10 +252,10 @@ conf:
 """
         + BACKEND,
         [
-            (f"{RULE}.filters[0].requestHeader", "cannot be empty"),
-            (f"{RULE}.filters[1].requestHeader.set[0].value", "cannot be empty"),
-            (f"{RULE}.filters[1].requestHeader.add[0].name", "cannot be empty"),
-            (f"{RULE}.filters[1].requestHeader.remove[0]", "cannot be empty"),
+            (f"{RULE}.filters[0].request_header", "cannot be empty"),
+            (f"{RULE}.filters[1].request_header.set[0].value", "cannot be empty"),
+            (f"{RULE}.filters[1].request_header.add[0].name", "cannot be empty"),
+            (f"{RULE}.filters[1].request_header.remove[0]", "cannot be empty"),
             (f"{RULE}.filters[3]", "cannot be empty"),
         ],
     ),
@@ -279,12 +280,13 @@ conf:
 """
         + BACKEND,
         [
+            # Kuma numbers the filters without the host rewrite: the header filter is filters[0].
             (
-                f"{RULE}.filters[1].requestHeader.set[0]",
+                f"{RULE}.filters[0].request_header.set[0]",
                 "cannot modify 'host' header, when route has set 'rewrite.host_to_backend_hostname' option",
             ),
             (
-                f"{RULE}.filters[1].requestHeader.add[0]",
+                f"{RULE}.filters[0].request_header.add[0]",
                 "cannot modify ':authority' header, when route has set 'rewrite.host_to_backend_hostname' option",
             ),
         ],
@@ -330,7 +332,7 @@ conf:
         + BACKEND,
         [
             (f"{RULE}.filters[0].redirect.port", "port must be in the range [1, 65535]"),
-            (f"{RULE}.filters[0].redirect.statusCode", "must be one of 301, 302, 303, 307, 308"),
+            (f"{RULE}.filters[0].redirect.status_code", "must be one of 301, 302, 303, 307, 308"),
             (f"{RULE}.backends", "must be empty when using redirect filters"),
         ],
     ),
@@ -349,6 +351,41 @@ conf:
           remove: [x-a]
 """,
         [(f"{RULE}.filters", "redirects cannot be used with other filters")],
+    ),
+    "redirect status outside Kuma's range": (
+        """
+conf:
+  http:
+    rules:
+    - matches:
+      - path:
+          value: /
+      filters:
+      - redirect:
+          statusCode: 500
+""",
+        [(f"{RULE}.filters[0].redirect.status_code", "must be in the range [300, 308]")],
+    ),
+    "redirect beside another filter: backends are not checked": (
+        """
+conf:
+  http:
+    rules:
+    - matches:
+      - path:
+          value: /
+      filters:
+      - redirect:
+          statusCode: 302
+      - responseHeader: {}
+      backends:
+      - destination:
+          version: v1
+""",
+        [
+            (f"{RULE}.filters[1].response_header", "cannot be empty"),
+            (f"{RULE}.filters", "redirects cannot be used with other filters"),
+        ],
     ),
     "prefix rewrite without a prefix match": (
         """

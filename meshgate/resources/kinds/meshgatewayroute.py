@@ -1,13 +1,16 @@
 """MeshGatewayRoute: HTTP or TCP routing for the gateway listeners its selectors match.
 
-Rules are Kuma 2.7's `gateway_route_validator.go`, with these differences:
-- paths name the field as the user wrote it in JSON: `matches[0].path.value` (Kuma says `matches[0].value`),
-  `queryParameters`, `requestHeader`, `statusCode`, `backends[0].destination`;
-- added, from meshgate's gateway reference and Kuma's proto constraints: match paths have no `..` segment;
-  header names are HTTP tokens; a redirect status is one Envoy can send (301, 302, 303, 307, 308); a mirror
-  backend has no weight; response header filters are checked like request ones; an empty filter is rejected;
-  route hostnames are gateway hostnames; TCP routes need rules and backends;
-- every violation is reported: Kuma stops a rule at its first structural problem.
+Rules are Kuma 2.7's `gateway_route_validator.go`, and every violation names the field Kuma's validator names,
+even where that is not the field's JSON name: the snake_case proto names (`query_parameters`, `request_header`,
+`status_code`), a match's path value as `matches[0].value`, a backend's tags at `backends[0]` (not its
+`destination`), and filters numbered without the `rewrite.host_to_backend_hostname` ones, which Kuma leaves out.
+Like Kuma, a rule without matches, or with a redirect beside other filters, is not checked further.
+
+Added, from meshgate's gateway reference and Kuma's proto constraints, each at the field Kuma would name there:
+match paths have no `..` segment; header names are HTTP tokens; a redirect status is one Envoy can send (301, 302,
+303, 307, 308: Kuma accepts the rest of 300-308 and then fails to build the route); a redirect's path rewrite is
+checked like a rewrite filter's; a mirror backend has no weight; response header filters are checked like request
+ones; an empty filter is rejected; route hostnames are gateway hostnames; TCP routes need rules and backends.
 
 Created on the global only and sent to every zone.
 """
@@ -78,25 +81,34 @@ def _check_http(out: Violations, path: Path, http: Any) -> None:
         _check_rule(out, rules.index(i), rule)
 
 
+def _is_host_rewrite(item: Any) -> bool:
+    return item.HasField("rewrite") and bool(item.rewrite.host_to_backend_hostname)
+
+
 def _check_rule(out: Violations, path: Path, rule: Any) -> None:
     matches = path.field("matches")
     if not rule.matches:
         out.add(matches, "cannot be empty")
+        return
     for i, match in enumerate(rule.matches):
         _check_match(out, matches.index(i), match)
 
     has_prefix_match = any(m.HasField("path") and m.path.match == _PathMatch.PREFIX for m in rule.matches)
-    rewrites_host = any(f.HasField("rewrite") and f.rewrite.host_to_backend_hostname for f in rule.filters)
-    has_redirect = any(f.HasField("redirect") for f in rule.filters)
+    # Kuma takes host rewrites out before checking filters, so `filters[i]` counts only the others.
+    rewrites_host = any(_is_host_rewrite(f) for f in rule.filters)
+    checked = [f for f in rule.filters if not _is_host_rewrite(f)]
+    has_redirect = any(f.HasField("redirect") for f in checked)
     filters = path.field("filters")
-    for i, item in enumerate(rule.filters):
+    for i, item in enumerate(checked):
         _check_filter(out, filters.index(i), item, has_prefix_match=has_prefix_match, rewrites_host=rewrites_host)
 
-    backends = path.field("backends")
     if has_redirect and len(rule.filters) != 1:
-        # A redirect answers at once: mirroring or rewriting alongside it would mean nothing.
+        # A redirect answers at once: mirroring or rewriting alongside it would mean nothing. Whether the rule
+        # needs backends is then unclear, so, as Kuma, nothing more is said about them.
         out.add(filters, "redirects cannot be used with other filters")
-    elif has_redirect and rule.backends:
+        return
+    backends = path.field("backends")
+    if has_redirect and rule.backends:
         out.add(backends, "must be empty when using redirect filters")
     elif not has_redirect and not rule.backends:
         out.add(backends, "cannot be empty")
@@ -114,7 +126,7 @@ def _check_match(out: Violations, path: Path, match: Any) -> None:
         out.add(path, "cannot be empty")
 
     if match.HasField("path"):
-        value_path = path.field("path").field("value")
+        value_path = path.field("value")  # Kuma's name: the match's, not `path.value`
         value = match.path.value
         if match.path.match == _PathMatch.REGEX:
             if value == "":
@@ -134,7 +146,7 @@ def _check_match(out: Violations, path: Path, match: Any) -> None:
             out.add(header_path.field("value"), "cannot be empty")
 
     for i, query in enumerate(match.query_parameters):
-        query_path = path.field("queryParameters").index(i)
+        query_path = path.field("query_parameters").index(i)
         if query.name == "":
             out.add(query_path.field("name"), "cannot be empty")
         if query.value == "":
@@ -153,9 +165,9 @@ def _check_filter(out: Violations, path: Path, item: Any, *, has_prefix_match: b
     if which is None:
         out.add(path, "cannot be empty")
     elif which == "request_header":
-        _check_header_filter(out, path.field("requestHeader"), item.request_header, rewrites_host=rewrites_host)
+        _check_header_filter(out, path.field("request_header"), item.request_header, rewrites_host=rewrites_host)
     elif which == "response_header":
-        _check_header_filter(out, path.field("responseHeader"), item.response_header, rewrites_host=False)
+        _check_header_filter(out, path.field("response_header"), item.response_header, rewrites_host=False)
     elif which == "redirect":
         _check_redirect(out, path.field("redirect"), item.redirect, has_prefix_match=has_prefix_match)
     elif which == "mirror":
@@ -188,8 +200,11 @@ def _check_redirect(out: Violations, path: Path, redirect: Any, *, has_prefix_ma
     # Port 0 keeps the listener's port.
     if redirect.port > 0:
         check_port(out, path.field("port"), redirect.port)
-    if redirect.status_code not in _REDIRECT_CODES:
-        out.add(path.field("statusCode"), "must be one of 301, 302, 303, 307, 308")
+    status_code = path.field("status_code")
+    if not 300 <= redirect.status_code <= 308:
+        out.add(status_code, "must be in the range [300, 308]")
+    elif redirect.status_code not in _REDIRECT_CODES:
+        out.add(status_code, "must be one of 301, 302, 303, 307, 308")
     if redirect.HasField("path"):
         _check_rewrite(out, path.field("path"), redirect.path, has_prefix_match=has_prefix_match)
 
@@ -216,7 +231,8 @@ def _check_rewrite(out: Violations, path: Path, rewrite: Any, *, has_prefix_matc
 
 
 def _check_backend(out: Violations, path: Path, backend: Any) -> None:
-    check_selector(out, path.field("destination"), backend.destination, require_tag=True, require_service=True)
+    # Kuma checks the destination's tags at the backend's own path: `backends[0]["kuma.io/service"]`.
+    check_selector(out, path, backend.destination, require_tag=True, require_service=True)
 
 
 DESCRIPTOR = KindDescriptor(
