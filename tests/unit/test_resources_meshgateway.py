@@ -303,10 +303,20 @@ conf:
     protocol: TCP
     tls:
       mode: PASSTHROUGH
+  - port: 82
+    protocol: HTTP
+    tls: {}
+  - port: 83
+    protocol: TCP
+    tls:
+      mode: TERMINATE
 """,
+        # A tls block that Kuma's own checks reject gets Kuma's answer, not meshgate's.
         [
             ("conf.listeners[0].tls", "must be empty for HTTP listeners"),
             ("conf.listeners[1].tls", "must be empty for TCP listeners"),
+            ("conf.listeners[2].tls.mode", "cannot be empty"),
+            ("conf.listeners[3].tls.certificates", "cannot be empty in TLS termination mode"),
         ],
     ),
     "cross mesh: https, tcp, tls and two selectors": (

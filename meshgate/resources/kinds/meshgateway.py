@@ -1,8 +1,10 @@
 """MeshGateway: the listeners of a builtin gateway, bound to the gateway Dataplanes its selectors match.
 
-Rules are Kuma 2.7's `gateway_validator.go`, plus three that meshgate's gateway reference states and Kuma
-leaves to the config generator: TLS listeners need `tls` as HTTPS ones do, HTTP and TCP listeners take no
-`tls`, and `crossMesh` is for HTTP listeners only. Certificates are checked as Kuma checks any data source.
+Rules are Kuma 2.7's `gateway_validator.go`, each violation at the field Kuma names, plus four that meshgate's
+gateway reference states and Kuma leaves to the config generator: TLS listeners need `tls` as HTTPS ones do,
+`crossMesh` is for HTTP listeners only, certificates are checked as Kuma checks any data source, and HTTP and TCP
+listeners take no `tls`. That last one speaks only once the `tls` block passes Kuma's own checks (a mode, and
+certificates when terminating), so a listener Kuma rejects gets Kuma's answer.
 
 A global-origin MeshGateway goes down to every zone; one created in a zone goes up to the global (and no
 further). Users write it on the global for now.
@@ -59,41 +61,43 @@ def _check_listener(out: Violations, path: Path, listener: Any) -> None:
 
     protocol = listener.protocol
     has_tls = listener.HasField("tls")
-    terminates_tls = protocol in (_Listener.HTTPS, _Listener.TLS)
+    tls_path = path.field("tls")
     if protocol == _Listener.NONE:
         out.add(path.field("protocol"), "cannot be empty")
     elif listener.crossMesh and protocol != _Listener.HTTP:
         out.add(path.field("protocol"), "protocol is not supported with crossMesh")
-    elif terminates_tls and not has_tls:
-        out.add(path.field("tls"), "cannot be empty")
+    elif protocol in (_Listener.HTTPS, _Listener.TLS) and not has_tls:
+        out.add(tls_path, "cannot be empty")
     elif protocol == _Listener.HTTPS and listener.tls.mode == _TLS.PASSTHROUGH:
-        out.add(path.field("tls").field("mode"), "mode is not supported on HTTPS listeners")
+        out.add(tls_path.field("mode"), "mode is not supported on HTTPS listeners")
 
     if has_tls and listener.crossMesh:
         # Cross-mesh traffic is mTLS with the mesh's certificates; a listener certificate would replace them.
         if listener.tls.mode != _TLS.NONE or listener.tls.certificates:
-            out.add(path.field("tls"), "must be empty with crossMesh")
-    elif has_tls and protocol in (_Listener.HTTP, _Listener.TCP):
-        out.add(path.field("tls"), f"must be empty for {_Listener.Protocol.Name(protocol)} listeners")
-    elif has_tls:
-        _check_tls(out, path.field("tls"), listener.tls)
+            out.add(tls_path, "must be empty with crossMesh")
+    elif has_tls and _check_tls(out, tls_path, listener.tls) and protocol in (_Listener.HTTP, _Listener.TCP):
+        out.add(tls_path, f"must be empty for {_Listener.Protocol.Name(protocol)} listeners")
 
     check_selector(out, path.field("tags"), listener.tags, forbidden_keys=RESERVED_GATEWAY_TAG_KEYS)
 
 
-def _check_tls(out: Violations, path: Path, tls: Any) -> None:
+def _check_tls(out: Violations, path: Path, tls: Any) -> bool:
+    """Kuma's checks of a listener's `tls`, whatever its protocol; True when they find nothing."""
+    problems = Violations()
     if tls.mode == _TLS.NONE:
-        out.add(path.field("mode"), "cannot be empty")
+        problems.add(path.field("mode"), "cannot be empty")
     elif tls.mode == _TLS.TERMINATE:
         certificates = path.field("certificates")
         count = len(tls.certificates)
         if count == 0:
-            out.add(certificates, "cannot be empty in TLS termination mode")
+            problems.add(certificates, "cannot be empty in TLS termination mode")
         elif count > 2:
             # Envoy takes one certificate per key type: an RSA one and an ECDSA one at most.
-            out.add(certificates, "cannot have more than 2 certificates")
+            problems.add(certificates, "cannot have more than 2 certificates")
         for i, source in enumerate(tls.certificates):
-            check_data_source(out, certificates.index(i), source)
+            check_data_source(problems, certificates.index(i), source)
+    out.extend(problems)
+    return not problems
 
 
 def _check_shared_ports(out: Violations, path: Path, listeners: Sequence[Any]) -> None:
