@@ -128,21 +128,22 @@ mtls:
   backends:
   - name: ca-1
     type: builtin
-  - name: ca-1
-    type: vault
   - type: ''
     dpCert:
       rotation:
         expiration: 1 day
+  - name: ca-1
+    type: vault
 """,
+        # Kuma's names: the dpCert path has no backend index, and the CA plugins are looked up in order up to
+        # the first backend that has none (the empty type), so the third backend's type is not reached.
         [
             ("mtls.backends", "cannot have more than 1 backends"),
-            ("mtls.backends[1].name", '"ca-1" name is already used for another backend'),
-            ("mtls.backends[1].type", "could not find installed plugin for this type"),
-            ("mtls.backends[2].name", "cannot be empty"),
-            ("mtls.backends[2].type", "cannot be empty"),
-            ("mtls.backends[2].dpCert.rotation.expiration", "has to be a valid format"),
+            ("mtls.backends[1].name", "cannot be empty"),
+            ("mtls.backends[2].name", '"ca-1" name is already used for another backend'),
             ("mtls.enabledBackend", "has to be set to one of the backends in the mesh"),
+            ("mtls.dpcert.rotation.expiration", "has to be a valid format"),
+            ("mtls.backends[1].type", "could not find installed plugin for this type"),
         ],
     ),
     "builtin backend name and conf": (
@@ -159,7 +160,8 @@ mtls:
       other: true
 """,
         [
-            ("mtls.backends[0].name", '"CA_1" name must be valid dns name'),
+            # Kuma's builtin CA names the name `mtls.backends.name`, and its mesh manager puts that under `conf`.
+            ("mtls.backends[0].conf.mtls.backends.name", '"CA_1" name must be valid dns name'),
             ("mtls.backends[0].conf.caCert.RSAbits", "must be an integer in the range [0, 4294967295]"),
             ("mtls.backends[0].conf.caCert.expiration", "has to be a valid format"),
             ("mtls.backends[0].conf.caCert.extra", 'unknown field "extra"'),
@@ -199,13 +201,27 @@ logging:
     type: tcp
 """,
         [
-            ("logging.backends[0].conf.path", "cannot be empty"),
-            ("logging.backends[1].conf.address", "has to be in format of HOST:PORT"),
+            ("logging.backends[0].config.path", "cannot be empty"),
+            ("logging.backends[1].config.address", "has to be in format of HOST:PORT"),
             ("logging.backends[2].name", "cannot be empty"),
             ("logging.backends[2].type", 'unknown backend type. Available backends: "tcp", "file"'),
-            ("logging.backends[3].conf.address", "cannot be empty"),
+            ("logging.backends[3].config.address", "cannot be empty"),
             ("logging.backends[1].name", '"a" name is already used for another backend'),
             ("logging.defaultBackend", "has to be set to one of the logging backend in mesh"),
+        ],
+    ),
+    "unknown conf keys are reported and the rest is still checked": (
+        """
+logging:
+  backends:
+  - name: f
+    type: file
+    conf:
+      pth: /var/log/access.log
+""",
+        [
+            ("logging.backends[0].config.pth", 'unknown field "pth"'),
+            ("logging.backends[0].config.path", "cannot be empty"),
         ],
     ),
     "tracing backends": (
@@ -232,13 +248,13 @@ tracing:
         [
             ("tracing.backends[0].sampling", "has to be in [0.0 - 100.0] range"),
             (
-                "tracing.backends[0].conf.apiVersion",
+                "tracing.backends[0].config.apiVersion",
                 "has invalid value. Allowed values: httpJsonV1, httpJson, httpProto",
             ),
-            ("tracing.backends[0].conf.url", "port has to be explicitly specified"),
-            ("tracing.backends[1].conf.url", "cannot be empty"),
-            ("tracing.backends[2].conf.address", "cannot be empty"),
-            ("tracing.backends[2].conf.port", "port must be in the range [1, 65535]"),
+            ("tracing.backends[0].config.url", "port has to be explicitly specified"),
+            ("tracing.backends[1].config.url", "cannot be empty"),
+            ("tracing.backends[2].config.address", "cannot be empty"),
+            ("tracing.backends[2].config.port", "port must be in the range [1, 65535]"),
             ("tracing.backends[3].type", 'unknown backend type. Available backends: "zipkin", "datadog"'),
             ("tracing.defaultBackend", "has to be set to one of the tracing backend in mesh"),
         ],
@@ -254,6 +270,9 @@ metrics:
       skipMTLS: true
       tls:
         mode: activeMTLSBackend
+      aggregate:  # not reached: as Kuma, a TLS conflict is all that is said about the conf
+      - name: app
+      - name: app
   - name: p
     type: prometheus
     conf:

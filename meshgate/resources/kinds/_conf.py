@@ -1,8 +1,9 @@
 """Backend configurations that Kuma keeps in a `google.protobuf.Struct` (typed by the backend's `type`), and
 data sources.
 
-Kuma converts such a Struct to its typed message and reports "could not parse config" on the first problem;
-here the structure walker reports every problem, with a path into `conf`.
+Kuma converts such a Struct to its typed message, ignoring unknown keys, and reports "could not parse config" on
+the first other problem; here the structure walker reports every problem, with a path into the conf. An unknown
+key is reported too (a misspelt option would otherwise vanish), but, as in Kuma, the rest is still checked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 
 from meshgate.api.mesh.v1alpha1.metrics_pb2 import PrometheusMetricsBackendConfig, PrometheusTlsConfig
 from meshgate.resources.errors import Path, Violations
-from meshgate.resources.structure import check_message
+from meshgate.resources.structure import check_message, is_unknown_field
 
 __all__ = ["check_data_source", "check_prometheus_conf", "struct_json", "typed_conf", "typed_json"]
 
@@ -48,15 +49,16 @@ def typed_conf(out: Violations, path: Path, conf: Any, message_type: type[M]) ->
 
 
 def typed_json(out: Violations, path: Path, doc: object, message_type: type[M]) -> M | None:
-    """Read the JSON form of `message_type`; None (with violations added) when it does not fit."""
+    """Read the JSON form of `message_type`, without its unknown keys; None (with violations added) when it
+    does not fit otherwise."""
     problems = Violations()
     check_message(doc, cast(Descriptor, message_type.DESCRIPTOR), path, problems)
-    if problems:
-        out.extend(problems)
+    out.extend(problems)
+    if any(not is_unknown_field(problem.message) for problem in problems):
         return None
     assert isinstance(doc, Mapping)  # check_message reports anything else for a (non-special) message type
     typed = message_type()
-    json_format.ParseDict(dict(doc), typed)
+    json_format.ParseDict(dict(doc), typed, ignore_unknown_fields=True)
     return typed
 
 
@@ -86,12 +88,15 @@ def check_prometheus_conf(out: Violations, path: Path, conf: Any) -> None:
     config = typed_conf(out, path, conf, PrometheusMetricsBackendConfig)
     if config is None:
         return
+    # As Kuma: a conflicting TLS setting or a broken regex is the only thing said about the conf.
     if config.HasField("skipMTLS") and config.HasField("tls") and not _tls_agrees_with_skip_mtls(config):
         out.add(path, "skipMTLS and tls configuration cannot be defined together")
+        return
     try:
         re.compile(config.envoy.filterRegex)
     except re.error as err:
         out.add(path.field("envoy").field("filterRegex"), f"provided regexp isn't correct: {err}")
+        return
     seen: set[str] = set()
     for i, aggregate in enumerate(config.aggregate):
         if aggregate.name in seen:

@@ -3,8 +3,12 @@
 Rules are Kuma 2.7's `mesh_validator.go` (mtls, logging, tracing, metrics, constraints, zoneEgress) and the
 parts of its mesh manager that need no store: the 63-character name limit, the CA plugin `type` (builtin or
 provided) and each plugin's `ValidateBackend` (builtin: the generated secret name; provided: cert and key data
-sources). Paths name the real fields: `mtls.backends[0].dpCert.rotation.expiration` where Kuma says
-`mtls.dpcert.rotation.expiration`, and `conf` where Kuma says `config` for logging and tracing backends.
+sources). Every violation names the field Kuma names, even where that is not the field's JSON path:
+`mtls.dpcert.rotation.expiration` (no backend index), `config` for a logging or tracing backend's `conf`, and
+`mtls.backends[0].conf.mtls.backends.name` for a builtin CA's name.
+
+Added: an mTLS backend needs a name, and the builtin CA's secret name is checked even with `skipValidation`
+(meshgate creates that secret); unknown keys in a backend's conf are reported (Kuma drops them).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from meshgate.resources.kinds._conf import (
 from meshgate.resources.kinds._spec import validate_resource
 from meshgate.resources.model import Resource
 from meshgate.resources.network import check_port, is_dns_name, split_host_port
+from meshgate.resources.structure import unknown_field
 from meshgate.resources.tags import check_selector
 
 __all__ = ["DESCRIPTOR", "validate"]
@@ -84,41 +89,46 @@ def _check_mtls(out: Violations, path: Path, mtls: Any, mesh: str) -> None:
         out.add(backends, f"cannot have more than {_MAX_MTLS_BACKENDS} backends")
     used: set[str] = set()
     for i, backend in enumerate(mtls.backends):
-        backend_path = backends.index(i)
         if backend.name == "":
-            out.add(backend_path.field("name"), "cannot be empty")
+            out.add(backends.index(i).field("name"), "cannot be empty")
         elif backend.name in used:
-            out.add(backend_path.field("name"), _already_used(backend.name))
+            out.add(backends.index(i).field("name"), _already_used(backend.name))
         used.add(backend.name)
-        if backend.type == "":
-            out.add(backend_path.field("type"), "cannot be empty")
-        elif backend.type not in _CA_TYPES:
-            out.add(backend_path.field("type"), "could not find installed plugin for this type")
-        elif backend.type == "builtin":
-            _check_builtin_ca(out, backend_path, backend, mesh)
-        elif not mtls.skipValidation:
-            _check_provided_ca(out, backend_path.field("conf"), backend.conf)
-        if backend.HasField("dpCert") and not _KUMA_DURATION.fullmatch(backend.dpCert.rotation.expiration):
-            out.add(backend_path.field("dpCert").field("rotation").field("expiration"), "has to be a valid format")
     if mtls.enabledBackend and mtls.enabledBackend not in used:
         out.add(path.field("enabledBackend"), "has to be set to one of the backends in the mesh")
+    for backend in mtls.backends:
+        if backend.HasField("dpCert") and not _KUMA_DURATION.fullmatch(backend.dpCert.rotation.expiration):
+            out.add(path.field("dpcert").field("rotation").field("expiration"), "has to be a valid format")
+
+    # Kuma's mesh manager: each backend's CA plugin, stopping at the first backend that has none.
+    for i, backend in enumerate(mtls.backends):
+        backend_path = backends.index(i)
+        if backend.type not in _CA_TYPES:
+            out.add(backend_path.field("type"), "could not find installed plugin for this type")
+            break
+        if backend.type == "builtin":
+            _check_builtin_ca(out, backend_path.field("conf"), backend, mesh)
+        elif not mtls.skipValidation:
+            _check_provided_ca(out, backend_path.field("conf"), backend.conf)
 
 
 def _check_builtin_ca(out: Violations, path: Path, backend: Any, mesh: str) -> None:
+    """`path` is the backend's `conf`: Kuma's mesh manager roots every violation of a CA plugin there, and the
+    builtin plugin names the backend's name `mtls.backends.name` below it."""
+    name_path = path.field("mtls").field("backends").field("name")
     secret_name = f"{mesh}.ca-builtin-cert-{backend.name}"
     if len(secret_name) > _MAX_BUILTIN_SECRET_NAME:
-        out.add(path.field("name"), f"Backend name is too long. Max length: {_MAX_BUILTIN_SECRET_NAME}")
+        out.add(name_path, f"Backend name is too long. Max length: {_MAX_BUILTIN_SECRET_NAME}")
     if not is_dns_name(secret_name) or secret_name != secret_name.lower():
-        out.add(path.field("name"), f"{go_quote(backend.name)} name must be valid dns name")
+        out.add(name_path, f"{go_quote(backend.name)} name must be valid dns name")
     # BuiltinCertificateAuthorityConfig{caCert{RSAbits, expiration}}, held in a Struct.
-    conf_path = path.field("conf")
     for key, value in struct_json(backend.conf).items():
         if key != "caCert":
-            out.add(conf_path.field(key), f'unknown field "{key}"')
+            out.add(path.field(key), unknown_field(key))
         elif not isinstance(value, dict):
-            out.add(conf_path.field(key), "must be an object")
+            out.add(path.field(key), "must be an object")
         else:
-            _check_builtin_ca_cert(out, conf_path.field(key), value)
+            _check_builtin_ca_cert(out, path.field(key), value)
 
 
 def _check_builtin_ca_cert(out: Violations, path: Path, ca_cert: dict[str, Any]) -> None:
@@ -131,7 +141,7 @@ def _check_builtin_ca_cert(out: Violations, path: Path, ca_cert: dict[str, Any])
             if not isinstance(value, str) or not _KUMA_DURATION.fullmatch(value):
                 out.add(path.field(key), "has to be a valid format")
         else:
-            out.add(path.field(key), f'unknown field "{key}"')
+            out.add(path.field(key), unknown_field(key))
 
 
 def _check_provided_ca(out: Violations, path: Path, conf: Any) -> None:
@@ -139,7 +149,7 @@ def _check_provided_ca(out: Violations, path: Path, conf: Any) -> None:
     doc = struct_json(conf)
     for key in doc:
         if key not in ("cert", "key"):
-            out.add(path.field(key), f'unknown field "{key}"')
+            out.add(path.field(key), unknown_field(key))
     for key in ("cert", "key"):
         if doc.get(key) is None:
             out.add(path.field(key), "has to be defined")
@@ -164,7 +174,7 @@ def _check_logging(out: Violations, path: Path, logging: Any) -> None:
         backend_path = backends.index(i)
         if backend.name == "":
             out.add(backend_path.field("name"), "cannot be empty")
-        conf_path = backend_path.field("conf")
+        conf_path = backend_path.field("config")  # Kuma's name for `conf` here
         if backend.type == "file":
             file_conf = typed_conf(out, conf_path, backend.conf, FileLoggingBackendConfig)
             if file_conf is not None and file_conf.path == "":
@@ -194,7 +204,7 @@ def _check_tracing(out: Violations, path: Path, tracing: Any) -> None:
             out.add(backend_path.field("name"), "cannot be empty")
         if not 0.0 <= backend.sampling.value <= 100.0:
             out.add(backend_path.field("sampling"), "has to be in [0.0 - 100.0] range")
-        conf_path = backend_path.field("conf")
+        conf_path = backend_path.field("config")  # Kuma's name for `conf` here
         if backend.type == "zipkin":
             _check_zipkin(out, conf_path, backend.conf)
         elif backend.type == "datadog":
