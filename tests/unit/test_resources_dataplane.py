@@ -237,7 +237,7 @@ probes:
         [
             ("networking.inbound", "inbound cannot be defined for builtin gateways"),
             ("networking.outbound", "outbound cannot be defined for builtin gateways"),
-            ("probes", "probes cannot be defined for builtin gateways"),
+            ("networking.probes", "probes cannot be defined for builtin gateways"),
             (
                 'networking.gateway.tags["kuma.io/protocol"]',
                 'other values than tcp are not allowed, provided value "http"',
@@ -309,6 +309,26 @@ def test_metrics_backend_type_and_regex() -> None:
     assert field == "metrics.conf.envoy.filterRegex"
     assert message.startswith("provided regexp isn't correct: ")
     assert rest == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "message"),
+    [
+        (0, 0, "must have a positive value"),  # Kuma's ValidateDuration
+        (-1, 0, "must have a positive value"),  # meshgate's: Kuma accepts a negative period
+        (1, -5, "must have a valid value"),  # mixed signs: only a binary peer can send it
+        (315_576_000_001, 0, "must have a valid value"),
+    ],
+)
+def test_service_probe_durations(seconds: int, nanos: int, message: str) -> None:
+    (doc,) = codec.load_documents(
+        HEADER + "networking: {address: 10.0.0.1, inbound: [{port: 80, tags: {kuma.io/service: web}}]}\n"
+    )
+    resource = codec.decode(doc)
+    probe = resource.spec.networking.inbound[0].serviceProbe  # type: ignore[attr-defined]
+    probe.timeout.seconds, probe.timeout.nanos = seconds, nanos
+    found = [(v.field, v.message) for v in codec.validate(resource)]
+    assert ("networking.inbound[0].serviceProbe.timeout", message) in found
 
 
 def test_descriptor() -> None:

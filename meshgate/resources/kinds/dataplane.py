@@ -4,8 +4,9 @@ Rules are Kuma 2.7's `dataplane_validator.go`. Three shapes:
 - a BUILTIN gateway has no inbound, outbound or probes: MeshGateway configures it;
 - a DELEGATED gateway has no inbound, only outbounds that the API gateway beside it sends traffic to;
 - any other Dataplane needs at least one inbound, and every inbound carries `kuma.io/service`.
-`networking.address` is always required. Paths start at the spec (`networking.inbound[0].port`); probes
-are a top-level field, so their path is `probes` (Kuma says `networking.probes` for a builtin gateway).
+`networking.address` is always required. Paths start at the spec (`networking.inbound[0].port`) and are the
+ones Kuma names, including `networking.probes` for probes on a builtin gateway (a top-level field).
+Added: a service probe's interval and timeout must be positive, not only non-zero.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _Gateway = Dataplane.Networking.Gateway
 _LOOPBACK = "127.0.0.1"
 _SUPPORTED_PROTOCOLS = ("grpc", "http", "http2", "kafka", "tcp")
 _BACKEND_REF_KINDS = ("MeshService",)
+_MAX_DURATION_SECONDS = 315_576_000_000  # 10000 years, the Duration type's bound
 
 
 def validate(resource: Resource) -> list[Violation]:
@@ -62,7 +64,7 @@ def _check_spec(out: Violations, spec: Any) -> None:
         if networking.outbound:
             out.add(path.field("outbound"), "outbound cannot be defined for builtin gateways")
         if spec.HasField("probes"):
-            out.add(Path("probes"), "probes cannot be defined for builtin gateways")
+            out.add(path.field("probes"), "probes cannot be defined for builtin gateways")
         _check_gateway(out, path.field("gateway"), networking.gateway)
         _check_networking(out, path, networking)
     else:
@@ -159,7 +161,10 @@ def _check_service_probe(out: Violations, path: Path, probe: Any) -> None:
     for name in ("interval", "timeout"):
         if probe.HasField(name):
             duration = getattr(probe, name)
-            if duration.seconds < 0 or duration.nanos < 0 or (duration.seconds, duration.nanos) == (0, 0):
+            if not _is_valid_duration(duration):
+                out.add(path.field(name), "must have a valid value")
+            elif duration.seconds < 0 or duration.nanos < 0 or (duration.seconds, duration.nanos) == (0, 0):
+                # Kuma rejects only zero; a negative probe period means nothing to Envoy either.
                 out.add(path.field(name), "must have a positive value")
     for field, json_name in (
         ("unhealthy_threshold", "unhealthyThreshold"),
@@ -167,6 +172,13 @@ def _check_service_probe(out: Violations, path: Path, probe: Any) -> None:
     ):
         if probe.HasField(field) and getattr(probe, field).value == 0:
             out.add(path.field(json_name), "must have a positive value")
+
+
+def _is_valid_duration(duration: Any) -> bool:
+    """google.protobuf.Duration's own rules (Go's `CheckValid`): within 10000 years, and one sign."""
+    seconds, nanos = duration.seconds, duration.nanos
+    in_range = abs(seconds) <= _MAX_DURATION_SECONDS and abs(nanos) < 1_000_000_000
+    return in_range and not (seconds > 0 > nanos or seconds < 0 < nanos)
 
 
 def _check_outbound(out: Violations, path: Path, outbound: Any) -> None:
