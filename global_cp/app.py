@@ -37,6 +37,7 @@ from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
+from meshgate.rest.inspect import gateway_dataplanes_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -217,6 +218,7 @@ async def run_global(
             auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
             extra_routes=[
                 *insight_routes(store, streams, policy),
+                gateway_dataplanes_route(store),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),
