@@ -30,6 +30,7 @@ from meshgate.resources.model import Resource
 from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
+from meshgate.rest.cp_config import config_route
 from meshgate.rest.inspect import gateway_dataplanes_route
 from meshgate.rest.overviews import Annotation, dataplane_overview_routes
 from meshgate.rest.server import serve_app
@@ -50,6 +51,7 @@ from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
+from zone_cp.config_view import zone_config_view
 from zone_cp.cp_token import CpToken
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
@@ -276,6 +278,7 @@ async def _serve(
             *token_admin_routes(user=user_tokens, dataplane=dataplane_tokens, dataplane_writable=False),
             _kds_status_route(client),
             _xds_route(ads),
+            config_route(zone_config_view(cfg)),
             *dataplane_overview_routes(store, annotate, local_zone=cfg.zone),
             gateway_dataplanes_route(store),
             zone_config_dump_route(dumper),
