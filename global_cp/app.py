@@ -14,6 +14,7 @@ import grpc
 import structlog
 
 from global_cp.ca import CaProvisioner
+from global_cp.config_view import global_config_view
 from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.kds_tls import KdsCertificates, server_names
 from global_cp.lifecycle import ZoneLifecycle
@@ -37,6 +38,8 @@ from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
+from meshgate.rest.cp_config import config_route
+from meshgate.rest.inspect import gateway_dataplanes_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -216,7 +219,9 @@ async def run_global(
             before_write=lifecycle.before_write,
             auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
             extra_routes=[
+                config_route(global_config_view(cfg)),
                 *insight_routes(store, streams, policy),
+                gateway_dataplanes_route(store),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),

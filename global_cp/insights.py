@@ -9,12 +9,16 @@ Kuma's field names are kept (api/system/v1alpha1/zone_insight.proto, v2.7.29), w
 writing uint64 counters as strings, so kumactl and the GUI read these bodies as they read Kuma's. What Kuma
 does not have is added beside its fields: `status`, `warnings`, `healthCheck`, `direction`, and per kind
 `inFlightSince`, `lastNonce`, `lastAckLatencyMs` and `lastNack`.
+
+Each overview is served under Kuma's two names (pkg/api-server/resource_endpoints.go): `/zones/_overview` and
+`/zones+insights` (what `kumactl inspect zones` calls), with `/{name}` forms; Dataplanes are served by the
+shared `meshgate.rest.overviews` routes, annotated here with their zone and its status.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -24,11 +28,12 @@ from aiohttp import web
 from meshgate.api.system.v1alpha1 import zone_pb2
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Sender
-from meshgate.resources import codec
 from meshgate.resources import registry as kinds
 from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
+from meshgate.rest import overviews
 from meshgate.rest.app import ExtraRoute
-from meshgate.rest.errors import bad_request, not_found
+from meshgate.rest.errors import not_found
+from meshgate.rest.spec_schema import JsonSchema
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.transport.streams import StreamRegistry, StreamSession
 
@@ -257,22 +262,22 @@ def global_insight(
 def dataplane_overview(
     dataplane: Resource, records: Mapping[str, Resource], streams: StreamRegistry, now: Now, policy: HealthPolicy
 ) -> dict[str, Any]:
-    """Kuma's DataplaneOverview, plus the zone it lives in and whether that zone is reachable: a Dataplane of
-    an offline (or disabled) zone is shown as such, never as healthy."""
-    doc = codec.encode(dataplane)
-    meta_keys = ("type", "mesh", "name", "creationTime", "modificationTime", "labels")
+    """Kuma's DataplaneOverview (meshgate.rest.overviews), plus the zone it lives in and whether that zone is
+    reachable: a Dataplane of an offline (or disabled) zone is shown as such, never as healthy. There is no
+    `dataplaneInsight`: zones do not send their proxies' xDS state up (a zone's own API shows it)."""
+    return overviews.dataplane_overview(dataplane, _zone_annotation(dataplane, records, streams, now, policy))
+
+
+def _zone_annotation(
+    dataplane: Resource, records: Mapping[str, Resource], streams: StreamRegistry, now: Now, policy: HealthPolicy
+) -> overviews.Annotation:
     zone = dataplane.meta.labels.get(LABEL_ZONE, "")
     if zone:
         status = zone_status(streams, zone, zone_enabled(records.get(zone)), now, policy)
         zone_state = "online" if status == "online" else "offline"
     else:
         zone_state = "local"
-    out: dict[str, Any] = {k: doc[k] for k in meta_keys if k in doc}
-    out["type"] = "DataplaneOverview"
-    out["dataplane"] = {k: v for k, v in doc.items() if k not in meta_keys}
-    out["zone"] = zone
-    out["zoneStatus"] = zone_state
-    return out
+    return overviews.Annotation(extra={"zone": zone, "zoneStatus": zone_state})
 
 
 # -- routes ----------------------------------------------------------------------------------------------
@@ -284,6 +289,63 @@ async def list_all(store: ResourceStore, kind: str, mesh: str | None = None) -> 
 
 async def zone_records(store: ResourceStore) -> dict[str, Resource]:
     return {r.meta.name: r for r in await list_all(store, "Zone")}
+
+
+_COUNTS_SCHEMA: JsonSchema = {
+    "type": "object",
+    "properties": {
+        k: {"type": "string", "pattern": "^[0-9]+$"}
+        for k in ("responsesSent", "responsesAcknowledged", "responsesRejected")
+    },
+}
+ZONE_OVERVIEW_SCHEMA: JsonSchema = {
+    "type": "object",
+    "description": "Kuma's ZoneOverview (zone, zoneInsight), then ours: status, warnings, healthCheck",
+    "properties": {
+        "type": {"type": "string", "const": "ZoneOverview"},
+        "name": {"type": "string"},
+        "creationTime": {"type": "string", "format": "date-time"},
+        "modificationTime": {"type": "string", "format": "date-time"},
+        "zone": {"type": "object", "properties": {"enabled": {"type": "boolean"}}, "required": ["enabled"]},
+        "zoneInsight": {
+            "type": "object",
+            "properties": {
+                "subscriptions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "globalInstanceId": {"type": "string"},
+                            "connectTime": {"type": "string", "format": "date-time"},
+                            "disconnectTime": {"type": "string", "format": "date-time"},
+                            "status": {
+                                "type": "object",
+                                "properties": {
+                                    "total": _COUNTS_SCHEMA,
+                                    "stat": {"type": "object", "additionalProperties": _COUNTS_SCHEMA},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "required": ["subscriptions"],
+        },
+        "status": {"type": "string", "enum": ["online", "offline", "disabled"]},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["type", "name", "zone", "zoneInsight", "status"],
+}
+ZONE_OVERVIEW_LIST_SCHEMA: JsonSchema = {
+    "type": "object",
+    "properties": {
+        "total": {"type": "integer", "minimum": 0},
+        "items": {"type": "array", "items": ZONE_OVERVIEW_SCHEMA},
+        "next": {"type": ["string", "null"]},
+    },
+    "required": ["total", "items", "next"],
+}
 
 
 def _listing(items: Iterable[dict[str, Any]]) -> web.Response:
@@ -312,31 +374,18 @@ def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: Health
         counts = {d.name: (await store.list(d.name, size=1)).total for d in kinds.KINDS}
         return web.json_response(global_insight(counts, await zone_records(store), streams, Now.current(), policy))
 
-    async def dataplanes_overview(request: web.Request) -> web.Response:
-        mesh = request.match_info["mesh"]
-        try:
-            await store.get(ResourceKey("Mesh", "", mesh))
-        except NotFoundError:
-            raise not_found("Failed to retrieve Mesh") from None
-        zone = request.query.get("zone")
-        if zone == "":
-            raise bad_request("zone: must not be empty when given")
+    async def annotate() -> Callable[[Resource], overviews.Annotation]:
         now, records = Now.current(), await zone_records(store)
-        items = [
-            dataplane_overview(dp, records, streams, now, policy)
-            for dp in await list_all(store, "Dataplane", mesh)
-            if zone is None or dp.meta.labels.get(LABEL_ZONE, "") == zone
-        ]
-        return _listing(items)
+        return lambda dp: _zone_annotation(dp, records, streams, now, policy)
 
+    zones = "Every zone with its status and KDS subscriptions (Kuma's ZoneOverview list)"
+    one_zone = "One zone's status and KDS subscriptions (Kuma's ZoneOverview)"
     return [
-        ExtraRoute("GET", "/zones/_overview", zones_overview, "Every zone with its status and KDS subscriptions"),
-        ExtraRoute("GET", "/zones/{name}/_overview", one_zone_overview, "One zone's status and KDS subscriptions"),
+        # Kuma serves each under two names: `_overview`, and the legacy `+insights` that kumactl calls.
+        ExtraRoute("GET", "/zones/_overview", zones_overview, zones, ZONE_OVERVIEW_LIST_SCHEMA),
+        ExtraRoute("GET", "/zones+insights", zones_overview, zones, ZONE_OVERVIEW_LIST_SCHEMA),
+        ExtraRoute("GET", "/zones/{name}/_overview", one_zone_overview, one_zone, ZONE_OVERVIEW_SCHEMA),
+        ExtraRoute("GET", "/zones+insights/{name}", one_zone_overview, one_zone, ZONE_OVERVIEW_SCHEMA),
         ExtraRoute("GET", "/global-insight", get_global_insight, "Totals: resources per kind, zones online"),
-        ExtraRoute(
-            "GET",
-            "/meshes/{mesh}/dataplanes/_overview",
-            dataplanes_overview,
-            "Dataplanes of a mesh with their zone and its status (?zone= filters)",
-        ),
+        *overviews.dataplane_overview_routes(store, annotate),
     ]

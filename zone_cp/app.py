@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv4Network
@@ -25,9 +26,13 @@ from meshgate.k8s.token_review import ServiceAccountTokens
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
+from meshgate.resources.model import Resource
 from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
+from meshgate.rest.cp_config import config_route
+from meshgate.rest.inspect import gateway_dataplanes_route
+from meshgate.rest.overviews import Annotation, dataplane_overview_routes
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -41,10 +46,12 @@ from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
-from meshgate.xds.ads_registry import ProxyRegistry
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
+from zone_cp.config_view import zone_config_view
 from zone_cp.cp_token import CpToken
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
@@ -126,6 +133,17 @@ def _xds_route(ads: AggregatedDiscoveryService) -> ExtraRoute:
     return ExtraRoute("GET", "/xds/proxies", handler, "The zone's Envoy proxies: per type sent/ACKed/NACKed, last NACK")
 
 
+def _insights(ads: AggregatedDiscoveryService, instance_id: str) -> Callable[[Resource], Annotation]:
+    """Each Dataplane's DataplaneInsight from the zone's ADS streams; none for a proxy that never connected
+    here (a Dataplane registered through the API, or relayed from another zone)."""
+
+    def annotate(dataplane: Resource) -> Annotation:
+        record = ads.registry.get(ProxyId(dataplane.meta.mesh, dataplane.meta.name))
+        return Annotation() if record is None else Annotation(insight=dataplane_insight(record, instance_id))
+
+    return annotate
+
+
 def _admin(dp_server: DpServer, mesh: str, name: str) -> tuple[str, int] | None:
     target = dp_server.admin_target(mesh, name)
     return None if target is None else (target.host, target.port)
@@ -192,6 +210,8 @@ async def _serve(
         else ServiceAccountTokens(kube_api, kube.settings.token_audience),
     )
     dumper = EnvoyAdminDumper(store, lambda mesh, name: _admin(dp_server, mesh, name))
+    # Names this process on KDS, in the index and as the controlPlaneInstanceId of its proxies' subscriptions.
+    instance_id = f"{socket.gethostname()}-{os.getpid()}"
     local = SnapshotSource(
         store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
     )
@@ -203,7 +223,7 @@ async def _serve(
         kinds=registry.kinds_sent_to_zone(),
         validate=codec.validate,
         upstream=ZoneUpstream(cfg.zone, local),
-        instance_id=f"{socket.gethostname()}-{os.getpid()}",
+        instance_id=instance_id,
         xds_configs=answerer,
         ca_cert_file=cfg.kds_ca_cert_file,
         tls_skip_verify=cfg.kds_tls_skip_verify,
@@ -243,16 +263,24 @@ async def _serve(
     # The zone signs user tokens for its own API with its own keys (internal kinds, never synced); data
     # plane token keys and revocations are the global's mesh Secrets, so read-only here.
     user_tokens = UserTokens(store)
+
+    async def annotate() -> Callable[[Resource], Annotation]:
+        return _insights(ads, instance_id)
+
     api = create_api_app(
         store,
         role="zone",
         zone=cfg.zone,
+        instance_id=instance_id,
         auth=ApiAuth(user_tokens, localhost_is_admin=cfg.api_localhost_is_admin),
         extra_routes=[
             user_token_route(user_tokens),
             *token_admin_routes(user=user_tokens, dataplane=dataplane_tokens, dataplane_writable=False),
             _kds_status_route(client),
             _xds_route(ads),
+            config_route(zone_config_view(cfg)),
+            *dataplane_overview_routes(store, annotate, local_zone=cfg.zone),
+            gateway_dataplanes_route(store),
             zone_config_dump_route(dumper),
             dataplane_token_route(dataplane_tokens, store, role="zone"),
             gateways.status_route(),

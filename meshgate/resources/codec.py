@@ -29,7 +29,7 @@ from meshgate.resources.errors import Path, UnknownKindError, ValidationError, V
 from meshgate.resources.model import Meta, Resource
 from meshgate.resources.structure import check_fields, json_kind
 
-__all__ = ["META_KEYS", "decode", "encode", "load", "load_documents", "spec_bytes", "validate"]
+__all__ = ["META_KEYS", "decode", "encode", "load", "load_documents", "rfc3339", "spec_bytes", "validate"]
 
 # Top-level keys that are metadata, not spec fields. No spec message has a field with one of these names.
 META_KEYS = frozenset({"type", "mesh", "name", "labels", "creationTime", "modificationTime"})
@@ -130,7 +130,7 @@ def load(doc: Mapping[str, Any], *, kind: str | None = None) -> Resource:
     return resource
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
     """Go's RFC3339Nano in UTC, as Kuma writes times: no trailing zeros in the fraction, and a 'Z'."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -150,9 +150,9 @@ def encode(resource: Resource) -> dict[str, Any]:
         doc["mesh"] = meta.mesh
     doc["name"] = meta.name
     if meta.creation_time is not None:
-        doc["creationTime"] = _rfc3339(meta.creation_time)
+        doc["creationTime"] = rfc3339(meta.creation_time)
     if meta.modification_time is not None:
-        doc["modificationTime"] = _rfc3339(meta.modification_time)
+        doc["modificationTime"] = rfc3339(meta.modification_time)
     if meta.labels:
         doc["labels"] = dict(sorted(meta.labels.items()))
     doc.update(json_format.MessageToDict(resource.spec, preserving_proto_field_name=False))

@@ -14,6 +14,9 @@ The first row whose method and pattern match decides. A pattern is matched segme
 route's canonical path (`/meshes/{mesh}/secrets/{name}`): `*` is any one segment, a final `**` any rest.
 Kuma 2.7 lets every authenticated user read Secrets and only guards writes through its RBAC; here reading a
 Secret, a config dump (which inlines certificates and keys) or anything under `/tokens` is for admins only.
+Kuma also lets anonymous callers read `/config` (its `controlPlaneMetadata` access includes
+`mesh-system:unauthenticated`); here it needs a token, as it names the store's host, file paths and ports
+(its secrets are never in it: meshgate.rest.cp_config).
 
 Private keys are out of every rule's reach: `meshgate.rest.private_keys` refuses them to admins too.
 """
@@ -93,6 +96,7 @@ RULES: Final = (
     _row("GET", "/meshes/*/secrets/**", Rule.ADMIN, "read Secrets"),
     _row("GET", "/secrets/**", Rule.ADMIN, "read Secrets"),
     _row("GET", "/meshes/*/dataplanes/*/xds", Rule.ADMIN, "read Envoy config dumps (they inline certificates)"),
+    _row("GET", "/config", Rule.READ, "read the control plane's configuration"),
     _row("GET", "/**", Rule.READ, "read resources"),
     _row("*", "/**", Rule.ADMIN, "change anything (only GETs are open to every user)"),
 )

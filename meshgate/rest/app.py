@@ -28,6 +28,7 @@ from meshgate.rest.body import MAX_BODY_BYTES
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
 from meshgate.rest.openapi import DocumentedRoute, build_openapi, secure_openapi
+from meshgate.rest.spec_schema import JsonSchema
 from meshgate.store.protocol import ConflictError, NotFoundError, ResourceStore, StoreUnavailableError
 
 __all__ = ["STORE_KEY", "BeforeWrite", "ExtraRoute", "Handler", "create_api_app"]
@@ -44,12 +45,15 @@ _logger = structlog.get_logger("meshgate.rest")
 
 
 class ExtraRoute(NamedTuple):
-    """An endpoint added by the owning process; a plain (method, path, handler, summary) tuple works too."""
+    """An endpoint added by the owning process; a plain (method, path, handler, summary) tuple works too.
+    `response` (the 200 body's JSON schema) and `query` (OpenAPI Parameter objects) go into /openapi.json."""
 
     method: str
     path: str
     handler: Handler
     summary: str
+    response: JsonSchema | None = None
+    query: tuple[JsonSchema, ...] = ()
 
 
 def _version() -> str:
@@ -152,7 +156,7 @@ def create_api_app(
             ((ep.descriptor, ep.writable) for ep in endpoints),
             role=role,
             version=version,
-            extra_routes=[DocumentedRoute(r.method, r.path, r.summary) for r in extras],
+            extra_routes=[DocumentedRoute(r.method, r.path, r.summary, r.response, r.query) for r in extras],
         )
     )
 

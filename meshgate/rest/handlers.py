@@ -27,7 +27,7 @@ from meshgate.rest.errors import (
     not_found,
     validation_failed,
 )
-from meshgate.rest.paging import next_link, parse_page
+from meshgate.rest.paging import PageRequest, listing, next_link, parse_page
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 
 __all__ = ["MAX_WRITE_ATTEMPTS", "MESH_KIND", "ResourceEndpoints", "Role"]
@@ -101,7 +101,7 @@ class ResourceEndpoints:
         mesh = request.match_info.get("mesh") if self.descriptor.mesh_scoped else None
         zone = request.query.get("zone")
         if zone is not None:
-            return await self._list_in_zone(request, mesh, zone, page.offset, page.size)
+            return await self._list_in_zone(request, mesh, zone, page)
         result = await self.store.list(self.descriptor.name, mesh, offset=page.offset, size=page.size)
         return web.json_response(
             {
@@ -111,9 +111,7 @@ class ResourceEndpoints:
             }
         )
 
-    async def _list_in_zone(
-        self, request: web.Request, mesh: str | None, zone: str, offset: int, size: int
-    ) -> web.Response:
+    async def _list_in_zone(self, request: web.Request, mesh: str | None, zone: str, page: PageRequest) -> web.Response:
         """`?zone=Z`: resources labelled `kuma.io/zone: Z` (on a zone, its own unlabelled ones count as its
         zone's, next to those relayed from other zones). The store cannot filter by label, so this reads
         the kind in store pages and pages the filtered result itself; fine for a debugging query."""
@@ -123,14 +121,7 @@ class ResourceEndpoints:
             chunk = await self.store.list(self.descriptor.name, mesh, offset=cursor, size=1000)
             matching.extend(r for r in chunk.items if r.meta.labels.get(LABEL_ZONE, self.zone) == zone)
             cursor = chunk.next_offset
-        end = offset + size
-        return web.json_response(
-            {
-                "total": len(matching),
-                "items": [codec.encode(r) for r in matching[offset:end]],
-                "next": next_link(request, end if end < len(matching) else None, size),
-            }
-        )
+        return listing(request, page, matching, codec.encode)
 
     async def get_resource(self, request: web.Request) -> web.Response:
         await self._require_mesh(request)

@@ -15,7 +15,7 @@ from meshgate.rest.body import MAX_BODY_BYTES, MAX_DEPTH
 from meshgate.rest.paging import MAX_OFFSET
 from meshgate.rest.spec_schema import JsonSchema, message_properties, spec_descriptor
 
-__all__ = ["DocumentedRoute", "build_openapi"]
+__all__ = ["PAGE_PARAMS", "DocumentedRoute", "build_openapi"]
 
 _REF = "#/components/schemas/"
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -23,11 +23,14 @@ _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 @dataclass(frozen=True, slots=True)
 class DocumentedRoute:
-    """An endpoint outside the kind registry (index, /zones, ...): enough to list it in the document."""
+    """An endpoint outside the kind registry (index, /zones, ...): enough to list it in the document, and,
+    when the route says, the schema of its 200 body and its query parameters (OpenAPI Parameter objects)."""
 
     method: str
     path: str
     summary: str
+    response: JsonSchema | None = None
+    query: tuple[JsonSchema, ...] = ()
 
 
 def _error_schemas() -> dict[str, JsonSchema]:
@@ -144,7 +147,7 @@ def _path_param(name: str, description: str) -> JsonSchema:
     }
 
 
-_PAGE_PARAMS: list[JsonSchema] = [
+PAGE_PARAMS: list[JsonSchema] = [
     {
         "name": "size",
         "in": "query",
@@ -167,7 +170,7 @@ def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, Js
     lister: JsonSchema = {
         "summary": f"List {kind.name} resources" + (" in a mesh" if kind.mesh_scoped else ""),
         "operationId": f"list_{kind.plural}",
-        "parameters": mesh_param + _PAGE_PARAMS,
+        "parameters": mesh_param + PAGE_PARAMS,
         "responses": {
             "200": {"description": "a page of resources", "content": _json(kind.name + "List")},
             "400": _error("bad size or offset"),
@@ -236,7 +239,7 @@ def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, Js
         everywhere |= {
             "summary": f"List {kind.name} resources in every mesh",
             "operationId": f"list_{kind.plural}_all_meshes",
-            "parameters": _PAGE_PARAMS,
+            "parameters": PAGE_PARAMS,
         }
         everywhere["responses"] = {k: v for k, v in lister["responses"].items() if k != "404"}
         paths[f"/{kind.plural}"] = {"get": everywhere}
@@ -244,13 +247,16 @@ def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, Js
 
 
 def _extra_path_item(route: DocumentedRoute) -> tuple[str, str, JsonSchema]:
-    params = [_path_param(p, p) for p in _PATH_PARAM.findall(route.path)]
+    params = [_path_param(p, p) for p in _PATH_PARAM.findall(route.path)] + list(route.query)
     path = _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
+    ok: JsonSchema = {"description": "see the summary"}
+    if route.response is not None:
+        ok["content"] = {"application/json": {"schema": route.response}}
     op: JsonSchema = {
         "summary": route.summary,
         "responses": {
             # The success body differs per endpoint (JSON, NDJSON, a token as text); its errors do not.
-            "200": {"description": "see the summary"},
+            "200": ok,
             "4XX": _error("bad input (the parameter or field is named), no such resource, or not allowed"),
             "5XX": _error("the store, or a zone or proxy the answer depends on, is unavailable or did not answer"),
         },

@@ -6,12 +6,16 @@ the last page, so a client pages by following `next` until it is null.
 
 Both are parsed as Go's strconv.Atoi parses them (an optional sign and digits, `meshgate.rest.params`), and
 `offset` may not exceed `MAX_OFFSET`.
+
+`listing` pages a list that was filtered in memory (the store cannot filter by label, tag or zone status),
+so such lists page exactly as the store's own do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -19,7 +23,17 @@ from aiohttp import web
 from meshgate.rest.errors import invalid_offset, invalid_page_size
 from meshgate.rest.params import parse_int
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_PAGE_SIZE", "PageRequest", "next_link", "parse_page"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_OFFSET",
+    "MAX_PAGE_SIZE",
+    "PageRequest",
+    "listing",
+    "next_link",
+    "parse_page",
+]
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -73,3 +87,15 @@ def next_link(request: web.Request, next_offset: int | None, size: int) -> str |
     # Go's url.Values.Encode sorts by key; do the same so links are stable and comparable with Kuma's.
     query = urlencode(sorted(params.items()), doseq=True)
     return f"{request.scheme}://{request.host}{request.rel_url.raw_path}?{query}"
+
+
+def listing(request: web.Request, page: PageRequest, items: Sequence[T], render: Callable[[T], Any]) -> web.Response:
+    """Kuma's list body (`total`, `items`, `next`) for the page of `items` that `page` asks for."""
+    end = page.offset + page.size
+    return web.json_response(
+        {
+            "total": len(items),
+            "items": [render(item) for item in items[page.offset : end]],
+            "next": next_link(request, end if end < len(items) else None, page.size),
+        }
+    )

@@ -328,11 +328,14 @@ class AdsStream:
         self.proxy = proxy
         self.types: dict[str, TypeState] = {}
         self._nonce = 0
+        # When a request last arrived or a response last left (the caller's clock): Kuma's lastUpdateTime.
+        self.last_update: float | None = None
 
     def receive(self, req: discovery_pb2.DeltaDiscoveryRequest, now: float) -> tuple[TypeState, Input]:
         """Applies one request. Raises ProtocolError on any pair outside the transition table."""
         if not req.type_url:
             raise ProtocolError("a request without type_url")
+        self.last_update = now
         ts = self.types.get(req.type_url)
         if ts is None:
             ts = self.types[req.type_url] = TypeState(req.type_url)
@@ -445,6 +448,7 @@ class AdsStream:
 
     def _respond(self, ts: TypeState, delta: Delta, now: float) -> discovery_pb2.DeltaDiscoveryResponse:
         self._nonce += 1
+        self.last_update = now
         nonce = str(self._nonce)
         resp = discovery_pb2.DeltaDiscoveryResponse(
             type_url=ts.type_url,

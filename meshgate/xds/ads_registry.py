@@ -3,17 +3,26 @@
 Plain state, no I/O: the adapter opens and closes streams here, and the read API (`describe`) serves a
 later `/xds/proxies` endpoint and the tests. A proxy's last stream stays visible after it disconnects, so a
 NACK is never lost just because Envoy went away.
+
+`dataplane_insight` renders a proxy's streams as Kuma's DataplaneInsight (api/mesh/v1alpha1/
+dataplane_insight.proto, v2.7.29), the `dataplaneInsight` of `/meshes/{mesh}/dataplanes+insights`. Times here
+are the ADS server's clock, wall-clock seconds since the epoch.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from meshgate.xds.ads import AdsStream, ProxyId
+from meshgate.resources.codec import rfc3339
+from meshgate.xds.ads import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsStream, ProxyId
 
-__all__ = ["ProxyRecord", "ProxyRegistry", "StreamRecord"]
+__all__ = ["ProxyRecord", "ProxyRegistry", "StreamRecord", "dataplane_insight"]
+
+# DiscoverySubscriptionStatus has a counter set for these four types only; `total` counts every type (SDS too).
+_STATUS_FIELDS = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
 
 @dataclass(slots=True)
@@ -87,3 +96,47 @@ class ProxyRegistry:
     def describe(self) -> dict[str, Any]:
         """`{"proxies": [...]}` sorted by mesh and name; each proxy as `ProxyRecord.describe`."""
         return {"proxies": [self.proxies[p].describe() for p in sorted(self.proxies)]}
+
+
+def _time(seconds: float) -> str:
+    return rfc3339(datetime.fromtimestamp(seconds, UTC))
+
+
+def _counts(sent: int, acked: int, rejected: int) -> dict[str, str]:
+    # DiscoveryServiceStats; uint64 is a string in protojson.
+    return {"responsesSent": str(sent), "responsesAcknowledged": str(acked), "responsesRejected": str(rejected)}
+
+
+def _subscription(rec: StreamRecord, control_plane_instance_id: str) -> dict[str, Any]:
+    """One DiscoverySubscription: one ADS stream, open or closed."""
+    stats = {type_url: ts.stats for type_url, ts in rec.stream.types.items()}
+    status: dict[str, Any] = {}
+    if rec.stream.last_update is not None:
+        status["lastUpdateTime"] = _time(rec.stream.last_update)
+    status["total"] = _counts(
+        sum(s.responses_sent for s in stats.values()),
+        sum(s.acks for s in stats.values()),
+        sum(s.nacks for s in stats.values()),
+    )
+    for type_url, field_name in _STATUS_FIELDS.items():
+        st = stats.get(type_url)
+        status[field_name] = _counts(0, 0, 0) if st is None else _counts(st.responses_sent, st.acks, st.nacks)
+    out: dict[str, Any] = {
+        "id": str(rec.id),
+        "controlPlaneInstanceId": control_plane_instance_id,
+        "connectTime": _time(rec.opened_at),
+    }
+    if rec.closed_at is not None:
+        out["disconnectTime"] = _time(rec.closed_at)
+    out["status"] = status
+    return out
+
+
+def dataplane_insight(record: ProxyRecord, control_plane_instance_id: str) -> dict[str, Any]:
+    """Kuma's DataplaneInsight for one proxy: a subscription per stream this registry remembers (every open
+    one and the last one), oldest first, so the last is the current one as kumactl reads it. A proxy is
+    online when one of them has no disconnectTime."""
+    streams = dict(record.active)
+    if record.last is not None:
+        streams[record.last.id] = record.last
+    return {"subscriptions": [_subscription(streams[i], control_plane_instance_id) for i in sorted(streams)]}
