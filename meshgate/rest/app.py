@@ -63,6 +63,9 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
+KUMACTL_TAGLINE = "Kuma"
+
+
 def _display_name(kind: str) -> str:
     return " ".join(re.findall(r"[A-Z][a-z0-9]*", kind)) or kind
 
@@ -125,7 +128,9 @@ def create_api_app(
     extras = [ExtraRoute(*route) for route in extra_routes]
     index = {
         "hostname": hostname,
-        "tagline": PRODUCT,
+        # kumactl 2.7 refuses a control plane whose tagline is not "Kuma" (app/kumactl/pkg/config/validate.go),
+        # as Kong Mesh answers "Kong Mesh" to its own CLI; `product` says what this really is.
+        "tagline": KUMACTL_TAGLINE,
         "product": PRODUCT,
         "version": version,
         "basedOnKuma": BASED_ON_KUMA,

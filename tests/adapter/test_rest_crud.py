@@ -51,7 +51,7 @@ async def test_index_describes_the_control_plane(store: ResourceStore) -> None:
     async with api_client(store) as http:
         body = (await http.get("/")).json()
     assert body["product"] == "meshgate"
-    assert body["tagline"] == "meshgate"
+    assert (body["tagline"], body["product"]) == ("Kuma", "meshgate")  # kumactl 2.7 checks the tagline
     assert body["basedOnKuma"] == "2.7"
     assert body["version"]
     assert body["instanceId"].startswith(body["hostname"])

@@ -105,7 +105,7 @@ async def _index(g: CPProcess, z: CPProcess) -> None:
         assert set(index) == {"hostname", "tagline", "product", "version", "instanceId", "clusterId", "basedOnKuma"}
         assert index["version"] == importlib.metadata.version("meshgate")
         assert index["basedOnKuma"] == "2.7"
-        assert index["tagline"] == index["product"] == "meshgate"
+        assert (index["tagline"], index["product"]) == ("Kuma", "meshgate")  # kumactl config validate.go
         assert index["instanceId"].startswith(index["hostname"])
 
 
