@@ -304,7 +304,7 @@ class GlobalToZoneClient:
                 tg.start_soon(self._ping, health)
                 if self._upstream is not None:
                     # Zone to global rides the same connection; if it fails, the session reconnects whole.
-                    tg.start_soon(self._upstream.run, channel, metadata)
+                    tg.start_soon(self._upstream.run, channel, metadata, self.instance_id)
                 if self._xds_configs is not None:
                     # Config dumps for the global (GlobalKDSService/StreamXDSConfigs), on the same connection.
                     tg.start_soon(self._xds_configs.run, channel, metadata)

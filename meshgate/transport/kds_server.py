@@ -144,7 +144,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             zone,
             "global-to-zone",
             context.peer(),
-            sender=Sender(kinds, max_bytes=self._max_bytes),
+            sender=Sender(kinds, max_bytes=self._max_bytes, control_plane_id=self._registry.instance_id),
             zone_instance_id=instance,
             token=metadata_value(context, "authorization"),
             features=metadata_features(context),

@@ -46,10 +46,11 @@ class ZoneUpstream:
     def kinds(self) -> Sequence[str]:
         return [d.name for d in self._source.kinds]
 
-    async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]]) -> None:
-        """Serves the global until the call ends; raises so the whole zone session reconnects."""
+    async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]], instance_id: str = "") -> None:
+        """Serves the global until the call ends; raises so the whole zone session reconnects. `instance_id`
+        (this zone control plane's) goes in every response's `control_plane.identifier`."""
         call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
-        sender = self.sender = Sender(self.kinds, max_bytes=self._max_bytes)
+        sender = self.sender = Sender(self.kinds, max_bytes=self._max_bytes, control_plane_id=instance_id)
         slog = log.bind(zone=self.zone, stream="zone-to-global")
         with self._source.listen() as wake:
             async with anyio.create_task_group() as tg:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.envelope import from_wire
 from meshgate.kds.naming import hashed_name
 from meshgate.resources import codec, registry
@@ -72,6 +72,11 @@ async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> None:
     assert r.status_code in (200, 201), r.text
 
 
+async def _index(cp: CPProcess) -> Any:
+    async with httpx.AsyncClient(base_url=cp.url(), headers=cp.admin_headers()) as c:
+        return (await c.get("/")).json()
+
+
 async def test_a_kuma_zone_gets_a_first_response_for_each_of_its_36_kinds_and_keeps_its_stream(
     procs: ProcessGroup,
 ) -> None:
@@ -103,6 +108,11 @@ async def test_a_kuma_zone_gets_a_first_response_for_each_of_its_36_kinds_and_ke
         assert [r.name for r in first["Mesh"].resources] == ["default."]
         assert [r.name for r in first["MeshGateway"].resources] == [f"{hashed_name('default', 'edge')}.default"]
         assert [r.name for r in first["MeshGatewayRoute"].resources] == [f"{hashed_name('default', 'r1')}.default"]
+        # Every response names the global's instance (control_plane_id_callbacks.go); meta.version is "".
+        index = await _index(g)
+        assert {r.control_plane.identifier for r in first.values()} == {index["instanceId"]}
+        envelope = kds_pb2.KumaResource.FromString(first["MeshGateway"].resources[0].resource.value)
+        assert envelope.meta.version == ""
         gw = from_wire(registry.get("MeshGateway"), first["MeshGateway"].resources[0])
         assert gw.meta.labels == {"kuma.io/origin": "global", "kuma.io/display-name": "edge"}
         served = {"Mesh", "MeshGateway", "MeshGatewayRoute", "Secret"}
@@ -179,6 +189,7 @@ async def test_a_meshgate_zone_answers_a_kuma_global_and_sends_node_in_every_req
         assert len(peer.attempts) == 1, peer.attempts  # one session throughout
         # Names both ways, as a Kuma zone's (context.go:94-103): the Dataplane goes up hash-suffixed and
         # labelled; the Kuma global's hash-suffixed MeshGateway is stored as received.
+        assert all(r.control_plane.identifier for r in peer.responses)  # the zone's instance id
         (up,) = [w for r in peer.responses if r.type_url == "Dataplane" for w in r.resources]
         assert up.name == f"{hashed_name('default', 'web-1', 'zone-1', '')}.default"
         sent = from_wire(registry.get("Dataplane"), up)
