@@ -31,11 +31,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
+from meshgate.kds import ownership  # noqa: E402
 from meshgate.kds.envelope import to_envelope  # noqa: E402
 from meshgate.kds.sender import Sender  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources import codec, registry  # noqa: E402
-from meshgate.resources.model import LABEL_ORIGIN, Origin, ResourceKey  # noqa: E402
+from meshgate.resources.model import ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.sqlite import SqliteStore  # noqa: E402
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
@@ -92,7 +93,7 @@ async def write_frames(db: Path, out: Path, change: dict[str, Any]) -> None:
             store,
             registry.kinds_sent_to_zone(),
             include=lambda r: True,
-            labels=lambda r: {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value},
+            mapper=lambda r: ownership.to_zone(r, hash_suffix=False),
         )
         await source.refresh()
         sender = Sender(source.snapshots)

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import grpc
 
-from meshgate.transport.kds_client import MAX_MESSAGE_BYTES
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE as MAX_MESSAGE_BYTES
 
 
 class Raw:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,11 +29,12 @@ from global_cp.zones import DEFAULT_MAX_ZONES, ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth import KDSAuth, ZoneAuthenticator
 from meshgate.ha.lease import RedisLease
+from meshgate.kds import ownership
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, payload_budget
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.observability.process import StartupError, write_ports_file
 from meshgate.resources import registry
-from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.rest.app import create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
@@ -96,6 +96,9 @@ class GlobalConfig:
     kds_token_recheck_interval: float = 60.0
     # Zone records KDS may create (global_cp/zones.py), and zones whose stream history is kept in memory.
     kds_max_zones: int = DEFAULT_MAX_ZONES
+    # The largest KDS message sent or accepted (Kuma's KUMA_MULTIZONE_GLOBAL_KDS_MAX_MSG_SIZE, 10 MiB). A Kuma
+    # zone reads the first response per kind as the whole state: it is split only when larger than this.
+    kds_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     # A direct loopback caller without a token is the admin user (Kuma's KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN).
     api_localhost_is_admin: bool = True
 
@@ -108,23 +111,6 @@ def advertised_host(bind_address: str) -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return socket.gethostname()
-
-
-def _origin_zone(r: Resource) -> str:
-    """The zone a zone-origin resource came from; "" for the global's own."""
-    labels = r.meta.labels
-    return labels.get(LABEL_ZONE, "") if labels.get(LABEL_ORIGIN) == Origin.ZONE.value else ""
-
-
-def _sent_to_zones(r: Resource) -> bool:
-    # A MeshGateway created in a zone goes up to the global and is never fanned out to other zones; a
-    # Dataplane is relayed to every other zone (`SnapshotSource.view` leaves it out for its own zone).
-    return not _origin_zone(r) or registry.get(r.kind).relayed_between_zones
-
-
-def _global_labels(r: Resource) -> Mapping[str, str]:
-    # A relayed resource keeps the labels of its zone (origin zone, kuma.io/zone, display name), as in Kuma.
-    return r.meta.labels if _origin_zone(r) else {**r.meta.labels, LABEL_ORIGIN: Origin.GLOBAL.value}
 
 
 def _check_kds_flags(cfg: GlobalConfig) -> grpc.ServerCredentials | None:
@@ -200,12 +186,23 @@ async def run_global(
         source = SnapshotSource(
             store,
             registry.kinds_sent_to_zone(),
-            include=_sent_to_zones,
-            labels=_global_labels,
+            include=ownership.global_sends,
+            mapper=partial(ownership.to_zone, hash_suffix=False),
+            hashed=(
+                {d.name for d in registry.kinds_sent_to_zone() if ownership.hashed_down(d.name)},
+                partial(ownership.to_zone, hash_suffix=True),
+            ),
             resync_interval=cfg.resync_interval,
-            origin_zone=_origin_zone,
+            origin_zone=ownership.origin_zone,
         )
-        kds = KDSSyncService(source, streams, on_connect=zones.on_connect, sink=ZoneSink(store), admission=admission)
+        kds = KDSSyncService(
+            source,
+            streams,
+            on_connect=zones.on_connect,
+            sink=ZoneSink(store),
+            admission=admission,
+            max_bytes=payload_budget(cfg.kds_max_msg_size),
+        )
         xds_configs = XDSConfigBroker()
         health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs, admission=admission)
         policy = HealthPolicy(cfg.zone_health_interval, cfg.zone_health_missed)
@@ -269,7 +266,7 @@ async def run_global(
             await ensure_admin_token(user_tokens, cfg.data_dir)
             ports = {
                 "kds": await tg.start(
-                    partial(serve_grpc, credentials=kds_credentials),
+                    partial(serve_grpc, credentials=kds_credentials, max_msg_size=cfg.kds_max_msg_size),
                     register,
                     KDS_SERVICES,
                     cfg.bind_address,

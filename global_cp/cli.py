@@ -15,6 +15,7 @@ from meshgate.cli.common import (
     BindAddress,
     DataDir,
     DiagnosticsPort,
+    KdsMaxMsgSize,
     LogFormatOpt,
     LogLevel,
     PortsFile,
@@ -24,6 +25,7 @@ from meshgate.cli.common import (
     run_process,
     setup_logging,
 )
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 
 
 def _kds_auth(text: str) -> KDSAuth:
@@ -143,6 +145,7 @@ def run(
             " client can speak as any zone).",
         ),
     ] = KDSAuth.CP_TOKEN,
+    kds_max_msg_size: KdsMaxMsgSize = DEFAULT_MAX_MSG_SIZE,
     api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
 ) -> None:
     """Run the global control plane until SIGTERM or SIGINT."""
@@ -166,6 +169,7 @@ def run(
         kds_max_zones=kds_max_zones,
         kds_token_recheck_interval=kds_token_recheck_interval,
         kds_auth=kds_auth,
+        kds_max_msg_size=kds_max_msg_size,
         api_localhost_is_admin=localhost_is_admin,
     )
     run_process("meshgate-global", lambda: run_global(cfg))

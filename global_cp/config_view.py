@@ -33,6 +33,7 @@ def global_config_view(cfg: GlobalConfig) -> dict[str, Any]:
         "stallThreshold": duration(cfg.kds_stall_threshold),
         "watchdogInterval": duration(cfg.watchdog_interval),
         "maxZones": cfg.kds_max_zones,
+        "maxMsgSize": cfg.kds_max_msg_size,  # Kuma's multizone.global.kds.maxMsgSize
     }
     return {
         "mode": "global",

@@ -35,7 +35,7 @@ from meshgate.kds.sender import SenderKind
 from meshgate.resources import registry as kinds
 from meshgate.resources.descriptor import KindDescriptor, SyncDirection
 from meshgate.resources.errors import UnknownKindError
-from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.authn import forwarded_authorization
 from meshgate.rest.errors import ApiError, bad_request
@@ -87,26 +87,32 @@ def verdict_up(online: bool, held: Resource | None, rejection: str | None) -> tu
 
 
 def _down(
-    descriptor: KindDescriptor,
-    wire: str,
+    key: ResourceKey,
     source: SnapshotSource,
     streams: StreamRegistry,
     statuses: Mapping[str, ZoneStatus],
     now: Now,
 ) -> tuple[dict[str, Any], bool]:
-    entry = source.snapshots[descriptor.name].entries.get(wire)
+    # What zones get: hash-suffixed, as every Kuma 2.7 and meshgate zone takes it (meshgate.kds.ownership);
+    # a zone without `hash-suffix` gets another name, so another version, shown on its row.
+    _, entry = source.offered(key, None, hash_suffix=True)
     global_version = entry.version if entry is not None else None
     known = entry is not None
     rows = []
     for zone, status in statuses.items():
         session = next((s for s in streams.by_zone(zone) if s.sender is not None), None)
-        ks = session.sender.kinds.get(descriptor.name) if session is not None and session.sender else None
+        ks = session.sender.kinds.get(key.kind) if session is not None and session.sender else None
+        hash_suffix = session is None or session.hash_suffix
+        wire, offered = source.offered(key, None, hash_suffix=hash_suffix)
         evidence = DownEvidence.of(ks, wire) if ks is not None else None
-        verdict, reason = verdict_down(global_version, evidence)
+        verdict, reason = verdict_down(offered.version if offered is not None else None, evidence)
         row: dict[str, Any] = {"zone": zone, "status": status, "verdict": verdict, "reason": reason}
         if session is not None and evidence is not None:
             known = known or bool(evidence.confirmed or evidence.rejected or evidence.sent)
             row["stream"] = session.stream_id
+            row["wireName"] = wire
+            if not hash_suffix:
+                row["globalVersion"] = offered.version if offered is not None else None
             row["sent"] = (
                 {"nonce": evidence.sent[0], "at": timestamp(now.wall_of(evidence.sent[1]))} if evidence.sent else None
             )
@@ -131,8 +137,7 @@ def _relayed(
     ks = session.sender.kinds.get(descriptor.name) if session is not None and session.sender else None
     results = []
     for origin, copy in sorted(copies.items()):
-        wire = wire_name(copy.meta.name, copy.meta.mesh)
-        entry = source.view(descriptor.name, zone).entries.get(wire)
+        wire, entry = source.offered(copy.key, zone, hash_suffix=session is None or session.hash_suffix)
         verdict, reason = verdict_down(entry.version if entry else None, DownEvidence.of(ks, wire) if ks else None)
         results.append((verdict, f"relayed from {origin} as {copy.meta.name}: {reason}"))
     order: list[Verdict] = ["in sync", "pending", "rejected", "offline", "absent"]
@@ -236,7 +241,7 @@ def trace_routes(
         detail: dict[str, Any] = {}
         known = False
         if descriptor.sends_to_zone() and descriptor.name in source.snapshots:
-            detail, known = _down(descriptor, wire, source, streams, statuses, now)
+            detail, known = _down(ResourceKey(descriptor.name, mesh, name), source, streams, statuses, now)
         if not known and descriptor.sends_to_global():
             detail, known = await _up(descriptor, name, mesh, store, streams, statuses, source)
         elif detail and request.query.get("local") != "1":

@@ -31,8 +31,7 @@ from global_cp.insights import zone_records as read_zone_records
 from global_cp.insights import zone_status as status_of
 from global_cp.trace import DownEvidence, Verdict, ask_other_replicas, verdict_down
 from meshgate.dns.names import cross_mesh_name, service_names
-from meshgate.kds.naming import wire_name
-from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
+from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import ApiError, bad_request
@@ -104,9 +103,9 @@ def _source_in_zone(
         return ORIGIN, f"{source.kind} {source.name} was created in this zone"
     if source.zone and source.kind == "MeshGateway":
         return "absent", f"MeshGateway {source.name} was created in zone {source.zone}; zone-made gateways stay there"
-    wire = wire_name(source.global_name, source.mesh)
-    entry = kds.view(source.kind, zone).entries.get(wire)
     session = next((s for s in streams.by_zone(zone) if s.sender is not None), None)
+    key = ResourceKey(source.kind, source.mesh, source.global_name)
+    wire, entry = kds.offered(key, zone, hash_suffix=session is None or session.hash_suffix)
     ks = session.sender.kinds.get(source.kind) if session is not None and session.sender else None
     verdict, reason = verdict_down(entry.version if entry else None, DownEvidence.of(ks, wire) if ks else None)
     if verdict == "in sync":

@@ -1,10 +1,10 @@
 """Where the global keeps what zones send up (ZoneToGlobalSync): policy, not transport.
 
-Rules (Kuma 2.7, with authentication of the zone added):
+Rules (meshgate.kds.ownership, Kuma 2.7's with authentication of the zone added):
 - the zone is the one the stream belongs to (`client-id`), never what the payload says: a resource whose
   `kuma.io/zone` names another zone, or whose origin is not `zone`, is rejected by name (NACK) and counted;
-- a zone resource is stored hash-suffixed (`<name>-<hash(mesh, name, zone)>`), keeping the labels the zone
-  sent: `kuma.io/origin: zone`, `kuma.io/zone`, `kuma.io/display-name`;
+- a zone resource is stored as the zone named it (hash-suffixed, with `kuma.io/display-name`), or as
+  `<zone>.<name>` from a zone without the `hash-suffix` feature;
 - it may never overwrite a resource the global owns or another zone's;
 - a mesh-scoped resource must be in a Mesh the global has: otherwise it is rejected by name (NACK, naming the
   missing mesh), never stored nor relayed to other zones;
@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
+from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
-from meshgate.kds.naming import hashed_name
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.resources import codec, registry
-from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Meta, Origin, Resource, ResourceKey
+from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 
 __all__ = ["ZoneSink"]
@@ -35,7 +35,7 @@ class ZoneSink:
         self._store = store
         self.kinds = registry.kinds_sent_to_global()
 
-    async def held(self, zone: str) -> Held:
+    async def held(self, zone: str, *, hash_suffix: bool = True) -> Held:
         """What the global holds from `zone`, as the zone would name and version it."""
         out: Held = {}
         for d in self.kinds:
@@ -44,16 +44,17 @@ class ZoneSink:
                 labels = r.meta.labels
                 if labels.get(LABEL_ORIGIN) != Origin.ZONE.value or labels.get(LABEL_ZONE) != zone:
                     continue
-                original = dataclasses.replace(
-                    r, meta=Meta(name=labels.get(LABEL_DISPLAY_NAME, r.meta.name), mesh=r.meta.mesh, labels=labels)
-                )
-                wire = to_wire(original)
+                wire = to_wire(ownership.as_sent_by_zone(zone, r, hash_suffix=hash_suffix))
                 kind_held[wire.name] = (r.key, wire.version)
         return out
 
-    def receiver(self, zone: str) -> Receiver:
+    def receiver(self, zone: str, *, hash_suffix: bool = True) -> Receiver:
         return Receiver(
-            self.kinds, codec.validate, accept=partial(_accept, zone), transform=partial(_rename, zone), strict=True
+            self.kinds,
+            codec.validate,
+            accept=partial(ownership.global_accepts, zone),
+            transform=partial(ownership.stored_on_global, zone, hash_suffix=hash_suffix),
+            strict=True,
         )
 
     async def apply(self, zone: str, plan: Plan) -> Plan:
@@ -71,7 +72,7 @@ class ZoneSink:
                 continue
             owner = await self._owner(resource.key)
             if owner is not None and owner != zone:
-                reason = f"{_OWNERSHIP_PREFIX}would overwrite a resource owned by {owner}"
+                reason = f"{ownership.OWNERSHIP_PREFIX}would overwrite a resource owned by {owner}"
                 rejections.append(Rejection(name, version, reason))
             else:
                 upserts.append((name, version, resource))
@@ -95,24 +96,3 @@ class ZoneSink:
         if labels.get(LABEL_ORIGIN) != Origin.ZONE.value:
             return "the global control plane"
         return labels.get(LABEL_ZONE, "an unknown zone")
-
-
-# Ownership refusals read "ownership: ..." so they stand apart from validation errors in a NACK.
-_OWNERSHIP_PREFIX = "ownership: "
-
-
-def _accept(zone: str, r: Resource) -> str | None:
-    labels = r.meta.labels
-    if labels.get(LABEL_ORIGIN) != Origin.ZONE.value:
-        return f'{_OWNERSHIP_PREFIX}label {LABEL_ORIGIN} must be "zone", got {labels.get(LABEL_ORIGIN)!r}'
-    claimed = labels.get(LABEL_ZONE)
-    if claimed != zone:
-        return f"{_OWNERSHIP_PREFIX}claims zone {claimed!r}, but this stream belongs to zone {zone!r}"
-    if labels.get(LABEL_DISPLAY_NAME) != r.meta.name:
-        return f"{_OWNERSHIP_PREFIX}label {LABEL_DISPLAY_NAME} must equal the name {r.meta.name!r}"
-    return None
-
-
-def _rename(zone: str, r: Resource) -> Resource:
-    name = hashed_name(r.meta.mesh, r.meta.name, zone, "")
-    return dataclasses.replace(r, meta=Meta(name=name, mesh=r.meta.mesh, labels=dict(r.meta.labels)))

@@ -23,6 +23,8 @@ from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
 from meshgate.k8s.api import KubeApi
 from meshgate.k8s.token_review import ServiceAccountTokens
+from meshgate.kds import ownership
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 from meshgate.observability.diagnostics import create_diagnostics_app
 from meshgate.observability.process import write_ports_file
 from meshgate.resources import codec, registry
@@ -43,7 +45,7 @@ from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
-from meshgate.transport.kds_upstream import ZoneUpstream, local_to, zone_labels
+from meshgate.transport.kds_upstream import ZoneUpstream
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
 from meshgate.xds.ads import ProxyId
@@ -89,6 +91,8 @@ class ZoneConfig:
     # For grpcs:// global addresses: trusted roots (None: the system's), or trust what the global presents.
     kds_ca_cert_file: Path | None = None
     kds_tls_skip_verify: bool = False
+    # The largest KDS message sent or accepted (Kuma's KUMA_MULTIZONE_ZONE_KDS_MAX_MSG_SIZE, 10 MiB).
+    kds_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     # The zone token sent on every KDS call (`authorization: Bearer`), inline or in a file (re-read when it
     # changes, zone_cp/cp_token.py); neither: none sent.
     cp_token: str = ""
@@ -213,7 +217,10 @@ async def _serve(
     # Names this process on KDS, in the index and as the controlPlaneInstanceId of its proxies' subscriptions.
     instance_id = f"{socket.gethostname()}-{os.getpid()}"
     local = SnapshotSource(
-        store, registry.kinds_sent_to_global(), include=local_to(cfg.zone), labels=zone_labels(cfg.zone)
+        store,
+        registry.kinds_sent_to_global(),
+        include=partial(ownership.zone_sends, cfg.zone),
+        mapper=partial(ownership.to_global, cfg.zone),
     )
     answerer = ConfigDumpAnswerer(dumper, cfg.zone)  # config dumps, and VIP lookups once DNS exists
     client = GlobalToZoneClient(
@@ -222,12 +229,13 @@ async def _serve(
         store=store,
         kinds=registry.kinds_sent_to_zone(),
         validate=codec.validate,
-        upstream=ZoneUpstream(cfg.zone, local),
+        upstream=ZoneUpstream(cfg.zone, local, max_msg_size=cfg.kds_max_msg_size),
         instance_id=instance_id,
         xds_configs=answerer,
         ca_cert_file=cfg.kds_ca_cert_file,
         tls_skip_verify=cfg.kds_tls_skip_verify,
         token=cp_token,
+        max_msg_size=cfg.kds_max_msg_size,
     )
     cp_token.on_change = client.credentials_changed
     dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)

@@ -13,6 +13,7 @@ from meshgate.cli.common import (
     BindAddress,
     DataDir,
     DiagnosticsPort,
+    KdsMaxMsgSize,
     LogFormatOpt,
     LogLevel,
     PortsFile,
@@ -24,6 +25,7 @@ from meshgate.cli.common import (
 )
 from meshgate.dns.upstream import Upstream
 from meshgate.k8s.settings import DEFAULT_DATAPLANE_IMAGE
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 
@@ -171,6 +173,7 @@ def run(
             " 127.0.0.1, ::1, the host name and --bind-address always are.",
         ),
     ] = None,
+    kds_max_msg_size: KdsMaxMsgSize = DEFAULT_MAX_MSG_SIZE,
     api_localhost_is_admin: ApiLocalhostIsAdmin = "true",
     dataplane_image: Annotated[
         str,
@@ -227,6 +230,7 @@ def run(
         dp_server_tls_cert_file=dp_server_tls_cert_file,
         dp_server_tls_key_file=dp_server_tls_key_file,
         dp_server_tls_sans=tuple(dp_server_tls_san or ()),
+        kds_max_msg_size=kds_max_msg_size,
         api_localhost_is_admin=localhost_is_admin,
         dataplane_image=dataplane_image,
     )

@@ -39,6 +39,7 @@ def zone_config_view(cfg: ZoneConfig) -> dict[str, Any]:
                 "kds": {
                     "rootCaFile": path_or_empty(cfg.kds_ca_cert_file),
                     "tlsSkipVerify": cfg.kds_tls_skip_verify,
+                    "maxMsgSize": cfg.kds_max_msg_size,  # Kuma's multizone.zone.kds.maxMsgSize
                     "auth": {"cpToken": sanitized(cfg.cp_token), "cpTokenPath": path_or_empty(cfg.cp_token_path)},
                 },
             }

@@ -17,6 +17,7 @@ __all__ = [
     "BindAddress",
     "DataDir",
     "DiagnosticsPort",
+    "KdsMaxMsgSize",
     "LogFormatOpt",
     "LogLevel",
     "PortsFile",
@@ -86,6 +87,17 @@ ApiLocalhostIsAdmin = Annotated[
         envvar="MESHGATE_API_LOCALHOST_IS_ADMIN",
         metavar="true|false",
         help="A direct loopback caller without a token is the admin user (false: every caller needs a token).",
+    ),
+]
+KdsMaxMsgSize = Annotated[
+    int,
+    typer.Option(
+        "--kds-max-msg-size",
+        envvar="MESHGATE_KDS_MAX_MSG_SIZE",
+        min=1024 * 1024,
+        help="Largest KDS message, in bytes, sent or accepted (Kuma's KDS maxMsgSize). A Kuma zone reads the"
+        " first response per kind as the whole state, so it is split only when larger than this; set the"
+        " same value on the global and every zone.",
     ),
 ]
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, payload_budget
 from meshgate.kds.snapshot import Entry, KindSnapshot
 
 __all__ = ["DEFAULT_MAX_BYTES", "Delta", "compute_delta"]
 
-# gRPC's default receive limit is 4 MiB; Kuma raises it to 10 MiB. We split at 4 MiB minus room for the
-# response envelope (type_url, nonce, field tags), so any peer with default settings can receive it.
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# Kuma's 10 MiB message cap minus room for the response envelope: a Kuma peer reads the first response per
+# kind as the whole state, so splitting below Kuma's own cap would make it delete and re-create the tail.
+DEFAULT_MAX_BYTES = payload_budget(DEFAULT_MAX_MSG_SIZE)
 # Per-item framing inside DeltaDiscoveryResponse: a tag and a length varint (at most 1 + 5 bytes).
 _FRAMING = 6
 

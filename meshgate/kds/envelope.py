@@ -56,9 +56,10 @@ def content_version(envelope: kds_pb2.KumaResource) -> str:
 
 
 def to_wire(resource: Resource, labels: Mapping[str, str] | None = None) -> discovery_pb2.Resource:
+    # `meta.version` stays "", as Kuma sends it (pkg/kds/util/resource.go, ToEnvoyResources): the sender's store
+    # version means nothing to the receiver, whose store assigns its own.
     env = to_envelope(resource, labels)
     version = content_version(env)
-    env.meta.version = resource.meta.version
     out = discovery_pb2.Resource(name=wire_name(resource.meta.name, resource.meta.mesh), version=version)
     out.resource.Pack(env)
     return out

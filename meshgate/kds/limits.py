@@ -28,6 +28,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshgate.kds.errors import MalformedMessage
 
 __all__ = [
+    "DEFAULT_MAX_MSG_SIZE",
     "ECHO_LIMIT",
     "MAX_KIND_LENGTH",
     "MAX_NONCE_LENGTH",
@@ -39,7 +40,21 @@ __all__ = [
     "check_response",
     "check_unknown_kind",
     "clip",
+    "payload_budget",
 ]
+
+# The largest KDS message either side sends or accepts: Kuma's default (KUMA_MULTIZONE_GLOBAL_KDS_MAX_MSG_SIZE
+# and KUMA_MULTIZONE_ZONE_KDS_MAX_MSG_SIZE, 10 MiB), `--kds-max-msg-size` on both processes. A Kuma zone takes
+# the first response per kind as the whole state, so that response is never split below this size.
+DEFAULT_MAX_MSG_SIZE: Final = 10 * 1024 * 1024
+# Room in a message for what is not resources: type_url, nonce, version info, field tags.
+_ENVELOPE_ROOM: Final = 64 * 1024
+
+
+def payload_budget(max_msg_size: int) -> int:
+    """Bytes of resources one response may carry under a `max_msg_size` message cap."""
+    return max(1, max_msg_size - _ENVELOPE_ROOM)
+
 
 # How much of a peer's text we repeat (in an error, a log line, a NACK): enough to recognise it, never enough
 # for a peer to make our logs or answers as large as its messages.

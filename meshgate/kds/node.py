@@ -38,12 +38,12 @@ __all__ = [
 FEATURES_KEY: Final = "features"
 # The zone pings GlobalKDSService.HealthCheck (meshgate zones do).
 FEATURE_ZONE_PING_HEALTH: Final = "zone-ping-health"
-# The zone hash-suffixes the names it sends up and handles hashed names coming down. meshgate zones do not:
-# the meshgate global hashes what it stores. Named here so that readers can test for it.
+# The zone hash-suffixes the names it sends up and takes hash-suffixed names coming down
+# (meshgate.kds.ownership); a zone without it gets Kuma's pre-2.6 naming both ways.
 FEATURE_HASH_SUFFIX: Final = "hash-suffix"
 
 # What each side really implements, and so advertises.
-ZONE_FEATURES: Final[tuple[str, ...]] = (FEATURE_ZONE_PING_HEALTH,)
+ZONE_FEATURES: Final[tuple[str, ...]] = (FEATURE_ZONE_PING_HEALTH, FEATURE_HASH_SUFFIX)
 GLOBAL_FEATURES: Final[tuple[str, ...]] = ()
 
 

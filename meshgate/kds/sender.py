@@ -151,8 +151,11 @@ class SenderKind:
 class Sender:
     """Sender state for all kinds of one stream. Feed it requests and snapshots; it emits responses."""
 
-    def __init__(self, kinds: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, kinds: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES, control_plane_id: str = "") -> None:
+        """`control_plane_id` goes in every response's `control_plane.identifier`, as Kuma's control planes set
+        it (pkg/util/xds/v3/control_plane_id_callbacks.go): the sender's instance id."""
         self.kinds: dict[str, SenderKind] = {k: SenderKind(k) for k in kinds}
+        self.control_plane_id = control_plane_id
         # Kinds the peer subscribed to that this side does not serve: answered empty once, then silent.
         self.unknown: dict[str, SenderKind] = {}
         self.max_bytes = max_bytes
@@ -240,6 +243,8 @@ class Sender:
             resources=[e.wire for e in delta.upserts],
             removed_resources=delta.removals,
         )
+        if self.control_plane_id:
+            resp.control_plane.identifier = self.control_plane_id
         upserts = {e.name: e.version for e in delta.upserts}
         ks.known.update(upserts)
         stamp = (nonce, now)

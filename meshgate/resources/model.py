@@ -61,6 +61,12 @@ class Meta:
     creation_time: datetime | None = None
     modification_time: datetime | None = None
 
+    @property
+    def display_name(self) -> str:
+        """The name people gave it: KDS hash-suffixes names it syncs and keeps the original in a label
+        (Kuma's `core_model.GetDisplayName`)."""
+        return self.labels.get(LABEL_DISPLAY_NAME) or self.name
+
 
 @dataclass(frozen=True, slots=True)
 class Resource:

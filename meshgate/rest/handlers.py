@@ -13,6 +13,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from meshgate.kds.ownership import refusal_to_write
 from meshgate.resources import codec
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import ValidationError, Violation
@@ -61,23 +62,9 @@ class ResourceEndpoints:
 
     def _check_owned(self, current: Resource) -> None:
         """A resource synced from the other control plane would be overwritten by the next sync: refuse."""
-        origin = current.meta.labels.get(LABEL_ORIGIN)
-        if self.role == "zone" and origin == Origin.GLOBAL.value:
-            raise method_not_allowed(
-                f"Operation not allowed. Kuma resources like {self.descriptor.name} can be updated or deleted"
-                " only from the GLOBAL control plane and not from a ZONE control plane."
-            )
-        other_zone = current.meta.labels.get(LABEL_ZONE, self.zone)
-        if self.role == "zone" and self.zone and origin == Origin.ZONE.value and other_zone != self.zone:
-            raise method_not_allowed(
-                f"Operation not allowed. {self.descriptor.name} {current.meta.name!r} belongs to zone {other_zone!r}"
-                " and is synced here through the global; it can be updated or deleted only on that zone."
-            )
-        if self.role == "global" and origin == Origin.ZONE.value:
-            raise method_not_allowed(
-                f"Operation not allowed. {self.descriptor.name} {current.meta.name!r} is synced from a zone;"
-                " it can be updated or deleted only on the ZONE control plane that owns it."
-            )
+        refusal = refusal_to_write(self.role, self.zone, current)
+        if refusal is not None:
+            raise method_not_allowed(refusal)
 
     def _key(self, request: web.Request) -> ResourceKey:
         mesh = request.match_info.get("mesh", "") if self.descriptor.mesh_scoped else ""

@@ -10,8 +10,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 from meshgate.observability.process import BindError
-from meshgate.transport.kds_client import MAX_MESSAGE_BYTES
 
 __all__ = ["serve_grpc"]
 
@@ -26,14 +26,15 @@ async def serve_grpc(
     *,
     credentials: grpc.ServerCredentials | None = None,
     grace: float = 0.5,
+    max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serves until cancelled; reports the bound port (port 0 picks a free one). With `credentials` the port
     speaks TLS only: a plaintext client is refused in the handshake, never served in the clear."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_msg_size),
+            ("grpc.max_send_message_length", max_msg_size),
             # Zones ping every 15 s (keepalive); allow it without calls in flight.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

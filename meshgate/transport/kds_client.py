@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -28,18 +28,18 @@ import grpc
 import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
-from meshgate.kds.limits import clip
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, clip
 from meshgate.kds.node import FEATURES_KEY, ZONE_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver, Rejection
 from meshgate.kds.sender import ProtocolError
 from meshgate.observability.process import leaf_exceptions
-from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Violation
-from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
+from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.protocol import ResourceStore, iter_all
-from meshgate.transport.kds_upstream import ZoneUpstream, synced_from_global
+from meshgate.transport.kds_upstream import ZoneUpstream
 from meshgate.transport.tls import ClientTls, explain_tls_failure
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 
@@ -55,15 +55,14 @@ __all__ = [
 
 log = structlog.get_logger("meshgate.kds.client")
 
-# Kuma's KDS limits: 10 MiB messages, 15 s keepalive. We send at most ~4 MiB (see kds.delta).
+# Kuma's KDS limits: 10 MiB messages by default (`--kds-max-msg-size`), 15 s keepalive.
 MAX_FAILED_PINGS = 3
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
-def channel_options() -> list[tuple[str, int]]:
+def channel_options(max_msg_size: int = DEFAULT_MAX_MSG_SIZE) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_msg_size),
+        ("grpc.max_send_message_length", max_msg_size),
         ("grpc.keepalive_time_ms", 15_000),
         ("grpc.keepalive_timeout_ms", 15_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -167,6 +166,7 @@ class GlobalToZoneClient:
         ca_cert_file: Path | None = None,
         tls_skip_verify: bool = False,
         token: str | Callable[[], str] = "",
+        max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
     ) -> None:
         """`ca_cert_file` and `tls_skip_verify` apply to `grpcs://` addresses only; a CA file that cannot be
         read or parsed raises StartupError naming `--kds-ca-cert-file`. `token` is the zone token presented
@@ -185,6 +185,7 @@ class GlobalToZoneClient:
             self._tls = ClientTls()
             if ca_cert_file is not None or tls_skip_verify:
                 log.warning("kds.client.tls_options_unused", zone=zone, reason="no --global-address is grpcs://")
+        self._max_msg_size = max_msg_size
         self._store = store
         self._kinds = tuple(kinds)
         self._descriptors = {d.name: d for d in kinds}
@@ -270,16 +271,18 @@ class GlobalToZoneClient:
         for d in self._kinds:
             out = held[d.name] = {}
             async for r in iter_all(self._store, d.name, page_size=5000):
-                if synced_from_global(self.zone, r):
+                if ownership.synced_from_global(self.zone, r):
                     wire = to_wire(r)
                     out[wire.name] = (r.key, wire.version)
         return held
 
     async def _channel(self, address: GlobalAddress) -> grpc.aio.Channel:
         if not address.tls:
-            return grpc.aio.insecure_channel(address.target, options=channel_options())
+            return grpc.aio.insecure_channel(address.target, options=channel_options(self._max_msg_size))
         credentials, options = await self._tls.channel_credentials(address.host, address.port)
-        return grpc.aio.secure_channel(address.target, credentials, options=[*channel_options(), *options])
+        return grpc.aio.secure_channel(
+            address.target, credentials, options=[*channel_options(self._max_msg_size), *options]
+        )
 
     async def _session(self, address: GlobalAddress) -> None:
         target = address.target
@@ -292,7 +295,7 @@ class GlobalToZoneClient:
             # (pkg/kds/zone/components.go: NewDeltaKDSStream(stream, zone, rt, cfgJson, ...)).
             node = kds_node(self.zone, control_plane_id=self.instance_id, features=self._features)
             receiver = self.receiver = Receiver(
-                self._kinds, self._validate, accept=partial(_only_from_global, self.zone), node=node
+                self._kinds, self._validate, accept=partial(ownership.zone_accepts, self.zone), node=node
             )
             for req in receiver.subscribe(await self._held()):
                 await _write(call, req)
@@ -301,7 +304,7 @@ class GlobalToZoneClient:
                 tg.start_soon(self._ping, health)
                 if self._upstream is not None:
                     # Zone to global rides the same connection; if it fails, the session reconnects whole.
-                    tg.start_soon(self._upstream.run, channel, metadata)
+                    tg.start_soon(self._upstream.run, channel, metadata, self.instance_id)
                 if self._xds_configs is not None:
                     # Config dumps for the global (GlobalKDSService/StreamXDSConfigs), on the same connection.
                     tg.start_soon(self._xds_configs.run, channel, metadata)
@@ -368,7 +371,9 @@ class GlobalToZoneClient:
 
     async def _local_keys(self, kind: str) -> set[ResourceKey]:
         return {
-            r.key async for r in iter_all(self._store, kind, page_size=5000) if not synced_from_global(self.zone, r)
+            r.key
+            async for r in iter_all(self._store, kind, page_size=5000)
+            if not ownership.synced_from_global(self.zone, r)
         }
 
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub) -> None:
@@ -408,22 +413,6 @@ async def _write(call: grpc.aio.StreamStreamCall[object, object], message: objec
     except asyncio.InvalidStateError:
         code, details = await call.code(), await call.details()
         raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None) from None
-
-
-def _only_from_global(zone: str, r: Resource) -> str | None:
-    """A global may only send us resources it owns, or another zone's resources of a kind it relays;
-    anything else (our own resources coming back included) is rejected by name."""
-    labels: Mapping[str, str] = r.meta.labels
-    origin = labels.get(LABEL_ORIGIN)
-    if origin == Origin.GLOBAL.value:
-        return None
-    if origin != Origin.ZONE.value or not registry.get(r.kind).relayed_between_zones:
-        return f'label {LABEL_ORIGIN} must be "global", got {origin!r}'
-    if not labels.get(LABEL_ZONE):
-        return f"a {r.kind} relayed from another zone must carry label {LABEL_ZONE}"
-    if labels[LABEL_ZONE] == zone:
-        return f"this zone's own {r.kind} came back from the global; zone {zone!r} is its only source"
-    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -32,7 +32,7 @@ from meshgate.auth.authenticator import ZoneAuthenticator
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
 from meshgate.kds.errors import MalformedMessage
 from meshgate.kds.limits import check_request, clip
-from meshgate.kds.node import GLOBAL_FEATURES, kds_node
+from meshgate.kds.node import FEATURE_HASH_SUFFIX, GLOBAL_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
 from meshgate.resources.model import ResourceKey
@@ -68,9 +68,9 @@ ZoneGate = Callable[[str], Awaitable[str | None]]
 class ZoneSink(Protocol):
     """Where the global keeps what a zone sends up; see global_cp/zone_sink.py."""
 
-    async def held(self, zone: str) -> dict[str, dict[str, tuple[ResourceKey, str]]]: ...
+    async def held(self, zone: str, *, hash_suffix: bool) -> dict[str, dict[str, tuple[ResourceKey, str]]]: ...
 
-    def receiver(self, zone: str) -> Receiver: ...
+    def receiver(self, zone: str, *, hash_suffix: bool) -> Receiver: ...
 
     async def apply(self, zone: str, plan: Plan) -> Plan: ...
 
@@ -144,7 +144,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             zone,
             "global-to-zone",
             context.peer(),
-            sender=Sender(kinds, max_bytes=self._max_bytes),
+            sender=Sender(kinds, max_bytes=self._max_bytes, control_plane_id=self._registry.instance_id),
             zone_instance_id=instance,
             token=metadata_value(context, "authorization"),
             features=metadata_features(context),
@@ -195,7 +195,9 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane takes no resources from zones")
         assert self._sink is not None
         zone, instance = await self._admit(context, "ZoneToGlobalSync", "zone-to-global", None)
-        receiver = self._sink.receiver(zone)
+        # A zone without `hash-suffix` sends names unhashed, which the global prefixes with the zone.
+        hash_suffix = FEATURE_HASH_SUFFIX in metadata_features(context)
+        receiver = self._sink.receiver(zone, hash_suffix=hash_suffix)
         # Kuma's global names the zone in node.id on this stream, and itself in control-plane-id
         # (pkg/kds/global/components.go: NewDeltaKDSStream(..., zoneID, rt, "", ...)).
         receiver.node = kds_node(zone, control_plane_id=self._registry.instance_id, features=GLOBAL_FEATURES)
@@ -213,7 +215,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         try:
             with anyio.CancelScope() as scope:
                 session.cancel = scope
-                for req in receiver.subscribe(await self._sink.held(zone)):
+                for req in receiver.subscribe(await self._sink.held(zone, hash_suffix=hash_suffix)):
                     await context.write(req)
                     self._registry.events.publish(
                         zone, session.stream_id, "zone-to-global", "subscribe", kind=req.type_url
@@ -280,13 +282,24 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         sender = session.sender
         assert sender is not None
         for kind, ks in sender.kinds.items():
-            snapshot = self._source.view(kind, session.zone)
+            snapshot = self._source.view(kind, session.zone, hash_suffix=session.hash_suffix)
             oversized_before = len(ks.oversized)
             resp = sender.next_response(snapshot, self._clock())
             if len(ks.oversized) > oversized_before:
                 self._report_oversized(session, ks, slog)
             if resp is None:
                 continue
+            if ks.stats.responses_sent == 1 and ks.in_flight is not None and not ks.in_flight.complete:
+                # A Kuma zone takes the first response as the whole state and deletes what it lacks.
+                slog.warning(
+                    "kds.initial_state_split",
+                    type=kind,
+                    resources=len(snapshot.entries),
+                    bytes=sum(e.size for e in snapshot.entries.values()),
+                    max_bytes=sender.max_bytes,
+                    hint="raise --kds-max-msg-size on the global and the zones: a Kuma zone deletes and"
+                    " re-creates what did not fit in the first response",
+                )
             await self._write_response(session, context, resp, slog)
         # Kinds the zone subscribed to that the global does not serve: one empty response each, as Kuma's
         # cache answers a type it has nothing for (a Kuma zone subscribes to 36 kinds).
@@ -327,7 +340,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
     def _report_oversized(
         self, session: StreamSession, ks: SenderKind, slog: structlog.typing.FilteringBoundLogger
     ) -> None:
-        snapshot = self._source.view(ks.kind, session.zone)
+        snapshot = self._source.view(ks.kind, session.zone, hash_suffix=session.hash_suffix)
         assert session.sender is not None
         for name, version in ks.oversized.items():
             entry = snapshot.entries.get(name)

@@ -1,64 +1,42 @@
 """The zone's side of ZoneToGlobalSync: the zone opens the call but plays the delta-xDS *server*.
 
 The global sends requests (subscribe with the versions it holds for this zone, then ACK/NACK) and the
-zone answers with its Dataplanes and zone-origin MeshGateways, using the same sans-IO `Sender` the
-global uses in the other direction. It runs inside the zone's KDS session (one gRPC connection), so
+zone answers with its Dataplanes and zone-origin MeshGateways, named and labelled as
+`meshgate.kds.ownership.to_global` says, using the same sans-IO `Sender` the global uses in the other
+direction. It runs inside the zone's KDS session (one gRPC connection), so
 the two directions connect and fail together, as Kuma's multiplexed session does.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import grpc
 import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
-from meshgate.kds.limits import clip
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, clip, payload_budget
 from meshgate.kds.sender import Input, ProtocolError, Sender, rejected_names
-from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 from meshgate.transport.snapshots import SnapshotSource
 
-__all__ = ["ZoneUpstream", "local_to", "synced_from_global", "zone_labels"]
+__all__ = ["ZoneUpstream"]
 
 log = structlog.get_logger("meshgate.kds.upstream")
 
 
-def zone_labels(zone: str) -> Callable[[Resource], Mapping[str, str]]:
-    """Labels a zone puts on what it sends up: the global stores exactly these, and checks them against
-    the stream's zone, so a reconnect can resume from versions both sides compute alike."""
-
-    def labels(r: Resource) -> Mapping[str, str]:
-        return {
-            **r.meta.labels,
-            LABEL_ORIGIN: Origin.ZONE.value,
-            LABEL_ZONE: zone,
-            LABEL_DISPLAY_NAME: r.meta.name,
-        }
-
-    return labels
-
-
-def synced_from_global(zone: str, r: Resource) -> bool:
-    """Whether `zone` got `r` from the global: the global's own, or another zone's relayed through it
-    (origin zone, `kuma.io/zone` naming that other zone)."""
-    labels = r.meta.labels
-    origin = labels.get(LABEL_ORIGIN)
-    if origin == Origin.GLOBAL.value:
-        return True
-    return origin == Origin.ZONE.value and labels.get(LABEL_ZONE, zone) != zone
-
-
-def local_to(zone: str) -> Callable[[Resource], bool]:
-    """Resources `zone` owns, which it sends up: everything not synced down from the global."""
-    return lambda r: not synced_from_global(zone, r)
-
-
 class ZoneUpstream:
-    def __init__(self, zone: str, source: SnapshotSource, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        zone: str,
+        source: SnapshotSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
+    ) -> None:
         self.zone = zone
+        self._max_bytes = payload_budget(max_msg_size)
         self._source = source
         self._clock = clock
         # The current session's sender (its per-kind counters), None before the first connect.
@@ -68,10 +46,11 @@ class ZoneUpstream:
     def kinds(self) -> Sequence[str]:
         return [d.name for d in self._source.kinds]
 
-    async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]]) -> None:
-        """Serves the global until the call ends; raises so the whole zone session reconnects."""
+    async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]], instance_id: str = "") -> None:
+        """Serves the global until the call ends; raises so the whole zone session reconnects. `instance_id`
+        (this zone control plane's) goes in every response's `control_plane.identifier`."""
         call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
-        sender = self.sender = Sender(self.kinds)
+        sender = self.sender = Sender(self.kinds, max_bytes=self._max_bytes, control_plane_id=instance_id)
         slog = log.bind(zone=self.zone, stream="zone-to-global")
         with self._source.listen() as wake:
             async with anyio.create_task_group() as tg:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from meshgate.kds.node import FEATURE_HASH_SUFFIX
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
@@ -174,6 +175,12 @@ class StreamSession:
     ended: StreamEnd | None = None
     # The features the zone advertised in the call's metadata (meshgate.kds.node), e.g. "zone-ping-health".
     features: tuple[str, ...] = ()
+
+    @property
+    def hash_suffix(self) -> bool:
+        """Whether the zone takes hash-suffixed names (meshgate.kds.ownership): every Kuma 2.7 and meshgate
+        zone does; an older zone gets names as stored."""
+        return FEATURE_HASH_SUFFIX in self.features
 
     def warn(self, message: str) -> None:
         """Adds a warning once (the watchdog re-checks every few seconds)."""

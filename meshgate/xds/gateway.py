@@ -329,7 +329,7 @@ def bind(
             continue
         bindings.append(
             ListenerBinding(
-                name=listener_name(gateway.meta.name, protocol, port),
+                name=listener_name(gateway.meta.display_name, protocol, port),
                 port=port,
                 protocol=protocol,
                 # Kuma takes the first listener's limit; the smallest one honours every listener's promise.

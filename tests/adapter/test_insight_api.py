@@ -20,9 +20,9 @@ from global_cp.insights import HealthPolicy, insight_routes
 from global_cp.lifecycle import STILL_CONNECTED, ZoneLifecycle
 from global_cp.trace import trace_routes
 from global_cp.watch import KDSWatch
+from meshgate.kds.ownership import to_zone
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources import codec, registry
-from meshgate.resources.model import LABEL_ORIGIN
 from meshgate.rest.app import create_api_app
 from meshgate.rest.testing import serving
 from meshgate.store.memory import MemoryStore
@@ -45,7 +45,10 @@ async def global_api() -> AsyncIterator[Global]:
     store = MemoryStore()
     streams = StreamRegistry(KDSMetrics(), instance_id="global-test")
     source = SnapshotSource(
-        store, registry.kinds_sent_to_zone(), include=lambda r: True, labels=lambda r: {LABEL_ORIGIN: "global"}
+        store,
+        registry.kinds_sent_to_zone(),
+        include=lambda r: True,
+        mapper=lambda r: to_zone(r, hash_suffix=False),
     )
     policy = HealthPolicy(interval=10.0)
     lifecycle = ZoneLifecycle(store, streams)

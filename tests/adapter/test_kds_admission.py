@@ -21,14 +21,13 @@ from global_cp.zones import ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth import ZoneAuthenticator, generate_key_pem, issue, public_key
 from meshgate.kds.envelope import KUMA_RESOURCE_TYPE_URL, to_wire
+from meshgate.kds.ownership import to_global, to_zone
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources import codec, registry
-from meshgate.resources.model import LABEL_ORIGIN
 from meshgate.store import MemoryStore
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_admission import ZoneAdmission
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
-from meshgate.transport.kds_upstream import zone_labels
 from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.streams import StreamRegistry
 from tests.support.wait import eventually
@@ -60,7 +59,10 @@ async def _global(tg: anyio.abc.TaskGroup, *, auth: bool = False, max_zones: int
             public_key(KEY), clock=lambda: g.now[0], is_revoked=g.revoked.__contains__
         )
     source = SnapshotSource(
-        store, registry.kinds_sent_to_zone(), include=lambda r: True, labels=lambda r: {LABEL_ORIGIN: "global"}
+        store,
+        registry.kinds_sent_to_zone(),
+        include=lambda r: True,
+        mapper=lambda r: to_zone(r, hash_suffix=False),
     )
     sync = KDSSyncService(
         source,
@@ -125,7 +127,7 @@ def _dataplane(
             "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": "web"}}]},
         }
     )
-    return to_wire(r.with_meta(labels=zone_labels(zone)(r)))
+    return to_wire(to_global(zone, r))
 
 
 async def _dataplanes(store: MemoryStore) -> list[str]:
@@ -201,7 +203,8 @@ async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_not_stored() 
             await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="1", resources=resources))
             nack = await call.read()
             assert isinstance(nack, discovery_pb2.DeltaDiscoveryRequest)
-            assert "ghost-dp.ghost" in nack.error_detail.message
+            assert resources[0].name in nack.error_detail.message  # the name the zone sent, hash-suffixed
+            assert resources[0].name.startswith("ghost-dp-")
             assert "mesh 'ghost' does not exist on the global" in nack.error_detail.message
             call.cancel()
         assert await _dataplanes(g.store) == ["ok-dp"]

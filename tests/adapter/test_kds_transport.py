@@ -17,6 +17,8 @@ from google.protobuf import struct_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.kds.delta import DEFAULT_MAX_BYTES
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
+from meshgate.kds.ownership import to_zone
 from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import LABEL_ORIGIN, ResourceKey
@@ -48,7 +50,7 @@ def _register(service: KDSSyncService, health: GlobalKDSService) -> list:  # typ
 async def _start_global(
     tg: anyio.abc.TaskGroup, store: MemoryStore, port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Global:
-    source = SnapshotSource(store, [THING], include=lambda r: True, labels=lambda r: {LABEL_ORIGIN: "global"})
+    source = SnapshotSource(store, [THING], include=lambda r: True, mapper=lambda r: to_zone(r, hash_suffix=False))
     registry = StreamRegistry(KDSMetrics())
     connected: list[str] = []
 
@@ -215,12 +217,13 @@ async def test_missing_client_id_is_refused() -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_large_state_is_split_under_4_mib_and_an_oversized_resource_is_named() -> None:
-    """6 MB of state crosses in several responses, each under the 4 MiB default gRPC limit; a resource
-    that alone exceeds the limit is skipped, logged and reported by name, and the rest still apply."""
+async def test_state_beyond_the_message_cap_is_split_under_it_and_an_oversized_resource_is_named() -> None:
+    """11 MB of state is more than Kuma's 10 MiB message cap (`--kds-max-msg-size`): it crosses in several
+    responses, each under the cap; a resource that alone exceeds the cap is skipped, logged and reported by
+    name, and the rest still apply."""
     global_store, zone_store = MemoryStore(), MemoryStore()
     chunk = "x" * 100_000
-    await global_store.apply_sync("Thing", [thing(f"big-{i:02d}", chunk) for i in range(60)], [])
+    await global_store.apply_sync("Thing", [thing(f"big-{i:03d}", chunk) for i in range(110)], [])
     await global_store.create(thing("huge", "y" * (DEFAULT_MAX_BYTES + 1)))
     async with anyio.create_task_group() as tg:
         g = await _start_global(tg, global_store)
@@ -231,11 +234,11 @@ async def test_large_state_is_split_under_4_mib_and_an_oversized_resource_is_nam
         ks = _sender(session).kinds["Thing"]
 
         async def all_applied() -> bool:
-            return (await zone_store.list("Thing")).total == 60
+            return (await zone_store.list("Thing")).total == 110
 
         await eventually(all_applied, what="every chunk applied")
         assert ks.stats.responses_sent >= 2
-        assert ks.stats.bytes_sent / ks.stats.responses_sent < 4 * 1024 * 1024
+        assert ks.stats.bytes_sent / ks.stats.responses_sent < DEFAULT_MAX_MSG_SIZE
         assert set(ks.oversized) == {"huge.default"}
         assert any("huge.default" in w for w in session.warnings)
         tg.cancel_scope.cancel()

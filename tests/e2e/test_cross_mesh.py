@@ -23,6 +23,7 @@ from tests.support.cross_mesh import NAME, echo_dataplane, edge_dataplane, edge_
 from tests.support.cross_mesh import kong as kong_doc
 from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
 
@@ -77,7 +78,7 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
             name = f"{mesh}.ca-builtin-{kind}-ca-1"
             await eventually(lambda m=mesh, n=name: has_secret(g, m, n), what=f"{name} on the global")
             await eventually(lambda m=mesh, n=name: has_secret(z, m, n), what=f"{name} in zone-1")
-    await eventually(lambda: exists(z, "/meshes/b/meshgateways/edge"), what="the gateway in zone-1")
+    await eventually(lambda: exists(z, f"/meshes/b/meshgateways/{in_zone('edge', 'b')}"), what="the gateway in zone-1")
     async with http_backend("echo") as echo:
         await put(z, "/meshes/b/dataplanes/echo-1", echo_dataplane("127.0.0.1", echo.port))
         await eventually(lambda: resolve(z, NAME), what=f"{NAME} resolves")

@@ -30,6 +30,7 @@ from meshgate.auth.jwt import unverified_payload
 from meshgate.xds.ads import CLUSTER, LISTENER
 from tests.support.dp import dataplane_token, zone_ca
 from tests.support.envoy import http_backend
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
 
@@ -86,7 +87,9 @@ async def setup(procs: ProcessGroup) -> tuple[CPProcess, CPProcess]:
             "conf": {"listeners": [listener]},
         },
     )
-    await eventually(lambda: _status(get(z, "/meshes/default/meshgateways/edge"), 200), what="the gateway in zone-1")
+    await eventually(
+        lambda: _status(get(z, f"/meshes/default/meshgateways/{in_zone('edge')}"), 200), what="the gateway in zone-1"
+    )
     return g, z
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from meshgate.resources.model import Meta, Resource
 from meshgate.store.sqlite import SqliteStore
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
 
@@ -79,8 +80,10 @@ async def test_create_update_delete_propagate(procs: ProcessGroup) -> None:
     assert (await put(g, MESH)).status_code == 201
     assert (await put(g, gateway("edge"))).status_code == 201
     for z in zones:
-        await eventually(lambda z=z: get(z, "/meshes/default/meshgateways/edge"), what=f"create in {z.name}")
-        gw = await get(z, "/meshes/default/meshgateways/edge")
+        await eventually(
+            lambda z=z: get(z, f"/meshes/default/meshgateways/{in_zone('edge')}"), what=f"create in {z.name}"
+        )
+        gw = await get(z, f"/meshes/default/meshgateways/{in_zone('edge')}")
         assert gw is not None
         assert gw["labels"]["kuma.io/origin"] == "global"
         assert gw["conf"]["listeners"][0]["port"] == 8080
@@ -88,7 +91,7 @@ async def test_create_update_delete_propagate(procs: ProcessGroup) -> None:
     assert (await put(g, gateway("edge", port=9090))).status_code == 200
 
     async def updated(z: CPProcess) -> bool:
-        gw = await get(z, "/meshes/default/meshgateways/edge")
+        gw = await get(z, f"/meshes/default/meshgateways/{in_zone('edge')}")
         return gw is not None and gw["conf"]["listeners"][0]["port"] == 9090
 
     for z in zones:
@@ -98,7 +101,7 @@ async def test_create_update_delete_propagate(procs: ProcessGroup) -> None:
         assert (await c.delete("/meshes/default/meshgateways/edge")).status_code == 200
 
     async def gone(z: CPProcess) -> bool:
-        return await get(z, "/meshes/default/meshgateways/edge") is None
+        return await get(z, f"/meshes/default/meshgateways/{in_zone('edge')}") is None
 
     for z in zones:
         await eventually(lambda z=z: gone(z), what=f"delete in {z.name}")
@@ -119,7 +122,7 @@ async def test_zone_restart_converges(procs: ProcessGroup) -> None:
     await put(g, MESH)
     await put(g, route("r1"))
     z1 = zones[0]
-    await eventually(lambda: get(z1, "/meshes/default/meshgatewayroutes/r1"), what="r1 in zone-1")
+    await eventually(lambda: get(z1, f"/meshes/default/meshgatewayroutes/{in_zone('r1')}"), what="r1 in zone-1")
     z1.stop()
     await put(g, route("r2"))
     async with httpx.AsyncClient(base_url=g.url()) as c:
@@ -128,7 +131,7 @@ async def test_zone_restart_converges(procs: ProcessGroup) -> None:
 
     async def converged() -> bool:
         listed = await get(z1b, "/meshes/default/meshgatewayroutes")
-        return listed is not None and [i["name"] for i in listed["items"]] == ["r2"]
+        return listed is not None and [i["name"] for i in listed["items"]] == [in_zone("r2")]
 
     await eventually(converged, what="zone-1 converged after restart")
 
@@ -185,12 +188,12 @@ async def test_resource_rejected_by_zone_is_nacked_while_others_apply(procs: Pro
         await store.close()
     g2 = await procs.global_cp(kds_port=kds_port)
     z = await procs.zone_cp("zone-1", g2.ports["kds"])
-    await eventually(lambda: get(z, "/meshes/default/meshgateways/good"), what="good gateway applied")
-    assert await get(z, "/meshes/default/meshgateways/bad") is None
+    await eventually(lambda: get(z, f"/meshes/default/meshgateways/{in_zone('good')}"), what="good gateway applied")
+    assert await get(z, f"/meshes/default/meshgateways/{in_zone('bad')}") is None
     async with httpx.AsyncClient(base_url=g2.url("diagnostics")) as c:
         metrics = (await c.get("/metrics")).text
     assert 'kds_delta_requests_received{type_url="MeshGateway",confirmation="NACK"} 1' in metrics
-    assert "bad.default" in z.logs()
+    assert f"{in_zone('bad')}.default" in z.logs()
     assert "conf.listeners[0].port" in g2.logs()
 
 

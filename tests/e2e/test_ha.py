@@ -19,6 +19,7 @@ import pytest
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth.jwt import unverified_payload
 from tests.support.kds_peer import kds_channel, kds_metadata
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, issue_zone_token
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.wait import eventually
@@ -66,7 +67,8 @@ async def get(cp: CPProcess, path: str) -> Any:
 
 
 async def prefix_in(z: CPProcess, name: str) -> str | None:
-    doc = await get(z, f"/meshes/default/meshgatewayroutes/{name}")
+    stored = in_zone(name) if z.module == "zone_cp" else name  # zones hold the global's routes hash-suffixed
+    doc = await get(z, f"/meshes/default/meshgatewayroutes/{stored}")
     return None if doc is None else str(doc["conf"]["http"]["rules"][0]["matches"][0]["path"]["value"])
 
 

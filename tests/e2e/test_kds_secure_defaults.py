@@ -14,9 +14,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth.jwt import unverified_payload
+from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
 from meshgate.resources import codec
-from meshgate.transport.kds_upstream import zone_labels
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import CPProcess, ProcessGroup, issue_zone_token
 from tests.support.wait import eventually
@@ -153,7 +153,7 @@ async def test_injected_dataplanes_need_a_token_and_a_mesh_the_global_has(procs:
 
     def evil(name: str, mesh: str) -> discovery_pb2.Resource:
         r = codec.load(dataplane(name, "10.6.6.6", "echo_default_svc_80", mesh))
-        return to_wire(r.with_meta(labels=zone_labels("zone-evil")(r)))
+        return to_wire(ownership.to_global("zone-evil", r))
 
     async with kds_channel(g) as channel:
         stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
@@ -166,12 +166,11 @@ async def test_injected_dataplanes_need_a_token_and_a_mesh_the_global_has(procs:
         subscribed: set[str] = set()
         while subscribed != {"Dataplane", "MeshGateway"}:
             subscribed.add((await call.read()).type_url)
-        await call.write(
-            discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="1", resources=[evil("evil-1", "ghost")])
-        )
+        injected = evil("evil-1", "ghost")
+        await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="1", resources=[injected]))
         nack = await call.read()
         call.cancel()
-    assert "evil-1.ghost" in nack.error_detail.message
+    assert injected.name in nack.error_detail.message  # named as the zone sent it
     assert "mesh 'ghost' does not exist on the global" in nack.error_detail.message
     assert await get(g, "/meshes/ghost/dataplanes") in (None, {"items": [], "total": 0, "next": None})
     assert await addresses(z1, "echo_default_svc_80") == set()

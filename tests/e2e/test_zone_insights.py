@@ -22,6 +22,7 @@ from meshgate.resources import codec
 from meshgate.resources.model import Meta, Resource
 from meshgate.store.sqlite import SqliteStore
 from tests.e2e.test_global_to_zone import MESH, gateway, get, put
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
 
@@ -160,7 +161,7 @@ async def test_kds_trace_reports_a_nacked_resource_as_rejected(procs: ProcessGro
         if s["direction"] == "global-to-zone" and "disconnectTime" not in s
     ]
     nack = down["status"]["stat"]["MeshGateway"]["lastNack"]
-    assert reason in nack["resources"]["bad.default"]
+    assert reason in nack["resources"][f"{in_zone('bad')}.default"]
 
     code, _out, err = await ctl(g, "kds", "trace", "meshgateway", "never-existed")
     assert code == 1
@@ -176,7 +177,9 @@ async def test_kds_watch_shows_an_apply_as_it_happens(procs: ProcessGroup) -> No
         try:
             await _read_until(p, "stderr", lambda line: line.startswith("Watching KDS events"))
             assert (await put(g, gateway("edge"))).status_code == 201
-            response = await _read_until(p, "stdout", lambda line: " response " in line and "+edge.default@" in line)
+            response = await _read_until(
+                p, "stdout", lambda line: " response " in line and f"+{in_zone('edge')}.default@" in line
+            )
             assert "zone-1  global-to-zone" in response
             nonce = response.split("nonce=")[1].split()[0]
             ack = await _read_until(p, "stdout", lambda line: " ack " in line and f"nonce={nonce} " in line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grpc
 
+from meshgate.transport.kds_client import channel_options
 from tests.support.processes import CPProcess, issue_zone_token
 
 __all__ = ["kds_channel", "kds_metadata"]
@@ -17,9 +18,12 @@ def kds_channel(g: CPProcess) -> grpc.aio.Channel:
     """A channel to `g`'s KDS port: TLS with its own CA when it serves TLS, plaintext otherwise."""
     target = f"127.0.0.1:{g.ports['kds']}"
     ca = g.kds_ca_file
+    # A zone's message cap (Kuma's and ours: 10 MiB), not gRPC's default 4 MiB.
+    options = channel_options()
     if ca is None:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca.read_bytes()))
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 async def kds_metadata(

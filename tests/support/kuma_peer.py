@@ -19,6 +19,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
+from meshgate.kds.envelope import to_wire
+from meshgate.kds.naming import hashed_name  # Kuma's pkg/kds/hash, checked against its vectors (test_kds_core)
+from meshgate.resources.model import Resource
 
 __all__ = [
     "KUMA_GLOBAL_TO_ZONE_KINDS",
@@ -27,8 +30,10 @@ __all__ = [
     "KUMA_ZONE_TO_GLOBAL_KINDS",
     "FakeKumaGlobal",
     "kuma_ack",
+    "kuma_global_resource",
     "kuma_node",
     "kuma_subscribe",
+    "kuma_zone_resource",
 ]
 
 KUMA_POLICIES = (
@@ -89,6 +94,35 @@ KUMA_ZONE_FEATURES_METADATA = (
     ("features", "zone-ping-health"),
     ("features", "hash-suffix"),
 )
+
+
+def _kuma_named(r: Resource, name: str, labels: dict[str, str]) -> Resource:
+    """pkg/kds/util/meta.go WithName: the display name label keeps the old name unless already set."""
+    labels.setdefault("kuma.io/display-name", r.meta.name)
+    return r.with_meta(name=name, labels=labels)
+
+
+def kuma_zone_resource(r: Resource, zone: str, *, hash_suffix: bool = True) -> discovery_pb2.Resource:
+    """`r` as a Kuma 2.7 zone sends it up (pkg/kds/context/context.go:94-103, zoneMappers): labelled
+    `kuma.io/origin: zone` and `kuma.io/zone`, renamed `hash.HashedName(mesh, displayName, zone, namespace)`.
+    `hash_suffix=False`: a zone older than 2.6, which sends the name as it is."""
+    labels = {**r.meta.labels, "kuma.io/origin": "zone", "kuma.io/zone": zone}
+    if not hash_suffix:
+        return to_wire(r.with_meta(labels=labels))
+    display = r.meta.labels.get("kuma.io/display-name") or r.meta.name
+    namespace = labels.get("k8s.kuma.io/namespace", "")
+    return to_wire(_kuma_named(r, hashed_name(r.meta.mesh, display, zone, namespace), labels))
+
+
+def kuma_global_resource(r: Resource) -> discovery_pb2.Resource:
+    """`r` as a Kuma 2.7 global sends it to a zone with `hash-suffix` (context.go:70-91, globalMappers):
+    labelled `kuma.io/origin: global`, and a mesh-scoped kind other than Secret renamed
+    `hash.HashedName(mesh, displayName)`."""
+    labels = {**r.meta.labels, "kuma.io/origin": "global"}
+    if not r.meta.mesh or r.kind == "Secret":
+        return to_wire(r.with_meta(labels=labels))
+    display = r.meta.labels.get("kuma.io/display-name") or r.meta.name
+    return to_wire(_kuma_named(r, hashed_name(r.meta.mesh, display), labels))
 
 
 def kuma_node(node_id: str, control_plane_id: str, config: str = "") -> base_pb2.Node:

@@ -10,12 +10,11 @@ from hypothesis import strategies as st
 from global_cp.trace_names import _why_not, name_sources, zone_verdict
 from meshgate.kds.delta import compute_delta
 from meshgate.kds.envelope import to_wire
+from meshgate.kds.ownership import synced_from_global, zone_accepts, zone_sends
 from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import SyncDirection
 from meshgate.resources.model import Resource
-from meshgate.transport.kds_client import _only_from_global
-from meshgate.transport.kds_upstream import local_to, synced_from_global
 from tests.support.thing import thing
 
 
@@ -94,19 +93,19 @@ def test_what_a_zone_counts_as_its_own() -> None:
         False,
         True,
     ]
-    assert [local_to("zone-1")(r) for r in (mine, theirs, stamped_mine, from_global)] == [True, False, True, False]
+    assert [zone_sends("zone-1", r) for r in (mine, theirs, stamped_mine, from_global)] == [True, False, True, False]
 
 
 def test_a_zone_accepts_other_zones_dataplanes_and_refuses_its_own_or_unlabelled_ones() -> None:
-    assert _only_from_global("zone-1", dataplane("web-1-abc", "web", from_zone("zone-2"))) is None
-    own = _only_from_global("zone-1", dataplane("web-1-abc", "web", from_zone("zone-1")))
+    assert zone_accepts("zone-1", dataplane("web-1-abc", "web", from_zone("zone-2"))) is None
+    own = zone_accepts("zone-1", dataplane("web-1-abc", "web", from_zone("zone-1")))
     assert own is not None
     assert "own Dataplane came back" in own
-    unlabelled = _only_from_global("zone-1", dataplane("x", "web", {"kuma.io/origin": "zone"}))
+    unlabelled = zone_accepts("zone-1", dataplane("x", "web", {"kuma.io/origin": "zone"}))
     assert unlabelled is not None
     assert "kuma.io/zone" in unlabelled
     mesh = codec.load({"type": "Mesh", "name": "m", "labels": {"kuma.io/origin": "zone", "kuma.io/zone": "z"}})
-    refused = _only_from_global("zone-1", mesh)
+    refused = zone_accepts("zone-1", mesh)
     assert refused is not None
     assert 'must be "global"' in refused
 

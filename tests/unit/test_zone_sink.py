@@ -5,12 +5,12 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 
 from global_cp.zone_sink import ZoneSink
+from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.naming import hashed_name
 from meshgate.resources import codec
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store import MemoryStore
-from meshgate.transport.kds_upstream import zone_labels
 
 GATEWAY = {
     "type": "MeshGateway",
@@ -30,10 +30,10 @@ async def with_default_mesh() -> MemoryStore:
 
 def from_zone(zone: str) -> Resource:
     r = codec.load(GATEWAY)
-    return r.with_meta(labels=zone_labels(zone)(r))
+    return ownership.to_global(zone, r)
 
 
-async def test_zone_resource_is_renamed_and_resumable() -> None:
+async def test_a_zone_resource_is_stored_as_the_zone_named_it_and_resumable() -> None:
     store = await with_default_mesh()
     sink = ZoneSink(store)
     receiver = sink.receiver("zone-1")
@@ -46,8 +46,9 @@ async def test_zone_resource_is_renamed_and_resumable() -> None:
     assert plan.accepted
     stored = await store.get(ResourceKey("MeshGateway", "default", hashed_name("default", "gw", "zone-1", "")))
     assert stored.meta.labels["kuma.io/display-name"] == "gw"
+    assert wire.name == f"{stored.meta.name}.default"  # the zone hashed it (Kuma 2.7); the global keeps it
     # On reconnect the global offers exactly the version the zone computes for its own copy.
-    assert (await sink.held("zone-1"))["MeshGateway"] == {"gw.default": (stored.key, wire.version)}
+    assert (await sink.held("zone-1"))["MeshGateway"] == {wire.name: (stored.key, wire.version)}
     assert (await sink.held("zone-2"))["MeshGateway"] == {}
 
 
@@ -91,7 +92,7 @@ async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_never_stored(
     receiver = sink.receiver("zone-1")
     receiver.subscribe({})
     ghost = codec.load({**GATEWAY, "mesh": "ghost"})
-    ghost = ghost.with_meta(labels=zone_labels("zone-1")(ghost))
+    ghost = ownership.to_global("zone-1", ghost)
     plan = await sink.apply(
         "zone-1",
         receiver.receive(
@@ -100,11 +101,31 @@ async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_never_stored(
             )
         ),
     )
+    ghost_wire = to_wire(ghost).name
     assert [(r.name, r.reason) for r in plan.rejections] == [
-        ("gw.ghost", "mesh 'ghost' does not exist on the global: create the Mesh there first")
+        (ghost_wire, "mesh 'ghost' does not exist on the global: create the Mesh there first")
     ]
     nack = receiver.applied(plan)
-    assert "gw.ghost" in nack.error_detail.message
+    assert ghost_wire in nack.error_detail.message
     assert "mesh 'ghost' does not exist" in nack.error_detail.message
     assert (await store.list("MeshGateway", "ghost")).total == 0
     assert (await store.list("MeshGateway", "default")).total == 1
+
+
+async def test_a_zone_without_hash_suffix_gets_kuma_s_legacy_names_both_ways() -> None:
+    """pkg/kds/v2/store/sync.go GlobalSyncCallback: names from a zone without `hash-suffix` are stored as
+    `<zone>.<name>`; on reconnect the global offers them back under the names that zone uses."""
+    store = await with_default_mesh()
+    sink = ZoneSink(store)
+    receiver = sink.receiver("zone-1", hash_suffix=False)
+    receiver.subscribe({})
+    old = codec.load(GATEWAY).with_meta(labels={"kuma.io/origin": "zone", "kuma.io/zone": "zone-1"})
+    wire = to_wire(old)
+    plan = await sink.apply(
+        "zone-1",
+        receiver.receive(discovery_pb2.DeltaDiscoveryResponse(type_url="MeshGateway", nonce="1", resources=[wire])),
+    )
+    assert plan.accepted
+    stored = await store.get(ResourceKey("MeshGateway", "default", "zone-1.gw"))
+    assert stored.meta.labels["kuma.io/display-name"] == "gw"
+    assert (await sink.held("zone-1", hash_suffix=False))["MeshGateway"] == {"gw.default": (stored.key, wire.version)}
