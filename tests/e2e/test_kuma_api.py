@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.test_api_schemathesis import caller_headers
 from tests.e2e.test_gateway import backend_dataplane, gateway
 from tests.support.dp import zone_dp
+from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port, issue_zone_token
 from tests.support.wait import eventually
 
@@ -80,7 +81,9 @@ async def test_kumactl_paths_answer_in_kumas_shapes_on_global_and_zone(procs: Pr
     await put(g, "/meshes/default/meshgateways/edge", gateway(free_port()))
     other = gateway(free_port()) | {"name": "other", "selectors": [{"match": {"kuma.io/service": "other"}}]}
     await put(g, "/meshes/default/meshgateways/other", other)
-    await eventually(lambda: _ok(get(z, "/meshes/default/meshgateways/other")), what="the gateways in zone-1")
+    await eventually(
+        lambda: _ok(get(z, f"/meshes/default/meshgateways/{in_zone('other')}")), what="the gateways in zone-1"
+    )
     await put(z, "/meshes/default/dataplanes/echo-a", backend_dataplane("echo-a", free_port()))
     dp = await zone_dp(procs, z, json.dumps(EDGE))
     try:
@@ -173,15 +176,20 @@ async def _zone_dataplanes(z: CPProcess) -> None:
     assert (await get(z, "/meshes/default/dataplanes+insights/nope")).status_code == 404
 
 
+def _gw(cp: CPProcess, name: str) -> str:
+    """The global's gateway `name` as `cp` stores it: hash-suffixed on a zone, as a Kuma zone holds it."""
+    return in_zone(name) if cp.module == "zone_cp" else name
+
+
 async def _gateway_dataplanes(cp: CPProcess, edge_name: str) -> None:
     """types.GatewayDataplanesInspectEntryList: exactly `total` and `items` of `{"dataplane": {mesh, name}}`."""
-    assert await body(cp, "/meshes/default/meshgateways/edge/dataplanes") == {
+    assert await body(cp, f"/meshes/default/meshgateways/{_gw(cp, 'edge')}/dataplanes") == {
         "total": 1,
         "items": [{"dataplane": {"mesh": "default", "name": edge_name}}],
     }
-    assert await body(cp, "/meshes/default/meshgateways/other/dataplanes") == {"total": 0, "items": []}
+    assert await body(cp, f"/meshes/default/meshgateways/{_gw(cp, 'other')}/dataplanes") == {"total": 0, "items": []}
     assert (await get(cp, "/meshes/default/meshgateways/nope/dataplanes")).status_code == 404
-    assert (await get(cp, "/meshes/nope/meshgateways/edge/dataplanes")).status_code == 404
+    assert (await get(cp, f"/meshes/nope/meshgateways/{_gw(cp, 'edge')}/dataplanes")).status_code == 404
 
 
 async def _global_dataplanes_and_zones(g: CPProcess) -> None:
@@ -247,7 +255,7 @@ async def test_config_shows_settings_not_secrets_and_new_paths_need_a_token(proc
         reader = await caller_headers(cp, "read-only-user")
         assert (await get(cp, "/config", reader)).status_code == 200
         assert (await get(cp, "/meshes/default/dataplanes+insights", reader)).status_code == 200
-        assert (await get(cp, "/meshes/default/meshgateways/edge/dataplanes", reader)).status_code == 200
+        assert (await get(cp, f"/meshes/default/meshgateways/{_gw(cp, 'edge')}/dataplanes", reader)).status_code == 200
         for path in extra:
             assert (await get(cp, path, reader)).status_code == 200, path
 
