@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations, go_quote
 from meshgate.resources.kinds._conf import check_prometheus_conf
@@ -242,7 +243,7 @@ def _check_metrics(out: Violations, path: Path, metrics: Any) -> None:
 
 
 DESCRIPTOR = KindDescriptor(
-    name="Dataplane",
+    name=kinds.DATAPLANE,
     singular="dataplane",
     plural="dataplanes",
     spec_type=Dataplane,

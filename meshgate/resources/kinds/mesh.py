@@ -26,6 +26,7 @@ from meshgate.api.mesh.v1alpha1.mesh_pb2 import (
     ZipkinTracingBackendConfig,
 )
 from meshgate.api.system.v1alpha1.datasource_pb2 import DataSource
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations, go_quote
 from meshgate.resources.kinds._conf import (
@@ -262,7 +263,7 @@ def _check_metrics(out: Violations, path: Path, metrics: Any) -> None:
 
 
 DESCRIPTOR = KindDescriptor(
-    name="Mesh",
+    name=kinds.MESH,
     singular="mesh",
     plural="meshes",
     spec_type=Mesh,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.kinds._conf import check_data_source
@@ -129,7 +130,7 @@ def _check_shared_ports(out: Violations, path: Path, listeners: Sequence[Any]) -
 
 
 DESCRIPTOR = KindDescriptor(
-    name="MeshGateway",
+    name=kinds.MESH_GATEWAY,
     singular="meshgateway",
     plural="meshgateways",
     spec_type=MeshGateway,

@@ -28,6 +28,7 @@ from typing import Any
 from meshgate.api.mesh.v1alpha1.gateway_instance_pb2 import MeshGatewayInstance
 from meshgate.k8s.instance import ServiceType
 from meshgate.k8s.quantity import QuantityError, canonical
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.kinds._spec import validate_resource
@@ -83,7 +84,7 @@ def _check_quantities(out: Violations, path: Path, quantities: Mapping[str, str]
 
 
 DESCRIPTOR = KindDescriptor(
-    name="MeshGatewayInstance",
+    name=kinds.MESH_GATEWAY_INSTANCE,
     singular="meshgatewayinstance",
     plural="meshgatewayinstances",
     spec_type=MeshGatewayInstance,

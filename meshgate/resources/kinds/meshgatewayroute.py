@@ -22,6 +22,7 @@ from typing import Any
 
 from meshgate.api.mesh.v1alpha1.gateway_route_pb2 import MeshGatewayRoute
 from meshgate.api.mesh.v1alpha1.http_method_pb2 import HttpMethod
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.kinds._spec import validate_resource
@@ -236,7 +237,7 @@ def _check_backend(out: Violations, path: Path, backend: Any) -> None:
 
 
 DESCRIPTOR = KindDescriptor(
-    name="MeshGatewayRoute",
+    name=kinds.MESH_GATEWAY_ROUTE,
     singular="meshgatewayroute",
     plural="meshgatewayroutes",
     spec_type=MeshGatewayRoute,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshgate.api.system.v1alpha1.secret_pb2 import Secret
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.kinds._spec import validate_resource
@@ -28,7 +29,7 @@ def _check_spec(out: Violations, spec: Any) -> None:
 
 
 DESCRIPTOR = KindDescriptor(
-    name="Secret",
+    name=kinds.SECRET,
     singular="secret",
     plural="secrets",
     spec_type=Secret,

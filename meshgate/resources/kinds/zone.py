@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshgate.api.system.v1alpha1.zone_pb2 import Zone
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Violation, Violations
 from meshgate.resources.kinds._spec import validate_resource
@@ -26,7 +27,7 @@ def _check_spec(out: Violations, spec: Any) -> None:
 
 
 DESCRIPTOR = KindDescriptor(
-    name="Zone",
+    name=kinds.ZONE,
     singular="zone",
     plural="zones",
     spec_type=Zone,
