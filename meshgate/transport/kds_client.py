@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import grpc
 import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.backoff import Backoff
 from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, clip
@@ -105,37 +105,6 @@ def parse_global_address(address: str) -> GlobalAddress:
 def parse_address(address: str) -> str:
     """`grpc://host:port`, `grpcs://host:port` (or bare `host:port`) -> the gRPC target `host:port`."""
     return parse_global_address(address).target
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff between reconnects, with jitter: the n-th delay is uniform in [cap/2, cap], cap =
-    min(maximum, initial * 2**n). Kuma restarts its KDS client after 5 s growing to 1 min
-    (pkg/config/app/kuma-cp/config.go, ResilientComponentBaseBackoff/MaxBackoff); meshgate retries sooner
-    the first time (1 s) and caps at the same minute. Half the delay is jitter, spreading zones that lost a
-    global together, and the other half a floor, so delays grow with every failure and never collapse to ~0
-    (a zone never reconnects in a loop). The count restarts only after a session that lasted `stable_after`
-    seconds past its first response (`session_ended`): a global that ends every session at once, or right
-    after answering, keeps the zone backing off."""
-
-    initial: float = 1.0
-    maximum: float = 60.0
-    stable_after: float = 5.0
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        # 2**40 * initial is past any maximum: the exponent stops growing there (no float overflow).
-        cap = min(self.maximum, self.initial * (2 ** min(self.attempt, 40)))
-        self.attempt += 1
-        return random.uniform(cap / 2, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def session_ended(self, lasted: float | None) -> None:
-        """A session ended `lasted` seconds after its first response (None: it never got one)."""
-        if lasted is not None and lasted >= self.stable_after:
-            self.reset()
 
 
 @dataclass(slots=True)
