@@ -43,7 +43,6 @@ from meshgate.rest.inspect import gateway_dataplanes_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
-from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
@@ -240,11 +239,11 @@ async def run_global(
         ]
         directory: ReplicaDirectory | None = None
         async with anyio.create_task_group() as tg:
-            if isinstance(store, RedisStore):
+            if store.shared:
                 await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
                 # Shared store: follow every replica's writes, tell the others which zones we hold, and
                 # run singleton work only on the replica holding the lease.
-                await tg.start(store.run)
+                await tg.start(store.follow)
                 directory = ReplicaDirectory(cfg.store, streams)
                 await tg.start(directory.run)
                 lease = RedisLease(cfg.store, "global-leader", streams.instance_id, ttl=cfg.leader_lease)

@@ -38,7 +38,6 @@ from meshgate.rest.overviews import Annotation, dataplane_overview_routes
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
-from meshgate.store.redis import RedisStore
 from meshgate.store.redis_durability import ensure_durable
 from meshgate.tokens import DataplaneTokens, UserTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
@@ -300,7 +299,7 @@ async def _serve(
     )
     await ensure_admin_token(user_tokens, cfg.data_dir)
     async with anyio.create_task_group() as tg:
-        if isinstance(store, RedisStore):
+        if store.shared:
             await tg.start(partial(ensure_durable, cfg.store, allow_volatile=cfg.store_allow_volatile))
         ports = {
             "api": await tg.start(serve_app, api, cfg.bind_address, cfg.api_port),

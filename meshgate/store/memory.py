@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import anyio
+import anyio.abc
+
 from meshgate.resources.model import Resource, ResourceKey, utcnow
 from meshgate.store.events import ChangeEvent, ChangeHub, Op
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, Page
@@ -21,6 +24,14 @@ class MemoryStore:
     @property
     def changes(self) -> ChangeHub:
         return self._changes
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def follow(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # Only this process writes: every change is published by the write itself.
+        task_status.started()
 
     def _next_version(self) -> str:
         return str(next(self._versions))

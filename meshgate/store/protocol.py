@@ -13,6 +13,9 @@ Rules every backend keeps:
 - A write is all or nothing: a failed write changes nothing and emits no event.
 - Deleting a Mesh deletes every resource whose `mesh` is that Mesh's name, in the same transaction.
 - Every committed write publishes a `ChangeEvent` on `changes` after the commit.
+- `follow` is the change feed from other processes: a store that other processes write too (`shared`:
+  replicas on one Redis) feeds their changes into `changes` while `follow` runs; a store only this process
+  writes (memory, sqlite) has none to follow, and its `follow` reports started and returns.
 - `list` orders by (mesh, name); paging is by offset.
 """
 
@@ -21,6 +24,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import anyio
+import anyio.abc
 
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.events import ChangeHub
@@ -76,6 +82,17 @@ class Page:
 class ResourceStore(Protocol):
     @property
     def changes(self) -> ChangeHub: ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write this store too: their writes reach `changes` through `follow`, work
+        that must run once per store needs a lease, and the store's server must prove it persists."""
+        ...
+
+    async def follow(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Feeds `changes` with other processes' writes until cancelled or closed; reports started once it
+        follows (or tried to). Returns at once, after reporting started, where nothing else writes."""
+        ...
 
     async def get(self, key: ResourceKey) -> Resource:
         """Raises NotFoundError."""

@@ -10,9 +10,9 @@ Writes
     spurious AlreadyExistsError or ConflictError. The caller gets StoreUnavailableError instead and
     re-reads. (Reads are repeated once on a lost connection; see `redis_client` for stale connections.)
 
-Change events (`run`)
+Change events (`run`, the protocol's `follow`)
     `changes` is fed by the listener, `run`, which the owning process starts in its task group
-    (``await tg.start(store.run)``). It subscribes to the change channel and hands every message, from
+    (``await tg.start(store.follow)``). It subscribes to the change channel and hands every message, from
     every replica and from this one alike, to the hub, in Redis's publish order (commit order). Pub/sub
     drops messages while a subscriber is disconnected, so on every (re)subscribe and every
     `resync_interval` seconds the listener marks every known kind dirty (`ChangeHub.publish_resync`): the
@@ -148,6 +148,10 @@ class RedisStore:
     @property
     def changes(self) -> ChangeHub:
         return self._changes
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     @property
     def address(self) -> str:
@@ -327,6 +331,10 @@ class RedisStore:
             self._running = False
             self._listening = False
             self._release_waiters()
+
+    async def follow(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The protocol's change feed: `run`."""
+        await self.run(task_status=task_status)
 
     def _subscribed(self) -> _Subscription:
         return _Subscription(self)

@@ -47,6 +47,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -169,6 +170,14 @@ class SqliteStore:
     @property
     def changes(self) -> ChangeHub:
         return self._changes
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def follow(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # The file is this process's own: every change is published by the write that made it.
+        task_status.started()
 
     @property
     def path(self) -> str:
