@@ -21,19 +21,22 @@ from google.protobuf import wrappers_pb2
 
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.mtls import MtlsError, builtin_ca_secret_names, generate_ca
+from meshgate.resources import kinds
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore, iter_all
-from meshgate.store.watch import reconcile_on_changes
+from meshgate.store.watch import WatchLog, reconcile_forever
 
 __all__ = ["CaProvisioner"]
 
 log = structlog.get_logger("meshgate.global.ca")
 
-_WATCHED_KINDS = frozenset({"Mesh", "Secret"})
+_WATCHED_KINDS = frozenset({kinds.MESH, kinds.SECRET})
 
 
 def _secret(mesh: str, name: str, data: bytes) -> Resource:
-    return Resource("Secret", Meta(name=name, mesh=mesh), secret_pb2.Secret(data=wrappers_pb2.BytesValue(value=data)))
+    return Resource(
+        kinds.SECRET, Meta(name=name, mesh=mesh), secret_pb2.Secret(data=wrappers_pb2.BytesValue(value=data))
+    )
 
 
 def _data(secret: Resource) -> bytes:
@@ -48,7 +51,7 @@ class CaProvisioner:
 
     async def _get(self, mesh: str, name: str) -> Resource | None:
         try:
-            return await self._store.get(ResourceKey("Secret", mesh, name))
+            return await self._store.get(ResourceKey(kinds.SECRET, mesh, name))
         except NotFoundError:
             return None
 
@@ -85,7 +88,7 @@ class CaProvisioner:
 
     async def reconcile(self) -> None:
         """Every builtin backend of every Mesh (Kuma ensures all of them, not only the enabled one)."""
-        async for mesh in iter_all(self._store, "Mesh"):
+        async for mesh in iter_all(self._store, kinds.MESH):
             spec = mesh.spec
             for backend in spec.mtls.backends:  # type: ignore[attr-defined]
                 if backend.type == "builtin" and backend.name:
@@ -93,4 +96,10 @@ class CaProvisioner:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Reconciles at once and after every Mesh or Secret change until cancelled (meshgate.store.watch)."""
-        await reconcile_on_changes(self._store, _WATCHED_KINDS, self.reconcile, "ca", task_status=task_status)
+        await reconcile_forever(
+            self._store,
+            _WATCHED_KINDS,
+            lambda _: self.reconcile(),
+            log=WatchLog(log, "ca.reconcile_failed"),
+            task_status=task_status,
+        )

@@ -15,15 +15,17 @@ opened between the record's read in `on_connect` and the disable.
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import structlog
 
 from global_cp.insights import zone_enabled
-from meshgate.resources import registry
+from meshgate.resources import kinds, registry
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.rest.errors import validation_failed
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
+from meshgate.store.watch import Started, WatchLog, reconcile_forever
 from meshgate.transport.streams import StreamRegistry
 
 __all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
@@ -41,7 +43,7 @@ class ZoneLifecycle:
 
     async def before_write(self, method: str, key: ResourceKey) -> None:
         """The REST API's veto (meshgate.rest.app.BeforeWrite): refuses to delete a connected zone."""
-        if key.kind == "Zone" and method == "DELETE" and self._streams.connected(key.name):
+        if key.kind == kinds.ZONE and method == "DELETE" and self._streams.connected(key.name):
             raise validation_failed([Violation("zone", STILL_CONNECTED)], title="Could not delete a resource")
 
     def cut(self, zone: str) -> int:
@@ -59,7 +61,7 @@ class ZoneLifecycle:
     async def reconcile(self, zone: str) -> None:
         """Brings the streams of one zone in line with its record: cut if disabled, forgotten if deleted."""
         try:
-            record = await self._store.get(ResourceKey("Zone", "", zone))
+            record = await self._store.get(ResourceKey(kinds.ZONE, "", zone))
         except NotFoundError:
             if not self._streams.by_zone(zone):
                 # A deleted zone leaves no trace in insights or `kds trace`; it starts afresh if it returns.
@@ -90,7 +92,7 @@ class ZoneLifecycle:
     async def sweep_orphans(self) -> int:
         """Removes synced-up resources whose zone has no record any more (its deletion was missed, e.g.
         while this replica was down). Singleton work: only the leader runs it."""
-        zones = {r.meta.name for r in (await self._store.list("Zone")).items}
+        zones = {r.meta.name for r in (await self._store.list(kinds.ZONE)).items}
         removed = 0
         orphans: set[str] = set()
         for descriptor in registry.kinds_sent_to_global():
@@ -112,9 +114,10 @@ class ZoneLifecycle:
             await anyio.sleep(interval)
 
     async def _reconcile_batch(self, batch: ChangeBatch | None) -> None:
-        keys = batch.get("Zone") if batch is not None else None
-        if batch is not None and "Zone" not in batch:
+        """`batch`: the Zone records that changed (None: every zone with a stream)."""
+        if batch is not None and kinds.ZONE not in batch:
             return
+        keys = batch[kinds.ZONE] if batch is not None else None
         zones = {k.name for k in keys} if keys is not None else self._streams.zones()
         for zone in sorted(zones):
             await self.reconcile(zone)
@@ -122,15 +125,14 @@ class ZoneLifecycle:
     async def run(
         self, check_interval: float = 1.0, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        # Subscribe before the first check, so no change between the check and the loop is lost.
-        async with self._store.changes.subscribe() as sub:
-            await self._reconcile_batch(None)
-            task_status.started()
-            while True:
-                with anyio.move_on_after(check_interval) as scope:
-                    batch = await sub.next_batch()
-                try:
-                    await self._reconcile_batch(None if scope.cancelled_caught else batch)
-                except StoreError as exc:
-                    # The store is away (Redis restarting): the next change or periodic check tries again.
-                    log.warning("zone.reconcile_failed", error=str(exc))
+        """Checks every zone with a stream, reports started, then re-checks the zones whose record changed, and
+        every zone with a stream each `check_interval` seconds (a stream opened as its zone was disabled)."""
+        await reconcile_forever(
+            self._store,
+            {kinds.ZONE},
+            self._reconcile_batch,
+            resync=check_interval,
+            log=WatchLog(log, "zone.reconcile_failed"),
+            started=Started.RECONCILED,
+            task_status=task_status,
+        )

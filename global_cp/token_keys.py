@@ -13,8 +13,9 @@ import anyio
 import anyio.abc
 import structlog
 
+from meshgate.resources import kinds
 from meshgate.store.protocol import ResourceStore, StoreError, iter_all
-from meshgate.store.watch import reconcile_on_changes
+from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.tokens import DataplaneTokens, TokenType
 
 __all__ = ["TokenKeyUpkeep"]
@@ -32,7 +33,7 @@ class TokenKeyUpkeep:
         self._meshes: set[str] = set()
 
     async def reconcile(self) -> None:
-        meshes = {m.meta.name async for m in iter_all(self._store, "Mesh")}
+        meshes = {m.meta.name async for m in iter_all(self._store, kinds.MESH)}
         for mesh in sorted(meshes):
             await self._dataplane.mesh(mesh).keys.signer()  # creates the first key when missing
         for gone in self._meshes - meshes:
@@ -47,7 +48,13 @@ class TokenKeyUpkeep:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._sweep_forever)
-            await reconcile_on_changes(self._store, {"Mesh"}, self.reconcile, "token_keys", task_status=task_status)
+            await reconcile_forever(
+                self._store,
+                {kinds.MESH},
+                lambda _: self.reconcile(),
+                log=WatchLog(log, "token_keys.reconcile_failed"),
+                task_status=task_status,
+            )
 
     async def _sweep_forever(self) -> None:
         while True:

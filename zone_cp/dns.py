@@ -31,9 +31,11 @@ from meshgate.dns.responder import Table
 from meshgate.dns.server import DnsServer
 from meshgate.dns.upstream import Upstream
 from meshgate.dns.vips import allocate
+from meshgate.resources import kinds
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
-from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore, StoreError
+from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshgate.store.watch import Started, WatchLog, reconcile_forever
 
 __all__ = ["VIPS_KIND", "VIPS_NAME", "ZoneDns"]
 
@@ -42,7 +44,7 @@ log = structlog.get_logger("meshgate.zone.dns")
 VIPS_KIND = "VirtualIPs"
 VIPS_NAME = "vips"
 # What names are computed from: a change to anything else (our own VirtualIPs writes included) is ignored.
-_SOURCE_KINDS = frozenset({"Mesh", "Dataplane", "MeshGateway"})
+_SOURCE_KINDS = frozenset({kinds.MESH, kinds.DATAPLANE, kinds.MESH_GATEWAY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,6 @@ class ZoneDns:
         self._domain = domain.lower().strip(".")
         self.server = DnsServer(Table(self._domain, {}), upstream=upstream)
         self.meshes: dict[str, MeshVips] = {}
-        self._dirty = anyio.Event()
         # Called after every refresh: the zone's xDS regenerates VIP outbound listeners from `meshes`.
         self.on_change: Callable[[], None] | None = None
 
@@ -90,9 +91,9 @@ class ZoneDns:
 
     async def refresh(self) -> None:
         """Recomputes every mesh's names and VIPs, persists what changed, and swaps the server's table."""
-        meshes = sorted(m.meta.name for m in (await self._store.list("Mesh")).items)
-        dataplanes = (await self._store.list("Dataplane")).items
-        gateways = (await self._store.list("MeshGateway")).items
+        meshes = sorted(m.meta.name for m in (await self._store.list(kinds.MESH)).items)
+        dataplanes = (await self._store.list(kinds.DATAPLANE)).items
+        gateways = (await self._store.list(kinds.MESH_GATEWAY)).items
         stored = {r.meta.mesh: r for r in (await self._store.list(VIPS_KIND)).items}
         result: dict[str, MeshVips] = {}
         for mesh in meshes:
@@ -145,35 +146,25 @@ class ZoneDns:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Loads and persists every VIP, reports started, then follows the store until cancelled."""
-        async with self._store.changes.subscribe() as sub, anyio.create_task_group() as tg:
+        await reconcile_forever(
+            self._store,
+            _SOURCE_KINDS,
+            lambda _: self._refresh_settled(),
+            log=WatchLog(log, "dns.refresh_failed"),
+            started=Started.RECONCILED,
+            task_status=task_status,
+        )
 
-            async def follow_store() -> None:
-                while True:
-                    if _SOURCE_KINDS & (await sub.next_batch()).keys():
-                        self._dirty.set()
-
-            tg.start_soon(follow_store)
-            self._dirty.set()
-            started = False
-            while True:
-                await self._dirty.wait()
-                self._dirty = anyio.Event()
-                try:
-                    await self.refresh()
-                except (ConflictError, AlreadyExistsError) as exc:
-                    # Another writer of the same record (a second zone replica on a shared store): read again.
-                    log.info("dns.vips_conflict", error=str(exc))
-                    self._dirty.set()
-                    await anyio.sleep(0.05)
-                    continue
-                except StoreError as exc:
-                    log.warning("dns.refresh_failed", error=str(exc))
-                    self._dirty.set()
-                    await anyio.sleep(0.5)
-                    continue
-                if not started:
-                    started = True
-                    task_status.started()
+    async def _refresh_settled(self) -> None:
+        """`refresh`, read again whenever another writer of the same record (a second zone replica on a shared
+        store) got there first: a lost race, not an outage, so it is retried at once."""
+        while True:
+            try:
+                await self.refresh()
+                return
+            except (ConflictError, AlreadyExistsError) as exc:
+                log.info("dns.vips_conflict", error=str(exc))
+                await anyio.sleep(0.05)
 
     def lookup(self, mesh: str, name: str) -> dict[str, Any] | None:
         """`name`'s entry as `GET /vips` lists it (in `mesh`, or in any mesh when ""), or None when unknown."""

@@ -46,10 +46,12 @@ from envoy.config.core.v3 import base_pb2
 
 from meshgate.auth.jwt import TokenError, unverified_payload
 from meshgate.k8s.token_review import ServiceAccountTokenRefused, ServiceAccountTokens
-from meshgate.resources import codec
+from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
+from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.tokens.keys import SigningKeyMissing
 from meshgate.tokens.services import DataplaneTokens
 from meshgate.xds.ads import ProxyId
@@ -294,7 +296,7 @@ class DpServer:
         if session.owns and not any(s.owns for s in live):
             # dataplane_lifecycle.go: a proxy that registered itself is gone with its last stream.
             with contextlib.suppress(NotFoundError):
-                await self.store.delete(ResourceKey("Dataplane", session.proxy.mesh, session.proxy.name))
+                await self.store.delete(ResourceKey(kinds.DATAPLANE, session.proxy.mesh, session.proxy.name))
             log.info("xds.dataplane.deregistered", proxy=str(session.proxy)[:_MAX_LOGGED])
 
     # -- what the rest of the zone asks --------------------------------------------------------------------
@@ -320,13 +322,17 @@ class DpServer:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Wakes every open session when a mesh Secret changes (a revocation list or a signing key)."""
-        async with self.store.changes.subscribe() as sub:
-            task_status.started()
-            while True:
-                batch = await sub.next_batch()
-                if "Secret" in batch.keys():  # noqa: SIM118 - a ChangeBatch, not a dict
-                    changed, self.secrets_changed = self.secrets_changed, anyio.Event()
-                    changed.set()
+        await reconcile_forever(
+            self.store,
+            {kinds.SECRET},
+            self._wake_sessions,
+            log=WatchLog(log, "xds.auth.wake_failed"),
+            task_status=task_status,
+        )
+
+    async def _wake_sessions(self, _batch: ChangeBatch | None) -> None:
+        changed, self.secrets_changed = self.secrets_changed, anyio.Event()
+        changed.set()
 
     # -- internals ---------------------------------------------------------------------------------------------
 
@@ -334,7 +340,7 @@ class DpServer:
         text = _metadata_string(node, FIELD_DATAPLANE)
         if text is None:
             try:
-                found = await self.store.get(ResourceKey("Dataplane", proxy.mesh, proxy.name))
+                found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
             except NotFoundError:
                 raise StreamRefused(
                     "unknown_dataplane",
@@ -358,7 +364,7 @@ class DpServer:
                     f"{FIELD_DATAPLANE} must hold one Dataplane document",
                     grpc.StatusCode.INVALID_ARGUMENT,
                 )
-            doc = {**docs[0], "type": "Dataplane", "mesh": proxy.mesh, "name": proxy.name}
+            doc = {**docs[0], "type": kinds.DATAPLANE, "mesh": proxy.mesh, "name": proxy.name}
             if docs[0].get("mesh", proxy.mesh) != proxy.mesh or docs[0].get("name", proxy.name) != proxy.name:
                 raise StreamRefused(
                     "invalid_dataplane",
@@ -369,7 +375,7 @@ class DpServer:
             labels: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
             labels.pop(LABEL_ZONE, None)
             doc["labels"] = {**labels, LABEL_ORIGIN: Origin.ZONE.value}
-            return codec.load(doc, kind="Dataplane"), True
+            return codec.load(doc, kind=kinds.DATAPLANE), True
         except ValidationError as exc:
             problems = "; ".join(map(str, exc.violations))[:_MAX_LOGGED]
             raise StreamRefused(
@@ -390,7 +396,7 @@ class DpServer:
 
     async def _register(self, dataplane: Resource) -> bool:
         """Creates or updates the Dataplane (dataplane_lifecycle.go); True once it is in the store."""
-        key = ResourceKey("Dataplane", dataplane.meta.mesh, dataplane.meta.name)
+        key = ResourceKey(kinds.DATAPLANE, dataplane.meta.mesh, dataplane.meta.name)
         for _ in range(5):  # optimistic concurrency: re-read on conflict, a few times at most
             try:
                 current = await self.store.get(key)

@@ -20,8 +20,9 @@ Design (level-triggered, one anyio task group owned by the zone app):
 - `desired_replicas(instances)` and `plan(desired, running)` are pure: what should run, and which replicas to
   stop (highest index first) and start. A replica whose Dataplane document changed (tags, mesh) is stopped and
   started again.
-- The reconcile loop re-reads the store's MeshGatewayInstances on every change batch touching them (and every
-  `resync_interval` seconds), and applies the plan: stops concurrently, then starts.
+- The reconcile loop (meshgate.store.watch) re-reads the store's MeshGatewayInstances on every change batch
+  touching them or a Mesh (and every `resync_interval` seconds), and applies the plan: stops concurrently,
+  then starts.
 - Each replica is one task (`_Replica.run`): spawn the child in its own session (process group), wait for it,
   and when it exits by itself restart it after an exponential backoff (reset once a run lasted
   `_STABLE_AFTER` seconds). The task is stopped by cancelling its scope; its shielded cleanup sends SIGTERM
@@ -69,10 +70,12 @@ from meshgate.k8s.status import (
     REASON_NO_GATEWAY_MATCHED,
     REASON_READY,
 )
+from meshgate.resources import kinds
 from meshgate.resources.kinds import meshgatewayinstance
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
-from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError
+from meshgate.store.protocol import NotFoundError, ResourceStore
+from meshgate.store.watch import Started, WatchLog, reconcile_forever
 from meshgate.tokens import DataplaneTokens, SigningKeyMissing
 
 __all__ = [
@@ -89,8 +92,7 @@ __all__ = [
 
 log = structlog.get_logger("meshgate.zone.provisioning")
 
-INSTANCE_KIND = meshgatewayinstance.DESCRIPTOR.name
-_WATCHED_KINDS = frozenset({INSTANCE_KIND, "Mesh"})
+_WATCHED_KINDS = frozenset({kinds.MESH_GATEWAY_INSTANCE, kinds.MESH})
 # A guard against a typo like `replicas: 10000` forking the zone host to death; reported in the status.
 MAX_REPLICAS = 32
 # Restart backoff after a replica exits by itself.
@@ -133,7 +135,7 @@ def dataplane_name(key: ReplicaKey) -> str:
 
 def _dataplane_doc(instance: Resource, index: int) -> str:
     doc = {
-        "type": "Dataplane",
+        "type": kinds.DATAPLANE,
         "mesh": instance.meta.mesh,
         "name": dataplane_name(ReplicaKey(instance.meta.mesh, instance.meta.name, index)),
         "networking": {
@@ -389,29 +391,25 @@ class Provisioner:
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         self.host, self.api_port, self.xds_port = _connect_host(bind_address), api_port, xds_port
-        async with self.store.changes.subscribe() as sub, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             self._tg = tg
             try:
-                await self._reconcile_logged()
-                task_status.started()
-                while True:
-                    with anyio.move_on_after(self.resync_interval):
-                        while not (_WATCHED_KINDS & (await sub.next_batch()).keys()):
-                            pass
-                    await self._reconcile_logged()
+                await reconcile_forever(
+                    self.store,
+                    _WATCHED_KINDS,
+                    lambda _: self.reconcile(),
+                    resync=self.resync_interval,
+                    log=WatchLog(log, "zone.gateway.reconcile.failed"),
+                    started=Started.RECONCILED,
+                    task_status=task_status,
+                )
             finally:
                 self._tg = None
                 # Cancelling the group stops every replica through its shielded cleanup.
                 tg.cancel_scope.cancel()
 
     async def _instances(self) -> list[Resource]:
-        return list((await self.store.list(INSTANCE_KIND)).items)
-
-    async def _reconcile_logged(self) -> None:
-        try:
-            await self.reconcile()
-        except StoreError as exc:  # level-triggered: the next change or resync tries again
-            log.warning("zone.gateway.reconcile.failed", error=str(exc))
+        return list((await self.store.list(kinds.MESH_GATEWAY_INSTANCE)).items)
 
     async def reconcile(self) -> None:
         desired = desired_replicas(await self._instances())
@@ -441,7 +439,7 @@ class Provisioner:
     async def forget_dataplane(self, key: ReplicaKey) -> None:
         """A replica SIGKILLed (or whose zone API was already down) could not deregister: do it for it."""
         try:
-            await self.store.delete(ResourceKey("Dataplane", key.mesh, dataplane_name(key)))
+            await self.store.delete(ResourceKey(kinds.DATAPLANE, key.mesh, dataplane_name(key)))
         except NotFoundError:
             pass
         except Exception as exc:  # the store may be failing; the next registration overwrites it anyway
@@ -450,8 +448,8 @@ class Provisioner:
     # -- status ------------------------------------------------------------------------------------------
 
     async def status(self, mesh: str, name: str) -> dict[str, Any]:
-        instance = await self.store.get(ResourceKey(INSTANCE_KIND, mesh, name))
-        gateways = list((await self.store.list("MeshGateway", mesh)).items)
+        instance = await self.store.get(ResourceKey(kinds.MESH_GATEWAY_INSTANCE, mesh, name))
+        gateways = list((await self.store.list(kinds.MESH_GATEWAY, mesh)).items)
         replicas = sorted(
             (r for k, r in self._replicas.items() if (k.mesh, k.instance) == (mesh, name)), key=lambda r: r.key.index
         )

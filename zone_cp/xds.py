@@ -25,8 +25,10 @@ import structlog
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.mtls import CertificateAuthority, LeafCache, MtlsError, builtin_ca_secret_names, enabled_builtin_backend
 from meshgate.mtls import load_ca as load_mesh_ca
+from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey
-from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
+from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
+from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.transport.wakeup import Wakeup
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
@@ -40,7 +42,7 @@ __all__ = ["ZoneXds"]
 
 log = structlog.get_logger("meshgate.zone.xds")
 
-_SHAPING_KINDS = frozenset({"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane", "Secret"})
+_SHAPING_KINDS = frozenset({kinds.MESH, kinds.MESH_GATEWAY, kinds.MESH_GATEWAY_ROUTE, kinds.DATAPLANE, kinds.SECRET})
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
 # outbounds live 24 h and are re-issued at half-life (meshgate/mtls), which only a regeneration can deliver. An
 # unchanged snapshot sends Envoy nothing.
@@ -95,14 +97,14 @@ class ZoneXds(SnapshotStore):
 
     async def _secret(self, mesh: str, name: str) -> bytes | None:
         try:
-            return _secret_bytes(await self._store.get(ResourceKey("Secret", mesh, name)))
+            return _secret_bytes(await self._store.get(ResourceKey(kinds.SECRET, mesh, name)))
         except NotFoundError:
             return None
 
     async def _cas(self) -> dict[str, CertificateAuthority]:
         """mesh -> its builtin CA, for every Mesh whose enabled backend is builtin and whose CA is readable."""
         out: dict[str, CertificateAuthority] = {}
-        async for mesh in iter_all(self._store, "Mesh"):
+        async for mesh in iter_all(self._store, kinds.MESH):
             backend = enabled_builtin_backend(mesh.spec)
             if backend is None:
                 continue
@@ -130,7 +132,7 @@ class ZoneXds(SnapshotStore):
         dataplanes: list[Resource] = []
         for mesh in sorted(meshes):
             if mesh not in loaded:
-                loaded[mesh] = await self._all("Dataplane", mesh)
+                loaded[mesh] = await self._all(kinds.DATAPLANE, mesh)
             dataplanes.extend(loaded[mesh])
         return CrossMesh(
             await self._cas(),
@@ -147,16 +149,16 @@ class ZoneXds(SnapshotStore):
             return
         loaded: dict[str, list[Resource]] = {}
         for mesh in sorted({p.mesh for p in proxies}):
-            loaded[mesh] = await self._all("Dataplane", mesh)
+            loaded[mesh] = await self._all(kinds.DATAPLANE, mesh)
         # Every mesh's gateways, read once: crossMesh needs them all, each mesh's proxies their own.
-        all_gateways = [r async for r in iter_all(self._store, "MeshGateway")]
+        all_gateways = [r async for r in iter_all(self._store, kinds.MESH_GATEWAY)]
         cross_mesh = await self._cross_mesh(all_gateways, loaded)
         for mesh in sorted({p.mesh for p in proxies}):
             gateways = [g for g in all_gateways if g.meta.mesh == mesh]
             vips = self._vips(mesh) if self._vips is not None else ()  # the same for every proxy of the mesh
-            routes = await self._all("MeshGatewayRoute", mesh)
+            routes = await self._all(kinds.MESH_GATEWAY_ROUTE, mesh)
             dataplanes = loaded[mesh]
-            secrets = {r.meta.name: _secret_bytes(r) for r in await self._all("Secret", mesh)}
+            secrets = {r.meta.name: _secret_bytes(r) for r in await self._all(kinds.SECRET, mesh)}
             by_name = {d.meta.name: d for d in dataplanes}
             index = EndpointIndex(dataplanes, mesh=mesh, zone=self._zone)  # shared by the mesh's proxies
             route_index = RouteIndex(routes)
@@ -186,22 +188,12 @@ class ZoneXds(SnapshotStore):
         self._dirty.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with self._store.changes.subscribe() as sub, anyio.create_task_group() as tg:
-
-            async def follow_store() -> None:
-                while True:
-                    batch = await sub.next_batch()
-                    if _SHAPING_KINDS & batch.keys():
-                        self._dirty.set()
-
-            tg.start_soon(follow_store)
-            task_status.started()
-            while True:
-                with anyio.move_on_after(self._refresh_interval):
-                    await self._dirty.wait()
-                try:
-                    await self.regenerate()
-                except StoreError as exc:
-                    log.warning("xds.regenerate_failed", error=str(exc))
-                    self._dirty.set()
-                    await anyio.sleep(0.5)
+        await reconcile_forever(
+            self._store,
+            _SHAPING_KINDS,
+            lambda _: self.regenerate(),
+            resync=self._refresh_interval,
+            wake=self._dirty,
+            log=WatchLog(log, "xds.regenerate_failed"),
+            task_status=task_status,
+        )

@@ -48,8 +48,11 @@ from meshgate.k8s.status import (
     status_patch,
 )
 from meshgate.k8s.workqueue import WorkQueue
+from meshgate.resources import kinds
 from meshgate.resources.model import Resource, utcnow
+from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import ResourceStore, StoreError
+from meshgate.store.watch import WatchLog, reconcile_forever
 
 __all__ = ["InstanceKey", "Outcome", "ReconcileResult", "Reconciler", "ReconcilerOptions", "controller_of"]
 
@@ -59,7 +62,7 @@ InstanceKey = tuple[str, str]  # (namespace, name)
 
 # Zone store kinds whose change can change a rendering: a MeshGateway's selectors and listeners; a Mesh's
 # deletion removes its gateways (the store publishes those too, but re-reading on Mesh is cheap and safe).
-_STORE_KINDS = frozenset({"MeshGateway", "Mesh"})
+_STORE_KINDS = frozenset({kinds.MESH_GATEWAY, kinds.MESH})
 
 
 class Outcome(StrEnum):
@@ -178,12 +181,17 @@ class Reconciler:
             await anyio.sleep(self._options.rewatch_delay)
 
     async def _store_loop(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with self._store.changes.subscribe() as sub:
-            task_status.started()
-            while True:
-                batch = await sub.next_batch()
-                if _STORE_KINDS & batch.keys():
-                    self._enqueue_all()
+        await reconcile_forever(
+            self._store,
+            _STORE_KINDS,
+            self._on_store_change,
+            log=WatchLog(log, "k8s.store.enqueue_failed"),
+            task_status=task_status,
+        )
+
+    async def _on_store_change(self, _batch: ChangeBatch | None) -> None:
+        # Which instances a gateway change concerns is for `reconcile` to find out: enqueue every one.
+        self._enqueue_all()
 
     async def _resync_loop(self) -> None:
         while True:
@@ -264,7 +272,7 @@ class Reconciler:
     async def _render(self, instance: MeshGatewayInstance) -> Rendering:
         namespace = await self._api.get(Kind.NAMESPACE, "", instance.namespace)
         annotations = ((namespace or {}).get("metadata") or {}).get("annotations") or {}
-        gateways: list[Resource] = (await self._store.list("MeshGateway")).items
+        gateways: list[Resource] = (await self._store.list(kinds.MESH_GATEWAY)).items
         return render(instance, gateways, self._settings, annotations)
 
     async def _controlled(

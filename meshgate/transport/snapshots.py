@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from meshgate.backoff import Backoff
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.naming import wire_name
 from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.events import ChangeBatch
-from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
+from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
+from meshgate.store.watch import Started, WatchLog, reconcile_forever
 from meshgate.transport.wakeup import Wakeup
 
 __all__ = ["SnapshotSource"]
@@ -28,6 +30,9 @@ log = structlog.get_logger("meshgate.kds.snapshots")
 
 # Page size for full reloads: big enough to read 10k resources in a few queries.
 _PAGE = 5000
+# Pause after a failed reload (seconds): short at first, so a store that blinked costs little staleness,
+# growing to a cap that does not hammer a store that is down.
+_RETRY = (0.05, 2.0)
 
 
 @dataclass(slots=True)
@@ -162,33 +167,21 @@ class SnapshotSource:
 
         Started is reported only after a complete first load: serving an empty snapshot would tell every
         reconnecting zone to delete everything it holds. While the store is unavailable later on, the last
-        snapshots keep serving and a full reload is retried until it succeeds.
+        snapshots keep serving and a full reload is retried until it succeeds. A periodic full reload every
+        `resync_interval` quiet seconds covers events lost by a shared backend.
         """
-        # Subscribe before the first load, so no change between the load and the loop is lost.
-        async with self._store.changes.subscribe() as sub:
-            await self._refresh_until_ok(None)
-            task_status.started()
-            while True:
-                with anyio.move_on_after(self._resync_interval) as scope:
-                    batch = await sub.next_batch()
-                # A timeout means a periodic full resync: it covers events lost by a shared backend.
-                if await self._refresh_until_ok(None if scope.cancelled_caught else batch) and scope.cancelled_caught:
-                    log.info("kds.snapshot.resync_found_changes")
-
-    async def _refresh_until_ok(self, batch: ChangeBatch | None) -> bool:
-        delay = 0.05
-        failing = False
-        while True:
-            try:
-                changed = await self.refresh(batch)
-            except StoreError as exc:
-                if not failing:
-                    log.warning("kds.snapshot.store_unavailable", error=str(exc), serving="last snapshot")
-                failing = True
-                batch = None  # whatever happened meanwhile, re-read everything once the store is back
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if failing:
-                log.info("kds.snapshot.store_back")
-            return changed
+        await reconcile_forever(
+            self._store,
+            [d.name for d in self.kinds],
+            self.refresh,
+            resync=self._resync_interval,
+            backoff=Backoff(initial=_RETRY[0], maximum=_RETRY[1]),
+            log=WatchLog(
+                log,
+                "kds.snapshot.store_unavailable",
+                recovered="kds.snapshot.store_back",
+                resync_changed="kds.snapshot.resync_found_changes",
+            ),
+            started=Started.RECONCILED,
+            task_status=task_status,
+        )
