@@ -28,7 +28,7 @@ from aiohttp import web
 from meshgate.api.system.v1alpha1 import zone_pb2
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Sender
-from meshgate.resources import registry as kinds
+from meshgate.resources import kinds, registry
 from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest import overviews
 from meshgate.rest.app import ExtraRoute
@@ -250,7 +250,7 @@ def global_insight(
     return {
         "type": "GlobalInsight",
         "createdAt": timestamp(now.wall),
-        "meshes": {"total": counts.get("Mesh", 0)},
+        "meshes": {"total": counts.get(kinds.MESH, 0)},
         "resources": {kind: {"total": n} for kind, n in sorted(counts.items())},
         "zones": {"controlPlanes": {"online": online, "total": len(zones)}},
         "instanceId": streams.instance_id,
@@ -371,7 +371,7 @@ def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: Health
         return web.json_response(zone_overview(zone, record, streams, Now.current(), policy))
 
     async def get_global_insight(request: web.Request) -> web.Response:
-        counts = {d.name: (await store.list(d.name, size=1)).total for d in kinds.KINDS}
+        counts = {d.name: (await store.list(d.name, size=1)).total for d in registry.KINDS}
         return web.json_response(global_insight(counts, await zone_records(store), streams, Now.current(), policy))
 
     async def annotate() -> Callable[[Resource], overviews.Annotation]:

@@ -31,6 +31,7 @@ from global_cp.insights import zone_records as read_zone_records
 from global_cp.insights import zone_status as status_of
 from global_cp.trace import DownEvidence, Verdict, ask_other_replicas, verdict_down
 from meshgate.dns.names import cross_mesh_name, service_names
+from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.rest.app import ExtraRoute
@@ -51,7 +52,7 @@ _RANK = {ORIGIN: 0, "in sync": 1, "pending": 2, "rejected": 3, "offline": 4, "ab
 
 @dataclass(frozen=True, slots=True)
 class NameSource:
-    kind: str  # "Dataplane" or "MeshGateway"
+    kind: str  # kinds.DATAPLANE or kinds.MESH_GATEWAY
     mesh: str
     name: str  # as the user named it (display name)
     global_name: str  # as the global stores it (hash-suffixed for zone-made resources)
@@ -78,7 +79,7 @@ def name_sources(
             service = inbound.tags.get(TAG_SERVICE, "")
             if service and wanted in service_names(service, domain):
                 detail = f"inbound {TAG_SERVICE}: {service}"
-                out.append(NameSource("Dataplane", dp.meta.mesh, display, dp.meta.name, _zone_of(dp), 80, detail))
+                out.append(NameSource(kinds.DATAPLANE, dp.meta.mesh, display, dp.meta.name, _zone_of(dp), 80, detail))
                 break
     for gw in gateways:
         display = gw.meta.labels.get(LABEL_DISPLAY_NAME) or gw.meta.name
@@ -86,7 +87,9 @@ def name_sources(
             if listener.crossMesh and cross_mesh_name(listener.hostname, display, gw.meta.mesh, domain) == wanted:
                 detail = f"crossMesh listener :{listener.port}"
                 port = int(listener.port)
-                out.append(NameSource("MeshGateway", gw.meta.mesh, display, gw.meta.name, _zone_of(gw), port, detail))
+                out.append(
+                    NameSource(kinds.MESH_GATEWAY, gw.meta.mesh, display, gw.meta.name, _zone_of(gw), port, detail)
+                )
     return sorted(out, key=lambda s: (s.mesh, s.kind, s.zone, s.name))
 
 
@@ -101,7 +104,7 @@ def _source_in_zone(
 ) -> tuple[Verdict | str, str]:
     if source.zone == zone:
         return ORIGIN, f"{source.kind} {source.name} was created in this zone"
-    if source.zone and source.kind == "MeshGateway":
+    if source.zone and source.kind == kinds.MESH_GATEWAY:
         return "absent", f"MeshGateway {source.name} was created in zone {source.zone}; zone-made gateways stay there"
     session = next((s for s in streams.by_zone(zone) if s.sender is not None), None)
     key = ResourceKey(source.kind, source.mesh, source.global_name)
@@ -149,8 +152,8 @@ def trace_name_route(
             raise bad_request("name: required")
         mesh = request.query.get("mesh") or None
         domain = request.query.get("domain", "mesh")
-        dataplanes = await list_all(store, "Dataplane", mesh)
-        gateways = await list_all(store, "MeshGateway", mesh)
+        dataplanes = await list_all(store, kinds.DATAPLANE, mesh)
+        gateways = await list_all(store, kinds.MESH_GATEWAY, mesh)
         sources = name_sources(name, dataplanes, gateways, domain=domain)
         if not sources:
             where = f' in mesh "{mesh}"' if mesh else " in any mesh"

@@ -21,7 +21,7 @@ from functools import partial
 from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.receiver import Plan, Receiver, Rejection
-from meshgate.resources import codec, registry
+from meshgate.resources import codec, kinds, registry
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 
@@ -65,7 +65,7 @@ class ZoneSink:
         for name, version, resource in plan.upserts:
             mesh = resource.meta.mesh
             if mesh and mesh not in meshes:
-                meshes[mesh] = await self._exists(ResourceKey("Mesh", "", mesh))
+                meshes[mesh] = await self._exists(ResourceKey(kinds.MESH, "", mesh))
             if mesh and not meshes[mesh]:
                 reason = f"mesh {mesh!r} does not exist on the global: create the Mesh there first"
                 rejections.append(Rejection(name, version, reason))

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import LABEL_ZONE
 
@@ -55,7 +56,7 @@ def age(timestamp: object, now: datetime) -> str:
 def _row(kind: KindDescriptor, item: Mapping[str, Any], now: datetime) -> list[str]:
     row = [str(item.get("mesh", ""))] if kind.mesh_scoped else []
     row.append(str(item.get("name", "")))
-    if kind.name == "Dataplane":
+    if kind.name == kinds.DATAPLANE:
         labels = item.get("labels")
         zone = labels.get(LABEL_ZONE, "") if isinstance(labels, Mapping) else ""
         row.append(str(zone))
@@ -66,7 +67,7 @@ def _row(kind: KindDescriptor, item: Mapping[str, Any], now: datetime) -> list[s
 
 def _headers(kind: KindDescriptor) -> list[str]:
     headers = ["MESH", "NAME"] if kind.mesh_scoped else ["NAME"]
-    if kind.name == "Dataplane":
+    if kind.name == kinds.DATAPLANE:
         headers.append("ZONE")
     return [*headers, "AGE"]
 

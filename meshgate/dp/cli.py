@@ -26,7 +26,7 @@ from meshgate.dp.app import DpConfig, run_dp
 from meshgate.dp.bootstrap import parse_cp_address
 from meshgate.dp.envoy import EnvoyNotFoundError, find_envoy, unique_base_id
 from meshgate.dp.registration import TOKEN_FILE_FLAG, TokenSourceError, read_token
-from meshgate.resources import codec
+from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import Resource
 
@@ -53,13 +53,13 @@ def load_dataplane(text: str, *, name: str = "", mesh: str = "", source: str = "
     if len(docs) != 1:
         raise typer.BadParameter(f"expected one Dataplane document, found {len(docs)}", param_hint=source)
     doc: dict[str, Any] = dict(docs[0])
-    doc.setdefault("type", "Dataplane")
+    doc.setdefault("type", kinds.DATAPLANE)
     if name:
         doc["name"] = name
     if mesh:
         doc["mesh"] = mesh
     try:
-        return codec.load(doc, kind="Dataplane")
+        return codec.load(doc, kind=kinds.DATAPLANE)
     except ValidationError as exc:
         problems = "; ".join(map(str, exc.violations))
         raise typer.BadParameter(f"invalid Dataplane: {problems}", param_hint=source) from exc

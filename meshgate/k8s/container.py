@@ -46,6 +46,7 @@ from meshgate.k8s.instance import (
 )
 from meshgate.k8s.quantity import canonical, milli_value
 from meshgate.k8s.settings import Probe, ZoneSettings
+from meshgate.resources import kinds
 
 __all__ = [
     "ANNOTATION_XDS_CA",
@@ -114,7 +115,7 @@ def _escape(text: str) -> str:
 def dataplane_arg(instance: MeshGatewayInstance, mesh: str) -> str:
     """The Pod's Dataplane for `--dataplane`, named as Kuma names a Pod's (`<pod>.<namespace>`)."""
     doc = {
-        "type": "Dataplane",
+        "type": kinds.DATAPLANE,
         "mesh": _escape(mesh),
         "name": "$(POD_NAME).$(POD_NAMESPACE)",
         "networking": {

@@ -28,6 +28,7 @@ from typing import Any
 from meshgate.k8s.duration import DurationError, parse_duration
 from meshgate.k8s.quantity import QuantityError, canonical
 from meshgate.k8s.status import Condition, parse_conditions
+from meshgate.resources import kinds
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.tags import TAG_SERVICE, check_tags
 
@@ -58,7 +59,7 @@ __all__ = [
 GROUP = "kuma.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "MeshGatewayInstance"
+KIND = kinds.MESH_GATEWAY_INSTANCE
 PLURAL = "meshgatewayinstances"
 
 # Kuma's pkg/plugins/runtime/k8s/metadata: the annotations that shape the proxy container.

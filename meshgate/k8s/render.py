@@ -48,6 +48,7 @@ from meshgate.k8s.container import ANNOTATION_XDS_CA, gateway_container, gateway
 from meshgate.k8s.instance import ANNOTATION_MESH, API_VERSION, KIND, MeshGatewayInstance, ServiceType
 from meshgate.k8s.selection import mesh_of, select_gateway
 from meshgate.k8s.settings import ZoneSettings
+from meshgate.resources import kinds
 from meshgate.resources.model import Resource
 
 __all__ = [
@@ -88,7 +89,7 @@ def render(
 ) -> Rendering:
     """`gateways` may span meshes; only those in the instance's mesh are candidates."""
     mesh = mesh_of(instance, namespace_annotations or {})
-    candidates = [g for g in gateways if g.kind == "MeshGateway" and g.meta.mesh == mesh]
+    candidates = [g for g in gateways if g.kind == kinds.MESH_GATEWAY and g.meta.mesh == mesh]
     gateway = select_gateway(candidates, instance.proxy_tags())
     return Rendering(
         mesh=mesh,

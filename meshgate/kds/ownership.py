@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from meshgate.kds.naming import hashed_name
-from meshgate.resources import registry
+from meshgate.resources import kinds, registry
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Origin, Resource
 
 __all__ = [
@@ -80,7 +80,7 @@ def hashed_down(kind: str) -> bool:
     """Whether the global hash-suffixes names of `kind` for zones with `hash-suffix`: mesh-scoped kinds other
     than Secret, whose names zones look up as they are (context.go: the HashSuffixMapper condition)."""
     d = registry.get(kind)
-    return d.mesh_scoped and kind != "Secret"
+    return d.mesh_scoped and kind != kinds.SECRET
 
 
 def to_zone(r: Resource, *, hash_suffix: bool) -> Resource:

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from meshgate.auth.jwt import TokenError
 from meshgate.auth.user_token import AUTHENTICATED_GROUP
+from meshgate.resources import kinds
 from meshgate.rest import private_keys
 from meshgate.rest.access import ADMIN, ANONYMOUS, User, authenticated, decide
 from meshgate.rest.errors import ApiError
@@ -54,6 +55,8 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 USER: Final = web.RequestKey("meshgate.user", User)
 _BEARER: Final = "bearer "
+# The bytes of `"type": "Secret"`'s value in a JSON answer: a cheap test before parsing.
+_SECRET_TYPE: Final = f'"{kinds.SECRET}"'.encode()
 _PROXY_HEADERS: Final = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 # A token minted to carry a request on to another replica lives only as long as that call can take.
 _FORWARD_TOKEN_SECONDS: Final = 60
@@ -195,10 +198,10 @@ async def private_keys_middleware(request: web.Request, handler: Handler) -> web
         return response
     body = response.body
     # Cheap first: only an answer that mentions a Secret can hold one.
-    if not isinstance(body, bytes) or b'"Secret"' not in body:
+    if not isinstance(body, bytes) or _SECRET_TYPE not in body:
         return response
     doc = json.loads(body)
-    if isinstance(doc, dict) and doc.get("type") == private_keys.SECRET_KIND:
+    if isinstance(doc, dict) and doc.get("type") == kinds.SECRET:
         name = str(doc.get("name", ""))
         if private_keys.holds_private_key(name, private_keys.secret_data(doc)):
             raise ApiError(403, "Access Denied", private_keys.refusal(name))

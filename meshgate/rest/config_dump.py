@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import ApiError, not_found
@@ -63,10 +64,10 @@ def zone_config_dump_route(dumper: EnvoyAdminDumper) -> ExtraRoute:
 
 async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:
     try:
-        return await store.get(ResourceKey("Dataplane", mesh, name))
+        return await store.get(ResourceKey(kinds.DATAPLANE, mesh, name))
     except NotFoundError:
         pass
-    found = [d async for d in iter_all(store, "Dataplane", mesh) if d.meta.labels.get(LABEL_DISPLAY_NAME) == name]
+    found = [d async for d in iter_all(store, kinds.DATAPLANE, mesh) if d.meta.labels.get(LABEL_DISPLAY_NAME) == name]
     if not found:
         raise not_found("Could not find a resource")
     if len(found) > 1:

@@ -14,7 +14,7 @@ from typing import Literal
 from aiohttp import web
 
 from meshgate.kds.ownership import refusal_to_write
-from meshgate.resources import codec
+from meshgate.resources import codec, kinds
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import ValidationError, Violation
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
@@ -31,11 +31,10 @@ from meshgate.rest.errors import (
 from meshgate.rest.paging import PageRequest, listing, next_link, parse_page
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 
-__all__ = ["MAX_WRITE_ATTEMPTS", "MESH_KIND", "ResourceEndpoints", "Role"]
+__all__ = ["MAX_WRITE_ATTEMPTS", "ResourceEndpoints", "Role"]
 
 Role = Literal["global", "zone"]
 
-MESH_KIND = "Mesh"
 # Two concurrent writers of one key each win within a couple of rounds; more than three lost rounds means
 # a hot key, and the client is better told (409) than kept waiting.
 MAX_WRITE_ATTEMPTS = 3
@@ -75,7 +74,7 @@ class ResourceEndpoints:
         if not self.descriptor.mesh_scoped or mesh is None:
             return
         try:
-            await self.store.get(ResourceKey(MESH_KIND, "", mesh))
+            await self.store.get(ResourceKey(kinds.MESH, "", mesh))
         except NotFoundError:
             raise not_found("Failed to retrieve Mesh") from None
 
@@ -173,7 +172,7 @@ class ResourceEndpoints:
             raise validation_failed(violations)
         if self.descriptor.mesh_scoped:
             try:
-                await self.store.get(ResourceKey(MESH_KIND, "", key.mesh))
+                await self.store.get(ResourceKey(kinds.MESH, "", key.mesh))
             except NotFoundError:
                 raise mesh_not_found(key.mesh) from None
         for _ in range(MAX_WRITE_ATTEMPTS):

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import not_found
@@ -57,14 +58,16 @@ def gateway_dataplanes_route(store: ResourceStore) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
         mesh, name = request.match_info["mesh"], request.match_info["name"]
         try:
-            await store.get(ResourceKey("Mesh", "", mesh))
+            await store.get(ResourceKey(kinds.MESH, "", mesh))
         except NotFoundError:
             raise not_found("Could not build mesh context") from None
         try:
-            gateway = await store.get(ResourceKey("MeshGateway", mesh, name))
+            gateway = await store.get(ResourceKey(kinds.MESH_GATEWAY, mesh, name))
         except NotFoundError:
             raise not_found("Could not find MeshGateway") from None
-        return web.json_response(gateway_dataplanes(gateway, [dp async for dp in iter_all(store, "Dataplane", mesh)]))
+        return web.json_response(
+            gateway_dataplanes(gateway, [dp async for dp in iter_all(store, kinds.DATAPLANE, mesh)])
+        )
 
     return ExtraRoute(
         "GET",

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from meshgate.resources.descriptor import KindDescriptor
+from meshgate.resources.descriptor import KindDescriptor, Scope
 from meshgate.rest.body import MAX_BODY_BYTES, MAX_DEPTH
 from meshgate.rest.paging import MAX_OFFSET
 from meshgate.rest.spec_schema import JsonSchema, message_properties, spec_descriptor
@@ -88,7 +88,7 @@ def _error_schemas() -> dict[str, JsonSchema]:
                             "singular": {"type": "string"},
                             "singularDisplayName": {"type": "string"},
                             "pluralDisplayName": {"type": "string"},
-                            "scope": {"type": "string", "enum": ["Global", "Mesh"]},
+                            "scope": {"type": "string", "enum": [s.value for s in Scope]},
                             "readOnly": {"type": "boolean"},
                             "includeInFederation": {"type": "boolean"},
                         },

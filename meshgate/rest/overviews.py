@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from meshgate.resources import codec
+from meshgate.resources import codec, kinds
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest.app import ExtraRoute
@@ -205,14 +205,14 @@ def dataplane_overview_routes(store: ResourceStore, annotate: Annotator, *, loca
         if mesh is not None:
             await _require_mesh(store, mesh)
         annotation_of = await annotate()
-        found = [dp async for dp in iter_all(store, "Dataplane", mesh) if wanted.matches(dp, local_zone)]
+        found = [dp async for dp in iter_all(store, kinds.DATAPLANE, mesh) if wanted.matches(dp, local_zone)]
         return listing(request, page, found, lambda dp: dataplane_overview(dp, annotation_of(dp)))
 
     async def one_overview(request: web.Request) -> web.Response:
         mesh = request.match_info["mesh"]
         await _require_mesh(store, mesh)
         try:
-            dataplane = await store.get(ResourceKey("Dataplane", mesh, request.match_info["name"]))
+            dataplane = await store.get(ResourceKey(kinds.DATAPLANE, mesh, request.match_info["name"]))
         except NotFoundError:
             raise not_found("Could not retrieve a resource") from None
         annotation_of = await annotate()
@@ -232,6 +232,6 @@ def dataplane_overview_routes(store: ResourceStore, annotate: Annotator, *, loca
 
 async def _require_mesh(store: ResourceStore, mesh: str) -> None:
     try:
-        await store.get(ResourceKey("Mesh", "", mesh))
+        await store.get(ResourceKey(kinds.MESH, "", mesh))
     except NotFoundError:
         raise not_found("Failed to retrieve Mesh") from None

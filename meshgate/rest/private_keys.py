@@ -20,11 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Final
+from typing import Any
 
-__all__ = ["SECRET_KIND", "holds_private_key", "private_by_name", "redact", "refusal", "secret_data"]
+from meshgate.resources import kinds
 
-SECRET_KIND: Final = "Secret"  # noqa: S105 (a kind name, not a secret)
+__all__ = ["holds_private_key", "private_by_name", "redact", "refusal", "secret_data"]
+
 _PRIVATE_NAME = re.compile(r"(^.+\.ca-builtin-key-.+$)|(^dataplane-token-signing-key-.+-\d+$)")
 # PKCS#8 "PRIVATE KEY", "ENCRYPTED PRIVATE KEY", PKCS#1 "RSA PRIVATE KEY", SEC1 "EC PRIVATE KEY", OpenSSH...
 _PEM_PRIVATE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
@@ -49,7 +50,7 @@ def secret_data(doc: dict[str, Any]) -> bytes:
 
 
 def _private_secret(doc: dict[str, Any]) -> bool:
-    if doc.get("type") != SECRET_KIND:
+    if doc.get("type") != kinds.SECRET:
         return False
     name = doc.get("name")
     return holds_private_key(name if isinstance(name, str) else "", secret_data(doc))

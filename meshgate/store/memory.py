@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import anyio
 import anyio.abc
 
+from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey, utcnow
 from meshgate.store.events import ChangeEvent, ChangeHub, Op
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, Page
@@ -91,8 +92,8 @@ class MemoryStore:
         if self._items.pop(key, None) is None:
             return []
         removed = [key]
-        if key.kind == "Mesh":
-            removed += [k for k in self._items if k.mesh == key.name and k.kind != "Mesh"]
+        if key.kind == kinds.MESH:
+            removed += [k for k in self._items if k.mesh == key.name and k.kind != kinds.MESH]
             for k in removed[1:]:
                 del self._items[k]
         return removed

@@ -55,6 +55,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from meshgate.resources.kinds import MESH as _MESH_KIND
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store import redis_scripts
 from meshgate.store.events import ChangeHub
@@ -85,7 +86,6 @@ __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
 _log = structlog.get_logger("meshgate.store.redis")
 
-_MESH_KIND: Final = "Mesh"
 # The listener PINGs on its pub/sub connection this often when no message arrived, so a silently dead
 # connection (no FIN, e.g. a partition) is noticed within this plus `timeout`.
 _PING_INTERVAL: Final = 5.0

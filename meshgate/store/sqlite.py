@@ -52,6 +52,7 @@ import anyio.to_thread
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from meshgate.resources import kinds
 from meshgate.resources.model import Meta, Resource, ResourceKey, utcnow
 from meshgate.store.events import ChangeEvent, ChangeHub, Op
 from meshgate.store.protocol import (
@@ -69,7 +70,6 @@ _T = TypeVar("_T")
 # What a write returns from its transaction: its result and the changes to publish after COMMIT.
 _Written = tuple[_T, list[ChangeEvent]]
 
-_MESH_KIND: Final = "Mesh"
 
 # Migration i (0-based) takes the schema from version i to i + 1.
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -467,9 +467,9 @@ def _replace(conn: sqlite3.Connection, key: ResourceKey, version: int, row: _Row
 
 def _delete_mesh_contents(conn: sqlite3.Connection, key: ResourceKey) -> list[ResourceKey]:
     """The Mesh cascade: deleting Mesh X deletes every resource in mesh X, in the caller's transaction."""
-    if key.kind != _MESH_KIND:
+    if key.kind != kinds.MESH:
         return []
-    params = (key.name, _MESH_KIND)
+    params = (key.name, kinds.MESH)
     rows = conn.execute(_SELECT_MESH_CONTENTS, params).fetchall()
     conn.execute(_DELETE_MESH_CONTENTS, params)
     return [ResourceKey(kind, key.name, name) for kind, name in rows]

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from meshgate.auth.dataplane_token import PROXY_TYPES
 from meshgate.auth.zone_token import parse_valid_for
+from meshgate.resources import kinds
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import ResourceKey
 from meshgate.rest.app import ExtraRoute
@@ -108,7 +109,7 @@ def dataplane_token_route(tokens: DataplaneTokens, store: ResourceStore, *, role
         body = await read_document(request, empty={})
         req = parse_request(body)
         try:
-            await store.get(ResourceKey("Mesh", "", req.mesh))
+            await store.get(ResourceKey(kinds.MESH, "", req.mesh))
         except NotFoundError:
             # Never a signing key (a mesh Secret) for a mesh that does not exist.
             raise mesh_not_found(req.mesh) from None

@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.auth.jwt import generate_key_pem, load_private_key
+from meshgate.resources import kinds
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore, iter_all
 
@@ -48,7 +49,7 @@ def key_spec(kind: str, data: bytes) -> Message:
     """The spec that holds key (or list) bytes: Kuma's Secret for the Secret kind, BytesValue for internal kinds."""
     spec: Message = (
         secret_pb2.Secret(data=wrappers_pb2.BytesValue(value=data))
-        if kind == "Secret"
+        if kind == kinds.SECRET
         else wrappers_pb2.BytesValue(value=data)
     )
     return spec

@@ -26,6 +26,7 @@ from meshgate.auth import dataplane_token, user_token, zone_token
 from meshgate.auth.dataplane_token import DataplaneClaims
 from meshgate.auth.jwt import TokenError
 from meshgate.auth.user_token import UserClaims
+from meshgate.resources import kinds
 from meshgate.resources.model import ResourceKey
 from meshgate.store.protocol import ResourceStore, StoreError
 from meshgate.tokens.keys import KeyFamily, SigningKeys
@@ -144,11 +145,11 @@ class UserTokens(TokenType):
 
 
 def dataplane_key_family(mesh: str) -> KeyFamily:
-    return KeyFamily("Secret", f"dataplane-token-signing-key-{mesh}", mesh)
+    return KeyFamily(kinds.SECRET, f"dataplane-token-signing-key-{mesh}", mesh)
 
 
 def dataplane_revocations_key(mesh: str) -> ResourceKey:
-    return ResourceKey("Secret", mesh, f"dataplane-token-revocations-{mesh}")
+    return ResourceKey(kinds.SECRET, mesh, f"dataplane-token-revocations-{mesh}")
 
 
 class DataplaneTokens:

@@ -34,6 +34,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
+from meshgate.resources import kinds
 from meshgate.resources.model import ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore
 
@@ -128,7 +129,7 @@ class EnvoyAdminDumper:
 
     async def dump(self, mesh: str, name: str, include_eds: bool = False) -> bytes:
         try:
-            await self._store.get(ResourceKey("Dataplane", mesh, name))
+            await self._store.get(ResourceKey(kinds.DATAPLANE, mesh, name))
         except NotFoundError:
             raise DataplaneNotFound(f'Dataplane "{name}" not found in mesh "{mesh}"') from None
         target = self._locate(mesh, name)
@@ -169,7 +170,7 @@ class ConfigDumpAnswerer:
     async def answer(self, req: kds_pb2.XDSConfigRequest) -> kds_pb2.XDSConfigResponse:
         if req.resource_type == VIRTUAL_IPS:
             return self._answer_name(req)
-        if req.resource_type != "Dataplane":
+        if req.resource_type != kinds.DATAPLANE:
             return kds_pb2.XDSConfigResponse(
                 request_id=req.request_id, error=f"unsupported resource type {req.resource_type!r}"
             )
@@ -287,7 +288,7 @@ class XDSConfigBroker:
         name: str,
         *,
         include_eds: bool = False,
-        resource_type: str = "Dataplane",
+        resource_type: str = kinds.DATAPLANE,
         wait: float | None = None,
     ) -> bytes:
         """The config dump of Dataplane `name` in `zone` (or, with `resource_type=VIRTUAL_IPS`, the JSON VIP entry

@@ -32,6 +32,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
+from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_ZONE, Resource
 from meshgate.resources.tags import TAG_PROTOCOL, TAG_SERVICE, TAG_ZONE
 from meshgate.xds.gateway import selector_matches
@@ -92,7 +93,7 @@ class EndpointIndex:
         self.zone = zone
         by_service: dict[str, list[Endpoint]] = {}
         for dp in dataplanes:
-            if dp.meta.mesh != mesh or dp.kind != "Dataplane":
+            if dp.meta.mesh != mesh or dp.kind != kinds.DATAPLANE:
                 continue
             networking: Any = dp.spec.networking  # type: ignore[attr-defined]
             # Read once per Dataplane: every field read goes through upb, and a mesh has tens of thousands.

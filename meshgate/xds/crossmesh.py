@@ -32,6 +32,7 @@ from google.protobuf import wrappers_pb2
 
 from meshgate.dns.names import cross_mesh_name
 from meshgate.mtls import CertificateAuthority, Leaf, LeafCache, spiffe_id
+from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshgate.xds.clusters import Endpoint, pack
 from meshgate.xds.gateway import is_builtin_gateway, select_gateway
@@ -75,7 +76,7 @@ class CrossMesh:
             by_mesh.setdefault(gateway.meta.mesh, []).append(gateway)
         self._served: dict[tuple[str, str], list[Resource]] = {}
         for dp in sorted(dataplanes, key=lambda d: (d.meta.mesh, d.meta.name)):
-            if dp.kind != "Dataplane" or dp.meta.mesh not in by_mesh or not is_builtin_gateway(dp):
+            if dp.kind != kinds.DATAPLANE or dp.meta.mesh not in by_mesh or not is_builtin_gateway(dp):
                 continue
             chosen = select_gateway(dp, by_mesh[dp.meta.mesh])
             if chosen is not None:
