@@ -288,7 +288,7 @@ async def list_all(store: ResourceStore, kind: str, mesh: str | None = None) -> 
 
 
 async def zone_records(store: ResourceStore) -> dict[str, Resource]:
-    return {r.meta.name: r for r in await list_all(store, "Zone")}
+    return {r.meta.name: r for r in await list_all(store, kinds.ZONE)}
 
 
 _COUNTS_SCHEMA: JsonSchema = {
@@ -363,7 +363,7 @@ def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: Health
     async def one_zone_overview(request: web.Request) -> web.Response:
         zone = request.match_info["name"]
         try:
-            record: Resource | None = await store.get(ResourceKey("Zone", "", zone))
+            record: Resource | None = await store.get(ResourceKey(kinds.ZONE, "", zone))
         except NotFoundError:
             record = None
         if record is None and not streams.connected(zone):

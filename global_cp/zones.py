@@ -12,6 +12,7 @@ from __future__ import annotations
 import structlog
 
 from meshgate.api.system.v1alpha1 import zone_pb2
+from meshgate.resources import kinds
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceStore
 
@@ -32,7 +33,7 @@ class ZoneRecords:
     async def on_connect(self, zone: str) -> str | None:
         """Creates the Zone record on first connect; returns a refusal when the zone is disabled."""
         try:
-            record = await self._store.get(ResourceKey("Zone", "", zone))
+            record = await self._store.get(ResourceKey(kinds.ZONE, "", zone))
         except NotFoundError:
             pass
         else:
@@ -42,7 +43,7 @@ class ZoneRecords:
                 log.warning("zone.refused_disabled", zone=zone)
                 return f"zone {zone!r} is disabled (enabled: false); enable it on the global to resume its sync"
             return None
-        records = (await self._store.list("Zone", size=1)).total
+        records = (await self._store.list(kinds.ZONE, size=1)).total
         if records >= self._max_zones:
             log.warning("zone.refused_cap", zone=zone, zones=records, max_zones=self._max_zones)
             return (
@@ -52,7 +53,7 @@ class ZoneRecords:
         spec = zone_pb2.Zone()
         spec.enabled.value = True
         try:
-            await self._store.create(Resource("Zone", Meta(name=zone), spec))
+            await self._store.create(Resource(kinds.ZONE, Meta(name=zone), spec))
             log.info("zone.created", zone=zone)
         except AlreadyExistsError:
             pass  # another stream of the same zone won the race
