@@ -6,7 +6,7 @@ Accepted forms::
     sqlite        SqliteStore at <data_dir>/meshgate.db (the default of both control planes)
     sqlite:PATH   SqliteStore at PATH; a relative PATH is relative to the working directory
     redis://HOST:PORT/DB[?prefix=P]   RedisStore, shared by replicas (rediss:// for TLS); keys under P,
-                  default "meshgate:". Opening does no I/O; start `store.run` for every replica's changes.
+                  default "meshgate:". Opening does no I/O; start `store.follow` for every replica's changes.
 
 Anything else is a `ValueError` naming these forms.
 

@@ -18,7 +18,7 @@ from meshgate.store import (
     RedisStore,
     ResourceStore,
 )
-from tests.store_support import BACKENDS, mesh, next_batch, open_backend, resource, struct
+from tests.store_support import BACKENDS, EVENT_TIMEOUT, mesh, next_batch, open_backend, resource, struct
 from tests.support.hosted import Hosted
 from tests.support.redis_server import RedisServer, redis_server
 
@@ -40,7 +40,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Async
         # The redis store's events come through its pub/sub listener, which runs for the whole test.
         server: RedisServer = request.getfixturevalue("redis")
         shared = RedisStore(server.url, prefix=f"contract-{secrets.token_hex(4)}:")
-        listener = await Hosted.start(shared.run)
+        listener = await Hosted.start(shared.follow)
         try:
             yield shared
         finally:
@@ -63,6 +63,22 @@ async def keys(store: ResourceStore, kind: str, mesh_name: str | None = None) ->
 
 
 # get / create
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_store_only_this_process_writes_has_no_feed_to_follow(backend: str, tmp_path: pathlib.Path) -> None:
+    store = await open_backend(backend, tmp_path)
+    try:
+        assert not store.shared
+        with anyio.fail_after(EVENT_TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                await tg.start(store.follow)
+        # The feed reported started and returned; the store's own writes still publish their events.
+        async with store.changes.subscribe() as sub:
+            created = await store.create(mesh("m"))
+            assert await next_batch(sub) == {"Mesh": frozenset({created.key})}
+    finally:
+        await store.close()
 
 
 async def test_get_missing_raises_not_found(store: ResourceStore) -> None:

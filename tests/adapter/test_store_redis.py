@@ -62,10 +62,12 @@ async def test_a_unix_socket_url_names_its_path() -> None:
 
 async def test_a_write_on_one_replica_reaches_the_other(server: RedisServer) -> None:
     a, b = replicas(server)
+    assert a.shared
+    assert b.shared
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(a.run)
-            await tg.start(b.run)
+            await tg.start(b.follow)  # the protocol's change feed is the listener
             async with a.changes.subscribe() as on_a, b.changes.subscribe() as on_b:
                 await a.create(gw("edge"))
                 assert await next_batch(on_b) == {GW: frozenset({EDGE})}
