@@ -1,7 +1,7 @@
 """Kubernetes zone mode: MeshGatewayInstance custom resources become the Deployment and Service Kuma 2.7 creates.
 
-    instance.py    the custom resource as a typed value; parse with violations, never raise
-    selection.py   its mesh, and the MeshGateway it serves (Kuma's most-specific-selector rule)
+    instance.py    the custom resource as a typed value and its mesh; parse with violations, never raise
+    selection.py   a re-export kept for zone_cp/provisioning.py (selection is meshgate.resources.selectors)
     container.py   the `kuma-gateway` proxy container
     render.py      Service + Deployment, pure                      } no I/O in any of these
     status.py      the Ready condition and its status patch, pure  }
@@ -41,10 +41,9 @@ from meshgate.k8s.errors import (
     KubeUnavailableError,
     NotControlledError,
 )
-from meshgate.k8s.instance import MeshGatewayInstance, ParsedInstance, ServiceType, parse_instance, service_tag
+from meshgate.k8s.instance import MeshGatewayInstance, ParsedInstance, ServiceType, mesh_of, parse_instance, service_tag
 from meshgate.k8s.reconciler import Outcome, Reconciler, ReconcileResult, ReconcilerOptions
 from meshgate.k8s.render import Rendering, render, render_deployment, render_service
-from meshgate.k8s.selection import mesh_of, select_gateway
 from meshgate.k8s.settings import ZoneSettings
 from meshgate.k8s.status import Condition, compute_ready
 
@@ -79,6 +78,5 @@ __all__ = [
     "render",
     "render_deployment",
     "render_service",
-    "select_gateway",
     "service_tag",
 ]

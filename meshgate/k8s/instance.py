@@ -41,6 +41,7 @@ __all__ = [
     "ANNOTATION_SIDECAR_ENV_VARS",
     "ANNOTATION_WAIT_FOR_DATAPLANE_READY",
     "API_VERSION",
+    "DEFAULT_MESH",
     "GROUP",
     "KIND",
     "PLURAL",
@@ -51,6 +52,7 @@ __all__ = [
     "PodTemplate",
     "ServiceTemplate",
     "ServiceType",
+    "mesh_of",
     "parse_instance",
     "service_tag",
 ]
@@ -60,6 +62,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "MeshGatewayInstance"
 PLURAL = "meshgatewayinstances"
+DEFAULT_MESH = "default"
 
 # Kuma's pkg/plugins/runtime/k8s/metadata: the annotations that shape the proxy container.
 ANNOTATION_MESH = "kuma.io/mesh"
@@ -144,6 +147,16 @@ class ParsedInstance:
 def service_tag(name: str, namespace: str) -> str:
     """Kuma's k8s_util.ServiceTag without a port: `<name>_<namespace>_svc`."""
     return f"{name}_{namespace}_svc"
+
+
+def mesh_of(instance: MeshGatewayInstance, namespace_annotations: Mapping[str, str]) -> str:
+    """Kuma's `MeshOfByLabelOrAnnotation`: the instance's `kuma.io/mesh` label, then its (deprecated)
+    `kuma.io/mesh` annotation, then its Namespace's `kuma.io/mesh` annotation, then `default`."""
+    for source in (instance.labels, instance.annotations, namespace_annotations):
+        mesh = source.get(ANNOTATION_MESH, "")
+        if mesh:
+            return mesh
+    return DEFAULT_MESH
 
 
 def parse_instance(obj: Mapping[str, Any]) -> ParsedInstance:
