@@ -5,7 +5,6 @@
     container.py   the `kuma-gateway` proxy container
     render.py      Service + Deployment, pure                      } no I/O in any of these
     status.py      the Ready condition and its status patch, pure  }
-    quantity.py, duration.py   Go's encodings of quantities and durations, as Kuma emits them
     api.py         the KubeApi Protocol the reconciler needs
     client.py      KubeApi on lightkube (the only module that talks to an API server)
     workqueue.py   coalescing, never-concurrent-per-key work queue
@@ -28,9 +27,6 @@ Error tree::
 
 from __future__ import annotations
 
-# meshgate.resources' registry imports meshgate.k8s.instance (the MeshGatewayInstance kind): importing
-# meshgate.resources first lets that cycle resolve from its side whichever package a program imports first.
-import meshgate.resources  # noqa: F401 - for its import order only
 from meshgate.k8s.api import FIELD_MANAGER, Kind, KubeApi, KubeObject, ObjectList, WatchEvent, WatchEventType
 from meshgate.k8s.errors import (
     KubeApiError,

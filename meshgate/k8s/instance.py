@@ -22,13 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from meshgate.k8s.duration import DurationError, parse_duration
-from meshgate.k8s.quantity import QuantityError, canonical
 from meshgate.k8s.status import Condition, parse_conditions
+from meshgate.resources.duration import DurationError, parse_duration
 from meshgate.resources.errors import Path, Violation, Violations
+from meshgate.resources.kinds.meshgatewayinstance import ServiceType
+from meshgate.resources.quantity import QuantityError, canonical
 from meshgate.resources.tags import TAG_SERVICE, check_tags
 
 __all__ = [
@@ -78,12 +78,6 @@ _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _UINT32_MAX = 2**32 - 1
 _INT32_MAX = 2**31 - 1
 _BOOLEAN_ANNOTATION = {"true": True, "yes": True, "enabled": True, "false": False, "no": False, "disabled": False}
-
-
-class ServiceType(StrEnum):
-    LOAD_BALANCER = "LoadBalancer"
-    CLUSTER_IP = "ClusterIP"
-    NODE_PORT = "NodePort"
 
 
 @dataclass(frozen=True, slots=True)
