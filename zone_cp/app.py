@@ -64,7 +64,7 @@ from zone_cp.xds import ZoneXds
 
 __all__ = ["ZoneConfig", "run_zone"]
 
-log = structlog.get_logger("meshgate.zone")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ from meshgate.store.redis_layout import (
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
-_log = structlog.get_logger("meshgate.store.redis")
+_log = structlog.get_logger(__name__)
 
 _MESH_KIND: Final = "Mesh"
 # The listener PINGs on its pub/sub connection this often when no message arrived, so a silently dead

@@ -20,7 +20,7 @@ from meshgate.store.protocol import ResourceStore, StoreError
 
 __all__ = ["RETRY_SECONDS", "reconcile_on_changes"]
 
-log = structlog.get_logger("meshgate.store.watch")
+log = structlog.get_logger(__name__)
 
 RETRY_SECONDS = 0.5
 

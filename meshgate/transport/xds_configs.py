@@ -52,7 +52,7 @@ __all__ = [
     "ZoneOffline",
 ]
 
-log = structlog.get_logger("meshgate.kds.xds_configs")
+log = structlog.get_logger(__name__)
 
 MAX_CONCURRENT = 8
 # What fits in one XDSConfigResponse under the 10 MiB KDS message limit, with room for the envelope.
