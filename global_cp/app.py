@@ -57,7 +57,7 @@ from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalConfig", "run_global"]
 
-log = structlog.get_logger("meshgate.global")
+log = structlog.get_logger(__name__)
 
 KDS_SERVICES = ("kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService")
 

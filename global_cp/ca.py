@@ -28,7 +28,7 @@ from meshgate.store.watch import WatchLog, reconcile_forever
 
 __all__ = ["CaProvisioner"]
 
-log = structlog.get_logger("meshgate.global.ca")
+log = structlog.get_logger(__name__)
 
 _WATCHED_KINDS = frozenset({kinds.MESH, kinds.SECRET})
 

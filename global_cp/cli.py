@@ -10,7 +10,8 @@ import typer
 from global_cp.app import GlobalConfig, run_global
 from global_cp.zones import DEFAULT_MAX_ZONES
 from meshgate.auth import KDSAuth
-from meshgate.cli.common import (
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
+from meshgate.process.flags import (
     ApiLocalhostIsAdmin,
     BindAddress,
     DataDir,
@@ -25,7 +26,6 @@ from meshgate.cli.common import (
     run_process,
     setup_logging,
 )
-from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 
 
 def _kds_auth(text: str) -> KDSAuth:

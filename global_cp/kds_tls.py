@@ -31,7 +31,7 @@ from meshgate.store.protocol import ResourceStore
 
 __all__ = ["CA_FILE_NAME", "CA_KIND", "CA_NAME", "KdsCertificates", "server_names"]
 
-log = structlog.get_logger("meshgate.global.kds_tls")
+log = structlog.get_logger(__name__)
 
 CA_KIND = "KDSCertificateAuthority"
 CA_NAME = "kds-ca"

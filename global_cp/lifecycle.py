@@ -30,7 +30,7 @@ from meshgate.transport.streams import StreamRegistry
 
 __all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
 
-log = structlog.get_logger("meshgate.global.zones")
+log = structlog.get_logger(__name__)
 
 STILL_CONNECTED = "unable to delete Zone, Zone CP is still connected, please shut it down first"
 DISABLED_CUT = "zone disabled (enabled: false): stream closed by the global"

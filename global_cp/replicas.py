@@ -25,7 +25,7 @@ from meshgate.transport.streams import RemoteZone, StreamRegistry
 
 __all__ = ["ReplicaDirectory"]
 
-log = structlog.get_logger("meshgate.global.replicas")
+log = structlog.get_logger(__name__)
 
 # A replica's summary outlives this many publish intervals: one missed beat is no outage.
 _TTL_INTERVALS = 4

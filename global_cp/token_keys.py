@@ -20,7 +20,7 @@ from meshgate.tokens import DataplaneTokens, TokenType
 
 __all__ = ["TokenKeyUpkeep"]
 
-log = structlog.get_logger("meshgate.global.token_keys")
+log = structlog.get_logger(__name__)
 
 SWEEP_INTERVAL = 60.0
 

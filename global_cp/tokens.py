@@ -22,7 +22,7 @@ from meshgate.tokens import ZoneTokens
 
 __all__ = ["DEFAULT_SCOPE", "DEFAULT_VALID_FOR", "token_route"]
 
-log = structlog.get_logger("meshgate.global.tokens")
+log = structlog.get_logger(__name__)
 
 DEFAULT_SCOPE = ("cp",)
 DEFAULT_VALID_FOR = "87600h"  # ten years, Kuma's default for zone tokens

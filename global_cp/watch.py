@@ -30,7 +30,7 @@ from meshgate.transport.streams import KDSEvent, StreamRegistry
 
 __all__ = ["KDSWatch", "matches"]
 
-log = structlog.get_logger("meshgate.kds.watch")
+log = structlog.get_logger(__name__)
 
 HEARTBEAT = 15.0
 

@@ -28,7 +28,7 @@ from meshgate.transport.streams import StreamRegistry, StreamSession
 
 __all__ = ["HealthLapse", "Stall", "Watchdog", "find_lapses", "find_stalls"]
 
-log = structlog.get_logger("meshgate.kds.watchdog")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceS
 
 __all__ = ["DEFAULT_MAX_ZONES", "ZoneRecords"]
 
-log = structlog.get_logger("meshgate.global.zones")
+log = structlog.get_logger(__name__)
 
 
 # Kuma runs deployments of a few hundred zones; a thousand leaves room, and is still small in memory.

@@ -46,7 +46,7 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream
 from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.xds_configs import ConfigDumpAnswerer, EnvoyAdminDumper
+from meshgate.transport.xds_configs import ConfigDumpAnswerer
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
 from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
@@ -57,12 +57,13 @@ from zone_cp.cp_token import CpToken
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
 from zone_cp.dp_tls import XdsTls, xds_tls
+from zone_cp.envoy_admin import EnvoyAdminDumper
 from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
 __all__ = ["ZoneConfig", "run_zone"]
 
-log = structlog.get_logger("meshgate.zone")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
-from meshgate.cli.common import (
+from meshgate.dns.upstream import Upstream
+from meshgate.k8s.settings import DEFAULT_DATAPLANE_IMAGE
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
+from meshgate.process.flags import (
     ApiLocalhostIsAdmin,
     BindAddress,
     DataDir,
@@ -23,9 +26,6 @@ from meshgate.cli.common import (
     run_process,
     setup_logging,
 )
-from meshgate.dns.upstream import Upstream
-from meshgate.k8s.settings import DEFAULT_DATAPLANE_IMAGE
-from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
 from meshgate.transport.kds_client import parse_address
 from zone_cp.app import ZoneConfig, run_zone
 

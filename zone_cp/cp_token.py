@@ -22,7 +22,7 @@ from meshgate.observability.process import StartupError
 
 __all__ = ["POLL_INTERVAL", "CpToken"]
 
-log = structlog.get_logger("meshgate.zone.cp_token")
+log = structlog.get_logger(__name__)
 
 # Renewal is rare and a refused zone already waits for its backoff: a few seconds is prompt enough, and a
 # stat every few seconds costs nothing.

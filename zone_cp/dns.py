@@ -39,7 +39,7 @@ from meshgate.store.watch import Started, WatchLog, reconcile_forever
 
 __all__ = ["VIPS_KIND", "VIPS_NAME", "ZoneDns"]
 
-log = structlog.get_logger("meshgate.zone.dns")
+log = structlog.get_logger(__name__)
 
 VIPS_KIND = "VirtualIPs"
 VIPS_NAME = "vips"

@@ -68,7 +68,7 @@ __all__ = [
     "peer_host",
 ]
 
-log = structlog.get_logger("meshgate.zone.dp_server")
+log = structlog.get_logger(__name__)
 
 # Kuma's names (pkg/core/xds/metadata.go, pkg/xds/auth/callbacks.go).
 FIELD_DATAPLANE: Final = "dataplane.resource"

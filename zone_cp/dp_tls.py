@@ -31,7 +31,7 @@ from meshgate.transport.tls import server_credentials
 
 __all__ = ["CA_FILE_NAME", "CA_KEY", "XdsTls", "xds_tls"]
 
-log = structlog.get_logger("meshgate.zone.dp_tls")
+log = structlog.get_logger(__name__)
 
 CA_FILE_NAME: Final = "xds-ca.crt"
 CA_KEY: Final = ResourceKey("DpServerCertificateAuthority", "", "dp-server-ca")

@@ -41,7 +41,7 @@ from meshgate.store.protocol import ResourceStore
 
 __all__ = ["KubernetesZone", "prepare", "run_reconciler", "settings_from_env"]
 
-log = structlog.get_logger("meshgate.zone.kubernetes")
+log = structlog.get_logger(__name__)
 
 
 def settings_from_env(environ: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT_DIR) -> ZoneSettings:

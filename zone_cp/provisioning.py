@@ -35,7 +35,7 @@ Design (level-triggered, one anyio task group owned by the zone app):
 Status: `GET /meshes/{mesh}/meshgatewayinstances/{name}/_status` on the zone API (an extra route; the
 resource's own GET body stays Kuma's Universal form). It carries Kuma's `Ready` condition, computed on read:
 False/NoGatewayMatched when no MeshGateway of the mesh selects the instance's tags (Kuma's `SelectGateway`,
-meshgate/k8s/selection.py), False/DeploymentNotAvailable while fewer than `replicas` children are running,
+meshgate/resources/selectors.py), False/DeploymentNotAvailable while fewer than `replicas` children are running,
 True/Ready otherwise. It also lists each replica's pid, admin port, state and restart count.
 
 State is bounded: one `_Replica` per desired replica (at most `MAX_REPLICAS` per instance), each keeping only
@@ -63,7 +63,6 @@ import structlog
 from aiohttp import web
 
 from meshgate.dp.app import with_parent_death_signal
-from meshgate.k8s.selection import select_gateway
 from meshgate.k8s.status import (
     CONDITION_READY,
     REASON_DEPLOYMENT_NOT_AVAILABLE,
@@ -73,6 +72,7 @@ from meshgate.k8s.status import (
 from meshgate.resources import kinds
 from meshgate.resources.kinds import meshgatewayinstance
 from meshgate.resources.model import Resource, ResourceKey
+from meshgate.resources.selectors import select_gateway
 from meshgate.rest.app import ExtraRoute
 from meshgate.store.protocol import NotFoundError, ResourceStore
 from meshgate.store.watch import Started, WatchLog, reconcile_forever
@@ -90,7 +90,7 @@ __all__ = [
     "ready_condition",
 ]
 
-log = structlog.get_logger("meshgate.zone.provisioning")
+log = structlog.get_logger(__name__)
 
 _WATCHED_KINDS = frozenset({kinds.MESH_GATEWAY_INSTANCE, kinds.MESH})
 # A guard against a typo like `replicas: 10000` forking the zone host to death; reported in the status.

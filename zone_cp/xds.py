@@ -40,7 +40,7 @@ from meshgate.xds.vips import VipOutbound
 
 __all__ = ["ZoneXds"]
 
-log = structlog.get_logger("meshgate.zone.xds")
+log = structlog.get_logger(__name__)
 
 _SHAPING_KINDS = frozenset({kinds.MESH, kinds.MESH_GATEWAY, kinds.MESH_GATEWAY_ROUTE, kinds.DATAPLANE, kinds.SECRET})
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and

@@ -36,7 +36,7 @@ from meshgate.dns.upstream import Upstream, is_reply_to
 
 __all__ = ["DnsServer"]
 
-log = structlog.get_logger("meshgate.dns")
+log = structlog.get_logger(__name__)
 
 # TCP is the fallback for truncated answers; a handful of resolvers use it. 128 connections bound the fds and
 # tasks that clients can hold open.

@@ -38,7 +38,7 @@ from meshgate.resources.model import Resource
 
 __all__ = ["DpConfig", "run_dp"]
 
-log = structlog.get_logger("meshgate.dp")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

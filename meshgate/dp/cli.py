@@ -21,11 +21,11 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from meshgate.cli.common import LogFormatOpt, LogLevel, setup_logging
 from meshgate.dp.app import DpConfig, run_dp
 from meshgate.dp.bootstrap import parse_cp_address
 from meshgate.dp.envoy import EnvoyNotFoundError, find_envoy, unique_base_id
 from meshgate.dp.registration import TOKEN_FILE_FLAG, TokenSourceError, read_token
+from meshgate.process.flags import LogFormatOpt, LogLevel, setup_logging
 from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import Resource

@@ -27,7 +27,7 @@ import structlog
 
 __all__ = ["POLL_INTERVAL", "TokenCopy"]
 
-log = structlog.get_logger("meshgate.dp.token")
+log = structlog.get_logger(__name__)
 
 # A token is replaced well before it expires (the kubelet at 80% of its life; an operator by hand): a few
 # seconds of delay cost nothing, and neither does a stat every few seconds.

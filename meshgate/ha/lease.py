@@ -35,7 +35,7 @@ from meshgate.store.redis_client import DEFAULT_PREFIX, redis_client, split_pref
 
 __all__ = ["RedisLease"]
 
-_log = structlog.get_logger("meshgate.ha.lease")
+_log = structlog.get_logger(__name__)
 
 # The leader steps down this fraction of the ttl before its lease could expire in Redis: slack for clock
 # rates differing between replicas and Redis, and for `on_leader` to notice its cancellation.

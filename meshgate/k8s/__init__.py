@@ -1,11 +1,10 @@
 """Kubernetes zone mode: MeshGatewayInstance custom resources become the Deployment and Service Kuma 2.7 creates.
 
-    instance.py    the custom resource as a typed value; parse with violations, never raise
-    selection.py   its mesh, and the MeshGateway it serves (Kuma's most-specific-selector rule)
+    instance.py    the custom resource as a typed value and its mesh; parse with violations, never raise
+    selection.py   a re-export kept for zone_cp/provisioning.py (selection is meshgate.resources.selectors)
     container.py   the `kuma-gateway` proxy container
     render.py      Service + Deployment, pure                      } no I/O in any of these
     status.py      the Ready condition and its status patch, pure  }
-    quantity.py, duration.py   Go's encodings of quantities and durations, as Kuma emits them
     api.py         the KubeApi Protocol the reconciler needs
     client.py      KubeApi on lightkube (the only module that talks to an API server)
     workqueue.py   coalescing, never-concurrent-per-key work queue
@@ -28,9 +27,6 @@ Error tree::
 
 from __future__ import annotations
 
-# meshgate.resources' registry imports meshgate.k8s.instance (the MeshGatewayInstance kind): importing
-# meshgate.resources first lets that cycle resolve from its side whichever package a program imports first.
-import meshgate.resources  # noqa: F401 - for its import order only
 from meshgate.k8s.api import FIELD_MANAGER, Kind, KubeApi, KubeObject, ObjectList, WatchEvent, WatchEventType
 from meshgate.k8s.errors import (
     KubeApiError,
@@ -41,10 +37,9 @@ from meshgate.k8s.errors import (
     KubeUnavailableError,
     NotControlledError,
 )
-from meshgate.k8s.instance import MeshGatewayInstance, ParsedInstance, ServiceType, parse_instance, service_tag
+from meshgate.k8s.instance import MeshGatewayInstance, ParsedInstance, ServiceType, mesh_of, parse_instance, service_tag
 from meshgate.k8s.reconciler import Outcome, Reconciler, ReconcileResult, ReconcilerOptions
 from meshgate.k8s.render import Rendering, render, render_deployment, render_service
-from meshgate.k8s.selection import mesh_of, select_gateway
 from meshgate.k8s.settings import ZoneSettings
 from meshgate.k8s.status import Condition, compute_ready
 
@@ -79,6 +74,5 @@ __all__ = [
     "render",
     "render_deployment",
     "render_service",
-    "select_gateway",
     "service_tag",
 ]

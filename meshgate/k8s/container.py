@@ -31,7 +31,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from meshgate.k8s.duration import SECOND, parse_duration
 from meshgate.k8s.instance import (
     ANNOTATION_ENVOY_ADMIN_PORT,
     ANNOTATION_ENVOY_LOG_LEVEL,
@@ -44,9 +43,10 @@ from meshgate.k8s.instance import (
     annotation_uint32,
     parse_env_vars,
 )
-from meshgate.k8s.quantity import canonical, milli_value
 from meshgate.k8s.settings import Probe, ZoneSettings
 from meshgate.resources import kinds
+from meshgate.resources.duration import SECOND, parse_duration
+from meshgate.resources.quantity import canonical, milli_value
 
 __all__ = [
     "ANNOTATION_XDS_CA",

@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from meshgate.k8s.duration import DurationError, parse_duration
-from meshgate.k8s.quantity import QuantityError, canonical
 from meshgate.k8s.status import Condition, parse_conditions
 from meshgate.resources import kinds
+from meshgate.resources.duration import DurationError, parse_duration
 from meshgate.resources.errors import Path, Violation, Violations
+from meshgate.resources.kinds.meshgatewayinstance import ServiceType
+from meshgate.resources.quantity import QuantityError, canonical
 from meshgate.resources.tags import TAG_SERVICE, check_tags
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "ANNOTATION_SIDECAR_ENV_VARS",
     "ANNOTATION_WAIT_FOR_DATAPLANE_READY",
     "API_VERSION",
+    "DEFAULT_MESH",
     "GROUP",
     "KIND",
     "PLURAL",
@@ -52,6 +53,7 @@ __all__ = [
     "PodTemplate",
     "ServiceTemplate",
     "ServiceType",
+    "mesh_of",
     "parse_instance",
     "service_tag",
 ]
@@ -61,6 +63,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = kinds.MESH_GATEWAY_INSTANCE
 PLURAL = "meshgatewayinstances"
+DEFAULT_MESH = "default"
 
 # Kuma's pkg/plugins/runtime/k8s/metadata: the annotations that shape the proxy container.
 ANNOTATION_MESH = "kuma.io/mesh"
@@ -76,12 +79,6 @@ _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _UINT32_MAX = 2**32 - 1
 _INT32_MAX = 2**31 - 1
 _BOOLEAN_ANNOTATION = {"true": True, "yes": True, "enabled": True, "false": False, "no": False, "disabled": False}
-
-
-class ServiceType(StrEnum):
-    LOAD_BALANCER = "LoadBalancer"
-    CLUSTER_IP = "ClusterIP"
-    NODE_PORT = "NodePort"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +142,16 @@ class ParsedInstance:
 def service_tag(name: str, namespace: str) -> str:
     """Kuma's k8s_util.ServiceTag without a port: `<name>_<namespace>_svc`."""
     return f"{name}_{namespace}_svc"
+
+
+def mesh_of(instance: MeshGatewayInstance, namespace_annotations: Mapping[str, str]) -> str:
+    """Kuma's `MeshOfByLabelOrAnnotation`: the instance's `kuma.io/mesh` label, then its (deprecated)
+    `kuma.io/mesh` annotation, then its Namespace's `kuma.io/mesh` annotation, then `default`."""
+    for source in (instance.labels, instance.annotations, namespace_annotations):
+        mesh = source.get(ANNOTATION_MESH, "")
+        if mesh:
+            return mesh
+    return DEFAULT_MESH
 
 
 def parse_instance(obj: Mapping[str, Any]) -> ParsedInstance:

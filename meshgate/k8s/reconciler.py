@@ -56,7 +56,7 @@ from meshgate.store.watch import WatchLog, reconcile_forever
 
 __all__ = ["InstanceKey", "Outcome", "ReconcileResult", "Reconciler", "ReconcilerOptions", "controller_of"]
 
-log = structlog.get_logger("meshgate.k8s")
+log = structlog.get_logger(__name__)
 
 InstanceKey = tuple[str, str]  # (namespace, name)
 

@@ -1,7 +1,7 @@
 """MeshGatewayInstance -> the Service and Deployment Kuma 2.7 would create for it. Pure functions, no I/O.
 
 `render(instance, gateways, settings, namespace_annotations)` resolves the instance's mesh, selects its
-MeshGateway among `gateways` (the zone store's MeshGateways; `meshgate.k8s.selection`) and returns a
+MeshGateway among `gateways` (the zone store's MeshGateways; `meshgate.resources.selectors`) and returns a
 `Rendering`: the objects to server-side apply, in Go's field order so that they read like Kuma's.
 
 What Kuma's `GatewayInstanceReconciler` does, and so what this module does:
@@ -45,11 +45,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgate.k8s.container import ANNOTATION_XDS_CA, gateway_container, gateway_volumes
-from meshgate.k8s.instance import ANNOTATION_MESH, API_VERSION, KIND, MeshGatewayInstance, ServiceType
-from meshgate.k8s.selection import mesh_of, select_gateway
+from meshgate.k8s.instance import ANNOTATION_MESH, API_VERSION, KIND, MeshGatewayInstance, ServiceType, mesh_of
 from meshgate.k8s.settings import ZoneSettings
 from meshgate.resources import kinds
 from meshgate.resources.model import Resource
+from meshgate.resources.selectors import select_gateway
 
 __all__ = [
     "ANNOTATION_GATEWAY",

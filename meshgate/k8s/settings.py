@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshgate import __version__
-from meshgate.k8s.duration import SECOND
 from meshgate.k8s.token_review import TOKEN_AUDIENCE
+from meshgate.resources.duration import SECOND
 
 __all__ = ["DEFAULT_DATAPLANE_IMAGE", "Probe", "ZoneSettings"]
 

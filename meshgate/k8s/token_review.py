@@ -31,8 +31,7 @@ from typing import Any, Final
 
 from meshgate.k8s.api import Kind, KubeApi
 from meshgate.k8s.errors import KubeError
-from meshgate.k8s.instance import parse_instance
-from meshgate.k8s.selection import mesh_of
+from meshgate.k8s.instance import mesh_of, parse_instance
 
 __all__ = [
     "POD_NAME_EXTRA",

@@ -17,7 +17,7 @@ import structlog
 
 __all__ = ["BindError", "StartupError", "leaf_exceptions", "run_until_signalled", "write_ports_file"]
 
-log = structlog.get_logger("meshgate.process")
+log = structlog.get_logger(__name__)
 
 
 class StartupError(Exception):

@@ -24,7 +24,7 @@ from meshgate.store.protocol import AlreadyExistsError, NotFoundError, ResourceS
 
 __all__ = ["ensure_authority"]
 
-log = structlog.get_logger("meshgate.pki")
+log = structlog.get_logger(__name__)
 
 
 def _encode(ca: Authority) -> wrappers_pb2.BytesValue:

@@ -30,6 +30,7 @@ from meshgate.resources.model import (
     utcnow,
 )
 from meshgate.resources.registry import KINDS, get, kinds_sent_to_global, kinds_sent_to_zone, lookup
+from meshgate.resources.selectors import select_gateway, select_gateway_for, selector_matches
 from meshgate.resources.tags import TAG_EXTERNAL_SERVICE, TAG_PROTOCOL, TAG_SERVICE, TAG_ZONE
 
 __all__ = [
@@ -62,6 +63,9 @@ __all__ = [
     "load",
     "load_documents",
     "lookup",
+    "select_gateway",
+    "select_gateway_for",
+    "selector_matches",
     "spec_bytes",
     "utcnow",
     "validate",

@@ -41,7 +41,7 @@ STORE_KEY = web.AppKey("meshgate.store", ResourceStore)
 BASED_ON_KUMA = "2.7"
 PRODUCT = "meshgate"
 
-_logger = structlog.get_logger("meshgate.rest")
+_logger = structlog.get_logger(__name__)
 
 
 class ExtraRoute(NamedTuple):

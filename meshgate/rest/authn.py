@@ -48,7 +48,7 @@ __all__ = [
     "private_keys_middleware",
 ]
 
-log = structlog.get_logger("meshgate.rest.authn")
+log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

@@ -22,9 +22,9 @@ from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import ApiError, not_found
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.transport.xds_configs import (
+    ConfigDumper,
     ConfigDumpError,
     DataplaneNotFound,
-    EnvoyAdminDumper,
     ProxyNotConnected,
     XDSConfigBroker,
     ZoneOffline,
@@ -47,7 +47,7 @@ def _dump_response(config: bytes) -> web.Response:
     return web.Response(body=config, content_type="application/json")
 
 
-def zone_config_dump_route(dumper: EnvoyAdminDumper) -> ExtraRoute:
+def zone_config_dump_route(dumper: ConfigDumper) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
         mesh, name = request.match_info["mesh"], request.match_info["name"]
         try:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from meshgate.k8s.duration import SECOND, format_duration
+from meshgate.resources.duration import SECOND, format_duration
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.spec_schema import JsonSchema
 from meshgate.store.factory import DEFAULT_SQLITE_FILE

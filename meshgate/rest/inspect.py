@@ -4,7 +4,7 @@ Kuma 2.7 (pkg/api-server/inspect_endpoints.go, `inspectGatewayDataplanes`, v2.7.
 `GatewayDataplanesInspectEntryList` (pkg/api-server/types/inspect.go): `{"total": N, "items":
 [{"dataplane": {"mesh": M, "name": N}}]}`, listing every builtin gateway Dataplane of the mesh that the
 gateway selects when it is the only candidate (`SelectDataplanePolicyWithMatcher(dp.Spec.Matches,
-[gateway])`), which is `meshgate.xds.gateway.select_gateway` given that one gateway. `kumactl inspect
+[gateway])`), which is `meshgate.resources.selectors.select_gateway_for` given that one gateway. `kumactl inspect
 meshgateway NAME` prints the names. A missing mesh or gateway is a 404.
 """
 
@@ -17,11 +17,12 @@ from aiohttp import web
 
 from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey
+from meshgate.resources.selectors import select_gateway_for
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import not_found
 from meshgate.rest.spec_schema import JsonSchema
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
-from meshgate.xds.gateway import is_builtin_gateway, select_gateway
+from meshgate.xds.gateway import is_builtin_gateway
 
 __all__ = ["GATEWAY_DATAPLANES_SCHEMA", "gateway_dataplanes", "gateway_dataplanes_route"]
 
@@ -49,7 +50,7 @@ def gateway_dataplanes(gateway: Resource, dataplanes: Iterable[Resource]) -> dic
     items = [
         {"dataplane": {"mesh": dp.meta.mesh, "name": dp.meta.name}}
         for dp in dataplanes
-        if is_builtin_gateway(dp) and select_gateway(dp, [gateway]) is not None
+        if is_builtin_gateway(dp) and select_gateway_for(dp, [gateway]) is not None
     ]
     return {"total": len(items), "items": items}
 

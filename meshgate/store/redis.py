@@ -84,7 +84,7 @@ from meshgate.store.redis_layout import (
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
-_log = structlog.get_logger("meshgate.store.redis")
+_log = structlog.get_logger(__name__)
 
 # The listener PINGs on its pub/sub connection this often when no message arrived, so a silently dead
 # connection (no FIN, e.g. a partition) is noticed within this plus `timeout`.

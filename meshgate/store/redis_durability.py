@@ -37,7 +37,7 @@ ALLOW_VOLATILE_FLAG = "--store-allow-volatile"
 _TIMEOUT = 5.0
 _RETRY_INTERVAL = 2.0
 
-_log = structlog.get_logger("meshgate.store.redis")
+_log = structlog.get_logger(__name__)
 
 
 class VolatileStoreError(StartupError):

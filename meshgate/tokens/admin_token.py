@@ -26,7 +26,7 @@ from meshgate.tokens.services import UserTokens
 
 __all__ = ["ADMIN_TOKEN_FILE", "ADMIN_TOKEN_VALID_FOR", "ensure_admin_token"]
 
-log = structlog.get_logger("meshgate.tokens.admin")
+log = structlog.get_logger(__name__)
 
 ADMIN_TOKEN_FILE: Final = "admin-user-token"  # noqa: S105 (a file name, not a secret)
 ADMIN_TOKEN_VALID_FOR: Final = 10 * 365 * 24 * 3600  # Kuma's: 24*365*10 hours

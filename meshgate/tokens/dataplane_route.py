@@ -30,7 +30,7 @@ from meshgate.tokens.services import DataplaneTokens
 
 __all__ = ["DEFAULT_VALID_FOR", "DataplaneTokenRequest", "dataplane_token_route", "parse_request"]
 
-log = structlog.get_logger("meshgate.tokens.dataplane")
+log = structlog.get_logger(__name__)
 
 DEFAULT_VALID_FOR: Final = "87600h"  # Kuma's default when validFor is empty (kumahq/kuma#4001)
 _MAX_NAME: Final = 253

@@ -35,7 +35,7 @@ from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundE
 
 __all__ = ["LABEL_RETIRE_AT", "KeyFamily", "KeyInfo", "SigningKeyMissing", "SigningKeys", "key_bytes", "key_spec"]
 
-log = structlog.get_logger("meshgate.tokens.keys")
+log = structlog.get_logger(__name__)
 
 LABEL_RETIRE_AT: Final = "meshgate.io/retire-at"
 DEFAULT_TTL: Final = 1.0

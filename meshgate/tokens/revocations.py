@@ -22,7 +22,7 @@ from meshgate.tokens.keys import DEFAULT_TTL, key_bytes, key_spec
 
 __all__ = ["MAX_REVOCATIONS", "Revocations", "valid_token_id"]
 
-log = structlog.get_logger("meshgate.tokens.revocations")
+log = structlog.get_logger(__name__)
 
 # A list is one resource read on every refresh: keep it well inside one store value. Rotating the signing key
 # is the answer to a larger compromise.

@@ -43,7 +43,7 @@ __all__ = [
     "ZoneTokens",
 ]
 
-log = structlog.get_logger("meshgate.tokens")
+log = structlog.get_logger(__name__)
 
 ZONE_KEY_KIND: Final = "ZoneTokenSigningKey"
 USER_KEY_KIND: Final = "UserTokenSigningKey"

@@ -24,7 +24,7 @@ from meshgate.tokens.services import UserTokens
 
 __all__ = ["user_token_route"]
 
-log = structlog.get_logger("meshgate.tokens.user")
+log = structlog.get_logger(__name__)
 
 _MAX_NAME: Final = 253
 _MAX_GROUPS: Final = 64

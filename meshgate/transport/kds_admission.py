@@ -46,7 +46,7 @@ __all__ = [
     "zone_of",
 ]
 
-log = structlog.get_logger("meshgate.kds.admission")
+log = structlog.get_logger(__name__)
 
 # The metadata a meshgate zone sends with its instance id (Kuma puts it in node.metadata, on the first request
 # only; metadata is there before any message, which admission needs).

@@ -26,7 +26,7 @@ from meshgate.transport.wakeup import Wakeup
 
 __all__ = ["SnapshotSource"]
 
-log = structlog.get_logger("meshgate.kds.snapshots")
+log = structlog.get_logger(__name__)
 
 # Page size for full reloads: big enough to read 10k resources in a few queries.
 _PAGE = 5000

@@ -40,7 +40,7 @@ __all__ = [
     "server_credentials",
 ]
 
-log = structlog.get_logger("meshgate.kds.tls")
+log = structlog.get_logger(__name__)
 
 CERT_FLAG = "--kds-tls-cert-file"
 KEY_FLAG = "--kds-tls-key-file"

@@ -1,19 +1,8 @@
-"""A level-triggered wake-up flag: many `set()`s before one `wait()` coalesce into one wake."""
+"""Moved to `meshgate.concurrency`; kept so that modules written against this path still import (zone_cp/xds.py,
+meshgate/xds/ads_server.py and meshgate/transport/snapshots.py did when it moved). Remove once none does."""
 
 from __future__ import annotations
 
-import anyio
+from meshgate.concurrency import Wakeup
 
 __all__ = ["Wakeup"]
-
-
-class Wakeup:
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = anyio.Event()

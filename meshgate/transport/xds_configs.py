@@ -4,10 +4,9 @@
         -> XDSConfigBroker.request(zone, ...)            one request, a uuid, a deadline
         -> the zone's open StreamXDSConfigs stream       (the zone opened it; the global writes requests)
     zone: ConfigDumpAnswerer.run(channel)                reads XDSConfigRequest, answers XDSConfigResponse
-        -> EnvoyAdminDumper.dump(mesh, name)             the proxy's live authenticated xDS stream: its peer
-                                                         address and the `dataplane.admin.port` it declared
-        -> GET http://<peer>:<admin port>/config_dump    (never a port a Dataplane resource names; with
-           meshgate-dp beside the zone that is loopback; Kuma's kuma-dp reaches it through its own admin proxy)
+        -> ConfigDumper.dump(mesh, name)                 the zone's Envoy admin client (zone_cp/envoy_admin.py):
+                                                         GET /config_dump of the proxy's admin, found through
+                                                         its live authenticated xDS stream
 
 The same stream also answers "which VIP does this zone give `.mesh` name N?" for the global's
 `kds trace name`: a request with `resource_type` `VIRTUAL_IPS` ("VirtualIPs") and the name in `resource_name`,
@@ -16,6 +15,13 @@ or ZoneEgress"), so a Kuma zone answers it with an error, which the global shows
 
 Everything is bounded: the zone answers at most `MAX_CONCURRENT` requests at once, each admin fetch has a
 timeout, and a global request waits at most its timeout; a stream that closes fails its pending requests at once.
+
+Error tree (what a config-dump request may fail with, on either side)::
+
+    ConfigDumpError          the zone answered with an error (the proxy's admin unreachable, ...)
+    ├── DataplaneNotFound    no such Dataplane in the zone
+    ├── ProxyNotConnected    the Dataplane exists, but no proxy holds a live authenticated xDS stream for it
+    └── ZoneOffline          the zone has no config-dump stream open to the global, or it closed
 """
 
 from __future__ import annotations
@@ -25,36 +31,31 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import grpc
-import httpx
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.resources import kinds
-from meshgate.resources.model import ResourceKey
-from meshgate.store.protocol import NotFoundError, ResourceStore
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "VIRTUAL_IPS",
-    "AdminLocator",
     "ConfigDumpAnswerer",
     "ConfigDumpError",
+    "ConfigDumper",
     "DataplaneNotFound",
-    "EnvoyAdminDumper",
     "ProxyNotConnected",
     "XDSConfigBroker",
     "ZoneOffline",
-    "admin_url",
 ]
 
-log = structlog.get_logger("meshgate.kds.xds_configs")
+log = structlog.get_logger(__name__)
 
 MAX_CONCURRENT = 8
-ADMIN_TIMEOUT = 10.0
 # What fits in one XDSConfigResponse under the 10 MiB KDS message limit, with room for the envelope.
 MAX_CONFIG_BYTES = 10 * 1024 * 1024 - 64 * 1024
 # Requests queued per zone stream before `request` waits for room.
@@ -77,84 +78,22 @@ class ZoneOffline(ConfigDumpError):
     pass
 
 
-def admin_url(host: str, port: int, include_eds: bool) -> str:
-    where = f"[{host}]" if ":" in host else host
-    return f"http://{where}:{port}/config_dump" + ("?include_eds" if include_eds else "")
-
-
 class ProxyNotConnected(ConfigDumpError):
     """The Dataplane exists but no proxy holds a live (authenticated) xDS stream for it."""
 
 
-# (mesh, name) -> (host, port) of the Envoy admin of a proxy with a live authenticated xDS stream, else None.
-AdminLocator = Callable[[str, str], tuple[str, int] | None]
-
-
-def _redact(config: bytes) -> bytes:
-    """The dump without the data plane token: Envoy's bootstrap carries it as the xDS call's `authorization`
-    initial metadata, and a config dump is readable by anyone who may read the API."""
-    if b'"authorization"' not in config:
-        return config
-    try:
-        doc = json.loads(config)
-    except ValueError:
-        return config
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if str(node.get("key", "")).lower() == "authorization" and "value" in node:
-                node["value"] = "[redacted]"
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(doc)
-    return json.dumps(doc, indent=1).encode()
-
-
-class EnvoyAdminDumper:
-    """The zone's side: a connected proxy's Envoy config dump.
-
-    Only from a proxy with a live authenticated xDS stream, at that stream's peer address and the admin port
-    the proxy declared on it (`locate`). Never from an address or port a Dataplane resource names: anyone
-    who can write a Dataplane (or a zone relaying one) could otherwise make this zone request any port of
-    its own loopback (a request forgery)."""
-
-    def __init__(self, store: ResourceStore, locate: AdminLocator, timeout: float = ADMIN_TIMEOUT) -> None:
-        self._store = store
-        self._locate = locate
-        self._timeout = timeout
+class ConfigDumper(Protocol):
+    """What answers a config-dump request in a zone: its Envoy admin client (zone_cp/envoy_admin.py)."""
 
     async def dump(self, mesh: str, name: str, include_eds: bool = False) -> bytes:
-        try:
-            await self._store.get(ResourceKey(kinds.DATAPLANE, mesh, name))
-        except NotFoundError:
-            raise DataplaneNotFound(f'Dataplane "{name}" not found in mesh "{mesh}"') from None
-        target = self._locate(mesh, name)
-        if target is None:
-            raise ProxyNotConnected(
-                f'proxy "{name}" has no authenticated xDS stream to this zone that declared an Envoy admin port:'
-                " config dumps come only from a connected proxy"
-            )
-        url = admin_url(*target, include_eds)
-        try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
-                resp = await client.get(url)
-        except httpx.HTTPError as exc:
-            raise ConfigDumpError(
-                f'proxy "{name}" is not reachable at {url} ({type(exc).__name__}: {exc}); is it connected?'
-            ) from None
-        if resp.status_code != 200:
-            raise ConfigDumpError(f"Envoy admin at {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
-        return _redact(resp.content)
+        """The proxy's config dump; raises ConfigDumpError (DataplaneNotFound, ProxyNotConnected) when none."""
+        ...
 
 
 class ConfigDumpAnswerer:
     """Zone side of StreamXDSConfigs, run inside the KDS session on its channel; reopens the stream if it ends."""
 
-    def __init__(self, dumper: EnvoyAdminDumper, zone: str = "", names: NameLookup | None = None) -> None:
+    def __init__(self, dumper: ConfigDumper, zone: str = "", names: NameLookup | None = None) -> None:
         self._dumper = dumper
         self._zone = zone
         # Set by the zone once its DNS exists: answers VIRTUAL_IPS requests.

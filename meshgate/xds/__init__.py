@@ -11,7 +11,7 @@ the same way.
 from __future__ import annotations
 
 from meshgate.xds.crossmesh import CrossMesh
-from meshgate.xds.gateway import GatewayBinding, HostnameGroup, ListenerBinding, VirtualHost, bind, select_gateway
+from meshgate.xds.gateway import GatewayBinding, HostnameGroup, ListenerBinding, VirtualHost, bind
 from meshgate.xds.generate import generate
 from meshgate.xds.routes import NO_ROUTE_BODY, UNRESOLVED_BACKEND
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Snapshot, version_of
@@ -34,6 +34,5 @@ __all__ = [
     "VirtualHost",
     "bind",
     "generate",
-    "select_gateway",
     "version_of",
 ]

@@ -34,8 +34,8 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_ZONE, Resource
+from meshgate.resources.selectors import selector_matches
 from meshgate.resources.tags import TAG_PROTOCOL, TAG_SERVICE, TAG_ZONE
-from meshgate.xds.gateway import selector_matches
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 
 __all__ = [

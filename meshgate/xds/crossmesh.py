@@ -34,8 +34,9 @@ from meshgate.dns.names import cross_mesh_name
 from meshgate.mtls import CertificateAuthority, Leaf, LeafCache, spiffe_id
 from meshgate.resources import kinds
 from meshgate.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
+from meshgate.resources.selectors import select_gateway_for
 from meshgate.xds.clusters import Endpoint, pack
-from meshgate.xds.gateway import is_builtin_gateway, select_gateway
+from meshgate.xds.gateway import is_builtin_gateway
 
 __all__ = ["CrossMesh", "downstream_mtls", "upstream_mtls"]
 
@@ -51,7 +52,7 @@ class CrossMesh:
 
     `cas`: mesh -> its CA (only meshes whose enabled backend is builtin and whose CA Secrets are readable).
     `gateways` and `dataplanes`: of any meshes; a builtin gateway Dataplane serves the one MeshGateway that
-    `select_gateway` picks for it. `zone`: the local zone (Dataplanes without `kuma.io/zone` are in it).
+    `select_gateway_for` picks for it. `zone`: the local zone (Dataplanes without `kuma.io/zone` are in it).
     `domain`: the `.mesh` DNS domain. `leaves`: a cache kept across regenerations (a new one when omitted).
     """
 
@@ -78,7 +79,7 @@ class CrossMesh:
         for dp in sorted(dataplanes, key=lambda d: (d.meta.mesh, d.meta.name)):
             if dp.kind != kinds.DATAPLANE or dp.meta.mesh not in by_mesh or not is_builtin_gateway(dp):
                 continue
-            chosen = select_gateway(dp, by_mesh[dp.meta.mesh])
+            chosen = select_gateway_for(dp, by_mesh[dp.meta.mesh])
             if chosen is not None:
                 self._served.setdefault((dp.meta.mesh, chosen.meta.name), []).append(dp)
 

@@ -1,11 +1,9 @@
 """Binding a builtin gateway Dataplane to its MeshGateway, and routes to the gateway's listeners.
 
-Kuma 2.7 (`xds/topology/gateway.go`, `core/policy/dataplane_matcher.go`, `gateway/generator.go`):
+Kuma 2.7 (`gateway/generator.go`):
 
-- **Gateway selection.** Of the MeshGateways in the Dataplane's mesh, each selector whose tags all match the
-  Dataplane's gateway tags (or an inbound's tags) ranks by (tags matched, exact non-`*` values). The best rank
-  wins; on a tie the newer creation time wins, and gateways are visited in name order so that equal times
-  keep the first name. A gateway with no selectors, or an empty selector, matches with rank zero.
+- **Gateway selection** (which MeshGateway a Dataplane serves) is `meshgate.resources.selectors`, shared with
+  the zone's gateway provisioning.
 - **Route binding.** Each listener's tags are the Dataplane's gateway tags, overridden by the gateway's tags,
   overridden by the listener's. A route binds to a listener when any of its selectors matches those tags, and
   its protocol fits: HTTP routes to HTTP and HTTPS listeners, TCP routes to TCP and TLS listeners.
@@ -31,12 +29,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
+from meshgate.resources.selectors import MATCH_ALL, selector_matches
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import hostnames
 
@@ -48,8 +46,6 @@ __all__ = [
     "bind",
     "is_builtin_gateway",
     "listener_name",
-    "select_gateway",
-    "selector_matches",
 ]
 
 _Listener = MeshGateway.Listener
@@ -57,8 +53,6 @@ HTTP_PROTOCOLS = frozenset({_Listener.HTTP, _Listener.HTTPS})
 TCP_PROTOCOLS = frozenset({_Listener.TCP, _Listener.TLS})
 # Filter chains are per hostname for these; Envoy matches them on SNI.
 SNI_PROTOCOLS = frozenset({_Listener.HTTPS, _Listener.TLS})
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-_WILDCARD_SELECTOR_VALUE = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,47 +101,6 @@ def is_builtin_gateway(dataplane: Resource) -> bool:
 
 def listener_name(gateway: str, protocol: int, port: int) -> str:
     return f"{gateway}:{_Listener.Protocol.Name(protocol)}:{port}"
-
-
-def selector_matches(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
-    """Kuma's TagSelector.Matches: every key present, with an equal value or `*`; empty matches all."""
-    # A plain loop: this runs for every endpoint of every destination, and `all(<genexpr>)` costs twice as much.
-    for key, value in selector.items():
-        if key not in tags or (value != tags[key] and value != _WILDCARD_SELECTOR_VALUE):
-            return False
-    return True
-
-
-def _rank(selector: Mapping[str, str]) -> tuple[int, int]:
-    exact = sum(1 for value in selector.values() if value != _WILDCARD_SELECTOR_VALUE)
-    return (len(selector), exact)
-
-
-def _dataplane_tag_sets(dataplane: Resource) -> list[Mapping[str, str]]:
-    networking: Any = dataplane.spec.networking  # type: ignore[attr-defined]
-    return [*(inbound.tags for inbound in networking.inbound), networking.gateway.tags]
-
-
-def select_gateway(dataplane: Resource, gateways: Iterable[Resource]) -> Resource | None:
-    """The one MeshGateway of the Dataplane's mesh that best matches it, or None."""
-    tag_sets = _dataplane_tag_sets(dataplane)
-    best: Resource | None = None
-    best_rank = (0, 0)
-    best_time = _EPOCH
-    candidates = sorted((g for g in gateways if g.meta.mesh == dataplane.meta.mesh), key=lambda g: g.meta.name)
-    for gateway in candidates:
-        created = gateway.meta.creation_time or _EPOCH
-        spec: Any = gateway.spec
-        ranks: list[tuple[int, int]] = []
-        if not spec.selectors:
-            ranks.append((0, 0))
-        for selector in spec.selectors:
-            if not selector.match or any(selector_matches(selector.match, tags) for tags in tag_sets):
-                ranks.append(_rank(selector.match))
-        for rank in ranks:
-            if best is None or rank > best_rank or (rank == best_rank and created > best_time):
-                best, best_rank, best_time = gateway, rank, created
-    return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +195,7 @@ class RouteIndex:
             wildcard = False
             for selector in route.spec.selectors:  # type: ignore[attr-defined]
                 service = selector.match.get(TAG_SERVICE)
-                if service is None or service == _WILDCARD_SELECTOR_VALUE:
+                if service is None or service == MATCH_ALL:
                     wildcard = True
                 else:
                     services.add(service)

@@ -35,11 +35,12 @@ from google.protobuf.message import Message
 
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
+from meshgate.resources.selectors import select_gateway_for
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
-from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bind, is_builtin_gateway, select_gateway
+from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bind, is_builtin_gateway
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from meshgate.xds.vips import VipOutbound
@@ -340,7 +341,7 @@ def generate(
         index = clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone)
     b = _Builder(index)
     if is_builtin_gateway(proxy):
-        gateway = select_gateway(proxy, gateways)
+        gateway = select_gateway_for(proxy, gateways)
         if gateway is None:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:

@@ -31,7 +31,7 @@ from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
-from meshgate.transport.xds_configs import EnvoyAdminDumper
+from zone_cp.envoy_admin import EnvoyAdminDumper
 
 CA_KEY = "default.ca-builtin-key-ca-1"
 CA_CERT = "default.ca-builtin-cert-ca-1"

@@ -27,11 +27,11 @@ from meshgate.transport.xds_configs import (
     ConfigDumpAnswerer,
     ConfigDumpError,
     DataplaneNotFound,
-    EnvoyAdminDumper,
     XDSConfigBroker,
     ZoneOffline,
 )
 from tests.support.wait import eventually
+from zone_cp.envoy_admin import EnvoyAdminDumper
 
 NAMES = ["kuma.mesh.v1alpha1.GlobalKDSService"]
 

@@ -436,7 +436,7 @@ def test_zone_rbac(builds: dict[str, list[Obj]], rel: str) -> None:
     assert granted[("kuma.io", "meshgatewayinstances/status")] >= {"update", "patch"}
     assert granted[("apps", "deployments")] >= manage
     assert granted[("", "services")] >= manage
-    # The reconciler reads the instance's Namespace for its kuma.io/mesh annotation (meshgate/k8s/selection.py).
+    # The reconciler reads the instance's Namespace for its kuma.io/mesh annotation (k8s/instance.py `mesh_of`).
     assert granted[("", "namespaces")] >= {"get"}
     # Gateway Pods' service account tokens are checked with a TokenReview, then their Pod is read
     # (meshgate/k8s/token_review.py); nothing more: the zone never lists or changes Pods.

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from meshgate.k8s.instance import ServiceType, parse_instance, service_tag
+from meshgate.k8s.instance import MeshGatewayInstance, ServiceType, mesh_of, parse_instance, service_tag
 
 
 def cr(name: str = "gw", namespace: str = "ns", **extra: Any) -> dict[str, Any]:
@@ -124,3 +124,13 @@ def test_status_is_read_for_the_next_transition() -> None:
     instance = parse_instance(cr(status=status)).instance
     assert instance.conditions[0].status == "True"
     assert instance.load_balancer == {"ingress": [{"ip": "1.1.1.1"}]}
+
+
+def test_mesh_label_then_annotation_then_namespace_then_default() -> None:
+    both = MeshGatewayInstance("gw", "ns", labels={"kuma.io/mesh": "l"}, annotations={"kuma.io/mesh": "a"})
+    assert mesh_of(both, {"kuma.io/mesh": "n"}) == "l"
+    annotated = MeshGatewayInstance("gw", "ns", annotations={"kuma.io/mesh": "a"})
+    assert mesh_of(annotated, {"kuma.io/mesh": "n"}) == "a"
+    plain = MeshGatewayInstance("gw", "ns", labels={"kuma.io/mesh": ""})
+    assert mesh_of(plain, {"kuma.io/mesh": "n"}) == "n"
+    assert mesh_of(plain, {}) == "default"

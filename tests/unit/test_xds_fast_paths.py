@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.resources.model import Meta, Resource
+from meshgate.resources.selectors import selector_matches
 from meshgate.xds import clusters, hostnames
-from meshgate.xds.gateway import selector_matches
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination, entries
 from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
 from tests.unit.test_xds_properties import gateway_routes

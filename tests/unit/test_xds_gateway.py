@@ -1,4 +1,5 @@
-"""Gateway selection, route binding and virtual hosts (meshgate.xds.gateway, meshgate.xds.hostnames)."""
+"""Route binding and virtual hosts (meshgate.xds.gateway, meshgate.xds.hostnames); gateway selection is in
+test_resources_selectors.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
-from meshgate.xds import bind, select_gateway
+from meshgate.xds import bind
 from meshgate.xds.hostnames import by_exactness, containers, contains
 
 
@@ -74,41 +75,6 @@ conf:
     rules:
     - backends: [{{destination: {{kuma.io/service: backend}}}}]
 """)
-
-
-@pytest.mark.parametrize(
-    ("gateways", "winner"),
-    [
-        # More tags matched wins.
-        ([("one-tag", "[{match: {kuma.io/service: edge}}]", 0),
-          ("two-tags", "[{match: {kuma.io/service: edge, env: prod}}]", 0)], "two-tags"),
-        # Same count: more exact (non-*) values win.
-        ([("wild", "[{match: {kuma.io/service: edge, env: '*'}}]", 5),
-          ("exact", "[{match: {kuma.io/service: edge, env: prod}}]", 0)], "exact"),
-        # Same rank: the newest wins.
-        ([("old", "[{match: {kuma.io/service: edge}}]", 0),
-          ("new", "[{match: {kuma.io/service: edge}}]", 9)], "new"),
-        # Same rank and time: the first by name.
-        ([("b", "[{match: {kuma.io/service: edge}}]", 0),
-          ("a", "[{match: {kuma.io/service: edge}}]", 0)], "a"),
-        # A selector that does not match is no candidate, however specific.
-        ([("other", "[{match: {kuma.io/service: edge, env: dev}}]", 9),
-          ("mine", "[{match: {kuma.io/service: '*'}}]", 0)], "mine"),
-        # Any matching selector of a gateway counts, with its own rank.
-        ([("multi", "[{match: {kuma.io/service: x}}, {match: {kuma.io/service: edge, env: prod}}]", 0),
-          ("single", "[{match: {kuma.io/service: edge}}]", 9)], "multi"),
-    ],
-)  # fmt: skip
-def test_select_gateway_best_match(gateways: list[tuple[str, str, int]], winner: str) -> None:
-    candidates = [gateway(name, sel, created=t) for name, sel, t in gateways]
-    chosen = select_gateway(DATAPLANE, candidates)
-    assert chosen is not None
-    assert chosen.meta.name == winner
-
-
-def test_select_gateway_none_and_other_meshes() -> None:
-    elsewhere = gateway("x", "[{match: {kuma.io/service: edge}}]").with_meta(mesh="other")
-    assert select_gateway(DATAPLANE, [elsewhere, gateway("y", "[{match: {kuma.io/service: nope}}]")]) is None
 
 
 def test_routes_bind_by_merged_tags_listener_last() -> None:

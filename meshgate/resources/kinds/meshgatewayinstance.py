@@ -23,22 +23,30 @@ The protobuf message is meshgate's own (`kuma.mesh.v1alpha1.MeshGatewayInstance`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from meshgate.api.mesh.v1alpha1.gateway_instance_pb2 import MeshGatewayInstance
-from meshgate.k8s.instance import ServiceType
-from meshgate.k8s.quantity import QuantityError, canonical
 from meshgate.resources import kinds
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Path, Violation, Violations
 from meshgate.resources.kinds._spec import validate_resource
 from meshgate.resources.model import Resource
+from meshgate.resources.quantity import QuantityError, canonical
 from meshgate.resources.tags import TAG_SERVICE, check_tags
 
-__all__ = ["DEFAULT_REPLICAS", "DESCRIPTOR", "proxy_tags", "replicas", "validate"]
+__all__ = ["DEFAULT_REPLICAS", "DESCRIPTOR", "ServiceType", "proxy_tags", "replicas", "validate"]
 
 DEFAULT_REPLICAS = 1
 _INT32_MAX = 2**31 - 1
+
+
+class ServiceType(StrEnum):
+    """`serviceType`, as the CRD's (the Kubernetes Service type of the instance)."""
+
+    LOAD_BALANCER = "LoadBalancer"
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
 
 
 def replicas(spec: Any) -> int:

@@ -1,4 +1,5 @@
-"""Flags both control planes share, each also a MESHGATE_* environment variable (Kuma-style names)."""
+"""Flags the control planes share (global-cp, zone-cp; meshgate-dp takes the logging ones), each also a
+MESHGATE_* environment variable (Kuma-style names)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshgate.k8s.duration import DurationError, format_duration, parse_duration
-from meshgate.k8s.quantity import QuantityError, canonical, milli_value
+from meshgate.resources.duration import DurationError, format_duration, parse_duration
+from meshgate.resources.quantity import QuantityError, canonical, milli_value
 
 
 @pytest.mark.parametrize(
