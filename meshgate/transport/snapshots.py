@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from meshgate.delta import Entry, KindSnapshot
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.naming import wire_name
-from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.events import ChangeBatch

@@ -12,15 +12,14 @@ from google.protobuf import struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgate.kds.delta import compute_delta
+from meshgate.delta import Entry, KindSnapshot, Rejected, Subscribed, compute_delta
 from meshgate.kds.envelope import EnvelopeError, content_version, from_wire, to_envelope, to_wire
 from meshgate.kds.errors import MalformedMessage
 from meshgate.kds.limits import MAX_UNKNOWN_KINDS, check_request, check_response
 from meshgate.kds.naming import hashed_name, wire_name
 from meshgate.kds.node import kds_node, node_features, parse_features
 from meshgate.kds.receiver import Receiver
-from meshgate.kds.sender import Input, ProtocolError, Sender, State, rejected_names
-from meshgate.kds.snapshot import Entry, KindSnapshot
+from meshgate.kds.sender import ProtocolError, Sender, State, rejected_names
 from tests.support.thing import THING, entries, no_bad, thing
 
 # --- naming and versions -------------------------------------------------------------------------
@@ -209,8 +208,9 @@ def test_sender_answers_an_unknown_kind_once_empty_and_keeps_the_stream() -> Non
     s = Sender(["Thing"])
     snap = KindSnapshot.of("Thing", entries(thing("a")))
     s.receive(subscribe("Thing"), 0.0)
-    _, inp = s.receive(subscribe("MeshTimeout"), 0.0)
-    assert inp is Input.SUBSCRIBE
+    (event,) = s.receive(subscribe("MeshTimeout"), 0.0)
+    assert isinstance(event, Subscribed)
+    assert event.unknown
     assert "MeshTimeout" not in s.kinds
     (empty,) = s.unknown_responses(1.0)
     assert (empty.type_url, list(empty.resources), list(empty.removed_resources)) == ("MeshTimeout", [], [])
@@ -318,8 +318,10 @@ def test_nack_names_bad_resources_and_others_still_apply() -> None:
     nack = receiver.applied(plan)
     assert "evil.default" in nack.error_detail.message
     assert rejected_names(nack) == {"evil.default": "value: must not be bad"}
-    ks, inp = sender.receive(nack, 1)
-    assert inp is Input.NACK
+    (event,) = sender.receive(nack, 1)
+    assert isinstance(event, Rejected)
+    assert event.names == {"evil.default": "value: must not be bad"}
+    ks = sender.kinds["Thing"]
     assert ks.state is State.IDLE
     assert ks.stats.last_nack is not None
     assert ks.stats.last_nack.names == {"evil.default": "value: must not be bad"}
