@@ -1,8 +1,7 @@
-"""The sans-IO delta ADS core: subscriptions, ordering, forced endpoints, ACK/NACK, every (state, input) pair."""
+"""The sans-IO delta ADS configuration: subscriptions, ordering, forced endpoints, ACK/NACK (the engine's table
+and properties under both configurations: tests/unit/test_delta_engine.py)."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
@@ -15,15 +14,10 @@ from meshgate.xds.ads import (
     LISTENER,
     ROUTE,
     AdsStream,
-    Input,
     ProtocolError,
     ProxyId,
     Snapshot,
-    State,
     Subscription,
-    TypeState,
-    classify,
-    compute_delta,
 )
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import SnapshotStore
@@ -295,40 +289,6 @@ def test_reconnect_with_initial_versions_gets_only_what_changed() -> None:
     assert names(eds) == ["b"]
 
 
-@pytest.mark.parametrize(("state", "inp"), list(itertools.product(State, Input)))
-def test_every_state_input_pair_is_a_transition_or_a_protocol_error(state: State, inp: Input) -> None:
-    stream = AdsStream(PROXY)
-    ts = stream.types[CLUSTER] = TypeState(CLUSTER, state=state)
-    if state is State.AWAITING:
-        ts.state = State.IDLE
-        ts.subscription = Subscription(wildcard=True)
-        (resp,) = stream.next_responses(snap(), 0.0)
-        nonce = resp.nonce
-    else:
-        nonce = "1"
-    request = {
-        Input.SUBSCRIBE: req(CLUSTER),
-        Input.UPDATE: req(CLUSTER, subscribe=("x",)),
-        Input.ACK: req(CLUSTER, nonce=nonce),
-        Input.NACK: req(CLUSTER, nonce=nonce, error="bad"),
-    }[inp]
-    if classify(request, state) is not inp:  # SUBSCRIBE and UPDATE differ by state alone
-        return
-    allowed = {
-        (State.UNSUBSCRIBED, Input.SUBSCRIBE): State.IDLE,
-        (State.IDLE, Input.UPDATE): State.IDLE,
-        (State.AWAITING, Input.UPDATE): State.AWAITING,
-        (State.AWAITING, Input.ACK): State.IDLE,
-        (State.AWAITING, Input.NACK): State.IDLE,
-    }
-    if (state, inp) in allowed:
-        stream.receive(request, 1.0)
-        assert ts.state is allowed[(state, inp)]
-    else:
-        with pytest.raises(ProtocolError, match=inp.value):
-            stream.receive(request, 1.0)
-
-
 def test_an_ack_for_another_nonce_is_a_protocol_error() -> None:
     stream = AdsStream(PROXY)
     stream.receive(req(CLUSTER), 0.0)
@@ -337,20 +297,6 @@ def test_an_ack_for_another_nonce_is_a_protocol_error() -> None:
         stream.receive(req(CLUSTER, nonce="99"), 0.0)
     with pytest.raises(ProtocolError, match="type_url"):
         stream.receive(req(""), 0.0)
-
-
-def test_compute_delta_is_pure_and_honours_holds() -> None:
-    s = snap(clusters={"a": (1,), "b": (2,)})
-    entries = s.get(CLUSTER)
-    known = {"a": s.versions(CLUSTER)["a"], "gone": "v"}
-    sub = Subscription(wildcard=True)
-    d = compute_delta(entries, known, subscription=sub)
-    assert [e.name for e in d.upserts] == ["b"]
-    assert d.removals == ("gone",)
-    assert compute_delta(entries, known, subscription=sub, hold_upserts=True).upserts == ()
-    assert compute_delta(entries, known, subscription=sub, hold_removals=True).removals == ()
-    assert [e.name for e in compute_delta(entries, known, subscription=sub, force={"a"}).upserts] == ["a", "b"]
-    assert compute_delta(entries, known, subscription=Subscription(names=frozenset({"a"}))).empty
 
 
 def test_registry_keeps_the_last_stream_of_a_disconnected_proxy() -> None:
