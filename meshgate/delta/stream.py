@@ -28,18 +28,10 @@ from typing import Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshgate.delta import events as ev
 from meshgate.delta.delta import Delta, compute_delta
 from meshgate.delta.entry import Entry
-from meshgate.delta.events import (
-    Delivered,
-    Event,
-    InitialStateSplit,
-    Oversized,
-    Rejected,
-    Sent,
-    Subscribed,
-    Updated,
-)
+from meshgate.delta.events import Event
 from meshgate.delta.snapshot import KindSnapshot
 from meshgate.delta.state import TRANSITIONS, InFlight, Input, NackRecord, ProtocolError, State, TypeState, classify
 from meshgate.delta.subscription import EVERYTHING, WILDCARD, Subscription
@@ -179,7 +171,7 @@ class DeltaStream:
             ts.known = dict(req.initial_resource_versions)
             ts.confirmed = dict(ts.known)
             ts.synced_revision = None
-            event = Subscribed(
+            event = ev.Subscribed(
                 ts.type_url,
                 len(req.initial_resource_versions),
                 tuple(req.resource_names_subscribe),
@@ -187,7 +179,7 @@ class DeltaStream:
                 unknown,
             )
         elif inp is Input.UPDATE:
-            event = Updated(ts.type_url, tuple(req.resource_names_subscribe), tuple(req.resource_names_unsubscribe))
+            event = ev.Updated(ts.type_url, tuple(req.resource_names_subscribe), tuple(req.resource_names_unsubscribe))
         else:
             event = self._confirm(ts, inp, req, now, label, unknown)
         if self.config.named:
@@ -235,8 +227,8 @@ class DeltaStream:
         ts.in_flight = None
         counts = (len(flight.upserts), len(flight.removals), latency)
         if inp is Input.ACK:
-            return Delivered(ts.type_url, flight.nonce, *counts, unknown=unknown)
-        return Rejected(ts.type_url, flight.nonce, req.error_detail.message, reported, *counts, unknown=unknown)
+            return ev.Delivered(ts.type_url, flight.nonce, *counts, unknown=unknown)
+        return ev.Rejected(ts.type_url, flight.nonce, req.error_detail.message, reported, *counts, unknown=unknown)
 
     def _resubscribe(self, ts: TypeState, req: discovery_pb2.DeltaDiscoveryRequest, *, initial: bool) -> None:
         if not req.resource_names_subscribe and not req.resource_names_unsubscribe:
@@ -351,7 +343,7 @@ class DeltaStream:
             ts.oversized.update(delta.oversized)
             assert self.config.max_bytes is not None
             sizes = tuple((n, v, snapshot.entries[n].size) for n, v in delta.oversized.items())
-            events.append(Oversized(ts.type_url, sizes, self.config.max_bytes))
+            events.append(ev.Oversized(ts.type_url, sizes, self.config.max_bytes))
         in_step = delta.complete and not hold_upserts and not hold_removals
         if delta.empty and (ts.first_sent or not ts.subscription.wildcard or hold_upserts):
             ts.synced_revision = snapshot.revision if in_step else None
@@ -391,8 +383,8 @@ class DeltaStream:
         st.last_nonce = nonce
         if st.responses_sent == 1 and not delta.complete and self.config.max_bytes is not None:
             held = sum(e.size for e in snapshot.entries.values())
-            events.append(InitialStateSplit(ts.type_url, len(snapshot.entries), held, self.config.max_bytes))
-        events.append(Sent(ts.type_url, resp, size, delta.complete, unknown))
+            events.append(ev.InitialStateSplit(ts.type_url, len(snapshot.entries), held, self.config.max_bytes))
+        events.append(ev.Sent(ts.type_url, resp, size, delta.complete, unknown))
         if snapshots is not None:
             self._follow(snapshots.followers(ts.type_url), delta.upserts)
         return events

@@ -28,16 +28,8 @@ from typing import Literal
 
 import structlog
 
-from meshgate.delta import (
-    Delivered,
-    Event,
-    InitialStateSplit,
-    Oversized,
-    Rejected,
-    Sent,
-    Subscribed,
-    Updated,
-)
+from meshgate.delta import Event
+from meshgate.delta import events as ev
 from meshgate.kds.limits import clip
 from meshgate.kds.receiver import Plan
 from meshgate.transport.streams import StreamRegistry, StreamSession
@@ -86,17 +78,17 @@ class Observer:
     def _kds(self, log: Logger, session: StreamSession | None, event: Event) -> None:
         metrics = self.registry.metrics if self.registry is not None and session is not None else None
         match event:
-            case Subscribed(unknown=True):
+            case ev.Subscribed(unknown=True):
                 # Answered empty, never sent again: an INFO line when subscribed, nothing per ACK.
                 log.info("kds.subscribe.unknown_kind", type=clip(event.type_url))
-            case Subscribed():
+            case ev.Subscribed():
                 log.info("kds.subscribe", type=event.type_url, initial_versions=event.initial_versions)
                 self._publish(session, "subscribe", kind=event.type_url)
-            case Delivered(unknown=True) | Updated():
+            case ev.Delivered(unknown=True) | ev.Updated():
                 pass
-            case Rejected(unknown=True):
+            case ev.Rejected(unknown=True):
                 log.warning("kds.nack", type=clip(event.type_url), nonce=event.nonce, error=clip(event.error))
-            case Delivered():
+            case ev.Delivered():
                 latency_ms = round(event.latency * 1000, 3)
                 if session is not None:
                     session.last_update = datetime.now(UTC)
@@ -112,7 +104,7 @@ class Observer:
                     latency_ms=latency_ms,
                 )
                 self._publish(session, "ack", kind=event.type_url, nonce=event.nonce, latency_ms=latency_ms)
-            case Rejected():
+            case ev.Rejected():
                 if session is not None:
                     session.last_update = datetime.now(UTC)
                 if metrics is not None:
@@ -137,7 +129,7 @@ class Observer:
                     error=error,
                     rejected=tuple(rejected[:_NACK_NAMES]),
                 )
-            case Sent():
+            case ev.Sent():
                 resp = event.response
                 if session is not None:
                     session.last_update = datetime.now(UTC)
@@ -158,7 +150,7 @@ class Observer:
                     upserts=len(resp.resources),
                     removals=len(resp.removed_resources),
                 )
-            case Oversized():
+            case ev.Oversized():
                 for name, _, size in event.resources:
                     message = f"{event.type_url} {name} is {size} bytes, over the {event.max_bytes}-byte message limit"
                     if session is not None:
@@ -167,7 +159,7 @@ class Observer:
                         session.warn(message)
                     log.error("kds.resource.oversized", type=event.type_url, name=name, bytes=size)
                     self._publish(session, "oversized", kind=event.type_url, error=message)
-            case InitialStateSplit():
+            case ev.InitialStateSplit():
                 # A Kuma zone takes the first response as the whole state and deletes what it lacks.
                 log.warning(
                     "kds.initial_state_split",
@@ -204,23 +196,16 @@ class Observer:
 
     def _xds(self, log: Logger, event: Event) -> None:
         match event:
-            case Subscribed():
+            case ev.Subscribed() | ev.Updated():
+                first = isinstance(event, ev.Subscribed)
                 log.debug(
-                    "xds.subscribe",
+                    "xds.subscribe" if first else "xds.update",
                     type=self.label(event.type_url),
                     subscribe=list(event.subscribe),
                     unsubscribe=list(event.unsubscribe),
-                    initial_versions=event.initial_versions,
+                    initial_versions=event.initial_versions if isinstance(event, ev.Subscribed) else 0,
                 )
-            case Updated():
-                log.debug(
-                    "xds.update",
-                    type=self.label(event.type_url),
-                    subscribe=list(event.subscribe),
-                    unsubscribe=list(event.unsubscribe),
-                    initial_versions=0,
-                )
-            case Delivered():
+            case ev.Delivered():
                 # One INFO line per delivered change: delivery is provable from the logs alone.
                 log.info(
                     "xds.delivered",
@@ -230,7 +215,7 @@ class Observer:
                     removals=event.removals,
                     latency_ms=round(event.latency * 1000, 3),
                 )
-            case Rejected():
+            case ev.Rejected():
                 log.warning(
                     "xds.nack",
                     type=self.label(event.type_url),
@@ -238,7 +223,7 @@ class Observer:
                     rejected=list(event.names),
                     error=event.error,
                 )
-            case Sent():
+            case ev.Sent():
                 log.debug(
                     "xds.response.sent",
                     type=self.label(event.type_url),
@@ -246,5 +231,5 @@ class Observer:
                     upserts=[r.name for r in event.response.resources],
                     removals=list(event.response.removed_resources),
                 )
-            case Oversized() | InitialStateSplit():
+            case ev.Oversized() | ev.InitialStateSplit():
                 pass  # xDS streams have no size budget
