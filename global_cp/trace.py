@@ -1,9 +1,9 @@
 """`GET /kds/trace`: where one resource stands in every zone, ending in one verdict per zone.
 
 For a kind the global sends (Mesh, MeshGateway, MeshGatewayRoute) the evidence is the global's snapshot (the
-version it offers) and, per zone, the open global-to-zone stream's `SenderKind`: when and with which nonce the
-resource last went out, whether that response is still in flight, which version the zone confirmed holding
-(its initial versions, then every ACK), and which version it rejected and why. The verdict:
+version it offers) and, per zone, the open global-to-zone stream's `TypeState` (meshgate.delta): when and
+with which nonce the resource last went out, whether that response is still in flight, which version the zone
+confirmed holding (its initial versions, then every ACK), and which version it rejected and why. The verdict:
 
     offline    the zone has no open stream (or is disabled): nothing can be said about now
     rejected   the zone NACKed the version the global offers now; the reason is the zone's
@@ -30,8 +30,8 @@ from aiohttp import web
 from global_cp.insights import HealthPolicy, Now, ZoneStatus, known_zones, list_all, timestamp, zone_enabled
 from global_cp.insights import zone_records as read_zone_records
 from global_cp.insights import zone_status as status_of
+from meshgate.delta import TypeState
 from meshgate.kds.naming import wire_name
-from meshgate.kds.sender import SenderKind
 from meshgate.resources import registry as kinds
 from meshgate.resources.descriptor import KindDescriptor, SyncDirection
 from meshgate.resources.errors import UnknownKindError
@@ -58,7 +58,7 @@ class DownEvidence:
     in_flight: bool  # that response is still awaiting its ACK/NACK
 
     @classmethod
-    def of(cls, ks: SenderKind, name: str) -> DownEvidence:
+    def of(cls, ks: TypeState, name: str) -> DownEvidence:
         flight = ks.in_flight
         carried = flight is not None and (name in flight.upserts or name in flight.removals)
         return cls(ks.confirmed.get(name), ks.rejected.get(name), ks.sent.get(name), carried)

@@ -23,13 +23,13 @@ import anyio
 import structlog
 
 from meshgate.api.system.v1alpha1 import secret_pb2
+from meshgate.concurrency import Wakeup
 from meshgate.mtls import CertificateAuthority, LeafCache, MtlsError, builtin_ca_secret_names, enabled_builtin_backend
 from meshgate.mtls import load_ca as load_mesh_ca
 from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.store.watch import WatchLog, reconcile_forever
-from meshgate.transport.wakeup import Wakeup
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_server import SnapshotStore

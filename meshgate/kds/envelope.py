@@ -8,7 +8,6 @@ planes holding the same content compute the same version: that is what lets a re
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -16,6 +15,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2
+from meshgate.delta.entry import content_hash
 from meshgate.kds.limits import clip
 from meshgate.kds.naming import wire_name
 from meshgate.resources.descriptor import KindDescriptor
@@ -47,12 +47,11 @@ def to_envelope(resource: Resource, labels: Mapping[str, str] | None = None) -> 
 
 
 def content_version(envelope: kds_pb2.KumaResource) -> str:
-    """Hash of the canonical (deterministic) serialization, with meta.version cleared."""
+    """The engine's content hash (meshgate.delta.entry) of the envelope with meta.version cleared."""
     if envelope.meta.version:
         envelope = kds_pb2.KumaResource.FromString(envelope.SerializeToString(deterministic=True))
         envelope.meta.version = ""
-    data = envelope.SerializeToString(deterministic=True)
-    return hashlib.blake2b(data, digest_size=10).hexdigest()
+    return content_hash(envelope)
 
 
 def to_wire(resource: Resource, labels: Mapping[str, str] | None = None) -> discovery_pb2.Resource:

@@ -28,6 +28,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshgate.kds.errors import MalformedMessage
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_MSG_SIZE",
     "ECHO_LIMIT",
     "MAX_KIND_LENGTH",
@@ -54,6 +55,11 @@ _ENVELOPE_ROOM: Final = 64 * 1024
 def payload_budget(max_msg_size: int) -> int:
     """Bytes of resources one response may carry under a `max_msg_size` message cap."""
     return max(1, max_msg_size - _ENVELOPE_ROOM)
+
+
+# Kuma's 10 MiB message cap minus room for the response envelope: a Kuma peer reads the first response per
+# kind as the whole state, so splitting below Kuma's own cap would make it delete and re-create the tail.
+DEFAULT_MAX_BYTES: Final = payload_budget(DEFAULT_MAX_MSG_SIZE)
 
 
 # How much of a peer's text we repeat (in an error, a log line, a NACK): enough to recognise it, never enough

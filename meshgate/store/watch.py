@@ -53,7 +53,7 @@ class Started(Enum):
 
 
 class Wake(Protocol):
-    """Something outside the store that asks for a step (meshgate.transport.wakeup.Wakeup has this shape)."""
+    """Something outside the store that asks for a step (meshgate.concurrency.Wakeup has this shape)."""
 
     async def wait(self) -> None: ...
 

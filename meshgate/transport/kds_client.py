@@ -53,7 +53,7 @@ __all__ = [
     "parse_global_address",
 ]
 
-log = structlog.get_logger("meshgate.kds.client")
+log = structlog.get_logger(__name__)
 
 # Kuma's KDS limits: 10 MiB messages by default (`--kds-max-msg-size`), 15 s keepalive.
 MAX_FAILED_PINGS = 3

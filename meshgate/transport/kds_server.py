@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import grpc
 import structlog
 from envoy.service.discovery.v3 import discovery_pb2
@@ -29,27 +30,23 @@ from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth.authenticator import ZoneAuthenticator
-from meshgate.kds.delta import DEFAULT_MAX_BYTES
+from meshgate.delta import PerType
 from meshgate.kds.errors import MalformedMessage
-from meshgate.kds.limits import check_request, clip
+from meshgate.kds.limits import DEFAULT_MAX_BYTES, check_request, clip
 from meshgate.kds.node import FEATURE_HASH_SUFFIX, GLOBAL_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver
-from meshgate.kds.sender import Input, ProtocolError, Sender, SenderKind, rejected_names
+from meshgate.kds.sender import ProtocolError, Sender
 from meshgate.resources.model import ResourceKey
 from meshgate.transport.kds_admission import ZoneAdmission, metadata_features, metadata_value
+from meshgate.transport.observer import Observer
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.stream_loop import run_stream
 from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
 from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate"]
 
-log = structlog.get_logger("meshgate.kds.server")
-
-
-# A NACK's text as a zone wrote it is logged and published up to this many characters (it joins every
-# validation error of the response), and at most this many rejected names per line or event.
-_NACK_TEXT = 1024
-_NACK_NAMES = 20
+log = structlog.get_logger(__name__)
 
 
 def _status(error: ProtocolError) -> grpc.StatusCode:
@@ -94,7 +91,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
-        self._source_kinds = frozenset(d.name for d in source.kinds)
+        self._observer = Observer("kds", registry, served=[d.name for d in source.kinds])
         self._registry = registry
         self._on_connect = on_connect
         self._clock = clock
@@ -140,11 +137,12 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
     ) -> None:
         zone, instance = await self._admit(context, "GlobalToZoneSync", "global-to-zone", request_iterator)
         kinds = [d.name for d in self._source.kinds]
+        sender = Sender(kinds, max_bytes=self._max_bytes, control_plane_id=self._registry.instance_id)
         session = self._registry.open(
             zone,
             "global-to-zone",
             context.peer(),
-            sender=Sender(kinds, max_bytes=self._max_bytes, control_plane_id=self._registry.instance_id),
+            sender=sender,
             zone_instance_id=instance,
             token=metadata_value(context, "authorization"),
             features=metadata_features(context),
@@ -158,26 +156,25 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             features=",".join(session.features),
         )
         error: ProtocolError | None = None
+        # What this zone is offered: the global's snapshots without what came from the zone itself.
+        views = PerType(lambda kind: self._source.view(kind, zone, hash_suffix=session.hash_suffix))
+
+        def started(tg: anyio.abc.TaskGroup) -> None:
+            session.cancel = tg.cancel_scope
+
         try:
             with self._source.listen() as wake:
-                async with anyio.create_task_group() as tg:
-                    session.cancel = tg.cancel_scope
-
-                    async def read() -> None:
-                        nonlocal error
-                        try:
-                            async for req in request_iterator:
-                                check_request(req, kinds)
-                                self._receive(session, req, slog)
-                                wake.set()
-                        except ProtocolError as exc:
-                            error = exc
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(read)
-                    while True:
-                        await self._send_pending(session, context, slog)
-                        await wake.wait()
+                error = await run_stream(
+                    sender,
+                    request_iterator,
+                    context.write,
+                    lambda: views,
+                    wake,
+                    self._observer.stream(slog, session),
+                    self._clock,
+                    check=lambda req: check_request(req, kinds),
+                    started=started,
+                )
         finally:
             ended = session.ended.message if session.ended else ""
             self._registry.close(session, str(error) if error else ended)
@@ -234,7 +231,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                         plan = await self._sink.apply(zone, plan)
                         ack = receiver.applied(plan)
                     session.last_update = datetime.now(UTC)
-                    self._record_plan(session, plan, slog)
+                    self._observer.applied(slog, session, plan)
                     await context.write(ack)
         except ProtocolError as exc:
             error = exc
@@ -243,189 +240,6 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
             self._registry.close(session, str(error) if error else ended)
             slog.info("kds.stream.closed", error=str(error) if error else (ended or None))
         await self._end(context, session, error)
-
-    def _record_plan(self, session: StreamSession, plan: Plan, slog: structlog.typing.FilteringBoundLogger) -> None:
-        upserts = tuple((name, version) for name, version, _ in plan.upserts)
-        removals = tuple(name for name, _ in plan.removals)
-        common = {"kind": plan.kind, "nonce": plan.nonce, "upserts": upserts, "removals": removals}
-        if plan.accepted:
-            slog.info("kds.delivered", type=plan.kind, nonce=plan.nonce, upserts=len(upserts), removals=len(removals))
-            self._registry.events.publish(session.zone, session.stream_id, "zone-to-global", "ack", **common)
-            return
-        rejected = tuple((r.name, r.reason) for r in plan.rejections)
-        for _ in plan.rejections:
-            self._registry.metrics.rejected[(session.zone, plan.kind)] += 1
-        slog.warning(
-            "kds.nack",
-            type=plan.kind,
-            nonce=plan.nonce,
-            rejected=dict(rejected[:_NACK_NAMES]),
-            rejected_count=len(rejected),
-        )
-        self._registry.events.publish(
-            session.zone,
-            session.stream_id,
-            "zone-to-global",
-            "nack",
-            error="; ".join(f"{n}: {r}" for n, r in rejected),
-            rejected=rejected,
-            **common,
-        )
-
-    async def _send_pending(
-        self,
-        session: StreamSession,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-        slog: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        """Sends, in kind order (Mesh first), every response the sender has ready."""
-        sender = session.sender
-        assert sender is not None
-        for kind, ks in sender.kinds.items():
-            snapshot = self._source.view(kind, session.zone, hash_suffix=session.hash_suffix)
-            oversized_before = len(ks.oversized)
-            resp = sender.next_response(snapshot, self._clock())
-            if len(ks.oversized) > oversized_before:
-                self._report_oversized(session, ks, slog)
-            if resp is None:
-                continue
-            if ks.stats.responses_sent == 1 and ks.in_flight is not None and not ks.in_flight.complete:
-                # A Kuma zone takes the first response as the whole state and deletes what it lacks.
-                slog.warning(
-                    "kds.initial_state_split",
-                    type=kind,
-                    resources=len(snapshot.entries),
-                    bytes=sum(e.size for e in snapshot.entries.values()),
-                    max_bytes=sender.max_bytes,
-                    hint="raise --kds-max-msg-size on the global and the zones: a Kuma zone deletes and"
-                    " re-creates what did not fit in the first response",
-                )
-            await self._write_response(session, context, resp, slog)
-        # Kinds the zone subscribed to that the global does not serve: one empty response each, as Kuma's
-        # cache answers a type it has nothing for (a Kuma zone subscribes to 36 kinds).
-        for resp in sender.unknown_responses(self._clock()):
-            await self._write_response(session, context, resp, slog)
-
-    async def _write_response(
-        self,
-        session: StreamSession,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-        resp: discovery_pb2.DeltaDiscoveryResponse,
-        slog: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        kind = resp.type_url
-        await context.write(resp)
-        session.last_update = datetime.now(UTC)
-        if kind in self._source_kinds:
-            # Unknown kinds are named by zones: no metric label values for them.
-            self._registry.metrics.responses_sent[kind] += 1
-        self._registry.events.publish(
-            session.zone,
-            session.stream_id,
-            "global-to-zone",
-            "response",
-            kind=kind,
-            nonce=resp.nonce,
-            upserts=tuple((r.name, r.version) for r in resp.resources),
-            removals=tuple(resp.removed_resources),
-        )
-        slog.debug(
-            "kds.response.sent",
-            type=kind,
-            nonce=resp.nonce,
-            upserts=len(resp.resources),
-            removals=len(resp.removed_resources),
-        )
-
-    def _report_oversized(
-        self, session: StreamSession, ks: SenderKind, slog: structlog.typing.FilteringBoundLogger
-    ) -> None:
-        snapshot = self._source.view(ks.kind, session.zone, hash_suffix=session.hash_suffix)
-        assert session.sender is not None
-        for name, version in ks.oversized.items():
-            entry = snapshot.entries.get(name)
-            if entry is None or entry.version != version:
-                continue
-            message = f"{ks.kind} {name} is {entry.size} bytes, over the {session.sender.max_bytes}-byte message limit"
-            if message in session.warnings:
-                continue
-            session.warn(message)
-            slog.error("kds.resource.oversized", type=ks.kind, name=name, bytes=entry.size)
-            self._registry.events.publish(
-                session.zone, session.stream_id, "global-to-zone", "oversized", kind=ks.kind, error=message
-            )
-
-    def _receive(
-        self,
-        session: StreamSession,
-        req: discovery_pb2.DeltaDiscoveryRequest,
-        slog: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        sender = session.sender
-        assert sender is not None
-        kind = req.type_url
-        flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
-        ks, inp = sender.receive(req, self._clock())
-        if sender.is_unknown(kind):
-            # Answered empty, never sent again: an INFO line when subscribed, nothing per ACK.
-            if inp is Input.SUBSCRIBE:
-                slog.info("kds.subscribe.unknown_kind", type=clip(kind))
-            elif inp is Input.NACK:
-                error = clip(req.error_detail.message)
-                slog.warning("kds.nack", type=clip(kind), nonce=req.response_nonce, error=error)
-            return
-        events = self._registry.events
-        if inp is Input.SUBSCRIBE:
-            slog.info("kds.subscribe", type=kind, initial_versions=len(req.initial_resource_versions))
-            events.publish(session.zone, session.stream_id, "global-to-zone", "subscribe", kind=kind)
-            return
-        assert flight is not None
-        session.last_update = datetime.now(UTC)
-        latency_ms = round((ks.stats.last_ack_latency or 0.0) * 1000, 3)
-        confirmation = "ACK" if inp is Input.ACK else "NACK"
-        self._registry.metrics.requests_received[(kind, confirmation)] += 1
-        if inp is Input.ACK:
-            # One INFO line per delivered change: delivery is provable from the logs alone.
-            slog.info(
-                "kds.delivered",
-                type=kind,
-                nonce=req.response_nonce,
-                upserts=len(flight.upserts),
-                removals=len(flight.removals),
-                latency_ms=latency_ms,
-            )
-            events.publish(
-                session.zone,
-                session.stream_id,
-                "global-to-zone",
-                "ack",
-                kind=kind,
-                nonce=req.response_nonce,
-                latency_ms=latency_ms,
-            )
-            return
-        # The zone wrote these: what we log and publish of them is bounded (names, reasons, how many).
-        rejected = sorted((clip(n), clip(r, _NACK_TEXT)) for n, r in rejected_names(req).items())
-        error = clip(req.error_detail.message, _NACK_TEXT)
-        slog.warning(
-            "kds.nack",
-            type=kind,
-            nonce=req.response_nonce,
-            error=error,
-            rejected=[n for n, _ in rejected[:_NACK_NAMES]],
-            rejected_count=len(rejected),
-        )
-        events.publish(
-            session.zone,
-            session.stream_id,
-            "global-to-zone",
-            "nack",
-            kind=kind,
-            nonce=req.response_nonce,
-            latency_ms=latency_ms,
-            error=error,
-            rejected=tuple(rejected[:_NACK_NAMES]),
-        )
 
 
 class GlobalKDSService(kds_pb2_grpc.GlobalKDSServiceServicer):  # type: ignore[misc]

@@ -2,9 +2,9 @@
 
 The global sends requests (subscribe with the versions it holds for this zone, then ACK/NACK) and the
 zone answers with its Dataplanes and zone-origin MeshGateways, named and labelled as
-`meshgate.kds.ownership.to_global` says, using the same sans-IO `Sender` the global uses in the other
-direction. It runs inside the zone's KDS session (one gRPC connection), so
-the two directions connect and fail together, as Kuma's multiplexed session does.
+`meshgate.kds.ownership.to_global` says, using the same sans-IO `Sender` and stream loop the global uses in
+the other direction (meshgate.transport.stream_loop). It runs inside the zone's KDS session (one gRPC
+connection), so the two directions connect and fail together, as Kuma's multiplexed session does.
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import anyio
 import grpc
 import structlog
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
-from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, clip, payload_budget
-from meshgate.kds.sender import Input, ProtocolError, Sender, rejected_names
+from meshgate.delta import PerType
+from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, payload_budget
+from meshgate.kds.sender import ProtocolError, Sender
+from meshgate.transport.observer import Observer
 from meshgate.transport.snapshots import SnapshotSource
+from meshgate.transport.stream_loop import run_stream
 
 __all__ = ["ZoneUpstream"]
 
-log = structlog.get_logger("meshgate.kds.upstream")
+log = structlog.get_logger(__name__)
 
 
 class ZoneUpstream:
@@ -39,6 +41,7 @@ class ZoneUpstream:
         self._max_bytes = payload_budget(max_msg_size)
         self._source = source
         self._clock = clock
+        self._observer = Observer("kds", served=self.kinds)
         # The current session's sender (its per-kind counters), None before the first connect.
         self.sender: Sender | None = None
 
@@ -48,58 +51,14 @@ class ZoneUpstream:
 
     async def run(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]], instance_id: str = "") -> None:
         """Serves the global until the call ends; raises so the whole zone session reconnects. `instance_id`
-        (this zone control plane's) goes in every response's `control_plane.identifier`."""
+        (this zone control plane's) goes in every response's `control_plane.identifier`. Kinds the global
+        asks for that this zone does not serve (a Kuma global asks for 22) are answered empty once."""
         call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
         sender = self.sender = Sender(self.kinds, max_bytes=self._max_bytes, control_plane_id=instance_id)
+        views = PerType(lambda kind: self._source.snapshots[kind])
         slog = log.bind(zone=self.zone, stream="zone-to-global")
         with self._source.listen() as wake:
-            async with anyio.create_task_group() as tg:
-
-                async def read() -> None:
-                    async for req in call:
-                        kind = req.type_url
-                        flight = sender.kinds[kind].in_flight if kind in sender.kinds else None
-                        ks, inp = sender.receive(req, self._clock())
-                        if sender.is_unknown(kind):
-                            # A kind the zone does not serve (a Kuma global asks for 22): answered empty.
-                            if inp is Input.SUBSCRIBE:
-                                slog.info("kds.subscribe.unknown_kind", type=clip(kind))
-                        elif inp is Input.ACK and flight is not None:
-                            slog.info(
-                                "kds.delivered",
-                                type=kind,
-                                nonce=req.response_nonce,
-                                upserts=len(flight.upserts),
-                                removals=len(flight.removals),
-                            )
-                        elif inp is Input.NACK:
-                            slog.warning(
-                                "kds.nack",
-                                type=kind,
-                                nonce=req.response_nonce,
-                                error=req.error_detail.message,
-                                rejected=sorted(rejected_names(req)),
-                            )
-                        else:
-                            slog.info("kds.subscribe", type=kind, initial_versions=len(ks.known))
-                        wake.set()
-                    raise ProtocolError("the global closed ZoneToGlobalSync")
-
-                tg.start_soon(read)
-                while True:
-                    for kind in self.kinds:
-                        resp = sender.next_response(self._source.snapshots[kind], self._clock())
-                        if resp is not None:
-                            await call.write(resp)
-                            slog.debug(
-                                "kds.response.sent",
-                                type=kind,
-                                nonce=resp.nonce,
-                                upserts=len(resp.resources),
-                                removals=len(resp.removed_resources),
-                            )
-                    # Kinds the global asked for that this zone does not serve: one empty response each, as
-                    # Kuma's cache answers them, and the session goes on.
-                    for resp in sender.unknown_responses(self._clock()):
-                        await call.write(resp)
-                    await wake.wait()
+            error = await run_stream(
+                sender, call, call.write, lambda: views, wake, self._observer.stream(slog), self._clock
+            )
+        raise error or ProtocolError("the global closed ZoneToGlobalSync")

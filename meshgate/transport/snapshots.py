@@ -14,15 +14,15 @@ import anyio
 import structlog
 
 from meshgate.backoff import Backoff
+from meshgate.concurrency import Wakeup
+from meshgate.delta import Entry, KindSnapshot
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.naming import wire_name
-from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.store.watch import Started, WatchLog, reconcile_forever
-from meshgate.transport.wakeup import Wakeup
 
 __all__ = ["SnapshotSource"]
 

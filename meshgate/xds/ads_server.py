@@ -12,8 +12,11 @@ Errors at the boundary:
     ProtocolError (stale nonce, ...)       -> FAILED_PRECONDITION naming the type and nonce
     StreamAggregatedResources (SotW)       -> UNIMPLEMENTED: meshgate serves delta xDS only
 
+The stream itself runs the delta engine's one loop (meshgate.transport.stream_loop), and its events become
+log lines through the process's `Observer` (meshgate.transport.observer), as KDS streams do.
+
 A snapshot source plugs in through the `XdsSnapshotSource` protocol: `snapshot(proxy)` returns the current
-`ProxySnapshot` (None while the proxy is unknown: nothing is sent and Envoy waits), and `listen(proxy)` yields a
+`Snapshot` (None while the proxy is unknown: nothing is sent and Envoy waits), and `listen(proxy)` yields a
 `Wakeup` that the source sets whenever that proxy's snapshot may have changed. The writer re-reads the
 snapshot on every wake, so bursts of changes coalesce into one delta. `SnapshotStore` is a ready-made source.
 
@@ -32,21 +35,24 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import grpc
 import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message
 
-from meshgate.transport.wakeup import Wakeup
-from meshgate.xds.ads import AdsStream, Input, ProtocolError, ProxyId, ProxySnapshot, short_type
-from meshgate.xds.ads_registry import ProxyRegistry, StreamRecord
+from meshgate.concurrency import Wakeup
+from meshgate.transport.observer import Observer
+from meshgate.transport.stream_loop import run_stream
+from meshgate.xds.ads import AdsStream, ProtocolError, ProxyId, short_type
+from meshgate.xds.ads_registry import ProxyRegistry
+from meshgate.xds.snapshot import Snapshot
 
 __all__ = [
     "ADS_SERVICE_NAME",
     "AggregatedDiscoveryService",
     "GatedSession",
-    "HasResources",
     "SnapshotStore",
     "StreamGate",
     "StreamRefused",
@@ -54,20 +60,13 @@ __all__ = [
     "register_ads",
 ]
 
-log = structlog.get_logger("meshgate.xds.ads")
+log = structlog.get_logger(__name__)
 
 ADS_SERVICE_NAME: str = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 
 
-class HasResources(Protocol):
-    """What `meshgate.xds.generate` returns (`Snapshot`): resources by type URL and name."""
-
-    @property
-    def resources(self) -> Mapping[str, Mapping[str, Message]]: ...
-
-
 class XdsSnapshotSource(Protocol):
-    def snapshot(self, proxy: ProxyId) -> ProxySnapshot | None: ...
+    def snapshot(self, proxy: ProxyId) -> Snapshot | None: ...
 
     def listen(self, proxy: ProxyId) -> AbstractContextManager[Wakeup]: ...
 
@@ -102,10 +101,10 @@ class SnapshotStore:
     """An `XdsSnapshotSource` holding one snapshot per proxy, set from outside (tests, a generator loop)."""
 
     def __init__(self) -> None:
-        self._snapshots: dict[ProxyId, ProxySnapshot] = {}
+        self._snapshots: dict[ProxyId, Snapshot] = {}
         self._listeners: dict[ProxyId, set[Wakeup]] = {}
 
-    def snapshot(self, proxy: ProxyId) -> ProxySnapshot | None:
+    def snapshot(self, proxy: ProxyId) -> Snapshot | None:
         return self._snapshots.get(proxy)
 
     @contextmanager
@@ -120,16 +119,9 @@ class SnapshotStore:
             if not listeners:
                 self._listeners.pop(proxy, None)
 
-    def set(
-        self, proxy: ProxyId, snapshot: ProxySnapshot | HasResources | Mapping[str, Mapping[str, Message]]
-    ) -> ProxySnapshot:
-        """Accepts a prepared snapshot, the generator's `meshgate.xds.Snapshot`, or type URL -> {name: message}."""
-        if isinstance(snapshot, ProxySnapshot):
-            prepared = snapshot
-        elif isinstance(snapshot, Mapping):
-            prepared = ProxySnapshot.of(snapshot)
-        else:
-            prepared = ProxySnapshot.of(snapshot.resources)
+    def set(self, proxy: ProxyId, snapshot: Snapshot | Mapping[str, Mapping[str, Message]]) -> Snapshot:
+        """Accepts the generator's `Snapshot`, or type URL -> {name: message}."""
+        prepared = snapshot if isinstance(snapshot, Snapshot) else Snapshot.of(snapshot)
         self._snapshots[proxy] = prepared
         self._wake(proxy)
         return prepared
@@ -157,6 +149,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self.registry = registry
         self._clock = clock
         self._gate = gate
+        self._observer = Observer("xds", label=short_type)
 
     async def StreamAggregatedResources(
         self,
@@ -211,43 +204,29 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         slog.info("xds.stream.open", peer=rec.peer, envoy=first.node.user_agent_build_version.version.patch)
         error: ProtocolError | None = None
         refused: StreamRefused | None = None
+
+        def started(tg: anyio.abc.TaskGroup) -> None:
+            async def watch(gated: GatedSession) -> None:
+                nonlocal refused
+                refused = await gated.watch()
+                tg.cancel_scope.cancel()
+
+            if session is not None:
+                tg.start_soon(watch, session)
+
         try:
             with self._source.listen(proxy) as wake:
-                async with anyio.create_task_group() as tg:
-
-                    async def watch(gated: GatedSession) -> None:
-                        nonlocal refused
-                        refused = await gated.watch()
-                        tg.cancel_scope.cancel()
-
-                    if session is not None:
-                        tg.start_soon(watch, session)
-
-                    async def read() -> None:
-                        nonlocal error
-                        try:
-                            async for req in requests:
-                                self._receive(rec, req, slog)
-                                wake.set()
-                        except ProtocolError as exc:
-                            error = exc
-                        tg.cancel_scope.cancel()
-
-                    self._receive(rec, first, slog)
-                    tg.start_soon(read)
-                    while True:
-                        for resp in stream.next_responses(self._source.snapshot(proxy), self._clock()):
-                            await context.write(resp)
-                            slog.debug(
-                                "xds.response.sent",
-                                type=short_type(resp.type_url),
-                                nonce=resp.nonce,
-                                upserts=[r.name for r in resp.resources],
-                                removals=list(resp.removed_resources),
-                            )
-                        await wake.wait()
-        except ProtocolError as exc:  # from the first request, applied outside the reader
-            error = exc
+                error = await run_stream(
+                    stream,
+                    requests,
+                    context.write,
+                    lambda: self._source.snapshot(proxy),
+                    wake,
+                    self._observer.stream(slog),
+                    self._clock,
+                    first=(first,),
+                    started=started,
+                )
         finally:
             problem = error or refused
             self.registry.close(rec, self._clock(), str(problem) if problem else "")
@@ -256,43 +235,6 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             await context.abort(refused.status, str(refused))
         if error is not None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"xDS protocol error: {error}")
-
-    def _receive(
-        self, rec: StreamRecord, req: discovery_pb2.DeltaDiscoveryRequest, slog: structlog.typing.FilteringBoundLogger
-    ) -> None:
-        flight = rec.stream.types[req.type_url].in_flight if req.type_url in rec.stream.types else None
-        ts, inp = rec.stream.receive(req, self._clock())
-        kind = short_type(req.type_url)
-        if inp is Input.SUBSCRIBE or inp is Input.UPDATE:
-            slog.debug(
-                f"xds.{inp.value}",
-                type=kind,
-                subscribe=list(req.resource_names_subscribe),
-                unsubscribe=list(req.resource_names_unsubscribe),
-                initial_versions=len(req.initial_resource_versions),
-            )
-            return
-        assert flight is not None
-        latency_ms = round((ts.stats.last_ack_latency or 0.0) * 1000, 3)
-        if inp is Input.ACK:
-            # One INFO line per delivered change: delivery is provable from the logs alone.
-            slog.info(
-                "xds.delivered",
-                type=kind,
-                nonce=req.response_nonce,
-                upserts=len(flight.upserts),
-                removals=len(flight.removals),
-                latency_ms=latency_ms,
-            )
-            return
-        nack = ts.stats.last_nack
-        slog.warning(
-            "xds.nack",
-            type=kind,
-            nonce=req.response_nonce,
-            rejected=list(nack.rejected) if nack else [],
-            error=req.error_detail.message,
-        )
 
 
 def register_ads(service: AggregatedDiscoveryService) -> Callable[[grpc.aio.Server], None]:

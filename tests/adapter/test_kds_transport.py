@@ -16,8 +16,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
-from meshgate.kds.delta import DEFAULT_MAX_BYTES
-from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
+from meshgate.kds.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MSG_SIZE
 from meshgate.kds.ownership import to_zone
 from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics

@@ -12,17 +12,18 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from meshgate.resources import codec
 from meshgate.store import MemoryStore
 from meshgate.xds import LISTENER
-from meshgate.xds.ads import ProxyId, ProxySnapshot
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.snapshot import Snapshot
 from tests.support.gateway_harness import openssl_available, self_signed
 from zone_cp.xds import ZoneXds
 
 PROXY = ProxyId("default", "edge-1")
 
 
-def listeners(snapshot: ProxySnapshot) -> list[listener_pb2.Listener]:
+def listeners(snapshot: Snapshot) -> list[listener_pb2.Listener]:
     """The Envoy Listeners of a prepared snapshot (each entry holds the wire Resource with an Any)."""
     out = []
-    for entry in snapshot.resources.get(LISTENER, {}).values():
+    for entry in snapshot.entries(LISTENER).values():
         listener = listener_pb2.Listener()
         entry.wire.resource.Unpack(listener)
         out.append(listener)

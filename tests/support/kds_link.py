@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshgate.delta import KindSnapshot
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Sender
-from meshgate.kds.snapshot import KindSnapshot
 from tests.support.thing import THING, no_bad
 
 

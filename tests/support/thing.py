@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
+from meshgate.delta import Entry
 from meshgate.kds.envelope import to_wire
-from meshgate.kds.snapshot import Entry
 from meshgate.resources.descriptor import KindDescriptor, Scope, SyncDirection
 from meshgate.resources.errors import Violation
 from meshgate.resources.model import Meta, Resource

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from global_cp.insights import HealthPolicy, Now
 from meshgate.api.system.v1alpha1 import zone_pb2
+from meshgate.delta import KindSnapshot
 from meshgate.kds.sender import Sender
-from meshgate.kds.snapshot import KindSnapshot
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import Meta, Resource
 from meshgate.transport.streams import StreamRegistry

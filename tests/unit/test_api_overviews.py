@@ -14,7 +14,7 @@ from meshgate.resources.model import Resource
 from meshgate.rest.errors import ApiError
 from meshgate.rest.inspect import gateway_dataplanes
 from meshgate.rest.overviews import Annotation, DataplaneFilter, dataplane_overview
-from meshgate.xds.ads import CLUSTER, LISTENER, AdsStream, ProxyId, ProxySnapshot
+from meshgate.xds.ads import CLUSTER, LISTENER, AdsStream, ProxyId, Snapshot
 from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
 from tests.rest_support import gateway
 
@@ -141,7 +141,7 @@ def test_a_proxys_streams_become_kumas_discovery_subscriptions() -> None:
     stream = AdsStream(proxy)
     second = registry.open(stream, "ipv4:127.0.0.1:2", T0 + 10)
     overlapping = registry.open(AdsStream(proxy), "ipv4:127.0.0.1:3", T0 + 11)
-    empty = ProxySnapshot.of({})
+    empty = Snapshot.of({})
     stream.receive(_request(CLUSTER), T0 + 10)
     (cds,) = stream.next_responses(empty, T0 + 11)
     stream.receive(_request(CLUSTER, nonce=cds.nonce), T0 + 12)

@@ -1,4 +1,4 @@
-"""The sans-IO KDS core: naming, versions, snapshots, deltas, and both ends of a stream, without sockets.
+"""The sans-IO KDS core: naming, versions and both ends of a stream, without sockets.
 
 The kinds here are made up (spec = google.protobuf.Struct) so these tests exercise only the protocol
 machinery; tests/unit/test_kds_kinds.py runs the same machinery over the real kinds.
@@ -12,15 +12,14 @@ from google.protobuf import struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgate.kds.delta import compute_delta
+from meshgate.delta import Entry, KindSnapshot, Rejected, Subscribed
 from meshgate.kds.envelope import EnvelopeError, content_version, from_wire, to_envelope, to_wire
 from meshgate.kds.errors import MalformedMessage
 from meshgate.kds.limits import MAX_UNKNOWN_KINDS, check_request, check_response
 from meshgate.kds.naming import hashed_name, wire_name
 from meshgate.kds.node import kds_node, node_features, parse_features
 from meshgate.kds.receiver import Receiver
-from meshgate.kds.sender import Input, ProtocolError, Sender, State, rejected_names
-from meshgate.kds.snapshot import Entry, KindSnapshot
+from meshgate.kds.sender import ProtocolError, Sender, State, rejected_names
 from tests.support.thing import THING, entries, no_bad, thing
 
 # --- naming and versions -------------------------------------------------------------------------
@@ -63,65 +62,7 @@ def test_from_wire_round_trips_and_rejects_wrong_types() -> None:
         from_wire(THING, wrong)
 
 
-# --- snapshots and deltas ------------------------------------------------------------------------
-
-
-def test_snapshot_evolve_keeps_change_log() -> None:
-    s1 = KindSnapshot.of("Thing", entries(thing("a"), thing("b")))
-    s2 = s1.replace_all(entries(thing("a", "new"), thing("b")))
-    assert s2.revision == s1.revision + 1
-    assert s2.changed_since(s1.revision) == frozenset({"a.default"})
-    assert s2.replace_all(entries(thing("a", "new"), thing("b"))) is s2  # nothing changed
-    s3 = s2.evolve({"b.default": None})
-    assert s3.changed_since(s1.revision) == frozenset({"a.default", "b.default"})
-    assert s3.changed_since(s3.revision) == frozenset()
-    assert s3.changed_since(0) is None  # older than the log: caller must fully diff
-
-
-def test_delta_from_initial_versions_sends_only_what_changed() -> None:
-    snap = KindSnapshot.of("Thing", entries(thing("a"), thing("b", "changed"), thing("c")))
-    old = KindSnapshot.of("Thing", entries(thing("a"), thing("b"), thing("gone")))
-    d = compute_delta(snap, old.versions())
-    assert [e.name for e in d.upserts] == ["b.default", "c.default"]
-    assert d.removals == ("gone.default",)
-    assert d.complete
-
-
-def test_delta_splits_by_size_and_names_oversized() -> None:
-    big = thing("big", "x" * 5000)
-    small = [thing(f"s{i}", "y" * 100) for i in range(20)]
-    snap = KindSnapshot.of("Thing", entries(big, *small))
-    d = compute_delta(snap, {}, max_bytes=1000)
-    assert d.oversized == {"big.default": snap.entries["big.default"].version}
-    assert not d.complete
-    assert 0 < len(d.upserts) < 20
-    assert sum(e.size for e in d.upserts) <= 1000
-
-
-entries_strategy = st.dictionaries(
-    st.sampled_from([f"r{i}" for i in range(12)]), st.sampled_from(["a", "b", "c"]), max_size=12
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(before=entries_strategy, after=entries_strategy, chunk=st.integers(min_value=400, max_value=3000))
-def test_delta_converges_any_state_to_any_state(before: dict[str, str], after: dict[str, str], chunk: int) -> None:
-    """Applying successive deltas to a peer holding `before` always ends at exactly `after`."""
-    snap = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in after.items())))
-    peer = KindSnapshot.of("Thing", entries(*(thing(n, v) for n, v in before.items()))).versions()
-    for _ in range(100):
-        d = compute_delta(snap, peer, max_bytes=chunk)
-        assert not d.oversized
-        for e in d.upserts:
-            peer[e.name] = e.version
-        for n in d.removals:
-            del peer[n]
-        if d.complete:
-            break
-    assert peer == snap.versions()
-
-
-# --- the sender state machine --------------------------------------------------------------------
+# --- the sender state machine (snapshots, deltas, the table: tests/unit/test_delta_engine.py) ---------------
 
 
 def subscribe(kind: str = "Thing", **initial: str) -> discovery_pb2.DeltaDiscoveryRequest:
@@ -209,8 +150,9 @@ def test_sender_answers_an_unknown_kind_once_empty_and_keeps_the_stream() -> Non
     s = Sender(["Thing"])
     snap = KindSnapshot.of("Thing", entries(thing("a")))
     s.receive(subscribe("Thing"), 0.0)
-    _, inp = s.receive(subscribe("MeshTimeout"), 0.0)
-    assert inp is Input.SUBSCRIBE
+    (event,) = s.receive(subscribe("MeshTimeout"), 0.0)
+    assert isinstance(event, Subscribed)
+    assert event.unknown
     assert "MeshTimeout" not in s.kinds
     (empty,) = s.unknown_responses(1.0)
     assert (empty.type_url, list(empty.resources), list(empty.removed_resources)) == ("MeshTimeout", [], [])
@@ -318,8 +260,10 @@ def test_nack_names_bad_resources_and_others_still_apply() -> None:
     nack = receiver.applied(plan)
     assert "evil.default" in nack.error_detail.message
     assert rejected_names(nack) == {"evil.default": "value: must not be bad"}
-    ks, inp = sender.receive(nack, 1)
-    assert inp is Input.NACK
+    (event,) = sender.receive(nack, 1)
+    assert isinstance(event, Rejected)
+    assert event.names == {"evil.default": "value: must not be bad"}
+    ks = sender.kinds["Thing"]
     assert ks.state is State.IDLE
     assert ks.stats.last_nack is not None
     assert ks.stats.last_nack.names == {"evil.default": "value: must not be bad"}

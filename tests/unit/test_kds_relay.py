@@ -8,10 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from global_cp.trace_names import _why_not, name_sources, zone_verdict
-from meshgate.kds.delta import compute_delta
+from meshgate.delta import Entry, KindSnapshot, compute_delta
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.ownership import synced_from_global, zone_accepts, zone_sends
-from meshgate.kds.snapshot import Entry, KindSnapshot
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import SyncDirection
 from meshgate.resources.model import Resource

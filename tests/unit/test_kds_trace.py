@@ -7,9 +7,9 @@ from typing import Any
 
 from global_cp.trace import DownEvidence, verdict_down, verdict_up
 from meshgate.cli.kds import format_event, render_trace
+from meshgate.delta import KindSnapshot
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.sender import Sender
-from meshgate.kds.snapshot import KindSnapshot
 from meshgate.resources.model import Meta, Resource
 from tests.support.kds_link import Link
 from tests.support.thing import entries, thing

@@ -9,8 +9,8 @@ from structlog.testing import capture_logs
 
 from global_cp.insights import HealthPolicy, Now
 from global_cp.watchdog import Watchdog, find_stalls
+from meshgate.delta import KindSnapshot
 from meshgate.kds.sender import Sender
-from meshgate.kds.snapshot import KindSnapshot
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.transport.streams import KDSEvent, StreamRegistry, StreamSession
 from tests.support.kds_link import Link

@@ -7,16 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Rewritten on other branches while the loggers were renamed (issue 12); each goes once its branch is merged.
-PENDING = frozenset(
-    {
-        "meshgate/transport/kds_client.py",
-        "meshgate/transport/kds_server.py",
-        "meshgate/transport/kds_upstream.py",
-        "meshgate/xds/ads_server.py",
-    }
-)
-
 
 def _logger_calls(path: Path) -> list[ast.Call]:
     tree = ast.parse(path.read_text(), str(path))
@@ -36,11 +26,6 @@ def test_loggers_are_named_after_their_module() -> None:
             rel = path.relative_to(ROOT).as_posix()
             for call in _logger_calls(path):
                 named = [type(arg) for arg in call.args] == [ast.Name] and ast.unparse(call.args[0]) == "__name__"
-                if not named and rel not in PENDING:
+                if not named:
                     offences.append(f"{rel}:{call.lineno}: {ast.unparse(call)}")
     assert offences == []
-
-
-def test_pending_files_still_exist() -> None:
-    """A file that moved or went away must leave PENDING too, so the list cannot hide a new offender."""
-    assert sorted(p for p in PENDING if not (ROOT / p).exists()) == []

@@ -13,10 +13,10 @@ from google.protobuf import struct_pb2
 from structlog.testing import capture_logs
 
 from meshgate.backoff import Backoff
+from meshgate.concurrency import Wakeup
 from meshgate.resources.model import Meta, Resource
 from meshgate.store import ChangeBatch, MemoryStore, StoreUnavailableError
 from meshgate.store.watch import Started, WatchLog, reconcile_forever
-from meshgate.transport.wakeup import Wakeup
 from tests.support.thing import thing
 from tests.support.wait import eventually
 

@@ -1,32 +1,26 @@
-"""The sans-IO delta ADS core: subscriptions, ordering, forced endpoints, ACK/NACK, every (state, input) pair."""
+"""The sans-IO delta ADS configuration: subscriptions, ordering, forced endpoints, ACK/NACK (the engine's table
+and properties under both configurations: tests/unit/test_delta_engine.py)."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from meshgate.delta import Rejected
 from meshgate.xds.ads import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
     ROUTE,
     AdsStream,
-    Input,
     ProtocolError,
     ProxyId,
-    ProxySnapshot,
-    State,
+    Snapshot,
     Subscription,
-    TypeState,
-    classify,
-    compute_delta,
 )
 from meshgate.xds.ads_registry import ProxyRegistry
 from meshgate.xds.ads_server import SnapshotStore
-from meshgate.xds.snapshot import Snapshot
 from tests.support.envoy_config import cluster, http_listener, route_config, snapshot
 
 PROXY = ProxyId("default", "gw")
@@ -57,10 +51,10 @@ def snap(
     clusters: dict[str, tuple[int, ...]] | None = None,
     routes: dict[str, str] | None = None,
     listeners: tuple[str, ...] = ("http",),
-) -> ProxySnapshot:
+) -> Snapshot:
     clusters = {"a": (1001,)} if clusters is None else clusters
     routes = {"/": "a"} if routes is None else routes
-    return ProxySnapshot.of(
+    return Snapshot.of(
         snapshot(
             clusters,
             {n: http_listener(n, 8080 + i, "routes") for i, n in enumerate(listeners)},
@@ -83,7 +77,7 @@ def ack(stream: AdsStream, resp: discovery_pb2.DeltaDiscoveryResponse, now: floa
     stream.receive(req(resp.type_url, nonce=resp.nonce), now)
 
 
-def converged(s: ProxySnapshot) -> AdsStream:
+def converged(s: Snapshot) -> AdsStream:
     """A stream that went through Envoy's usual start: CDS, EDS, LDS, RDS, all ACKed."""
     stream = AdsStream(PROXY)
     stream.receive(req(CLUSTER), 0.0)
@@ -113,7 +107,7 @@ def test_proxy_id_is_mesh_dot_name_and_the_name_may_contain_dots() -> None:
 
 def test_snapshot_refuses_a_message_filed_under_another_type() -> None:
     with pytest.raises(ValueError, match="filed under"):
-        ProxySnapshot.of({LISTENER: {"a": cluster("a")}})
+        Snapshot.of({LISTENER: {"a": cluster("a")}})
 
 
 def test_versions_are_content_hashes() -> None:
@@ -126,11 +120,11 @@ def test_versions_are_content_hashes() -> None:
 def test_wildcard_first_response_goes_out_even_when_empty() -> None:
     stream = AdsStream(PROXY)
     stream.receive(req(CLUSTER), 0.0)
-    (resp,) = stream.next_responses(ProxySnapshot.of({}), 0.0)
+    (resp,) = stream.next_responses(Snapshot.of({}), 0.0)
     assert resp.type_url == CLUSTER
     assert not resp.resources
     ack(stream, resp)
-    assert stream.next_responses(ProxySnapshot.of({}), 0.0) == []
+    assert stream.next_responses(Snapshot.of({}), 0.0) == []
 
 
 def test_no_snapshot_sends_nothing() -> None:
@@ -216,7 +210,7 @@ def test_a_changed_cluster_gets_its_unchanged_endpoints_again() -> None:
         {"a": (1001,)}, {"http": http_listener("http", 8080, "routes")}, {"routes": route_config("routes", {"/": "a"})}
     )
     resources[CLUSTER]["a"] = cluster("a", connect_timeout="9s")
-    new = ProxySnapshot.of(resources)
+    new = Snapshot.of(resources)
     assert new.versions(ENDPOINT) == s.versions(ENDPOINT)
     out = by_type(stream.next_responses(new, 1.0))
     assert set(out) == {CLUSTER, ENDPOINT}
@@ -234,7 +228,7 @@ def test_forced_endpoints_wait_for_the_in_flight_eds_response() -> None:
         {"a": (2002,)}, {"http": http_listener("http", 8080, "routes")}, {"routes": route_config("routes", {"/": "a"})}
     )
     resources[CLUSTER]["a"] = cluster("a", connect_timeout="9s")
-    new = ProxySnapshot.of(resources)
+    new = Snapshot.of(resources)
     (cds,) = stream.next_responses(new, 1.0)
     assert cds.type_url == CLUSTER
     ack(stream, eds)
@@ -250,11 +244,13 @@ def test_nack_records_the_error_and_the_rejected_names_and_does_not_resend() -> 
     (lds,) = stream.next_responses(new, 1.0)
     assert names(lds) == ["bad", "fine"]
     error = "Error adding/updating listener(s) bad: malformed IP address: 999.1.1.1"
-    ts, inp = stream.receive(req(LISTENER, nonce=lds.nonce, error=error), 1.5)
-    assert inp is Input.NACK
+    (event,) = stream.receive(req(LISTENER, nonce=lds.nonce, error=error), 1.5)
+    assert isinstance(event, Rejected)
+    assert list(event.names) == ["bad"]
+    ts = stream.types[LISTENER]
     assert ts.stats.nacks == 1
     assert ts.stats.last_nack is not None
-    assert ts.stats.last_nack.rejected == ("bad",)
+    assert list(ts.stats.last_nack.names) == ["bad"]
     assert ts.stats.last_nack.error == error
     assert ts.stats.last_ack_latency == 0.5
     assert "fine" in ts.confirmed
@@ -275,8 +271,8 @@ def test_a_nack_naming_nothing_rejects_the_whole_response() -> None:
     s = snap()
     stream = converged(s)
     (lds,) = stream.next_responses(snap(listeners=("x", "y")), 1.0)
-    ts, _ = stream.receive(req(LISTENER, nonce=lds.nonce, error="something went wrong"), 1.0)
-    assert set(ts.rejected) == {"x", "y"}
+    stream.receive(req(LISTENER, nonce=lds.nonce, error="something went wrong"), 1.0)
+    assert set(stream.types[LISTENER].rejected) == {"x", "y"}
 
 
 def test_reconnect_with_initial_versions_gets_only_what_changed() -> None:
@@ -293,40 +289,6 @@ def test_reconnect_with_initial_versions_gets_only_what_changed() -> None:
     assert names(eds) == ["b"]
 
 
-@pytest.mark.parametrize(("state", "inp"), list(itertools.product(State, Input)))
-def test_every_state_input_pair_is_a_transition_or_a_protocol_error(state: State, inp: Input) -> None:
-    stream = AdsStream(PROXY)
-    ts = stream.types[CLUSTER] = TypeState(CLUSTER, state=state)
-    if state is State.AWAITING:
-        ts.state = State.IDLE
-        ts.subscription = Subscription(wildcard=True)
-        (resp,) = stream.next_responses(snap(), 0.0)
-        nonce = resp.nonce
-    else:
-        nonce = "1"
-    request = {
-        Input.SUBSCRIBE: req(CLUSTER),
-        Input.UPDATE: req(CLUSTER, subscribe=("x",)),
-        Input.ACK: req(CLUSTER, nonce=nonce),
-        Input.NACK: req(CLUSTER, nonce=nonce, error="bad"),
-    }[inp]
-    if classify(request, state) is not inp:  # SUBSCRIBE and UPDATE differ by state alone
-        return
-    allowed = {
-        (State.UNSUBSCRIBED, Input.SUBSCRIBE): State.IDLE,
-        (State.IDLE, Input.UPDATE): State.IDLE,
-        (State.AWAITING, Input.UPDATE): State.AWAITING,
-        (State.AWAITING, Input.ACK): State.IDLE,
-        (State.AWAITING, Input.NACK): State.IDLE,
-    }
-    if (state, inp) in allowed:
-        stream.receive(request, 1.0)
-        assert ts.state is allowed[(state, inp)]
-    else:
-        with pytest.raises(ProtocolError, match=inp.value):
-            stream.receive(request, 1.0)
-
-
 def test_an_ack_for_another_nonce_is_a_protocol_error() -> None:
     stream = AdsStream(PROXY)
     stream.receive(req(CLUSTER), 0.0)
@@ -335,20 +297,6 @@ def test_an_ack_for_another_nonce_is_a_protocol_error() -> None:
         stream.receive(req(CLUSTER, nonce="99"), 0.0)
     with pytest.raises(ProtocolError, match="type_url"):
         stream.receive(req(""), 0.0)
-
-
-def test_compute_delta_is_pure_and_honours_holds() -> None:
-    s = snap(clusters={"a": (1,), "b": (2,)})
-    entries = s.entries(CLUSTER)
-    known = {"a": s.versions(CLUSTER)["a"], "gone": "v"}
-    sub = Subscription(wildcard=True)
-    d = compute_delta(entries, sub, known)
-    assert [e.name for e in d.upserts] == ["b"]
-    assert d.removals == ("gone",)
-    assert compute_delta(entries, sub, known, hold_upserts=True).upserts == ()
-    assert compute_delta(entries, sub, known, hold_removals=True).removals == ()
-    assert [e.name for e in compute_delta(entries, sub, known, force={"a"}).upserts] == ["a", "b"]
-    assert compute_delta(entries, Subscription(names=frozenset({"a"})), known).empty
 
 
 def test_registry_keeps_the_last_stream_of_a_disconnected_proxy() -> None:

@@ -241,23 +241,23 @@ async def test_the_zone_reads_each_meshes_ca_from_its_secrets() -> None:
         gw, client = xds.snapshot(edge), xds.snapshot(kong)
         assert gw is not None
         assert client is not None
-        (wire,) = [e.wire.resource for e in gw.resources[LISTENER].values()]
+        (wire,) = [e.wire.resource for e in gw.entries(LISTENER).values()]
         listener = listener_pb2.Listener()
         wire.Unpack(listener)
         trusted = downstream(listener).common_tls_context.validation_context.trusted_ca.inline_bytes
         assert trusted.count(b"BEGIN CERTIFICATE") == 2
         clusters = []
-        for entry in client.resources[CLUSTER].values():
+        for entry in client.entries(CLUSTER).values():
             c = cluster_pb2.Cluster()
             entry.wire.resource.Unpack(c)
             clusters.append(c)
         (cluster,) = clusters
         assert upstream(cluster).sni == NAME
-        versions = {t: {n: e.wire.version for n, e in client.resources[t].items()} for t in client.resources}
+        versions = {t: {n: e.wire.version for n, e in client.entries(t).items()} for t in client.resources}
         await xds.regenerate()
         again = xds.snapshot(kong)
         assert again is not None
-        assert {t: {n: e.wire.version for n, e in again.resources[t].items()} for t in again.resources} == versions
+        assert {t: {n: e.wire.version for n, e in again.entries(t).items()} for t in again.resources} == versions
 
 
 async def test_the_zone_rotates_leaf_certificates_without_any_store_change() -> None:
@@ -273,7 +273,7 @@ async def test_the_zone_rotates_leaf_certificates_without_any_store_change() -> 
     def certificate() -> bytes:
         snapshot = xds.snapshot(edge)
         assert snapshot is not None
-        (wire,) = [e.wire.resource for e in snapshot.resources[LISTENER].values()]
+        (wire,) = [e.wire.resource for e in snapshot.entries(LISTENER).values()]
         listener = listener_pb2.Listener()
         wire.Unpack(listener)
         return bytes(downstream(listener).common_tls_context.tls_certificates[0].certificate_chain.inline_bytes)

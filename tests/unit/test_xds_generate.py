@@ -28,9 +28,10 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
+from meshgate.delta import content_hash
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, UNRESOLVED_BACKEND, Snapshot, generate, version_of
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, UNRESOLVED_BACKEND, Snapshot, generate
 from meshgate.xds.clusters import cluster_name
 
 # A self-signed P-256 certificate for example.com and *.example.com, for tests only (valid until 2126).
@@ -238,7 +239,7 @@ def assert_valid(snap: Snapshot) -> None:
             again = unpack(packed, cls())
             assert again == message
             assert again.FindInitializationErrors() == []
-            assert version_of(again) == snap.versions(type_url)[name]
+            assert content_hash(again) == snap.versions(type_url)[name]
     for name, listener in snap[LISTENER].items():
         assert listener.name == name  # type: ignore[attr-defined]
         assert listener.address.socket_address.port_value > 0  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Per-kind snapshots: what a sender currently offers, pre-serialized, with a short change log.
+"""Per-type snapshots: what a sender currently offers of one type, pre-serialized, with a short change log.
 
 A snapshot is immutable. `evolve` returns the next revision, and remembers which wire names changed,
 so a subscriber that was fully caught up at revision R can compute its delta from the names changed
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3 import discovery_pb2
+from meshgate.delta.entry import Entry
 
-__all__ = ["Entry", "KindSnapshot"]
+__all__ = ["HISTORY_LIMIT", "KindSnapshot"]
 
 # How many revisions of change log to keep. A subscriber further behind than this falls back to a full
 # diff, which is correct, only slower; 64 covers bursts without holding much memory.
@@ -20,22 +20,8 @@ HISTORY_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    name: str  # wire name, "<name>.<mesh>"
-    version: str  # content hash
-    wire: discovery_pb2.Resource
-    size: int  # serialized size of `wire`, for message splitting
-    # The zone a relayed zone-origin resource came from, which must not get it back; "" for everything else.
-    zone: str = ""
-
-    @classmethod
-    def of(cls, wire: discovery_pb2.Resource, zone: str = "") -> Entry:
-        return cls(wire.name, wire.version, wire, wire.ByteSize(), zone)
-
-
-@dataclass(frozen=True, slots=True)
 class KindSnapshot:
-    kind: str
+    kind: str  # the type URL: a KDS kind ("Mesh") or an Envoy type URL
     revision: int = 0
     entries: Mapping[str, Entry] = field(default_factory=dict)
     # (revision, names that changed to reach it), oldest first.
