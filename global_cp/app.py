@@ -44,14 +44,14 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis_durability import ensure_durable
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_admission import ZoneAdmission
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry
 from meshgate.transport.tls import server_credentials
 from meshgate.transport.xds_configs import XDSConfigBroker
 

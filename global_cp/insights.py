@@ -35,7 +35,7 @@ from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import not_found
 from meshgate.rest.spec_schema import JsonSchema
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
-from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.sync.streams import StreamRegistry, StreamSession
 
 __all__ = [
     "HealthPolicy",

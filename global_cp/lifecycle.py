@@ -26,7 +26,7 @@ from meshgate.rest.errors import validation_failed
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import NotFoundError, ResourceStore, StoreError, iter_all
 from meshgate.store.watch import Started, WatchLog, reconcile_forever
-from meshgate.transport.streams import StreamRegistry
+from meshgate.sync.streams import StreamRegistry
 
 __all__ = ["STILL_CONNECTED", "ZoneLifecycle"]
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from global_cp.insights import Now, subscription, timestamp
 from meshgate.store.redis_client import redis_client, split_prefix
-from meshgate.transport.streams import RemoteZone, StreamRegistry
+from meshgate.sync.streams import RemoteZone, StreamRegistry
 
 __all__ = ["ReplicaDirectory"]
 

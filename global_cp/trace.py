@@ -40,8 +40,8 @@ from meshgate.rest.app import ExtraRoute
 from meshgate.rest.authn import forwarded_authorization
 from meshgate.rest.errors import ApiError, bad_request
 from meshgate.store.protocol import ResourceStore
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry
 
 __all__ = ["Verdict", "ask_other_replicas", "trace_routes", "verdict_down", "verdict_up"]
 

@@ -37,8 +37,8 @@ from meshgate.resources.tags import TAG_SERVICE
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import ApiError, bad_request
 from meshgate.store.protocol import ResourceStore
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry
 from meshgate.transport.xds_configs import VIRTUAL_IPS, ConfigDumpError, XDSConfigBroker
 
 __all__ = ["NameSource", "name_sources", "trace_name_route", "zone_verdict"]

@@ -26,7 +26,7 @@ from meshgate.resources.errors import UnknownKindError
 from meshgate.rest.app import ExtraRoute
 from meshgate.rest.errors import bad_request
 from meshgate.rest.params import query_int
-from meshgate.transport.streams import KDSEvent, StreamRegistry
+from meshgate.sync.streams import KDSEvent, StreamRegistry
 
 __all__ = ["KDSWatch", "matches"]
 

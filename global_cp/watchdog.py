@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from global_cp.insights import HealthPolicy, Now
-from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.sync.streams import StreamRegistry, StreamSession
 
 __all__ = ["HealthLapse", "Stall", "Watchdog", "find_lapses", "find_stalls"]
 

@@ -39,17 +39,17 @@ from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.redis_durability import ensure_durable
+from meshgate.sync.snapshots import SnapshotSource
 from meshgate.tokens import DataplaneTokens, UserTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
 from meshgate.tokens.dataplane_route import dataplane_token_route
+from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import GlobalToZoneClient
 from meshgate.transport.kds_upstream import ZoneUpstream
-from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, register_ads
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
 from zone_cp.config_view import zone_config_view

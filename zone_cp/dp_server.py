@@ -54,8 +54,8 @@ from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundE
 from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.tokens.keys import SigningKeyMissing
 from meshgate.tokens.services import DataplaneTokens
+from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
-from meshgate.xds.ads_server import StreamRefused
 from meshgate.xds.gateway import is_builtin_gateway
 
 __all__ = [

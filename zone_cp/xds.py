@@ -30,9 +30,9 @@ from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.store.watch import WatchLog, reconcile_forever
+from meshgate.transport.ads_server import SnapshotStore
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
-from meshgate.xds.ads_server import SnapshotStore
 from meshgate.xds.clusters import EndpointIndex
 from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.gateway import RouteIndex

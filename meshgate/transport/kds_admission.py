@@ -34,7 +34,7 @@ from meshgate.kds.limits import clip
 from meshgate.kds.node import FEATURES_KEY, parse_features
 from meshgate.resources import registry as kinds
 from meshgate.resources.model import Meta, Resource
-from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
+from meshgate.sync.streams import Direction, StreamRegistry, StreamSession
 
 __all__ = [
     "INSTANCE_METADATA",

@@ -37,11 +37,11 @@ from meshgate.kds.node import FEATURE_HASH_SUFFIX, GLOBAL_FEATURES, kds_node
 from meshgate.kds.receiver import Plan, Receiver
 from meshgate.kds.sender import ProtocolError, Sender
 from meshgate.resources.model import ResourceKey
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import Direction, StreamRegistry, StreamSession
 from meshgate.transport.kds_admission import ZoneAdmission, metadata_features, metadata_value
 from meshgate.transport.observer import Observer
-from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.stream_loop import run_stream
-from meshgate.transport.streams import Direction, StreamRegistry, StreamSession
 from meshgate.transport.xds_configs import XDSConfigBroker
 
 __all__ = ["GlobalKDSService", "KDSSyncService", "ZoneGate"]

@@ -19,8 +19,8 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.delta import PerType
 from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, payload_budget
 from meshgate.kds.sender import ProtocolError, Sender
+from meshgate.sync.snapshots import SnapshotSource
 from meshgate.transport.observer import Observer
-from meshgate.transport.snapshots import SnapshotSource
 from meshgate.transport.stream_loop import run_stream
 
 __all__ = ["ZoneUpstream"]

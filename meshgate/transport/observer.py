@@ -32,7 +32,7 @@ from meshgate.delta import Event
 from meshgate.delta import events as ev
 from meshgate.kds.limits import clip
 from meshgate.kds.receiver import Plan
-from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.sync.streams import StreamRegistry, StreamSession
 
 __all__ = ["Observer"]
 

@@ -26,8 +26,8 @@ from meshgate.resources import codec, registry
 from meshgate.rest.app import create_api_app
 from meshgate.rest.testing import serving
 from meshgate.store.memory import MemoryStore
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry, StreamSession
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry, StreamSession
 from tests.rest_support import HTTP_TIMEOUT, dataplane, mesh, zone
 from tests.support.wait import eventually
 

@@ -30,8 +30,8 @@ from meshgate.resources.model import ResourceKey
 from meshgate.rest.testing import serving
 from meshgate.store.memory import MemoryStore
 from meshgate.tokens import DataplaneTokens
+from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
-from meshgate.xds.ads_server import StreamRefused
 from tests.k8s_support import Seen, config_for, fake_api_server
 from zone_cp.dp_server import FIELD_DATAPLANE, DpServer
 

@@ -25,11 +25,11 @@ from meshgate.kds.ownership import to_global, to_zone
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources import codec, registry
 from meshgate.store import MemoryStore
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_admission import ZoneAdmission
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry
 from tests.support.wait import eventually
 
 KEY = generate_key_pem()

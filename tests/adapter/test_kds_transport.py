@@ -22,11 +22,11 @@ from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import LABEL_ORIGIN, ResourceKey
 from meshgate.store import MemoryStore, NotFoundError
+from meshgate.sync.snapshots import SnapshotSource
+from meshgate.sync.streams import StreamRegistry, StreamSession
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
-from meshgate.transport.snapshots import SnapshotSource
-from meshgate.transport.streams import StreamRegistry, StreamSession
 from tests.support.thing import THING, no_bad, thing
 from tests.support.wait import eventually
 

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import httpx
 
+from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds.ads import CLUSTER, LISTENER, ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from tests.support.envoy import Envoy, HttpBackend, free_port, http_backend, running_envoy
 from tests.support.envoy_config import cluster, http_listener, route_config, snapshot
 from tests.support.wait import eventually

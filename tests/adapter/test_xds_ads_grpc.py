@@ -11,10 +11,10 @@ import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds.ads import CLUSTER, ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from tests.support.envoy_config import http_listener, route_config, snapshot
 from tests.support.wait import eventually
 

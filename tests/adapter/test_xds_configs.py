@@ -18,9 +18,9 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.dp.cli import load_dataplane, with_admin_port
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.store import MemoryStore
+from meshgate.sync.streams import StreamRegistry
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_server import GlobalKDSService
-from meshgate.transport.streams import StreamRegistry
 from meshgate.transport.xds_configs import (
     MAX_CONFIG_BYTES,
     VIRTUAL_IPS,

@@ -26,16 +26,16 @@ from envoy.config.core.v3 import base_pb2
 from meshgate.dp.bootstrap import parse_cp_address, render_bootstrap
 from meshgate.dp.envoy import envoy_argv, find_envoy, unique_base_id
 from meshgate.pki import generate_authority
-from meshgate.transport.grpc_server import serve_grpc
-from meshgate.xds.ads import ProxyId
-from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import (
+from meshgate.transport.ads_server import (
     ADS_SERVICE_NAME,
     AggregatedDiscoveryService,
     SnapshotStore,
     StreamRefused,
     register_ads,
 )
+from meshgate.transport.grpc_server import serve_grpc
+from meshgate.xds.ads import ProxyId
+from meshgate.xds.ads_registry import ProxyRegistry
 from tests.support.dp import DpProcess
 from tests.support.envoy import http_backend
 from tests.support.envoy_config import http_listener, route_config, snapshot

@@ -31,11 +31,11 @@ from aiohttp import web
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds import Snapshot, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 
 __all__ = [
     "AdsServer",

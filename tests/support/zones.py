@@ -10,7 +10,7 @@ from meshgate.delta import KindSnapshot
 from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
 from meshgate.resources.model import Meta, Resource
-from meshgate.transport.streams import StreamRegistry
+from meshgate.sync.streams import StreamRegistry
 from tests.support.kds_link import Link
 from tests.support.thing import entries, thing
 

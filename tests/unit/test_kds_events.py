@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import meshgate.resources  # noqa: F401  (import order: resources before store)
 from meshgate.cli.kds import format_event
-from meshgate.transport.streams import EventBus
+from meshgate.sync.streams import EventBus
 
 
 def test_an_event_keeps_at_most_event_names_per_list_and_counts_the_rest() -> None:

@@ -12,7 +12,7 @@ from global_cp.watchdog import Watchdog, find_stalls
 from meshgate.delta import KindSnapshot
 from meshgate.kds.sender import Sender
 from meshgate.observability.metrics import KDSMetrics
-from meshgate.transport.streams import KDSEvent, StreamRegistry, StreamSession
+from meshgate.sync.streams import KDSEvent, StreamRegistry, StreamSession
 from tests.support.kds_link import Link
 from tests.support.thing import entries, thing
 

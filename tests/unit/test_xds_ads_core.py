@@ -8,6 +8,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
 from meshgate.delta import Rejected
+from meshgate.transport.ads_server import SnapshotStore
 from meshgate.xds.ads import (
     CLUSTER,
     ENDPOINT,
@@ -20,7 +21,6 @@ from meshgate.xds.ads import (
     Subscription,
 )
 from meshgate.xds.ads_registry import ProxyRegistry
-from meshgate.xds.ads_server import SnapshotStore
 from tests.support.envoy_config import cluster, http_listener, route_config, snapshot
 
 PROXY = ProxyId("default", "gw")
