@@ -8,6 +8,7 @@ resources they are fed. Installed with the project so bench/ never imports tests
     kds_peer.py      a hand-made KDS client channel and metadata, as a zone with the defaults dials
     wait.py          eventually(): polling with a deadline, never a bare sleep
     tools.py         the external programs above, where each comes from, and skip-or-fail when one is missing
+    factory.py       resources of the real kinds: the REST document, and the Resource view of it
 """
 
 from __future__ import annotations

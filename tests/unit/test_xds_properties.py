@@ -18,6 +18,8 @@ from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.api.mesh.v1alpha1.gateway_route_pb2 import MeshGatewayRoute
 from meshgate.api.mesh.v1alpha1.http_method_pb2 import HttpMethod
 from meshgate.resources.model import Meta, Resource
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 from meshgate.xds import generate
 from tests.unit.test_xds_generate import assert_valid
 
@@ -122,25 +124,12 @@ def gateways(draw: st.DrawFn) -> Resource:
 
 
 def dataplane(name: str, service: str, address: str, zone: str | None, version: str) -> Resource:
-    spec = Dataplane()
-    spec.networking.address = address
-    spec.networking.inbound.add(port=8000, tags={"kuma.io/service": service, "version": version})
     labels = {"kuma.io/zone": zone} if zone else {}
-    return Resource("Dataplane", Meta(name=name, mesh="default", labels=labels), spec)
+    doc = factory.dataplane(name, service, address=address, port=8000, tags={"version": version}, labels=labels)
+    return resource(doc)
 
 
-PROXY = Resource(
-    "Dataplane",
-    Meta(name="gw-1", mesh="default"),
-    Dataplane(
-        networking=Dataplane.Networking(
-            address="192.168.0.1",
-            gateway=Dataplane.Networking.Gateway(
-                type=Dataplane.Networking.Gateway.BUILTIN, tags={"kuma.io/service": "edge"}
-            ),
-        )
-    ),
-)
+PROXY = resource(factory.gateway_dataplane("gw-1", "edge", address="192.168.0.1"))
 ENDPOINTS = [
     dataplane("b1", "backend", "10.0.0.1", None, "v1"),
     dataplane("b2", "backend", "10.0.0.2", "zone-2", "v2"),
