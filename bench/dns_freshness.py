@@ -25,7 +25,7 @@ import dns.message  # noqa: E402
 import dns.rdatatype  # noqa: E402
 import httpx  # noqa: E402
 
-from tests.support.processes import CPProcess, free_port, global_argv, zone_argv, zone_security  # noqa: E402
+from meshgate.testing.processes import CPProcess, free_port, global_argv, zone_argv, zone_security  # noqa: E402
 
 
 async def resolves(name: str, port: int) -> bool:

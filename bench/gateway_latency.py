@@ -45,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources import codec  # noqa: E402
 from meshgate.resources.model import Resource  # noqa: E402
+from meshgate.testing.dp import zone_dp  # noqa: E402
+from meshgate.testing.envoy import http_backend, running_envoy  # noqa: E402
+from meshgate.testing.processes import CPProcess, free_port, process_group  # noqa: E402
 from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads  # noqa: E402
 from meshgate.transport.grpc_server import serve_grpc  # noqa: E402
 from meshgate.xds import generate  # noqa: E402
@@ -53,9 +56,6 @@ from meshgate.xds.ads_registry import ProxyRegistry  # noqa: E402
 from meshgate.xds.clusters import EndpointIndex, cluster_name  # noqa: E402
 from meshgate.xds.gateway import RouteIndex  # noqa: E402
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot  # noqa: E402
-from tests.support.dp import zone_dp  # noqa: E402
-from tests.support.envoy import http_backend, running_envoy  # noqa: E402
-from tests.support.processes import CPProcess, free_port, process_group  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 WARMUP = 3

@@ -26,8 +26,8 @@ from bench.propagation import MESH, WARMUP, client, pct, route_doc, until  # noq
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources.model import ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
-from tests.support.processes import CPProcess, free_port, global_argv  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
+from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa: E402
+from meshgate.testing.redis_server import redis_server  # noqa: E402
 
 
 async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> list[float]:

@@ -28,8 +28,8 @@ from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
 
 import meshgate.resources  # noqa: E402, F401  (import order: resources before store)
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc  # noqa: E402
-from tests.support.kds_peer import kds_channel  # noqa: E402
-from tests.support.processes import CPProcess, global_argv, issue_zone_token  # noqa: E402
+from meshgate.testing.kds_peer import kds_channel  # noqa: E402
+from meshgate.testing.processes import CPProcess, global_argv, issue_zone_token  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -40,8 +40,8 @@ from meshgate.resources.model import ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.sqlite import SqliteStore  # noqa: E402
 from meshgate.sync.snapshots import SnapshotSource  # noqa: E402
+from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa: E402
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
-from tests.support.processes import CPProcess, free_port, global_argv  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 # Changes sent before measuring, on both sides: the first ones pay for cold code paths and caches.

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meshgate.resources.model import Meta, Resource  # noqa: E402
 from meshgate.store import RedisStore, ResourceStore, SqliteStore  # noqa: E402
-from tests.store_support import struct  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
+from meshgate.testing.factory import struct  # noqa: E402
+from meshgate.testing.redis_server import redis_server  # noqa: E402
 
 KIND = "MeshGatewayRoute"
 

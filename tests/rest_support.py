@@ -1,4 +1,5 @@
-"""Helpers for the REST API and meshgatectl tests: Kuma-shaped documents and a served API with a client."""
+"""Helpers for the REST API and meshgatectl tests: Kuma-shaped documents (the shared factory's, with the
+defaults these tests were written against) and a served API with a client."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.handlers import Role
 from meshgate.rest.testing import serving
 from meshgate.store.protocol import ResourceStore
+from meshgate.testing import factory
 
 __all__ = ["api_client", "dataplane", "gateway", "invalid_gateway", "mesh", "route"]
 
@@ -21,20 +23,11 @@ HTTP_TIMEOUT = 10.0
 
 
 def mesh(name: str = "default", **labels: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": "Mesh", "name": name}
-    if labels:
-        doc["labels"] = dict(labels)
-    return doc
+    return factory.mesh(name, labels=labels)
 
 
 def gateway(name: str = "edge", mesh: str = "default", port: int = 8080) -> dict[str, Any]:
-    return {
-        "type": "MeshGateway",
-        "mesh": mesh,
-        "name": name,
-        "selectors": [{"match": {"kuma.io/service": f"{name}-gw"}}],
-        "conf": {"listeners": [{"port": port, "protocol": "HTTP", "hostname": "example.com"}]},
-    }
+    return factory.gateway(name, mesh, service=f"{name}-gw", listeners=[factory.listener(port, hostname="example.com")])
 
 
 def invalid_gateway(name: str = "edge", mesh: str = "default") -> dict[str, Any]:
@@ -49,37 +42,11 @@ def invalid_gateway(name: str = "edge", mesh: str = "default") -> dict[str, Any]
 
 
 def route(name: str = "web", mesh: str = "default") -> dict[str, Any]:
-    return {
-        "type": "MeshGatewayRoute",
-        "mesh": mesh,
-        "name": name,
-        "selectors": [{"match": {"kuma.io/service": "edge-gw"}}],
-        "conf": {
-            "http": {
-                "rules": [
-                    {
-                        "matches": [{"path": {"match": "PREFIX", "value": "/"}}],
-                        "backends": [{"weight": 1, "destination": {"kuma.io/service": "backend"}}],
-                    }
-                ]
-            }
-        },
-    }
+    return factory.http_route(name, mesh, service="edge-gw", backends=[factory.backend("backend", weight=1)])
 
 
 def dataplane(name: str = "edge-1", mesh: str = "default", **labels: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": mesh,
-        "name": name,
-        "networking": {
-            "address": "10.0.0.1",
-            "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge-gw"}},
-        },
-    }
-    if labels:
-        doc["labels"] = dict(labels)
-    return doc
+    return factory.gateway_dataplane(name, "edge-gw", mesh=mesh, labels=labels)
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from meshgate.store.events import ChangeBatch, ChangeSubscriber
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
 from meshgate.store.sqlite import SqliteStore
+from meshgate.testing.factory import struct
 
 __all__ = [
     "BACKENDS",
@@ -52,12 +53,6 @@ async def open_backend(backend: str, data_dir: pathlib.Path) -> ResourceStore:
 async def next_batch(sub: ChangeSubscriber) -> ChangeBatch:
     with anyio.fail_after(EVENT_TIMEOUT):
         return await sub.next_batch()
-
-
-def struct(**fields: str | float | bool) -> struct_pb2.Struct:
-    spec = struct_pb2.Struct()
-    spec.update(fields)
-    return spec
 
 
 def resource(

@@ -16,19 +16,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from google.protobuf import wrappers_pb2
 
 from global_cp.tokens import token_route
-from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.auth.jwt import generate_key_pem, unverified_payload
 from meshgate.resources import codec
-from meshgate.resources.model import Meta, Resource, ResourceKey
+from meshgate.resources.model import Resource, ResourceKey
 from meshgate.rest.app import create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.testing import serving
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
+from meshgate.testing.factory import resource, secret
 from meshgate.tokens import DataplaneTokens, UserTokens, ZoneTokens, token_admin_routes, user_token_route
 from meshgate.tokens.admin_token import ensure_admin_token
 from zone_cp.envoy_admin import EnvoyAdminDumper
@@ -61,7 +60,7 @@ class Api:
 
 
 def _secret(name: str, data: bytes, mesh: str = "default") -> Resource:
-    return Resource("Secret", Meta(name=name, mesh=mesh), secret_pb2.Secret(data=wrappers_pb2.BytesValue(value=data)))
+    return resource(secret(name, data, mesh), check=False)
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ from meshgate.dns.responder import Table
 from meshgate.dns.server import DnsServer
 from meshgate.resources import codec
 from meshgate.store.sqlite import SqliteStore
+from meshgate.testing.factory import dataplane
 from zone_cp.dns import VIPS_KIND, ZoneDns
 
 HOST = "127.0.0.1"
@@ -118,15 +119,6 @@ async def test_a_swapped_table_is_answered_at_once() -> None:
         server.table = Table("mesh", {"new.mesh": IPv4Address("240.0.0.9")})
         assert [r.to_text() for r in (await udp(port, "new.mesh")).answer[0]] == ["240.0.0.9"]
         assert (await udp(port, "echo.mesh")).rcode() == dns.rcode.NXDOMAIN
-
-
-def dataplane(name: str, service: str) -> dict[str, object]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": name,
-        "networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]},
-    }
 
 
 async def test_zone_dns_persists_vips_in_the_store_across_reopen(tmp_path: Path) -> None:

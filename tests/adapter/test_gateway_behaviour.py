@@ -49,7 +49,6 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
-    openssl_available,
     recording_backend,
     rule,
     self_signed,
@@ -60,10 +59,7 @@ from tests.support.gateway_harness import (
 )
 from tests.support.wait import eventually
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not openssl_available(), reason="no openssl command and no cryptography package for certs"),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 EDGE = ProxyId("default", "edge-1")
 LIMIT = 2

@@ -20,8 +20,9 @@ from meshgate.k8s.errors import KubeUnavailableError, NotControlledError
 from meshgate.k8s.reconciler import Outcome, Reconciler, ReconcilerOptions
 from meshgate.k8s.settings import ZoneSettings
 from meshgate.k8s.testing import FakeKubeApi
-from meshgate.resources import codec
 from meshgate.store.memory import MemoryStore
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 from tests.k8s_support import validate_k8s
 from tests.support.wait import eventually
 
@@ -51,15 +52,8 @@ def instance(name: str = "edge-gateway", **spec: Any) -> dict[str, Any]:
 
 
 def gateway(*ports: int, name: str = "edge", service: str = "edge-gateway_gateways_svc") -> Any:
-    return codec.load(
-        {
-            "type": "MeshGateway",
-            "mesh": "default",
-            "name": name,
-            "selectors": [{"match": {"kuma.io/service": service}}],
-            "conf": {"listeners": [{"port": p, "protocol": "HTTP", "hostname": f"h{p}.example.com"} for p in ports]},
-        }
-    )
+    listeners = [factory.listener(p, hostname=f"h{p}.example.com") for p in ports]
+    return resource(factory.gateway(name, service=service, listeners=listeners))
 
 
 def ready(api: FakeKubeApi, key: tuple[str, str] = KEY) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from meshgate.resources import codec
 from meshgate.resources.model import ResourceKey
 from meshgate.rest.testing import serving
 from meshgate.store.memory import MemoryStore
+from meshgate.testing.factory import SERVICE_TAG, gateway_dataplane
 from meshgate.tokens import DataplaneTokens
 from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
@@ -103,15 +104,8 @@ async def zone_store() -> MemoryStore:
 
 def dataplane(name: str, mesh: str = "default", tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the rendered Pod's --dataplane becomes once the kubelet has expanded $(POD_NAME) and the rest."""
-    return {
-        "type": "Dataplane",
-        "mesh": mesh,
-        "name": name,
-        "networking": {
-            "address": "10.0.0.7",
-            "gateway": {"type": "BUILTIN", "tags": dict(tags or {"kuma.io/service": SERVICE})},
-        },
-    }
+    more = dict(tags or {SERVICE_TAG: SERVICE})
+    return gateway_dataplane(name, more.pop(SERVICE_TAG), mesh=mesh, address="10.0.0.7", tags=more)
 
 
 def node(doc: Mapping[str, Any]) -> base_pb2.Node:

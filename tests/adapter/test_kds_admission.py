@@ -27,6 +27,7 @@ from meshgate.resources import codec, registry
 from meshgate.store import MemoryStore
 from meshgate.sync.snapshots import SnapshotSource
 from meshgate.sync.streams import StreamRegistry
+from meshgate.testing.factory import dataplane, resource
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.transport.kds_admission import ZoneAdmission
 from meshgate.transport.kds_server import GlobalKDSService, KDSSyncService
@@ -119,14 +120,7 @@ async def _upstream(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], 
 def _dataplane(
     zone: str, name: str = "web-1", mesh: str = "default", address: str = "10.0.0.1"
 ) -> discovery_pb2.Resource:
-    r = codec.load(
-        {
-            "type": "Dataplane",
-            "mesh": mesh,
-            "name": name,
-            "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": "web"}}]},
-        }
-    )
+    r = resource(dataplane(name, "web", mesh=mesh, port=80))
     return to_wire(to_global(zone, r))
 
 

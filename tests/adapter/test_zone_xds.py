@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import pytest
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
@@ -14,7 +13,7 @@ from meshgate.store import MemoryStore
 from meshgate.xds import LISTENER
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.snapshot import Snapshot
-from tests.support.gateway_harness import openssl_available, self_signed
+from tests.support.gateway_harness import self_signed
 from zone_cp.xds import ZoneXds
 
 PROXY = ProxyId("default", "edge-1")
@@ -64,7 +63,6 @@ def docs(secret_pem: str) -> list[dict[str, object]]:
     ]
 
 
-@pytest.mark.skipif(not openssl_available(), reason="needs the openssl command to make a certificate")
 async def test_https_listener_takes_its_certificate_from_a_mesh_secret(tmp_path: Path) -> None:
     cert = self_signed(tmp_path, "shop.example.com")
     store = MemoryStore()

@@ -13,6 +13,7 @@ import dns.rcode
 import httpx
 import pytest
 
+from meshgate.testing.factory import dataplane
 from tests.e2e.test_global_to_zone import MESH, get, put
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.wait import eventually
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.e2e
 
 MESHGATECTL = str(Path(sys.executable).with_name("meshgatectl"))
 DNS_ARGS = ("--vip-cidr", "127.100.0.0/16")
-
-
-def dataplane(name: str, service: str) -> dict[str, object]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": name,
-        "networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]},
-    }
 
 
 async def put_dataplane(z: CPProcess, doc: dict[str, object]) -> httpx.Response:

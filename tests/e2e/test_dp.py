@@ -24,8 +24,9 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 
 from meshgate.dp.bootstrap import parse_cp_address, render_bootstrap
-from meshgate.dp.envoy import envoy_argv, find_envoy, unique_base_id
+from meshgate.dp.envoy import envoy_argv, unique_base_id
 from meshgate.pki import generate_authority
+from meshgate.testing.tools import ENVOY, require
 from meshgate.transport.ads_server import (
     ADS_SERVICE_NAME,
     AggregatedDiscoveryService,
@@ -225,7 +226,7 @@ def test_envoy_itself_accepts_the_bootstrap(tmp_path: Path) -> None:
         bootstrap = tmp_path / f"bootstrap-{i}.json"
         doc = render_bootstrap("default.gw-1", parse_cp_address(cp), admin_port=0, token="a.b.c", ca_pem=ca.read_text())
         bootstrap.write_text(json.dumps(doc))
-        argv = envoy_argv(find_envoy(), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
+        argv = envoy_argv(require(ENVOY), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -244,7 +245,7 @@ def test_envoy_itself_accepts_the_bootstrap_that_reads_a_token_file(tmp_path: Pa
         )
         bootstrap.write_text(json.dumps(doc))
         assert "a.b.c" not in bootstrap.read_text()
-        argv = envoy_argv(find_envoy(), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
+        argv = envoy_argv(require(ENVOY), bootstrap, base_id=unique_base_id(), extra=("--mode", "validate"))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 

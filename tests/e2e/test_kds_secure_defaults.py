@@ -17,6 +17,7 @@ from meshgate.auth.jwt import unverified_payload
 from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
 from meshgate.resources import codec
+from meshgate.testing import factory
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import CPProcess, ProcessGroup, issue_zone_token
 from tests.support.wait import eventually
@@ -27,12 +28,7 @@ MESH = {"type": "Mesh", "name": "default"}
 
 
 def dataplane(name: str, address: str, service: str, mesh: str = "default") -> dict[str, Any]:
-    return {
-        "type": "Dataplane",
-        "mesh": mesh,
-        "name": name,
-        "networking": {"address": address, "inbound": [{"port": 80, "tags": {"kuma.io/service": service}}]},
-    }
+    return factory.dataplane(name, service, mesh=mesh, address=address, port=80)
 
 
 async def get(cp: CPProcess, path: str) -> Any:

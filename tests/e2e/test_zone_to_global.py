@@ -12,6 +12,7 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.sender import rejected_names
 from meshgate.resources import codec
+from meshgate.testing import factory
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup
@@ -23,12 +24,7 @@ MESH = {"type": "Mesh", "name": "default"}
 
 
 def dataplane(name: str, address: str = "10.0.0.1", service: str = "web") -> dict[str, Any]:
-    return {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": name,
-        "networking": {"address": address, "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]},
-    }
+    return factory.dataplane(name, service, address=address)
 
 
 async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> httpx.Response:

@@ -9,7 +9,8 @@ import dns.rcode
 import httpx
 import pytest
 
-from tests.e2e.test_dns import DNS_ARGS, MESHGATECTL, dataplane, put_dataplane, resolve, vip_of
+from meshgate.testing.factory import dataplane
+from tests.e2e.test_dns import DNS_ARGS, MESHGATECTL, put_dataplane, resolve, vip_of
 from tests.e2e.test_global_to_zone import MESH, get, put
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.wait import eventually

@@ -9,7 +9,7 @@ loopback; a real Envoy (tests/support/envoy.py) takes it from there. Backends ar
 - `tls_backend(name, key, cert)`: TLS, writes `"<name>\\n"` after the handshake (TLS passthrough target);
 - `tcp_echo_backend(name)`: TCP, answers each line with `"<name>:<line>"`.
 
-Certificates are self-signed, made with the `openssl` command (the `cryptography` package is not installed).
+Certificates are self-signed, made with the `openssl` command (`meshgate.testing.tools.OPENSSL`).
 Every server is stopped in a `finally`; Envoy is stopped by its own Popen handle (`running_envoy`).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.testing.tools import OPENSSL, require
 from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds import Snapshot, generate
@@ -48,7 +48,6 @@ __all__ = [
     "gateway",
     "http_route",
     "load",
-    "openssl_available",
     "recording_backend",
     "rule",
     "self_signed",
@@ -165,10 +164,6 @@ def tcp_route(name: str, service: str, *, selector: Mapping[str, str]) -> dict[s
 # --- certificates ----------------------------------------------------------------------------------------
 
 
-def openssl_available() -> bool:
-    return shutil.which("openssl") is not None
-
-
 @dataclass(frozen=True)
 class Cert:
     hostname: str
@@ -198,7 +193,7 @@ def self_signed(workdir: Path, hostname: str) -> Cert:
     key, cert = workdir / f"{hostname}.key", workdir / f"{hostname}.crt"
     subprocess.run(
         [
-            "openssl",
+            str(require(OPENSSL)),
             "req",
             "-x509",
             "-newkey",

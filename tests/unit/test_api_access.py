@@ -11,6 +11,7 @@ from meshgate.rest.access import ADMIN, ANONYMOUS, RULES, Rule, authenticated, d
 from meshgate.rest.authn import direct_loopback
 from meshgate.rest.errors import ApiError
 from meshgate.rest.private_keys import holds_private_key, redact
+from meshgate.testing.factory import secret
 from meshgate.tokens.user_route import parse_user_token_request
 
 READER = authenticated("alice", ["users"])
@@ -133,7 +134,7 @@ def test_direct_loopback_is_kumas_check(peer: str, headers: dict[str, str], expe
 
 
 def _secret(name: str, data: bytes) -> dict[str, object]:
-    return {"type": "Secret", "mesh": "default", "name": name, "data": base64.b64encode(data).decode()}
+    return secret(name, data)
 
 
 def test_private_keys_are_known_by_name_or_by_a_pem_private_key_block() -> None:

@@ -14,6 +14,8 @@ from meshgate.resources.model import Resource
 from meshgate.rest.errors import ApiError
 from meshgate.rest.inspect import gateway_dataplanes
 from meshgate.rest.overviews import Annotation, DataplaneFilter, dataplane_overview
+from meshgate.testing import factory
+from meshgate.testing.factory import SERVICE_TAG, resource
 from meshgate.xds.ads import CLUSTER, LISTENER, AdsStream, ProxyId, Snapshot
 from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
 from tests.rest_support import gateway
@@ -22,15 +24,13 @@ T0 = 1_767_268_800.0  # 2026-01-01T12:00:00Z
 
 
 def dp(name: str, *, gateway_type: str | None = None, tags: dict[str, str] | None = None, **labels: str) -> Resource:
-    networking: dict[str, Any] = {"address": "127.0.0.1"}
+    more = dict(tags or {SERVICE_TAG: name})
+    service = more.pop(SERVICE_TAG)
     if gateway_type is None:
-        networking["inbound"] = [{"port": 8080, "tags": tags or {"kuma.io/service": name}}]
-    else:
-        networking["gateway"] = {"type": gateway_type, "tags": tags or {"kuma.io/service": name}}
-    doc = {"type": "Dataplane", "mesh": "default", "name": name, "networking": networking}
-    if labels:
-        doc["labels"] = labels
-    return codec.load(doc)
+        return resource(factory.dataplane(name, service, address="127.0.0.1", tags=more, labels=labels))
+    return resource(
+        factory.gateway_dataplane(name, service, address="127.0.0.1", type=gateway_type, tags=more, labels=labels)
+    )
 
 
 def test_overview_is_the_dataplanes_meta_then_its_spec_then_the_insight() -> None:

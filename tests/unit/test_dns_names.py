@@ -5,29 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from meshgate.dns.names import NameSet, mesh_names
-from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 
 
 def dataplane(name: str, *services: str, mesh: str = "default") -> Resource:
-    inbound = [{"port": 8080 + i, "tags": {"kuma.io/service": s}} for i, s in enumerate(services)]
-    return codec.load(
-        {"type": "Dataplane", "mesh": mesh, "name": name, "networking": {"address": "10.0.0.1", "inbound": inbound}}
-    )
+    return resource(factory.dataplane(name, *services, mesh=mesh))
 
 
 def gateway(name: str, *listeners: dict[str, Any], labels: dict[str, str] | None = None) -> Resource:
     # Decoded, not validated: an upper-case hostname shows that names are lower-cased.
-    return codec.decode(
-        {
-            "type": "MeshGateway",
-            "mesh": "default",
-            "name": name,
-            "labels": labels or {},
-            "selectors": [{"match": {"kuma.io/service": name}}],
-            "conf": {"listeners": list(listeners)},
-        }
-    )
+    return resource(factory.gateway(name, listeners=listeners, labels=labels), check=False)
 
 
 def table(names: NameSet) -> list[tuple[str, tuple[str, ...], tuple[int, ...], tuple[str, ...]]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +12,8 @@ from meshgate.kds.ownership import synced_from_global, zone_accepts, zone_sends
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import SyncDirection
 from meshgate.resources.model import Resource
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 from tests.support.thing import thing
 
 
@@ -67,14 +67,7 @@ def test_only_dataplanes_are_relayed_between_zones() -> None:
 
 
 def dataplane(name: str, service: str, labels: dict[str, str] | None = None, mesh: str = "default") -> Resource:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": mesh,
-        "name": name,
-        "labels": labels or {},
-        "networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]},
-    }
-    return codec.load(doc)
+    return resource(factory.dataplane(name, service, mesh=mesh, labels=labels))
 
 
 def from_zone(zone: str) -> dict[str, str]:

