@@ -19,22 +19,36 @@ the new streams must be 0 too.
 OpenSSL and upb arenas are not traced) with `--trace-zones` zones, and prints where the allocations made
 while the zones connected live, by line and by file.
 
-Where the per-zone memory goes today (meshgate/kds/sender.py, meshgate/transport/kds_server.py, streams.py),
-measured 10k routes, 1 vs 200 zones (see the figures printed by a run):
-  Per stream the global holds one `Sender`, with a `SenderKind` per kind, and per kind three dicts that each
-  hold an entry for every resource the zone has: `known` (name -> version, what the zone holds as far as the
-  stream knows), `confirmed` (name -> version, what it ACKed) and `sent` (name -> (nonce, time) of the
-  response that last carried it). The name and version strings are the snapshot entries' own, and `sent`
-  shares one tuple per response, so each (zone, resource) costs three dict slots (each dict of 10k entries
-  is a 16k-slot table: about 330 KiB for `known`/`confirmed` and as much for `sent`, built up by updates
-  and so often a table size larger), about 100-150 bytes per (zone, resource) in all, before allocator
-  slack. `rejected`, `oversized` and the in-flight record are empty once everything is ACKed. The rest
-  is per stream, not per resource: the StreamSession, the EventBus history (bounded: 500 events, 100
-  names each), the cached per-zone snapshot view (`SnapshotSource.view`, the shared snapshot itself
-  unless the zone sent resources up), a gRPC call with its TLS session and buffers. The transient
-  cost is each zone's first response (a 3.6 MB message built and serialized per zone): it is freed, but
-  the allocator keeps much of what 200 of them took at once, which is why the RSS after a resume (no
-  bytes re-sent) shows what stays per zone better than the peak.
+Where the per-zone memory goes today (meshgate/kds/sender.py, transport/kds_server.py, transport/streams.py).
+Measured 2026-12-05 on 10k routes (secure defaults): RSS 175 MiB with 1 zone, 325 MiB with 200 (1.85x, the
+target is 1.5x), 631 MiB once the 200 have resumed (3.60x); `--trace` with 20 zones shows what Python holds.
+  * Per stream the global holds a `Sender`, a `SenderKind` per kind, and per kind three dicts with an entry for
+    every resource the zone has: `known` (name -> version), `confirmed` (name -> version, what it ACKed) and
+    `sent` (name -> (nonce, time) of the response that last carried it). After an initial sync their keys and
+    values are the snapshot's own strings and `sent` shares one tuple per response, so what each costs is its
+    table: a 10k-entry str-keyed dict is a 16k-slot table of about 205 KiB. Three per zone, about 615 KiB, or
+    63 B per (zone, resource): tracemalloc finds exactly these (sender.py: `known.update`, `sent.update`,
+    `confirmed.update`, 4.0 MiB each for 20 zones), and the marginal RSS of a zone between 1 and 200 is 770 KiB
+    (79 B per (zone, resource)). Everything else per stream (the StreamSession, `rejected`/`oversized`/in-flight,
+    empty once all is ACKed, a cached snapshot view that is the shared snapshot itself, gRPC call and TLS
+    session) is small next to that.
+  * A resumed stream costs more: `known = dict(req.initial_resource_versions)` and `confirmed = dict(known)`
+    hold new strings decoded from the zone's request, not shared with the snapshot: a name (about 85 B) and a
+    version (about 70 B) per resource on top of the two tables, 201 B per (zone, resource) traced (sender.py
+    `known = dict(...)` and the upb map's iteration), and the RSS after 200 zones resume is 2.4 MiB per zone
+    over the empty global.
+  * RSS grows by more than Python holds: the first response to each zone is a 3.6 MB message copied from the
+    snapshot, serialized and encrypted per zone; freed afterwards, but the allocator keeps the high-water mark
+    (`--trace` with 20 zones connecting at once: RSS +176 MiB, Python +13 MiB). That is why 1 zone already
+    adds 23 MiB over the empty global, and why the ratio depends on how many zones sync at once.
+  A cursor (the snapshot revision a zone ACKed, plus what is in flight or rejected) instead of `known`,
+  `confirmed` and `sent` would leave a per-zone cost independent of the resource count.
+
+Resume depends on the process: `to_envelope` (meshgate/kds/envelope.py) packs the spec with `Any.Pack` without
+`deterministic=True`, so a map field with two or more keys (these routes' backend `destination` tags) is
+serialized in an order that varies from process to process, and so does the content version. When the
+global's order differs from a zone's, every such resource is re-sent on every resume (the report says how
+many arrived with content the zone already held); in the smoke runs that was one run in two or three.
 
 Usage: python bench/zone_memory.py [--zones 1,200] [--routes 10000] [--plaintext] [--trace [--trace-zones 20]]
 """
@@ -368,39 +382,48 @@ async def trace(work: Path, db: Path, args: argparse.Namespace) -> None:
         g = Global(os.getpid(), api, kds, ca, not args.plaintext)
         zones = [f"zone-{i}" for i in range(n)]
         tokens = await issue_tokens(g, zones, work / "tokens-trace.json") if g.tokens else None
-        gc.collect()
-        before, rss_before = tracemalloc.take_snapshot(), rss_kib()
+        snapshots = [await traced_state("empty", 0.0)]
         fleet = await FleetProcess.start(g, n, args.routes, tokens, work / "fleet-trace.log")
         try:
             await fleet.report(600 + 10 * n)
             subs = await global_view(g, n, 600)
-            await anyio.sleep(args.settle)
-            gc.collect()
-            after, rss_after = tracemalloc.take_snapshot(), rss_kib()
+            snapshots.append(await traced_state(f"{n} zones synced", args.settle))
+            await fleet.command("disconnect", 60)
+            await global_view(g, 0, 60)
+            resumed = await fleet.command("reconnect", 600 + 10 * n)
+            resent = resources_sent(await global_view(g, n, 600))
+            snapshots.append(await traced_state(f"{n} zones resumed", args.settle))
             await fleet.command("quit", 60)
         finally:
             await fleet.stop()
         tg.cancel_scope.cancel()
     tracemalloc.stop()
     per_zone = resources_sent(subs) // n
+    (_, before, rss_before), *later = snapshots
+    print(f"resume: the zones received {dict(resumed['upserts'])}, the global counts {resent} resources sent")
+    print()
+    print("tracemalloc, global in this process (Python allocations; not gRPC core, OpenSSL, upb arenas):")
+    for label, after, rss_after in later:
+        traced = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        print(
+            f"{label} x {per_zone} resources: RSS +{(rss_after - rss_before) / 1024:.0f} MiB, traced"
+            f" +{traced / 2**20:.0f} MiB ({traced / (n * per_zone):.0f} B per (zone, resource)); largest growth:"
+        )
+        for group, top in (("lineno", 12), ("filename", 6)):
+            for stat in after.compare_to(before, group)[:top]:
+                frame = stat.traceback[0]
+                where = _short(frame.filename) + (f":{frame.lineno}" if group == "lineno" else " (file)")
+                print(f"  {stat.size_diff / 2**20:>8.1f} MiB {stat.count_diff:>+9} blocks  {where}")
+
+
+async def traced_state(label: str, settle: float) -> tuple[str, tracemalloc.Snapshot, int]:
+    await anyio.sleep(settle)
+    gc.collect()
     ignore = [
         tracemalloc.Filter(False, tracemalloc.__file__),
         tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
     ]
-    after, before = after.filter_traces(ignore), before.filter_traces(ignore)
-    traced = sum(s.size_diff for s in after.compare_to(before, "filename"))
-    print()
-    print(
-        f"tracemalloc, global in this process, {n} zones x {per_zone} resources:"
-        f" RSS +{(rss_after - rss_before) / 1024:.0f} MiB, traced Python allocations +{traced / 2**20:.0f} MiB"
-        f" ({traced / (n * per_zone):.0f} B per (zone, resource)); the rest is native (gRPC, OpenSSL, upb, malloc)"
-    )
-    for group, top in (("lineno", 15), ("filename", 10)):
-        print(f"largest growth by {group}:")
-        for stat in after.compare_to(before, group)[:top]:
-            frame = stat.traceback[0]
-            where = _short(frame.filename) + (f":{frame.lineno}" if group == "lineno" else "")
-            print(f"  {stat.size_diff / 2**20:>8.1f} MiB {stat.count_diff:>+9} blocks  {where}")
+    return label, tracemalloc.take_snapshot().filter_traces(ignore), rss_kib()
 
 
 def _short(filename: str) -> str:
