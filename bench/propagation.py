@@ -30,6 +30,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.zone_fleet import zone_client  # noqa: E402
 from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
 from meshgate.kds import ownership  # noqa: E402
 from meshgate.kds.envelope import to_envelope  # noqa: E402
@@ -41,7 +42,7 @@ from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.sqlite import SqliteStore  # noqa: E402
 from meshgate.sync.snapshots import SnapshotSource  # noqa: E402
 from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa: E402
-from meshgate.transport.kds_client import Backoff, GlobalToZoneClient, channel_options  # noqa: E402
+from meshgate.transport.kds_client import GlobalToZoneClient, channel_options  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
 # Changes sent before measuring, on both sides: the first ones pay for cold code paths and caches.
@@ -115,14 +116,7 @@ async def write_frames(db: Path, out: Path, change: dict[str, Any]) -> None:
 
 
 def client(zone: str, port: int, store: MemoryStore) -> GlobalToZoneClient:
-    return GlobalToZoneClient(
-        zone=zone,
-        addresses=[f"grpc://127.0.0.1:{port}"],
-        store=store,
-        kinds=registry.kinds_sent_to_zone(),
-        validate=codec.validate,
-        backoff=Backoff(initial=0.05, maximum=0.5),
-    )
+    return zone_client(zone, f"grpc://127.0.0.1:{port}", store)
 
 
 async def until(check: Any, interval: float = 0.001) -> None:
