@@ -43,5 +43,5 @@ class Entry:
     def pack(cls, name: str, message: Message) -> Entry:
         """`message` as a wire resource named `name`, versioned by its content hash."""
         packed = any_pb2.Any()
-        packed.Pack(message)
+        packed.Pack(message, deterministic=True)
         return cls.of(discovery_pb2.Resource(name=name, version=content_hash(message), resource=packed))

@@ -42,7 +42,10 @@ def to_envelope(resource: Resource, labels: Mapping[str, str] | None = None) -> 
     env.meta.name = resource.meta.name
     env.meta.mesh = resource.meta.mesh
     env.meta.labels.update(resource.meta.labels if labels is None else labels)
-    env.spec.Pack(resource.spec)
+    # Deterministic: a map field (tags, labels) would otherwise serialize in insertion order, so two control
+    # planes holding the same content would compute different versions and a resuming zone would be sent
+    # everything again.
+    env.spec.Pack(resource.spec, deterministic=True)
     return env
 
 
@@ -60,7 +63,7 @@ def to_wire(resource: Resource, labels: Mapping[str, str] | None = None) -> disc
     env = to_envelope(resource, labels)
     version = content_version(env)
     out = discovery_pb2.Resource(name=wire_name(resource.meta.name, resource.meta.mesh), version=version)
-    out.resource.Pack(env)
+    out.resource.Pack(env, deterministic=True)
     return out
 
 
