@@ -34,6 +34,7 @@ from bench.zone_fleet import zone_client  # noqa: E402
 from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
 from meshgate.kds import ownership  # noqa: E402
 from meshgate.kds.envelope import to_envelope  # noqa: E402
+from meshgate.kds.naming import hashed_name  # noqa: E402
 from meshgate.kds.sender import Sender  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources import codec, registry  # noqa: E402
@@ -183,7 +184,7 @@ async def fanout_ours(api: str, port: int, zones: int, changes: int) -> tuple[li
         gc.freeze()
         for k in range(WARMUP + changes):
             doc = route_doc(k, prefix=f"/changed/{k}")
-            key = ResourceKey("MeshGatewayRoute", "default", doc["name"])
+            key = ResourceKey("MeshGatewayRoute", "default", hashed_name("default", doc["name"]))  # as a zone names it
             arrived: list[float] = []
             before = clients[0].receiver.kinds["MeshGatewayRoute"].bytes_received  # type: ignore[union-attr]
 
