@@ -7,8 +7,9 @@
 #   docker run --rm meshgate:0.1.0 zone run --zone zone-1 --global-address grpc://global:5685
 #   docker run --rm meshgate:0.1.0 ctl --api http://global:5681 get meshes
 #
-# Everything is installed at build time from this repository's own pyproject.toml; the running container
-# downloads nothing. See deploy/README.md for the ports and for compose and Kubernetes.
+# Everything is installed at build time from this repository's own pyproject.toml, at the versions
+# requirements.lock pins (the lock's hashes cannot go in a constraints file, so its pins are used without
+# them); the running container downloads nothing. See deploy/README.md for the ports and for compose and Kubernetes.
 
 # --- build: a self-contained virtualenv under /opt/meshgate ------------------------------------------------
 FROM python:3.11-slim AS build
@@ -16,12 +17,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps the rest of the tree out of the context too).
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY meshgate/ meshgate/
 COPY global_cp/ global_cp/
 COPY zone_cp/ zone_cp/
 RUN python -m venv /opt/meshgate \
-    && /opt/meshgate/bin/pip install --no-cache-dir '/src[dataplane]' \
+    && sed -e '/^ *--hash/d' -e 's/ *\\$//' requirements.lock > /tmp/constraints.txt \
+    && PIP_CONSTRAINT=/tmp/constraints.txt /opt/meshgate/bin/pip install --no-cache-dir '/src[dataplane]' \
     && /opt/meshgate/bin/meshgate-global --help >/dev/null \
     && /opt/meshgate/bin/meshgate-zone --help >/dev/null \
     && /opt/meshgate/bin/meshgatectl --help >/dev/null \

@@ -157,6 +157,16 @@ def test_the_project_is_installed_from_its_own_pyproject() -> None:
         assert any(script in c.value[0] for c in build if c.cmd == "RUN"), f"the build does not run {script}"
 
 
+def test_the_image_installs_the_versions_the_lock_pins() -> None:
+    build = _stages()[0]
+    copied = {src for sources, _, _ in _copies(build) for src in sources}
+    assert "requirements.lock" in copied
+    installs = [c.value[0] for c in build if c.cmd == "RUN" and "pip install" in c.value[0]]
+    assert all("PIP_CONSTRAINT=" in run and "requirements.lock" in run for run in installs), installs
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "!requirements.lock" in ignore, "the lock must enter the build context"
+
+
 def test_the_runtime_stage_runs_as_a_non_root_user() -> None:
     user = _only(_final(), "USER").value[0]
     name, _, group = user.partition(":")
