@@ -50,11 +50,10 @@ from meshgate.testing.envoy import http_backend, running_envoy  # noqa: E402
 from meshgate.testing.processes import CPProcess, free_port, process_group  # noqa: E402
 from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads  # noqa: E402
 from meshgate.transport.grpc_server import serve_grpc  # noqa: E402
-from meshgate.xds import generate  # noqa: E402
+from meshgate.xds import MeshContext, generate  # noqa: E402
 from meshgate.xds.ads import ProxyId  # noqa: E402
 from meshgate.xds.ads_registry import ProxyRegistry  # noqa: E402
-from meshgate.xds.clusters import EndpointIndex, cluster_name  # noqa: E402
-from meshgate.xds.gateway import RouteIndex  # noqa: E402
+from meshgate.xds.clusters import cluster_name  # noqa: E402
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot  # noqa: E402
 
 MESH = {"type": "Mesh", "name": "default"}
@@ -226,10 +225,13 @@ async def baseline_push(work: Path, changes: int, backends: dict[str, int], list
     snapshots = {
         target: generate(
             proxy,
-            gateways=[gw],
-            routes=[codec.load(edge_route("edge-direct", target))],
-            dataplanes=[proxy, *dataplanes],
-            zone="bench",
+            MeshContext.build(
+                proxy.meta.mesh,
+                gateways=[gw],
+                routes=[codec.load(edge_route("edge-direct", target))],
+                dataplanes=[proxy, *dataplanes],
+                zone="bench",
+            ),
         )
         for target in backends
     }
@@ -267,13 +269,9 @@ def scale_inputs(routes: int, gateways: int) -> tuple[list[Resource], list[Resou
 def build_generate(
     gws: list[Resource], rts: list[Resource], proxies: list[Resource], dps: list[Resource]
 ) -> list[Snapshot]:
-    # As the zone does (zone_cp/xds.py): one endpoint index per mesh, shared by all its proxies.
-    index = EndpointIndex(dps, mesh=proxies[0].meta.mesh, zone="bench")
-    route_index = RouteIndex(rts)
-    return [
-        generate(p, gateways=gws, routes=rts, dataplanes=dps, zone="bench", index=index, route_index=route_index)
-        for p in proxies
-    ]
+    # As the zone does (zone_cp/xds.py): one context per mesh (its indexes included), shared by all its proxies.
+    ctx = MeshContext.build(proxies[0].meta.mesh, gateways=gws, routes=rts, dataplanes=dps, zone="bench")
+    return [generate(p, ctx) for p in proxies]
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:

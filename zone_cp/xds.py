@@ -1,10 +1,11 @@
 """The zone's Envoy configuration: a snapshot per connected proxy, kept current with the zone store.
 
 Level-triggered, like the KDS snapshots: any change to a kind that shapes gateway config (Mesh,
-MeshGateway, MeshGatewayRoute, Dataplane, Secret), or a proxy connecting, marks everything dirty; one loop then
-re-generates every connected proxy's snapshot from the store with the pure `meshgate.xds.generate`, and the
-delta ADS streams send only what changed. A proxy whose Dataplane is not registered yet gets no snapshot,
-so its Envoy simply waits.
+MeshGateway, MeshGatewayRoute, Dataplane, Secret, and every policy kind: `meshgate.xds.context.watched_kinds`,
+derived from the kind descriptors), or a proxy connecting, marks everything dirty; one loop then reads the
+store into one `MeshContext` per mesh with a connected proxy and re-generates every connected proxy's
+snapshot from its mesh's context with the pure `meshgate.xds.generate`, and the delta ADS streams send only
+what changed. A proxy whose Dataplane is not registered yet gets no snapshot, so its Envoy simply waits.
 
 Cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the builtin CA of every Mesh whose enabled mTLS
 backend is `builtin` from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), and the
@@ -33,16 +34,17 @@ from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.transport.ads_server import SnapshotStore
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
-from meshgate.xds.clusters import EndpointIndex
+from meshgate.xds.context import MeshContext, policy_kinds, watched_kinds
 from meshgate.xds.crossmesh import CrossMesh
-from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.vips import VipOutbound
 
 __all__ = ["ZoneXds"]
 
 log = structlog.get_logger(__name__)
 
-_SHAPING_KINDS = frozenset({kinds.MESH, kinds.MESH_GATEWAY, kinds.MESH_GATEWAY_ROUTE, kinds.DATAPLANE, kinds.SECRET})
+# Derived from the descriptors: a policy kind added to the registry is watched and read with no edit here.
+_SHAPING_KINDS = watched_kinds()
+_POLICY_KINDS = policy_kinds()
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
 # outbounds live 24 h and are re-issued at half-life (meshgate/mtls), which only a regeneration can deliver. An
 # unchanged snapshot sends Envoy nothing.
@@ -101,10 +103,10 @@ class ZoneXds(SnapshotStore):
         except NotFoundError:
             return None
 
-    async def _cas(self) -> dict[str, CertificateAuthority]:
+    async def _cas(self, meshes: list[Resource]) -> dict[str, CertificateAuthority]:
         """mesh -> its builtin CA, for every Mesh whose enabled backend is builtin and whose CA is readable."""
         out: dict[str, CertificateAuthority] = {}
-        async for mesh in iter_all(self._store, kinds.MESH):
+        for mesh in meshes:
             backend = enabled_builtin_backend(mesh.spec)
             if backend is None:
                 continue
@@ -121,9 +123,11 @@ class ZoneXds(SnapshotStore):
                 log.warning("xds.mesh_ca_unusable", mesh=name, error=str(exc))
         return out
 
-    async def _cross_mesh(self, gateways: list[Resource], loaded: dict[str, list[Resource]]) -> CrossMesh:
-        """`gateways`: every mesh's MeshGateways. `loaded`: mesh -> its Dataplanes, for meshes already read;
-        others are read when they have a crossMesh gateway."""
+    async def _cross_mesh(
+        self, mesh_resources: list[Resource], gateways: list[Resource], loaded: dict[str, list[Resource]]
+    ) -> CrossMesh:
+        """`mesh_resources`: every Mesh. `gateways`: every mesh's MeshGateways. `loaded`: mesh -> its Dataplanes, for
+        meshes already read; others are read when they have a crossMesh gateway."""
         meshes = {
             g.meta.mesh
             for g in gateways
@@ -135,12 +139,35 @@ class ZoneXds(SnapshotStore):
                 loaded[mesh] = await self._all(kinds.DATAPLANE, mesh)
             dataplanes.extend(loaded[mesh])
         return CrossMesh(
-            await self._cas(),
+            await self._cas(mesh_resources),
             gateways=[g for g in gateways if g.meta.mesh in meshes],
             dataplanes=dataplanes,
             zone=self._zone,
             domain=self._dns_domain,
             leaves=self._leaves,
+        )
+
+    async def _context(
+        self,
+        mesh: str,
+        *,
+        mesh_resource: Resource | None,
+        gateways: list[Resource],
+        dataplanes: list[Resource],
+        cross_mesh: CrossMesh,
+    ) -> MeshContext:
+        """One mesh's context, from the store (its routes, secrets and policies) and what was read for all."""
+        return MeshContext.build(
+            mesh,
+            zone=self._zone,
+            mesh_resource=mesh_resource,
+            dataplanes=dataplanes,
+            gateways=[g for g in gateways if g.meta.mesh == mesh],
+            routes=await self._all(kinds.MESH_GATEWAY_ROUTE, mesh),
+            secrets={r.meta.name: _secret_bytes(r) for r in await self._all(kinds.SECRET, mesh)},
+            vips=self._vips(mesh) if self._vips is not None else (),
+            cross_mesh=cross_mesh,
+            policies={kind: await self._all(kind, mesh) for kind in _POLICY_KINDS},
         )
 
     async def regenerate(self) -> None:
@@ -150,35 +177,26 @@ class ZoneXds(SnapshotStore):
         loaded: dict[str, list[Resource]] = {}
         for mesh in sorted({p.mesh for p in proxies}):
             loaded[mesh] = await self._all(kinds.DATAPLANE, mesh)
-        # Every mesh's gateways, read once: crossMesh needs them all, each mesh's proxies their own.
+        # Every Mesh and every mesh's gateways, read once: crossMesh needs them all, each mesh's proxies their own.
+        meshes = [m async for m in iter_all(self._store, kinds.MESH)]
         all_gateways = [r async for r in iter_all(self._store, kinds.MESH_GATEWAY)]
-        cross_mesh = await self._cross_mesh(all_gateways, loaded)
+        cross_mesh = await self._cross_mesh(meshes, all_gateways, loaded)
+        by_mesh_name = {m.meta.name: m for m in meshes}
         for mesh in sorted({p.mesh for p in proxies}):
-            gateways = [g for g in all_gateways if g.meta.mesh == mesh]
-            vips = self._vips(mesh) if self._vips is not None else ()  # the same for every proxy of the mesh
-            routes = await self._all(kinds.MESH_GATEWAY_ROUTE, mesh)
-            dataplanes = loaded[mesh]
-            secrets = {r.meta.name: _secret_bytes(r) for r in await self._all(kinds.SECRET, mesh)}
-            by_name = {d.meta.name: d for d in dataplanes}
-            index = EndpointIndex(dataplanes, mesh=mesh, zone=self._zone)  # shared by the mesh's proxies
-            route_index = RouteIndex(routes)
+            ctx = await self._context(
+                mesh,
+                mesh_resource=by_mesh_name.get(mesh),
+                gateways=all_gateways,
+                dataplanes=loaded[mesh],
+                cross_mesh=cross_mesh,
+            )
+            by_name = {d.meta.name: d for d in ctx.dataplanes}
             for proxy in (p for p in proxies if p.mesh == mesh):
                 dataplane = by_name.get(proxy.name)
                 if dataplane is None:
                     self.remove(proxy)
                     continue
-                snapshot = generate(
-                    dataplane,
-                    gateways=gateways,
-                    routes=routes,
-                    dataplanes=dataplanes,
-                    zone=self._zone,
-                    secrets=secrets,
-                    index=index,
-                    route_index=route_index,
-                    vips=vips,
-                    cross_mesh=cross_mesh,
-                )
+                snapshot = generate(dataplane, ctx)
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)

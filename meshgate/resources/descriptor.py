@@ -45,6 +45,9 @@ class KindDescriptor:
     # May users write it on the global / on a zone through the REST API?
     writable_on_global: bool = True
     writable_on_zone: bool = False
+    # A policy (Kuma's `IsPolicy`): its resources shape proxies' Envoy config. A mesh-scoped policy kind sent to
+    # zones is read by the zone's xDS generation (`meshgate.xds.context.policy_kinds`) with no other wiring.
+    policy: bool = False
 
     @property
     def mesh_scoped(self) -> bool:

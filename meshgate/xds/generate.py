@@ -1,4 +1,4 @@
-"""`generate`: one proxy's Envoy configuration from the resources of its mesh. Pure: no I/O.
+"""`generate`: one proxy's Envoy configuration from its mesh's `MeshContext` (`context.py`). Pure: no I/O.
 
 Naming (deterministic; equal inputs give byte-equal snapshots):
 
@@ -14,7 +14,7 @@ Naming (deterministic; equal inputs give byte-equal snapshots):
 A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
 service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener; plus one listener per
-`VipOutbound` the caller passes (`vips`), routed the same way (a cross-mesh gateway name is always HTTP).
+`VipOutbound` of the context (`MeshContext.vips`), routed the same way (a cross-mesh gateway name is always HTTP).
 
 Cross-mesh (gateway.md, "Cross-mesh"; `crossmesh.CrossMesh`): a builtin gateway's crossMesh listener is served
 over mesh mTLS, and a VipOutbound for another mesh's gateway name becomes an HTTP connection manager whose
@@ -39,14 +39,15 @@ from meshgate.resources.selectors import select_gateway_for
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
+from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
-from meshgate.xds.gateway import GatewayBinding, ListenerBinding, RouteIndex, bind, is_builtin_gateway
+from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from meshgate.xds.vips import VipOutbound
 from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
 
-__all__ = ["VipOutbound", "generate"]
+__all__ = ["MeshContext", "VipOutbound", "generate"]
 
 _Listener = MeshGateway.Listener
 _TLS = MeshGateway.TLS
@@ -312,41 +313,21 @@ def _vip_outbounds(
         _outbound_listener(b, name, address, port, tags, http=http)
 
 
-def generate(
-    proxy: Resource,
-    *,
-    gateways: Iterable[Resource] = (),
-    routes: Iterable[Resource] = (),
-    dataplanes: Iterable[Resource] = (),
-    zone: str,
-    secrets: Mapping[str, bytes] | None = None,
-    index: clusters.EndpointIndex | None = None,
-    vips: Sequence[VipOutbound] = (),
-    route_index: RouteIndex | None = None,
-    cross_mesh: CrossMesh | None = None,
-) -> Snapshot:
-    """The Envoy resources for `proxy` (a Dataplane), from its mesh's gateways, routes and Dataplanes.
+def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
+    """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
 
-    `zone` is this control plane's zone: Dataplanes without a `kuma.io/zone` label are in it. `secrets`
-    maps a mesh Secret's name to its decoded bytes, for certificates given as `secret`. `index`: an
-    `EndpointIndex` of the same Dataplanes, built once per mesh by a caller generating for many proxies
-    (indexing 10k Dataplanes once instead of once per proxy); built here when omitted. `vips`: the zone's
-    `.mesh` VIP outbounds, each a listener `outbound:<vip>:<port>` on a delegated gateway or ordinary
-    Dataplane (ignored for a builtin gateway, which has its MeshGateway's listeners instead). `route_index`:
-    the same routes indexed once per mesh (`RouteIndex`), for a caller generating for many proxies.
-    `cross_mesh`: every mesh's CA and gateway Dataplanes (`CrossMesh`), for crossMesh listeners and VIP
-    outbounds to other meshes' gateways; without it both are skipped as problems.
+    A builtin gateway gets its MeshGateway's listeners (the context's `vips` play no part); a delegated gateway
+    or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
+    and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
-    if index is None:
-        index = clusters.EndpointIndex(dataplanes, mesh=proxy.meta.mesh, zone=zone)
-    b = _Builder(index)
+    b = _Builder(ctx.index)
     if is_builtin_gateway(proxy):
-        gateway = select_gateway_for(proxy, gateways)
+        gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
-            binding = bind(proxy, gateway, routes, route_index=route_index)
-            _gateway(b, proxy, binding, secrets or {}, cross_mesh)
+            binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
+            _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh)
     else:
-        _vip_outbounds(b, proxy, vips, _outbounds(b, proxy), cross_mesh)
+        _vip_outbounds(b, proxy, ctx.vips, _outbounds(b, proxy), ctx.cross_mesh)
     return b.finish()

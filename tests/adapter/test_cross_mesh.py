@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from meshgate.mtls import LeafCache, generate_ca
-from meshgate.xds import VipOutbound, generate
+from meshgate.xds import MeshContext, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
 from tests.adapter.test_gateway_vips import free_vip
@@ -59,10 +59,12 @@ async def test_a_client_in_mesh_a_reaches_mesh_bs_gateway_over_mtls_and_plaintex
         dataplanes_b = [r for r in b if r.kind == "Dataplane"]
         cross = CrossMesh(cas, gateways=gateways, dataplanes=dataplanes_b, zone="zone-1", leaves=LeafCache())
         (edge,) = [d for d in dataplanes_b if d.meta.name == "edge-1"]
-        gw_snap = generate(
-            edge, gateways=gateways, routes=routes, dataplanes=dataplanes_b, zone="zone-1", cross_mesh=cross
+        gw_ctx = MeshContext.build(
+            "b", gateways=gateways, routes=routes, dataplanes=dataplanes_b, zone="zone-1", cross_mesh=cross
         )
-        client_snap = generate(kong, dataplanes=[kong], zone="zone-1", vips=[vip], cross_mesh=cross)
+        gw_snap = generate(edge, gw_ctx)
+        client_ctx = MeshContext.build("a", dataplanes=[kong], zone="zone-1", vips=[vip], cross_mesh=cross)
+        client_snap = generate(kong, client_ctx)
         assert gw_snap.problems == ()
         assert client_snap.problems == ()
         ads.store.set(ProxyId("b", "edge-1"), gw_snap)

@@ -1,7 +1,7 @@
 """VIP outbounds through a real Envoy (issue 6 item 4; gateway.md, "Delegated gateways", "DNS and VIPs").
 
-The real pipeline minus processes (tests/support/gateway_harness.py): `generate(..., vips=...)` for a DELEGATED
-Dataplane, the snapshot served by the real delta ADS server, a real Envoy. The VIPs are inside 127.0.0.0/8, so
+The real pipeline minus processes (tests/support/gateway_harness.py): `generate` with the context's `vips` for a
+DELEGATED Dataplane, the snapshot served by the real delta ADS server, a real Envoy. The VIPs are inside 127.0.0.0/8, so
 Envoy binds them on loopback with no interface set-up (as tests may set the zone's `--vip-cidr`). A service VIP
 listens on port 80, which needs root (or a low `ip_unprivileged_port_start`); the same paths are also covered
 on high ports, which need nothing.
@@ -23,7 +23,7 @@ import anyio
 import httpx
 import pytest
 
-from meshgate.xds import VipOutbound, generate
+from meshgate.xds import MeshContext, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from tests.support.envoy import free_port, running_envoy
 from tests.support.gateway_harness import ads_server, backend_dataplane, load, recording_backend, tcp_echo_backend
@@ -98,7 +98,7 @@ async def _through_vips(tmp_path: Path, http_port: int, tcp_port: int) -> None:
             load(backend_dataplane("echo", echo.port, "echo", protocol="http")),
             load(backend_dataplane("db", db.port, "db")),
         ]
-        snap = generate(proxy, dataplanes=dataplanes, zone="zone-1", vips=vips)
+        snap = generate(proxy, MeshContext.build("default", dataplanes=dataplanes, zone="zone-1", vips=vips))
         assert not snap.problems, snap.problems
         ads.store.set(ProxyId("default", "vip-gw"), snap)
         async with (

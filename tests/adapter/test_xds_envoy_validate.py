@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from meshgate.resources.model import Resource
 from meshgate.testing.tools import ENVOY, require
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, VipOutbound, generate
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapshot, VipOutbound, generate
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
@@ -158,7 +158,10 @@ def test_envoy_accepts_random_configurations(
     envoy: Path, many: list[tuple[list[Resource], list[Resource]]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Ten random gateways at a time through the real Envoy's `--mode validate`."""
-    snapshots = [generate(PROXY, gateways=g, routes=r, dataplanes=ENDPOINTS, zone="zone-1") for g, r in many]
+    snapshots = [
+        generate(PROXY, MeshContext.build("default", gateways=g, routes=r, dataplanes=ENDPOINTS, zone="zone-1"))
+        for g, r in many
+    ]
     config = tmp_path_factory.mktemp("envoy") / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap(snapshots)))
     envoy_validates(envoy, config)

@@ -33,7 +33,7 @@ from meshgate.resources.model import Resource
 from meshgate.testing.tools import OPENSSL, require
 from meshgate.transport.ads_server import ADS_SERVICE_NAME, AggregatedDiscoveryService, SnapshotStore, register_ads
 from meshgate.transport.grpc_server import serve_grpc
-from meshgate.xds import Snapshot, generate
+from meshgate.xds import MeshContext, Snapshot, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
 
@@ -344,7 +344,8 @@ class AdsServer:
         zone: str = "zone-1",
     ) -> Snapshot:
         """`generate` for `proxy` and publish the snapshot; a snapshot with problems fails the test."""
-        snap = generate(proxy, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=zone)
+        ctx = MeshContext.build(proxy.meta.mesh, gateways=gateways, routes=routes, dataplanes=dataplanes, zone=zone)
+        snap = generate(proxy, ctx)
         assert not snap.problems, snap.problems
         self.store.set(ProxyId(proxy.meta.mesh, proxy.meta.name), snap)
         return snap

@@ -27,7 +27,7 @@ from meshgate.mtls import CertificateAuthority, LeafCache, generate_ca
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
 from meshgate.store import MemoryStore
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, VipOutbound, generate
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapshot, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
 from tests.support.cross_mesh import NAME, mesh_b, mtls_mesh
@@ -58,12 +58,15 @@ def cross(cas: dict[str, CertificateAuthority], leaves: LeafCache | None = None)
 
 def gateway_snapshot(cm: CrossMesh | None) -> Snapshot:
     edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    return generate(edge, gateways=GATEWAYS, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm)
+    ctx = MeshContext.build(
+        "b", gateways=GATEWAYS, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm
+    )
+    return generate(edge, ctx)
 
 
 def client_snapshot(cm: CrossMesh | None, vips: Sequence[VipOutbound] = (VIP,)) -> Snapshot:
     kong = codec.load(KONG)
-    return generate(kong, dataplanes=[kong], zone="zone-1", vips=vips, cross_mesh=cm)
+    return generate(kong, MeshContext.build("a", dataplanes=[kong], zone="zone-1", vips=vips, cross_mesh=cm))
 
 
 def downstream(listener: Any) -> tls_pb2.DownstreamTlsContext:
@@ -121,7 +124,10 @@ def test_a_hostname_listener_puts_its_hostname_in_the_certificate() -> None:
     gateways = [codec.load(doc)]
     cm = CrossMesh(CAS, gateways=gateways, dataplanes=DATAPLANES_B, zone="zone-1")
     edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    snap = generate(edge, gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm)
+    ctx = MeshContext.build(
+        "b", gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm
+    )
+    snap = generate(edge, ctx)
     (certificate,) = downstream(snap[LISTENER]["edge:HTTP:8080"]).common_tls_context.tls_certificates
     assert sans(certificate.certificate_chain.inline_bytes)[1] == ["api.example.com", "internal.edge.b.mesh"]
 
@@ -138,9 +144,10 @@ def test_a_port_mixing_cross_mesh_and_plain_listeners_keeps_the_first_kind() -> 
     doc["conf"]["listeners"].append({"port": 8080, "protocol": "HTTP", "hostname": "plain.example.com"})
     gateways = [codec.load(doc)]
     edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    snap = generate(
-        edge, gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cross(CAS)
+    ctx = MeshContext.build(
+        "b", gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cross(CAS)
     )
+    snap = generate(edge, ctx)
     assert "edge:HTTP:8080" in snap[LISTENER]
     assert snap.problems == ("listener on port 8080: crossMesh false conflicts with true; skipped",)
 

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from meshgate.delta import content_hash
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, UNRESOLVED_BACKEND, Snapshot, generate
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, UNRESOLVED_BACKEND, MeshContext, Snapshot, generate
 from meshgate.xds.clusters import cluster_name
 
 # A self-signed P-256 certificate for example.com and *.example.com, for tests only (valid until 2126).
@@ -170,14 +170,15 @@ def run(*docs: str, proxy: str = GATEWAY_DP, secrets: Mapping[str, bytes] | None
     kinds: dict[str, list[Resource]] = {}
     for r in resources:
         kinds.setdefault(r.kind, []).append(r)
-    snap = generate(
-        resources[0],
+    ctx = MeshContext.build(
+        resources[0].meta.mesh,
         gateways=kinds.get("MeshGateway", []),
         routes=kinds.get("MeshGatewayRoute", []),
         dataplanes=kinds["Dataplane"],
         zone="zone-1",
         secrets=secrets,
     )
+    snap = generate(resources[0], ctx)
     assert_valid(snap)
     return snap
 

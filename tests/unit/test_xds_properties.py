@@ -20,7 +20,7 @@ from meshgate.api.mesh.v1alpha1.http_method_pb2 import HttpMethod
 from meshgate.resources.model import Meta, Resource
 from meshgate.testing import factory
 from meshgate.testing.factory import resource
-from meshgate.xds import generate
+from meshgate.xds import MeshContext, generate
 from tests.unit.test_xds_generate import assert_valid
 
 SERVICES = ["backend", "db", "ghost"]
@@ -149,11 +149,16 @@ def test_generation_is_deterministic_closed_and_valid(
     world: tuple[list[Resource], list[Resource]], shuffle: Any
 ) -> None:
     gws, routes = world
-    first = generate(PROXY, gateways=gws, routes=routes, dataplanes=ENDPOINTS, zone="zone-1")
+    first = generate(
+        PROXY, MeshContext.build("default", gateways=gws, routes=routes, dataplanes=ENDPOINTS, zone="zone-1")
+    )
     routes_shuffled, endpoints_shuffled = list(routes), list(ENDPOINTS)
     shuffle.shuffle(routes_shuffled)
     shuffle.shuffle(endpoints_shuffled)
-    second = generate(PROXY, gateways=gws, routes=routes_shuffled, dataplanes=endpoints_shuffled, zone="zone-1")
+    ctx = MeshContext.build(
+        "default", gateways=gws, routes=routes_shuffled, dataplanes=endpoints_shuffled, zone="zone-1"
+    )
+    second = generate(PROXY, ctx)
     for type_url in first:
         assert first.versions(type_url) == second.versions(type_url)
         assert {n: m.SerializeToString(deterministic=True) for n, m in first[type_url].items()} == {
@@ -170,8 +175,8 @@ def test_delegated_generation_is_deterministic_and_closed() -> None:
     for port, service in [(10001, "backend"), (10002, "db"), (10003, "ghost")]:
         spec.networking.outbound.add(port=port, tags={"kuma.io/service": service})
     proxy = Resource("Dataplane", Meta(name="kong", mesh="default"), spec)
-    first = generate(proxy, dataplanes=ENDPOINTS, zone="zone-1")
-    second = generate(proxy, dataplanes=list(reversed(ENDPOINTS)), zone="zone-1")
+    first = generate(proxy, MeshContext.build("default", dataplanes=ENDPOINTS, zone="zone-1"))
+    second = generate(proxy, MeshContext.build("default", dataplanes=list(reversed(ENDPOINTS)), zone="zone-1"))
     assert all(first.versions(t) == second.versions(t) for t in first)
     assert len(first.listeners) == 3
     assert_valid(first)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from meshgate.resources.model import Resource
 from meshgate.testing import factory
 from meshgate.testing.factory import resource
-from meshgate.xds import generate
+from meshgate.xds import MeshContext, generate
 from meshgate.xds.gateway import RouteIndex
 
 SERVICES = ["edge-a", "edge-b", "*"]
@@ -42,11 +42,14 @@ selector = st.dictionaries(
 def test_generation_is_the_same_with_and_without_the_index(route_selectors: list[list[dict[str, str]]]) -> None:
     gateways = [gateway("gw-a", "edge-a", 8080), gateway("gw-b", "edge-b", 9090)]
     routes = [route(i, s) for i, s in enumerate(route_selectors)]
-    index = RouteIndex(routes)
     for service in ("edge-a", "edge-b"):
         p = proxy(service)
-        plain = generate(p, gateways=gateways, routes=routes, zone="z")
-        indexed = generate(p, gateways=gateways, routes=routes, zone="z", route_index=index)
+        scanning = MeshContext.build(p.meta.mesh, gateways=gateways, routes=routes, zone="z", index_routes=False)
+        indexing = MeshContext.build(p.meta.mesh, gateways=gateways, routes=routes, zone="z")
+        assert scanning.route_index is None
+        assert isinstance(indexing.route_index, RouteIndex)
+        plain = generate(p, scanning)
+        indexed = generate(p, indexing)
         for type_url in plain:
             assert plain.versions(type_url) == indexed.versions(type_url)
         assert plain.problems == indexed.problems

@@ -13,7 +13,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
-from meshgate.xds import NO_ROUTE_BODY, ROUTE, UNRESOLVED_BACKEND, generate
+from meshgate.xds import NO_ROUTE_BODY, ROUTE, UNRESOLVED_BACKEND, MeshContext, generate
 from meshgate.xds.clusters import cluster_name
 from meshgate.xds.routes import fractional_percent
 
@@ -99,13 +99,14 @@ def vhosts(*route_docs: str) -> dict[str, Any]:
     for r in resources:
         by_kind.setdefault(r.kind, []).append(r)
     proxy = next(r for r in by_kind["Dataplane"] if r.meta.name == "gw-1")
-    snap = generate(
-        proxy,
+    ctx = MeshContext.build(
+        proxy.meta.mesh,
         gateways=by_kind["MeshGateway"],
         routes=by_kind.get("MeshGatewayRoute", []),
         dataplanes=by_kind["Dataplane"],
         zone="zone-1",
     )
+    snap = generate(proxy, ctx)
     assert snap.problems == ()
     config: Any = snap[ROUTE]["edge:HTTP:8080:*"]
     return {vh.name: vh for vh in config.virtual_hosts}
@@ -388,7 +389,9 @@ def test_request_and_response_header_filters() -> None:
 def test_route_configuration_ignores_the_port_in_host_and_tolerates_missing_clusters() -> None:
     resources = load(WORLD)
     proxy = resources[0]
-    snap = generate(proxy, gateways=[resources[1]], dataplanes=resources, zone="zone-1")
+    snap = generate(
+        proxy, MeshContext.build(proxy.meta.mesh, gateways=[resources[1]], dataplanes=resources, zone="zone-1")
+    )
     config: Any = snap[ROUTE]["edge:HTTP:8080:*"]
     assert config.ignore_port_in_host_matching is True
     assert config.validate_clusters.value is False

@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 from envoy.config.core.v3 import base_pb2
 
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, UNRESOLVED_BACKEND, Snapshot, VipOutbound, generate
+from meshgate.xds import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    UNRESOLVED_BACKEND,
+    MeshContext,
+    Snapshot,
+    VipOutbound,
+    generate,
+)
 from meshgate.xds.clusters import cluster_name
 from tests.unit.test_xds_generate import (
     BACKEND,
@@ -69,14 +79,15 @@ def run(proxy: str, vips: Sequence[VipOutbound] = (), *docs: str) -> Snapshot:
     kinds: dict[str, list[Any]] = {}
     for r in resources:
         kinds.setdefault(r.kind, []).append(r)
-    snap = generate(
-        resources[0],
+    ctx = MeshContext.build(
+        resources[0].meta.mesh,
         gateways=kinds.get("MeshGateway", []),
         routes=kinds.get("MeshGatewayRoute", []),
         dataplanes=kinds["Dataplane"],
         zone="zone-1",
         vips=vips,
     )
+    snap = generate(resources[0], ctx)
     assert_valid(snap)
     return snap
 
