@@ -9,8 +9,9 @@
   local zone's endpoints get Envoy priority 0 and other zones priority 1, so traffic leaves the zone only
   when none is left in it (Kuma's locality-aware priorities, here always on).
 - **Clusters** are EDS clusters named `<service>-<16 hex digits>`: Kuma's `DestinationClusterName` hash
-  (SHA-256 over the sorted destination tags, key then value, first 8 bytes) without listener tags, since
-  meshgate applies no per-listener connection policy; equal destinations share one cluster.
+  (SHA-256 over the sorted destination tags, key then value, first 8 bytes) without listener tags; equal
+  destinations share one cluster. A cluster a connection policy shapes hashes the winning policies' kinds and
+  names in too (`meshgate.xds.policies.shaper`), so listeners that differ in policy get clusters of their own.
 - A destination that no inbound matches (healthy or not) is **unresolved**: it gets no cluster, and routes
   name `UNRESOLVED_BACKEND` instead so that Envoy answers 500. A known service whose inbounds are all down
   keeps its cluster with no endpoints, and Envoy answers 503.

@@ -26,6 +26,7 @@ from meshgate.resources.model import Resource
 from meshgate.xds.clusters import EndpointIndex
 from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.gateway import RouteIndex
+from meshgate.xds.policies import REGISTRY, PolicyRegistry
 from meshgate.xds.vips import VipOutbound
 
 __all__ = ["BASE_KINDS", "MeshContext", "policy_kinds", "watched_kinds"]
@@ -64,6 +65,8 @@ class MeshContext:
     # Every mesh's CA and crossMesh gateway Dataplanes; None: crossMesh listeners and outbounds are skipped.
     cross_mesh: CrossMesh | None
     policies: Mapping[str, tuple[Resource, ...]]  # kind -> the mesh's policies of that kind, by name
+    # The policy modules generation applies (`meshgate.xds.policies`); tests pass their own.
+    modules: PolicyRegistry = REGISTRY
 
     @classmethod
     def build(
@@ -79,6 +82,7 @@ class MeshContext:
         vips: Sequence[VipOutbound] = (),
         cross_mesh: CrossMesh | None = None,
         policies: Mapping[str, Iterable[Resource]] | None = None,
+        modules: PolicyRegistry = REGISTRY,
         index_routes: bool = True,
     ) -> MeshContext:
         """The context of `mesh`, indexes included. `index_routes=False` leaves routes unindexed: binding then
@@ -99,4 +103,5 @@ class MeshContext:
             vips=tuple(vips),
             cross_mesh=cross_mesh,
             policies=MappingProxyType({kind: found for kind, found in by_kind.items() if found}),
+            modules=modules,
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
@@ -61,6 +61,8 @@ class VirtualHost:
 
     hostname: str
     routes: tuple[Resource, ...]  # MeshGatewayRoutes, by name
+    # The merged tags of the MeshGateway listener that owns the hostname: what policies' sources match.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class HostnameGroup:
     hostname: str
     tls: Any | None  # MeshGateway.TLS.Conf of the listener that owns the hostname
     virtual_hosts: tuple[VirtualHost, ...]  # Kuma's order: reverse hostname, so `*` comes last
+    tags: Mapping[str, str] = field(default_factory=dict)  # the merged tags of the listener that owns the hostname
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class ListenerBinding:
     groups: tuple[HostnameGroup, ...]  # most exact hostname first
     # `crossMesh: true` listeners: HTTP served over mesh mTLS to other meshes' proxies (see `crossmesh`).
     cross_mesh: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)  # the merged tags of the port's first listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +112,10 @@ class _ListenerHost:
     hostname: str
     plain: tuple[Resource, ...]  # bound routes without hostnames
     named: Mapping[str, tuple[Resource, ...]]  # route hostname -> bound routes naming it
+    tags: Mapping[str, str]  # the listener's merged tags
 
     @classmethod
-    def of(cls, hostname: str, routes: Iterable[Resource]) -> _ListenerHost:
+    def of(cls, hostname: str, routes: Iterable[Resource], tags: Mapping[str, str]) -> _ListenerHost:
         plain: list[Resource] = []
         named: dict[str, list[Resource]] = defaultdict(list)
         for route in routes:
@@ -119,7 +124,7 @@ class _ListenerHost:
                 plain.append(route)
             for name in set(wanted):
                 named[name].append(route)
-        return cls(hostname, tuple(plain), {name: tuple(rs) for name, rs in named.items()})
+        return cls(hostname, tuple(plain), {name: tuple(rs) for name, rs in named.items()}, tags)
 
 
 def _route_hostnames(route: Resource) -> Sequence[str]:
@@ -154,10 +159,12 @@ def _virtual_hosts(hosts: Sequence[_ListenerHost]) -> tuple[VirtualHost, ...]:
             # The usual listener, alone on its port: it contains every name, and owns each.
             around: Sequence[_ListenerHost] = hosts
             owner = hosts[0].hostname
+            owner_tags = hosts[0].tags
         else:
             around = [h for h in hosts if hostnames.contains(h.hostname, name)]
             # The listener that would serve this name if it had no virtual host of its own.
             owner = hostnames.most_exact(h.hostname for h in around)
+            owner_tags = next(h.tags for h in around if h.hostname == owner)
         covering = hostnames.containers(name)
         routes: dict[str, Resource] = {}
         for host in around:
@@ -166,7 +173,7 @@ def _virtual_hosts(hosts: Sequence[_ListenerHost]) -> tuple[VirtualHost, ...]:
             for hostname in covering:
                 for r in host.named.get(hostname, ()):
                     routes[r.meta.name] = r
-        out.append(VirtualHost(name, tuple([routes[key] for key in sorted(routes)])))
+        out.append(VirtualHost(name, tuple([routes[key] for key in sorted(routes)]), owner_tags))
     # Kuma sorts by reverse hostname: fully qualified names before wildcards, `*` last. Envoy picks a
     # virtual host by domain specificity, so the order only keeps the output stable.
     return tuple(sorted(out, key=lambda vh: vh.hostname, reverse=True))
@@ -248,6 +255,7 @@ def bind(
         port_cross_mesh = bool(listeners[0].crossMesh)
         groups: dict[str, list[_ListenerHost]] = defaultdict(list)
         tls_by_group: dict[str, Any] = {}
+        tags_by_group: dict[str, Mapping[str, str]] = {}
         limits: list[int] = []
         for listener in listeners:
             if listener.protocol != protocol:
@@ -274,8 +282,9 @@ def bind(
                 else mesh_routes
             )
             bound = tuple(r for r in pool if _route_fits(r, protocol) and _binds(r, tags))
-            groups[key].append(_ListenerHost.of(hostname, bound))
+            groups[key].append(_ListenerHost.of(hostname, bound, tags))
             tls_by_group.setdefault(key, listener.tls if listener.HasField("tls") else None)
+            tags_by_group.setdefault(key, tags)
             if listener.resources.connection_limit:
                 limits.append(listener.resources.connection_limit)
         if not groups:
@@ -288,10 +297,11 @@ def bind(
                 # Kuma takes the first listener's limit; the smallest one honours every listener's promise.
                 connection_limit=min(limits, default=0),
                 groups=tuple(
-                    HostnameGroup(key, tls_by_group[key], _virtual_hosts(groups[key]))
+                    HostnameGroup(key, tls_by_group[key], _virtual_hosts(groups[key]), tags_by_group[key])
                     for key in hostnames.by_exactness(groups)
                 ),
                 cross_mesh=port_cross_mesh,
+                tags=next(iter(tags_by_group.values())),
             )
         )
     return GatewayBinding(gateway, tuple(bindings), tuple(problems))

@@ -42,6 +42,8 @@ from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
+from meshgate.xds.policies import Target
+from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 from meshgate.xds.vips import VipOutbound
@@ -58,13 +60,16 @@ _WILDCARD_ADDRESS = "0.0.0.0"  # where listeners.listener binds an outbound whos
 class _Builder:
     """Collects resources for one proxy, and the clusters that routes and proxies name."""
 
-    def __init__(self, index: clusters.EndpointIndex) -> None:
+    def __init__(self, index: clusters.EndpointIndex, shaper: Shaper) -> None:
         self.index = index
+        self.shaper = shaper
         self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
         self.problems: list[str] = []
-        # cluster name -> (destination tags, their endpoints): looked up once, when a route first names them.
-        self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint]]] = {}
+        # cluster name -> (destination tags, their endpoints, the policies that shape it): looked up once, when a
+        # route first names them.
+        self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint], ClusterMatches]] = {}
         self._resolved: dict[table.Tags, str] = {}
+        self._shaped: dict[tuple[TagsKey, table.Tags], str] = {}
 
     def resolve(self, dest: Destination) -> str:
         """`EndpointIndex.resolve`, remembering the endpoints so that `finish` need not look them up again."""
@@ -75,22 +80,53 @@ class _Builder:
             name = clusters.cluster_name(tags) if found else UNRESOLVED_BACKEND
             self._resolved[dest.tags] = name
             if found:
-                self._destinations.setdefault(name, (tags, found))
+                self._destinations.setdefault(name, (tags, found, ()))
+        return name
+
+    def resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
+        """`resolve` for the routes of a gateway listener with `listener_tags`: a backend whose cluster a policy
+        shapes gets a cluster of its own (`policies.shaper`). Without cluster-shaping policies, `resolve`."""
+        if not self.shaper.shapes(Target.CLUSTER):
+            return self.resolve
+        key = tags_key(listener_tags)
+
+        def resolve(dest: Destination) -> str:
+            name = self._shaped.get((key, dest.tags))
+            if name is None:
+                name = self._resolve_shaped(listener_tags, dest)
+                self._shaped[(key, dest.tags)] = name
+            return name
+
+        return resolve
+
+    def _resolve_shaped(self, listener_tags: Mapping[str, str], dest: Destination) -> str:
+        matches = self.shaper.cluster_matches(listener_tags, dest.tags)
+        if not matches:
+            return self.resolve(dest)
+        tags = dest.tag_map
+        found = self.index.matching(tags)
+        if not found:
+            return UNRESOLVED_BACKEND
+        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)})
+        self._destinations.setdefault(name, (tags, found, matches))
         return name
 
     def add(self, type_url: str, name: str, message: Message) -> None:
         self.out[type_url][name] = message
 
     def finish(self) -> Snapshot:
-        for name, (tags, found) in self._destinations.items():
+        for name, (tags, found, matches) in self._destinations.items():
             assignment = clusters.load_assignment(name, found, local_zone=self.index.zone)
             protocol = clusters.protocol_of(tags, found)
             if clusters.needs_dns_for(found):
-                self.add(CLUSTER, name, clusters.cluster(name, protocol, dns_assignment=assignment))
+                out = clusters.cluster(name, protocol, dns_assignment=assignment)
             else:
-                self.add(CLUSTER, name, clusters.cluster(name, protocol))
+                out = clusters.cluster(name, protocol)
                 self.add(ENDPOINT, name, assignment)
-        return Snapshot.of(self.out, tuple(self.problems))
+            if matches:
+                self.shaper.shape_cluster(name, out, matches)
+            self.add(CLUSTER, name, out)
+        return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
 
 
 def _service(proxy: Resource) -> str:
@@ -110,9 +146,11 @@ def _http_listener(
     *,
     prefix: str,
     secrets: Mapping[str, bytes],
+    backends: list[TagsKey],
     mtls: Any | None = None,
 ) -> list[Any]:
-    """`mtls`: the transport socket of a crossMesh listener; its chain then matches TLS connections only."""
+    """`mtls`: the transport socket of a crossMesh listener; its chain then matches TLS connections only.
+    `backends` collects every route backend, when a listener-shaping policy needs them."""
     tls = lb.protocol == _Listener.HTTPS
     chains = []
     for group in lb.groups:
@@ -139,22 +177,34 @@ def _http_listener(
         config = route_configuration(route_name)
         for vh in group.virtual_hosts:
             entries = table.entries(vh.routes)
-            add_virtual_host(config, vh.hostname, entries, listener_port=lb.port, tls=tls, resolve=b.resolve)
+            shape = b.shaper.route_shaper(vh.tags, f"{route_name}/{vh.hostname}")
+            if b.shaper.shapes(Target.LISTENER):
+                backends.extend(d.tags for entry in entries for d in entry.forward)
+            resolve = b.resolver(vh.tags)
+            add_virtual_host(config, vh.hostname, entries, listener_port=lb.port, tls=tls, resolve=resolve, shape=shape)
         b.add(ROUTE, route_name, config)
     return chains
 
 
-def _tcp_clusters(b: _Builder, group_routes: Iterable[Resource]) -> list[tuple[str, int]]:
-    found = table.weighted(table.tcp_destinations(group_routes), b.resolve)
+def _tcp_clusters(
+    b: _Builder, group_routes: Iterable[Resource], tags: Mapping[str, str], backends: list[TagsKey]
+) -> list[tuple[str, int]]:
+    destinations = table.tcp_destinations(group_routes)
+    if b.shaper.shapes(Target.LISTENER):
+        backends.extend(d.tags for d in destinations)
+    found = table.weighted(destinations, b.resolver(tags))
     # No route at all: the proxy closes the connection, as it would for an unknown backend.
     return found or [(UNRESOLVED_BACKEND, 1)]
 
 
-def _tcp_listener(b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes]) -> list[Any]:
+def _tcp_listener(
+    b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes], backends: list[TagsKey]
+) -> list[Any]:
     chains = []
     for group in lb.groups:
         group_routes = {r.meta.name: r for vh in group.virtual_hosts for r in vh.routes}
-        filters = [listeners.tcp_proxy(prefix, _tcp_clusters(b, [group_routes[k] for k in sorted(group_routes)]))]
+        routes = [group_routes[k] for k in sorted(group_routes)]
+        filters = [listeners.tcp_proxy(prefix, _tcp_clusters(b, routes, group.tags, backends))]
         if lb.connection_limit:
             filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
         if lb.protocol == _Listener.TCP:
@@ -199,19 +249,22 @@ def _gateway(
     address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
     prefix = _service(proxy)
     for lb in binding.listeners:
+        backends: list[TagsKey] = []
         if lb.cross_mesh:
             mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
             if mtls is None:
                 continue
-            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, mtls=mtls)
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, mtls=mtls)
         elif lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
-            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets)
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends)
         else:
-            chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets)
+            chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends)
         if not chains:
             b.problems.append(f"{lb.name}: no usable filter chain; listener skipped")
             continue
-        b.add(LISTENER, lb.name, listeners.listener(lb.name, address, lb.port, chains, gateway=True))
+        out = listeners.listener(lb.name, address, lb.port, chains, gateway=True)
+        b.shaper.shape_listener(out, lb.tags, backends)
+        b.add(LISTENER, lb.name, out)
 
 
 def _outbound_listener(
@@ -320,7 +373,7 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
     and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
-    b = _Builder(ctx.index)
+    b = _Builder(ctx.index, Shaper(ctx.policies, ctx.modules))
     if is_builtin_gateway(proxy):
         gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:

@@ -18,6 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from meshgate.delta import Entry, KindSnapshot
+from meshgate.xds.policies.module import EMPTY_REPORT, PolicyReport
 
 __all__ = [
     "CLUSTER",
@@ -57,11 +58,18 @@ def _eds_name(name: str, message: Message) -> str | None:
 class Snapshot:
     resources: Mapping[str, Mapping[str, Message]]
     problems: tuple[str, ...] = ()
+    # Which policy shaped what, and the kinds ignored (meshgate.xds.policies): diagnostics, never sent.
+    policies: PolicyReport = field(default=EMPTY_REPORT, compare=False)
     _kinds: dict[str, KindSnapshot] = field(default_factory=dict, compare=False, repr=False)
     _followers: dict[str, Mapping[str, tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, resources: Mapping[str, Mapping[str, Message]], problems: tuple[str, ...] = ()) -> Snapshot:
+    def of(
+        cls,
+        resources: Mapping[str, Mapping[str, Message]],
+        problems: tuple[str, ...] = (),
+        policies: PolicyReport = EMPTY_REPORT,
+    ) -> Snapshot:
         """From type URL -> {name: Envoy message}; every message must be of its key's type (ValueError)."""
         for type_url, named in resources.items():
             for name, message in named.items():
@@ -69,7 +77,7 @@ class Snapshot:
                 if actual != type_url:
                     raise ValueError(f"{name!r} is a {actual}, filed under {type_url}")
         types = (*GENERATED, *sorted(t for t in resources if t not in GENERATED))
-        return cls(MappingProxyType({t: _frozen(resources.get(t, {})) for t in types}), problems)
+        return cls(MappingProxyType({t: _frozen(resources.get(t, {})) for t in types}), problems, policies)
 
     def __getitem__(self, type_url: str) -> Mapping[str, Message]:
         return self.resources[type_url]

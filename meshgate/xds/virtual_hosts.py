@@ -12,7 +12,7 @@ backends) is built once per virtual host and copied.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -32,7 +32,7 @@ from meshgate.xds.routes import (
     weighted,
 )
 
-__all__ = ["ROUTE_IDLE_TIMEOUT_SECONDS", "add_virtual_host", "route_configuration"]
+__all__ = ["ROUTE_IDLE_TIMEOUT_SECONDS", "RouteShaper", "add_virtual_host", "route_configuration"]
 
 _HeaderType = MeshGatewayRoute.HttpRoute.Match.Header
 _QueryType = MeshGatewayRoute.HttpRoute.Match.Query
@@ -53,6 +53,8 @@ _CLUSTER_NOT_FOUND = rc.RouteAction.INTERNAL_SERVER_ERROR
 
 # What a forwarding action depends on (forward, mirror, rewrite), by identity; equal ones share one action.
 _ActionKey = tuple[int, int, int]
+# Applies the policies that shape a route (meshgate.xds.policies), given its entry, once the route is built.
+RouteShaper = Callable[[Entry, rc.Route], None]
 
 
 def _string_matcher(match_type: int, value: str, *, regex_type: int) -> string_pb2.StringMatcher:
@@ -193,8 +195,10 @@ def add_virtual_host(
     listener_port: int,
     tls: bool,
     resolve: Resolver,
+    shape: RouteShaper | None = None,
 ) -> rc.VirtualHost:
     """Adds one virtual host to `config` and returns it; `table` comes from `routes.entries` (already ordered).
+    `shape`: called with each forwarding route once built, to apply the policies that match it.
 
     Built inside `config` rather than apart: a gateway's route configuration holds a virtual host per route
     hostname, and each would be copied again on the way in."""
@@ -210,7 +214,10 @@ def add_virtual_host(
         return out
     actions: dict[_ActionKey, rc.RouteAction | None] = {}
     for entry in table:
-        _fill_route(out.routes.add(), entry, listener_port=listener_port, resolve=resolve, actions=actions)
+        route = out.routes.add()
+        _fill_route(route, entry, listener_port=listener_port, resolve=resolve, actions=actions)
+        if shape is not None and route.HasField("route"):
+            shape(entry, route)
     return out
 
 

@@ -1,0 +1,143 @@
+"""What a policy module is (`PolicyModule`), the registry of them, and the report of what they shaped.
+
+The contract is drawn in the package docstring (`meshgate.xds.policies`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from google.protobuf import json_format
+
+from meshgate.resources.model import Resource
+from meshgate.xds.policies.matching import Loser, Match
+
+__all__ = [
+    "EMPTY_REPORT",
+    "IGNORED_BY_KUMA",
+    "UNSUPPORTED",
+    "Applied",
+    "Ignored",
+    "Loser",
+    "Match",
+    "Matcher",
+    "PolicyModule",
+    "PolicyRegistry",
+    "PolicyReport",
+    "Target",
+    "conf",
+    "ignored_kinds",
+]
+
+
+class Target(StrEnum):
+    LISTENER = "listener"
+    ROUTE = "route"
+    CLUSTER = "cluster"
+
+
+class Matcher(StrEnum):
+    """How a kind's policies are matched. Kuma's `targetRef` policies will add their own."""
+
+    CONNECTION = "sources/destinations"  # matching.py
+
+
+ClusterHook = Callable[[Match, cluster_pb2.Cluster], None]
+RouteHook = Callable[[Match, route_components_pb2.Route], None]
+ListenerHook = Callable[[Match, listener_pb2.Listener], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyModule:
+    kind: str  # the resource kind, as in `type`: "Timeout"
+    cluster: ClusterHook | None = None
+    route: RouteHook | None = None
+    listener: ListenerHook | None = None
+    matcher: Matcher = Matcher.CONNECTION
+
+    @property
+    def targets(self) -> frozenset[Target]:
+        hooks = {Target.CLUSTER: self.cluster, Target.ROUTE: self.route, Target.LISTENER: self.listener}
+        return frozenset(target for target, hook in hooks.items() if hook is not None)
+
+    @property
+    def ignored(self) -> bool:
+        """Kuma's gateway ignores the kind: reported, never applied."""
+        return not self.targets
+
+
+class PolicyRegistry:
+    """Policy modules by kind. Immutable: `with_module` returns a new registry."""
+
+    def __init__(self, modules: Iterable[PolicyModule] = ()) -> None:
+        self._by_kind: dict[str, PolicyModule] = {}
+        for module in modules:
+            if module.kind in self._by_kind:
+                raise ValueError(f"two policy modules for kind {module.kind!r}")
+            self._by_kind[module.kind] = module
+
+    def get(self, kind: str) -> PolicyModule | None:
+        return self._by_kind.get(kind)
+
+    def with_module(self, module: PolicyModule) -> PolicyRegistry:
+        return PolicyRegistry([*(m for m in self._by_kind.values() if m.kind != module.kind), module])
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._by_kind.values(), key=lambda m: m.kind))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The policy of `kind` that shaped the `target` named `name` (a listener, `<route configuration>/<virtual
+    host>/<route>`, or a cluster), with the losers."""
+
+    kind: str
+    target: Target
+    name: str
+    match: Match
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    kind: str
+    policies: tuple[str, ...]  # their names
+    reason: str
+
+
+IGNORED_BY_KUMA = "Kuma's builtin gateway ignores this kind"
+UNSUPPORTED = "meshgate has no gateway module for this kind yet"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReport:
+    applied: tuple[Applied, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
+
+
+EMPTY_REPORT = PolicyReport()
+
+
+def conf(policy: Resource) -> Mapping[str, Any]:
+    """A policy's `conf` as Kuma's Universal JSON has it (camelCase, durations as "5s"), whether its spec is the
+    kind's protobuf message or a Struct."""
+    spec: Any = policy.spec
+    found = json_format.MessageToDict(spec).get("conf", {})
+    return found if isinstance(found, dict) else {}
+
+
+def ignored_kinds(policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry) -> tuple[Ignored, ...]:
+    """The kinds with policies in the context that generation does not apply, and why."""
+    out = []
+    for kind in sorted(policies):
+        module = registry.get(kind)
+        if module is not None and not module.ignored:
+            continue
+        reason = UNSUPPORTED if module is None else IGNORED_BY_KUMA
+        out.append(Ignored(kind, tuple(p.meta.name for p in policies[kind]), reason))
+    return tuple(out)

@@ -1,0 +1,149 @@
+"""`Shaper`: applies a context's policies to one proxy's generated config, through the modules' hooks. Pure.
+
+`generate` makes one per proxy and calls it at three points: when a gateway route resolves a backend to a
+cluster (`cluster_matches`, then `shape_cluster` when the cluster is built), when a virtual host's route is
+built (`route_shaper`), and when a gateway listener is built (`shape_listener`). A context without policies
+for an applied kind makes every call a no-op that returns at once, so config without policies is built exactly
+as before the seam existed. Matching is cached per listener's tags (Kuma computes candidates by source once
+per listener host) and per backend, since a gateway has many routes to few backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+
+from meshgate.resources.model import Resource
+from meshgate.xds.policies.matching import Candidates, Match, best_for_destination, best_for_split, by_source
+from meshgate.xds.policies.module import (
+    Applied,
+    PolicyModule,
+    PolicyRegistry,
+    PolicyReport,
+    Target,
+    ignored_kinds,
+)
+from meshgate.xds.routes import Entry
+
+__all__ = ["POLICY_TAG_PREFIX", "ClusterMatches", "Shaper", "tags_key"]
+
+# Pseudo-tags hashed into the name of a cluster a policy shapes (never seen by Envoy but in that hash).
+POLICY_TAG_PREFIX = "meshgate.io/policy/"
+
+TagsKey = tuple[tuple[str, str], ...]
+# The winner of each cluster-shaping kind for one cluster, by kind name.
+ClusterMatches = tuple[tuple[str, Match], ...]
+
+
+def tags_key(tags: Mapping[str, str]) -> TagsKey:
+    return tuple(sorted(tags.items()))
+
+
+class Shaper:
+    def __init__(self, policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry) -> None:
+        self._policies = policies
+        self._by_target: dict[Target, list[PolicyModule]] = {target: [] for target in Target}
+        for kind in sorted(policies):
+            module = registry.get(kind)
+            if module is None:
+                continue
+            for target in module.targets:
+                self._by_target[target].append(module)
+        self._ignored = ignored_kinds(policies, registry)
+        self._applied: list[Applied] = []
+        self._candidates: dict[tuple[str, TagsKey], Candidates] = {}
+        self._cluster: dict[tuple[TagsKey, TagsKey], ClusterMatches] = {}
+        self._per_backend: dict[tuple[str, TagsKey, TagsKey], Match | None] = {}
+        self._route: dict[tuple[str, TagsKey, tuple[TagsKey, ...]], Match | None] = {}
+
+    def shapes(self, target: Target) -> bool:
+        return bool(self._by_target[target])
+
+    def _candidates_for(self, kind: str, listener_tags: Mapping[str, str], key: TagsKey) -> Candidates:
+        found = self._candidates.get((kind, key))
+        if found is None:
+            found = by_source(self._policies[kind], listener_tags)
+            self._candidates[(kind, key)] = found
+        return found
+
+    def _backend_match(self, kind: str, listener_tags: Mapping[str, str], backend: TagsKey) -> Match | None:
+        key = tags_key(listener_tags)
+        cache_key = (kind, key, backend)
+        if cache_key not in self._per_backend:
+            candidates = self._candidates_for(kind, listener_tags, key)
+            self._per_backend[cache_key] = best_for_destination(candidates, dict(backend))
+        return self._per_backend[cache_key]
+
+    def cluster_matches(self, listener_tags: Mapping[str, str], backend: TagsKey) -> ClusterMatches:
+        """The winner of each cluster-shaping kind for `backend` (sorted tags) reached from the listener."""
+        key = (tags_key(listener_tags), backend)
+        found = self._cluster.get(key)
+        if found is None:
+            found = tuple(
+                (module.kind, match)
+                for module in self._by_target[Target.CLUSTER]
+                if (match := self._backend_match(module.kind, listener_tags, backend)) is not None
+            )
+            self._cluster[key] = found
+        return found
+
+    @staticmethod
+    def identity(matches: ClusterMatches) -> dict[str, str]:
+        """The pseudo-tags that make a shaped cluster's name differ from an unshaped one's and from one shaped by
+        other policies."""
+        return {POLICY_TAG_PREFIX + kind: match.winner.meta.name for kind, match in matches}
+
+    def shape_cluster(self, name: str, cluster: cluster_pb2.Cluster, matches: ClusterMatches) -> None:
+        for kind, match in matches:
+            module = next(m for m in self._by_target[Target.CLUSTER] if m.kind == kind)
+            assert module.cluster is not None  # in _by_target[CLUSTER] only with a cluster hook
+            module.cluster(match, cluster)
+            self._applied.append(Applied(kind, Target.CLUSTER, name, match))
+
+    def _route_match(self, kind: str, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]) -> Match | None:
+        key = (kind, tags_key(listener_tags), tuple(backends))
+        if key not in self._route:
+            per_backend = [(dict(b), self._backend_match(kind, listener_tags, b)) for b in backends]
+            self._route[key] = best_for_split(self._policies[kind], per_backend)
+        return self._route[key]
+
+    def route_shaper(
+        self, listener_tags: Mapping[str, str], where: str
+    ) -> Callable[[Entry, route_components_pb2.Route], None] | None:
+        """A `virtual_hosts.RouteShaper` for the routes of one virtual host (`where`: `<config>/<host>`), or
+        None when no route-shaping kind has policies."""
+        modules = self._by_target[Target.ROUTE]
+        if not modules:
+            return None
+
+        def shape(entry: Entry, route: route_components_pb2.Route) -> None:
+            backends = [d.tags for d in entry.forward]
+            for module in modules:
+                match = self._route_match(module.kind, listener_tags, backends)
+                if match is not None:
+                    assert module.route is not None
+                    module.route(match, route)
+                    self._applied.append(Applied(module.kind, Target.ROUTE, f"{where}/{entry.route}", match))
+
+        return shape
+
+    def shape_listener(
+        self, listener: listener_pb2.Listener, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]
+    ) -> None:
+        """Applies the listener-shaping kinds; `backends`: every backend of the listener's routes, in order."""
+        for module in self._by_target[Target.LISTENER]:
+            match = self._route_match(module.kind, listener_tags, backends)
+            if match is not None:
+                assert module.listener is not None
+                module.listener(match, listener)
+                self._applied.append(Applied(module.kind, Target.LISTENER, listener.name, match))
+
+    def report(self) -> PolicyReport:
+        order = {target: i for i, target in enumerate(Target)}
+        # The twins of a match (`/api/` and `/api`) share their route's name, and so its record.
+        unique = {(a.kind, a.target, a.name): a for a in self._applied}
+        applied = sorted(unique.values(), key=lambda a: (a.kind, order[a.target], a.name))
+        return PolicyReport(tuple(applied), self._ignored)
