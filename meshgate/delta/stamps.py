@@ -97,8 +97,9 @@ class Stamps(MutableMapping[str, Stamp]):
     def settled(cls, members: Mapping[str, object], stamps: Mapping[str, Stamp]) -> Stamps:
         """`stamps` with runs over `members`, the names the peer now holds (a snapshot's entries).
 
-        Every member missing from the runs of `stamps` must be in its overlay (it came in by being sent):
-        the stream settles only once the peer holds exactly `members`, and names join only when sent."""
+        A name that joined or left the members since `stamps` last settled must have been stamped since
+        (sent, or sent a removal): the stream settles only once the peer holds exactly `members`, and the
+        peer's names change only by what is sent."""
         if isinstance(stamps, Stamps):
             stamps._settle(members)
             return stamps
