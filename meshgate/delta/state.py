@@ -112,7 +112,7 @@ class InFlight:
     removals: tuple[str, ...]
     # The snapshot the response was computed from: an ACK that leaves the peer holding all of it settles
     # the stream onto it (`cursor` streams only; None otherwise and once the stream is forgotten).
-    snapshot: KindSnapshot | None = None
+    snapshot: KindSnapshot | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)

@@ -431,6 +431,7 @@ class DeltaStream:
         `known` and `confirmed` become views on it with empty overlays, and `sent` runs over its names."""
         if (
             not self.config.cursor
+            or ts.type_url in self.unknown  # answered once, empty: nothing to keep
             or ts.in_flight is not None
             or ts.rejected
             or ts.force
