@@ -179,7 +179,9 @@ class DeltaStream:
             else:
                 ts.subscription = EVERYTHING
             ts.known = dict(req.initial_resource_versions)
-            ts.confirmed = dict(ts.known)
+            # A cursor stream shares one table until its first response, which interns both (a resuming
+            # peer's table is as large as what it holds); nothing writes either before that response.
+            ts.confirmed = ts.known if self.config.cursor else dict(ts.known)
             ts.synced_revision = None
             event = ev.Subscribed(
                 ts.type_url,
@@ -375,6 +377,10 @@ class DeltaStream:
         if self.config.control_plane_id:
             resp.control_plane.identifier = self.config.control_plane_id
         upserts = {e.name: e.version for e in delta.upserts}
+        if ts.confirmed is ts.known:
+            ts.confirmed = intern(snapshot.entries, ts.known)
+            if ts.confirmed is ts.known:
+                ts.confirmed = dict(ts.known)
         ts.known.update(upserts)
         ts.force.difference_update(upserts)
         stamp = (nonce, now)
@@ -386,7 +392,6 @@ class DeltaStream:
         if self.config.cursor and not ts.first_sent:
             # A resuming peer's initial versions: interned against the snapshot, not kept as its strings.
             ts.known = intern(snapshot.entries, ts.known)
-            ts.confirmed = intern(snapshot.entries, ts.confirmed)
         ts.synced_revision = snapshot.revision if in_step else None
         ts.in_flight = InFlight(
             nonce,
