@@ -2,7 +2,8 @@
 
 Entries with one content hash (`entry.py`), per-type snapshots with a change log (`snapshot.py`),
 subscriptions (`subscription.py`), one pure `compute_delta` (`delta.py`), the per-type state and its
-transition table (`state.py`), the events a stream reports (`events.py`) and the stream itself, set up by a
+transition table (`state.py`), what a settled stream keeps as a cursor into the snapshot its peer holds
+(`versions.py`, `stamps.py`), the events a stream reports (`events.py`) and the stream itself, set up by a
 `StreamConfig` (`stream.py`). No I/O: no grpc, no sockets, no clocks (callers pass `now`).
 
 Errors::
@@ -26,9 +27,11 @@ from meshgate.delta.events import (
     Updated,
 )
 from meshgate.delta.snapshot import KindSnapshot
+from meshgate.delta.stamps import Stamp, Stamps
 from meshgate.delta.state import InFlight, Input, NackRecord, ProtocolError, State, TypeState, TypeStats, classify
 from meshgate.delta.stream import DeltaStream, PerType, Snapshots, StreamConfig
 from meshgate.delta.subscription import WILDCARD, Subscription
+from meshgate.delta.versions import Versions
 
 __all__ = [
     "WILDCARD",
@@ -48,6 +51,8 @@ __all__ = [
     "Rejected",
     "Sent",
     "Snapshots",
+    "Stamp",
+    "Stamps",
     "State",
     "StreamConfig",
     "Subscribed",
@@ -55,6 +60,7 @@ __all__ = [
     "TypeState",
     "TypeStats",
     "Updated",
+    "Versions",
     "classify",
     "compute_delta",
     "content_hash",

@@ -12,20 +12,24 @@ Per type URL (a KDS kind, an Envoy type):
 
 IDLE -> AWAITING is the sender's own move: a response goes out (one per type in flight).
 
-What a stream keeps per resource (`known`, `confirmed`, `sent`) is plain name -> version maps today. Once the
-peer has ACKed a complete response at revision R (`synced_revision`) with nothing in flight or rejected, all
-three equal the shared snapshot at R, so they can shrink to that cursor plus an overlay of what differs (the
-per-zone memory the global pays, issue 12 item 7); every reader goes through mappings, never list copies,
-so such an overlay can replace them without touching the readers.
+What a stream keeps per resource (`known`, `confirmed`, `sent`) are mappings. They start as plain dicts; a
+stream configured with a `cursor` (KDS) turns them into views on the shared snapshot once the peer has
+ACKed a complete response at revision R (`synced_revision`) with nothing in flight, rejected or oversized:
+`known` and `confirmed` become `Versions` on snapshot R with empty overlays, `sent` becomes `Stamps` (runs
+of one stamp per response over R's names). The per-zone memory the global pays is then independent of the
+resource count (issue 12 item 7). Readers go through the mapping interface and never see the difference.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshgate.delta.snapshot import KindSnapshot
+from meshgate.delta.stamps import Stamp
 from meshgate.delta.subscription import NOTHING, Subscription
 
 __all__ = [
@@ -106,6 +110,9 @@ class InFlight:
     complete: bool
     upserts: dict[str, str]  # name -> version
     removals: tuple[str, ...]
+    # The snapshot the response was computed from: an ACK that leaves the peer holding all of it settles
+    # the stream onto it (`cursor` streams only; None otherwise and once the stream is forgotten).
+    snapshot: KindSnapshot | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -115,10 +122,10 @@ class TypeState:
     subscription: Subscription = NOTHING
     # What the peer holds as far as this stream knows: optimistic, updated when a response is sent. A rejected
     # version stays here, so identical content is not sent again only to be rejected again.
-    known: dict[str, str] = field(default_factory=dict)
+    known: MutableMapping[str, str] = field(default_factory=dict)
     # What the peer confirmed holding: its initial_resource_versions, then whatever it ACKed. This is "the
     # version the zone reports" in `kds trace`; `known` runs ahead of it while a response is in flight.
-    confirmed: dict[str, str] = field(default_factory=dict)
+    confirmed: MutableMapping[str, str] = field(default_factory=dict)
     # Versions the peer rejected, with its reason (name -> (version, reason)), and oversized ones we refused
     # to send (name -> version): neither is re-sent until its version changes.
     rejected: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -130,7 +137,7 @@ class TypeState:
     # Snapshot revision at which `known` equalled the snapshot, enabling change-log deltas.
     synced_revision: int | None = None
     # name -> (nonce, time) of the last response that carried it (upsert or removal).
-    sent: dict[str, tuple[str, float]] = field(default_factory=dict)
+    sent: MutableMapping[str, Stamp] = field(default_factory=dict)
     stats: TypeStats = field(default_factory=TypeStats)
 
     @property

@@ -33,8 +33,10 @@ from meshgate.delta.delta import Delta, compute_delta
 from meshgate.delta.entry import Entry
 from meshgate.delta.events import Event
 from meshgate.delta.snapshot import KindSnapshot
+from meshgate.delta.stamps import Stamps
 from meshgate.delta.state import TRANSITIONS, InFlight, Input, NackRecord, ProtocolError, State, TypeState, classify
 from meshgate.delta.subscription import EVERYTHING, WILDCARD, Subscription
+from meshgate.delta.versions import Versions, intern
 
 __all__ = ["DeltaStream", "NackNames", "PerType", "Snapshots", "StreamConfig", "whole_response"]
 
@@ -68,6 +70,11 @@ class Snapshots(Protocol):
 
 
 _NO_FOLLOWERS: Mapping[str, tuple[str, str]] = {}
+
+
+def _on(versions: Mapping[str, str], entries: Mapping[str, Entry]) -> bool:
+    """`versions` is already a view equal to `entries`."""
+    return isinstance(versions, Versions) and versions.base is entries and versions.overlay_size == 0
 
 
 class PerType:
@@ -105,6 +112,9 @@ class StreamConfig:
     # Snapshots of a type form one chain of revisions (KindSnapshot.evolve), so a stream in step at a
     # revision computes its next delta from the change log.
     change_log: bool = False
+    # With `change_log`: once the peer holds exactly a snapshot, what the stream keeps per resource becomes
+    # a cursor into it (meshgate.delta.versions, meshgate.delta.stamps), so a peer costs O(1) per resource.
+    cursor: bool = False
     # type -> types whose upserts must all be out and ACKed before this type's upserts go.
     hold_upserts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # type -> types that must be in step before this type's removals go.
@@ -169,7 +179,9 @@ class DeltaStream:
             else:
                 ts.subscription = EVERYTHING
             ts.known = dict(req.initial_resource_versions)
-            ts.confirmed = dict(ts.known)
+            # A cursor stream shares one table until its first response, which interns both (a resuming
+            # peer's table is as large as what it holds); nothing writes either before that response.
+            ts.confirmed = ts.known if self.config.cursor else dict(ts.known)
             ts.synced_revision = None
             event = ev.Subscribed(
                 ts.type_url,
@@ -225,6 +237,8 @@ class DeltaStream:
             ts.confirmed.pop(name, None)
             ts.rejected.pop(name, None)
         ts.in_flight = None
+        if flight.snapshot is not None and flight.complete:
+            self._settle(ts, flight.snapshot)
         counts = (len(flight.upserts), len(flight.removals), latency)
         if inp is Input.ACK:
             return ev.Delivered(ts.type_url, flight.nonce, *counts, unknown=unknown)
@@ -347,6 +361,7 @@ class DeltaStream:
         in_step = delta.complete and not hold_upserts and not hold_removals
         if delta.empty and (ts.first_sent or not ts.subscription.wildcard or hold_upserts):
             ts.synced_revision = snapshot.revision if in_step else None
+            self._settle(ts, snapshot)
             return events
         self._nonce += 1
         self.last_update = now
@@ -362,6 +377,10 @@ class DeltaStream:
         if self.config.control_plane_id:
             resp.control_plane.identifier = self.config.control_plane_id
         upserts = {e.name: e.version for e in delta.upserts}
+        if ts.confirmed is ts.known:
+            ts.confirmed = intern(snapshot.entries, ts.known)
+            if ts.confirmed is ts.known:
+                ts.confirmed = dict(ts.known)
         ts.known.update(upserts)
         ts.force.difference_update(upserts)
         stamp = (nonce, now)
@@ -370,8 +389,19 @@ class DeltaStream:
             ts.known.pop(name, None)
             ts.rejected.pop(name, None)
             ts.sent[name] = stamp
+        if self.config.cursor and not ts.first_sent:
+            # A resuming peer's initial versions: interned against the snapshot, not kept as its strings.
+            ts.known = intern(snapshot.entries, ts.known)
         ts.synced_revision = snapshot.revision if in_step else None
-        ts.in_flight = InFlight(nonce, now, snapshot.revision, delta.complete, upserts, delta.removals)
+        ts.in_flight = InFlight(
+            nonce,
+            now,
+            snapshot.revision,
+            delta.complete,
+            upserts,
+            delta.removals,
+            snapshot if self.config.cursor else None,
+        )
         ts.state = State.AWAITING
         ts.first_sent = True
         st = ts.stats
@@ -401,6 +431,29 @@ class DeltaStream:
             if dep is not None:
                 dep.force.add(follower[1])
 
+    def _settle(self, ts: TypeState, snapshot: KindSnapshot) -> None:
+        """When the peer holds exactly `snapshot` (everything sent ACKed, nothing rejected or too big),
+        `known` and `confirmed` become views on it with empty overlays, and `sent` runs over its names."""
+        if (
+            not self.config.cursor
+            or ts.type_url in self.unknown  # answered once, empty: nothing to keep
+            or ts.in_flight is not None
+            or ts.rejected
+            or ts.force
+            or ts.synced_revision != snapshot.revision
+            or not ts.subscription.wildcard
+        ):
+            return
+        entries = snapshot.entries
+        # An oversized resource is offered but never sent: `known` lacks it (or holds an older version).
+        if any((e := entries.get(n)) is not None and e.version == v for n, v in ts.oversized.items()):
+            return
+        if not _on(ts.known, entries):
+            ts.known = Versions(entries)
+        if not _on(ts.confirmed, entries):
+            ts.confirmed = Versions(entries)
+        ts.sent = Stamps.settled(entries, ts.sent)
+
     # -- afterwards -------------------------------------------------------------------------------------
 
     def forget(self) -> None:
@@ -411,7 +464,7 @@ class DeltaStream:
             ts.force = set()
             ts.synced_revision = None
             if ts.in_flight is not None:
-                ts.in_flight.upserts, ts.in_flight.removals = {}, ()
+                ts.in_flight.upserts, ts.in_flight.removals, ts.in_flight.snapshot = {}, (), None
             nack = ts.stats.last_nack
             if nack is not None:
                 nack.names = dict(list(nack.names.items())[:_KEPT_NACK_NAMES])

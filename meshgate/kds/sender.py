@@ -71,6 +71,7 @@ class Sender(DeltaStream):
                 version_info=True,
                 control_plane_id=control_plane_id,
                 change_log=True,
+                cursor=True,
                 label=clip,
             )
         )
