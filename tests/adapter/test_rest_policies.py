@@ -5,8 +5,6 @@ Each kind is one of `factory.POLICY_BUILDERS`; its path segment is Kuma's (`ws.n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from meshgate.resources import registry
@@ -32,8 +30,8 @@ KUMA_PATHS = {
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    yield MemoryStore()
+def store() -> MemoryStore:
+    return MemoryStore()
 
 
 def test_every_policy_kind_is_on_kumas_path_and_syncs_down_only() -> None:
