@@ -25,6 +25,8 @@ __all__ = ["parse_envoy", "parse_envoy_any"]
 _UNKNOWN_TYPE = re.compile(r"Can not find message descriptor by type_url: type\.googleapis\.com/([\w.]+)")
 # A resource's Anys nest (a listener's filter's typed_config's …): at most this many packages are loaded.
 _MAX_IMPORTS = 8
+# The packages Envoy's API types live in (xds-protos): the only ones a type URL may cause to be imported.
+_ENVOY_PACKAGES = ("envoy.", "xds.", "udpa.")
 
 
 def _json(text: str) -> Any:
@@ -35,8 +37,12 @@ def _json(text: str) -> Any:
 
 
 def _import_package_of(full_name: str) -> bool:
-    """Import every module of the proto package that defines `full_name`; False when there is none."""
+    """Import every module of the proto package that defines `full_name`; False when there is none.
+
+    Only the Envoy API's packages: a type URL is user input, and importing a module runs its code."""
     package = full_name.rpartition(".")[0]
+    if not package.startswith(_ENVOY_PACKAGES):
+        return False
     try:
         module = importlib.import_module(package)
     except ImportError:
