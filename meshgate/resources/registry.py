@@ -10,7 +10,27 @@ from __future__ import annotations
 
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError
-from meshgate.resources.kinds import dataplane, mesh, meshgateway, meshgatewayinstance, meshgatewayroute, secret, zone
+from meshgate.resources.kinds import (
+    circuitbreaker,
+    dataplane,
+    externalservice,
+    faultinjection,
+    healthcheck,
+    mesh,
+    meshgateway,
+    meshgatewayinstance,
+    meshgatewayroute,
+    proxytemplate,
+    ratelimit,
+    retry,
+    secret,
+    timeout,
+    trafficlog,
+    trafficpermission,
+    trafficroute,
+    virtualoutbound,
+    zone,
+)
 
 __all__ = ["KINDS", "get", "kinds_sent_to_global", "kinds_sent_to_zone", "lookup"]
 
@@ -23,6 +43,19 @@ KINDS: tuple[KindDescriptor, ...] = (
     dataplane.DESCRIPTOR,
     zone.DESCRIPTOR,
     meshgatewayinstance.DESCRIPTOR,
+    # Kuma 2.7's source/destination policies, sent from the global to zones.
+    timeout.DESCRIPTOR,
+    retry.DESCRIPTOR,
+    circuitbreaker.DESCRIPTOR,
+    healthcheck.DESCRIPTOR,
+    ratelimit.DESCRIPTOR,
+    faultinjection.DESCRIPTOR,
+    trafficpermission.DESCRIPTOR,
+    trafficlog.DESCRIPTOR,
+    proxytemplate.DESCRIPTOR,
+    externalservice.DESCRIPTOR,
+    trafficroute.DESCRIPTOR,
+    virtualoutbound.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}

@@ -52,6 +52,7 @@ def _check(
     require_service: bool,
     forbidden_keys: Collection[str],
     extra: Sequence[TagsCheck],
+    only_keys: Collection[str] | None = None,
 ) -> None:
     if require_tag and not tags:
         out.add(path, "must have at least one tag")
@@ -68,6 +69,8 @@ def _check(
             )
         if key in forbidden_keys:
             out.add(path.key(key), f"tag name must not be {go_quote(key)}")
+        if only_keys is not None and key not in only_keys:
+            out.add(path.key(key), f"tag {go_quote(key)} is not allowed")
         value = tags[key]
         if value == "":
             out.add(path.key(key), "tag value must be non-empty")
@@ -110,8 +113,11 @@ def check_selector(
     require_service: bool = False,
     forbidden_keys: Collection[str] = (),
     extra: Sequence[TagsCheck] = (),
+    only_keys: Collection[str] | None = None,
 ) -> None:
-    """Tags that select proxies (selectors, gateway and listener tags, destinations): `/` or `*` allowed."""
+    """Tags that select proxies (selectors, gateway and listener tags, destinations): `/` or `*` allowed.
+
+    `only_keys`, when given, are the only keys allowed (Kuma's `OnlyServiceTagAllowed` key check)."""
     _check(
         out,
         path,
@@ -124,6 +130,7 @@ def check_selector(
         require_service=require_service,
         forbidden_keys=forbidden_keys,
         extra=extra,
+        only_keys=only_keys,
     )
 
 

@@ -12,13 +12,21 @@ hand-written input (the validation corpus, codec golden tests) keeps writing it 
     dataplane, gateway_dataplane        Dataplane: one with inbounds, a gateway's
     secret                              Secret
     gateway_instance                    MeshGatewayInstance
+    timeout, retry, circuit_breaker,    Kuma's source/destination policies: from `source` to `destination`
+    health_check, rate_limit,           (services, `*` by default), each with a small valid `conf` unless
+    fault_injection,                    one is given
+    traffic_permission, traffic_log,
+    traffic_route
+    proxy_template, virtual_outbound    the selector policies
+    external_service                    ExternalService
+    POLICY_BUILDERS                     one builder per policy kind, by kind name
     struct                              a protobuf Struct, the store tests' opaque spec
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,21 +36,34 @@ from meshgate.resources import codec
 from meshgate.resources.model import Resource
 
 __all__ = [
+    "POLICY_BUILDERS",
     "SERVICE_TAG",
     "Doc",
     "backend",
+    "circuit_breaker",
     "dataplane",
+    "external_service",
+    "fault_injection",
     "gateway",
     "gateway_dataplane",
     "gateway_instance",
+    "health_check",
     "http_route",
     "listener",
     "mesh",
     "mtls_mesh",
+    "proxy_template",
+    "rate_limit",
     "resource",
+    "retry",
     "secret",
     "struct",
     "tcp_route",
+    "timeout",
+    "traffic_log",
+    "traffic_permission",
+    "traffic_route",
+    "virtual_outbound",
 ]
 
 Doc = dict[str, Any]
@@ -220,6 +241,212 @@ def gateway_instance(
     name: str = "edge", mesh: str = "default", *, labels: Mapping[str, str] | None = None, **spec: Any
 ) -> Doc:
     return {**_doc("MeshGatewayInstance", mesh, name, labels), **spec}
+
+
+def _policy(
+    kind: str,
+    name: str,
+    mesh: str,
+    source: str,
+    destination: Mapping[str, str] | str,
+    conf: Doc | None,
+    labels: Mapping[str, str] | None,
+) -> Doc:
+    doc = _doc(kind, mesh, name, labels)
+    doc["sources"] = [{"match": {SERVICE_TAG: source}}]
+    match = {SERVICE_TAG: destination} if isinstance(destination, str) else dict(destination)
+    doc["destinations"] = [{"match": match}]
+    if conf is not None:
+        doc["conf"] = conf
+    return doc
+
+
+def timeout(
+    name: str = "timeout-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    conf = {"connectTimeout": "5s", "http": {"requestTimeout": "15s"}} if conf is None else conf
+    return _policy("Timeout", name, mesh, source, destination, conf, labels)
+
+
+def retry(
+    name: str = "retry-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    conf = {"http": {"numRetries": 3}} if conf is None else conf
+    return _policy("Retry", name, mesh, source, destination, conf, labels)
+
+
+def circuit_breaker(
+    name: str = "cb-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    conf = {"thresholds": {"maxConnections": 100}} if conf is None else conf
+    return _policy("CircuitBreaker", name, mesh, source, destination, conf, labels)
+
+
+def health_check(
+    name: str = "hc-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    if conf is None:
+        conf = {"interval": "10s", "timeout": "2s", "unhealthyThreshold": 3, "healthyThreshold": 1}
+    return _policy("HealthCheck", name, mesh, source, destination, conf, labels)
+
+
+def rate_limit(
+    name: str = "rl-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    conf = {"http": {"requests": 10, "interval": "1s"}} if conf is None else conf
+    return _policy("RateLimit", name, mesh, source, destination, conf, labels)
+
+
+def fault_injection(
+    name: str = "fi-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    protocol: str = "http",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """Kuma requires the destination to name an HTTP `kuma.io/protocol`: `protocol` is added to it."""
+    conf = {"abort": {"percentage": 50, "httpStatus": 500}} if conf is None else conf
+    target = {SERVICE_TAG: destination, "kuma.io/protocol": protocol}
+    return _policy("FaultInjection", name, mesh, source, target, conf, labels)
+
+
+def traffic_permission(
+    name: str = "allow-all",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    return _policy("TrafficPermission", name, mesh, source, destination, None, labels)
+
+
+def traffic_log(
+    name: str = "log-1",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    backend: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """To the Mesh's logging backend `backend`, or its default one when None."""
+    conf = None if backend is None else {"backend": backend}
+    return _policy("TrafficLog", name, mesh, source, destination, conf, labels)
+
+
+def traffic_route(
+    name: str = "route-all",
+    mesh: str = "default",
+    *,
+    source: str = "*",
+    destination: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    conf = {"destination": {SERVICE_TAG: destination}} if conf is None else conf
+    return _policy("TrafficRoute", name, mesh, source, destination, conf, labels)
+
+
+def proxy_template(
+    name: str = "pt-1",
+    mesh: str = "default",
+    *,
+    service: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    doc = _doc("ProxyTemplate", mesh, name, labels)
+    doc["selectors"] = _selectors(service, None)
+    doc["conf"] = {"imports": ["default-proxy"]} if conf is None else conf
+    return doc
+
+
+def virtual_outbound(
+    name: str = "vo-1",
+    mesh: str = "default",
+    *,
+    service: str = "*",
+    conf: Doc | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """By default every service as `<service>.mesh:80`."""
+    if conf is None:
+        conf = {"host": "{{.service}}.mesh", "port": "80", "parameters": [{"name": "service", "tagKey": SERVICE_TAG}]}
+    doc = _doc("VirtualOutbound", mesh, name, labels)
+    doc["selectors"] = _selectors(service, None)
+    doc["conf"] = conf
+    return doc
+
+
+def external_service(
+    name: str = "httpbin",
+    mesh: str = "default",
+    *,
+    address: str = "httpbin.org:443",
+    service: str | None = None,
+    tls: Doc | None = None,
+    tags: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """An ExternalService at `address`, tagged `kuma.io/service: service` (by default its name) and `tags`."""
+    networking: Doc = {"address": address}
+    if tls is not None:
+        networking["tls"] = tls
+    doc = _doc("ExternalService", mesh, name, labels)
+    doc["networking"] = networking
+    doc["tags"] = {SERVICE_TAG: service or name, **(tags or {})}
+    return doc
+
+
+# One builder per policy kind (and ExternalService), each callable with no argument for a valid resource.
+POLICY_BUILDERS: dict[str, Callable[[], Doc]] = {
+    "Timeout": timeout,
+    "Retry": retry,
+    "CircuitBreaker": circuit_breaker,
+    "HealthCheck": health_check,
+    "RateLimit": rate_limit,
+    "FaultInjection": fault_injection,
+    "TrafficPermission": traffic_permission,
+    "TrafficLog": traffic_log,
+    "ProxyTemplate": proxy_template,
+    "ExternalService": external_service,
+    "TrafficRoute": traffic_route,
+    "VirtualOutbound": virtual_outbound,
+}
 
 
 def struct(**fields: str | float | bool) -> struct_pb2.Struct:

@@ -28,6 +28,7 @@ from meshgate.rest.app import create_api_app
 from meshgate.rest.handlers import Role
 from meshgate.rest.testing import serving_in_thread
 from meshgate.store.memory import MemoryStore
+from meshgate.testing import factory
 from tests.rest_support import dataplane, gateway, invalid_gateway, mesh, route
 
 runner = CliRunner()
@@ -277,3 +278,17 @@ def test_kds_trace_without_a_name_needs_a_mesh_name(closed_url: str) -> None:
     result = cli(closed_url, "kds", "trace", "meshgateway")
     assert result.exit_code == 1
     assert "kds trace needs KIND NAME" in result.output
+
+
+def test_get_timeouts_and_other_policies_by_kumas_names(api: Api, tmp_path: pathlib.Path) -> None:
+    docs = [mesh(), factory.timeout("t1"), factory.timeout("t2"), factory.traffic_permission("allow")]
+    assert cli(api.url, "apply", "-f", write_docs(tmp_path / "policies.yaml", *docs)).exit_code == 0
+    table = cli(api.url, "get", "timeouts").stdout.splitlines()
+    assert table[0].split() == ["MESH", "NAME", "AGE"]
+    assert [row.split()[:2] for row in table[1:]] == [["default", "t1"], ["default", "t2"]]
+    one = yaml.safe_load(cli(api.url, "get", "timeout", "t1", "-o", "yaml").stdout)
+    assert (one["type"], one["conf"]["connectTimeout"]) == ("Timeout", "5s")
+    listed = json.loads(cli(api.url, "get", "traffic-permissions", "-o", "json").stdout)
+    assert [i["name"] for i in listed["items"]] == ["allow"]
+    deleted = cli(api.url, "delete", "timeout", "t2")
+    assert (deleted.exit_code, deleted.stdout) == (0, 'deleted Timeout "t2"\n')

@@ -13,6 +13,7 @@ from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE
 from meshgate.rest.errors import GLOBAL_READ_ONLY_MESSAGE, ZONE_READ_ONLY_MESSAGE
 from meshgate.rest.handlers import Role
 from meshgate.store.memory import MemoryStore
+from meshgate.testing import factory
 from tests.rest_support import api_client, dataplane, gateway, mesh, route, zone
 
 DOCS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -23,6 +24,7 @@ DOCS: dict[str, Callable[[], dict[str, Any]]] = {
     "Zone": zone,
     "Secret": lambda: {"type": "Secret", "mesh": "default", "name": "tls-cert", "data": "c2VjcmV0"},
     "MeshGatewayInstance": lambda: {"type": "MeshGatewayInstance", "mesh": "default", "name": "edge", "replicas": 2},
+    **factory.POLICY_BUILDERS,
 }
 
 

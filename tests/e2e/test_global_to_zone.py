@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from meshgate.resources import registry
 from meshgate.resources.model import Meta, Resource
 from meshgate.store.sqlite import SqliteStore
+from meshgate.testing import factory
 from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
@@ -224,3 +226,31 @@ async def test_sigterm_exits_zero(procs: ProcessGroup) -> None:
     for z in zones:
         assert z.stop(signal.SIGTERM) == 0
     assert g.stop(signal.SIGINT) == 0
+
+
+async def test_each_policy_kind_goes_from_the_global_to_a_zone(procs: ProcessGroup) -> None:
+    """One resource of each of Kuma 2.7's policy kinds (and ExternalService), PUT on the global, is read back from
+    the zone's API under its hash-suffixed name with the same spec; the zone refuses to write them (405)."""
+    g = await procs.global_cp()
+    z = await procs.zone_cp("zone-1", g.ports["kds"])
+    assert (await put(g, MESH)).status_code == 201
+    docs = [build() for build in factory.POLICY_BUILDERS.values()]
+    async with httpx.AsyncClient(base_url=g.url()) as c:
+        for doc in docs:
+            plural = registry.get(doc["type"]).plural
+            response = await c.put(f"/meshes/default/{plural}/{doc['name']}", json=doc)
+            assert response.status_code == 201, response.text
+
+    for doc in docs:
+        path = f"/meshes/default/{registry.get(doc['type']).plural}/{in_zone(doc['name'])}"
+        await eventually(lambda path=path: get(z, path), timeout=30, what=f"{doc['type']} in the zone")
+        synced = await get(z, path)
+        assert synced is not None
+        assert synced["labels"]["kuma.io/display-name"] == doc["name"]
+        assert synced["labels"]["kuma.io/origin"] == "global"
+        spec = {k: v for k, v in doc.items() if k not in ("type", "mesh", "name")}
+        assert {k: synced[k] for k in spec} == spec, doc["type"]
+
+    async with httpx.AsyncClient(base_url=z.url()) as c:
+        refused = await c.put("/meshes/default/timeouts/local", json={**factory.timeout(), "name": "local"})
+    assert refused.status_code == 405

@@ -20,6 +20,7 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.kds.envelope import from_wire
 from meshgate.kds.naming import hashed_name
 from meshgate.resources import codec, registry
+from meshgate.testing import factory
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.kuma_peer import (
     KUMA_GLOBAL_TO_ZONE_KINDS,
@@ -83,12 +84,16 @@ async def test_a_kuma_zone_gets_a_first_response_for_each_of_its_36_kinds_and_ke
     """A Kuma 2.7 zone subscribes to 36 kinds (pkg/kds/zone/components.go:121) with node and metadata as
     pkg/kds/v2/client/stream.go:211-231 and pkg/kds/mux/client.go:100-105 build them, and restarts its whole
     KDS client on a stream error (pkg/kds/mux/client.go:123-130). meshgate-global answers every kind: the
-    gateway kinds with their content, the kinds it does not serve empty; after the ACKs the stream stays
+    gateway and policy kinds with their content, the kinds it does not serve empty; after the ACKs the stream stays
     open and later changes still arrive on it, while nothing more comes for the unknown kinds."""
     g = await procs.global_cp()
     await put(g, "/meshes/default", MESH)
     await put(g, "/meshes/default/meshgateways/edge", GATEWAY)
     await put(g, "/meshes/default/meshgatewayroutes/r1", route("r1"))
+    # One of each of Kuma's source/destination policies (and ExternalService): served with their content.
+    policies = [build() for build in factory.POLICY_BUILDERS.values()]
+    for doc in policies:
+        await put(g, f"/meshes/default/{registry.get(doc['type']).plural}/{doc['name']}", doc)
     node = kuma_node("zone-1", "zone-1-instance", config="{}")
     async with kds_channel(g) as channel:
         metadata = (*await kds_metadata(g, "zone-1"), *KUMA_ZONE_FEATURES_METADATA)
@@ -115,7 +120,13 @@ async def test_a_kuma_zone_gets_a_first_response_for_each_of_its_36_kinds_and_ke
         assert envelope.meta.version == ""
         gw = from_wire(registry.get("MeshGateway"), first["MeshGateway"].resources[0])
         assert gw.meta.labels == {"kuma.io/origin": "global", "kuma.io/display-name": "edge"}
-        served = {"Mesh", "MeshGateway", "MeshGatewayRoute", "Secret"}
+        for doc in policies:
+            (sent,) = first[doc["type"]].resources
+            assert sent.name == f"{hashed_name('default', doc['name'])}.default", doc["type"]
+            policy = from_wire(registry.get(doc["type"]), sent)
+            assert policy.meta.labels == {"kuma.io/origin": "global", "kuma.io/display-name": doc["name"]}
+        served = {"Mesh", "MeshGateway", "MeshGatewayRoute", "Secret", *factory.POLICY_BUILDERS}
+        assert served <= set(KUMA_GLOBAL_TO_ZONE_KINDS)
         for kind in set(KUMA_GLOBAL_TO_ZONE_KINDS) - served:
             assert not first[kind].resources, kind
             assert not first[kind].removed_resources, kind
@@ -198,7 +209,8 @@ async def test_a_meshgate_zone_answers_a_kuma_global_and_sends_node_in_every_req
             synced = (await c.get(f"/meshes/default/meshgateways/{hashed_name('default', 'edge')}")).json()
         assert synced["labels"]["kuma.io/display-name"] == "edge"
 
-        kinds = {"Mesh", "Secret", "MeshGateway", "MeshGatewayRoute", "Dataplane"}
+        # The kinds a meshgate zone subscribes to: the gateway kinds, Dataplanes and the policy kinds.
+        kinds = {"Mesh", "Secret", "MeshGateway", "MeshGatewayRoute", "Dataplane", *factory.POLICY_BUILDERS}
         assert {r.type_url for r in peer.requests if not r.response_nonce} == kinds
         for req in peer.requests:
             assert req.node.id == "zone-1", req

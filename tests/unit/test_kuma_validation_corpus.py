@@ -1,7 +1,8 @@
 """Kuma's own validator test cases, answered by meshgate: the same (field, message) pairs as Kuma's validator.
 
 The corpus (tests/data/kuma_validation_corpus.yaml) holds every entry of Kuma 2.7's Mesh, MeshGateway,
-MeshGatewayRoute and Dataplane validator tests, and cases derived from the validators themselves; its header
+MeshGatewayRoute and Dataplane validator tests and of its twelve source/destination policy kinds' (Timeout, …,
+VirtualOutbound), and cases derived from the validators themselves; its header
 describes the format. A case passes when meshgate's violations are exactly Kuma's, plus the ones the case lists
 under `meshgate_adds` (meshgate's own extra rules, each with its reason). Order is not compared: Kuma's order
 is that of its code, not a promise.
@@ -96,7 +97,25 @@ def test_meshgate_names_what_kuma_names(case: Case) -> None:
 
 
 def test_the_corpus_covers_every_kind_and_explains_itself() -> None:
-    assert {case.kind for case in CASES} == {"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"}
+    policies = {
+        "Timeout",
+        "Retry",
+        "CircuitBreaker",
+        "HealthCheck",
+        "RateLimit",
+        "FaultInjection",
+        "TrafficPermission",
+        "TrafficLog",
+        "ProxyTemplate",
+        "ExternalService",
+        "TrafficRoute",
+        "VirtualOutbound",
+    }
+    assert {case.kind for case in CASES} == {"Mesh", "MeshGateway", "MeshGatewayRoute", "Dataplane"} | policies
+    for kind in policies:
+        # At least one valid case and three invalid ones per policy kind.
+        assert any(not c.violations for c in CASES if c.kind == kind), kind
+        assert sum(1 for c in CASES if c.kind == kind and c.violations) >= 3, kind
     for case in CASES:
         assert case.source.startswith("pkg/"), case.case
         assert case.case

@@ -22,11 +22,41 @@ def test_kinds_in_dependency_order() -> None:
         "Dataplane",
         "Zone",
         "MeshGatewayInstance",
+        "Timeout",
+        "Retry",
+        "CircuitBreaker",
+        "HealthCheck",
+        "RateLimit",
+        "FaultInjection",
+        "TrafficPermission",
+        "TrafficLog",
+        "ProxyTemplate",
+        "ExternalService",
+        "TrafficRoute",
+        "VirtualOutbound",
     ]
 
 
 def test_sync_lists_are_derived_and_put_mesh_first() -> None:
-    assert names(registry.kinds_sent_to_zone()) == ["Mesh", "Secret", "MeshGateway", "MeshGatewayRoute", "Dataplane"]
+    assert names(registry.kinds_sent_to_zone()) == [
+        "Mesh",
+        "Secret",
+        "MeshGateway",
+        "MeshGatewayRoute",
+        "Dataplane",
+        "Timeout",
+        "Retry",
+        "CircuitBreaker",
+        "HealthCheck",
+        "RateLimit",
+        "FaultInjection",
+        "TrafficPermission",
+        "TrafficLog",
+        "ProxyTemplate",
+        "ExternalService",
+        "TrafficRoute",
+        "VirtualOutbound",
+    ]
     assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane"]
     for descriptor in registry.KINDS:
         down = (SyncDirection.BOTH, SyncDirection.GLOBAL_TO_ZONE, SyncDirection.ZONE_TO_ALL)
@@ -50,6 +80,21 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         ("dataplanes", "Dataplane"),
         ("DataPlane", "Dataplane"),
         ("meshgatewayinstances", "MeshGatewayInstance"),
+        # Kuma's REST path segments and kumactl's names for the policies
+        ("timeouts", "Timeout"),
+        ("retries", "Retry"),
+        ("circuit-breakers", "CircuitBreaker"),
+        ("health-checks", "HealthCheck"),
+        ("rate-limits", "RateLimit"),
+        ("fault-injections", "FaultInjection"),
+        ("traffic-permissions", "TrafficPermission"),
+        ("traffic-logs", "TrafficLog"),
+        ("proxytemplates", "ProxyTemplate"),
+        ("external-services", "ExternalService"),
+        ("traffic-routes", "TrafficRoute"),
+        ("virtual-outbounds", "VirtualOutbound"),
+        ("traffic-route", "TrafficRoute"),
+        ("circuitbreaker", "CircuitBreaker"),
     ],
 )
 def test_lookup(alias: str, kind: str) -> None:
@@ -78,4 +123,16 @@ def test_descriptors_carry_their_kuma_type_urls() -> None:
         "kuma.mesh.v1alpha1.Dataplane",
         "kuma.system.v1alpha1.Zone",
         "kuma.mesh.v1alpha1.MeshGatewayInstance",  # meshgate's own message: Kuma has only the Kubernetes CRD
+        "kuma.mesh.v1alpha1.Timeout",
+        "kuma.mesh.v1alpha1.Retry",
+        "kuma.mesh.v1alpha1.CircuitBreaker",
+        "kuma.mesh.v1alpha1.HealthCheck",
+        "kuma.mesh.v1alpha1.RateLimit",
+        "kuma.mesh.v1alpha1.FaultInjection",
+        "kuma.mesh.v1alpha1.TrafficPermission",
+        "kuma.mesh.v1alpha1.TrafficLog",
+        "kuma.mesh.v1alpha1.ProxyTemplate",
+        "kuma.mesh.v1alpha1.ExternalService",
+        "kuma.mesh.v1alpha1.TrafficRoute",
+        "kuma.mesh.v1alpha1.VirtualOutbound",
     ]

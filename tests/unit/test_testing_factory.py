@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from meshgate.resources import codec
+from meshgate.resources import codec, registry
 from meshgate.resources.errors import ValidationError
 from meshgate.testing import factory
 from meshgate.testing.factory import resource
@@ -22,6 +22,11 @@ DOCS = {
     "gateway_dataplane": factory.gateway_dataplane("edge-1", type="DELEGATED"),
     "secret": factory.secret("s", b"\x00bytes"),
     "gateway_instance": factory.gateway_instance("edge", replicas=2),
+    **{kind: build() for kind, build in factory.POLICY_BUILDERS.items()},
+    "timeout to one service": factory.timeout("t", source="web", destination="backend"),
+    "external service with TLS": factory.external_service(
+        "es", address="api.example.com:443", tls={"enabled": True, "serverName": "api.example.com"}
+    ),
 }
 
 
@@ -53,3 +58,8 @@ def test_an_empty_listener_list_stays_empty_and_check_false_skips_validation() -
 def test_created_sets_the_creation_time() -> None:
     when = datetime(2024, 1, 1, tzinfo=UTC)
     assert resource(factory.mesh(), created=when).meta.creation_time == when
+
+
+def test_there_is_one_policy_builder_per_policy_kind() -> None:
+    assert [build()["type"] for build in factory.POLICY_BUILDERS.values()] == list(factory.POLICY_BUILDERS)
+    assert set(factory.POLICY_BUILDERS) <= {d.name for d in registry.KINDS}

@@ -105,7 +105,8 @@ def weighted_clusters(snap: Snapshot, path: str) -> list[str]:
 
 
 def test_a_registered_policy_kind_is_watched_and_read_without_other_wiring() -> None:
-    kinds = (*registry.KINDS, FAKE_TIMEOUT)
+    base = tuple(d for d in registry.KINDS if not d.policy)
+    kinds = (*base, FAKE_TIMEOUT)
     assert policy_kinds(kinds) == ("Timeout",)
     assert watched_kinds(kinds) == frozenset({*BASE_KINDS, "Timeout"})
     # Not a policy, or not sent to zones, or not mesh-scoped: not read as one.
@@ -127,7 +128,23 @@ def test_a_registered_policy_kind_is_watched_and_read_without_other_wiring() -> 
             policy=True,
         ),
     ):
-        assert policy_kinds((*registry.KINDS, other)) == ()
+        assert policy_kinds((*base, other)) == ()
+
+
+def test_kumas_source_destination_policies_are_read_by_the_zone_and_external_service_is_not() -> None:
+    assert set(policy_kinds(registry.KINDS)) == {
+        "Timeout",
+        "Retry",
+        "CircuitBreaker",
+        "HealthCheck",
+        "RateLimit",
+        "FaultInjection",
+        "TrafficPermission",
+        "TrafficLog",
+        "ProxyTemplate",
+        "TrafficRoute",
+        "VirtualOutbound",
+    }
 
 
 def test_the_base_kinds_are_what_the_zone_watched_before_policies() -> None:
@@ -238,3 +255,13 @@ def test_timeout_module_is_registered_for_clusters() -> None:
     module = REGISTRY.get("Timeout")
     assert module is timeout.MODULE
     assert module.targets == frozenset({Target.CLUSTER})
+
+
+def test_a_real_timeout_resource_shapes_its_cluster_as_the_struct_one_does() -> None:
+    """The kind's own protobuf spec (meshgate/resources/kinds/timeout.py), as a zone stores it after KDS."""
+    real = resource(factory.timeout("slow-a", destination="a", conf={"connectTimeout": "2.500s"}))
+    shaped = snapshot({"Timeout": [real]})
+    (a_shaped,) = set(shaped[CLUSTER]) - {cluster_name(B)}
+    cluster: Any = shaped[CLUSTER][a_shaped]
+    assert cluster.connect_timeout.ToMilliseconds() == 2500
+    assert cluster_name(A) not in shaped[CLUSTER]

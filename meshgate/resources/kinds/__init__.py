@@ -10,12 +10,24 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CIRCUIT_BREAKER",
     "DATAPLANE",
+    "EXTERNAL_SERVICE",
+    "FAULT_INJECTION",
+    "HEALTH_CHECK",
     "MESH",
     "MESH_GATEWAY",
     "MESH_GATEWAY_INSTANCE",
     "MESH_GATEWAY_ROUTE",
+    "PROXY_TEMPLATE",
+    "RATE_LIMIT",
+    "RETRY",
     "SECRET",
+    "TIMEOUT",
+    "TRAFFIC_LOG",
+    "TRAFFIC_PERMISSION",
+    "TRAFFIC_ROUTE",
+    "VIRTUAL_OUTBOUND",
     "ZONE",
 ]
 
@@ -26,3 +38,17 @@ MESH_GATEWAY_ROUTE: Final = "MeshGatewayRoute"
 DATAPLANE: Final = "Dataplane"
 ZONE: Final = "Zone"
 MESH_GATEWAY_INSTANCE: Final = "MeshGatewayInstance"
+
+# Kuma 2.7's source/destination policies and the kinds that, like them, Kuma sends from the global to zones.
+TIMEOUT: Final = "Timeout"
+RETRY: Final = "Retry"
+CIRCUIT_BREAKER: Final = "CircuitBreaker"
+HEALTH_CHECK: Final = "HealthCheck"
+RATE_LIMIT: Final = "RateLimit"
+FAULT_INJECTION: Final = "FaultInjection"
+TRAFFIC_PERMISSION: Final = "TrafficPermission"
+TRAFFIC_LOG: Final = "TrafficLog"
+PROXY_TEMPLATE: Final = "ProxyTemplate"
+EXTERNAL_SERVICE: Final = "ExternalService"
+TRAFFIC_ROUTE: Final = "TrafficRoute"
+VIRTUAL_OUTBOUND: Final = "VirtualOutbound"
