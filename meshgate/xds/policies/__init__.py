@@ -35,7 +35,7 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import ignored, timeout
+from meshgate.xds.policies import circuit_breaker, health_check, ignored, retry, timeout
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
@@ -67,4 +67,4 @@ __all__ = [
 ]
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
-REGISTRY = PolicyRegistry([timeout.MODULE, *ignored.MODULES])
+REGISTRY = PolicyRegistry([timeout.MODULE, retry.MODULE, circuit_breaker.MODULE, health_check.MODULE, *ignored.MODULES])
