@@ -176,8 +176,8 @@ def test_retry_defaults_retry_on_and_adds_retriable_status_codes_once() -> None:
     default = route(snapshot(factory.retry("r", destination="web", conf=conf)), "/").route.retry_policy
     assert default.retry_on == "gateway-error,connect-failure,refused-stream"
     assert not default.HasField("num_retries")
-    conf = {"http": {"retryOn": ["retriable_status_codes"], "retriableStatusCodes": [502]}}
-    once = route(snapshot(factory.retry("r", destination="web", conf=conf)), "/").route.retry_policy
+    codes = {"http": {"retryOn": ["retriable_status_codes"], "retriableStatusCodes": [502]}}
+    once = route(snapshot(factory.retry("r", destination="web", conf=codes)), "/").route.retry_policy
     assert once.retry_on == "retriable-status-codes"
 
 
