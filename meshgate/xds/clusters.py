@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -52,6 +52,7 @@ __all__ = [
     "needs_dns_for",
     "pack",
     "protocol_of",
+    "update_http_options",
 ]
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
@@ -194,6 +195,21 @@ def cluster(
     if protocol in HTTP2_PROTOCOLS:
         out.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].CopyFrom(_HTTP2_OPTIONS)
     return out
+
+
+def update_http_options(
+    out: cluster_pb2.Cluster, update: Callable[[http_protocol_options_pb2.HttpProtocolOptions], None]
+) -> None:
+    """Kuma's `UpdateCommonHttpProtocolOptions`: `update` the cluster's upstream HttpProtocolOptions in place
+    (unpacked, or new), then pack them back. Options without an upstream protocol get HTTP/1.1's, as Kuma's
+    `clusters.Http()` gives an HTTP cluster: Envoy refuses HttpProtocolOptions with none."""
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if _HTTP_OPTIONS_KEY in out.typed_extension_protocol_options:
+        out.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].Unpack(options)
+    update(options)
+    if options.WhichOneof("upstream_protocol_options") is None:
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    out.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].CopyFrom(pack(options))
 
 
 def is_ip(address: str) -> bool:

@@ -124,7 +124,7 @@ class _Builder:
                 out = clusters.cluster(name, protocol)
                 self.add(ENDPOINT, name, assignment)
             if matches:
-                self.shaper.shape_cluster(name, out, matches)
+                self.shaper.shape_cluster(name, out, matches, protocol)
             self.add(CLUSTER, name, out)
         return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
 

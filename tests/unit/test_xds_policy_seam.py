@@ -180,9 +180,13 @@ def test_a_timeout_changes_the_connect_timeout_of_the_matching_backends_clusters
     assert cluster.SerializeToString(deterministic=True) == wire(plain, CLUSTER)[a_plain]
     assert shaped[ENDPOINT][a_shaped].endpoints == plain[ENDPOINT][a_plain].endpoints  # type: ignore[attr-defined]
 
-    (applied,) = shaped.policies.applied
+    (applied,) = (a for a in shaped.policies.applied if a.target == Target.CLUSTER)
     assert (applied.kind, applied.target, applied.name) == ("Timeout", Target.CLUSTER, a_shaped)
     assert applied.match.winner is to_a
+    # It wins the route to a too (no requestTimeout, so the route is unchanged), not the route to b only.
+    routes = {(a.target, a.name) for a in shaped.policies.applied if a.target == Target.ROUTE}
+    assert routes == {(Target.ROUTE, "edge:HTTP:8080:*/*/split")}
+    assert wire(shaped, ROUTE) != wire(plain, ROUTE)  # only the split's cluster name differs
     assert shaped.policies.ignored == ()
 
 
@@ -199,9 +203,10 @@ def test_the_most_specific_timeout_shapes_each_cluster() -> None:
     everywhere = policy("Timeout", "everywhere", conf={"connectTimeout": "1s"}, age=9)
     for_b = policy("Timeout", "for-b", destinations=[B], conf={"connectTimeout": "3s"})
     snap = snapshot({"Timeout": [everywhere, for_b]})
-    by_winner = {a.match.winner.meta.name: snap[CLUSTER][a.name] for a in snap.policies.applied}
+    on_clusters = [a for a in snap.policies.applied if a.target == Target.CLUSTER]
+    by_winner = {a.match.winner.meta.name: snap[CLUSTER][a.name] for a in on_clusters}
     assert {name: c.connect_timeout.seconds for name, c in by_winner.items()} == {"everywhere": 1, "for-b": 3}  # type: ignore[attr-defined]
-    applied_b = next(a for a in snap.policies.applied if a.match.winner is for_b)
+    applied_b = next(a for a in on_clusters if a.match.winner is for_b)
     assert [(lo.policy.meta.name, lo.reason) for lo in applied_b.match.losers] == [
         ("everywhere", "less specific than the winner")
     ]
@@ -251,10 +256,10 @@ def test_route_and_listener_hooks_get_the_split_route_winner() -> None:
     assert all(isinstance(a, Applied) for a in snap.policies.applied)
 
 
-def test_timeout_module_is_registered_for_clusters() -> None:
+def test_timeout_module_is_registered_for_clusters_and_routes() -> None:
     module = REGISTRY.get("Timeout")
     assert module is timeout.MODULE
-    assert module.targets == frozenset({Target.CLUSTER})
+    assert module.targets == frozenset({Target.CLUSTER, Target.ROUTE})
 
 
 def test_a_real_timeout_resource_shapes_its_cluster_as_the_struct_one_does() -> None:

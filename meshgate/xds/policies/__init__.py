@@ -1,7 +1,9 @@
 """The policy seam: how a gateway policy shapes the Envoy config `generate` builds, one module per policy kind.
 
 A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy message it shapes, each a function
-`(Match, message) -> None` that mutates the message in place:
+`(Match, message) -> None` that mutates the message in place (a cluster hook also gets the cluster's protocol,
+`(Match, Cluster, protocol)`, as Kuma's cluster configurers do; a hook reads the winner's conf as the kind's
+`Conf` message with `typed_conf`):
 
 | hook | shapes (message) | on | matched by (`matching`) |
 |---|---|---|---|
@@ -12,7 +14,8 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 A module with no hook is a kind Kuma's gateway ignores (TrafficRoute, VirtualOutbound): its policies are
 reported as ignored and change nothing. A kind with policies in the context and no module at all is reported
 as unsupported. `REGISTRY` holds the modules `generate` applies by default; a `MeshContext` may carry another
-(tests do). A new policy is one module (`timeout.py` is the example) plus one line in `_BUILTIN`.
+(tests do). A new policy is one module (`timeout.py`, `retry.py`, `circuit_breaker.py`, `health_check.py` are
+examples) plus one line in `REGISTRY`.
 
 **Clusters.** A cluster shaped by a policy is named from its destination tags plus each winning policy's kind
 and name (Kuma names a gateway cluster from destination and listener tags for the same reason): two listeners
@@ -35,7 +38,7 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import ignored, timeout
+from meshgate.xds.policies import circuit_breaker, health_check, ignored, retry, timeout
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
@@ -48,6 +51,7 @@ from meshgate.xds.policies.module import (
     Target,
     conf,
     ignored_kinds,
+    typed_conf,
 )
 
 __all__ = [
@@ -64,7 +68,8 @@ __all__ = [
     "Target",
     "conf",
     "ignored_kinds",
+    "typed_conf",
 ]
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
-REGISTRY = PolicyRegistry([timeout.MODULE, *ignored.MODULES])
+REGISTRY = PolicyRegistry([timeout.MODULE, retry.MODULE, circuit_breaker.MODULE, health_check.MODULE, *ignored.MODULES])

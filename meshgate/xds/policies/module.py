@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from meshgate.resources.model import Resource
 from meshgate.xds.policies.matching import Loser, Match
@@ -33,7 +34,11 @@ __all__ = [
     "Target",
     "conf",
     "ignored_kinds",
+    "typed_conf",
 ]
+
+
+_Conf = TypeVar("_Conf", bound=Message)
 
 
 class Target(StrEnum):
@@ -48,7 +53,10 @@ class Matcher(StrEnum):
     CONNECTION = "sources/destinations"  # matching.py
 
 
-ClusterHook = Callable[[Match, cluster_pb2.Cluster], None]
+# The third argument is the cluster's protocol (`clusters.protocol_of`: "http", "http2", "grpc", "tcp"), which
+# Kuma's cluster configurers take too (`clusters.Timeout(conf, protocol)`, `clusters.HealthCheck(protocol, hc)`):
+# the Cluster message alone does not tell an HTTP/1.1 cluster from a TCP one.
+ClusterHook = Callable[[Match, cluster_pb2.Cluster, str], None]
 RouteHook = Callable[[Match, route_components_pb2.Route], None]
 ListenerHook = Callable[[Match, listener_pb2.Listener], None]
 
@@ -129,6 +137,18 @@ def conf(policy: Resource) -> Mapping[str, Any]:
     spec: Any = policy.spec
     found = json_format.MessageToDict(spec).get("conf", {})
     return found if isinstance(found, dict) else {}
+
+
+def typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
+    """A policy's `conf` as the kind's `Conf` message (`Timeout.Conf`, ...), so that a module maps it field by
+    field as Kuma's Go configurers do. A Struct spec whose conf does not parse (written before the kind had a
+    validator) reads as an empty conf: it changes nothing rather than failing generation."""
+    out = conf_type()
+    try:
+        json_format.ParseDict(dict(conf(policy)), out, ignore_unknown_fields=True)
+    except json_format.ParseError:
+        return conf_type()
+    return out
 
 
 def ignored_kinds(policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry) -> tuple[Ignored, ...]:

@@ -96,11 +96,12 @@ class Shaper:
         other policies."""
         return {POLICY_TAG_PREFIX + kind: match.winner.meta.name for kind, match in matches}
 
-    def shape_cluster(self, name: str, cluster: cluster_pb2.Cluster, matches: ClusterMatches) -> None:
+    def shape_cluster(self, name: str, cluster: cluster_pb2.Cluster, matches: ClusterMatches, protocol: str) -> None:
+        """`protocol`: the cluster's, as `clusters.protocol_of` gives it."""
         for kind, match in matches:
             module = next(m for m in self._by_target[Target.CLUSTER] if m.kind == kind)
             assert module.cluster is not None  # in _by_target[CLUSTER] only with a cluster hook
-            module.cluster(match, cluster)
+            module.cluster(match, cluster, protocol)
             self._applied.append(Applied(kind, Target.CLUSTER, name, match))
 
     def _route_match(self, kind: str, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]) -> Match | None:
