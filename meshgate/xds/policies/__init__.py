@@ -35,16 +35,19 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import ignored, timeout
+from meshgate.xds.policies import fault_injection, ignored, rate_limit, timeout
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
+    PASS_THROUGH,
     Applied,
     Ignored,
+    LogSite,
     Matcher,
     PolicyModule,
     PolicyRegistry,
     PolicyReport,
+    Resources,
     Target,
     conf,
     ignored_kinds,
@@ -52,19 +55,22 @@ from meshgate.xds.policies.module import (
 
 __all__ = [
     "EMPTY_REPORT",
+    "PASS_THROUGH",
     "REGISTRY",
     "Applied",
     "Ignored",
+    "LogSite",
     "Loser",
     "Match",
     "Matcher",
     "PolicyModule",
     "PolicyRegistry",
     "PolicyReport",
+    "Resources",
     "Target",
     "conf",
     "ignored_kinds",
 ]
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
-REGISTRY = PolicyRegistry([timeout.MODULE, *ignored.MODULES])
+REGISTRY = PolicyRegistry([timeout.MODULE, rate_limit.MODULE, fault_injection.MODULE, *ignored.MODULES])
