@@ -13,6 +13,10 @@ delays measured against generous lower bounds only.
 | `/abort-all`, `/abort-none`, `/abort-half` | the same names | FaultInjection abort 503 at 100%, 0%, 50% |
 | `/delay` | delay | FaultInjection delay 1s at 100% |
 | `/slow` | slow | FaultInjection response bandwidth 1kbps at 100% |
+
+TrafficLog `log-all` (every source, every destination) sends every filter chain's access log to the Mesh's
+default logging backend, a file in the test's directory, in Kuma's default formats; a TCP listener `tcp`
+proxies to an echo backend so that its TCP proxy logs too.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tests.support.envoy import Envoy, free_port, running_envoy
 from tests.support.gateway_harness import (
     AdsServer,
     RecordingBackend,
+    StreamBackend,
     ads_server,
     backend_dataplane,
     builtin_gateway_dataplane,
@@ -45,6 +50,8 @@ from tests.support.gateway_harness import (
     load,
     recording_backend,
     rule,
+    tcp_echo_backend,
+    tcp_route,
 )
 from tests.support.wait import eventually
 
@@ -88,6 +95,7 @@ def policies() -> list[dict[str, Any]]:
                                 conf={"delay": {"percentage": 100, "value": f"{DELAY_SECONDS:g}s"}}),
         factory.fault_injection("slow", destination="slow",
                                 conf={"responseBandwidth": {"percentage": 100, "limit": "1kbps"}}),
+        factory.traffic_log("log-all"),
     ]  # fmt: skip
 
 
@@ -103,7 +111,10 @@ class Rig:
     ads: AdsServer
     envoy: Envoy
     port: int
+    tcp_port: int
     backends: dict[str, RecordingBackend]
+    echo: StreamBackend
+    access_log: Path
     client: httpx.AsyncClient
     snapshot: Snapshot
 
@@ -132,19 +143,33 @@ def push(ads: AdsServer, resources: Mapping[str, Sequence[Resource]], policy_doc
 async def _build(stack: AsyncExitStack, workdir: Path) -> Rig:
     ads = await stack.enter_async_context(ads_server())
     backends = {s: await stack.enter_async_context(recording_backend(s)) for s in SERVICES}
-    port = free_port()
-    listeners = [{"port": port, "protocol": "HTTP", "hostname": "*", "tags": {"listener": "main"}}]
+    echo = await stack.enter_async_context(tcp_echo_backend("echo"))
+    port, tcp_port = free_port(), free_port()
+    listeners = [
+        {"port": port, "protocol": "HTTP", "hostname": "*", "tags": {"listener": "main"}},
+        {"port": tcp_port, "protocol": "TCP", "tags": {"listener": "tcp"}},
+    ]
     rules = [rule({"path": {"match": "PREFIX", "value": f"/{s}"}}, backends=to_http(s)) for s in SERVICES]
     resources = {
         "proxy": [load(builtin_gateway_dataplane("edge-1", "edge"))],
         "gateways": [load(gateway("edge", "edge", listeners))],
-        "routes": [load(http_route("main", rules, selector={"kuma.io/service": "edge"}))],
-        "dataplanes": [load(backend_dataplane(s, b.port, s, protocol=HTTP)) for s, b in backends.items()],
+        "routes": [
+            load(http_route("main", rules, selector={"kuma.io/service": "edge", "listener": "main"})),
+            load(tcp_route("tcp", "echo", selector={"kuma.io/service": "edge", "listener": "tcp"})),
+        ],
+        "dataplanes": [
+            *(load(backend_dataplane(s, b.port, s, protocol=HTTP)) for s, b in backends.items()),
+            load(backend_dataplane("echo", echo.port, "echo")),
+        ],
     }
-    snap = push(ads, resources, policies())
+    access_log = workdir / "access.log"
+    logging = {"defaultBackend": "file", "backends": [{"name": "file", "type": "file",
+                                                       "conf": {"path": str(access_log)}}]}  # fmt: skip
+    mesh = load(factory.mesh(logging=logging))
+    snap = push(ads, resources, policies(), mesh)
     envoy = await stack.enter_async_context(running_envoy(workdir, str(EDGE), ads.port, name="edge"))
     client = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
-    rig = Rig(ads, envoy, port, backends, client, snap)
+    rig = Rig(ads, envoy, port, tcp_port, backends, echo, access_log, client, snap)
 
     async def ready() -> bool:
         try:
@@ -245,3 +270,45 @@ async def test_response_bandwidth_slows_a_large_response(rig: Rig) -> None:
     assert resp.status_code == 200
     assert len(resp.content) > 4096
     assert elapsed >= 1.5, elapsed
+
+
+# --- TrafficLog ------------------------------------------------------------------------------------------
+
+
+def log_lines(rig: Rig) -> list[str]:
+    return rig.access_log.read_text().splitlines() if rig.access_log.exists() else []
+
+
+async def test_access_log_has_one_line_per_http_request_in_kumas_default_format(rig: Rig) -> None:
+    paths = [f"/free/logged-{i}" for i in range(3)]
+    for path in paths:
+        assert (await rig.get(path)).status_code == 200
+
+    async def logged() -> bool:
+        return all(any(p in line for line in log_lines(rig)) for p in paths)
+
+    await eventually(logged, what="the requests in the access log")  # Envoy flushes its log every second
+    for path in paths:
+        (line,) = [line for line in log_lines(rig) if f" {path} " in line]
+        # [time] mesh "GET path protocol" status flags received sent duration upstream-time "xff" "ua" "trace"
+        # "request id" "authority" "source service" "destination service" "source address" "upstream host"
+        assert f'] default "GET {path} HTTP/1.1" 200 - ' in line
+        assert '"gw.example.com" "edge" "*" "127.0.0.1"' in line
+        assert line.endswith(f'"127.0.0.1:{rig.backends["free"].port}"')
+
+
+async def test_access_log_has_one_line_per_tcp_connection_in_kumas_default_format(rig: Rig) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.tcp_port)
+    writer.write(b"ping\n")
+    assert await reader.readline() == b"echo:ping\n"
+    writer.close()
+    await writer.wait_closed()
+    upstream = f"127.0.0.1:{rig.echo.port}"
+
+    async def logged() -> bool:
+        return any(f"->{upstream}(*)" in line for line in log_lines(rig))
+
+    await eventually(logged, what="the TCP connection in the access log")
+    (line,) = [line for line in log_lines(rig) if f"->{upstream}(*)" in line]
+    assert f"] - default 127.0.0.1(edge)->{upstream}(*) took " in line
+    assert "sent 10 bytes, received: 5 bytes" in line  # "echo:ping\n" back, "ping\n" in
