@@ -64,6 +64,18 @@ LIMIT = 3
 DELAY_SECONDS = 1.0
 
 
+LUA_FILTER = """
+name: envoy.filters.http.lua
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+  default_source_code:
+    inline_string: |
+      function envoy_on_response(handle)
+        handle:headers():add("x-proxy-template", "lua")
+      end
+"""
+
+
 def to_http(service: str) -> list[dict[str, Any]]:
     """A backend whose destination names the protocol, as Kuma's FaultInjection destinations must."""
     return [{"weight": 1, "destination": {"kuma.io/service": service, "kuma.io/protocol": HTTP}}]
@@ -96,6 +108,10 @@ def policies() -> list[dict[str, Any]]:
         factory.fault_injection("slow", destination="slow",
                                 conf={"responseBandwidth": {"percentage": 100, "limit": "1kbps"}}),
         factory.traffic_log("log-all"),
+        factory.proxy_template("lua", service="edge", conf={"imports": ["default-proxy"], "modifications": [
+            {"httpFilter": {"operation": "addBefore", "match": {"name": "envoy.filters.http.router"},
+                            "value": LUA_FILTER}},
+        ]}),
     ]  # fmt: skip
 
 
@@ -312,3 +328,17 @@ async def test_access_log_has_one_line_per_tcp_connection_in_kumas_default_forma
     (line,) = [line for line in log_lines(rig) if f"->{upstream}(*)" in line]
     assert f"] - default 127.0.0.1(edge)->{upstream}(*) took " in line
     assert "sent 10 bytes, received: 5 bytes" in line  # "echo:ping\n" back, "ping\n" in
+
+
+# --- ProxyTemplate ---------------------------------------------------------------------------------------
+
+
+async def test_proxy_template_http_filter_is_in_the_config_and_acts(rig: Rig) -> None:
+    section = await rig.envoy.dump_section("ListenersConfigDump")
+    (main,) = [d for d in section["dynamic_listeners"] if d["name"] == f"edge:HTTP:{rig.port}"]
+    (hcm,) = main["active_state"]["listener"]["filter_chains"][0]["filters"]
+    names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert names[-2:] == ["envoy.filters.http.lua", "envoy.filters.http.router"]
+    resp = await rig.get("/free/templated")
+    assert resp.status_code == 200
+    assert resp.headers["x-proxy-template"] == "lua"

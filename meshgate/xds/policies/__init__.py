@@ -35,7 +35,7 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import fault_injection, ignored, rate_limit, timeout, traffic_log
+from meshgate.xds.policies import fault_injection, ignored, proxy_template, rate_limit, timeout, traffic_log
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
@@ -74,5 +74,12 @@ __all__ = [
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
 REGISTRY = PolicyRegistry(
-    [timeout.MODULE, rate_limit.MODULE, fault_injection.MODULE, traffic_log.MODULE, *ignored.MODULES]
+    [
+        timeout.MODULE,
+        rate_limit.MODULE,
+        fault_injection.MODULE,
+        traffic_log.MODULE,
+        proxy_template.MODULE,
+        *ignored.MODULES,
+    ]
 )
