@@ -8,6 +8,9 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 | `cluster` | `Cluster` | each cluster a gateway route reaches | `best_for_cluster`: listener tags, backend tags |
 | `route` | `Route` | each route of a gateway virtual host | `best_for_route`: listener tags, the route's backends |
 | `listener` | `Listener` | each gateway listener | `best_for_route` over every backend of its routes |
+| `http_filter` | (returns an `HttpFilter`) | each gateway HCM one of whose routes the kind's `route` hook shaped | - |
+| `access_log` | (returns an `AccessLog`) | each gateway filter chain | listener tags, `PASS_THROUGH` |
+| `proxy` | `Resources`, all of them | a builtin gateway, last | `best_for_proxy`: gateway tags (`SELECTORS`) |
 
 A module with no hook is a kind Kuma's gateway ignores (TrafficRoute, VirtualOutbound): its policies are
 reported as ignored and change nothing. A kind with policies in the context and no module at all is reported
