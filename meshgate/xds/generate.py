@@ -42,7 +42,7 @@ from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
-from meshgate.xds.policies import Target
+from meshgate.xds.policies import LogSite, Target
 from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
@@ -114,7 +114,8 @@ class _Builder:
     def add(self, type_url: str, name: str, message: Message) -> None:
         self.out[type_url][name] = message
 
-    def finish(self) -> Snapshot:
+    def finish(self, proxy: Resource | None = None) -> Snapshot:
+        """The snapshot; `proxy` (a builtin gateway): the proxy-shaping policies edit its whole config last."""
         for name, (tags, found, matches) in self._destinations.items():
             assignment = clusters.load_assignment(name, found, local_zone=self.index.zone)
             protocol = clusters.protocol_of(tags, found)
@@ -126,6 +127,9 @@ class _Builder:
             if matches:
                 self.shaper.shape_cluster(name, out, matches, protocol)
             self.add(CLUSTER, name, out)
+        if proxy is not None and self.shaper.shapes(Target.PROXY):
+            tags = dict(proxy.spec.networking.gateway.tags)  # type: ignore[attr-defined]
+            self.problems.extend(self.shaper.shape_proxy(tags, proxy.meta.name, self.out))
         return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
 
 
@@ -147,17 +151,18 @@ def _http_listener(
     prefix: str,
     secrets: Mapping[str, bytes],
     backends: list[TagsKey],
+    site: LogSite,
     mtls: Any | None = None,
 ) -> list[Any]:
     """`mtls`: the transport socket of a crossMesh listener; its chain then matches TLS connections only.
-    `backends` collects every route backend, when a listener-shaping policy needs them."""
+    `backends` collects every route backend, when a listener-shaping policy needs them. Each HCM is built
+    after its routes, so that it carries the HTTP filters the policies that shaped them need."""
     tls = lb.protocol == _Listener.HTTPS
-    chains = []
+    chains: list[Any] = []
     for group in lb.groups:
         route_name = f"{lb.name}:{group.hostname}"
-        filters = [listeners.http_connection_manager(prefix, route_name, edge=True)]
-        if lb.connection_limit:
-            filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
+        server_name: str | None = None
+        socket = mtls
         if tls:
             where = f"{lb.name}:{group.hostname}.tls"
             if group.tls is None or group.tls.mode != _TLS.TERMINATE:
@@ -168,20 +173,27 @@ def _http_listener(
             except listeners.CertificateError as err:
                 b.problems.append(f"{err}; filter chain skipped")
                 continue
-            chains.append(listeners.filter_chain(filters, server_name=group.hostname, tls=socket))
+            server_name = group.hostname
         elif mtls is not None:
             # Any SNI, but TLS only: a plaintext client matches no filter chain and is disconnected.
-            chains.append(listeners.filter_chain(filters, server_name="*", tls=mtls))
-        else:
-            chains.append(listeners.filter_chain(filters))
+            server_name = "*"
         config = route_configuration(route_name)
+        shaped: set[str] = set()
         for vh in group.virtual_hosts:
             entries = table.entries(vh.routes)
-            shape = b.shaper.route_shaper(vh.tags, f"{route_name}/{vh.hostname}")
+            shape = b.shaper.route_shaper(vh.tags, f"{route_name}/{vh.hostname}", shaped)
             if b.shaper.shapes(Target.LISTENER):
                 backends.extend(d.tags for entry in entries for d in entry.forward)
             resolve = b.resolver(vh.tags)
             add_virtual_host(config, vh.hostname, entries, listener_port=lb.port, tls=tls, resolve=resolve, shape=shape)
+        logs = b.shaper.access_logs(group.tags, site, f"{lb.name}/{len(chains)}")
+        hcm = listeners.http_connection_manager(
+            prefix, route_name, edge=True, http_filters=b.shaper.http_filters(shaped), access_logs=logs
+        )
+        filters = [hcm]
+        if lb.connection_limit:
+            filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
+        chains.append(listeners.filter_chain(filters, server_name=server_name, tls=socket))
         b.add(ROUTE, route_name, config)
     return chains
 
@@ -198,13 +210,20 @@ def _tcp_clusters(
 
 
 def _tcp_listener(
-    b: _Builder, lb: ListenerBinding, *, prefix: str, secrets: Mapping[str, bytes], backends: list[TagsKey]
+    b: _Builder,
+    lb: ListenerBinding,
+    *,
+    prefix: str,
+    secrets: Mapping[str, bytes],
+    backends: list[TagsKey],
+    site: LogSite,
 ) -> list[Any]:
-    chains = []
+    chains: list[Any] = []
     for group in lb.groups:
         group_routes = {r.meta.name: r for vh in group.virtual_hosts for r in vh.routes}
         routes = [group_routes[k] for k in sorted(group_routes)]
-        filters = [listeners.tcp_proxy(prefix, _tcp_clusters(b, routes, group.tags, backends))]
+        logs = b.shaper.access_logs(group.tags, site, f"{lb.name}/{len(chains)}")
+        filters = [listeners.tcp_proxy(prefix, _tcp_clusters(b, routes, group.tags, backends), access_logs=logs)]
         if lb.connection_limit:
             filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
         if lb.protocol == _Listener.TCP:
@@ -244,21 +263,24 @@ def _gateway(
     binding: GatewayBinding,
     secrets: Mapping[str, bytes],
     cross: CrossMesh | None,
+    mesh: Resource | None,
 ) -> None:
     b.problems.extend(binding.problems)
     address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
     prefix = _service(proxy)
     for lb in binding.listeners:
+        site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=lb.protocol in (_Listener.HTTP, _Listener.HTTPS))
         backends: list[TagsKey] = []
         if lb.cross_mesh:
             mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
             if mtls is None:
                 continue
-            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, mtls=mtls)
+            site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=True)
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, site=site, mtls=mtls)
         elif lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
-            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends)
+            chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, site=site)
         else:
-            chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends)
+            chains = _tcp_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, site=site)
         if not chains:
             b.problems.append(f"{lb.name}: no usable filter chain; listener skipped")
             continue
@@ -380,7 +402,7 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
-            _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh)
-    else:
-        _vip_outbounds(b, proxy, ctx.vips, _outbounds(b, proxy), ctx.cross_mesh)
+            _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource)
+        return b.finish(proxy)
+    _vip_outbounds(b, proxy, ctx.vips, _outbounds(b, proxy), ctx.cross_mesh)
     return b.finish()

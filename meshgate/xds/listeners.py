@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -87,11 +88,21 @@ def _network_filter(name: str, config: Any) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
 
-def http_connection_manager(prefix: str, route_config: str, *, edge: bool) -> listener_components_pb2.Filter:
-    """An HCM that takes its routes over RDS; `edge` adds Kuma's gateway hardening."""
+def http_connection_manager(
+    prefix: str,
+    route_config: str,
+    *,
+    edge: bool,
+    http_filters: Sequence[hcm_pb2.HttpFilter] = (),
+    access_logs: Sequence[accesslog_pb2.AccessLog] = (),
+) -> listener_components_pb2.Filter:
+    """An HCM that takes its routes over RDS; `edge` adds Kuma's gateway hardening. `http_filters` go before
+    the router (Kuma's FilterChainBuilder moves the router last); `access_logs` are its access logs."""
     config = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix(prefix))
     config.rds.config_source.CopyFrom(_ads_source())
     config.rds.route_config_name = route_config
+    config.http_filters.extend(http_filters)
+    config.access_log.extend(access_logs)
     config.http_filters.append(
         hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
     )
@@ -120,9 +131,12 @@ def http_connection_manager(prefix: str, route_config: str, *, edge: bool) -> li
     return _network_filter("envoy.filters.network.http_connection_manager", config)
 
 
-def tcp_proxy(prefix: str, clusters: Sequence[tuple[str, int]]) -> listener_components_pb2.Filter:
+def tcp_proxy(
+    prefix: str, clusters: Sequence[tuple[str, int]], *, access_logs: Sequence[accesslog_pb2.AccessLog] = ()
+) -> listener_components_pb2.Filter:
     """A TCP proxy to one cluster, or split by weight across several (weights must be >= 1)."""
     config = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix(prefix))
+    config.access_log.extend(access_logs)
     if len(clusters) == 1:
         config.cluster = clusters[0][0]
     else:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
-__all__ = ["parse_envoy", "parse_envoy_any"]
+__all__ = ["envoy_message", "parse_envoy", "parse_envoy_any"]
+
+_M = TypeVar("_M", bound=Message)
 
 _UNKNOWN_TYPE = re.compile(r"Can not find message descriptor by type_url: type\.googleapis\.com/([\w.]+)")
 # A resource's Anys nest (a listener's filter's typed_config's …): at most this many packages are loaded.
@@ -64,6 +66,16 @@ def _parse(doc: Any, message: Message) -> None:
                 raise
             message.Clear()
     json_format.ParseDict(doc, message)
+
+
+def envoy_message(text: str, message_type: type[_M]) -> _M:
+    """`text` (YAML or JSON) as a `message_type`; raises ValueError (a ParseError is one) when it is not."""
+    doc = _json(text)
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected an object, got {type(doc).__name__}")
+    out = message_type()
+    _parse(doc, out)
+    return out
 
 
 def parse_envoy(text: str, message_type: type[Message]) -> str | None:

@@ -10,6 +10,9 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 | `cluster` | `Cluster` | each cluster a gateway route reaches | `best_for_cluster`: listener tags, backend tags |
 | `route` | `Route` | each route of a gateway virtual host | `best_for_route`: listener tags, the route's backends |
 | `listener` | `Listener` | each gateway listener | `best_for_route` over every backend of its routes |
+| `http_filter` | (returns an `HttpFilter`) | each gateway HCM one of whose routes the kind's `route` hook shaped | - |
+| `access_log` | (returns an `AccessLog`) | each gateway filter chain | listener tags, `PASS_THROUGH` |
+| `proxy` | `Resources`, all of them | a builtin gateway, last | `best_for_proxy`: gateway tags (`SELECTORS`) |
 
 A module with no hook is a kind Kuma's gateway ignores (TrafficRoute, VirtualOutbound): its policies are
 reported as ignored and change nothing. A kind with policies in the context and no module at all is reported
@@ -38,16 +41,29 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import circuit_breaker, health_check, ignored, retry, timeout
+from meshgate.xds.policies import (
+    circuit_breaker,
+    fault_injection,
+    health_check,
+    ignored,
+    proxy_template,
+    rate_limit,
+    retry,
+    timeout,
+    traffic_log,
+)
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
+    PASS_THROUGH,
     Applied,
     Ignored,
+    LogSite,
     Matcher,
     PolicyModule,
     PolicyRegistry,
     PolicyReport,
+    Resources,
     Target,
     conf,
     ignored_kinds,
@@ -56,15 +72,18 @@ from meshgate.xds.policies.module import (
 
 __all__ = [
     "EMPTY_REPORT",
+    "PASS_THROUGH",
     "REGISTRY",
     "Applied",
     "Ignored",
+    "LogSite",
     "Loser",
     "Match",
     "Matcher",
     "PolicyModule",
     "PolicyRegistry",
     "PolicyReport",
+    "Resources",
     "Target",
     "conf",
     "ignored_kinds",
@@ -72,4 +91,16 @@ __all__ = [
 ]
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
-REGISTRY = PolicyRegistry([timeout.MODULE, retry.MODULE, circuit_breaker.MODULE, health_check.MODULE, *ignored.MODULES])
+REGISTRY = PolicyRegistry(
+    [
+        timeout.MODULE,
+        retry.MODULE,
+        circuit_breaker.MODULE,
+        health_check.MODULE,
+        rate_limit.MODULE,
+        fault_injection.MODULE,
+        traffic_log.MODULE,
+        proxy_template.MODULE,
+        *ignored.MODULES,
+    ]
+)

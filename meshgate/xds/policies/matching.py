@@ -44,6 +44,7 @@ __all__ = [
     "Match",
     "best_for_cluster",
     "best_for_destination",
+    "best_for_proxy",
     "best_for_route",
     "best_for_split",
     "by_source",
@@ -57,6 +58,9 @@ NO_DESTINATION = "no destination selector matches the backend's tags"
 LESS_SPECIFIC = "less specific than the winner"
 OLDER = "as specific as the winner, created earlier (the newest wins a cluster)"
 NAME_AFTER = "as specific and as old as the winner, its name sorts after the winner's"
+NO_SELECTOR = "no selector matches the proxy's tags"
+PROXY_LESS_SPECIFIC = "its best selector is less specific than the winner's"
+PROXY_OLDER = "as specific as the winner, created earlier (the newest wins a proxy)"
 NO_BACKEND_WON = "not the best match for any backend of the route"
 NOT_INDEXED = "its destination names neither the backend's service nor * (Kuma indexes route policies by service)"
 NOT_WILDCARD = "a policy with a * service destination is preferred for a route"
@@ -221,3 +225,30 @@ def best_for_route(
     policies = tuple(policies)
     candidates = by_source(policies, listener_tags)
     return best_for_split(policies, [(tags, best_for_destination(candidates, tags)) for tags in backends])
+
+
+def best_for_proxy(policies: Iterable[Resource], tags: Mapping[str, str]) -> Match | None:
+    """The dataplane policy (ProxyTemplate) that applies to a proxy with `tags`, or None. Kuma 2.7's
+    `SelectDataplanePolicy` (`core/policy/dataplane_matcher.go:28-60`): in name order, a policy's matching
+    selectors are ranked, no selectors or an empty one matching everything with rank 0; a higher rank, or an
+    equal one created later, takes over."""
+    best: tuple[Resource, Rank] | None = None
+    ranked: list[tuple[Resource, Rank]] = []
+    losers: list[Loser] = []
+    for policy in sorted(policies, key=lambda p: p.meta.name):
+        found = selectors(policy, "selectors")
+        ranks = [rank(s) if s else Rank() for s in found if selector_matches(s, tags)] if found else [Rank()]
+        if not ranks:
+            losers.append(Loser(policy, NO_SELECTOR))
+            continue
+        for r in ranks:
+            if best is None or r > best[1] or (r == best[1] and _created(policy) > _created(best[0])):
+                best = (policy, r)
+        ranked.append((policy, max(ranks)))
+    if best is None:
+        return None
+    winner, top = best
+    for policy, r in ranked:
+        if policy is not winner:
+            losers.append(Loser(policy, PROXY_LESS_SPECIFIC if r < top else PROXY_OLDER))
+    return Match(winner, top, tuple(sorted(losers, key=lambda lo: lo.policy.meta.name)))

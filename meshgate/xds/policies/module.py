@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -22,15 +24,18 @@ from meshgate.xds.policies.matching import Loser, Match
 __all__ = [
     "EMPTY_REPORT",
     "IGNORED_BY_KUMA",
+    "PASS_THROUGH",
     "UNSUPPORTED",
     "Applied",
     "Ignored",
+    "LogSite",
     "Loser",
     "Match",
     "Matcher",
     "PolicyModule",
     "PolicyRegistry",
     "PolicyReport",
+    "Resources",
     "Target",
     "conf",
     "ignored_kinds",
@@ -45,20 +50,46 @@ class Target(StrEnum):
     LISTENER = "listener"
     ROUTE = "route"
     CLUSTER = "cluster"
+    ACCESS_LOG = "access log"  # a filter chain's access log: `<listener>/<filter chain index>`
+    PROXY = "proxy"  # the proxy's whole generated config
 
 
 class Matcher(StrEnum):
     """How a kind's policies are matched. Kuma's `targetRef` policies will add their own."""
 
     CONNECTION = "sources/destinations"  # matching.py
+    SELECTORS = "selectors"  # matching.best_for_proxy: Kuma's dataplane policies (ProxyTemplate)
 
 
-# The third argument is the cluster's protocol (`clusters.protocol_of`: "http", "http2", "grpc", "tcp"), which
-# Kuma's cluster configurers take too (`clusters.Timeout(conf, protocol)`, `clusters.HealthCheck(protocol, hc)`):
-# the Cluster message alone does not tell an HTTP/1.1 cluster from a TCP one.
+# The destination a gateway's access log is matched against: Kuma indexes a gateway's TrafficLog by its
+# pass-through service (filter_chain_generator.go:250-263), since a listener reaches many destinations.
+PASS_THROUGH = {"kuma.io/service": "pass_through"}
+
+
+@dataclass(frozen=True, slots=True)
+class LogSite:
+    """Where an access log goes: a gateway filter chain, HTTP (its HCM) or TCP (its TCP proxy)."""
+
+    mesh: Resource | None  # the Mesh (its `logging` backends); None until KDS has brought it
+    mesh_name: str
+    address: str  # the proxy's address (Kuma's %KUMA_SOURCE_ADDRESS%)
+    service: str  # the gateway's service (Kuma's %KUMA_SOURCE_SERVICE%)
+    http: bool
+
+
+# A proxy's generated resources by type URL, then name, in generation order; a PROXY hook edits it in place.
+Resources = dict[str, dict[str, Message]]
+
+# The cluster's protocol (http, http2, grpc, tcp) is passed too: Kuma's configurers branch on it.
 ClusterHook = Callable[[Match, cluster_pb2.Cluster, str], None]
 RouteHook = Callable[[Match, route_components_pb2.Route], None]
 ListenerHook = Callable[[Match, listener_pb2.Listener], None]
+# The HTTP filter the kind's route hook relies on (its per-route config is read by it), put before the router
+# in each gateway HCM one of whose routes the kind shaped.
+HttpFilterHook = Callable[[], hcm_pb2.HttpFilter]
+AccessLogHook = Callable[[Match, LogSite], accesslog_pb2.AccessLog | None]
+# Returns what it could not apply (problems), applied or not: one entry per refused modification.
+ProxyHook = Callable[[Resource, Resources], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +98,20 @@ class PolicyModule:
     cluster: ClusterHook | None = None
     route: RouteHook | None = None
     listener: ListenerHook | None = None
+    http_filter: HttpFilterHook | None = None  # with `route`: the filter its per-route config is for
+    access_log: AccessLogHook | None = None
+    proxy: ProxyHook | None = None  # with Matcher.SELECTORS: the winner for the proxy edits its resources
     matcher: Matcher = Matcher.CONNECTION
 
     @property
     def targets(self) -> frozenset[Target]:
-        hooks = {Target.CLUSTER: self.cluster, Target.ROUTE: self.route, Target.LISTENER: self.listener}
+        hooks: dict[Target, object] = {
+            Target.CLUSTER: self.cluster,
+            Target.ROUTE: self.route,
+            Target.LISTENER: self.listener,
+            Target.ACCESS_LOG: self.access_log,
+            Target.PROXY: self.proxy,
+        }
         return frozenset(target for target, hook in hooks.items() if hook is not None)
 
     @property

@@ -1,8 +1,11 @@
 """`Shaper`: applies a context's policies to one proxy's generated config, through the modules' hooks. Pure.
 
-`generate` makes one per proxy and calls it at three points: when a gateway route resolves a backend to a
+`generate` makes one per proxy and calls it at these points: when a gateway route resolves a backend to a
 cluster (`cluster_matches`, then `shape_cluster` when the cluster is built), when a virtual host's route is
-built (`route_shaper`), and when a gateway listener is built (`shape_listener`). A context without policies
+built (`route_shaper`, which records the kinds that shaped a route), when a gateway HTTP connection manager is
+built after its routes (`http_filters`: the filters those kinds' per-route configs are for), when a gateway
+filter chain is built (`access_logs`, for its HCM or TCP proxy), when a gateway listener is built
+(`shape_listener`), and once the whole config is built (`shape_proxy`). A context without policies
 for an applied kind makes every call a no-op that returns at once, so config without policies is built exactly
 as before the seam existed. Matching is cached per listener's tags (Kuma computes candidates by source once
 per listener host) and per backend, since a gateway has many routes to few backends.
@@ -12,17 +15,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshgate.resources.model import Resource
-from meshgate.xds.policies.matching import Candidates, Match, best_for_destination, best_for_split, by_source
+from meshgate.xds.policies.matching import (
+    Candidates,
+    Match,
+    best_for_destination,
+    best_for_proxy,
+    best_for_split,
+    by_source,
+)
 from meshgate.xds.policies.module import (
+    PASS_THROUGH,
     Applied,
+    LogSite,
     PolicyModule,
     PolicyRegistry,
     PolicyReport,
+    Resources,
     Target,
     ignored_kinds,
 )
@@ -112,10 +127,10 @@ class Shaper:
         return self._route[key]
 
     def route_shaper(
-        self, listener_tags: Mapping[str, str], where: str
+        self, listener_tags: Mapping[str, str], where: str, shaped: set[str] | None = None
     ) -> Callable[[Entry, route_components_pb2.Route], None] | None:
         """A `virtual_hosts.RouteShaper` for the routes of one virtual host (`where`: `<config>/<host>`), or
-        None when no route-shaping kind has policies."""
+        None when no route-shaping kind has policies. `shaped` collects the kinds that shaped a route."""
         modules = self._by_target[Target.ROUTE]
         if not modules:
             return None
@@ -128,8 +143,47 @@ class Shaper:
                     assert module.route is not None
                     module.route(match, route)
                     self._applied.append(Applied(module.kind, Target.ROUTE, f"{where}/{entry.route}", match))
+                    if shaped is not None:
+                        shaped.add(module.kind)
 
         return shape
+
+    def http_filters(self, shaped: set[str]) -> list[hcm_pb2.HttpFilter]:
+        """The HTTP filters, in kind order, that the kinds in `shaped` (from `route_shaper`) need in the HCM in
+        front of the routes they shaped. Empty when none: the HCM is then built as before the seam."""
+        return [
+            module.http_filter()
+            for module in self._by_target[Target.ROUTE]
+            if module.kind in shaped and module.http_filter is not None
+        ]
+
+    def access_logs(self, listener_tags: Mapping[str, str], site: LogSite, where: str) -> list[accesslog_pb2.AccessLog]:
+        """The access logs of one gateway filter chain (`where`: `<listener>/<index>`), for its HCM or TCP proxy:
+        each access-log kind's policy for the listener's tags and Kuma's pass-through destination."""
+        out = []
+        for module in self._by_target[Target.ACCESS_LOG]:
+            match = self._backend_match(module.kind, listener_tags, tags_key(PASS_THROUGH))
+            if match is None:
+                continue
+            assert module.access_log is not None
+            found = module.access_log(match, site)
+            if found is not None:
+                out.append(found)
+                self._applied.append(Applied(module.kind, Target.ACCESS_LOG, where, match))
+        return out
+
+    def shape_proxy(self, proxy_tags: Mapping[str, str], name: str, resources: Resources) -> list[str]:
+        """Applies each proxy-shaping kind's policy for a proxy with `proxy_tags` (its name `name`) to its
+        whole generated config, last; returns the problems the hooks report."""
+        problems: list[str] = []
+        for module in self._by_target[Target.PROXY]:
+            match = best_for_proxy(self._policies[module.kind], proxy_tags)
+            if match is None:
+                continue
+            assert module.proxy is not None
+            problems.extend(module.proxy(match.winner, resources))
+            self._applied.append(Applied(module.kind, Target.PROXY, name, match))
+        return problems
 
     def shape_listener(
         self, listener: listener_pb2.Listener, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]
