@@ -41,6 +41,8 @@ from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
+from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
+from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
 from meshgate.xds.policies import Target
 from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
@@ -60,14 +62,24 @@ _WILDCARD_ADDRESS = "0.0.0.0"  # where listeners.listener binds an outbound whos
 class _Builder:
     """Collects resources for one proxy, and the clusters that routes and proxies name."""
 
-    def __init__(self, index: clusters.EndpointIndex, shaper: Shaper) -> None:
+    def __init__(
+        self,
+        index: clusters.EndpointIndex,
+        shaper: Shaper,
+        external: ExternalServiceIndex | None = None,
+        secrets: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.index = index
         self.shaper = shaper
+        self.external = external if external is not None else ExternalServiceIndex(())
+        self.secrets = secrets or {}
         self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
         self.problems: list[str] = []
         # cluster name -> (destination tags, their endpoints, the policies that shape it): looked up once, when a
         # route first names them.
         self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint], ClusterMatches]] = {}
+        # The same for destinations an ExternalService serves (`external_services`): they win over Dataplanes.
+        self._external: dict[str, tuple[dict[str, str], list[Resource], ClusterMatches]] = {}
         self._resolved: dict[table.Tags, str] = {}
         self._shaped: dict[tuple[TagsKey, table.Tags], str] = {}
 
@@ -75,12 +87,22 @@ class _Builder:
         """`EndpointIndex.resolve`, remembering the endpoints so that `finish` need not look them up again."""
         name = self._resolved.get(dest.tags)  # the weight plays no part in the cluster
         if name is None:
-            tags = dest.tag_map
-            found = self.index.matching(tags)
-            name = clusters.cluster_name(tags) if found else UNRESOLVED_BACKEND
+            name = self._target(dest.tag_map, ())
             self._resolved[dest.tags] = name
-            if found:
-                self._destinations.setdefault(name, (tags, found, ()))
+        return name
+
+    def _target(self, tags: dict[str, str], matches: ClusterMatches) -> str:
+        """The cluster of destination `tags` shaped by `matches`, remembered for `finish`; an ExternalService
+        that matches wins over the mesh's Dataplanes (Kuma's gateway cluster generator)."""
+        external = self.external.matching(tags) if self.external else []
+        found = [] if external else self.index.matching(tags)
+        if not external and not found:
+            return UNRESOLVED_BACKEND
+        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)} if matches else tags)
+        if external:
+            self._external.setdefault(name, (tags, external, matches))
+        else:
+            self._destinations.setdefault(name, (tags, found, matches))
         return name
 
     def resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
@@ -103,13 +125,7 @@ class _Builder:
         matches = self.shaper.cluster_matches(listener_tags, dest.tags)
         if not matches:
             return self.resolve(dest)
-        tags = dest.tag_map
-        found = self.index.matching(tags)
-        if not found:
-            return UNRESOLVED_BACKEND
-        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)})
-        self._destinations.setdefault(name, (tags, found, matches))
-        return name
+        return self._target(dest.tag_map, matches)
 
     def add(self, type_url: str, name: str, message: Message) -> None:
         self.out[type_url][name] = message
@@ -123,6 +139,16 @@ class _Builder:
             else:
                 out = clusters.cluster(name, protocol)
                 self.add(ENDPOINT, name, assignment)
+            if matches:
+                self.shaper.shape_cluster(name, out, matches)
+            self.add(CLUSTER, name, out)
+        for name, (tags, services, matches) in self._external.items():
+            try:
+                out = external_cluster(name, services, protocol_of_external(tags, services), secrets=self.secrets)
+            except ExternalServiceError as err:
+                # The routes name it: Envoy answers their share with the cluster-not-found status (500).
+                self.problems.append(f"{err}; cluster {name} skipped")
+                continue
             if matches:
                 self.shaper.shape_cluster(name, out, matches)
             self.add(CLUSTER, name, out)
@@ -373,7 +399,7 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
     and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
-    b = _Builder(ctx.index, Shaper(ctx.policies, ctx.modules))
+    b = _Builder(ctx.index, Shaper(ctx.policies, ctx.modules), ExternalServiceIndex(ctx.external_services), ctx.secrets)
     if is_builtin_gateway(proxy):
         gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:
