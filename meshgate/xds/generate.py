@@ -44,7 +44,7 @@ from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
 from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
 from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
-from meshgate.xds.policies import Target
+from meshgate.xds.policies import Target, denial
 from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
@@ -75,6 +75,8 @@ class _Builder:
         self.secrets = secrets or {}
         self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
         self.problems: list[str] = []
+        # A gate denied a backend of the listener being built (`policies.denial`): it needs the RBAC filter.
+        self.forbidding = False
         # cluster name -> (destination tags, their endpoints, the policies that shape it): looked up once, when a
         # route first names them.
         self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint], ClusterMatches]] = {}
@@ -108,8 +110,19 @@ class _Builder:
     def resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
         """`resolve` for the routes of a gateway listener with `listener_tags`: a backend whose cluster a policy
         shapes gets a cluster of its own (`policies.shaper`). Without cluster-shaping policies, `resolve`."""
-        if not self.shaper.shapes(Target.CLUSTER):
-            return self.resolve
+        base = self.resolve if not self.shaper.shapes(Target.CLUSTER) else self._shaped_resolver(listener_tags)
+        if not self.shaper.gates:
+            return base
+
+        def gated(dest: Destination) -> str:
+            if self.shaper.denied(listener_tags, dest.tags):
+                self.forbidding = True
+                return denial.forbidden_cluster(dest.tag_map.get(TAG_SERVICE, ""))
+            return base(dest)
+
+        return gated
+
+    def _shaped_resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
         key = tags_key(listener_tags)
 
         def resolve(dest: Destination) -> str:
@@ -208,6 +221,8 @@ def _http_listener(
                 backends.extend(d.tags for entry in entries for d in entry.forward)
             resolve = b.resolver(vh.tags)
             add_virtual_host(config, vh.hostname, entries, listener_port=lb.port, tls=tls, resolve=resolve, shape=shape)
+        if b.forbidding:
+            denial.forbid_shares(config)
         b.add(ROUTE, route_name, config)
     return chains
 
@@ -276,6 +291,7 @@ def _gateway(
     prefix = _service(proxy)
     for lb in binding.listeners:
         backends: list[TagsKey] = []
+        b.forbidding = False
         if lb.cross_mesh:
             mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
             if mtls is None:
@@ -289,6 +305,8 @@ def _gateway(
             b.problems.append(f"{lb.name}: no usable filter chain; listener skipped")
             continue
         out = listeners.listener(lb.name, address, lb.port, chains, gateway=True)
+        if b.forbidding:
+            denial.install_rbac(out)
         b.shaper.shape_listener(out, lb.tags, backends)
         b.add(LISTENER, lb.name, out)
 
@@ -399,7 +417,8 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
     and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
-    b = _Builder(ctx.index, Shaper(ctx.policies, ctx.modules), ExternalServiceIndex(ctx.external_services), ctx.secrets)
+    shaper = Shaper(ctx.policies, ctx.modules, ctx.mesh_resource)
+    b = _Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets)
     if is_builtin_gateway(proxy):
         gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:

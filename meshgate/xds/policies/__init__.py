@@ -9,6 +9,10 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 | `route` | `Route` | each route of a gateway virtual host | `best_for_route`: listener tags, the route's backends |
 | `listener` | `Listener` | each gateway listener | `best_for_route` over every backend of its routes |
 
+A `gate` hook (`(Gate) -> reason | None`) is asked for every backend of every gateway route, whether or not the
+kind has policies, and denies it: Envoy then answers 403 for that backend's share of the route (`denial.py`);
+TrafficPermission is one (`trafficpermission.py`, interim gateway-side enforcement until sidecars exist).
+
 A module with no hook is a kind Kuma's gateway ignores (TrafficRoute, VirtualOutbound): its policies are
 reported as ignored and change nothing. A kind with policies in the context and no module at all is reported
 as unsupported. `REGISTRY` holds the modules `generate` applies by default; a `MeshContext` may carry another
@@ -35,11 +39,13 @@ Errors: none raised. A hook must not raise for a policy the kind's validator acc
 
 from __future__ import annotations
 
-from meshgate.xds.policies import ignored, timeout
+from meshgate.xds.policies import ignored, timeout, trafficpermission
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
     Applied,
+    Denied,
+    Gate,
     Ignored,
     Matcher,
     PolicyModule,
@@ -54,6 +60,8 @@ __all__ = [
     "EMPTY_REPORT",
     "REGISTRY",
     "Applied",
+    "Denied",
+    "Gate",
     "Ignored",
     "Loser",
     "Match",
@@ -67,4 +75,4 @@ __all__ = [
 ]
 
 # The modules `generate` applies unless a MeshContext carries its own registry.
-REGISTRY = PolicyRegistry([timeout.MODULE, *ignored.MODULES])
+REGISTRY = PolicyRegistry([timeout.MODULE, trafficpermission.MODULE, *ignored.MODULES])

@@ -23,6 +23,9 @@ __all__ = [
     "IGNORED_BY_KUMA",
     "UNSUPPORTED",
     "Applied",
+    "Denied",
+    "Gate",
+    "GateHook",
     "Ignored",
     "Loser",
     "Match",
@@ -54,11 +57,28 @@ ListenerHook = Callable[[Match, listener_pb2.Listener], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Gate:
+    """What a `gate` hook decides on: may the gateway listener with `source` tags reach the backend with
+    `backend` tags? Asked for every backend, whether or not the kind has policies (no policy may mean deny)."""
+
+    policies: tuple[Resource, ...]  # every policy of the kind in the mesh, by name
+    mesh: Resource | None  # the Mesh (mTLS decides whether permissions are enforced)
+    source: Mapping[str, str]
+    backend: Mapping[str, str]
+
+
+# A denial reason, or None when the backend may be reached.
+GateHook = Callable[[Gate], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyModule:
     kind: str  # the resource kind, as in `type`: "Timeout"
     cluster: ClusterHook | None = None
     route: RouteHook | None = None
     listener: ListenerHook | None = None
+    # Denies backends (`policies.denial` makes Envoy answer 403 for their share); asked for every backend.
+    gate: GateHook | None = None
     matcher: Matcher = Matcher.CONNECTION
 
     @property
@@ -69,7 +89,7 @@ class PolicyModule:
     @property
     def ignored(self) -> bool:
         """Kuma's gateway ignores the kind: reported, never applied."""
-        return not self.targets
+        return not self.targets and self.gate is None
 
 
 class PolicyRegistry:
@@ -104,6 +124,16 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True)
+class Denied:
+    """A backend the `kind`'s gate denied to the listener with `source` tags, and why."""
+
+    kind: str
+    backend: tuple[tuple[str, str], ...]  # its tags, sorted
+    source: tuple[tuple[str, str], ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     kind: str
     policies: tuple[str, ...]  # their names
@@ -118,6 +148,7 @@ UNSUPPORTED = "meshgate has no gateway module for this kind yet"
 class PolicyReport:
     applied: tuple[Applied, ...] = ()
     ignored: tuple[Ignored, ...] = ()
+    denied: tuple[Denied, ...] = ()
 
 
 EMPTY_REPORT = PolicyReport()
