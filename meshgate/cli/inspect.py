@@ -223,6 +223,9 @@ def render_policies(body: Doc) -> str:
     for ignored in body.get("ignored") or []:
         names = ", ".join(ignored.get("policies") or [])
         lines.append(f"  {ignored.get('type', '')} (ignored: {ignored.get('reason', '')}): {names}")
+    for denied in body.get("denied") or []:
+        service = (denied.get("backend") or {}).get("kuma.io/service", "")
+        lines.append(f"  {denied.get('type', '')} denies {service} (403): {denied.get('reason', '')}")
     lines.extend(f"  problem: {p}" for p in body.get("problems") or [])
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,7 @@ say why a policy lost:
      "applied": [{"type": "Timeout", "target": "listener" | "route" | "cluster", "name": <Envoy name>,
                   "policy": {"mesh", "name"}, "losers": [{"name", "reason"}]}],
      "ignored": [{"type": "TrafficRoute", "policies": [names], "reason"}],
+     "denied": [{"type": "TrafficPermission", "backend": {tags}, "reason"}],  (answered 403)
      "problems": [what generation skipped]}
 
 **Where it is computed.** On the zone from the zone's store, as its xDS loop does (`read_mesh_context` reads the
@@ -170,6 +171,7 @@ def dataplane_policies(dataplane: Resource, ctx: MeshContext, *, name: str | Non
             for a in report.applied
         ],
         "ignored": [{"type": i.kind, "policies": list(i.policies), "reason": i.reason} for i in report.ignored],
+        "denied": [{"type": d.kind, "backend": dict(d.backend), "reason": d.reason} for d in report.denied],
         "problems": list(snapshot.problems),
     }
 
