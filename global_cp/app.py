@@ -40,6 +40,7 @@ from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
 from meshgate.rest.cp_config import config_route
 from meshgate.rest.inspect import gateway_dataplanes_route
+from meshgate.rest.policy_inspect import global_policies_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -222,6 +223,7 @@ async def run_global(
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
+                global_policies_route(store),
                 token_route(zone_tokens),
                 dataplane_token_route(dataplane_tokens, store, role="global"),
                 user_token_route(user_tokens),

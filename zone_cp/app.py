@@ -35,6 +35,7 @@ from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.cp_config import config_route
 from meshgate.rest.inspect import gateway_dataplanes_route
 from meshgate.rest.overviews import Annotation, dataplane_overview_routes
+from meshgate.rest.policy_inspect import zone_policies_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
 from meshgate.store.protocol import ResourceStore
@@ -290,6 +291,7 @@ async def _serve(
             *dataplane_overview_routes(store, annotate, local_zone=cfg.zone),
             gateway_dataplanes_route(store),
             zone_config_dump_route(dumper),
+            zone_policies_route(store, cfg.zone),
             dataplane_token_route(dataplane_tokens, store, role="zone"),
             gateways.status_route(),
             dns.route(),

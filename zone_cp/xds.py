@@ -34,7 +34,7 @@ from meshgate.store.watch import WatchLog, reconcile_forever
 from meshgate.transport.ads_server import SnapshotStore
 from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
-from meshgate.xds.context import MeshContext, policy_kinds, watched_kinds
+from meshgate.xds.context import MeshContext, context_kinds, policy_kinds, watched_kinds
 from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.vips import VipOutbound
 
@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 # Derived from the descriptors: a policy kind added to the registry is watched and read with no edit here.
 _SHAPING_KINDS = watched_kinds()
 _POLICY_KINDS = policy_kinds()
+_CONTEXT_KINDS = context_kinds()  # ExternalService
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
 # outbounds live 24 h and are re-issued at half-life (meshgate/mtls), which only a regeneration can deliver. An
 # unchanged snapshot sends Envoy nothing.
@@ -168,6 +169,7 @@ class ZoneXds(SnapshotStore):
             vips=self._vips(mesh) if self._vips is not None else (),
             cross_mesh=cross_mesh,
             policies={kind: await self._all(kind, mesh) for kind in _POLICY_KINDS},
+            resources={kind: await self._all(kind, mesh) for kind in _CONTEXT_KINDS},
         )
 
     async def regenerate(self) -> None:

@@ -5,6 +5,9 @@ questions people ask first, plus IN FLIGHT (responses awaiting an ACK: how many,
 WARNINGS (stalls, lapsed health checks, oversized resources), so a stuck stream shows up in the overview.
 `inspect zone NAME` opens one zone: every kind, both directions, with the last NACK and what it named.
 `inspect dataplane NAME --mesh M --type config-dump` prints a proxy's Envoy config dump, against a zone or the global.
+`inspect dataplane NAME --type policies` (kumactl's default type) prints, for a builtin gateway, which policy of each
+kind shaped which listener, route and cluster, the policies that lost and why, and the kinds the gateway ignores
+(meshgate.rest.policy_inspect computes it, on the zone or the global alike).
 `inspect vips --mesh M` lists a zone's `.mesh` names: VIP, ports and the Dataplanes or gateway behind each.
 The renderers are plain functions of the JSON and a `now`, so tests pin their output.
 """
@@ -25,7 +28,7 @@ from meshgate.cli.client import ApiResponseError
 from meshgate.cli.context import api_errors, fail, settings_of
 from meshgate.cli.output import OutputFormat, age, table
 
-__all__ = ["app", "render_vips", "render_zone", "render_zones"]
+__all__ = ["app", "render_policies", "render_vips", "render_zone", "render_zones"]
 
 app = typer.Typer(
     help="Inspect zones and their KDS streams (on the global), and proxies' Envoy config.", no_args_is_help=True
@@ -197,6 +200,34 @@ def inspect_zone(
 
 class InspectType(StrEnum):
     CONFIG_DUMP = "config-dump"
+    POLICIES = "policies"
+
+
+def render_policies(body: Doc) -> str:
+    """A gateway's policy report, grouped by kind: the target each policy shaped, then each loser and why."""
+    if body.get("kind") != "MeshGatewayDataplane":
+        return "no policies: meshgate applies policies to builtin gateways only\n"
+    gateway = body.get("gateway") or {}
+    lines = [f"MESHGATEWAY {gateway.get('name', '')} (mesh {gateway.get('mesh', '')}):"]
+    applied: list[Doc] = list(body.get("applied") or [])
+    if not applied:
+        lines.append("  no policy shapes this gateway")
+    kind = None
+    for item in applied:
+        if item.get("type") != kind:
+            kind = item.get("type")
+            lines.append(f"  {kind}")
+        policy = (item.get("policy") or {}).get("name", "")
+        lines.append(f"    {str(item.get('target', '')).upper()} {item.get('name', '')}: {policy}")
+        lines.extend(f"      lost: {lo.get('name', '')}: {lo.get('reason', '')}" for lo in item.get("losers") or [])
+    for ignored in body.get("ignored") or []:
+        names = ", ".join(ignored.get("policies") or [])
+        lines.append(f"  {ignored.get('type', '')} (ignored: {ignored.get('reason', '')}): {names}")
+    for denied in body.get("denied") or []:
+        service = (denied.get("backend") or {}).get("kuma.io/service", "")
+        lines.append(f"  {denied.get('type', '')} denies {service} (403): {denied.get('reason', '')}")
+    lines.extend(f"  problem: {p}" for p in body.get("problems") or [])
+    return "\n".join(lines) + "\n"
 
 
 @app.command("dataplane")
@@ -206,18 +237,26 @@ def inspect_dataplane(
     mesh: Annotated[str, typer.Option("--mesh", "-m", help="The mesh.")] = "default",
     kind: Annotated[InspectType, typer.Option("--type", help="What to show.")] = InspectType.CONFIG_DUMP,
     include_eds: Annotated[bool, typer.Option("--include-eds", help="Include endpoints (EDS) in the dump.")] = False,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
-    """A proxy's Envoy config dump (JSON): from its admin on a zone, or asked of its zone over KDS on the global."""
-    params = {"include_eds": "true"} if include_eds else {}
+    """A proxy's Envoy config dump (JSON): from its admin on a zone, or asked of its zone over KDS on the global.
+    `--type policies`: which policy shaped each gateway listener, route and cluster, and why others lost."""
+    policies = kind is InspectType.POLICIES
+    params = {"include_eds": "true"} if include_eds and not policies else {}
+    leaf = "policies" if policies else "xds"
     with settings_of(ctx).client() as client, api_errors(f'inspect dataplane "{name}"'):
         try:
-            body = client.get_json(f"/meshes/{quote(mesh, safe='')}/dataplanes/{quote(name, safe='')}/xds", params)
+            body = client.get_json(f"/meshes/{quote(mesh, safe='')}/dataplanes/{quote(name, safe='')}/{leaf}", params)
         except ApiResponseError as exc:
             if exc.status == 404:
                 fail(f'there is no Dataplane with name "{name}" in mesh "{mesh}"')
             raise
-    assert kind is InspectType.CONFIG_DUMP
-    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    if not policies:
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    elif output is OutputFormat.TABLE:
+        typer.echo(render_policies(body), nl=False)
+    else:
+        typer.echo(dump(body, output), nl=False)
 
 
 def render_vips(items: Sequence[Doc]) -> str:

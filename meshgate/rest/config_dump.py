@@ -30,7 +30,7 @@ from meshgate.transport.xds_configs import (
     ZoneOffline,
 )
 
-__all__ = ["global_config_dump_route", "zone_config_dump_route"]
+__all__ = ["find_dataplane", "global_config_dump_route", "zone_config_dump_route"]
 
 PATH = "/meshes/{mesh}/dataplanes/{name}/xds"
 TITLE = "Could not get the config dump"
@@ -62,7 +62,9 @@ def zone_config_dump_route(dumper: ConfigDumper) -> ExtraRoute:
     return ExtraRoute("GET", PATH, handler, "A connected proxy's Envoy config dump, from its admin port")
 
 
-async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:
+async def find_dataplane(store: ResourceStore, mesh: str, name: str) -> Resource:
+    """The Dataplane stored as `name`, else the one whose `kuma.io/display-name` is `name` (404, or 409 when
+    several zones have one)."""
     try:
         return await store.get(ResourceKey(kinds.DATAPLANE, mesh, name))
     except NotFoundError:
@@ -79,7 +81,7 @@ async def _find(store: ResourceStore, mesh: str, name: str) -> Resource:
 def global_config_dump_route(store: ResourceStore, broker: XDSConfigBroker) -> ExtraRoute:
     async def handler(request: web.Request) -> web.Response:
         mesh, name = request.match_info["mesh"], request.match_info["name"]
-        dataplane = await _find(store, mesh, name)
+        dataplane = await find_dataplane(store, mesh, name)
         zone = dataplane.meta.labels.get(LABEL_ZONE, "")
         if not zone:
             raise ApiError(502, TITLE, f'Dataplane "{name}" has no {LABEL_ZONE} label: no zone to ask')

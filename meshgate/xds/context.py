@@ -10,6 +10,10 @@ kinds feed it is derived from the kind descriptors (`policy_kinds`): every mesh-
 `KindDescriptor.policy` that the global sends to zones, so registering a new policy kind is enough for the
 zone to watch and read it. `watched_kinds` is that plus the kinds generation reads today.
 
+**Other resources.** `resources` maps every other kind the zone receives from the global and does not read by
+name (`context_kinds`: mesh-scoped, sent to zones, not a policy, not in `BASE_KINDS`; today ExternalService, which
+a gateway route may name as a backend) to the mesh's resources of that kind, so such a kind also needs no wiring.
+
 Errors: none. A context may hold another mesh's resources (a test passing a whole world); generation keeps to
 the proxy's mesh where it matters (gateway selection, endpoints, route binding).
 """
@@ -17,7 +21,7 @@ the proxy's mesh where it matters (gateway selection, endpoints, route binding).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from meshgate.resources import kinds, registry
@@ -29,7 +33,7 @@ from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.policies import REGISTRY, PolicyRegistry
 from meshgate.xds.vips import VipOutbound
 
-__all__ = ["BASE_KINDS", "MeshContext", "policy_kinds", "watched_kinds"]
+__all__ = ["BASE_KINDS", "MeshContext", "context_kinds", "policy_kinds", "watched_kinds"]
 
 # What generation read before there were policies: a change to any of them can change a proxy's config.
 BASE_KINDS = (kinds.MESH, kinds.SECRET, kinds.MESH_GATEWAY, kinds.MESH_GATEWAY_ROUTE, kinds.DATAPLANE)
@@ -41,9 +45,17 @@ def policy_kinds(descriptors: Iterable[KindDescriptor] = registry.KINDS) -> tupl
     return tuple(d.name for d in descriptors if d.policy and d.mesh_scoped and d.sends_to_zone())
 
 
+def context_kinds(descriptors: Iterable[KindDescriptor] = registry.KINDS) -> tuple[str, ...]:
+    """The other kinds a zone feeds into generation (`MeshContext.resources`): mesh-scoped, sent from the global
+    to zones, neither a policy nor a base kind. In registry order."""
+    return tuple(
+        d.name for d in descriptors if not d.policy and d.mesh_scoped and d.sends_to_zone() and d.name not in BASE_KINDS
+    )
+
+
 def watched_kinds(descriptors: Iterable[KindDescriptor] = registry.KINDS) -> frozenset[str]:
-    """Every kind whose change may change a proxy's config: the base kinds and the policy kinds."""
-    return frozenset((*BASE_KINDS, *policy_kinds(descriptors)))
+    """Every kind whose change may change a proxy's config: the base kinds, the policy kinds and the others."""
+    return frozenset((*BASE_KINDS, *policy_kinds(descriptors), *context_kinds(descriptors)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,12 @@ class MeshContext:
     policies: Mapping[str, tuple[Resource, ...]]  # kind -> the mesh's policies of that kind, by name
     # The policy modules generation applies (`meshgate.xds.policies`); tests pass their own.
     modules: PolicyRegistry = REGISTRY
+    # kind -> the mesh's resources of each `context_kinds` kind (ExternalService), by name.
+    resources: Mapping[str, tuple[Resource, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def external_services(self) -> tuple[Resource, ...]:
+        return self.resources.get(kinds.EXTERNAL_SERVICE, ())
 
     @classmethod
     def build(
@@ -83,6 +101,7 @@ class MeshContext:
         cross_mesh: CrossMesh | None = None,
         policies: Mapping[str, Iterable[Resource]] | None = None,
         modules: PolicyRegistry = REGISTRY,
+        resources: Mapping[str, Iterable[Resource]] | None = None,
         index_routes: bool = True,
     ) -> MeshContext:
         """The context of `mesh`, indexes included. `index_routes=False` leaves routes unindexed: binding then
@@ -90,6 +109,7 @@ class MeshContext:
         dataplanes = tuple(dataplanes)
         routes = tuple(routes)
         by_kind = {kind: tuple(sorted(found, key=lambda r: r.meta.name)) for kind, found in (policies or {}).items()}
+        others = {kind: tuple(sorted(found, key=lambda r: r.meta.name)) for kind, found in (resources or {}).items()}
         return cls(
             mesh=mesh,
             zone=zone,
@@ -104,4 +124,5 @@ class MeshContext:
             cross_mesh=cross_mesh,
             policies=MappingProxyType({kind: found for kind, found in by_kind.items() if found}),
             modules=modules,
+            resources=MappingProxyType({kind: found for kind, found in others.items() if found}),
         )

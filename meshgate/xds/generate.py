@@ -41,8 +41,10 @@ from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
+from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
+from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
-from meshgate.xds.policies import LogSite, Target
+from meshgate.xds.policies import LogSite, Target, denial
 from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
@@ -60,14 +62,26 @@ _WILDCARD_ADDRESS = "0.0.0.0"  # where listeners.listener binds an outbound whos
 class _Builder:
     """Collects resources for one proxy, and the clusters that routes and proxies name."""
 
-    def __init__(self, index: clusters.EndpointIndex, shaper: Shaper) -> None:
+    def __init__(
+        self,
+        index: clusters.EndpointIndex,
+        shaper: Shaper,
+        external: ExternalServiceIndex | None = None,
+        secrets: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.index = index
         self.shaper = shaper
+        self.external = external if external is not None else ExternalServiceIndex(())
+        self.secrets = secrets or {}
         self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
         self.problems: list[str] = []
+        # A gate denied a backend of the listener being built (`policies.denial`): it needs the RBAC filter.
+        self.forbidding = False
         # cluster name -> (destination tags, their endpoints, the policies that shape it): looked up once, when a
         # route first names them.
         self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint], ClusterMatches]] = {}
+        # The same for destinations an ExternalService serves (`external_services`): they win over Dataplanes.
+        self._external: dict[str, tuple[dict[str, str], list[Resource], ClusterMatches]] = {}
         self._resolved: dict[table.Tags, str] = {}
         self._shaped: dict[tuple[TagsKey, table.Tags], str] = {}
 
@@ -75,19 +89,40 @@ class _Builder:
         """`EndpointIndex.resolve`, remembering the endpoints so that `finish` need not look them up again."""
         name = self._resolved.get(dest.tags)  # the weight plays no part in the cluster
         if name is None:
-            tags = dest.tag_map
-            found = self.index.matching(tags)
-            name = clusters.cluster_name(tags) if found else UNRESOLVED_BACKEND
+            name = self._target(dest.tag_map, ())
             self._resolved[dest.tags] = name
-            if found:
-                self._destinations.setdefault(name, (tags, found, ()))
+        return name
+
+    def _target(self, tags: dict[str, str], matches: ClusterMatches) -> str:
+        """The cluster of destination `tags` shaped by `matches`, remembered for `finish`; an ExternalService
+        that matches wins over the mesh's Dataplanes (Kuma's gateway cluster generator)."""
+        external = self.external.matching(tags) if self.external else []
+        found = [] if external else self.index.matching(tags)
+        if not external and not found:
+            return UNRESOLVED_BACKEND
+        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)} if matches else tags)
+        if external:
+            self._external.setdefault(name, (tags, external, matches))
+        else:
+            self._destinations.setdefault(name, (tags, found, matches))
         return name
 
     def resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
         """`resolve` for the routes of a gateway listener with `listener_tags`: a backend whose cluster a policy
         shapes gets a cluster of its own (`policies.shaper`). Without cluster-shaping policies, `resolve`."""
-        if not self.shaper.shapes(Target.CLUSTER):
-            return self.resolve
+        base = self.resolve if not self.shaper.shapes(Target.CLUSTER) else self._shaped_resolver(listener_tags)
+        if not self.shaper.gates:
+            return base
+
+        def gated(dest: Destination) -> str:
+            if self.shaper.denied(listener_tags, dest.tags):
+                self.forbidding = True
+                return denial.forbidden_cluster(dest.tag_map.get(TAG_SERVICE, ""))
+            return base(dest)
+
+        return gated
+
+    def _shaped_resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
         key = tags_key(listener_tags)
 
         def resolve(dest: Destination) -> str:
@@ -103,13 +138,7 @@ class _Builder:
         matches = self.shaper.cluster_matches(listener_tags, dest.tags)
         if not matches:
             return self.resolve(dest)
-        tags = dest.tag_map
-        found = self.index.matching(tags)
-        if not found:
-            return UNRESOLVED_BACKEND
-        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)})
-        self._destinations.setdefault(name, (tags, found, matches))
-        return name
+        return self._target(dest.tag_map, matches)
 
     def add(self, type_url: str, name: str, message: Message) -> None:
         self.out[type_url][name] = message
@@ -124,6 +153,17 @@ class _Builder:
             else:
                 out = clusters.cluster(name, protocol)
                 self.add(ENDPOINT, name, assignment)
+            if matches:
+                self.shaper.shape_cluster(name, out, matches, protocol)
+            self.add(CLUSTER, name, out)
+        for name, (tags, services, matches) in self._external.items():
+            protocol = protocol_of_external(tags, services)
+            try:
+                out = external_cluster(name, services, protocol, secrets=self.secrets)
+            except ExternalServiceError as err:
+                # The routes name it: Envoy answers their share with the cluster-not-found status (500).
+                self.problems.append(f"{err}; cluster {name} skipped")
+                continue
             if matches:
                 self.shaper.shape_cluster(name, out, matches, protocol)
             self.add(CLUSTER, name, out)
@@ -194,6 +234,8 @@ def _http_listener(
         if lb.connection_limit:
             filters.insert(0, listeners.connection_limit(prefix, lb.connection_limit))
         chains.append(listeners.filter_chain(filters, server_name=server_name, tls=socket))
+        if b.forbidding:
+            denial.forbid_shares(config)
         b.add(ROUTE, route_name, config)
     return chains
 
@@ -271,6 +313,7 @@ def _gateway(
     for lb in binding.listeners:
         site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=lb.protocol in (_Listener.HTTP, _Listener.HTTPS))
         backends: list[TagsKey] = []
+        b.forbidding = False
         if lb.cross_mesh:
             mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
             if mtls is None:
@@ -285,6 +328,8 @@ def _gateway(
             b.problems.append(f"{lb.name}: no usable filter chain; listener skipped")
             continue
         out = listeners.listener(lb.name, address, lb.port, chains, gateway=True)
+        if b.forbidding:
+            denial.install_rbac(out)
         b.shaper.shape_listener(out, lb.tags, backends)
         b.add(LISTENER, lb.name, out)
 
@@ -395,7 +440,8 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
     and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
-    b = _Builder(ctx.index, Shaper(ctx.policies, ctx.modules))
+    shaper = Shaper(ctx.policies, ctx.modules, ctx.mesh_resource)
+    b = _Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets)
     if is_builtin_gateway(proxy):
         gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:

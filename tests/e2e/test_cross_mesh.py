@@ -19,7 +19,15 @@ import dns.rdatatype
 import httpx
 import pytest
 
-from tests.support.cross_mesh import NAME, echo_dataplane, edge_dataplane, edge_gateway, mtls_mesh, route_to_echo
+from tests.support.cross_mesh import (
+    NAME,
+    allow_all,
+    echo_dataplane,
+    edge_dataplane,
+    edge_gateway,
+    mtls_mesh,
+    route_to_echo,
+)
 from tests.support.cross_mesh import kong as kong_doc
 from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
@@ -72,6 +80,7 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
         await put(g, f"/meshes/{mesh}", mtls_mesh(mesh))
     await put(g, "/meshes/b/meshgateways/edge", edge_gateway(port))
     await put(g, "/meshes/b/meshgatewayroutes/to-echo", route_to_echo())
+    await put(g, "/meshes/b/traffic-permissions/allow-all", allow_all("b"))
     # The global made each mesh's CA, and KDS brought it to the zone.
     for mesh in ("a", "b"):
         for kind in ("cert", "key"):

@@ -2,17 +2,39 @@
 
 Mesh `b` runs MeshGateway `edge` with one crossMesh HTTP listener, a route sending everything to `echo`, the
 builtin gateway Dataplane `edge-1` and the Dataplane `echo-1`; mesh `a` has the delegated gateway `kong-1`, the
-client. Both meshes enable a builtin mTLS backend named `ca-1`.
+client. Both meshes enable a builtin mTLS backend named `ca-1`, so a gateway reaches a service only when a
+TrafficPermission allows it (`allow_all`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NAME", "echo_dataplane", "edge_dataplane", "edge_gateway", "kong", "mesh_b", "mtls_mesh", "route_to_echo"]
+__all__ = [
+    "NAME",
+    "allow_all",
+    "echo_dataplane",
+    "edge_dataplane",
+    "edge_gateway",
+    "kong",
+    "mesh_b",
+    "mtls_mesh",
+    "route_to_echo",
+]
 
 # The `.mesh` name of edge's crossMesh listener (no hostname): internal.<gateway>.<mesh>.mesh.
 NAME = "internal.edge.b.mesh"
+
+
+def allow_all(mesh: str) -> dict[str, Any]:
+    """Kuma's `allow-all` TrafficPermission: with mTLS on, nothing is reachable without one."""
+    return {
+        "type": "TrafficPermission",
+        "mesh": mesh,
+        "name": "allow-all",
+        "sources": [{"match": {"kuma.io/service": "*"}}],
+        "destinations": [{"match": {"kuma.io/service": "*"}}],
+    }
 
 
 def mtls_mesh(name: str, *, enabled: bool = True) -> dict[str, Any]:

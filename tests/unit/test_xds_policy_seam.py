@@ -23,7 +23,7 @@ from meshgate.testing import factory
 from meshgate.testing.factory import resource
 from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapshot, generate
 from meshgate.xds.clusters import CONNECT_TIMEOUT_SECONDS, cluster_name
-from meshgate.xds.context import BASE_KINDS, policy_kinds, watched_kinds
+from meshgate.xds.context import BASE_KINDS, context_kinds, policy_kinds, watched_kinds
 from meshgate.xds.policies import (
     REGISTRY,
     Applied,
@@ -108,7 +108,9 @@ def test_a_registered_policy_kind_is_watched_and_read_without_other_wiring() -> 
     base = tuple(d for d in registry.KINDS if not d.policy)
     kinds = (*base, FAKE_TIMEOUT)
     assert policy_kinds(kinds) == ("Timeout",)
-    assert watched_kinds(kinds) == frozenset({*BASE_KINDS, "Timeout"})
+    # ExternalService is not a policy but generation reads it too (a route backend may name one).
+    assert context_kinds(kinds) == ("ExternalService",)
+    assert watched_kinds(kinds) == frozenset({*BASE_KINDS, "Timeout", "ExternalService"})
     # Not a policy, or not sent to zones, or not mesh-scoped: not read as one.
     for other in (
         KindDescriptor(

@@ -14,6 +14,10 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 | `access_log` | (returns an `AccessLog`) | each gateway filter chain | listener tags, `PASS_THROUGH` |
 | `proxy` | `Resources`, all of them | a builtin gateway, last | `best_for_proxy`: gateway tags (`SELECTORS`) |
 
+A `gate` hook (`(Gate) -> reason | None`) is asked for every backend of every gateway route, whether or not the
+kind has policies, and denies it: Envoy then answers 403 for that backend's share of the route (`denial.py`);
+TrafficPermission is one (`trafficpermission.py`, interim gateway-side enforcement until sidecars exist).
+
 A module with no hook is a kind Kuma's gateway ignores (TrafficRoute, VirtualOutbound): its policies are
 reported as ignored and change nothing. A kind with policies in the context and no module at all is reported
 as unsupported. `REGISTRY` holds the modules `generate` applies by default; a `MeshContext` may carry another
@@ -51,12 +55,15 @@ from meshgate.xds.policies import (
     retry,
     timeout,
     traffic_log,
+    trafficpermission,
 )
 from meshgate.xds.policies.matching import Loser, Match
 from meshgate.xds.policies.module import (
     EMPTY_REPORT,
     PASS_THROUGH,
     Applied,
+    Denied,
+    Gate,
     Ignored,
     LogSite,
     Matcher,
@@ -75,6 +82,8 @@ __all__ = [
     "PASS_THROUGH",
     "REGISTRY",
     "Applied",
+    "Denied",
+    "Gate",
     "Ignored",
     "LogSite",
     "Loser",
@@ -94,6 +103,7 @@ __all__ = [
 REGISTRY = PolicyRegistry(
     [
         timeout.MODULE,
+        trafficpermission.MODULE,
         retry.MODULE,
         circuit_breaker.MODULE,
         health_check.MODULE,

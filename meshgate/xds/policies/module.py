@@ -27,6 +27,9 @@ __all__ = [
     "PASS_THROUGH",
     "UNSUPPORTED",
     "Applied",
+    "Denied",
+    "Gate",
+    "GateHook",
     "Ignored",
     "LogSite",
     "Loser",
@@ -93,6 +96,21 @@ ProxyHook = Callable[[Resource, Resources], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
+class Gate:
+    """What a `gate` hook decides on: may the gateway listener with `source` tags reach the backend with
+    `backend` tags? Asked for every backend, whether or not the kind has policies (no policy may mean deny)."""
+
+    policies: tuple[Resource, ...]  # every policy of the kind in the mesh, by name
+    mesh: Resource | None  # the Mesh (mTLS decides whether permissions are enforced)
+    source: Mapping[str, str]
+    backend: Mapping[str, str]
+
+
+# A denial reason, or None when the backend may be reached.
+GateHook = Callable[[Gate], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyModule:
     kind: str  # the resource kind, as in `type`: "Timeout"
     cluster: ClusterHook | None = None
@@ -101,6 +119,8 @@ class PolicyModule:
     http_filter: HttpFilterHook | None = None  # with `route`: the filter its per-route config is for
     access_log: AccessLogHook | None = None
     proxy: ProxyHook | None = None  # with Matcher.SELECTORS: the winner for the proxy edits its resources
+    # Denies backends (`policies.denial` makes Envoy answer 403 for their share); asked for every backend.
+    gate: GateHook | None = None
     matcher: Matcher = Matcher.CONNECTION
 
     @property
@@ -117,7 +137,7 @@ class PolicyModule:
     @property
     def ignored(self) -> bool:
         """Kuma's gateway ignores the kind: reported, never applied."""
-        return not self.targets
+        return not self.targets and self.gate is None
 
 
 class PolicyRegistry:
@@ -152,6 +172,16 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True)
+class Denied:
+    """A backend the `kind`'s gate denied to the listener with `source` tags, and why."""
+
+    kind: str
+    backend: tuple[tuple[str, str], ...]  # its tags, sorted
+    source: tuple[tuple[str, str], ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     kind: str
     policies: tuple[str, ...]  # their names
@@ -166,6 +196,7 @@ UNSUPPORTED = "meshgate has no gateway module for this kind yet"
 class PolicyReport:
     applied: tuple[Applied, ...] = ()
     ignored: tuple[Ignored, ...] = ()
+    denied: tuple[Denied, ...] = ()
 
 
 EMPTY_REPORT = PolicyReport()

@@ -33,6 +33,8 @@ from meshgate.xds.policies.matching import (
 from meshgate.xds.policies.module import (
     PASS_THROUGH,
     Applied,
+    Denied,
+    Gate,
     LogSite,
     PolicyModule,
     PolicyRegistry,
@@ -58,8 +60,15 @@ def tags_key(tags: Mapping[str, str]) -> TagsKey:
 
 
 class Shaper:
-    def __init__(self, policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry) -> None:
+    def __init__(
+        self, policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry, mesh: Resource | None = None
+    ) -> None:
         self._policies = policies
+        self._mesh = mesh
+        # Gates are asked whether or not their kind has policies: no permission at all may deny.
+        self.gates = tuple(m for m in registry if m.gate is not None)
+        self._denied: dict[tuple[TagsKey, TagsKey], bool] = {}
+        self._denials: list[Denied] = []
         self._by_target: dict[Target, list[PolicyModule]] = {target: [] for target in Target}
         for kind in sorted(policies):
             module = registry.get(kind)
@@ -73,6 +82,23 @@ class Shaper:
         self._cluster: dict[tuple[TagsKey, TagsKey], ClusterMatches] = {}
         self._per_backend: dict[tuple[str, TagsKey, TagsKey], Match | None] = {}
         self._route: dict[tuple[str, TagsKey, tuple[TagsKey, ...]], Match | None] = {}
+
+    def denied(self, listener_tags: Mapping[str, str], backend: TagsKey) -> bool:
+        """Whether a gate (TrafficPermission) denies `backend` (sorted tags) to the listener; recorded."""
+        key = (tags_key(listener_tags), backend)
+        found = self._denied.get(key)
+        if found is None:
+            found = False
+            for module in self.gates:
+                assert module.gate is not None
+                gate = Gate(self._policies.get(module.kind, ()), self._mesh, listener_tags, dict(backend))
+                reason = module.gate(gate)
+                if reason is not None:
+                    self._denials.append(Denied(module.kind, backend, key[0], reason))
+                    found = True
+                    break
+            self._denied[key] = found
+        return found
 
     def shapes(self, target: Target) -> bool:
         return bool(self._by_target[target])
@@ -201,4 +227,4 @@ class Shaper:
         # The twins of a match (`/api/` and `/api`) share their route's name, and so its record.
         unique = {(a.kind, a.target, a.name): a for a in self._applied}
         applied = sorted(unique.values(), key=lambda a: (a.kind, order[a.target], a.name))
-        return PolicyReport(tuple(applied), self._ignored)
+        return PolicyReport(tuple(applied), self._ignored, tuple(self._denials))
