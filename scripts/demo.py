@@ -22,6 +22,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from meshgate.kds.naming import hashed_name
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "demo"
 BIN = Path(sys.executable).parent
@@ -72,6 +74,16 @@ EXAMPLE_PATHS = (
     "/meshes/default/meshgatewayroutes/edge-gateway-routes",
 )
 ROUTE_PATH = EXAMPLE_PATHS[2]
+
+
+def in_zone(path: str) -> str:
+    """`path` on the global as a zone serves it: a mesh-scoped resource is hash-suffixed there, as a Kuma 2.7
+    global names it for a zone (meshgate/kds/ownership.py); its `kuma.io/display-name` label keeps the name."""
+    parts = path.split("/")
+    if len(parts) != 5:  # /meshes/<mesh>: a Mesh keeps its name
+        return path
+    _, _, mesh, plural, name = parts
+    return f"/meshes/{mesh}/{plural}/{hashed_name(mesh, name)}"
 
 
 def get_json(api_port: int, path: str) -> dict[str, Any] | None:
@@ -366,7 +378,7 @@ def main() -> None:
 
         for ports in ZONES.values():
             for path in EXAMPLE_PATHS:
-                wait_for(ports["api"], path, lambda doc: doc is not None)
+                wait_for(ports["api"], in_zone(path), lambda doc: doc is not None)
         print("\nBoth zones hold every example.")
 
         # A live change, timed from the global's 200 to the resource arriving in each zone's API.
@@ -380,7 +392,9 @@ def main() -> None:
         put_json(GLOBAL["api"], ROUTE_PATH, route)
         t0 = time.monotonic()
         for zone, ports in ZONES.items():
-            wait_for(ports["api"], ROUTE_PATH, lambda doc: doc is not None and '"weight": 50' in json.dumps(doc))
+            wait_for(
+                ports["api"], in_zone(ROUTE_PATH), lambda doc: doc is not None and '"weight": 50' in json.dumps(doc)
+            )
             print(f"  arrived in {zone} after {(time.monotonic() - t0) * 1000:.1f} ms")
 
         gateway_demo(procs, route)
