@@ -9,10 +9,17 @@ Every figure is printed next to a baseline measured in the same run on the same 
   (b) full xDS build for --routes routes across --gateways gateway proxies with `meshgate.xds.generate`
       vs  constructing the same Envoy messages (Listener, RouteConfiguration/VirtualHost/Route/WeightedCluster,
       Cluster, ClusterLoadAssignment; same counts and fields) directly, names precomputed: no logic.
+  (a') with --policies N: a FaultInjection on the global switching a route between aborting every request (503)
+      and none (200), until the gateway's Envoy answers the new way, vs the same change pushed directly (as (a)).
+  (b') with --policies N: the build of (b) with N policies in the mesh (Timeout, Retry, CircuitBreaker, HealthCheck:
+      a wildcard of the first three, the others each naming one service, spread over the routes), vs the same
+      messages constructed directly with the fields the winning policies set, winners and names precomputed
+      (`bench/gateway_policies.py`).
   (c) the zone process's RSS (/proc/<pid>/status VmRSS) before and after the --routes routes (and --gateways
       MeshGateways) reached it over KDS, with the gateway Envoy connected.
 
 Usage: python bench/gateway_latency.py [--changes 50] [--routes 10000] [--gateways 20] [--build-runs 3]
+                                      [--policies 0]
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +49,22 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gateway_policies import (  # noqa: E402
+    FAULT,
+    ClusterShape,
+    PolicySet,
+    RouteShape,
+    abort_doc,
+    fault_route,
+    http_dataplane,
+    route_action,
+    scale_policies,
+    shaped_cluster,
+)
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources import codec  # noqa: E402
 from meshgate.resources.model import Resource  # noqa: E402
+from meshgate.resources.tags import TAG_SERVICE  # noqa: E402
 from meshgate.testing.dp import zone_dp  # noqa: E402
 from meshgate.testing.envoy import http_backend, running_envoy  # noqa: E402
 from meshgate.testing.processes import CPProcess, free_port, process_group  # noqa: E402
@@ -163,22 +183,37 @@ async def answers(client: httpx.AsyncClient, url: str, name: str) -> bool:
     return r.status_code == 200 and r.text.startswith(name)
 
 
-async def moved(client: httpx.AsyncClient, url: str, name: str, t0: float) -> float:
+async def status_is(client: httpx.AsyncClient, url: str, status: str) -> bool:
+    try:
+        r = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == int(status)
+
+
+# Whether the answer at a URL is the one a target (a backend's name, a status) stands for.
+Check = Callable[[httpx.AsyncClient, str, str], Awaitable[bool]]
+
+
+async def moved(client: httpx.AsyncClient, url: str, name: str, t0: float, check: Check = answers) -> float:
     with anyio.fail_after(CHANGE_TIMEOUT):
-        while not await answers(client, url, name):
+        while not await check(client, url, name):
             await anyio.sleep(POLL)
     return time.perf_counter() - t0
 
 
-async def measure_changes(changes: int, url: str, apply: Callable[[str], Any], targets: tuple[str, str]) -> list[float]:
-    """Alternates the route between the two backends; each sample is from `apply` to the first new answer."""
+async def measure_changes(
+    changes: int, url: str, apply: Callable[[str], Any], targets: tuple[str, str], check: Check = answers
+) -> list[float]:
+    """Alternates the route between the two backends (or any two answers `check` tells apart); each sample is from
+    `apply` to the first new answer."""
     times = []
     async with httpx.AsyncClient(timeout=2) as client:
         for n in range(WARMUP + changes):
             target = targets[(n + 1) % 2]
             t0 = time.perf_counter()
             await apply(target)
-            dt = await moved(client, url, target, t0)
+            dt = await moved(client, url, target, t0, check)
             if n >= WARMUP:
                 times.append(dt)
     return times
@@ -235,24 +270,86 @@ async def baseline_push(work: Path, changes: int, backends: dict[str, int], list
         )
         for target in backends
     }
+    targets = tuple(backends)
+    url = f"http://127.0.0.1:{listen}/a/x"
+    return await direct_push(work / "direct", changes, snapshots, (targets[0], targets[1]), url)
+
+
+async def direct_push(
+    workdir: Path,
+    changes: int,
+    snapshots: dict[str, Snapshot],
+    targets: tuple[str, str],
+    url: str,
+    check: Check = answers,
+) -> list[float]:
+    """`measure_changes` on an Envoy fed by an in-process ADS server, each change one `SnapshotStore.set`."""
     store = SnapshotStore()
     ads = AggregatedDiscoveryService(store, ProxyRegistry())
     pid = ProxyId("default", "edge-direct")
-    targets = tuple(backends)
     store.set(pid, snapshots[targets[0]])
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve_grpc, [register_ads(ads)], [ADS_SERVICE_NAME], "127.0.0.1", 0)
-        async with running_envoy(work / "direct", "default.edge-direct", port, name="direct"):
-            url = f"http://127.0.0.1:{listen}/a/x"
+        async with running_envoy(workdir, "default.edge-direct", port, name=workdir.name):
             async with httpx.AsyncClient(timeout=2) as c:
-                await until(lambda: answers(c, url, targets[0]), "direct Envoy serving")
+                await until(lambda: check(c, url, targets[0]), "direct Envoy serving")
 
             async def apply(target: str) -> None:
                 store.set(pid, snapshots[target])
 
-            times = await measure_changes(changes, url, apply, (targets[0], targets[1]))
+            times = await measure_changes(changes, url, apply, targets, check)
         tg.cancel_scope.cancel()
     return times
+
+
+# --- (a') policy change -> traffic -----------------------------------------------------------------------------
+
+ABORT_PATH = "/meshes/default/fault-injections/edge-abort"
+ABORTING, PASSING = "503", "200"
+
+
+async def policy_changes(
+    gc_: httpx.AsyncClient, z: CPProcess, work: Path, changes: int, backends: dict[str, int], listen: int
+) -> tuple[list[float], list[float]]:
+    """(a'): a route to echo-a (as the service FAULT) whose FaultInjection aborts all or none of its requests,
+    switched on the global and timed until the gateway answers the new way; then the same over a direct push."""
+    echo_port = backends["echo-a"]
+    async with httpx.AsyncClient(base_url=z.url()) as zc:
+        await put(zc, f"/meshes/default/dataplanes/{FAULT}", http_dataplane(FAULT, echo_port))
+    await put(gc_, "/meshes/default/meshgatewayroutes/edge-faults", fault_route("edge"))
+    await put(gc_, ABORT_PATH, abort_doc(100))
+    url = f"http://127.0.0.1:{listen}/f/x"
+    async with httpx.AsyncClient(timeout=2) as c:
+        await until(lambda: status_is(c, url, ABORTING), "the abort reaching the gateway")
+
+    async def apply(target: str) -> None:
+        await put(gc_, ABORT_PATH, abort_doc(100 if target == ABORTING else 0))
+
+    ours = await measure_changes(changes, url, apply, (ABORTING, PASSING), status_is)
+
+    direct_listen = free_port()
+    gw = codec.load(gateway_doc("edge-direct", "edge-direct", direct_listen))
+    proxy = codec.load(gateway_dataplane("edge-direct", "edge-direct"))
+    dataplanes = [proxy, *(codec.load(backend_dataplane(n, p)) for n, p in backends.items())]
+    dataplanes.append(codec.load(http_dataplane(FAULT, echo_port)))
+    routes = [codec.load(edge_route("edge-direct", "echo-a")), codec.load(fault_route("edge-direct"))]
+    snapshots = {
+        state: generate(
+            proxy,
+            MeshContext.build(
+                "default",
+                gateways=[gw],
+                routes=routes,
+                dataplanes=dataplanes,
+                policies={"FaultInjection": [codec.load(abort_doc(percentage))]},
+                zone="bench",
+            ),
+        )
+        for state, percentage in ((ABORTING, 100), (PASSING, 0))
+    }
+    direct_url = f"http://127.0.0.1:{direct_listen}/f/x"
+    base = await direct_push(work / "direct-policy", changes, snapshots, (ABORTING, PASSING), direct_url, status_is)
+    return ours, base
 
 
 # --- (b) build time ------------------------------------------------------------------------------------------
@@ -267,10 +364,16 @@ def scale_inputs(routes: int, gateways: int) -> tuple[list[Resource], list[Resou
 
 
 def build_generate(
-    gws: list[Resource], rts: list[Resource], proxies: list[Resource], dps: list[Resource]
+    gws: list[Resource],
+    rts: list[Resource],
+    proxies: list[Resource],
+    dps: list[Resource],
+    policies: dict[str, list[Resource]] | None = None,
 ) -> list[Snapshot]:
     # As the zone does (zone_cp/xds.py): one context per mesh (its indexes included), shared by all its proxies.
-    ctx = MeshContext.build(proxies[0].meta.mesh, gateways=gws, routes=rts, dataplanes=dps, zone="bench")
+    ctx = MeshContext.build(
+        proxies[0].meta.mesh, gateways=gws, routes=rts, dataplanes=dps, policies=policies, zone="bench"
+    )
     return [generate(p, ctx) for p in proxies]
 
 
@@ -285,7 +388,8 @@ def _ads_source() -> config_source_pb2.ConfigSource:
 
 
 def build_direct(plan: Plan, listener_port: int) -> list[dict[str, dict[str, Any]]]:
-    """The same messages, constructed straight from a precomputed plan: per proxy, (i, host, v1 cluster, v2 cluster)."""
+    """The same messages, constructed straight from a precomputed plan: per proxy, (i, host, v1 cluster, v2 cluster,
+    and with policies what they set on each)."""
     out = []
     for g, items in enumerate(plan):
         lname = f"gateway-{g}:HTTP:{listener_port}"
@@ -317,18 +421,21 @@ def build_direct(plan: Plan, listener_port: int) -> list[dict[str, dict[str, Any
         vhosts = []
         clusters: dict[str, Any] = {}
         endpoints: dict[str, Any] = {}
-        for i, host, split in items:
+        for i, host, split, route_shape in items:
             weighted = route_components_pb2.WeightedCluster(
                 clusters=[
                     route_components_pb2.WeightedCluster.ClusterWeight(name=c, weight=wrappers_pb2.UInt32Value(value=w))
-                    for c, w, _ in split
+                    for c, w, _, _ in split
                 ]
             )
-            action = route_components_pb2.RouteAction(
-                weighted_clusters=weighted,
-                cluster_not_found_response_code=route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR,
-                idle_timeout=_duration(5),
-            )
+            if route_shape is None:
+                action = route_components_pb2.RouteAction(
+                    weighted_clusters=weighted,
+                    cluster_not_found_response_code=route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR,
+                    idle_timeout=_duration(5),
+                )
+            else:
+                action = route_action(weighted, route_shape)
             name = f"route-{i:05d}"
             vhosts.append(
                 route_components_pb2.VirtualHost(
@@ -345,14 +452,17 @@ def build_direct(plan: Plan, listener_port: int) -> list[dict[str, dict[str, Any
                 )
             )
             address = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-            for cname, _, port in split:
-                clusters[cname] = cluster_pb2.Cluster(
-                    name=cname,
-                    type=cluster_pb2.Cluster.EDS,
-                    eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads_source()),
-                    connect_timeout=_duration(5),
-                    per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=32768),
-                )
+            for cname, _, port, cluster_shape in split:
+                if cluster_shape is None:
+                    clusters[cname] = cluster_pb2.Cluster(
+                        name=cname,
+                        type=cluster_pb2.Cluster.EDS,
+                        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads_source()),
+                        connect_timeout=_duration(5),
+                        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=32768),
+                    )
+                else:
+                    clusters[cname] = shaped_cluster(cname, cluster_shape, _ads_source)
                 endpoints[cname] = endpoint_pb2.ClusterLoadAssignment(
                     cluster_name=cname,
                     endpoints=[
@@ -398,17 +508,25 @@ def build_direct(plan: Plan, listener_port: int) -> list[dict[str, dict[str, Any
     return out
 
 
-Plan = list[list[tuple[int, str, tuple[tuple[str, int, int], ...]]]]
+Split = tuple[tuple[str, int, int, ClusterShape | None], ...]  # (cluster, weight, port, what policies set)
+Plan = list[list[tuple[int, str, Split, RouteShape | None]]]
 
 
-def direct_plan(routes: int, gateways: int) -> Plan:
+def direct_plan(routes: int, gateways: int, policies: PolicySet | None = None) -> Plan:
     plan: Plan = [[] for _ in range(gateways)]
     for i in range(routes):
+        # A cluster a policy shapes is named with its winners too (`policies.shaper`).
+        identity = policies.cluster_identity(i) if policies else {}
+        shape = policies.cluster_shape(i) if policies else None
         split = sorted(
-            (cluster_name({"kuma.io/service": f"svc-{i}", "version": f"v{v + 1}"}), weight, 8000 + v)
-            for v, weight in enumerate((90, 10))
+            (
+                (cluster_name({TAG_SERVICE: f"svc-{i}", "version": f"v{v + 1}", **identity}), weight, 8000 + v, shape)
+                for v, weight in enumerate((90, 10))
+            ),
+            key=lambda item: item[0],
         )
-        plan[i % gateways].append((i, f"app-{i}.example.com", tuple(split)))
+        route_shape = policies.route_shape(i) if policies else None
+        plan[i % gateways].append((i, f"app-{i}.example.com", tuple(split), route_shape))
     for items in plan:  # the order generate emits virtual hosts in, worked out here, outside the timing
         items.sort(key=lambda item: item[1], reverse=True)
     return plan
@@ -427,16 +545,21 @@ def counts(resources: Sequence[Any]) -> dict[str, int]:
     return out
 
 
-def measure_build(routes: int, gateways: int, runs: int) -> tuple[float, float, dict[str, int], dict[str, int]]:
+def measure_build(
+    routes: int, gateways: int, runs: int, policies: PolicySet | None = None
+) -> tuple[float, float, dict[str, int], dict[str, int]]:
     gws, rts, proxies, dps = scale_inputs(routes, gateways)
-    plan = direct_plan(routes, gateways)
+    plan = direct_plan(routes, gateways, policies)
+    by_kind: dict[str, list[Resource]] = {}
+    for doc in policies.docs if policies else ():
+        by_kind.setdefault(doc["type"], []).append(codec.load(doc))
     ours, base = [], []
     got: list[Snapshot] = []
     direct: list[dict[str, dict[str, Any]]] = []
     for _ in range(runs):
         gc.collect()
         t0 = time.perf_counter()
-        got = build_generate(gws, rts, proxies, dps)
+        got = build_generate(gws, rts, proxies, dps, by_kind or None)
         ours.append(time.perf_counter() - t0)
         gc.collect()
         t0 = time.perf_counter()
@@ -445,21 +568,26 @@ def measure_build(routes: int, gateways: int, runs: int) -> tuple[float, float, 
     # The two sides must have built the same thing, or the ratio means nothing.
     c_ours, c_base = counts(got), counts(direct)
     assert c_ours == c_base, (c_ours, c_base)
-    sample = "gateway-0:HTTP:8080:*"
-    assert got[0][ROUTE][sample] == direct[0][ROUTE][sample], "the route configurations differ"
-    assert got[0][CLUSTER] == direct[0][CLUSTER], "the clusters differ"
-    assert got[0][ENDPOINT] == direct[0][ENDPOINT], "the endpoints differ"
+    for g in range(gateways):
+        assert got[g][ROUTE] == direct[g][ROUTE], f"the route configurations of gateway-{g} differ"
+        assert got[g][CLUSTER] == direct[g][CLUSTER], f"the clusters of gateway-{g} differ"
+        assert got[g][ENDPOINT] == direct[g][ENDPOINT], f"the endpoints of gateway-{g} differ"
     return statistics.median(ours), statistics.median(base), c_ours, c_base
 
 
 # --- main ----------------------------------------------------------------------------------------------------
 
 
-async def main(changes: int, routes: int, gateways: int, build_runs: int) -> None:
+async def main(changes: int, routes: int, gateways: int, build_runs: int, policies: int) -> None:
     configure_logging("console", "warning")
     work = Path(tempfile.mkdtemp(prefix="meshgate-gw-bench-"))
     print(f"(b) xDS build: {routes} routes across {gateways} gateway proxies, {build_runs} runs each", flush=True)
     b_ours, b_base, b_counts, _ = measure_build(routes, gateways, build_runs)
+    pset = scale_policies(policies, routes) if policies else None
+    if pset is not None:
+        mix = ", ".join(f"{k} {v}" for k, v in sorted(pset.by_kind().items()))
+        print(f"(b') the same with {policies} policies ({mix}), {build_runs} runs each", flush=True)
+        p_ours, p_base, p_counts, _ = measure_build(routes, gateways, build_runs, pset)
 
     print(f"(a) route change -> traffic: {changes} changes (+{WARMUP} warm-up) each, polled every 1 ms", flush=True)
     with process_group(work) as procs:
@@ -487,6 +615,9 @@ async def main(changes: int, routes: int, gateways: int, build_runs: int) -> Non
 
                 ours_a = await measure_changes(changes, url, apply, ("echo-a", "echo-b"))
                 base_a = await baseline_push(work, changes, backends, direct_listen)
+                if pset is not None:
+                    print(f"(a') policy change -> traffic: {changes} changes (+{WARMUP} warm-up) each", flush=True)
+                    ours_p, base_p = await policy_changes(gc_, z, work, changes, backends, listen)
 
                 print(
                     f"(c) zone memory: loading {routes} routes and {gateways} MeshGateways through the global",
@@ -529,11 +660,20 @@ async def main(changes: int, routes: int, gateways: int, build_runs: int) -> Non
             f"{f'(a) PUT on global -> traffic moved, {name}':<52}{o * 1e3:>10.1f}ms{bb * 1e3:>10.1f}ms"
             f"{o / bb:>7.2f}x  <= 10x"
         )
+    if pset is not None:
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            o, bb = pct(ours_p, q), pct(base_p, q)
+            label = f"(a') policy PUT on global -> answer changed, {name}"
+            print(f"{label:<52}{o * 1e3:>10.1f}ms{bb * 1e3:>10.1f}ms{o / bb:>7.2f}x  <= 10x")
     print(
         f"{f'(b) xDS build, {routes} routes / {gateways} proxies':<52}{b_ours * 1e3:>10.0f}ms{b_base * 1e3:>10.0f}ms"
         f"{b_ours / b_base:>7.2f}x  <= 2x"
     )
     print(f"    built per run: {', '.join(f'{k} {v}' for k, v in b_counts.items())}")
+    if pset is not None:
+        label = f"(b') xDS build, the same + {policies} policies"
+        print(f"{label:<52}{p_ours * 1e3:>10.0f}ms{p_base * 1e3:>10.0f}ms{p_ours / p_base:>7.2f}x  <= 2x")
+        print(f"    built per run: {', '.join(f'{k} {v}' for k, v in p_counts.items())}")
     print(
         f"(c) zone RSS: {rss_before / 1024:.0f} MiB before, {rss_after / 1024:.0f} MiB after {routes} routes "
         f"(+{(rss_after - rss_before) / 1024:.0f} MiB; loaded in {load_s:.1f}s; gateway still serving: {still})"
@@ -546,7 +686,10 @@ if __name__ == "__main__":
     parser.add_argument("--routes", type=int, default=10_000)
     parser.add_argument("--gateways", type=int, default=20)
     parser.add_argument("--build-runs", type=int, default=3)
+    parser.add_argument("--policies", type=int, default=0, help="adds cases (a') and (b') with this many policies")
     args = parser.parse_args()
     if args.changes < 1 or args.routes < 1 or args.gateways < 1:
         parser.error("sizes must be positive")
-    anyio.run(main, args.changes, args.routes, args.gateways, args.build_runs)
+    if not 0 <= args.policies <= args.routes:
+        parser.error("--policies must be between 0 and --routes (each service is named by one policy at most)")
+    anyio.run(main, args.changes, args.routes, args.gateways, args.build_runs, args.policies)
