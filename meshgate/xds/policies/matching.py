@@ -27,7 +27,7 @@ value}}` (Kuma's `Selector`), as a protobuf message or a `google.protobuf.Struct
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,8 +97,40 @@ def _created(policy: Resource) -> datetime:
     return policy.meta.creation_time or _EPOCH
 
 
+class PerPolicy:
+    """Values computed once per policy object (its selectors, its parsed conf), reused by every proxy of every
+    regeneration that holds the same object: matching reads them for every backend of every route.
+
+    Keyed by the object's id together with the object itself, so an id cannot be reused while its entry lives (the
+    entry keeps the object alive); a store read makes new objects, so a changed policy is never served stale.
+    Bounded: cleared when it reaches `limit` entries."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._limit = limit
+        self._values: dict[tuple[int, str], tuple[Resource, Any]] = {}
+
+    def get(self, policy: Resource, key: str, compute: Callable[[], Any]) -> Any:
+        hit = self._values.get((id(policy), key))
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        if len(self._values) >= self._limit:
+            self._values.clear()
+        value = compute()
+        self._values[(id(policy), key)] = (policy, value)
+        return value
+
+
+CACHE = PerPolicy()
+
+
 def selectors(policy: Resource, field: str) -> list[dict[str, str]]:
-    """The `match` maps of a policy's `sources` or `destinations`, in order."""
+    """The `match` maps of a policy's `sources` or `destinations`, in order (computed once per policy object;
+    callers only read them)."""
+    value: list[dict[str, str]] = CACHE.get(policy, field, lambda: _selectors(policy, field))
+    return value
+
+
+def _selectors(policy: Resource, field: str) -> list[dict[str, str]]:
     spec: Any = policy.spec
     if isinstance(spec, struct_pb2.Struct):
         if field not in spec.fields:

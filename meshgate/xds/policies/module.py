@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from meshgate.resources.model import Resource
-from meshgate.xds.policies.matching import Loser, Match
+from meshgate.xds.policies.matching import CACHE, Loser, Match
 
 __all__ = [
     "EMPTY_REPORT",
@@ -213,7 +213,13 @@ def conf(policy: Resource) -> Mapping[str, Any]:
 def typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
     """A policy's `conf` as the kind's `Conf` message (`Timeout.Conf`, ...), so that a module maps it field by
     field as Kuma's Go configurers do. A Struct spec whose conf does not parse (written before the kind had a
-    validator) reads as an empty conf: it changes nothing rather than failing generation."""
+    validator) reads as an empty conf: it changes nothing rather than failing generation. Parsed once per policy
+    object (hooks run for every route and cluster it shapes); callers only read it."""
+    value: _Conf = CACHE.get(policy, f"conf:{conf_type.DESCRIPTOR.full_name}", lambda: _typed_conf(policy, conf_type))
+    return value
+
+
+def _typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
     out = conf_type()
     try:
         json_format.ParseDict(dict(conf(policy)), out, ignore_unknown_fields=True)
