@@ -59,7 +59,7 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, Message]]
     problems: tuple[str, ...] = ()
     # Which policy shaped what, and the kinds ignored (meshgate.xds.policies): diagnostics, never sent.
-    policies: PolicyReport = field(default=EMPTY_REPORT, compare=False)
+    policies: PolicyReport = field(default_factory=lambda: EMPTY_REPORT, compare=False)
     _kinds: dict[str, KindSnapshot] = field(default_factory=dict, compare=False, repr=False)
     _followers: dict[str, Mapping[str, tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
 

@@ -33,7 +33,8 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import wrappers_pb2
 
 from meshgate.api.mesh.v1alpha1.circuit_breaker_pb2 import CircuitBreaker
-from meshgate.xds.policies.matching import Match
+from meshgate.resources.model import Resource
+from meshgate.xds.policies.matching import CACHE, Match
 from meshgate.xds.policies.module import PolicyModule, typed_conf
 
 __all__ = ["KIND", "MODULE", "outlier_detection", "thresholds"]
@@ -104,12 +105,19 @@ def outlier_detection(conf: CircuitBreaker.Conf) -> outlier_detection_pb2.Outlie
     return out
 
 
+def _messages(
+    policy: Resource,
+) -> tuple[circuit_breaker_pb2.CircuitBreakers | None, outlier_detection_pb2.OutlierDetection]:
+    conf = typed_conf(policy, CircuitBreaker.Conf)
+    return thresholds(conf), outlier_detection(conf)
+
+
 def _cluster(match: Match, cluster: cluster_pb2.Cluster, protocol: str) -> None:
-    conf = typed_conf(match.winner, CircuitBreaker.Conf)
-    found = thresholds(conf)
+    # Built once per policy object: one policy shapes many clusters (callers copy, never edit, the messages).
+    found, outlier = CACHE.get(match.winner, "circuit-breaker:messages", lambda: _messages(match.winner))
     if found is not None:
         cluster.circuit_breakers.CopyFrom(found)
-    cluster.outlier_detection.CopyFrom(outlier_detection(conf))
+    cluster.outlier_detection.CopyFrom(outlier)
 
 
 MODULE = PolicyModule(KIND, cluster=_cluster)

@@ -23,7 +23,7 @@ from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.type.v3 import http_pb2
 
 from meshgate.api.mesh.v1alpha1.health_check_pb2 import HealthCheck
-from meshgate.xds.policies.matching import Match
+from meshgate.xds.policies.matching import CACHE, Match
 from meshgate.xds.policies.module import PolicyModule, typed_conf
 
 __all__ = ["KIND", "MODULE", "health_checks"]
@@ -95,7 +95,9 @@ def _cluster(match: Match, cluster: cluster_pb2.Cluster, protocol: str) -> None:
         cluster.common_lb_config.healthy_panic_threshold.value = conf.healthy_panic_threshold.value
     if conf.HasField("fail_traffic_on_panic"):
         cluster.common_lb_config.zone_aware_lb_config.fail_traffic_on_panic = conf.fail_traffic_on_panic.value
-    cluster.health_checks.extend(health_checks(conf, protocol))
+    # Built once per policy object and protocol: one policy shapes many clusters (`extend` copies them).
+    found = CACHE.get(match.winner, f"health-check:{protocol}", lambda: health_checks(conf, protocol))
+    cluster.health_checks.extend(found)
 
 
 MODULE = PolicyModule(KIND, cluster=_cluster)

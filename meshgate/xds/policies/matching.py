@@ -39,16 +39,23 @@ from meshgate.resources.selectors import MATCH_ALL, Rank, rank, selector_matches
 from meshgate.resources.tags import TAG_SERVICE
 
 __all__ = [
+    "CACHE",
     "Candidates",
+    "Compiled",
+    "KindIndex",
     "Loser",
     "Match",
+    "TagsKey",
     "best_for_cluster",
     "best_for_destination",
     "best_for_proxy",
     "best_for_route",
     "best_for_split",
     "by_source",
+    "compiled",
+    "index_of",
     "selectors",
+    "tags_key",
 ]
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -74,23 +81,40 @@ class Loser:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
 class Match:
     """The policy that shapes a cluster or route, its rank (source plus destination, on the backend it won), and
-    every other policy of the kind with why it lost, by name."""
+    every other policy of the kind with why it lost, by name.
 
-    winner: Resource
-    rank: Rank
-    losers: tuple[Loser, ...] = ()
+    The losers are worked out when first read (`meshgatectl inspect`), not when the winner is: generation matches
+    every backend of every route and never reads them, and listing them costs a pass over every policy of the
+    kind, which would make matching O(policies) per backend instead of O(policies naming the backend's service)."""
 
+    __slots__ = ("_losers", "rank", "winner")
 
-@dataclass(frozen=True, slots=True)
-class Candidates:
-    """The policies of one kind whose sources match one listener (with their source rank), and those that do not.
-    Computed once per listener (Kuma's `ConnectionPoliciesBySource`), then matched against each backend."""
+    def __init__(self, winner: Resource, rank: Rank, losers: tuple[Loser, ...] | None = ()) -> None:
+        self.winner = winner
+        self.rank = rank
+        self._losers = losers  # None: `_explain` works them out when first read
 
-    matched: tuple[tuple[Resource, Rank], ...]
-    unmatched: tuple[Resource, ...]
+    @property
+    def losers(self) -> tuple[Loser, ...]:
+        if self._losers is None:
+            self._losers = self._explain()
+        return self._losers
+
+    def _explain(self) -> tuple[Loser, ...]:
+        return ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        return (self.winner, self.rank, self.losers) == (other.winner, other.rank, other.losers)
+
+    def __hash__(self) -> int:
+        return hash((self.winner.meta.mesh, self.winner.meta.name, self.rank))
+
+    def __repr__(self) -> str:
+        return f"Match(winner={self.winner.meta.name!r}, rank={tuple(self.rank)})"
 
 
 def _created(policy: Resource) -> datetime:
@@ -98,8 +122,8 @@ def _created(policy: Resource) -> datetime:
 
 
 class PerPolicy:
-    """Values computed once per policy object (its selectors, its parsed conf), reused by every proxy of every
-    regeneration that holds the same object: matching reads them for every backend of every route.
+    """Values computed once per object (a policy's selectors, its parsed conf; a kind's index), reused by every
+    proxy of every regeneration that holds the same object: matching reads them for every backend of every route.
 
     Keyed by the object's id together with the object itself, so an id cannot be reused while its entry lives (the
     entry keeps the object alive); a store read makes new objects, so a changed policy is never served stale.
@@ -107,9 +131,9 @@ class PerPolicy:
 
     def __init__(self, limit: int = 200_000) -> None:
         self._limit = limit
-        self._values: dict[tuple[int, str], tuple[Resource, Any]] = {}
+        self._values: dict[tuple[int, str], tuple[object, Any]] = {}
 
-    def get(self, policy: Resource, key: str, compute: Callable[[], Any]) -> Any:
+    def get(self, policy: object, key: str, compute: Callable[[], Any]) -> Any:
         hit = self._values.get((id(policy), key))
         if hit is not None and hit[0] is policy:
             return hit[1]
@@ -143,55 +167,191 @@ def _selectors(policy: Resource, field: str) -> list[dict[str, str]]:
     return [dict(selector.match) for selector in getattr(spec, field)]
 
 
-def _first_match(policy: Resource, field: str, tags: Mapping[str, str]) -> Rank | None:
+Ranked = tuple[tuple[dict[str, str], Rank], ...]
+TagsKey = tuple[tuple[str, str], ...]  # a tag map as its sorted items: hashable, a cache key
+
+
+def tags_key(tags: Mapping[str, str]) -> TagsKey:
+    return tuple(sorted(tags.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """One connection policy as matching reads it: its selectors with their ranks, its age, and the services its
+    destinations name (None when one of them names no service or `*`: it may match any backend)."""
+
+    policy: Resource
+    name: str
+    created: datetime
+    sources: Ranked
+    destinations: Ranked
+    services: frozenset[str] | None
+
+
+def compiled(policy: Resource) -> Compiled:
+    """`policy` compiled, once per policy object."""
+    value: Compiled = CACHE.get(policy, "compiled", lambda: _compile(policy))
+    return value
+
+
+def _compile(policy: Resource) -> Compiled:
+    sources = tuple((s, rank(s)) for s in selectors(policy, "sources"))
+    destinations = tuple((s, rank(s)) for s in selectors(policy, "destinations"))
+    named = [s.get(TAG_SERVICE, MATCH_ALL) for s, _ in destinations]
+    services = None if MATCH_ALL in named else frozenset(named)
+    return Compiled(policy, policy.meta.name, _created(policy), sources, destinations, services)
+
+
+def _first(ranked: Ranked, tags: Mapping[str, str]) -> Rank | None:
     """Kuma's `MatchSelector`: the rank of the first selector that matches, or None."""
-    for selector in selectors(policy, field):
+    for selector, found in ranked:
         if selector_matches(selector, tags):
-            return rank(selector)
+            return found
     return None
 
 
-def by_source(policies: Iterable[Resource], listener_tags: Mapping[str, str]) -> Candidates:
-    matched: list[tuple[Resource, Rank]] = []
-    unmatched: list[Resource] = []
-    for policy in sorted(policies, key=lambda p: p.meta.name):
-        found = _first_match(policy, "sources", listener_tags)
+class KindIndex:
+    """One kind's policies of a mesh, compiled, in name order, and indexed by the service their destinations
+    name, so that a backend is matched against the policies that can match it (those naming its service, and
+    those naming none or `*`), not against every policy of the kind. Built once per regeneration (`index_of`)."""
+
+    def __init__(self, policies: Iterable[Resource]) -> None:
+        self.policies = tuple(sorted((compiled(p) for p in policies), key=lambda c: c.name))
+        self._anywhere = tuple(c for c in self.policies if c.services is None)
+        by_service: dict[str, list[Compiled]] = {}
+        for c in self.policies:
+            for service in sorted(c.services or ()):
+                by_service.setdefault(service, []).append(c)
+        self._by_service = {service: tuple(found) for service, found in by_service.items()}
+
+    def for_backend(self, tags: Mapping[str, str]) -> tuple[Compiled, ...]:
+        """The policies whose destinations may match a backend with `tags` (a superset of those that do)."""
+        specific = self._by_service.get(tags.get(TAG_SERVICE, ""), ())
+        return self._anywhere + specific if specific else self._anywhere
+
+
+def index_of(policies: tuple[Resource, ...]) -> KindIndex:
+    """The index of one kind's policies, once per tuple object (a `MeshContext` holds one per kind, shared by the
+    proxies of a regeneration)."""
+    value: KindIndex = CACHE.get(policies, "index", lambda: KindIndex(policies))
+    return value
+
+
+def _index(policies: Iterable[Resource] | KindIndex) -> KindIndex:
+    if isinstance(policies, KindIndex):
+        return policies
+    return index_of(policies) if isinstance(policies, tuple) else KindIndex(policies)
+
+
+_NO_MATCH = Rank(-1, -1)  # a cached "no source selector matches"
+
+
+class Candidates:
+    """The policies of one kind as seen from one listener: each with the rank of its first source selector that
+    matches the listener's tags, or None (Kuma's `ConnectionPoliciesBySource`). One per listener; a policy's
+    source rank is worked out when a backend first asks for it, since a listener reaches a few of the services
+    that a mesh's policies name."""
+
+    __slots__ = ("_ranks", "index", "tags")
+
+    def __init__(self, index: KindIndex, tags: Mapping[str, str] | None) -> None:
+        """`tags`: the listener's; None makes every policy a candidate with the lowest rank."""
+        self.index = index
+        self.tags = tags
+        self._ranks: dict[str, Rank] = {}
+
+    @classmethod
+    def every(cls, policies: Iterable[Resource] | KindIndex) -> Candidates:
+        """Every policy, each with the lowest source rank: selection by destination only (TrafficPermission)."""
+        return cls(_index(policies), None)
+
+    def source(self, policy: Compiled) -> Rank | None:
+        found = self._ranks.get(policy.name)
         if found is None:
-            unmatched.append(policy)
-        else:
-            matched.append((policy, found))
-    return Candidates(tuple(matched), tuple(unmatched))
+            found = Rank() if self.tags is None else _first(policy.sources, self.tags)
+            if found is None:
+                found = _NO_MATCH
+            self._ranks[policy.name] = found
+        return None if found is _NO_MATCH else found
 
 
-def _cluster_order(item: tuple[Resource, Rank]) -> tuple[int, int, float, str]:
-    policy, r = item
-    # Highest rank first, then the newest, then the first name.
-    return (-r.tags, -r.exact, -_created(policy).timestamp(), policy.meta.name)
+def by_source(policies: Iterable[Resource] | KindIndex, listener_tags: Mapping[str, str]) -> Candidates:
+    return Candidates(_index(policies), listener_tags)
+
+
+_SUMS: dict[tuple[Rank, Rank], Rank] = {}
+
+
+def _sum(source: Rank, destination: Rank) -> Rank:
+    """A source rank plus a destination rank, one object per value (a generation keeps one per match: a NamedTuple
+    stays tracked by the garbage collector, unlike a plain tuple of ints, and there are few distinct values)."""
+    key = (source, destination)
+    found = _SUMS.get(key)
+    if found is None:
+        found = _SUMS[key] = Rank(source.tags + destination.tags, source.exact + destination.exact)
+    return found
 
 
 def best_for_destination(candidates: Candidates, backend_tags: Mapping[str, str]) -> Match | None:
-    """The cluster winner among `candidates` (one listener's) for a backend with `backend_tags`."""
-    ranked: list[tuple[Resource, Rank]] = []
-    losers: list[Loser] = [Loser(p, NO_SOURCE) for p in candidates.unmatched]
-    for policy, source_rank in candidates.matched:
-        found = _first_match(policy, "destinations", backend_tags)
+    """The cluster winner among `candidates` (one listener's) for a backend with `backend_tags`: the highest
+    rank, then the newest, then the first name."""
+    best: Compiled | None = None
+    best_rank = Rank()
+    for c in candidates.index.for_backend(backend_tags):
+        source = candidates.source(c)
+        if source is None:
+            continue
+        found = _first(c.destinations, backend_tags)
         if found is None:
-            losers.append(Loser(policy, NO_DESTINATION))
-        else:
-            ranked.append((policy, Rank(source_rank.tags + found.tags, source_rank.exact + found.exact)))
-    if not ranked:
+            continue
+        r = _sum(source, found)
+        if (
+            best is None
+            or r > best_rank
+            or (r == best_rank and (c.created > best.created or (c.created == best.created and c.name < best.name)))
+        ):
+            best, best_rank = c, r
+    if best is None:
         return None
-    ranked.sort(key=_cluster_order)
-    winner, best = ranked[0]
-    for policy, r in ranked[1:]:
-        if r != best:
+    return _ClusterMatch(best.policy, best_rank, candidates, backend_tags)
+
+
+class _ClusterMatch(Match):
+    """A cluster's Match, holding what its losers are worked out from (references only: a generation keeps one
+    per backend, and a closure or tuple per Match would be more objects for the garbage collector to walk)."""
+
+    __slots__ = ("_candidates", "_tags")
+
+    def __init__(self, winner: Resource, rank: Rank, candidates: Candidates, tags: Mapping[str, str]) -> None:
+        super().__init__(winner, rank, None)
+        self._candidates = candidates
+        self._tags = tags
+
+    def _explain(self) -> tuple[Loser, ...]:
+        return _cluster_losers(self._candidates, self._tags, compiled(self.winner), self.rank)
+
+
+def _cluster_losers(
+    candidates: Candidates, backend_tags: Mapping[str, str], winner: Compiled, best: Rank
+) -> tuple[Loser, ...]:
+    losers = []
+    for c in candidates.index.policies:
+        if c is winner:
+            continue
+        source = candidates.source(c)
+        found = None if source is None else _first(c.destinations, backend_tags)
+        if source is None:
+            reason = NO_SOURCE
+        elif found is None:
+            reason = NO_DESTINATION
+        elif _sum(source, found) != best:
             reason = LESS_SPECIFIC
-        elif _created(policy) != _created(winner):
+        elif c.created != winner.created:
             reason = OLDER
         else:
             reason = NAME_AFTER
-        losers.append(Loser(policy, reason))
-    return Match(winner, best, tuple(sorted(losers, key=lambda lo: lo.policy.meta.name)))
+        losers.append(Loser(c.policy, reason))
+    return tuple(losers)
 
 
 def best_for_cluster(
@@ -202,21 +362,57 @@ def best_for_cluster(
 
 
 def best_for_split(
-    policies: Iterable[Resource], per_backend: Sequence[tuple[Mapping[str, str], Match | None]]
+    candidates: Candidates, backends: Sequence[TagsKey], matches: Sequence[Match | None] | None = None
 ) -> Match | None:
-    """The route winner, given each backend of the route (in the route's order) with its cluster match.
-    `policies`: every policy of the kind, so that those that won no backend are listed as losers."""
+    """The route winner from the listener of `candidates` to `backends` (each as its sorted tags, in the route's
+    order); `matches`: each backend's cluster match, when the caller has them."""
+    if matches is None:
+        matches = [best_for_destination(candidates, dict(b)) for b in backends]
+    found = _split(backends, matches)
+    if found is None:
+        return None
+    winner, best, _, _ = found
+    return _RouteMatch(winner.policy, best, candidates, backends)
+
+
+class _RouteMatch(Match):
+    """A route's Match, holding what its losers are worked out from (see `_ClusterMatch`)."""
+
+    __slots__ = ("_backends", "_candidates")
+
+    def __init__(self, winner: Resource, rank: Rank, candidates: Candidates, backends: Sequence[TagsKey]) -> None:
+        super().__init__(winner, rank, None)
+        self._candidates = candidates
+        self._backends = backends
+
+    def _explain(self) -> tuple[Loser, ...]:
+        return _split_losers(self._candidates, self._backends)
+
+
+Pool = list[tuple[Compiled, Rank]]
+
+
+def _service(tags: TagsKey) -> str | None:
+    for key, value in tags:
+        if key == TAG_SERVICE:
+            return value
+    return None
+
+
+def _split(
+    backends: Sequence[TagsKey], matches: Sequence[Match | None]
+) -> tuple[Compiled, Rank, dict[str, Pool], Pool] | None:
+    """The route winner with its rank, each backend's winner indexed by the service it was indexed under, and the
+    pool the winner was chosen from; None when no winner is indexed."""
     seen: set[str] = set()
-    indexed: dict[str, list[tuple[Resource, Rank]]] = {}
-    winners: dict[str, Resource] = {}
-    for tags, found in per_backend:
+    indexed: dict[str, Pool] = {}
+    for tags, found in zip(backends, matches, strict=True):
         if found is None or found.winner.meta.name in seen:
             continue
-        policy = found.winner
-        seen.add(policy.meta.name)
-        winners[policy.meta.name] = policy
-        service = tags.get(TAG_SERVICE)
-        for selector in selectors(policy, "destinations"):
+        policy = compiled(found.winner)
+        seen.add(policy.name)
+        service = _service(tags)
+        for selector, _ in policy.destinations:
             wanted = selector.get(TAG_SERVICE, "")
             if wanted in (service, MATCH_ALL):
                 indexed.setdefault(wanted, []).append((policy, found.rank))
@@ -225,28 +421,34 @@ def best_for_split(
     if not pool:
         return None
     # The oldest first, then the first name; a policy indexed twice is the same candidate.
-    unique = {policy.meta.name: (policy, r) for policy, r in pool}
-    ordered = sorted(unique.values(), key=lambda item: (_created(item[0]), item[0].meta.name))
-    winner, best = ordered[0]
-    in_pool = set(unique)
-    indexed_names = {policy.meta.name for items in indexed.values() for policy, _ in items}
-    losers: list[Loser] = []
-    for policy in sorted({p.meta.name: p for p in policies}.values(), key=lambda p: p.meta.name):
-        name = policy.meta.name
-        if name == winner.meta.name:
+    winner, best = min(pool, key=lambda item: (item[0].created, item[0].name))
+    return winner, best, indexed, pool
+
+
+def _split_losers(candidates: Candidates, backends: Sequence[TagsKey]) -> tuple[Loser, ...]:
+    matches = [best_for_destination(candidates, dict(b)) for b in backends]
+    found = _split(backends, matches)
+    assert found is not None  # a Match was made from the same input
+    winner, _, indexed, pool = found
+    won = {m.winner.meta.name for m in matches if m is not None}
+    indexed_names = {c.name for items in indexed.values() for c, _ in items}
+    in_pool = {c.name for c, _ in pool}
+    losers = []
+    for c in candidates.index.policies:
+        if c.name == winner.name:
             continue
-        if name not in winners:
+        if c.name not in won:
             reason = NO_BACKEND_WON
-        elif name not in indexed_names:
+        elif c.name not in indexed_names:
             reason = NOT_INDEXED
-        elif name not in in_pool:
+        elif c.name not in in_pool:
             reason = NOT_WILDCARD
-        elif _created(policy) != _created(winner):
+        elif c.created != winner.created:
             reason = NEWER
         else:
             reason = ROUTE_NAME_AFTER
-        losers.append(Loser(policy, reason))
-    return Match(winner, best, tuple(losers))
+        losers.append(Loser(c.policy, reason))
+    return tuple(losers)
 
 
 def best_for_route(
@@ -254,9 +456,7 @@ def best_for_route(
 ) -> Match | None:
     """The policy of one kind that shapes a route from a listener to `backends` (its forward destinations'
     tags, in order), or None."""
-    policies = tuple(policies)
-    candidates = by_source(policies, listener_tags)
-    return best_for_split(policies, [(tags, best_for_destination(candidates, tags)) for tags in backends])
+    return best_for_split(by_source(tuple(policies), listener_tags), [tags_key(b) for b in backends])
 
 
 def best_for_proxy(policies: Iterable[Resource], tags: Mapping[str, str]) -> Match | None:

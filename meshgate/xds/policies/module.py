@@ -192,11 +192,36 @@ IGNORED_BY_KUMA = "Kuma's builtin gateway ignores this kind"
 UNSUPPORTED = "meshgate has no gateway module for this kind yet"
 
 
-@dataclass(frozen=True, slots=True)
 class PolicyReport:
-    applied: tuple[Applied, ...] = ()
-    ignored: tuple[Ignored, ...] = ()
-    denied: tuple[Denied, ...] = ()
+    """What shaped one proxy's config: `applied` by kind, target and name (one record per name: the twins of a
+    match, `/api/` and `/api`, share their route's name), the kinds `ignored`, the backends `denied`.
+
+    `applied` is given in the order generation recorded it and is de-duplicated and sorted when first read
+    (`meshgatectl inspect`), not once per generation."""
+
+    __slots__ = ("_applied", "_sorted", "denied", "ignored")
+
+    def __init__(
+        self, applied: Iterable[Applied] = (), ignored: tuple[Ignored, ...] = (), denied: tuple[Denied, ...] = ()
+    ) -> None:
+        self._applied = applied
+        self._sorted: tuple[Applied, ...] | None = None
+        self.ignored = ignored
+        self.denied = denied
+
+    @property
+    def applied(self) -> tuple[Applied, ...]:
+        if self._sorted is None:
+            order = {target: i for i, target in enumerate(Target)}
+            unique = {(a.kind, a.target, a.name): a for a in self._applied}
+            self._sorted = tuple(sorted(unique.values(), key=lambda a: (a.kind, order[a.target], a.name)))
+            self._applied = ()
+        return self._sorted
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PolicyReport):
+            return NotImplemented
+        return (self.applied, self.ignored, self.denied) == (other.applied, other.ignored, other.denied)
 
 
 EMPTY_REPORT = PolicyReport()

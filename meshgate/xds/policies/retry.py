@@ -29,7 +29,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from meshgate.api.mesh.v1alpha1.http_method_pb2 import HttpMethod
 from meshgate.api.mesh.v1alpha1.retry_pb2 import HttpRetryOn, Retry
 from meshgate.xds.clusters import pack
-from meshgate.xds.policies.matching import Match
+from meshgate.xds.policies.matching import CACHE, Match
 from meshgate.xds.policies.module import PolicyModule, typed_conf
 
 __all__ = ["HTTP_RETRY_ON_DEFAULT", "KIND", "MODULE", "http_retry_policy"]
@@ -76,7 +76,9 @@ def _route(match: Match, route: route_components_pb2.Route) -> None:
         return  # a redirect: nothing to retry (Kuma's configurer looks at the route action only)
     conf = typed_conf(match.winner, Retry.Conf)
     if conf.HasField("http"):
-        route.route.retry_policy.CopyFrom(http_retry_policy(conf.http))
+        # Built once per policy object: one policy shapes many routes (callers copy, never edit, the message).
+        found = CACHE.get(match.winner, "retry:http", lambda: http_retry_policy(conf.http))
+        route.route.retry_policy.CopyFrom(found)
     else:
         route.route.ClearField("retry_policy")
 

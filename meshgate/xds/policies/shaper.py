@@ -25,10 +25,13 @@ from meshgate.resources.model import Resource
 from meshgate.xds.policies.matching import (
     Candidates,
     Match,
+    TagsKey,
     best_for_destination,
     best_for_proxy,
     best_for_split,
     by_source,
+    index_of,
+    tags_key,
 )
 from meshgate.xds.policies.module import (
     PASS_THROUGH,
@@ -45,18 +48,27 @@ from meshgate.xds.policies.module import (
 )
 from meshgate.xds.routes import Entry
 
-__all__ = ["POLICY_TAG_PREFIX", "ClusterMatches", "Shaper", "tags_key"]
+__all__ = ["POLICY_TAG_PREFIX", "ClusterMatches", "Shaper", "TagsKey", "tags_key"]
 
 # Pseudo-tags hashed into the name of a cluster a policy shapes (never seen by Envoy but in that hash).
 POLICY_TAG_PREFIX = "meshgate.io/policy/"
 
-TagsKey = tuple[tuple[str, str], ...]
 # The winner of each cluster-shaping kind for one cluster, by kind name.
 ClusterMatches = tuple[tuple[str, Match], ...]
 
 
-def tags_key(tags: Mapping[str, str]) -> TagsKey:
-    return tuple(sorted(tags.items()))
+class _Listener:
+    """The matching done for one listener's tags, kept for the proxy's build: each kind's candidates by source
+    (Kuma's `ConnectionPoliciesBySource`), each backend's winner of each kind, each route's, each cluster's."""
+
+    __slots__ = ("candidates", "clusters", "per_backend", "routes", "tags")
+
+    def __init__(self, tags: Mapping[str, str]) -> None:
+        self.tags = tags
+        self.candidates: dict[str, Candidates] = {}
+        self.per_backend: dict[tuple[str, TagsKey], Match | None] = {}
+        self.routes: dict[tuple[str, tuple[TagsKey, ...]], Match | None] = {}
+        self.clusters: dict[TagsKey, ClusterMatches] = {}
 
 
 class Shaper:
@@ -78,10 +90,7 @@ class Shaper:
                 self._by_target[target].append(module)
         self._ignored = ignored_kinds(policies, registry)
         self._applied: list[Applied] = []
-        self._candidates: dict[tuple[str, TagsKey], Candidates] = {}
-        self._cluster: dict[tuple[TagsKey, TagsKey], ClusterMatches] = {}
-        self._per_backend: dict[tuple[str, TagsKey, TagsKey], Match | None] = {}
-        self._route: dict[tuple[str, TagsKey, tuple[TagsKey, ...]], Match | None] = {}
+        self._listeners: dict[TagsKey, _Listener] = {}
 
     def denied(self, listener_tags: Mapping[str, str], backend: TagsKey) -> bool:
         """Whether a gate (TrafficPermission) denies `backend` (sorted tags) to the listener; recorded."""
@@ -103,32 +112,35 @@ class Shaper:
     def shapes(self, target: Target) -> bool:
         return bool(self._by_target[target])
 
-    def _candidates_for(self, kind: str, listener_tags: Mapping[str, str], key: TagsKey) -> Candidates:
-        found = self._candidates.get((kind, key))
+    def _listener(self, tags: Mapping[str, str]) -> _Listener:
+        key = tags_key(tags)
+        found = self._listeners.get(key)
         if found is None:
-            found = by_source(self._policies[kind], listener_tags)
-            self._candidates[(kind, key)] = found
+            found = self._listeners[key] = _Listener(tags)
         return found
 
-    def _backend_match(self, kind: str, listener_tags: Mapping[str, str], backend: TagsKey) -> Match | None:
-        key = tags_key(listener_tags)
-        cache_key = (kind, key, backend)
-        if cache_key not in self._per_backend:
-            candidates = self._candidates_for(kind, listener_tags, key)
-            self._per_backend[cache_key] = best_for_destination(candidates, dict(backend))
-        return self._per_backend[cache_key]
+    def _backend_match(self, kind: str, listener: _Listener, backend: TagsKey) -> Match | None:
+        key = (kind, backend)
+        try:
+            return listener.per_backend[key]
+        except KeyError:
+            pass
+        candidates = listener.candidates.get(kind)
+        if candidates is None:
+            candidates = listener.candidates[kind] = by_source(index_of(self._policies[kind]), listener.tags)
+        found = listener.per_backend[key] = best_for_destination(candidates, dict(backend))
+        return found
 
     def cluster_matches(self, listener_tags: Mapping[str, str], backend: TagsKey) -> ClusterMatches:
         """The winner of each cluster-shaping kind for `backend` (sorted tags) reached from the listener."""
-        key = (tags_key(listener_tags), backend)
-        found = self._cluster.get(key)
+        listener = self._listener(listener_tags)
+        found = listener.clusters.get(backend)
         if found is None:
-            found = tuple(
+            found = listener.clusters[backend] = tuple(
                 (module.kind, match)
                 for module in self._by_target[Target.CLUSTER]
-                if (match := self._backend_match(module.kind, listener_tags, backend)) is not None
+                if (match := self._backend_match(module.kind, listener, backend)) is not None
             )
-            self._cluster[key] = found
         return found
 
     @staticmethod
@@ -145,12 +157,15 @@ class Shaper:
             module.cluster(match, cluster, protocol)
             self._applied.append(Applied(kind, Target.CLUSTER, name, match))
 
-    def _route_match(self, kind: str, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]) -> Match | None:
-        key = (kind, tags_key(listener_tags), tuple(backends))
-        if key not in self._route:
-            per_backend = [(dict(b), self._backend_match(kind, listener_tags, b)) for b in backends]
-            self._route[key] = best_for_split(self._policies[kind], per_backend)
-        return self._route[key]
+    def _route_match(self, kind: str, listener: _Listener, backends: tuple[TagsKey, ...]) -> Match | None:
+        key = (kind, backends)
+        try:
+            return listener.routes[key]
+        except KeyError:
+            pass
+        matches = [self._backend_match(kind, listener, b) for b in backends]
+        found = listener.routes[key] = best_for_split(listener.candidates[kind], backends, matches)
+        return found
 
     def route_shaper(
         self, listener_tags: Mapping[str, str], where: str, shaped: set[str] | None = None
@@ -161,10 +176,12 @@ class Shaper:
         if not modules:
             return None
 
+        listener = self._listener(listener_tags)
+
         def shape(entry: Entry, route: route_components_pb2.Route) -> None:
-            backends = [d.tags for d in entry.forward]
+            backends = tuple(d.tags for d in entry.forward)
             for module in modules:
-                match = self._route_match(module.kind, listener_tags, backends)
+                match = self._route_match(module.kind, listener, backends)
                 if match is not None:
                     assert module.route is not None
                     module.route(match, route)
@@ -187,8 +204,9 @@ class Shaper:
         """The access logs of one gateway filter chain (`where`: `<listener>/<index>`), for its HCM or TCP proxy:
         each access-log kind's policy for the listener's tags and Kuma's pass-through destination."""
         out = []
+        listener = self._listener(listener_tags)
         for module in self._by_target[Target.ACCESS_LOG]:
-            match = self._backend_match(module.kind, listener_tags, tags_key(PASS_THROUGH))
+            match = self._backend_match(module.kind, listener, tags_key(PASS_THROUGH))
             if match is None:
                 continue
             assert module.access_log is not None
@@ -215,16 +233,13 @@ class Shaper:
         self, listener: listener_pb2.Listener, listener_tags: Mapping[str, str], backends: Sequence[TagsKey]
     ) -> None:
         """Applies the listener-shaping kinds; `backends`: every backend of the listener's routes, in order."""
+        view = self._listener(listener_tags)
         for module in self._by_target[Target.LISTENER]:
-            match = self._route_match(module.kind, listener_tags, backends)
+            match = self._route_match(module.kind, view, tuple(backends))
             if match is not None:
                 assert module.listener is not None
                 module.listener(match, listener)
                 self._applied.append(Applied(module.kind, Target.LISTENER, listener.name, match))
 
     def report(self) -> PolicyReport:
-        order = {target: i for i, target in enumerate(Target)}
-        # The twins of a match (`/api/` and `/api`) share their route's name, and so its record.
-        unique = {(a.kind, a.target, a.name): a for a in self._applied}
-        applied = sorted(unique.values(), key=lambda a: (a.kind, order[a.target], a.name))
-        return PolicyReport(tuple(applied), self._ignored, tuple(self._denials))
+        return PolicyReport(self._applied, self._ignored, tuple(self._denials))

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshgate.resources.selectors import Rank, selector_matches
-from meshgate.xds.policies.matching import Candidates, best_for_destination, selectors
+from meshgate.resources.selectors import selector_matches
+from meshgate.xds.policies.matching import Candidates, best_for_destination, index_of, selectors
 from meshgate.xds.policies.module import Gate, PolicyModule
 
 __all__ = ["KIND", "MODULE", "mtls_enabled"]
@@ -41,7 +41,7 @@ def _gate(gate: Gate) -> str | None:
     if not mtls_enabled(gate.mesh):
         return None
     # Kuma's inbound selection ranks by destination only: every policy is a candidate on the source side.
-    candidates = Candidates(tuple((p, Rank(0, 0)) for p in sorted(gate.policies, key=lambda p: p.meta.name)), ())
+    candidates = Candidates.every(index_of(gate.policies))
     match = best_for_destination(candidates, gate.backend)
     if match is None:
         return NO_PERMISSION
