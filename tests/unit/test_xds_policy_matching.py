@@ -245,3 +245,88 @@ def test_selectors_read_protobuf_specs_as_struct_ones() -> None:
     assert matching.selectors(route, "selectors") == [{"kuma.io/service": "edge", "port": "*"}]
     assert matching.selectors(policy("p"), "sources") == [{"kuma.io/service": "*"}]
     assert matching.selectors(policy("p"), "missing") == []
+
+
+# --- the index changes nothing: a scan of every policy, as the rules are written, gives the same answers ------
+
+
+def _first_rank(selectors: list[dict[str, str]], tags: Mapping[str, str]) -> Rank | None:
+    for s in selectors:
+        if all(k in tags and v in (tags[k], "*") for k, v in s.items()):
+            return Rank(len(s), sum(1 for v in s.values() if v != "*"))
+    return None
+
+
+def _age(p: Resource) -> float:
+    assert p.meta.creation_time is not None  # `policy` sets one
+    return p.meta.creation_time.timestamp()
+
+
+def _scan_cluster(ps: list[Resource], backend: Mapping[str, str]) -> tuple[str, Rank, dict[str, str]] | None:
+    """Every policy considered, no index, losers listed eagerly: the reference for `best_for_cluster`."""
+    ranked, why = [], {}
+    for p in ps:
+        src = _first_rank(matching.selectors(p, "sources"), LISTENER)
+        dst = None if src is None else _first_rank(matching.selectors(p, "destinations"), backend)
+        if src is None:
+            why[p.meta.name] = matching.NO_SOURCE
+        elif dst is None:
+            why[p.meta.name] = matching.NO_DESTINATION
+        else:
+            ranked.append((p, Rank(src.tags + dst.tags, src.exact + dst.exact)))
+    if not ranked:
+        return None
+    ranked.sort(key=lambda item: (-item[1].tags, -item[1].exact, -_age(item[0]), item[0].meta.name))
+    (winner, best), rest = ranked[0], ranked[1:]
+    for p, r in rest:
+        if r != best:
+            why[p.meta.name] = matching.LESS_SPECIFIC
+        elif p.meta.creation_time != winner.meta.creation_time:
+            why[p.meta.name] = matching.OLDER
+        else:
+            why[p.meta.name] = matching.NAME_AFTER
+    return winner.meta.name, best, why
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies, backends)
+def test_the_indexed_cluster_match_equals_a_scan_of_every_policy(
+    ps: list[Resource], route_backends: list[dict[str, str]]
+) -> None:
+    for backend in route_backends:
+        found = best_for_cluster(ps, LISTENER, backend)
+        expected = _scan_cluster(ps, backend)
+        if expected is None:
+            assert found is None
+            continue
+        assert found is not None
+        assert (found.winner.meta.name, found.rank, reasons(found)) == expected
+        assert [lo.policy.meta.name for lo in found.losers] == sorted(expected[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies, backends)
+def test_the_route_winner_is_the_oldest_indexed_backend_winner(
+    ps: list[Resource], route_backends: list[dict[str, str]]
+) -> None:
+    # The route rule restated over the scan: each backend's winner is indexed under the service of each of its
+    # destination selectors naming the backend's service or `*`; `*` entries are preferred; the oldest wins.
+    indexed: dict[str, set[str]] = {}
+    by_name = {p.meta.name: p for p in ps}
+    for backend in route_backends:
+        won = _scan_cluster(ps, backend)
+        if won is None:
+            continue
+        for s in matching.selectors(by_name[won[0]], "destinations"):
+            wanted = s.get("kuma.io/service", "")
+            if wanted in (backend["kuma.io/service"], "*"):
+                indexed.setdefault(wanted, set()).add(won[0])
+    pool = indexed.get("*") or set().union(*indexed.values()) if indexed else set()
+    found = best_for_route(ps, LISTENER, route_backends)
+    if not pool:
+        assert found is None
+        return
+    assert found is not None
+    oldest = min(pool, key=lambda n: (by_name[n].meta.creation_time, n))
+    assert found.winner.meta.name == oldest
+    assert {lo.policy.meta.name for lo in found.losers} == set(by_name) - {oldest}
