@@ -309,14 +309,17 @@ def test_the_indexed_cluster_match_equals_a_scan_of_every_policy(
 def test_the_route_winner_is_the_oldest_indexed_backend_winner(
     ps: list[Resource], route_backends: list[dict[str, str]]
 ) -> None:
-    # The route rule restated over the scan: each backend's winner is indexed under the service of each of its
-    # destination selectors naming the backend's service or `*`; `*` entries are preferred; the oldest wins.
+    # The route rule restated over the scan: each backend's winner, taken once in backend order (Kuma indexes a
+    # policy under the backend it first won), is indexed under the service of each of its destination selectors
+    # naming that backend's service or `*`; `*` entries are preferred; the oldest wins.
     indexed: dict[str, set[str]] = {}
     by_name = {p.meta.name: p for p in ps}
+    taken: set[str] = set()
     for backend in route_backends:
         won = _scan_cluster(ps, backend)
-        if won is None:
+        if won is None or won[0] in taken:
             continue
+        taken.add(won[0])
         for s in matching.selectors(by_name[won[0]], "destinations"):
             wanted = s.get("kuma.io/service", "")
             if wanted in (backend["kuma.io/service"], "*"):
