@@ -108,7 +108,7 @@ def policies() -> list[dict[str, Any]]:
         factory.fault_injection("slow", destination="slow",
                                 conf={"responseBandwidth": {"percentage": 100, "limit": "1kbps"}}),
         factory.traffic_log("log-all"),
-        factory.proxy_template("lua", service="edge", conf={"imports": ["default-proxy"], "modifications": [
+        factory.proxy_template("lua", service="edge", conf={"imports": ["gateway-proxy"], "modifications": [
             {"httpFilter": {"operation": "addBefore", "match": {"name": "envoy.filters.http.router"},
                             "value": LUA_FILTER}},
         ]}),

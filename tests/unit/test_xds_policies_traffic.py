@@ -15,6 +15,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.type.v3 import percent_pb2
 
+from meshgate.resources import codec
 from meshgate.resources.model import Resource
 from meshgate.resources.selectors import Rank
 from meshgate.testing import factory
@@ -123,7 +124,7 @@ def test_traffic_log_without_a_mesh_a_backend_or_with_a_tcp_one_logs_nothing() -
 
 
 def _template(name: str, modifications: list[dict[str, Any]], *, age: int = 0, service: str = "*") -> Resource:
-    doc = factory.proxy_template(name, service=service, conf={"imports": ["default-proxy"],
+    doc = factory.proxy_template(name, service=service, conf={"imports": ["gateway-proxy"],
                                                                 "modifications": modifications})  # fmt: skip
     return resource(doc, created=T0 + timedelta(minutes=age))
 
@@ -154,6 +155,33 @@ def test_proxy_template_cluster_patch_and_remove_and_virtual_host_add() -> None:
     assert list(resources[CLUSTER]) == ["a"]
     assert resources[CLUSTER]["a"].connect_timeout.seconds == 7
     assert [vh.name for vh in resources[ROUTE]["r"].virtual_hosts] == ["extra"]
+
+
+def test_proxy_template_raw_resources_are_added_by_name_and_bad_ones_reported_with_kumas_path() -> None:
+    resources: dict[str, Any] = {CLUSTER: {"a": cluster_pb2.Cluster(name="a", connect_timeout={"seconds": 1})}}
+    doc = factory.proxy_template("raw", conf={"imports": ["gateway-proxy"], "resources": [
+        {"name": "a", "version": "v1", "resource": "'@type': type.googleapis.com/envoy.config.cluster.v3.Cluster\n"
+                                                   "name: a\nconnect_timeout: 9s"},
+        {"name": "extra", "version": "v1", "resource": "'@type': type.googleapis.com/envoy.config.cluster.v3.Cluster\n"
+                                                       "name: extra"},
+        {"name": "broken", "version": "v1", "resource": "name: no-type"},
+    ]})  # fmt: skip
+    # Validation refuses the broken one (as Kuma's does); a template stored before that check still generates.
+    problems = proxy_template.apply(codec.decode(doc), resources)
+    assert sorted(resources[CLUSTER]) == ["a", "extra"]
+    assert resources[CLUSTER]["a"].connect_timeout.seconds == 9  # replaced, as Kuma's ResourceSet.Add does
+    assert len(problems) == 1
+    assert "resources[2]{name='broken'}.resource:" in problems[0]
+
+
+def test_proxy_template_without_the_gateway_profile_keeps_the_gateway_config_and_says_so() -> None:
+    resources: dict[str, Any] = {CLUSTER: {"a": cluster_pb2.Cluster(name="a")}}
+    for imports in ([], ["default-proxy"]):
+        doc = factory.proxy_template("sidecar-style", conf={"imports": imports})
+        problems = proxy_template.apply(resource(doc), resources)
+        assert list(resources[CLUSTER]) == ["a"]
+        assert len(problems) == 1
+        assert "gateway-proxy" in problems[0]
 
 
 def test_proxy_template_module_is_a_selector_policy_on_the_whole_proxy() -> None:

@@ -20,7 +20,7 @@ import yaml
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
-__all__ = ["envoy_message", "parse_envoy", "parse_envoy_any"]
+__all__ = ["envoy_any", "envoy_message", "parse_envoy", "parse_envoy_any"]
 
 _M = TypeVar("_M", bound=Message)
 
@@ -88,6 +88,16 @@ def parse_envoy(text: str, message_type: type[Message]) -> str | None:
     except (json_format.ParseError, TypeError, ValueError) as err:
         return str(err)
     return None
+
+
+def envoy_any(text: str) -> any_pb2.Any:
+    """`text` (YAML or JSON), an Envoy resource with its `@type`, as an `Any`; raises ValueError when it is not."""
+    doc = _json(text)
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected an object, got {type(doc).__name__}")
+    out = any_pb2.Any()
+    _parse(doc, out)
+    return out
 
 
 def parse_envoy_any(text: str) -> str | None:

@@ -15,8 +15,18 @@ and applies its `conf.modifications` in order to the generated resources (`xds/g
 `value` is the Envoy message in YAML or JSON; a patch merges it into the match (`proto.Merge`; a filter's
 `typed_config` merged as its own type, Kuma's `MergeAnys`). A match's `origin` other than `gateway` (Kuma's
 origin of a gateway's resources) matches nothing here, nor does a `listenerTags`/`tags` match (meshgate keeps
-no tags on generated resources). `imports` and raw `resources` are not applied: a gateway's config is generated,
-not built from profiles. A modification whose value does not parse is left out and reported as a problem.
+no tags on generated resources). A modification whose value does not parse is left out and reported as a problem.
+
+Before the modifications, as Kuma's `ProxyTemplateGenerator` (`xds/generator/proxy_template.go:24-66`):
+
+- `imports`: Kuma builds a proxy from the profiles its template imports; a builtin gateway's own template imports
+  `gateway-proxy` (`plugins/runtime/gateway/template.go`), which is the config `generate` makes. Here that config
+  is kept for `gateway-proxy`; `default-proxy` (Kuma's sidecar profile, which would serve none of the gateway's
+  listeners) and an empty list keep it too and are reported as a problem, so that a template written for
+  sidecars never leaves a gateway without its listeners. Validation refuses unknown profiles.
+- `resources`: each raw resource (`name`, `resource`: an Envoy message in YAML or JSON with its `@type`) is added
+  under its type and `name`, replacing a generated one of that name; one that does not parse is left out and
+  reported with Kuma's path, `resources[<i>]{name="<name>"}.resource: <reason>`.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
-from meshgate.resources.kinds._envoy_json import envoy_message
+from meshgate.resources.kinds._envoy_json import envoy_any, envoy_message
 from meshgate.resources.model import Resource
 from meshgate.xds.clusters import pack
 from meshgate.xds.policies.module import Matcher, PolicyModule, Resources
@@ -42,6 +52,8 @@ __all__ = ["KIND", "MODULE", "apply"]
 KIND = "ProxyTemplate"
 _HCM = "envoy.filters.network.http_connection_manager"
 _ORIGIN = "gateway"
+GATEWAY_PROFILE = "gateway-proxy"  # Kuma's `metadata.ProfileGatewayProxy`
+_TYPE_PREFIX = "type.googleapis.com/"
 
 
 def _merge_any(into: any_pb2.Any, patch: any_pb2.Any) -> any_pb2.Any:
@@ -158,10 +170,37 @@ def _virtual_host(resources: Resources, mod: Any) -> None:
                 hosts[i].MergeFrom(new)
 
 
-def apply(template: Resource, resources: Resources) -> list[str]:
-    """Applies `template`'s modifications in order; returns one problem per modification left out."""
-    spec: Any = template.spec
+def _imports(template: Resource) -> list[str]:
+    imports = list(template.spec.conf.imports)  # type: ignore[attr-defined]
+    if GATEWAY_PROFILE in imports:
+        return []
+    which = f"imports {imports}" if imports else "no imports"
+    return [
+        f"ProxyTemplate {template.meta.name}: {which}: a builtin gateway is built from the {GATEWAY_PROFILE!r} "
+        "profile; kept the generated gateway config"
+    ]
+
+
+def _raw(template: Resource, resources: Resources) -> list[str]:
     problems = []
+    for i, raw in enumerate(template.spec.conf.resources):  # type: ignore[attr-defined]
+        try:
+            packed = envoy_any(raw.resource)
+            message = _unpack(packed)
+        except (ValueError, TypeError, KeyError, json_format.ParseError) as err:
+            problems.append(
+                f"ProxyTemplate {template.meta.name}: resources[{i}]{{name={raw.name!r}}}.resource: {err}; left out"
+            )
+            continue
+        resources.setdefault(_TYPE_PREFIX + message.DESCRIPTOR.full_name, {})[raw.name] = message
+    return problems
+
+
+def apply(template: Resource, resources: Resources) -> list[str]:
+    """Applies `template`'s imports, raw resources, then modifications in order; returns one problem per thing
+    left out."""
+    spec: Any = template.spec
+    problems = _imports(template) + _raw(template, resources)
     for i, modification in enumerate(spec.conf.modifications):
         which = modification.WhichOneof("type")
         mod = getattr(modification, which)
