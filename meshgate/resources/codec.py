@@ -10,7 +10,8 @@
     conf: {...}
 
 `decode` checks structure (every problem at once, with paths) and builds a `Resource`; `validate` applies the
-kind's rules; `load` does both. Nothing here does I/O.
+kind's rules; `load` does both. Durations are read as Kuma reads them, in Go's form (`1h`, `200ms`) or
+protobuf's (`3600s`), and written in protobuf's (`proto_json.py`). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import Path, UnknownKindError, ValidationError, Violation, Violations
 from meshgate.resources.model import Meta, Resource
+from meshgate.resources.proto_json import parse_dict
 from meshgate.resources.structure import check_fields, json_kind
 
 __all__ = ["META_KEYS", "decode", "encode", "load", "load_documents", "rfc3339", "spec_bytes", "validate"]
@@ -110,7 +112,7 @@ def decode(doc: Mapping[str, Any], *, kind: str | None = None) -> Resource:
     out.raise_if_any()
     spec = descriptor.spec_type()
     try:
-        json_format.ParseDict(spec_doc, spec)
+        parse_dict(spec_doc, spec)  # durations in Go's form too, as Kuma's jsonpb reads them
     except json_format.ParseError as err:  # the structure walker should have caught it first
         raise ValidationError([Violation("", str(err))]) from err
     return Resource(kind=descriptor.name, meta=Meta(name=name, mesh=mesh, labels=labels), spec=spec)

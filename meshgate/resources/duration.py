@@ -1,8 +1,14 @@
-"""Go's `time.ParseDuration` and `Duration.String`, for the one duration Kuma writes into a gateway Pod.
+"""Go's `time.ParseDuration` and `Duration.String`, as Kuma reads and writes durations.
 
-Kuma reads the `kuma.io/sidecar-drain-time` annotation with `time.ParseDuration` and passes the result on as
-`KUMA_DATAPLANE_DRAIN_TIME` formatted by `Duration.String`, so `90s` arrives as `1m30s` and `1h` as `1h0m0s`.
-Durations are integers of nanoseconds here, as in Go.
+Kuma reads every google.protobuf.Duration of a resource document with golang/protobuf's jsonpb, which parses it
+with `time.ParseDuration` (jsonpb `decode.go`, `case "Duration"`), so `1h`, `1m30s` and `200ms` are durations
+there (`proto_json.py` reads documents that way). It also reads the `kuma.io/sidecar-drain-time` annotation with
+`time.ParseDuration` and passes the result on as `KUMA_DATAPLANE_DRAIN_TIME` formatted by `Duration.String`, so
+`90s` arrives as `1m30s` and `1h` as `1h0m0s`. Durations are integers of nanoseconds here, as in Go.
+
+`parse_duration` follows Go's algorithm step by step (the same overflow points, the same float64 rounding of
+fractions, the same messages), so it takes what Go takes and no more: text is user input, and nothing here turns
+a long string into a huge integer.
 """
 
 from __future__ import annotations
@@ -26,16 +32,56 @@ _UNITS = {
     "m": MINUTE,
     "h": HOUR,
 }
-_INT64_MAX = 2**63 - 1
+# Go accumulates in a uint64 and allows up to 1<<63 before the sign is applied (so -1<<63 ns is a duration).
+_LIMIT = 1 << 63
+_INT64_MAX = _LIMIT - 1
+_DIGITS = frozenset("0123456789")
 
 
 class DurationError(ValueError):
     """Not a Go duration; the message is Go's."""
 
 
+def _leading_int(text: str) -> tuple[int, str] | None:
+    """Go's leadingInt: the leading digits as an integer and the rest; None on overflow."""
+    value = 0
+    i = 0
+    while i < len(text) and text[i] in _DIGITS:
+        if value > _LIMIT // 10:
+            return None
+        value = value * 10 + ord(text[i]) - ord("0")
+        if value > _LIMIT:
+            return None
+        i += 1
+    return value, text[i:]
+
+
+def _leading_fraction(text: str) -> tuple[int, float, str]:
+    """Go's leadingFraction: the leading digits, the scale to divide them by, and the rest. Digits past what a
+    uint64 holds are consumed without adding precision, as in Go."""
+    value = 0
+    scale = 1.0
+    overflow = False
+    i = 0
+    while i < len(text) and text[i] in _DIGITS:
+        if not overflow:
+            if value > _INT64_MAX // 10:
+                overflow = True
+            else:
+                digit = value * 10 + ord(text[i]) - ord("0")
+                if digit > _LIMIT:
+                    overflow = True
+                else:
+                    value = digit
+                    scale *= 10
+        i += 1
+    return value, scale, text[i:]
+
+
 def parse_duration(text: str) -> int:
     """Nanoseconds in `text` ("300ms", "-1.5h", "2h45m"); raises DurationError as Go would."""
     original = text
+    invalid = DurationError(f"time: invalid duration {_quote(original)}")
     negative = False
     if text[:1] in ("-", "+"):
         negative = text[0] == "-"
@@ -43,42 +89,50 @@ def parse_duration(text: str) -> int:
     if text == "0":
         return 0
     if not text:
-        raise DurationError(f"time: invalid duration {_quote(original)}")
+        raise invalid
     total = 0
     while text:
-        i = 0
-        while i < len(text) and text[i].isdigit() and text[i].isascii():
-            i += 1
-        whole_text, text = text[:i], text[i:]
-        fraction_text = ""
+        if not (text[0] == "." or text[0] in _DIGITS):
+            raise invalid
+        before = len(text)
+        whole = _leading_int(text)
+        if whole is None:
+            raise invalid
+        value, text = whole
+        has_whole = len(text) != before
+        fraction, scale, has_fraction = 0, 1.0, False
         if text[:1] == ".":
             text = text[1:]
-            i = 0
-            while i < len(text) and text[i].isdigit() and text[i].isascii():
-                i += 1
-            fraction_text, text = text[:i], text[i:]
-        if not whole_text and not fraction_text:
-            raise DurationError(f"time: invalid duration {_quote(original)}")
+            before = len(text)
+            fraction, scale, text = _leading_fraction(text)
+            has_fraction = len(text) != before
+        if not has_whole and not has_fraction:  # no digits, e.g. ".s"
+            raise invalid
         i = 0
-        while i < len(text) and text[i] != "." and not (text[i].isdigit() and text[i].isascii()):
+        while i < len(text) and text[i] != "." and text[i] not in _DIGITS:
             i += 1
-        unit_text, text = text[:i], text[i:]
-        if not unit_text:
+        if i == 0:
             raise DurationError(f"time: missing unit in duration {_quote(original)}")
+        unit_text, text = text[:i], text[i:]
         unit = _UNITS.get(unit_text)
         if unit is None:
             raise DurationError(f"time: unknown unit {_quote(unit_text)} in duration {_quote(original)}")
-        value = int(whole_text or "0")
-        if value > _INT64_MAX // unit:
-            raise DurationError(f"time: invalid duration {_quote(original)}")
+        if value > _LIMIT // unit:
+            raise invalid
         value *= unit
-        if fraction_text:
+        if fraction > 0:
             # Go scales the fraction in float64 and truncates: the same rounding for the same text.
-            value += int(float(int(fraction_text)) * (float(unit) / float(10 ** len(fraction_text))))
+            value += int(float(fraction) * (float(unit) / scale))
+            if value > _LIMIT:
+                raise invalid
         total += value
-        if total > _INT64_MAX:
-            raise DurationError(f"time: invalid duration {_quote(original)}")
-    return -total if negative else total
+        if total > _LIMIT:
+            raise invalid
+    if negative:
+        return -total
+    if total > _INT64_MAX:
+        raise invalid
+    return total
 
 
 def _fraction(value: int, precision: int) -> tuple[str, int]:
@@ -118,4 +172,14 @@ def format_duration(nanoseconds: int) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Go's time.quote: `"` and `\\` escaped, and each byte of a non-ASCII or control character as `\\xNN`."""
+    out = ['"']
+    for char in text:
+        if char < " " or char >= "\x80":
+            # A lone surrogate (JSON can carry one) is what Go's decoder would have made of it: U+FFFD.
+            data = char.encode("utf-8") if not "\ud800" <= char <= "\udfff" else "\ufffd".encode()
+            out.extend(f"\\x{byte:02x}" for byte in data)
+        else:
+            out.append("\\" + char if char in ('"', "\\") else char)
+    out.append('"')
+    return "".join(out)

@@ -3,8 +3,11 @@
 `json_format.ParseDict` stops at the first problem and reports it without a path. This walker visits the whole
 document first and reports every problem with a Kuma-style path (`conf.listeners[0].foo`): unknown
 fields, wrong JSON types, enum names that do not exist, integers out of range, two members of one oneof,
-malformed durations and base64. Only a document it accepts is handed to ParseDict, so what it accepts must be
-a subset of what ParseDict accepts; the tests hold it to that.
+malformed durations and base64. Only a document it accepts is handed to ParseDict (after `proto_json` rewrites
+its durations), so what it accepts must be a subset of what ParseDict then accepts; the tests hold it to that.
+
+A duration is read as Kuma's jsonpb reads it: Go's `time.ParseDuration` form (`1h`, `1m30s`, `200ms`) or
+protobuf's (`3600s`), see `proto_json.read_duration`.
 
 Field names may be written as the JSON (lowerCamelCase) name or the proto name, like protojson accepts. A JSON
 `null` means "not set", except inside `google.protobuf.Value`.
@@ -22,7 +25,9 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from meshgate.resources.duration import DurationError
 from meshgate.resources.errors import Path, Violations
+from meshgate.resources.proto_json import DURATION_EXAMPLE, read_duration
 
 __all__ = ["check_fields", "check_message", "is_unknown_field", "json_kind", "unknown_field"]
 
@@ -43,9 +48,6 @@ _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 # Longer than any 64-bit integer (20 digits and a sign) with room for leading zeros.
 _MAX_INTEGER_TEXT = 32
 _FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
-# protojson's Duration: seconds with up to nine fractional digits and an "s", within +-10000 years.
-_DURATION = re.compile(r"-?([0-9]+)(\.[0-9]{1,9})?s")
-_MAX_DURATION_SECONDS = 315_576_000_000
 _BASE64 = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
 _WRAPPERS = frozenset(
     f"google.protobuf.{name}"
@@ -301,9 +303,13 @@ def _check_list_value(value: object, _desc: Descriptor, path: Path, out: Violati
 
 
 def _check_duration(value: object, _desc: Descriptor, path: Path, out: Violations) -> None:
-    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None or len(match.group(1)) > _MAX_INTEGER_TEXT or int(match.group(1)) > _MAX_DURATION_SECONDS:
-        out.add(path, 'must be a duration in seconds with an "s" suffix, such as "10s" or "0.5s"')
+    if not isinstance(value, str):
+        out.add(path, f"must be {DURATION_EXAMPLE}, not {json_kind(value)}")
+        return
+    try:
+        read_duration(value)
+    except DurationError as err:
+        out.add(path, f"must be {DURATION_EXAMPLE} ({err})")
 
 
 def _check_timestamp(value: object, _desc: Descriptor, path: Path, out: Violations) -> None:

@@ -41,7 +41,7 @@ _SCALARS: dict[int, JsonSchema] = {
 
 # Well-known types have their own JSON forms (https://protobuf.dev/programming-guides/proto3/#json).
 _WELL_KNOWN: dict[str, JsonSchema] = {
-    "google.protobuf.Duration": {"type": "string", "description": "a duration such as 1.5s"},
+    "google.protobuf.Duration": {"type": "string", "description": "a duration such as 10s, 1h or 200ms"},
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Struct": {"type": "object"},
     "google.protobuf.Value": {},

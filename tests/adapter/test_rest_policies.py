@@ -86,3 +86,91 @@ async def test_openapi_lists_the_policy_paths(store: MemoryStore) -> None:
     for plural in KUMA_PATHS.values():
         assert set(paths[f"/meshes/{{mesh}}/{plural}/{{name}}"]) >= {"get", "put", "delete"}
         assert "get" in paths[f"/meshes/{{mesh}}/{plural}"]
+
+
+# Durations as Kuma's docs write them (Go's time.ParseDuration, which Kuma's jsonpb reader uses), and as Kuma's
+# API answers them (jsonpb's output: seconds with an "s" suffix).
+GO_DURATIONS = {
+    "Timeout": (
+        factory.timeout(
+            "docs",
+            conf={
+                "connectTimeout": "5s",
+                "tcp": {"idleTimeout": "1h"},
+                "http": {
+                    "requestTimeout": "15s",
+                    "idleTimeout": "1h",
+                    "streamIdleTimeout": "30m",
+                    "maxStreamDuration": "0s",
+                },
+            },
+        ),
+        {
+            "connectTimeout": "5s",
+            "tcp": {"idleTimeout": "3600s"},
+            "http": {
+                "requestTimeout": "15s",
+                "idleTimeout": "3600s",
+                "streamIdleTimeout": "1800s",
+                "maxStreamDuration": "0s",
+            },
+        },
+    ),
+    "Retry": (
+        factory.retry(
+            "docs",
+            conf={
+                "http": {
+                    "numRetries": 5,
+                    "perTryTimeout": "200ms",
+                    "backOff": {"baseInterval": "25ms", "maxInterval": "1s"},
+                }
+            },
+        ),
+        {
+            "http": {
+                "numRetries": 5,
+                "perTryTimeout": "0.200s",
+                "backOff": {"baseInterval": "0.025s", "maxInterval": "1s"},
+            }
+        },
+    ),
+    "HealthCheck": (
+        factory.health_check(
+            "docs", conf={"interval": "1m30s", "timeout": "500ms", "unhealthyThreshold": 3, "healthyThreshold": 1}
+        ),
+        {"interval": "90s", "timeout": "0.500s", "unhealthyThreshold": 3, "healthyThreshold": 1},
+    ),
+    "RateLimit": (
+        factory.rate_limit("docs", conf={"http": {"requests": 5, "interval": "1m"}}),
+        {"http": {"requests": 5, "interval": "60s"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GO_DURATIONS))
+async def test_go_durations_are_accepted_and_answered_in_seconds(store: MemoryStore, kind: str) -> None:
+    doc, answered = GO_DURATIONS[kind]
+    path = f"/meshes/default/{KUMA_PATHS[kind]}/{doc['name']}"
+    async with api_client(store, role="global") as http:
+        assert (await http.put("/meshes/default", json=factory.mesh())).status_code == 201
+        response = await http.put(path, json=doc)
+        assert response.status_code == 201, response.text
+        got = (await http.get(path)).json()
+        assert got["conf"] == answered
+        # What a GET answers is accepted back unchanged (kumactl get | kumactl apply).
+        assert (await http.put(path, json=got)).status_code == 200
+        assert (await http.get(path)).json()["conf"] == answered
+
+
+async def test_a_malformed_duration_is_refused_with_its_field(store: MemoryStore) -> None:
+    doc = factory.timeout("t", conf={"connectTimeout": "5", "http": {"idleTimeout": "1d"}})
+    async with api_client(store, role="global") as http:
+        await http.put("/meshes/default", json=factory.mesh())
+        response = await http.put("/meshes/default/timeouts/t", json=doc)
+    assert response.status_code == 400
+    example = 'must be a duration such as "10s", "1h" or "200ms"'
+    assert response.json()["invalid_parameters"] == [
+        {"field": "conf.connectTimeout", "reason": f'{example} (time: missing unit in duration "5")'},
+        {"field": "conf.http.idleTimeout", "reason": f'{example} (time: unknown unit "d" in duration "1d")'},
+    ]

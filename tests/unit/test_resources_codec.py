@@ -150,11 +150,11 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
         [
             (
                 "networking.inbound[0].serviceProbe.interval",
-                'must be a duration in seconds with an "s" suffix, such as "10s" or "0.5s"',
+                'must be a duration such as "10s", "1h" or "200ms" (time: missing unit in duration "10")',
             ),
             (
                 "networking.inbound[0].serviceProbe.timeout",
-                'must be a duration in seconds with an "s" suffix, such as "10s" or "0.5s"',
+                'must be a duration such as "10s", "1h" or "200ms", not number',
             ),
             (
                 "networking.inbound[0].serviceProbe.healthyThreshold",

@@ -99,7 +99,14 @@ _SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "google.protobuf.Struct": st.dictionaries(st.text(max_size=4), JSON, max_size=3),
     "google.protobuf.Value": JSON,
     "google.protobuf.ListValue": st.lists(JSON, max_size=3),
-    "google.protobuf.Duration": st.sampled_from(["1s", "0.5s", "-2s", "1.0000000001s", "10", "1m", "s"]),
+    # protobuf's form, Go's (Kuma's jsonpb reads both), and neither.
+    "google.protobuf.Duration": st.sampled_from(
+        [
+            *("1s", "0.5s", "-2s", "1.0000000001s", "315576000000s"),
+            *("1m", "1h30m", "-1.5h", "200ms", "0"),
+            *("10", "1d", "s", "2562048h"),
+        ]
+    ),
     "google.protobuf.Timestamp": st.sampled_from(["2024-01-02T03:04:05Z", "2024-13-01T00:00:00Z", "now"]),
 }
 

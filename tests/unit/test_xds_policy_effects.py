@@ -11,8 +11,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
+from google.protobuf import struct_pb2
 
-from meshgate.resources.model import Resource
+from meshgate.resources.model import Meta, Resource
 from meshgate.testing import factory
 from meshgate.testing.factory import resource
 from meshgate.xds import CLUSTER, LISTENER, ROUTE, MeshContext, Snapshot, generate
@@ -144,6 +145,38 @@ def test_timeout_on_tcp_clusters_sets_the_connect_timeout_only_and_never_touches
     shaped.cluster = unshaped.cluster  # the TCP proxy names the shaped cluster, and differs in nothing else
     assert shaped == unshaped
     assert kinds_on(snap, Target.LISTENER) == []
+
+
+def test_timeout_kept_as_a_struct_with_go_durations_shapes_clusters_and_routes() -> None:
+    """A policy stored with a google.protobuf.Struct spec (the older path) keeps its durations as written
+    ("1h", "30m"); the module reads them as Kuma's ToTyped does (jsonpb: time.ParseDuration)."""
+    doc = factory.timeout(
+        "t",
+        destination="web",
+        conf={
+            "connectTimeout": "1m30s",
+            "http": {"requestTimeout": "1.5s", "idleTimeout": "1h", "maxStreamDuration": "30m"},
+        },
+    )
+    spec = struct_pb2.Struct()
+    spec.update({key: value for key, value in doc.items() if key not in ("type", "mesh", "name")})
+    policy = Resource(kind="Timeout", meta=Meta(name="t", mesh="default"), spec=spec)
+    ctx = MeshContext.build(
+        "default",
+        zone="zone-1",
+        gateways=GATEWAYS,
+        routes=ROUTES,
+        dataplanes=DATAPLANES,
+        policies={"Timeout": [policy]},
+    )
+    snap = generate(PROXY, ctx)
+    assert not snap.problems, snap.problems
+    cluster = shaped_cluster(snap, "web")
+    assert cluster.connect_timeout.seconds == 90
+    options = http_options(cluster).common_http_protocol_options
+    assert options.idle_timeout.seconds == 3600
+    assert options.max_stream_duration.seconds == 1800
+    assert route(snap, "/").route.timeout.ToMilliseconds() == 1500
 
 
 # --- Retry ---------------------------------------------------------------------------------------------------

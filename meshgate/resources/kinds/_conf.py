@@ -1,9 +1,10 @@
 """Backend configurations that Kuma keeps in a `google.protobuf.Struct` (typed by the backend's `type`), and
 data sources.
 
-Kuma converts such a Struct to its typed message, ignoring unknown keys, and reports "could not parse config" on
-the first other problem; here the structure walker reports every problem, with a path into the conf. An unknown
-key is reported too (a misspelt option would otherwise vanish), but, as in Kuma, the rest is still checked.
+Kuma converts such a Struct to its typed message with jsonpb (`ToTyped`: durations in Go's form too), ignoring
+unknown keys, and reports "could not parse config" on the first other problem; here the structure walker reports
+every problem, with a path into the conf. An unknown key is reported too (a misspelt option would otherwise
+vanish), but, as in Kuma, the rest is still checked.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
-from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from meshgate.api.mesh.v1alpha1.metrics_pb2 import PrometheusMetricsBackendConfig, PrometheusTlsConfig
 from meshgate.resources.errors import Path, Violations
+from meshgate.resources.proto_json import parse_dict
 from meshgate.resources.structure import check_message, is_unknown_field
 
 __all__ = ["check_data_source", "check_prometheus_conf", "struct_json", "typed_conf", "typed_json"]
@@ -57,9 +58,7 @@ def typed_json(out: Violations, path: Path, doc: object, message_type: type[M]) 
     if any(not is_unknown_field(problem.message) for problem in problems):
         return None
     assert isinstance(doc, Mapping)  # check_message reports anything else for a (non-special) message type
-    typed = message_type()
-    json_format.ParseDict(dict(doc), typed, ignore_unknown_fields=True)
-    return typed
+    return parse_dict(dict(doc), message_type(), ignore_unknown_fields=True)
 
 
 def check_data_source(out: Violations, path: Path, source: Any) -> None:

@@ -1,9 +1,10 @@
 """Envoy resources written as YAML inside a ProxyTemplate (`value`, `resource`), read as Kuma reads them.
 
-Kuma converts the YAML to JSON and reads it with protojson into the Envoy message the modification names
-(a Cluster, a Listener, a network Filter, an HttpFilter, a VirtualHost), or, for a raw resource, into an `Any`
-whose `@type` names it. An `Any` inside (a filter's `typed_config`) needs its message type known: the module
-of the type's proto package is imported on demand, so nothing is loaded until a ProxyTemplate names it.
+Kuma converts the YAML to JSON and reads it with golang/protobuf's jsonpb (`util_proto.FromYAML`; durations in
+Go's form too, `proto_json.py`) into the Envoy message the modification names (a Cluster, a Listener, a network
+Filter, an HttpFilter, a VirtualHost), or, for a raw resource, into an `Any` whose `@type` names it. An `Any`
+inside (a filter's `typed_config`) needs its message type known: the module of the type's proto package is
+imported on demand, so nothing is loaded until a ProxyTemplate names it.
 
 Kuma also applies Envoy's protoc-gen-validate rules to an added resource; meshgate has no such rules, so an
 added resource is only checked to be well formed. The error text is Python protobuf's, not Go's.
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 import yaml
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
+
+from meshgate.resources.proto_json import parse_dict
 
 __all__ = ["envoy_any", "envoy_message", "parse_envoy", "parse_envoy_any"]
 
@@ -58,14 +61,15 @@ def _import_package_of(full_name: str) -> bool:
 def _parse(doc: Any, message: Message) -> None:
     for _ in range(_MAX_IMPORTS):
         try:
-            json_format.ParseDict(doc, message)
+            # Durations are rewritten on every attempt: an Any's type is only known once its package is loaded.
+            parse_dict(doc, message)
             return
         except json_format.ParseError as err:
             unknown = _UNKNOWN_TYPE.search(str(err))
             if unknown is None or not _import_package_of(unknown.group(1)):
                 raise
             message.Clear()
-    json_format.ParseDict(doc, message)
+    parse_dict(doc, message)
 
 
 def envoy_message(text: str, message_type: type[_M]) -> _M:

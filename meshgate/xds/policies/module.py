@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from meshgate.resources.model import Resource
+from meshgate.resources.proto_json import parse_dict
 from meshgate.xds.policies.matching import CACHE, Loser, Match
 
 __all__ = [
@@ -228,8 +229,9 @@ EMPTY_REPORT = PolicyReport()
 
 
 def conf(policy: Resource) -> Mapping[str, Any]:
-    """A policy's `conf` as Kuma's Universal JSON has it (camelCase, durations as "5s"), whether its spec is the
-    kind's protobuf message or a Struct."""
+    """A policy's `conf` as Kuma's Universal JSON has it (camelCase), whether its spec is the kind's protobuf
+    message (durations in seconds, "3600s") or a Struct (durations as written, "1h" too: read them with
+    `parse_duration`, or use `typed_conf`)."""
     spec: Any = policy.spec
     found = json_format.MessageToDict(spec).get("conf", {})
     return found if isinstance(found, dict) else {}
@@ -245,12 +247,11 @@ def typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
 
 
 def _typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
-    out = conf_type()
     try:
-        json_format.ParseDict(dict(conf(policy)), out, ignore_unknown_fields=True)
+        # A Struct conf keeps durations as written ("1h"): read them as Kuma's jsonpb does (`ToTyped`).
+        return parse_dict(dict(conf(policy)), conf_type(), ignore_unknown_fields=True)
     except json_format.ParseError:
         return conf_type()
-    return out
 
 
 def ignored_kinds(policies: Mapping[str, tuple[Resource, ...]], registry: PolicyRegistry) -> tuple[Ignored, ...]:
