@@ -4,7 +4,8 @@
 `meshgate-dp` writes), with hot restart off, a unique `--base-id`, and the admin API on 127.0.0.1 port 0;
 Envoy writes the bound admin address to a file, which is read back, so there is no port race. It is always
 stopped by its own Popen handle in a `finally`. `Envoy` reads `/config_dump` and `/clusters` and sends
-requests through a listener. Also here: `HttpBackend`, a tiny aiohttp server that answers with its own name.
+requests through a listener. Also here: `HttpBackend`, a tiny aiohttp server that answers with its own name,
+after the seconds a request's `x-delay` header asks for (a slow upstream on demand, for timeouts).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from meshgate.dp.envoy import envoy_argv, unique_base_id
 from meshgate.testing.processes import free_port
 from meshgate.testing.tools import ENVOY, require
 
-__all__ = ["Envoy", "HttpBackend", "free_port", "http_backend", "running_envoy"]
+__all__ = ["DELAY_HEADER", "Envoy", "HttpBackend", "free_port", "http_backend", "running_envoy"]
 
 # Deadlock guards, never speed assertions.
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+# A request header: the seconds an `http_backend` waits before it answers.
+DELAY_HEADER = "x-delay"
 
 
 class Envoy:
@@ -114,7 +117,8 @@ async def running_envoy(workdir: Path, node_id: str, xds_port: int, name: str = 
 
 
 class HttpBackend:
-    """Answers every request with `name` (and the path it saw), so a test sees which backend was reached."""
+    """Answers every request with `name` (and the path it saw), so a test sees which backend was reached; a
+    request with `DELAY_HEADER: <seconds>` is answered that much later."""
 
     def __init__(self, name: str, port: int) -> None:
         self.name = name
@@ -128,6 +132,9 @@ async def http_backend(name: str) -> AsyncIterator[HttpBackend]:
 
     async def answer(request: web.Request) -> web.Response:
         backend.hits += 1
+        delay = request.headers.get(DELAY_HEADER)
+        if delay:
+            await anyio.sleep(float(delay))
         return web.Response(text=f"{name} {request.path}")
 
     app = web.Application()

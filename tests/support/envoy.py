@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from meshgate.testing.envoy import Envoy, HttpBackend, free_port, http_backend, running_envoy
+from meshgate.testing.envoy import DELAY_HEADER, Envoy, HttpBackend, free_port, http_backend, running_envoy
 
-__all__ = ["Envoy", "HttpBackend", "free_port", "http_backend", "running_envoy"]
+__all__ = ["DELAY_HEADER", "Envoy", "HttpBackend", "free_port", "http_backend", "running_envoy"]
