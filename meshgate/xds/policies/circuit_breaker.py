@@ -114,7 +114,7 @@ def _messages(
 
 def _cluster(match: Match, cluster: cluster_pb2.Cluster, protocol: str) -> None:
     # Built once per policy object: one policy shapes many clusters (callers copy, never edit, the messages).
-    found, outlier = CACHE.get(match.winner, "circuit-breaker:messages", lambda: _messages(match.winner))
+    found, outlier = CACHE.get(match.winner, "circuit-breaker:messages", _messages, match.winner)
     if found is not None:
         cluster.circuit_breakers.CopyFrom(found)
     cluster.outlier_detection.CopyFrom(outlier)

@@ -96,7 +96,7 @@ def _cluster(match: Match, cluster: cluster_pb2.Cluster, protocol: str) -> None:
     if conf.HasField("fail_traffic_on_panic"):
         cluster.common_lb_config.zone_aware_lb_config.fail_traffic_on_panic = conf.fail_traffic_on_panic.value
     # Built once per policy object and protocol: one policy shapes many clusters (`extend` copies them).
-    found = CACHE.get(match.winner, f"health-check:{protocol}", lambda: health_checks(conf, protocol))
+    found = CACHE.get(match.winner, f"health-check:{protocol}", health_checks, conf, protocol)
     cluster.health_checks.extend(found)
 
 

@@ -133,13 +133,15 @@ class PerPolicy:
         self._limit = limit
         self._values: dict[tuple[int, str], tuple[object, Any]] = {}
 
-    def get(self, policy: object, key: str, compute: Callable[[], Any]) -> Any:
+    def get(self, policy: object, key: str, compute: Callable[..., Any], *args: Any) -> Any:
+        """The value under `key` for `policy`, `compute(*args)` the first time (no closure per call: this runs
+        for every backend of every route)."""
         hit = self._values.get((id(policy), key))
         if hit is not None and hit[0] is policy:
             return hit[1]
         if len(self._values) >= self._limit:
             self._values.clear()
-        value = compute()
+        value = compute(*args)
         self._values[(id(policy), key)] = (policy, value)
         return value
 
@@ -150,7 +152,7 @@ CACHE = PerPolicy()
 def selectors(policy: Resource, field: str) -> list[dict[str, str]]:
     """The `match` maps of a policy's `sources` or `destinations`, in order (computed once per policy object;
     callers only read them)."""
-    value: list[dict[str, str]] = CACHE.get(policy, field, lambda: _selectors(policy, field))
+    value: list[dict[str, str]] = CACHE.get(policy, field, _selectors, policy, field)
     return value
 
 
@@ -190,7 +192,7 @@ class Compiled:
 
 def compiled(policy: Resource) -> Compiled:
     """`policy` compiled, once per policy object."""
-    value: Compiled = CACHE.get(policy, "compiled", lambda: _compile(policy))
+    value: Compiled = CACHE.get(policy, "compiled", _compile, policy)
     return value
 
 
@@ -233,7 +235,7 @@ class KindIndex:
 def index_of(policies: tuple[Resource, ...]) -> KindIndex:
     """The index of one kind's policies, once per tuple object (a `MeshContext` holds one per kind, shared by the
     proxies of a regeneration)."""
-    value: KindIndex = CACHE.get(policies, "index", lambda: KindIndex(policies))
+    value: KindIndex = CACHE.get(policies, "index", KindIndex, policies)
     return value
 
 
@@ -368,11 +370,39 @@ def best_for_split(
     order); `matches`: each backend's cluster match, when the caller has them."""
     if matches is None:
         matches = [best_for_destination(candidates, dict(b)) for b in backends]
+    sole = _sole(backends, matches)
+    if sole is not None:  # the common case, decided without building the index
+        won, first = sole
+        if first is None:
+            return None
+        return _RouteMatch(won.winner, won.rank, candidates, backends)
     found = _split(backends, matches)
     if found is None:
         return None
     winner, best, _, _ = found
     return _RouteMatch(winner.policy, best, candidates, backends)
+
+
+def _sole(backends: Sequence[TagsKey], matches: Sequence[Match | None]) -> tuple[Match, TagsKey | None] | None:
+    """When one policy won every backend that has a winner: its first Match, with the backend it first won if it
+    is indexed there (a destination naming that backend's service or `*`), else None; `_split` decides the same.
+    None when the backends have different winners or none."""
+    first: Match | None = None
+    at: TagsKey = ()
+    for tags, found in zip(backends, matches, strict=True):
+        if found is None:
+            continue
+        if first is None:
+            first, at = found, tags
+        elif found.winner is not first.winner:
+            return None
+    if first is None:
+        return None
+    service = _service(at)
+    for selector, _ in compiled(first.winner).destinations:
+        if selector.get(TAG_SERVICE, "") in (service, MATCH_ALL):
+            return first, at
+    return first, None
 
 
 class _RouteMatch(Match):

@@ -40,6 +40,7 @@ __all__ = [
     "PolicyRegistry",
     "PolicyReport",
     "Resources",
+    "Shaped",
     "Target",
     "conf",
     "ignored_kinds",
@@ -193,17 +194,25 @@ IGNORED_BY_KUMA = "Kuma's builtin gateway ignores this kind"
 UNSUPPORTED = "meshgate has no gateway module for this kind yet"
 
 
+# (target, its name, each kind that shaped it with its Match): several `Applied` in one record.
+Shaped = tuple[Target, str, tuple[tuple[str, Match], ...]]
+
+
 class PolicyReport:
     """What shaped one proxy's config: `applied` by kind, target and name (one record per name: the twins of a
     match, `/api/` and `/api`, share their route's name), the kinds `ignored`, the backends `denied`.
 
-    `applied` is given in the order generation recorded it and is de-duplicated and sorted when first read
-    (`meshgatectl inspect`), not once per generation."""
+    `applied` is given in the order generation recorded it, a cluster's records possibly as one `Shaped` (every
+    kind that shaped it, one object instead of one per kind: a generation records one per cluster), and is
+    expanded, de-duplicated and sorted when first read (`meshgatectl inspect`), not once per generation."""
 
     __slots__ = ("_applied", "_sorted", "denied", "ignored")
 
     def __init__(
-        self, applied: Iterable[Applied] = (), ignored: tuple[Ignored, ...] = (), denied: tuple[Denied, ...] = ()
+        self,
+        applied: Iterable[Applied | Shaped] = (),
+        ignored: tuple[Ignored, ...] = (),
+        denied: tuple[Denied, ...] = (),
     ) -> None:
         self._applied = applied
         self._sorted: tuple[Applied, ...] | None = None
@@ -214,7 +223,14 @@ class PolicyReport:
     def applied(self) -> tuple[Applied, ...]:
         if self._sorted is None:
             order = {target: i for i, target in enumerate(Target)}
-            unique = {(a.kind, a.target, a.name): a for a in self._applied}
+            unique: dict[tuple[str, Target, str], Applied] = {}
+            for item in self._applied:
+                if isinstance(item, Applied):
+                    unique[(item.kind, item.target, item.name)] = item
+                    continue
+                target, name, matches = item
+                for kind, match in matches:
+                    unique[(kind, target, name)] = Applied(kind, target, name, match)
             self._sorted = tuple(sorted(unique.values(), key=lambda a: (a.kind, order[a.target], a.name)))
             self._applied = ()
         return self._sorted
@@ -237,12 +253,18 @@ def conf(policy: Resource) -> Mapping[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+_CONF_KEYS: dict[type[Message], str] = {}
+
+
 def typed_conf(policy: Resource, conf_type: type[_Conf]) -> _Conf:
     """A policy's `conf` as the kind's `Conf` message (`Timeout.Conf`, ...), so that a module maps it field by
     field as Kuma's Go configurers do. A Struct spec whose conf does not parse (written before the kind had a
     validator) reads as an empty conf: it changes nothing rather than failing generation. Parsed once per policy
     object (hooks run for every route and cluster it shapes); callers only read it."""
-    value: _Conf = CACHE.get(policy, f"conf:{conf_type.DESCRIPTOR.full_name}", lambda: _typed_conf(policy, conf_type))
+    key = _CONF_KEYS.get(conf_type)
+    if key is None:
+        key = _CONF_KEYS[conf_type] = f"conf:{conf_type.DESCRIPTOR.full_name}"
+    value: _Conf = CACHE.get(policy, key, _typed_conf, policy, conf_type)
     return value
 
 

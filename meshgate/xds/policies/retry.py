@@ -77,7 +77,7 @@ def _route(match: Match, route: route_components_pb2.Route) -> None:
     conf = typed_conf(match.winner, Retry.Conf)
     if conf.HasField("http"):
         # Built once per policy object: one policy shapes many routes (callers copy, never edit, the message).
-        found = CACHE.get(match.winner, "retry:http", lambda: http_retry_policy(conf.http))
+        found = CACHE.get(match.winner, "retry:http", http_retry_policy, conf.http)
         route.route.retry_policy.CopyFrom(found)
     else:
         route.route.ClearField("retry_policy")

@@ -43,6 +43,7 @@ from meshgate.xds.policies.module import (
     PolicyRegistry,
     PolicyReport,
     Resources,
+    Shaped,
     Target,
     ignored_kinds,
 )
@@ -66,7 +67,7 @@ class _Listener:
     def __init__(self, tags: Mapping[str, str]) -> None:
         self.tags = tags
         self.candidates: dict[str, Candidates] = {}
-        self.per_backend: dict[tuple[str, TagsKey], Match | None] = {}
+        self.per_backend: dict[TagsKey, dict[str, Match | None]] = {}  # backend -> kind -> its winner
         self.routes: dict[tuple[str, tuple[TagsKey, ...]], Match | None] = {}
         self.clusters: dict[TagsKey, ClusterMatches] = {}
 
@@ -89,7 +90,8 @@ class Shaper:
             for target in module.targets:
                 self._by_target[target].append(module)
         self._ignored = ignored_kinds(policies, registry)
-        self._applied: list[Applied] = []
+        self._applied: list[Applied | Shaped] = []
+        self._cluster_modules = {m.kind: m for m in self._by_target[Target.CLUSTER]}
         self._listeners: dict[TagsKey, _Listener] = {}
 
     def denied(self, listener_tags: Mapping[str, str], backend: TagsKey) -> bool:
@@ -120,15 +122,15 @@ class Shaper:
         return found
 
     def _backend_match(self, kind: str, listener: _Listener, backend: TagsKey) -> Match | None:
-        key = (kind, backend)
-        try:
-            return listener.per_backend[key]
-        except KeyError:
-            pass
+        kinds = listener.per_backend.get(backend)
+        if kinds is None:
+            kinds = listener.per_backend[backend] = {}
+        elif kind in kinds:
+            return kinds[kind]
         candidates = listener.candidates.get(kind)
         if candidates is None:
             candidates = listener.candidates[kind] = by_source(index_of(self._policies[kind]), listener.tags)
-        found = listener.per_backend[key] = best_for_destination(candidates, dict(backend))
+        found = kinds[kind] = best_for_destination(candidates, dict(backend))
         return found
 
     def cluster_matches(self, listener_tags: Mapping[str, str], backend: TagsKey) -> ClusterMatches:
@@ -152,10 +154,10 @@ class Shaper:
     def shape_cluster(self, name: str, cluster: cluster_pb2.Cluster, matches: ClusterMatches, protocol: str) -> None:
         """`protocol`: the cluster's, as `clusters.protocol_of` gives it."""
         for kind, match in matches:
-            module = next(m for m in self._by_target[Target.CLUSTER] if m.kind == kind)
+            module = self._cluster_modules[kind]
             assert module.cluster is not None  # in _by_target[CLUSTER] only with a cluster hook
             module.cluster(match, cluster, protocol)
-            self._applied.append(Applied(kind, Target.CLUSTER, name, match))
+        self._applied.append((Target.CLUSTER, name, matches))
 
     def _route_match(self, kind: str, listener: _Listener, backends: tuple[TagsKey, ...]) -> Match | None:
         key = (kind, backends)
