@@ -284,27 +284,19 @@ def cleanup(save_output: str) -> str:
     deleting rule by rule leaves every other rule and every counter alone, and nothing of another program's
     written between our save and our restore is lost. (Kuma 2.7's iptables cleanup is not implemented:
     iptables/setup.go:36-38 at v2.7.29.)"""
+    # Table -> (our rules in built-in chains as -D lines, our chains); dicts keep the tables' order.
     tables: dict[str, tuple[list[str], list[str]]] = {}
-    order: list[str] = []
     table = ""
     for line in save_output.splitlines():
         if m := _TABLE.match(line):
             table = m.group(1)
-            continue
-        if (m := _CHAIN.match(line)) and m.group(1).startswith(CHAIN_PREFIX):
-            deletes, chains = tables.setdefault(table, ([], []))
-            chains.append(m.group(1))
+        elif (m := _CHAIN.match(line)) and m.group(1).startswith(CHAIN_PREFIX):
+            tables.setdefault(table, ([], []))[1].append(m.group(1))
         elif line.startswith("-A "):
             args = shlex.split(line)
             if args[1] in _BUILTIN_CHAINS and _ours(args):
-                deletes, chains = tables.setdefault(table, ([], []))
-                deletes.append(shlex.join(["-D", *args[1:]]))
-        else:
-            continue
-        if table not in order:
-            order.append(table)
+                tables.setdefault(table, ([], []))[0].append(shlex.join(["-D", *args[1:]]))
     out: list[str] = []
-    for name in order:
-        deletes, chains = tables[name]
+    for name, (deletes, chains) in tables.items():
         out += [f"*{name}", *deletes, *(f"-F {c}" for c in chains), *(f"-X {c}" for c in chains), "COMMIT"]
     return "\n".join(out) + "\n" if out else ""
