@@ -26,6 +26,7 @@ from meshgate.cli.inspect import app as inspect_app
 from meshgate.cli.kds import app as kds_app
 from meshgate.cli.output import OutputFormat, render
 from meshgate.cli.tokens import revoke_app, rotate_app
+from meshgate.cli.transparent_proxy import install_app, uninstall_app
 from meshgate.resources import codec, registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.errors import UnknownKindError, ValidationError
@@ -271,6 +272,8 @@ app.add_typer(generate_app, name="generate")
 app.add_typer(config_app, name="config")
 app.add_typer(revoke_app, name="revoke")
 app.add_typer(rotate_app, name="rotate")
+app.add_typer(install_app, name="install")
+app.add_typer(uninstall_app, name="uninstall")
 
 
 def main() -> None:

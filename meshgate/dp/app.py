@@ -8,6 +8,8 @@
     SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> exit 0; its stream closes and the zone
                removes the Dataplane
     Envoy exits by itself -> exit with Envoy's code (128+N for a signal N)
+    --transparent-proxy -> also the DNS server (meshgate.dp.dns_proxy) on --dns-coredns-port, 127.0.0.1 and ::1,
+               beside Envoy for as long as it runs (kuma-dp's CoreDNS)
 
 Signals are taken from the very start; a second signal while stopping kills Envoy at once.
 """
@@ -31,6 +33,7 @@ import anyio.abc
 import structlog
 
 from meshgate.dp.bootstrap import ControlPlaneAddress, reloads_token_file, render_bootstrap
+from meshgate.dp.dns_proxy import DnsProxy
 from meshgate.dp.envoy import envoy_argv
 from meshgate.dp.registration import node_metadata
 from meshgate.dp.token_file import TokenCopy
@@ -59,6 +62,9 @@ class DpConfig:
     token_file: Path | None = None
     ca_pem: str = ""
     ca_file: str = ""
+    # With the transparent proxy: the DNS server the namespace's redirected queries reach, and its port.
+    dns: DnsProxy | None = None
+    dns_port: int = 15053
 
     @property
     def node_id(self) -> str:
@@ -202,6 +208,8 @@ async def _run_envoy(
         async with anyio.create_task_group() as tg:
             if token_copy is not None:
                 tg.start_soon(token_copy.run)
+            if cfg.dns is not None:
+                await _start_dns(tg, cfg.dns, cfg.dns_port, slog)
             returncode = await proc.wait()
             tg.cancel_scope.cancel()
     finally:
@@ -215,3 +223,15 @@ async def _run_envoy(
         return 0
     slog.error("dp.envoy.exited", returncode=returncode)
     return _exit_code(returncode)
+
+
+async def _start_dns(
+    tg: anyio.abc.TaskGroup, dns: DnsProxy, port: int, slog: structlog.typing.FilteringBoundLogger
+) -> None:
+    # REDIRECT sends a local process's query to the loopback address of its family: 127.0.0.1, or ::1 for
+    # ip6tables. IPv4 must bind (the redirect lands nowhere otherwise); ::1 is missing without IPv6.
+    await tg.start(dns.serve, "127.0.0.1", port)
+    try:
+        await tg.start(dns.serve, "::1", port)
+    except OSError as exc:
+        slog.info("dp.dns.no_ipv6", reason=str(exc))

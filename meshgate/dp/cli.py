@@ -5,7 +5,14 @@ xDS port; https:// is TLS, Kuma's form; grpc:// is plaintext for a zone run with
 `--ca-cert-file` (the zone writes its CA to `<data-dir>/xds-ca.crt`), `--skip-verify`,
 `--dataplane-token-file` / `--dataplane-token`, `--dataplane-file` (`-d`) / `--dataplane`, `--name`,
 `--mesh`, `--proxy-type` (dataplane only: meshgate has no ingress or egress), `--admin-port`,
-`--binary-path`, `--concurrency`, `--config-dir`, `--envoy-log-level`. Any other flag is refused by name.
+`--binary-path`, `--concurrency`, `--config-dir`, `--envoy-log-level`, and for the transparent proxy
+`--dns-enabled`, `--dns-coredns-port` (15053). Any other flag is refused by name.
+
+`--transparent-proxy` (meshgate's; kuma-dp reads the same from the Dataplane's `networking.transparentProxying`)
+says the namespace has `meshgatectl install transparent-proxy`'s rules: the Dataplane gets
+`transparentProxying` with Kuma's redirect ports (15006 inbound, 15001 outbound) unless it has its own, so the
+zone builds the capture listeners, and with `--dns-enabled` (on) the DNS server runs on `--dns-coredns-port`,
+asking the zone's DNS (`--dns-zone-address`) first and resolv.conf's servers after (meshgate.dp.dns_proxy).
 
 The Dataplane is Universal YAML or JSON; `--name` and `--mesh` override the document's. It travels to the
 zone in Envoy's node metadata and is registered there when the token proves it (meshgate.dp.registration).
@@ -21,8 +28,10 @@ from typing import Annotated, Any
 import anyio
 import typer
 
+from meshgate.dns.upstream import Upstream
 from meshgate.dp.app import DpConfig, run_dp
-from meshgate.dp.bootstrap import parse_cp_address
+from meshgate.dp.bootstrap import ControlPlaneAddress, parse_cp_address
+from meshgate.dp.dns_proxy import DnsProxy, resolv_conf_servers
 from meshgate.dp.envoy import EnvoyNotFoundError, find_envoy, unique_base_id
 from meshgate.dp.registration import TOKEN_FILE_FLAG, TokenSourceError, read_token
 from meshgate.process.flags import LogFormatOpt, LogLevel, setup_logging
@@ -30,9 +39,15 @@ from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import Resource
 
-__all__ = ["app", "load_dataplane", "main", "read_ca", "with_admin_port"]
+__all__ = ["app", "load_dataplane", "main", "read_ca", "with_admin_port", "with_transparent_proxying", "zone_dns"]
 
 DEFAULT_CP_ADDRESS = "https://localhost:5678"  # kuma-dp's default
+# Kuma's redirect ports (kumactl install transparent-proxy's defaults) and kuma-dp's --dns-coredns-port
+# (pkg/config/app/kuma-dp/config.go:44 at v2.7.29); the zone's --dns-port default.
+REDIRECT_PORT_INBOUND = 15006
+REDIRECT_PORT_OUTBOUND = 15001
+DEFAULT_DNS_PORT = 15053
+ZONE_DNS_PORT = 5653
 
 app = typer.Typer(
     help="meshgate data plane: Envoy, registered with its zone", no_args_is_help=True, add_completion=False
@@ -75,6 +90,34 @@ def with_admin_port(resource: Resource, admin_port: int) -> tuple[Resource, int]
     copy.CopyFrom(spec)
     copy.networking.admin.port = admin_port
     return dataclasses.replace(resource, spec=copy), admin_port
+
+
+def with_transparent_proxying(resource: Resource) -> Resource:
+    """The Dataplane with `networking.transparentProxying`'s redirect ports, Kuma's defaults where unset."""
+    spec: Any = resource.spec
+    copy: Any = type(spec)()
+    copy.CopyFrom(spec)
+    tp = copy.networking.transparent_proxying
+    tp.redirect_port_inbound = tp.redirect_port_inbound or REDIRECT_PORT_INBOUND
+    tp.redirect_port_outbound = tp.redirect_port_outbound or REDIRECT_PORT_OUTBOUND
+    return dataclasses.replace(resource, spec=copy)
+
+
+def zone_dns(text: str | None, cp: ControlPlaneAddress) -> Upstream:
+    """`--dns-zone-address`, else the control plane's host (an IP, or localhost) on the zone's DNS port."""
+    if text:
+        try:
+            return Upstream.parse(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--dns-zone-address") from exc
+    host = "127.0.0.1" if cp.host == "localhost" else cp.host
+    try:
+        return Upstream.parse(f"[{host}]:{ZONE_DNS_PORT}" if ":" in host else f"{host}:{ZONE_DNS_PORT}")
+    except ValueError:
+        raise typer.BadParameter(
+            f"the control plane's host {cp.host!r} is not an IP address: give the zone's DNS server as IP[:PORT]",
+            param_hint="--dns-zone-address",
+        ) from None
 
 
 def read_ca(ca_cert_file: Path | None, *, tls: bool, skip_verify: bool) -> tuple[str, str]:
@@ -177,6 +220,34 @@ def run(
     drain_timeout: Annotated[
         float, typer.Option("--drain-timeout", help="Seconds Envoy gets to exit after SIGTERM before SIGKILL.")
     ] = 10.0,
+    transparent_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--transparent-proxy",
+            help="This namespace has `meshgatectl install transparent-proxy`'s rules: declare the redirect ports"
+            " and run the DNS server.",
+        ),
+    ] = False,
+    dns_enabled: Annotated[
+        bool,
+        typer.Option("--dns-enabled/--no-dns-enabled", help="With --transparent-proxy, run the DNS server."),
+    ] = True,
+    dns_coredns_port: Annotated[
+        int,
+        typer.Option(
+            "--dns-coredns-port",
+            help="Port of the DNS server, where the transparent proxy redirects DNS (--redirect-dns-port).",
+        ),
+    ] = DEFAULT_DNS_PORT,
+    dns_zone_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-zone-address",
+            envvar="MESHGATE_DNS_ZONE_ADDRESS",
+            metavar="IP[:PORT]",
+            help="The zone's DNS server, asked first (.mesh names) [default: the --cp-address host, port 5653].",
+        ),
+    ] = None,
     log_format: LogFormatOpt = "console",
     log_level: LogLevel = "info",
 ) -> None:
@@ -212,6 +283,13 @@ def run(
     except EnvoyNotFoundError as exc:
         raise typer.BadParameter(str(exc), param_hint="--binary-path") from exc
     resource, admin_port = with_admin_port(resource, admin_port)
+    dns: DnsProxy | None = None
+    if transparent_proxy:
+        resource = with_transparent_proxying(resource)
+        if dns_enabled:
+            if not 0 < dns_coredns_port <= 65535:
+                raise typer.BadParameter("must be 1-65535", param_hint="--dns-coredns-port")
+            dns = DnsProxy(zone_dns(dns_zone_address, cp), resolv_conf_servers())
     setup_logging(log_format, log_level, f"dp:{resource.meta.mesh}.{resource.meta.name}")
     cfg = DpConfig(
         dataplane=resource,
@@ -227,6 +305,8 @@ def run(
         token_file=dataplane_token_file,
         ca_pem=ca_pem,
         ca_file=ca_file,
+        dns=dns,
+        dns_port=dns_coredns_port,
     )
     raise typer.Exit(anyio.run(run_dp, cfg))
 

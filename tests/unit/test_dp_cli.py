@@ -149,7 +149,7 @@ def test_ca_file_is_read_and_checked(tmp_path: Path) -> None:
 def test_unknown_flags_are_refused_by_name(tmp_path: Path) -> None:
     """A kuma-dp flag meshgate does not know (or the old --cp-api) is an error that names it."""
     runner = CliRunner()
-    for flag in ("--cp-api", "--dataplane-var", "--dns-enabled"):
+    for flag in ("--cp-api", "--dataplane-var", "--dns-coredns-path"):
         result = runner.invoke(app, ["run", flag, "x", "--dataplane", DATAPLANE])
         assert result.exit_code == 2
         assert f"No such option: {flag}" in _words(result.output)

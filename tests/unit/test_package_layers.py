@@ -25,8 +25,15 @@ GENERATED = "meshgate.api"
 IO_MODULES = frozenset({"aiohttp", "anyio", "asyncio", "grpc", "grpclib", "lightkube", "redis", "socket", "sqlite3"})
 
 # The sans-IO cores (module prefixes), and the adapters inside them that are allowed I/O.
-CORES = ("meshgate.delta", "meshgate.resources", "meshgate.kds", "meshgate.dns", "meshgate.xds")
-ADAPTERS = frozenset({"meshgate.dns.server"})
+CORES = (
+    "meshgate.delta",
+    "meshgate.resources",
+    "meshgate.kds",
+    "meshgate.dns",
+    "meshgate.xds",
+    "meshgate.transparentproxy",
+)
+ADAPTERS = frozenset({"meshgate.dns.server", "meshgate.transparentproxy.iptables"})
 
 
 def _module_name(path: Path) -> str:
