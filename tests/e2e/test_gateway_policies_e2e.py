@@ -49,10 +49,10 @@ HTTP = {PROTOCOL: "http"}  # Kuma's FaultInjection destinations must name an HTT
 ABORTED = "fault filter abort"  # Envoy's body for a fault filter abort: not an upstream's 5xx
 TIMED_OUT = "upstream request timeout"  # Envoy's body for a route timeout
 SYNC = 60.0  # a deadlock guard for a change to go global -> zone -> Envoy, never a speed assertion
-SHORT, LONG = "0.300s", "2s"  # two request timeouts
+SHORT, LONG = "0.300s", "3s"  # two request timeouts
 # Backend delays: past SHORT but within LONG; past LONG. Both under the routes' 5 s idle timeout and Envoy's 15 s
 # default route timeout, so without a Timeout they are answered 200.
-WITHIN_LONG, BEYOND_LONG = 1.0, 3.0
+WITHIN_LONG, BEYOND_LONG = 1.0, 4.5
 
 
 def rule(prefix: str, *backends: Doc) -> Doc:
