@@ -7,10 +7,12 @@ store into one `MeshContext` per mesh with a connected proxy and re-generates ev
 snapshot from its mesh's context with the pure `meshgate.xds.generate`, and the delta ADS streams send only
 what changed. A proxy whose Dataplane is not registered yet gets no snapshot, so its Envoy simply waits.
 
-Cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the builtin CA of every Mesh whose enabled mTLS
-backend is `builtin` from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), and the
+Mesh mTLS and cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the CA of every Mesh with mTLS on,
+a `builtin` backend's from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), a `provided`
+backend's from the data sources its `conf` names (Kuma's format; checked with Kuma's messages), and the
 builtin gateway Dataplanes of every mesh with a crossMesh MeshGateway, into one `CrossMesh` shared by all
-proxies. Leaf certificates live in a `LeafCache` owned here, so a regeneration re-signs nothing that is not
+proxies; sidecars and gateways take their mesh identity from it too (`meshgate.xds.sds`, sent over SDS). Leaf
+certificates live in a `LeafCache` owned here, so a regeneration re-signs nothing that is not
 due, and an unchanged config stays byte-equal.
 """
 
@@ -19,15 +21,27 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import anyio
 import structlog
 
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.concurrency import Wakeup
-from meshgate.mtls import CertificateAuthority, LeafCache, MtlsError, builtin_ca_secret_names, enabled_builtin_backend
+from meshgate.mtls import (
+    PROVIDED,
+    CertificateAuthority,
+    LeafCache,
+    MtlsError,
+    builtin_ca_secret_names,
+    enabled_backend,
+    enabled_builtin_backend,
+    load_provided_ca,
+    provided_ca_data,
+)
 from meshgate.mtls import load_ca as load_mesh_ca
 from meshgate.resources import kinds
+from meshgate.resources.kinds._conf import struct_json
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.store.watch import WatchLog, reconcile_forever
@@ -104,10 +118,26 @@ class ZoneXds(SnapshotStore):
         except NotFoundError:
             return None
 
+    async def _provided_ca(self, mesh: Resource, backend: Any) -> CertificateAuthority | None:
+        """The CA of `mesh`'s enabled `provided` backend (Kuma's format: cert and key data sources)."""
+        name = mesh.meta.name
+        secrets = {r.meta.name: _secret_bytes(r) for r in await self._all(kinds.SECRET, name)}
+        try:
+            return load_provided_ca(*provided_ca_data(struct_json(backend.conf), secrets))
+        except MtlsError as exc:
+            log.warning("xds.mesh_ca_unusable", mesh=name, backend=backend.name, error=str(exc))
+            return None
+
     async def _cas(self, meshes: list[Resource]) -> dict[str, CertificateAuthority]:
-        """mesh -> its builtin CA, for every Mesh whose enabled backend is builtin and whose CA is readable."""
+        """mesh -> its CA, for every Mesh with mTLS on whose CA is readable: builtin (the Secrets the global
+        made) or provided (the data sources its backend names)."""
         out: dict[str, CertificateAuthority] = {}
         for mesh in meshes:
+            enabled = enabled_backend(mesh.spec)
+            if enabled is not None and enabled.type == PROVIDED:
+                if (provided := await self._provided_ca(mesh, enabled)) is not None:
+                    out[mesh.meta.name] = provided
+                continue
             backend = enabled_builtin_backend(mesh.spec)
             if backend is None:
                 continue

@@ -10,6 +10,9 @@ names and the identities; the keys are EC P-256 (Kuma's builtin CA is RSA 2048 b
   `LeafCache.leaf(...)` returns the same leaf for equal inputs until half its life is gone, so regenerating a
   proxy's config is neither a signature per call nor a new config version per call.
 - `builtin_ca_secret_names` and `enabled_builtin_backend` say which Secrets hold a Mesh's CA.
+- Kuma's `provided` backend (`_provided.py`): `provided_ca_data` resolves the backend's cert and key data
+  sources from the mesh's Secrets, `load_provided_ca` checks the pair with Kuma's messages
+  (`validate_provided_ca`) and returns a CA that signs leaves as a builtin one does (EC or RSA key).
 
 Error tree::
 
@@ -23,23 +26,30 @@ from meshgate.mtls._ca import (
     CertificateAuthority,
     MtlsError,
     builtin_ca_secret_names,
+    enabled_backend,
     enabled_builtin_backend,
     generate_ca,
     load_ca,
 )
 from meshgate.mtls._leaf import LEAF_VALIDITY, Leaf, LeafCache, issue_leaf, spiffe_id
+from meshgate.mtls._provided import PROVIDED, load_provided_ca, provided_ca_data, validate_provided_ca
 
 __all__ = [
     "CA_VALIDITY",
     "LEAF_VALIDITY",
+    "PROVIDED",
     "CertificateAuthority",
     "Leaf",
     "LeafCache",
     "MtlsError",
     "builtin_ca_secret_names",
+    "enabled_backend",
     "enabled_builtin_backend",
     "generate_ca",
     "issue_leaf",
     "load_ca",
+    "load_provided_ca",
+    "provided_ca_data",
     "spiffe_id",
+    "validate_provided_ca",
 ]

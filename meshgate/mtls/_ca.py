@@ -10,7 +10,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "CertificateAuthority",
     "MtlsError",
     "builtin_ca_secret_names",
+    "cert_fingerprint",
+    "enabled_backend",
     "enabled_builtin_backend",
     "generate_ca",
     "load_ca",
@@ -41,7 +43,7 @@ class CertificateAuthority:
     cert_pem: bytes
     key_pem: bytes
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey  # builtin: EC; provided: whatever the user brought
     # SHA-256 of the DER certificate, hex: names this CA in caches, so a new CA never reuses old leaves.
     fingerprint: str
 
@@ -55,22 +57,28 @@ def builtin_ca_secret_names(mesh: str, backend: str) -> tuple[str, str]:
     return f"{mesh}.ca-builtin-cert-{backend}", f"{mesh}.ca-builtin-key-{backend}"
 
 
-def enabled_builtin_backend(mesh_spec: Any) -> str | None:
-    """The name of the Mesh's enabled mTLS backend when it is `builtin`, else None (no mTLS, or provided)."""
+def enabled_backend(mesh_spec: Any) -> Any | None:
+    """The Mesh's enabled mTLS backend (a `CertificateAuthorityBackend`), or None: mTLS is off."""
     mtls = mesh_spec.mtls
     if not mesh_spec.HasField("mtls") or not mtls.enabledBackend:
         return None
     for backend in mtls.backends:
         if backend.name == mtls.enabledBackend:
-            return str(backend.name) if backend.type == _BUILTIN else None
+            return backend
     return None
+
+
+def enabled_builtin_backend(mesh_spec: Any) -> str | None:
+    """The name of the Mesh's enabled mTLS backend when it is `builtin`, else None (no mTLS, or provided)."""
+    backend = enabled_backend(mesh_spec)
+    return str(backend.name) if backend is not None and backend.type == _BUILTIN else None
 
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
-def _fingerprint(cert: x509.Certificate) -> str:
+def cert_fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
@@ -130,7 +138,7 @@ def generate_ca(mesh: str, *, key_pem: bytes | None = None, now: datetime | None
         .sign(key, hashes.SHA256())
     )
     return CertificateAuthority(
-        cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), cert, key, _fingerprint(cert)
+        cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), cert, key, cert_fingerprint(cert)
     )
 
 
@@ -153,4 +161,4 @@ def load_ca(cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
         cert.verify_directly_issued_by(cert)
     except (ValueError, TypeError, InvalidSignature):
         raise MtlsError("CA certificate is not self-signed") from None
-    return CertificateAuthority(cert_pem, key_pem, cert, key, _fingerprint(cert))
+    return CertificateAuthority(cert_pem, key_pem, cert, key, cert_fingerprint(cert))

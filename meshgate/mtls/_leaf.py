@@ -43,14 +43,18 @@ def issue_leaf(
     *,
     now: datetime | None = None,
     validity: timedelta = LEAF_VALIDITY,
+    uris: Sequence[str] = (),
 ) -> Leaf:
-    """A new P-256 key and a certificate for it, signed by `ca`: SAN URI `spiffe://<mesh>/<service>` plus
-    `dns_sans`, for both server and client authentication. The subject is empty, as in Kuma (a service name
-    may exceed a CN's 64 characters), so the SAN extension is critical (RFC 5280, 4.2.1.6)."""
+    """A new P-256 key and a certificate for it, signed by `ca`: SAN URI `spiffe://<mesh>/<service>`, then
+    `uris` (a sidecar's other identities: Kuma's workload certificate carries one SPIFFE id per inbound service
+    and a `kuma://<tag>/<value>` per inbound tag) and `dns_sans`, for both server and client authentication.
+    The subject is empty, as in Kuma (a service name may exceed a CN's 64 characters), so the SAN extension is
+    critical (RFC 5280, 4.2.1.6)."""
     key = ec.generate_private_key(ec.SECP256R1())
     start = (now if now is not None else datetime.now(UTC)) - CLOCK_SKEW
     end = min(start + CLOCK_SKEW + validity, ca.certificate.not_valid_after_utc)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(mesh, service))]
+    sans.extend(x509.UniformResourceIdentifier(uri) for uri in uris if uri != spiffe_id(mesh, service))
     sans.extend(x509.DNSName(name) for name in dns_sans)
     cert = (
         x509.CertificateBuilder()
@@ -89,7 +93,7 @@ def issue_leaf(
 
 
 class LeafCache:
-    """Leaves by (mesh, service, CA fingerprint, DNS SANs): the same PEM until half its life is gone.
+    """Leaves by (mesh, service, CA fingerprint, DNS SANs, other URI SANs): the same PEM until half its life is gone.
 
     Returning the same bytes keeps a regenerated xDS snapshot byte-equal, so the delta server sends nothing;
     re-issuing at half-life rotates certificates well before they expire (Kuma rotates at 4/5 of the life).
@@ -99,7 +103,7 @@ class LeafCache:
     def __init__(self, *, validity: timedelta = LEAF_VALIDITY, size: int = _CACHE_SIZE) -> None:
         self._validity = validity
         self._size = size
-        self._leaves: OrderedDict[tuple[str, str, str, tuple[str, ...]], Leaf] = OrderedDict()
+        self._leaves: OrderedDict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], Leaf] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._leaves)
@@ -112,14 +116,15 @@ class LeafCache:
         dns_sans: Sequence[str] = (),
         *,
         now: datetime | None = None,
+        uris: Sequence[str] = (),
     ) -> Leaf:
         at = now if now is not None else datetime.now(UTC)
-        key = (mesh, service, ca.fingerprint, tuple(dns_sans))
+        key = (mesh, service, ca.fingerprint, tuple(dns_sans), tuple(uris))
         found = self._leaves.get(key)
         if found is not None and at < found.not_before + (found.not_after - found.not_before) / 2:
             self._leaves.move_to_end(key)
             return found
-        fresh = issue_leaf(ca, mesh, service, dns_sans, now=at, validity=self._validity)
+        fresh = issue_leaf(ca, mesh, service, dns_sans, now=at, validity=self._validity, uris=uris)
         self._leaves[key] = fresh
         self._leaves.move_to_end(key)
         while len(self._leaves) > self._size:

@@ -90,6 +90,11 @@ class CrossMesh:
         """Every mesh CA certificate, in mesh order: whom a crossMesh listener accepts clients from."""
         return b"".join(_line_end(ca.cert_pem) for ca in self.cas.values())
 
+    @property
+    def leaves(self) -> LeafCache:
+        """The zone's leaf cache: sidecar identities (`sds.MeshTls`) are issued from it too."""
+        return self._leaves
+
     def leaf(self, mesh: str, service: str, dns_sans: Sequence[str] = ()) -> Leaf:
         """`mesh`'s leaf for `service` (the caller checks `enabled(mesh)` first)."""
         return self._leaves.leaf(self.cas[mesh], mesh, service, dns_sans, now=self._now)

@@ -13,8 +13,18 @@ Naming (deterministic; equal inputs give byte-equal snapshots):
 
 A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
-service speaks http, http2 or grpc, a TCP proxy otherwise, and no inbound listener; plus one listener per
-`VipOutbound` of the context (`MeshContext.vips`), routed the same way (a cross-mesh gateway name is always HTTP).
+service speaks http, http2 or grpc, a TCP proxy otherwise; plus one listener per `VipOutbound` of the context
+(`MeshContext.vips`), routed the same way (a cross-mesh gateway name is always HTTP); plus, for an ordinary
+Dataplane, one sidecar inbound `inbound:<address>:<port>` per `networking.inbound` (`inbound.py`).
+
+Mesh mTLS (`sds.py`): when the proxy's Mesh has mTLS on, every cluster to the mesh's Dataplanes (a sidecar's
+outbounds, a builtin or delegated gateway's routes) speaks mTLS to the destination's sidecar inbound, as the
+proxy's own identity (`spiffe://<mesh>/<service>`: a gateway's service, a sidecar's inbound services), with
+Kuma's SNI and the destination's SPIFFE id as the only SAN accepted; inbounds require the mesh's client
+certificate and enforce TrafficPermission. Certificates are `Secret`s over SDS (`identity_cert:secret:<mesh>`,
+`mesh_ca:secret:<mesh>`), never inline in listeners or clusters. A Dataplane with no sidecar running is not
+reachable then: Kuma assumes every Dataplane has one. The gateway-side TrafficPermission gate
+(`policies/trafficpermission.py`) then applies to ExternalServices only; without mesh mTLS it is not enforced.
 
 Cross-mesh (gateway.md, "Cross-mesh"; `crossmesh.CrossMesh`): a builtin gateway's crossMesh listener is served
 over mesh mTLS, and a VipOutbound for another mesh's gateway name becomes an HTTP connection manager whose
@@ -44,10 +54,12 @@ from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
 from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
 from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
+from meshgate.xds.inbound import inbound_identity, sidecar_inbounds
 from meshgate.xds.policies import LogSite, Target, denial
 from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
-from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from meshgate.xds.sds import MeshTls, proxy_tls
+from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot
 from meshgate.xds.vips import VipOutbound
 from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
 
@@ -68,8 +80,10 @@ class _Builder:
         shaper: Shaper,
         external: ExternalServiceIndex | None = None,
         secrets: Mapping[str, bytes] | None = None,
+        tls: MeshTls | None = None,
     ) -> None:
         self.index = index
+        self.tls = tls  # the mesh's mTLS: clusters to its Dataplanes use it
         self.shaper = shaper
         self.external = external if external is not None else ExternalServiceIndex(())
         self.secrets = secrets or {}
@@ -115,7 +129,10 @@ class _Builder:
             return base
 
         def gated(dest: Destination) -> str:
-            if self.shaper.denied(listener_tags, dest.tags):
+            # With mesh mTLS the destination's sidecar enforces TrafficPermission (`inbound.py`); the gate stays
+            # for what has no sidecar: ExternalServices, where Kuma's gateway enforces it too.
+            sidecar = self.tls is not None and not self.external.matching(dest.tag_map)
+            if not sidecar and self.shaper.denied(listener_tags, dest.tags):
                 self.forbidding = True
                 return denial.forbidden_cluster(dest.tag_map.get(TAG_SERVICE, ""))
             return base(dest)
@@ -153,6 +170,8 @@ class _Builder:
             else:
                 out = clusters.cluster(name, protocol)
                 self.add(ENDPOINT, name, assignment)
+            if self.tls is not None:
+                out.transport_socket.CopyFrom(self.tls.upstream(tags))
             if matches:
                 self.shaper.shape_cluster(name, out, matches, protocol)
             self.add(CLUSTER, name, out)
@@ -170,6 +189,8 @@ class _Builder:
         if proxy is not None and self.shaper.shapes(Target.PROXY):
             tags = dict(proxy.spec.networking.gateway.tags)  # type: ignore[attr-defined]
             self.problems.extend(self.shaper.shape_proxy(tags, proxy.meta.name, self.out))
+        if self.tls is not None and (secrets := self.tls.secrets()):
+            self.out[SECRET] = dict(secrets)
         return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
 
 
@@ -441,7 +462,13 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
     and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
     """
     shaper = Shaper(ctx.policies, ctx.modules, ctx.mesh_resource)
-    b = _Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets)
+    services, tags = inbound_identity(proxy)
+    tls, tls_problem = proxy_tls(
+        proxy.meta.mesh, ctx.mesh_resource, ctx.cross_mesh, services or [_service(proxy)], tags
+    )
+    b = _Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls)
+    if tls_problem is not None:
+        b.problems.append(tls_problem)
     if is_builtin_gateway(proxy):
         gateway = select_gateway_for(proxy, ctx.gateways)
         if gateway is None:
@@ -450,5 +477,12 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
             _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource)
         return b.finish(proxy)
-    _vip_outbounds(b, proxy, ctx.vips, _outbounds(b, proxy), ctx.cross_mesh)
+    taken = _outbounds(b, proxy)
+    _vip_outbounds(b, proxy, ctx.vips, taken, ctx.cross_mesh)
+    if tls_problem is None:
+        permissions = ctx.policies.get("TrafficPermission", ())
+        inbounds = sidecar_inbounds(proxy, tls=tls, permissions=permissions, taken=taken)
+        b.out[LISTENER].update(inbounds.listeners)
+        b.out[CLUSTER].update(inbounds.clusters)
+        b.problems.extend(inbounds.problems)
     return b.finish()

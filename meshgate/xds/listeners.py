@@ -43,6 +43,7 @@ from meshgate.xds.clusters import CONNECTION_BUFFER_BYTES, is_ip, pack
 
 __all__ = [
     "ALPN_HTTPS",
+    "WILDCARD_ADDRESS",
     "CertificateError",
     "connection_limit",
     "downstream_tls",
@@ -66,7 +67,7 @@ _INITIAL_STREAM_WINDOW = 64 * 1024
 _INITIAL_CONNECTION_WINDOW = 1024 * 1024
 # The connection_limit filter delays closing a refused connection; 0 closes it at once.
 _CONNECTION_LIMIT_DELAY = duration_pb2.Duration()
-_WILDCARD_ADDRESS = "0.0.0.0"
+WILDCARD_ADDRESS = "0.0.0.0"
 
 
 class CertificateError(ValueError):
@@ -249,7 +250,7 @@ def listener(
         name=name,
         address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(
-                address=address if is_ip(address) else _WILDCARD_ADDRESS, port_value=port
+                address=address if is_ip(address) else WILDCARD_ADDRESS, port_value=port
             )
         ),
         filter_chains=list(chains),

@@ -1,5 +1,10 @@
-"""TrafficPermission on a builtin gateway, through a real Envoy (issue 13, row TrafficPermission; interim
-gateway-side enforcement, meshgate.xds.policies.trafficpermission).
+"""TrafficPermission on a builtin gateway, through a real Envoy (issue 13, row TrafficPermission; gateway-side
+enforcement, meshgate.xds.policies.trafficpermission).
+
+`open` and `secret` are ExternalServices (issue 14): with mesh mTLS a Dataplane backend is reached over mTLS
+through its sidecar, which enforces TrafficPermission itself (tests/adapter/test_sidecar_mtls.py), so the gateway
+gate now applies to what has no sidecar, ExternalServices, as in Kuma's gateway generator. These backends were
+Dataplanes with no sidecar running, which a mesh with mTLS no longer reaches.
 
 Gateway `edge`, one HTTP listener: `/open` to service `open`, `/secret` to `secret`, `/split` half to each. The
 permissions: `edge-to-open` (sources `edge`, destinations `open`) and `others-to-secret` (sources `someone-else`,
@@ -15,15 +20,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from meshgate.mtls import generate_ca
 from meshgate.resources.model import Resource
 from meshgate.testing import factory
 from meshgate.xds import MeshContext, generate
 from meshgate.xds.ads import ProxyId
+from meshgate.xds.crossmesh import CrossMesh
 from tests.support.envoy import free_port, running_envoy
 from tests.support.gateway_harness import (
     AdsServer,
     ads_server,
-    backend_dataplane,
     builtin_gateway_dataplane,
     gateway,
     http_route,
@@ -37,6 +43,7 @@ from tests.support.wait import eventually
 pytestmark = pytest.mark.asyncio
 
 EDGE = ProxyId("default", "edge-1")
+CA = generate_ca("default")
 
 
 def prefix(value: str) -> dict[str, object]:
@@ -56,7 +63,12 @@ def push(ads: AdsServer, mesh: Resource, listen: int, ports: dict[str, int]) -> 
         mesh_resource=mesh,
         gateways=[load(gateway("edge", "edge", [{"port": listen, "protocol": "HTTP"}]))],
         routes=[load(http_route("r", rules, selector={"kuma.io/service": "edge"}))],
-        dataplanes=[load(backend_dataplane(f"{s}-1", port, s)) for s, port in ports.items()],
+        resources={
+            "ExternalService": [
+                factory.resource(factory.external_service(s, address=f"127.0.0.1:{port}")) for s, port in ports.items()
+            ]
+        },
+        cross_mesh=CrossMesh({"default": CA}, zone="zone-1"),
         policies={
             "TrafficPermission": [
                 factory.resource(factory.traffic_permission("edge-to-open", source="edge", destination="open")),

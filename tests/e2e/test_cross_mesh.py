@@ -89,38 +89,45 @@ async def test_mesh_a_reaches_mesh_bs_cross_mesh_gateway_by_its_mesh_name(procs:
             await eventually(lambda m=mesh, n=name: has_secret(z, m, n), what=f"{name} in zone-1")
     await eventually(lambda: exists(z, f"/meshes/b/meshgateways/{in_zone('edge', 'b')}"), what="the gateway in zone-1")
     async with http_backend("echo") as echo:
-        await put(z, "/meshes/b/dataplanes/echo-1", echo_dataplane("127.0.0.1", echo.port))
-        await eventually(lambda: resolve(z, NAME), what=f"{NAME} resolves")
-        vip = await resolve(z, NAME)
-        assert vip is not None
-        assert vip.startswith("127.103.")
-        edge = edge_dataplane("127.0.0.1")
-        kong = kong_doc("127.0.0.1")
-        gateway_dp = await zone_dp(procs, z, json.dumps(edge), workdir=dp_dir(procs.workdir, "edge"))
+        # Mesh b has mTLS: its gateway reaches echo over mTLS through echo's sidecar (issue 14), never its port.
+        echo_doc = echo_dataplane("127.0.0.1", free_port(), service_port=echo.port)
+        echo_dp = await zone_dp(procs, z, json.dumps(echo_doc), workdir=dp_dir(procs.workdir, "echo"))
         try:
-            client_dp = await zone_dp(procs, z, json.dumps(kong), workdir=dp_dir(procs.workdir, "kong"))
+            await eventually(lambda: resolve(z, NAME), what=f"{NAME} resolves")
+            vip = await resolve(z, NAME)
+            assert vip is not None
+            assert vip.startswith("127.103.")
+            edge = edge_dataplane("127.0.0.1")
+            kong = kong_doc("127.0.0.1")
+            gateway_dp = await zone_dp(procs, z, json.dumps(edge), workdir=dp_dir(procs.workdir, "edge"))
             try:
-
-                async def through_vip() -> bool:
-                    try:
-                        async with httpx.AsyncClient(timeout=2) as c:
-                            r = await c.get(f"http://{vip}:{port}/hello", headers={"Host": NAME})
-                    except httpx.HTTPError:
-                        return False
-                    return r.status_code == 200 and r.text == "echo /hello"
-
+                client_dp = await zone_dp(procs, z, json.dumps(kong), workdir=dp_dir(procs.workdir, "kong"))
                 try:
-                    await eventually(through_vip, timeout=60, what=f"http://{NAME}:{port} (VIP {vip}) across meshes")
-                except AssertionError as exc:
-                    logs = f"{client_dp.logs()[-3000:]}\n{gateway_dp.logs()[-3000:]}\n{z.logs()}"
-                    raise AssertionError(f"{exc}\n{logs}") from None
-                # Plaintext straight to the gateway's crossMesh listener is refused.
-                hits = echo.hits
-                with pytest.raises(httpx.TransportError):
-                    async with httpx.AsyncClient(timeout=5) as c:
-                        await c.get(f"http://127.0.0.1:{port}/plain", headers={"Host": NAME})
-                assert echo.hits == hits
+
+                    async def through_vip() -> bool:
+                        try:
+                            async with httpx.AsyncClient(timeout=2) as c:
+                                r = await c.get(f"http://{vip}:{port}/hello", headers={"Host": NAME})
+                        except httpx.HTTPError:
+                            return False
+                        return r.status_code == 200 and r.text == "echo /hello"
+
+                    try:
+                        await eventually(
+                            through_vip, timeout=60, what=f"http://{NAME}:{port} (VIP {vip}) across meshes"
+                        )
+                    except AssertionError as exc:
+                        logs = f"{client_dp.logs()[-3000:]}\n{gateway_dp.logs()[-3000:]}\n{z.logs()}"
+                        raise AssertionError(f"{exc}\n{logs}") from None
+                    # Plaintext straight to the gateway's crossMesh listener is refused.
+                    hits = echo.hits
+                    with pytest.raises(httpx.TransportError):
+                        async with httpx.AsyncClient(timeout=5) as c:
+                            await c.get(f"http://127.0.0.1:{port}/plain", headers={"Host": NAME})
+                    assert echo.hits == hits
+                finally:
+                    client_dp.stop()
             finally:
-                client_dp.stop()
+                gateway_dp.stop()
         finally:
-            gateway_dp.stop()
+            echo_dp.stop()

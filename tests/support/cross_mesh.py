@@ -82,15 +82,16 @@ def edge_dataplane(address: str) -> dict[str, Any]:
     }
 
 
-def echo_dataplane(address: str, port: int) -> dict[str, Any]:
+def echo_dataplane(address: str, port: int, *, service_port: int | None = None) -> dict[str, Any]:
+    """`port`: the inbound; `service_port`: the application behind its sidecar (meshgate-dp), if it has one."""
+    inbound: dict[str, Any] = {"port": port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}
+    if service_port is not None:
+        inbound["servicePort"] = service_port
     return {
         "type": "Dataplane",
         "mesh": "b",
         "name": "echo-1",
-        "networking": {
-            "address": address,
-            "inbound": [{"port": port, "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"}}],
-        },
+        "networking": {"address": address, "inbound": [inbound]},
     }
 
 
