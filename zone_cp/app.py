@@ -259,7 +259,9 @@ async def _serve(
                 )
         return out
 
-    xds = ZoneXds(store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain)
+    xds = ZoneXds(
+        store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain, access_log_socket=dp_server.access_log_socket
+    )
     dns.on_change = xds.mark_dirty
     ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
     # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).

@@ -8,6 +8,8 @@ Kuma's way (pkg/xds/auth/callbacks.go, pkg/xds/server/callbacks/dataplane_lifecy
       node.metadata             dataplane.resource    the Dataplane (JSON or YAML), as kuma-dp sends it;
                                                       absent: a Dataplane already in this zone's store
                                 dataplane.admin.port  the Envoy admin port, on the stream's peer address
+                                accessLogSocketPath   the pipe its data plane process reads TrafficLog lines
+                                                      for `tcp` backends from (meshgate.sockets)
       gRPC metadata             authorization         the data plane token (raw, as kuma-dp; "Bearer " allowed)
     -> the token must verify with the mesh's keys, be unrevoked and unexpired, and vouch for the Dataplane's
        identity: name, mesh, tags (inbound and gateway tags) and type (gateway for a builtin gateway,
@@ -49,6 +51,7 @@ from meshgate.k8s.token_review import ServiceAccountTokenRefused, ServiceAccount
 from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
+from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshgate.store.watch import WatchLog, reconcile_forever
@@ -78,6 +81,8 @@ AUTHORIZATION: Final = "authorization"
 RECHECK_INTERVAL: Final = 10.0
 # A Dataplane document in node metadata larger than this is refused: no proxy needs more.
 MAX_DATAPLANE_BYTES: Final = 64 * 1024
+# An access log pipe path longer than this is ignored (Kuma's names are at most 103 bytes; PATH_MAX is 4096).
+MAX_SOCKET_PATH: Final = 1024
 _MAX_LOGGED = 300
 
 
@@ -140,6 +145,15 @@ def _metadata_string(node: base_pb2.Node, field: str) -> str | None:
     return None
 
 
+def _access_log_socket(node: base_pb2.Node) -> str:
+    """The access log pipe the proxy declared, or "" (the zone then names one: meshgate.xds.generate). It only
+    ever goes into that proxy's own Envoy config; a path Envoy could not open as a file is refused."""
+    value = _metadata_string(node, FIELD_ACCESS_LOG_SOCKET_PATH) or ""
+    if len(value) > MAX_SOCKET_PATH or not value.isprintable():
+        return ""
+    return value
+
+
 def _token_mesh(token: str) -> str:
     """The Mesh claim of a token, unverified: only to explain a refusal better than "bad signature"."""
     with contextlib.suppress(TokenError, ValueError):
@@ -163,6 +177,7 @@ class _Session:
         self.server, self.proxy, self.dataplane, self.token, self.admin = server, proxy, dataplane, token, admin
         self.owns = owns  # this stream registered the Dataplane: the last such stream removes it
         self.expires_at = float("inf")
+        self.access_log_socket = ""
 
     async def watch(self) -> StreamRefused:
         server = self.server
@@ -228,6 +243,7 @@ class DpServer:
         admin = AdminTarget(host, int(port)) if port and port.isdigit() and 0 < int(port) < 65536 and host else None
         session = _Session(self, proxy, dataplane, token, admin, owns)
         session.expires_at = claims_exp
+        session.access_log_socket = _access_log_socket(node)
         self.sessions.setdefault(proxy, []).append(session)
         log.info("xds.auth.admitted", proxy=str(proxy)[:_MAX_LOGGED], peer=peer, authn=self.authn, registered=owns)
         return session
@@ -307,6 +323,11 @@ class DpServer:
             if session.admin is not None:
                 return session.admin
         return None
+
+    def access_log_socket(self, proxy: ProxyId) -> str:
+        """The access log pipe the newest live stream of this proxy declared, or "" (none, or no stream)."""
+        live = self.sessions.get(proxy)
+        return live[-1].access_log_socket if live else ""
 
     def connected(self, mesh: str, name: str) -> bool:
         return bool(self.sessions.get(ProxyId(mesh, name)))

@@ -82,11 +82,14 @@ class ZoneXds(SnapshotStore):
         dns_domain: str = "mesh",
         refresh_interval: float = REFRESH_INTERVAL,
         leaves: LeafCache | None = None,
+        access_log_socket: Callable[[ProxyId], str] | None = None,
     ) -> None:
         """`vips(mesh)`: the VIP outbounds of the mesh's proxies (its service names on VIP:80, other meshes'
         cross-mesh gateway names on their ports), from the zone's DNS allocations. `dns_domain`: the `.mesh`
         domain, for the names a crossMesh listener's certificate carries. `refresh_interval`: seconds between
-        regenerations when nothing changes (certificate rotation). `leaves`: the leaf certificate cache."""
+        regenerations when nothing changes (certificate rotation). `leaves`: the leaf certificate cache.
+        `access_log_socket(proxy)`: the access log pipe the proxy declared in its node metadata, "" for none
+        (`meshgate.xds.generate` then names it as Kuma does)."""
         super().__init__()
         self._store = store
         self._refresh_interval = refresh_interval
@@ -94,6 +97,7 @@ class ZoneXds(SnapshotStore):
         self._vips = vips
         self._dns_domain = dns_domain
         self._leaves = leaves if leaves is not None else LeafCache()
+        self._access_log_socket = access_log_socket
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -228,7 +232,8 @@ class ZoneXds(SnapshotStore):
                 if dataplane is None:
                     self.remove(proxy)
                     continue
-                snapshot = generate(dataplane, ctx)
+                socket = self._access_log_socket(proxy) if self._access_log_socket is not None else ""
+                snapshot = generate(dataplane, ctx, access_log_socket=socket)
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)

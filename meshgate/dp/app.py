@@ -1,12 +1,15 @@
 """`meshgate-dp run`, wired: write the bootstrap, run Envoy, stop it on a signal.
 
-    start   -> bootstrap (token, CA, the Dataplane in node metadata) -> Envoy, which opens the xDS stream
-               on which the zone authenticates and registers the Dataplane (meshgate.dp.registration)
+    start   -> the access log pipe (meshgate.dp.access_logs: a FIFO in the config directory, named as Kuma
+               names it, meshgate.sockets) -> bootstrap (token, CA, the Dataplane and that pipe's path in node
+               metadata) -> Envoy, which opens the xDS stream on which the zone authenticates and registers the
+               Dataplane (meshgate.dp.registration); the streamer sends the TrafficLog lines Envoy writes to the
+               pipe to their TCP collectors while Envoy runs
     token   -> with a --dataplane-token-file, Envoy reads a clean copy of it (meshgate.dp.token_file, kept
                current by a poll while Envoy runs) for every new xDS stream (Kuma's reloadable tokens): a
                rotated file needs no restart of Envoy or of meshgate-dp
     SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> exit 0; its stream closes and the zone
-               removes the Dataplane
+               removes the Dataplane; the streamer stops and the pipe is removed
     Envoy exits by itself -> exit with Envoy's code (128+N for a signal N)
     --transparent-proxy -> also the DNS server (meshgate.dp.dns_proxy) on --dns-coredns-port, 127.0.0.1 and ::1,
                beside Envoy for as long as it runs (kuma-dp's CoreDNS)
@@ -16,6 +19,7 @@ Signals are taken from the very start; a second signal while stopping kills Envo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,12 +36,14 @@ import anyio
 import anyio.abc
 import structlog
 
+from meshgate.dp.access_logs import AccessLogStreamer
 from meshgate.dp.bootstrap import ControlPlaneAddress, reloads_token_file, render_bootstrap
 from meshgate.dp.dns_proxy import DnsProxy
 from meshgate.dp.envoy import envoy_argv
 from meshgate.dp.registration import node_metadata
 from meshgate.dp.token_file import TokenCopy
 from meshgate.resources.model import Resource
+from meshgate.sockets import access_log_socket_name
 
 __all__ = ["DpConfig", "run_dp"]
 
@@ -69,6 +75,12 @@ class DpConfig:
     @property
     def node_id(self) -> str:
         return f"{self.dataplane.meta.mesh}.{self.dataplane.meta.name}"
+
+    def access_log_socket(self, workdir: Path) -> Path:
+        """The access log pipe: Kuma's name for this Dataplane's, in the config directory (kuma-dp's socket
+        directory is its temporary config directory, app/kuma-dp/cmd/run.go:117-119)."""
+        meta = self.dataplane.meta
+        return Path(access_log_socket_name(str(workdir.absolute()), meta.name, meta.mesh))
 
     @property
     def reloaded_token_file(self) -> Path | None:
@@ -158,13 +170,23 @@ async def _run(cfg: DpConfig, sup: _Supervisor) -> int:
             reason="Envoy re-reads a token file over verified TLS only (not grpc:// nor --skip-verify): the token"
             " read at start is embedded, and a rotated file takes a restart",
         )
-    with sup.startup, _config_dir(cfg.config_dir) as workdir:
-        return await _run_envoy(cfg, sup, workdir, slog)
+    with sup.startup, _config_dir(cfg.config_dir) as workdir, contextlib.ExitStack() as stack:
+        streamer = AccessLogStreamer(cfg.access_log_socket(workdir))
+        try:
+            stack.enter_context(streamer.open())
+        except OSError as exc:
+            slog.error("dp.access_logs.failed", path=str(streamer.path), error=str(exc))
+            return 1
+        return await _run_envoy(cfg, sup, workdir, streamer, slog)
     return 0  # a signal before Envoy started
 
 
 async def _run_envoy(
-    cfg: DpConfig, sup: _Supervisor, workdir: Path, slog: structlog.typing.FilteringBoundLogger
+    cfg: DpConfig,
+    sup: _Supervisor,
+    workdir: Path,
+    streamer: AccessLogStreamer,
+    slog: structlog.typing.FilteringBoundLogger,
 ) -> int:
     bootstrap = workdir / "bootstrap.json"
     reloaded = cfg.reloaded_token_file
@@ -174,7 +196,7 @@ async def _run_envoy(
         cfg.node_id,
         cfg.cp,
         admin_port=cfg.admin_port,
-        metadata=node_metadata(cfg.dataplane, cfg.admin_port),
+        metadata=node_metadata(cfg.dataplane, cfg.admin_port, str(streamer.path)),
         token="" if token_copy else cfg.token,
         token_file=str(token_copy.path) if token_copy else "",
         ca_pem=cfg.ca_pem,
@@ -206,6 +228,7 @@ async def _run_envoy(
     )
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(streamer.run)
             if token_copy is not None:
                 tg.start_soon(token_copy.run)
             if cfg.dns is not None:

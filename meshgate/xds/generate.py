@@ -47,6 +47,7 @@ from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
 from meshgate.resources.selectors import select_gateway_for
 from meshgate.resources.tags import TAG_SERVICE
+from meshgate.sockets import DEFAULT_SOCKET_DIR, access_log_socket_name
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
@@ -327,19 +328,22 @@ def _gateway(
     secrets: Mapping[str, bytes],
     cross: CrossMesh | None,
     mesh: Resource | None,
+    access_log_socket: str,
 ) -> None:
     b.problems.extend(binding.problems)
     address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
     prefix = _service(proxy)
+    socket = access_log_socket or access_log_socket_name(DEFAULT_SOCKET_DIR, proxy.meta.name, proxy.meta.mesh)
     for lb in binding.listeners:
-        site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=lb.protocol in (_Listener.HTTP, _Listener.HTTPS))
+        http = lb.protocol in (_Listener.HTTP, _Listener.HTTPS)
+        site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=http, access_log_socket=socket)
         backends: list[TagsKey] = []
         b.forbidding = False
         if lb.cross_mesh:
             mtls = _cross_mesh_socket(b, proxy, binding, lb, cross)
             if mtls is None:
                 continue
-            site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=True)
+            site = LogSite(mesh, proxy.meta.mesh, address, prefix, http=True, access_log_socket=socket)
             chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, site=site, mtls=mtls)
         elif lb.protocol in (_Listener.HTTP, _Listener.HTTPS):
             chains = _http_listener(b, lb, prefix=prefix, secrets=secrets, backends=backends, site=site)
@@ -454,8 +458,12 @@ def _vip_outbounds(
         _outbound_listener(b, name, address, port, tags, http=http)
 
 
-def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
+def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
+
+    `access_log_socket`: the pipe the proxy's data plane process reads `tcp` TrafficLog lines from, as it sent
+    it in its node metadata (`accessLogSocketPath`); "" names it as Kuma does for a proxy that sent none
+    (`meshgate.sockets`).
 
     A builtin gateway gets its MeshGateway's listeners (the context's `vips` play no part); a delegated gateway
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
@@ -475,7 +483,7 @@ def generate(proxy: Resource, ctx: MeshContext) -> Snapshot:
             b.problems.append(f"no MeshGateway in mesh {proxy.meta.mesh!r} matches Dataplane {proxy.meta.name!r}")
         else:
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
-            _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource)
+            _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource, access_log_socket)
         return b.finish(proxy)
     taken = _outbounds(b, proxy)
     _vip_outbounds(b, proxy, ctx.vips, taken, ctx.cross_mesh)

@@ -5,15 +5,21 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from meshgate.resources import codec
 from meshgate.store import MemoryStore
+from meshgate.testing import factory
+from meshgate.transport.ads_server import GatedSession
 from meshgate.xds import LISTENER
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.snapshot import Snapshot
 from tests.support.gateway_harness import self_signed
+from zone_cp.dp_server import DpServer
 from zone_cp.xds import ZoneXds
 
 PROXY = ProxyId("default", "edge-1")
@@ -97,3 +103,49 @@ async def test_a_proxy_without_a_registered_dataplane_gets_no_snapshot() -> None
     with xds.listen(PROXY):
         await xds.regenerate()
         assert xds.snapshot(PROXY) is None
+
+
+def _log_paths(snapshot: Snapshot) -> set[str]:
+    paths = set()
+    for listener in listeners(snapshot):
+        for chain in listener.filter_chains:
+            hcm = hcm_pb2.HttpConnectionManager()
+            chain.filters[0].typed_config.Unpack(hcm)
+            for log in hcm.access_log:
+                config = file_pb2.FileAccessLog()
+                log.typed_config.Unpack(config)
+                paths.add(config.path)
+    return paths
+
+
+async def _open(server: DpServer, proxy: ProxyId, **metadata: str) -> GatedSession:
+    node = base_pb2.Node(id=f"{proxy.mesh}.{proxy.name}")
+    node.metadata.update(metadata)
+    return await server.open(proxy, node, (), "ipv4:127.0.0.1:40000")
+
+
+async def test_a_tcp_traffic_log_goes_to_the_pipe_the_proxy_declared_on_its_stream() -> None:
+    """DpServer keeps the `accessLogSocketPath` of the proxy's newest stream; ZoneXds generates with it; without
+    one (or with one Envoy could not open) the zone names it as Kuma does (metadata.go:207-214)."""
+    store = MemoryStore()
+    logging = {"defaultBackend": "t", "backends": [{"name": "t", "type": "tcp", "conf": {"address": "c:1"}}]}
+    gateway = {**docs("")[2], "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "hostname": "*"}]}}
+    for doc in ({"type": "Mesh", "name": "default", "logging": logging}, gateway, docs("")[3]):
+        await store.create(codec.load(doc))
+    await store.create(codec.load(factory.traffic_log()))
+    server = DpServer(store, "zone-1", None)
+    xds = ZoneXds(store, "zone-1", access_log_socket=server.access_log_socket)
+    with xds.listen(PROXY):
+        session = await _open(server, PROXY, accessLogSocketPath="/run/dp/kuma-al-edge-1-default.sock")
+        await xds.regenerate()
+        snapshot = xds.snapshot(PROXY)
+        assert snapshot is not None
+        assert _log_paths(snapshot) == {"/run/dp/kuma-al-edge-1-default.sock"}
+        await session.close()
+
+        session = await _open(server, PROXY, accessLogSocketPath="/run/dp/a\nb.sock")
+        await xds.regenerate()
+        snapshot = xds.snapshot(PROXY)
+        assert snapshot is not None
+        assert _log_paths(snapshot) == {"/tmp/kuma-al-edge-1-default.sock"}
+        await session.close()

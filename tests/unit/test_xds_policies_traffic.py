@@ -13,6 +13,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import percent_pb2
 
 from meshgate.resources import codec
@@ -20,7 +21,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.selectors import Rank
 from meshgate.testing import factory
 from meshgate.testing.factory import resource
-from meshgate.xds import CLUSTER, ROUTE
+from meshgate.xds import CLUSTER, LISTENER, ROUTE, MeshContext, generate
 from meshgate.xds.policies import LogSite, Match, PolicyModule, fault_injection, proxy_template, rate_limit, traffic_log
 from meshgate.xds.policies.matching import best_for_proxy
 
@@ -116,11 +117,56 @@ def test_traffic_log_custom_format_of_the_named_backend_on_tcp() -> None:
     )
 
 
-def test_traffic_log_without_a_mesh_a_backend_or_with_a_tcp_one_logs_nothing() -> None:
-    tcp = _mesh(defaultBackend="t", backends=[{"name": "t", "type": "tcp", "conf": {"address": "127.0.0.1:5000"}}])
+def test_traffic_log_without_a_mesh_or_a_backend_logs_nothing() -> None:
     assert _log(None, factory.traffic_log()) is None
     assert _log(_mesh(), factory.traffic_log()) is None
-    assert _log(tcp, factory.traffic_log()) is None
+
+
+SOCKET = "/run/dp/kuma-al-edge-1-default.sock"
+
+
+def _tcp_log(backend: dict[str, Any], *, http: bool = True, socket: str = SOCKET) -> file_pb2.FileAccessLog | None:
+    mesh = _mesh(defaultBackend="t", backends=[{"name": "t", "type": "tcp", **backend}])
+    site = LogSite(mesh, "default", "10.0.0.1", "edge", http=http, access_log_socket=socket)
+    assert traffic_log.MODULE.access_log is not None
+    found = traffic_log.MODULE.access_log(Match(resource(factory.traffic_log()), Rank()), site)
+    if found is None:
+        return None
+    assert found.name == "envoy.access_loggers.file"
+    config = file_pb2.FileAccessLog()
+    found.typed_config.Unpack(config)
+    return config
+
+
+def test_traffic_log_to_a_tcp_backend_writes_address_semicolon_line_to_the_proxys_pipe() -> None:
+    """access_log_configurer.go:73-78: the file logger at the proxy's pipe, `<address>;` before each line."""
+    http = _tcp_log({"conf": {"address": "logs.example.com:5000"}})
+    assert http is not None
+    assert http.path == SOCKET
+    line = http.log_format.text_format_source.inline_string
+    assert line == "logs.example.com:5000;" + traffic_log.interpolate(traffic_log.DEFAULT_HTTP_FORMAT, SITE) + "\n"
+    assert line.startswith('logs.example.com:5000;[%START_TIME%] default "%REQ(:METHOD)%')
+    tcp = _tcp_log({"conf": {"address": "127.0.0.1:5000"}}, http=False)
+    assert tcp is not None
+    assert tcp.log_format.text_format_source.inline_string.startswith(
+        "127.0.0.1:5000;[%START_TIME%] %RESPONSE_FLAGS% default 10.0.0.1(edge)->%UPSTREAM_HOST%(*) took "
+    )
+
+
+def test_traffic_log_tcp_backend_format_is_interpolated_and_the_address_is_not() -> None:
+    """Kuma's http_access_log_configurer_test.go:158-199 ("with tcp access log"), on a gateway's site: a format
+    that ends in a newline gets a second one, and only the format's %KUMA_*% commands are replaced."""
+    fmt = '[%START_TIME%] "%KUMA_SOURCE_SERVICE%" "%KUMA_DESTINATION_SERVICE%" "%KUMA_SOURCE_ADDRESS%"\n'
+    config = _tcp_log({"format": fmt, "conf": {"address": "127.0.0.1:1234"}})
+    assert config is not None
+    assert config.log_format.text_format_source.inline_string == (
+        '127.0.0.1:1234;[%START_TIME%] "edge" "*" "10.0.0.1:0"\n\n'
+    )
+
+
+def test_traffic_log_tcp_backend_without_a_pipe_logs_nothing() -> None:
+    """A site built without a pipe (generate always names one) has nowhere to send a tcp backend's lines."""
+    assert _tcp_log({"conf": {"address": "127.0.0.1:5000"}}, socket="") is None
 
 
 def _template(name: str, modifications: list[dict[str, Any]], *, age: int = 0, service: str = "*") -> Resource:
@@ -188,3 +234,35 @@ def test_proxy_template_module_is_a_selector_policy_on_the_whole_proxy() -> None
     module: PolicyModule = proxy_template.MODULE
     assert module.proxy is not None
     assert module.matcher.value == "selectors"
+
+
+def _generated_log_paths(access_log_socket: str = "") -> set[str]:
+    """The paths of the access logs on every gateway listener of a generated snapshot with a tcp default backend."""
+    logging = {"defaultBackend": "t", "backends": [{"name": "t", "type": "tcp", "conf": {"address": "c:1"}}]}
+    proxy = resource(factory.gateway_dataplane("edge-1", "edge"))
+    ctx = MeshContext.build(
+        "default",
+        zone="zone-1",
+        mesh_resource=resource(factory.mesh(logging=logging)),
+        gateways=[resource(factory.gateway("edge", service="edge"))],
+        routes=[resource(factory.http_route("web", prefix="/", backends=[factory.backend("a")]))],
+        dataplanes=[proxy, resource(factory.dataplane("a-1", "a"))],
+        policies={"TrafficLog": [resource(factory.traffic_log())]},
+    )
+    snap = generate(proxy, ctx, access_log_socket=access_log_socket)
+    paths = set()
+    for listener in snap[LISTENER].values():
+        for chain in listener.filter_chains:  # type: ignore[attr-defined]
+            hcm = hcm_pb2.HttpConnectionManager()
+            chain.filters[0].typed_config.Unpack(hcm)
+            for log in hcm.access_log:
+                config = file_pb2.FileAccessLog()
+                log.typed_config.Unpack(config)
+                paths.add(config.path)
+    return paths
+
+
+def test_generate_writes_tcp_lines_to_the_pipe_the_proxy_declared_else_kumas_name_for_it() -> None:
+    """metadata.go:207-214: the proxy's accessLogSocketPath, else AccessLogSocketName(tmp, name, mesh)."""
+    assert _generated_log_paths("/run/dp-1/kuma-al-edge-1-default.sock") == {"/run/dp-1/kuma-al-edge-1-default.sock"}
+    assert _generated_log_paths() == {"/tmp/kuma-al-edge-1-default.sock"}

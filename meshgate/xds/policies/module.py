@@ -80,6 +80,10 @@ class LogSite:
     address: str  # the proxy's address (Kuma's %KUMA_SOURCE_ADDRESS%)
     service: str  # the gateway's service (Kuma's %KUMA_SOURCE_SERVICE%)
     http: bool
+    # The pipe the proxy's data plane process reads a `tcp` logging backend's lines from (Kuma's
+    # `proxy.Metadata.AccessLogSocketPath`): the path the proxy sent in its node metadata, else Kuma's name for
+    # it (meshgate.sockets).
+    access_log_socket: str = ""
 
 
 # A proxy's generated resources by type URL, then name, in generation order; a PROXY hook edits it in place.

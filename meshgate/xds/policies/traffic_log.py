@@ -12,11 +12,12 @@ backend, no access log. The line (`xds/envoy/listeners/v3/access_log_configurer.
   (`network_access_log_configurer.go:8`);
 - `%KUMA_*%` commands replaced here: source address (`<address>:0`) and address without port, source service,
   destination service (`*`), mesh, traffic direction (`INBOUND`); a newline is appended;
-- a `file` backend: `envoy.access_loggers.file` at the backend's `conf.path`.
-
-**Partial, as the support table says.** A `tcp` backend is sent by Kuma through kuma-dp's access log streamer
-(the file logger writes `<address>;<line>` to a socket kuma-dp reads and forwards); meshgate-dp has no such
-streamer yet, so a TrafficLog whose backend is `tcp` adds no access log.
+- a `file` backend: `envoy.access_loggers.file` at the backend's `conf.path`;
+- a `tcp` backend (`:73-78`): the same file logger, at the pipe the proxy's data plane process reads
+  (`LogSite.access_log_socket`: the `accessLogSocketPath` the proxy sent in its node metadata, else Kuma's name
+  for it, `meshgate.sockets`), each line prefixed with the backend's `conf.address` and `;` (`<address>;<line>`,
+  the address not interpolated). meshgate-dp's streamer (`meshgate.dp.access_logs`) splits the address off and
+  sends the line, newline-terminated, to that address over TCP, as kuma-dp's does.
 """
 
 from __future__ import annotations
@@ -74,17 +75,30 @@ def backend(mesh: Any, name: str) -> dict[str, Any] | None:
     return found[-1] if found else None  # Kuma's map keeps the last of a name
 
 
+def _destination(found: dict[str, Any], site: LogSite) -> tuple[str, str] | None:
+    """(the file Envoy writes, the prefix of each line) for a backend, or None when it has nowhere to go."""
+    backend_conf = found.get("conf", {})
+    if found.get("type") == "file":
+        path = backend_conf.get("path")
+        return (path, "") if isinstance(path, str) and path else None
+    if found.get("type") == "tcp":
+        address = backend_conf.get("address")
+        if not isinstance(address, str) or not address or not site.access_log_socket:
+            return None
+        return site.access_log_socket, f"{address};"
+    return None  # the Mesh validator allows no other type
+
+
 def _access_log(match: Match, site: LogSite) -> accesslog_pb2.AccessLog | None:
     name = conf(match.winner).get("backend", "")
     found = backend(site.mesh, name if isinstance(name, str) else "")
-    if found is None or found.get("type") != "file":
+    destination = None if found is None else _destination(found, site)
+    if found is None or destination is None:
         return None
-    path = found.get("conf", {}).get("path")
-    if not isinstance(path, str) or not path:
-        return None
+    path, prefix = destination
     fmt = found.get("format") or (DEFAULT_HTTP_FORMAT if site.http else DEFAULT_TCP_FORMAT)
     config = file_pb2.FileAccessLog(path=path)
-    config.log_format.text_format_source.inline_string = interpolate(fmt, site) + "\n"
+    config.log_format.text_format_source.inline_string = prefix + interpolate(fmt, site) + "\n"
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(config))
 
 
