@@ -21,6 +21,7 @@ from typing import Any
 import dns.message
 import dns.query
 import dns.rdatatype
+import yaml
 
 from meshgate.kds.naming import hashed_name
 
@@ -181,27 +182,30 @@ def tally(path: str, n: int = 20) -> Counter[str]:
     return Counter(curl(path) for _ in range(n))
 
 
+def sidecar(procs: list[subprocess.Popen[bytes]], zone: str, dataplane: dict[str, Any]) -> None:
+    """Runs meshgate-dp for an ordinary Dataplane: it registers it and serves its mTLS inbound (Kuma's sidecar)."""
+    name = str(dataplane["name"])
+    argv = [str(BIN / "meshgate-dp"), "run", *dp_security(zone, "default", name)]
+    argv += ["--dataplane", json.dumps(dataplane), "--admin-port", str(free_port())]
+    procs.append(start(f"{name}-sidecar", argv))
+
+
 def gateway_demo(procs: list[subprocess.Popen[bytes]], route: dict[str, Any]) -> None:
     """Backends registered as Dataplanes in zone-1, a gateway Envoy (meshgate-dp), traffic, a route change."""
-    zone1 = ZONES["zone-1"]
-    print("\nGateway in zone-1: three tiny HTTP backends registered as Dataplanes, and a builtin gateway Envoy.")
+    print(
+        "\nGateway in zone-1: three tiny HTTP backends, each behind its sidecar (meshgate-dp: mTLS inbound on `port`,"
+        " the app on `servicePort`), and a builtin gateway Envoy."
+    )
     for name, tags in (
         ("backend-v1", {"kuma.io/service": "backend", "version": "v1"}),
         ("backend-v2", {"kuma.io/service": "backend", "version": "v2"}),
         ("frontend", {"kuma.io/service": "frontend"}),
     ):
-        port = free_port()
-        procs.append(start(name, [sys.executable, str(ROOT / "scripts" / "echo_backend.py"), name, str(port)]))
-        put_json(
-            zone1["api"],
-            f"/meshes/default/dataplanes/{name}",
-            {
-                "type": "Dataplane",
-                "mesh": "default",
-                "name": name,
-                "networking": {"address": "127.0.0.1", "inbound": [{"port": port, "tags": tags}]},
-            },
-        )
+        app = free_port()
+        procs.append(start(name, [sys.executable, str(ROOT / "scripts" / "echo_backend.py"), name, str(app)]))
+        inbound = {"port": free_port(), "servicePort": app, "tags": tags}
+        sidecar(procs, "zone-1", {"type": "Dataplane", "mesh": "default", "name": name,
+                                  "networking": {"address": "127.0.0.1", "inbound": [inbound]}})  # fmt: skip
     dp = start(
         "edge-gateway-1",
         [
@@ -248,19 +252,18 @@ def resolve(name: str, port: int) -> str | None:
 
 
 ECHO_NAME = "echo.default.svc.80.mesh"
-ECHO_PORT = 9190  # the inbound port of deploy/examples/delegated/echo.yaml
+ECHO_PORT = 9191  # the servicePort of deploy/examples/delegated/echo.yaml: the app behind echo's sidecar
 DELEGATED = ROOT / "deploy" / "examples" / "delegated"
 
 
 def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
     """echo runs in zone-2; zone-1's DNS resolves its .mesh name (the global relays zone-2's Dataplane), a
     delegated gateway's Envoy in zone-1 routes the VIP to it, and `kds trace name` on the global explains why."""
-    zone1, zone2 = ZONES["zone-1"], ZONES["zone-2"]
+    zone1 = ZONES["zone-1"]
     procs.append(start("echo", [sys.executable, str(ROOT / "scripts" / "echo_backend.py"), "echo", str(ECHO_PORT)]))
-    print(
-        f"\n$ meshgatectl --api http://127.0.0.1:{zone2['api']} apply -f deploy/examples/delegated/echo.yaml   (zone-2)"
-    )
-    print(ctl(zone2["api"], "apply", "-f", str(DELEGATED / "echo.yaml")), end="")
+    print("\n$ meshgate-dp run --dataplane-file deploy/examples/delegated/echo.yaml ...   (echo's sidecar, zone-2)")
+    echo = yaml.safe_load((DELEGATED / "echo.yaml").read_text())
+    sidecar(procs, "zone-2", echo)
     t0 = time.monotonic()
     deadline = t0 + 15
     vip = None
