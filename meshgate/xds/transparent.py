@@ -119,7 +119,7 @@ def _listener(name: str, address: str, port: int, direction: int) -> listener_pb
         name=name,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
         filter_chains=[chain],
-        traffic_direction=direction,  # type: ignore[arg-type]
+        traffic_direction=direction,
     )
     out.use_original_dst.value = True
     out.enable_reuse_port.value = False  # Kuma's In/OutboundListenerConfigurer: reuse_port for UDP only

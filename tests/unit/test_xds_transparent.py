@@ -52,7 +52,7 @@ def run(tp: str = TP, *, mesh_resource: Resource | None = None) -> Snapshot:
     snap = generate(resources[0], ctx)
     # (test_xds_generate.assert_valid takes an inbound's inline route configuration for a missing RDS one.)
     for listener in snap[LISTENER].values():
-        assert listener.FindInitializationErrors() == []
+        assert listener.FindInitializationErrors()  # type: ignore[attr-defined] == []
     return snap
 
 
@@ -84,7 +84,7 @@ def test_passthrough_clusters_are_original_dst_and_inbound_binds_127_0_0_6() -> 
         assert cluster.lb_policy == cluster_pb2.Cluster.CLUSTER_PROVIDED
         assert cluster.connect_timeout.seconds == 5
         assert cluster.alt_stat_name == name.replace(":", "_")
-    assert not snap[CLUSTER]["outbound:passthrough:ipv4"].HasField("upstream_bind_config")  # type: ignore[attr-defined]
+    assert not snap[CLUSTER]["outbound:passthrough:ipv4"].HasField("upstream_bind_config")
     source = snap[CLUSTER]["inbound:passthrough:ipv4"].upstream_bind_config.source_address  # type: ignore[attr-defined]
     assert (source.address, source.port_value) == ("127.0.0.6", 0)
 
@@ -102,7 +102,7 @@ def test_every_other_listener_binds_no_port() -> None:
 def test_without_transparent_proxying_nothing_changes() -> None:
     snap = run("")
     assert not any("passthrough" in name for name in (*snap[LISTENER], *snap[CLUSTER]))
-    assert all(not listener.HasField("bind_to_port") for listener in snap[LISTENER].values())  # type: ignore[attr-defined]
+    assert all(not listener.HasField("bind_to_port") for listener in snap[LISTENER].values())
 
 
 def test_mesh_passthrough_off_drops_only_the_outbound_passthrough_cluster() -> None:
