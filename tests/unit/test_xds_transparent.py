@@ -52,7 +52,7 @@ def run(tp: str = TP, *, mesh_resource: Resource | None = None) -> Snapshot:
     snap = generate(resources[0], ctx)
     # (test_xds_generate.assert_valid takes an inbound's inline route configuration for a missing RDS one.)
     for listener in snap[LISTENER].values():
-        assert listener.FindInitializationErrors()  # type: ignore[attr-defined] == []
+        assert listener.FindInitializationErrors() == []  # type: ignore[attr-defined]
     return snap
 
 
