@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
