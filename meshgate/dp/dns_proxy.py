@@ -61,6 +61,9 @@ class DnsProxy:
         self.alternates = tuple(alternates)
         self._timeout = timeout
         self._in_flight = 0
+        # One UDP socket answers every query: anyio lets one task send on it at a time (BusyResourceError
+        # otherwise, e.g. glibc asking A and AAAA at once and both answers coming back together).
+        self._udp_send = anyio.Lock()
 
     async def resolve(self, query: bytes, transport: str) -> bytes:
         """The answer to one query: the mesh resolver's, or an alternate's when the mesh's rcode says so."""
@@ -101,7 +104,8 @@ class DnsProxy:
                 if len(data) < 12:
                     continue
                 if self._in_flight >= _IN_FLIGHT:
-                    await udp.sendto(servfail(data), *addr)
+                    async with self._udp_send:
+                        await udp.sendto(servfail(data), *addr)
                     continue
                 self._in_flight += 1
                 tg.start_soon(self._udp_query, udp, data, addr)
@@ -109,7 +113,8 @@ class DnsProxy:
     async def _udp_query(self, udp: anyio.abc.UDPSocket, data: bytes, addr: tuple[str, int]) -> None:
         try:
             reply = await self.resolve(data, "udp")
-            await udp.sendto(reply, *addr)
+            async with self._udp_send:
+                await udp.sendto(reply, *addr)
         except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
         finally:

@@ -15,7 +15,9 @@ A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplan
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
 service speaks http, http2 or grpc, a TCP proxy otherwise; plus one listener per `VipOutbound` of the context
 (`MeshContext.vips`), routed the same way (a cross-mesh gateway name is always HTTP); plus, for an ordinary
-Dataplane, one sidecar inbound `inbound:<address>:<port>` per `networking.inbound` (`inbound.py`).
+Dataplane, one sidecar inbound `inbound:<address>:<port>` per `networking.inbound` (`inbound.py`). With
+`networking.transparentProxying`, those listeners bind no port and the capture listeners
+`outbound:passthrough:ipv4` / `inbound:passthrough:ipv4` hand connections to them (`transparent.py`).
 
 Mesh mTLS (`sds.py`): when the proxy's Mesh has mTLS on, every cluster to the mesh's Dataplanes (a sidecar's
 outbounds, a builtin or delegated gateway's routes) speaks mTLS to the destination's sidecar inbound, as the
@@ -61,6 +63,7 @@ from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_k
 from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
 from meshgate.xds.sds import MeshTls, proxy_tls
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot
+from meshgate.xds.transparent import is_transparent, passthrough, unbind
 from meshgate.xds.vips import VipOutbound
 from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
 
@@ -493,4 +496,9 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
         b.out[LISTENER].update(inbounds.listeners)
         b.out[CLUSTER].update(inbounds.clusters)
         b.problems.extend(inbounds.problems)
+    if is_transparent(proxy):  # bound nowhere: reached through the capture listeners' original-dst hand-off
+        unbind(b.out[LISTENER].values())
+    captured, passthrough_clusters = passthrough(proxy, ctx.mesh_resource)
+    b.out[LISTENER].update(captured)
+    b.out[CLUSTER].update(passthrough_clusters)
     return b.finish()

@@ -27,6 +27,8 @@ from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapsh
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
+from tests.unit.test_xds_transparent import TP
+from tests.unit.test_xds_transparent import run as transparent_run
 from tests.unit.test_xds_vips import SERVICE_VIPS
 from tests.unit.test_xds_vips import delegated as vips_delegated
 from tests.unit.test_xds_vips import run as vips_run
@@ -49,8 +51,10 @@ def static_bootstrap(snapshots: Iterable[Snapshot]) -> dict[str, Any]:
             copy.address.socket_address.port_value += i
             for chain in copy.filter_chains:
                 for f in chain.filters:
-                    if f.name == "envoy.filters.network.http_connection_manager":
+                    if f.name == "envoy.filters.network.http_connection_manager":  # (an inbound's is inline)
                         hcm = unpack(f.typed_config, hcm_pb2.HttpConnectionManager())
+                        if not hcm.HasField("rds"):
+                            continue
                         hcm.route_config.CopyFrom(snap[ROUTE][hcm.rds.route_config_name])
                         hcm.ClearField("rds")
                         f.typed_config.Pack(hcm)
@@ -140,6 +144,16 @@ def test_envoy_accepts_vip_listeners(envoy: Path, tmp_path: Path) -> None:
         vips_delegated("{port: 10001, tags: {kuma.io/service: backend}}"),
         (*SERVICE_VIPS, VipOutbound("240.0.0.9", 8080, "backend", "gateway")),
     )
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap([snap])))
+    result = envoy_validates(envoy, config)
+    assert "OK" in result.stdout
+
+
+def test_envoy_accepts_transparent_proxy_listeners(envoy: Path, tmp_path: Path) -> None:
+    """The capture listeners (use_original_dst), ORIGINAL_DST clusters and unbound outbounds and inbounds."""
+    snap = transparent_run(TP + "    ipFamilyMode: DualStack\n")
+    assert "inbound:passthrough:ipv6" in snap[LISTENER]
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap([snap])))
     result = envoy_validates(envoy, config)

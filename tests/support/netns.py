@@ -41,6 +41,10 @@ class Netns:
         )
 
     def _argv(self, program: str, args: Sequence[str], uid: int | None) -> list[str]:
+        return self.command([sys.executable, "-m", "tests.support.netns_programs", program, *args], uid)
+
+    def command(self, argv: Sequence[str], uid: int | None = None) -> list[str]:
+        """`argv` run inside the namespace, as `uid` when given (see `_argv`)."""
         head = [self._ip, "netns", "exec", self.name]
         if uid is not None:
             # util-linux's setpriv: the uid and gid N with no capability but CAP_DAC_READ_SEARCH (ambient, so it
@@ -48,7 +52,7 @@ class Netns:
             # while the process has no root powers: no CAP_NET_ADMIN, and iptables' owner match sees N.
             head += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
             head += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]
-        return [*head, sys.executable, "-m", "tests.support.netns_programs", program, *args]
+        return [*head, *argv]
 
     def run(
         self, program: str, *args: str, uid: int | None = None, env: dict[str, str] | None = None
@@ -76,6 +80,14 @@ class Netns:
             proc.kill()
             _, err = proc.communicate(timeout=_START_TIMEOUT)
             raise AssertionError(f"{program} {' '.join(args)} did not start: {line!r} {err}")
+        return proc
+
+    def spawn(self, argv: Sequence[str], *, uid: int | None = None, log: Path) -> subprocess.Popen[str]:
+        """A long-running `argv` in the namespace, output to `log`; stopped (by its handle) when the namespace
+        goes, or earlier by the caller."""
+        with log.open("ab") as out:
+            proc = subprocess.Popen(self.command(argv, uid), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, text=True)
+        self._procs.append(proc)
         return proc
 
     def resolv_conf(self, text: str) -> None:

@@ -9,6 +9,7 @@ through `setpriv`).
     dig SERVER NAME              one UDP A query to SERVER:53, print the addresses (or the rcode name)
     dp-dns PORT MESH_DNS [ALT]   meshgate-dp's DNS server (meshgate.dp.dns_proxy) on 127.0.0.1:PORT
     zone-dns HOST PORT DOMAIN NAME=IP...   a DNS server for DOMAIN (meshgate.dns.server), as the zone's
+    http-get HOST PORT PATH      resolve HOST (getaddrinfo: resolv.conf), GET PATH; print "ADDRESS STATUS BODY"
     meshgatectl ARGS...          meshgatectl, as this uid
 
 A server prints "ready" once it listens.
@@ -17,6 +18,7 @@ A server prints "ready" once it listens.
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import socket
 import struct
@@ -73,6 +75,19 @@ def _connect(host: str, port: int) -> int:
     return 0
 
 
+def _http_get(host: str, port: int, path: str) -> int:
+    try:
+        address = socket.gethostbyname(host)
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        print(f"{address} {reply.status} {reply.read().decode(errors='replace')}", flush=True)
+    except OSError as exc:
+        print(f"failed: {exc!r}", flush=True)
+        return 3
+    return 0
+
+
 def _dig(server: str, name: str) -> int:
     query = dns.message.make_query(name, dns.rdatatype.A)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -117,6 +132,8 @@ def main() -> int:
             _echo_server(args[0], int(args[1]), args[2])
         case "connect":
             return _connect(args[0], int(args[1]))
+        case "http-get":
+            return _http_get(args[0], int(args[1]), args[2])
         case "dig":
             return _dig(args[0], args[1])
         case "dp-dns":
