@@ -1,0 +1,110 @@
+"""ZoneIngress over KDS as Kuma 2.7 syncs it: registered in its zone, up to the global (named, labelled and with
+`spec.zone` set there), then from the global to every other zone but its own; the zone keeps its
+`availableServices` listing its own Dataplanes' services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from meshgate.testing.factory import dataplane, zone_ingress
+from tests.e2e.test_dns import put_dataplane
+from tests.e2e.test_global_to_zone import MESH, get, put
+from tests.support.processes import CPProcess, ProcessGroup
+from tests.support.wait import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def ingresses(cp: CPProcess) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=cp.url()) as c:
+        r = await c.get("/zone-ingresses")
+    r.raise_for_status()
+    return list(r.json()["items"])
+
+
+async def test_a_zone_ingress_of_zone_1_reaches_the_global_and_zone_2_with_its_services(procs: ProcessGroup) -> None:
+    g = await procs.global_cp()
+    await put(g, MESH)
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"])
+    z2 = await procs.zone_cp("zone-2", g.ports["kds"])
+    for z in (z1, z2):
+        await eventually(lambda z=z: get(z, "/meshes/default"), what=f"the Mesh on {z.name}")
+
+    doc = zone_ingress("ingress-1", address="10.0.1.5", advertised_address="203.0.113.7", advertised_port=10001)
+    async with httpx.AsyncClient(base_url=z1.url()) as c:
+        r = await c.put("/zone-ingresses/ingress-1", json=doc)
+        assert r.status_code == 201, r.text
+    r = await put_dataplane(z1, dataplane("web-1", "web", tags={"version": "v1"}))
+    assert r.status_code == 201, r.text
+    r = await put_dataplane(z2, dataplane("db-1", "db"))  # zone-2's: relayed to zone-1, never counted there
+    assert r.status_code == 201, r.text
+
+    web = {"tags": {"kuma.io/service": "web", "version": "v1"}, "instances": 1, "mesh": "default"}
+
+    async def listed_on(cp: CPProcess) -> list[dict[str, Any]] | None:
+        items = await ingresses(cp)
+        if len(items) == 1 and items[0].get("availableServices") == [web]:
+            return items
+        return None
+
+    # The zone fills in its own ingress's services.
+    await eventually(lambda: listed_on(z1), what="zone-1's ingress listing web")
+    [own] = await ingresses(z1)
+    assert own["name"] == "ingress-1"
+    assert own.get("zone", "") == ""  # Kuma leaves spec.zone empty in the registering zone
+
+    # The global holds it as Kuma names it: hash-suffixed, labelled with its zone, spec.zone set.
+    await eventually(lambda: listed_on(g), what="zone-1's ingress on the global")
+    [on_global] = await ingresses(g)
+    assert on_global["name"].startswith("ingress-1-")
+    assert on_global["labels"] == {
+        "kuma.io/origin": "zone",
+        "kuma.io/zone": "zone-1",
+        "kuma.io/display-name": "ingress-1",
+    }
+    assert on_global["zone"] == "zone-1"
+    assert on_global["networking"] == {
+        "address": "10.0.1.5",
+        "advertisedAddress": "203.0.113.7",
+        "port": 10001,
+        "advertisedPort": 10001,
+    }
+
+    # zone-2 gets it from the global, advertised address and services included; it is read-only there.
+    await eventually(lambda: listed_on(z2), what="zone-1's ingress in zone-2")
+    [on_z2] = await ingresses(z2)
+    assert on_z2["name"] == on_global["name"]
+    assert on_z2["zone"] == "zone-1"
+    assert on_z2["networking"]["advertisedAddress"] == "203.0.113.7"
+    async with httpx.AsyncClient(base_url=z2.url()) as c:
+        r = await c.delete(f"/zone-ingresses/{on_z2['name']}")
+        assert r.status_code == 405
+    # Read-only on the global too: only its zone writes it.
+    async with httpx.AsyncClient(base_url=g.url()) as c:
+        r = await c.put("/zone-ingresses/made-on-global", json=zone_ingress("made-on-global"))
+        assert r.status_code in (400, 405), r.text
+
+    # Not sent back to zone-1: it still holds only its own.
+    assert [i["name"] for i in await ingresses(z1)] == ["ingress-1"]
+
+    # A new instance in zone-1 updates the count everywhere.
+    r = await put_dataplane(z1, dataplane("web-2", "web", address="10.0.0.2", tags={"version": "v1"}))
+    assert r.status_code == 201, r.text
+
+    async def two_instances() -> bool:
+        [item] = await ingresses(z2)
+        return bool(item.get("availableServices") == [{**web, "instances": 2}])
+
+    await eventually(two_instances, what="two web instances in zone-2's copy")
+
+    # Deleted in zone-1: gone from the global and zone-2.
+    async with httpx.AsyncClient(base_url=z1.url()) as c:
+        assert (await c.delete("/zone-ingresses/ingress-1")).status_code == 200
+
+    async def gone() -> bool:
+        return not await ingresses(g) and not await ingresses(z2)
+
+    await eventually(gone, what="the ingress gone from the global and zone-2")
