@@ -245,6 +245,14 @@ class DpServer:
         """The token's expiry (inf without authentication), or StreamRefused naming why it does not do."""
         if self.tokens is None:
             return float("inf")
+        if dataplane.kind == kinds.ZONE_INGRESS:
+            # Kuma authenticates an ingress with a zone token of scope `ingress` (pkg/xds/auth/universal/
+            # authenticator.go:45); a meshgate zone cannot check one (zone token keys never leave the global).
+            raise StreamRefused(
+                "unsupported_credential",
+                "authentication failed: a ZoneIngress needs a zone token of scope ingress, which this zone cannot"
+                " verify yet; run the zone with --dp-server-authn none to register ZoneIngresses",
+            )
         if not token:
             raise StreamRefused(
                 "missing_token",
@@ -296,7 +304,7 @@ class DpServer:
         if session.owns and not any(s.owns for s in live):
             # dataplane_lifecycle.go: a proxy that registered itself is gone with its last stream.
             with contextlib.suppress(NotFoundError):
-                await self.store.delete(ResourceKey(kinds.DATAPLANE, session.proxy.mesh, session.proxy.name))
+                await self.store.delete(session.dataplane.key)
             log.info("xds.dataplane.deregistered", proxy=str(session.proxy)[:_MAX_LOGGED])
 
     # -- what the rest of the zone asks --------------------------------------------------------------------
@@ -338,6 +346,8 @@ class DpServer:
 
     async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
         text = _metadata_string(node, FIELD_DATAPLANE)
+        if proxy.is_zone_ingress:
+            return _zone_ingress(proxy, text), True
         if text is None:
             try:
                 found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
@@ -395,8 +405,10 @@ class DpServer:
             )
 
     async def _register(self, dataplane: Resource) -> bool:
-        """Creates or updates the Dataplane (dataplane_lifecycle.go); True once it is in the store."""
-        key = ResourceKey(kinds.DATAPLANE, dataplane.meta.mesh, dataplane.meta.name)
+        """Creates or updates the Dataplane or ZoneIngress (dataplane_lifecycle.go); True once it is in the store.
+        A ZoneIngress keeps the `availableServices` the zone wrote (zone_cp/ingress.py), which its proxy does
+        not know."""
+        key = dataplane.key
         for _ in range(5):  # optimistic concurrency: re-read on conflict, a few times at most
             try:
                 current = await self.store.get(key)
@@ -408,6 +420,8 @@ class DpServer:
                 log.info("xds.dataplane.registered", proxy=f"{key.mesh}.{key.name}"[:_MAX_LOGGED])
                 return True
             self._check_local(current)
+            if key.kind == kinds.ZONE_INGRESS:
+                dataplane = _keeping_services(dataplane, current)
             if codec.spec_bytes(current) == codec.spec_bytes(dataplane) and _same(current.meta.labels, dataplane):
                 return True
             try:
@@ -418,9 +432,61 @@ class DpServer:
                 continue
             return True
         raise StreamRefused(
-            "conflict", f"could not register Dataplane {key.name}: too many concurrent writers", grpc.StatusCode.ABORTED
+            "conflict",
+            f"could not register {key.kind} {key.name}: too many concurrent writers",
+            grpc.StatusCode.ABORTED,
         )
 
 
 def _same(labels: Mapping[str, str], dataplane: Resource) -> bool:
     return dict(labels) == dict(dataplane.meta.labels)
+
+
+def _zone_ingress(proxy: ProxyId, text: str | None) -> Resource:
+    """The ZoneIngress an ingress proxy (`node.id` `.<name>`) sends in its metadata, as kuma-dp
+    `--proxy-type ingress` does; registered with origin zone, like a Dataplane."""
+    if text is None or len(text) > MAX_DATAPLANE_BYTES:
+        raise StreamRefused(
+            "invalid_dataplane",
+            f"a ZoneIngress proxy must send its ZoneIngress (at most {MAX_DATAPLANE_BYTES} bytes) as node metadata"
+            f" {FIELD_DATAPLANE!r} (meshgate-dp --proxy-type ingress --dataplane-file)",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    try:
+        docs = codec.load_documents(text)
+        if len(docs) != 1 or docs[0].get("type", kinds.ZONE_INGRESS) != kinds.ZONE_INGRESS:
+            raise StreamRefused(
+                "invalid_dataplane", f"{FIELD_DATAPLANE} must hold one ZoneIngress", grpc.StatusCode.INVALID_ARGUMENT
+            )
+        if docs[0].get("name", proxy.name) != proxy.name:
+            raise StreamRefused(
+                "invalid_dataplane",
+                f"{FIELD_DATAPLANE} names {docs[0].get('name')}, not node.id {proxy}",
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        given = docs[0].get("labels")
+        labels: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+        labels.pop(LABEL_ZONE, None)
+        doc = {
+            **docs[0],
+            "type": kinds.ZONE_INGRESS,
+            "name": proxy.name,
+            "labels": {**labels, LABEL_ORIGIN: Origin.ZONE.value},
+        }
+        doc.pop("zone", None)  # empty in the zone that registers it; the global sets it
+        doc.pop("availableServices", None)  # the zone computes them
+        return codec.load(doc, kind=kinds.ZONE_INGRESS)
+    except ValidationError as exc:
+        problems = "; ".join(map(str, exc.violations))[:_MAX_LOGGED]
+        raise StreamRefused(
+            "invalid_dataplane",
+            f"invalid ZoneIngress in {FIELD_DATAPLANE}: {problems}",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ) from None
+
+
+def _keeping_services(ingress: Resource, current: Resource) -> Resource:
+    spec: Any = type(ingress.spec)()
+    spec.CopyFrom(ingress.spec)
+    spec.availableServices.extend(getattr(current.spec, "availableServices", ()))
+    return replace(ingress, spec=spec)

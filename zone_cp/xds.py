@@ -203,7 +203,9 @@ class ZoneXds(SnapshotStore):
         )
 
     async def regenerate(self) -> None:
-        proxies = sorted(self._connected)
+        # A ZoneIngress proxy (no mesh) is registered but gets no configuration yet: Kuma's ingress generator
+        # (SNI filter chains to local endpoints) is not built.
+        proxies = sorted(p for p in self._connected if not p.is_zone_ingress)
         if not proxies:
             return
         loaded: dict[str, list[Resource]] = {}

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 
+from meshgate.testing.dp import DpProcess, zone_ca
 from meshgate.testing.factory import dataplane, zone_ingress
+from meshgate.testing.processes import free_port
 from tests.e2e.test_dns import put_dataplane
 from tests.e2e.test_global_to_zone import MESH, get, put
 from tests.support.processes import CPProcess, ProcessGroup
@@ -108,3 +111,73 @@ async def test_a_zone_ingress_of_zone_1_reaches_the_global_and_zone_2_with_its_s
         return not await ingresses(g) and not await ingresses(z2)
 
     await eventually(gone, what="the ingress gone from the global and zone-2")
+
+
+async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_deregisters_on_exit(
+    procs: ProcessGroup,
+) -> None:
+    """kuma-dp's `--proxy-type ingress` with a ZoneIngress document: the zone registers it from the stream's node
+    metadata (node.id `.<name>`), fills in its services, syncs it to the global, and removes it when the proxy
+    stops. meshgate's zone cannot verify Kuma's credential for an ingress (a zone token of scope `ingress`), so
+    this zone runs with `--dp-server-authn none`; with authentication on, the stream is refused (next test)."""
+    g = await procs.global_cp()
+    await put(g, MESH)
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"], "--dp-server-authn", "none")
+    await eventually(lambda: get(z1, "/meshes/default"), what="the Mesh on zone-1")
+    r = await put_dataplane(z1, dataplane("web-1", "web"))
+    assert r.status_code == 201, r.text
+
+    doc = zone_ingress(
+        "ingress-1", address="127.0.0.1", port=free_port(), advertised_address="203.0.113.7", advertised_port=10001
+    )
+    dp = DpProcess(
+        procs.workdir,
+        z1.ports["xds"],
+        "--proxy-type",
+        "ingress",
+        "--dataplane",
+        json.dumps(doc),
+        ca_cert_file=zone_ca(procs, z1),
+    )
+    try:
+        web = [{"tags": {"kuma.io/service": "web"}, "instances": 1, "mesh": "default"}]
+
+        async def registered(cp: CPProcess) -> bool:
+            items = await ingresses(cp)
+            return len(items) == 1 and items[0].get("availableServices") == web
+
+        await eventually(lambda: registered(z1), timeout=30, what=f"the ingress registered\n{dp.logs()[-2000:]}")
+        [own] = await ingresses(z1)
+        assert own["name"] == "ingress-1"
+        assert own["labels"] == {"kuma.io/origin": "zone"}
+        assert own["networking"]["admin"]["port"] == dp.admin_port  # declared for config dumps, as for a Dataplane
+        await eventually(lambda: registered(g), what="the registered ingress on the global")
+    finally:
+        dp.stop()
+
+    async def gone() -> bool:
+        return not await ingresses(z1) and not await ingresses(g)
+
+    await eventually(gone, what="the ingress deregistered in zone-1 and on the global")
+
+
+async def test_an_ingress_is_refused_where_data_plane_authentication_is_on(procs: ProcessGroup) -> None:
+    g = await procs.global_cp()
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"])
+    doc = zone_ingress("ingress-1", address="127.0.0.1", port=free_port())
+    dp = DpProcess(
+        procs.workdir,
+        z1.ports["xds"],
+        "--proxy-type",
+        "ingress",
+        "--dataplane",
+        json.dumps(doc),
+        ca_cert_file=zone_ca(procs, z1),
+    )
+    try:
+        await eventually(
+            lambda: "zone token of scope ingress" in z1.logs(), timeout=30, what="the zone refusing the ingress"
+        )
+        assert await ingresses(z1) == []
+    finally:
+        dp.stop()
