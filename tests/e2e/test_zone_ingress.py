@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -15,6 +18,7 @@ from meshgate.testing.factory import dataplane, zone_ingress
 from meshgate.testing.processes import free_port
 from tests.e2e.test_dns import put_dataplane
 from tests.e2e.test_global_to_zone import MESH, get, put
+from tests.support.gateway_harness import self_signed, tls_backend
 from tests.support.processes import CPProcess, ProcessGroup
 from tests.support.wait import eventually
 
@@ -113,47 +117,72 @@ async def test_a_zone_ingress_of_zone_1_reaches_the_global_and_zone_2_with_its_s
     await eventually(gone, what="the ingress gone from the global and zone-2")
 
 
-async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_deregisters_on_exit(
+async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_passes_tls_through_by_sni(
     procs: ProcessGroup,
 ) -> None:
     """kuma-dp's `--proxy-type ingress` with a ZoneIngress document: the zone registers it from the stream's node
-    metadata (node.id `.<name>`), fills in its services, syncs it to the global, and removes it when the proxy
+    metadata (node.id `.<name>`), fills in its services, syncs it to the global, and gives its Envoy Kuma's
+    ingress listener: a TLS connection whose SNI is `web{mesh=default}` reaches web's inbound port untouched
+    (the TLS handshake is the backend's own), another SNI reaches nothing. The ZoneIngress goes when the proxy
     stops. meshgate's zone cannot verify Kuma's credential for an ingress (a zone token of scope `ingress`), so
     this zone runs with `--dp-server-authn none`; with authentication on, the stream is refused (next test)."""
     g = await procs.global_cp()
     await put(g, MESH)
     z1 = await procs.zone_cp("zone-1", g.ports["kds"], "--dp-server-authn", "none")
     await eventually(lambda: get(z1, "/meshes/default"), what="the Mesh on zone-1")
-    r = await put_dataplane(z1, dataplane("web-1", "web"))
-    assert r.status_code == 201, r.text
+    cert = self_signed(procs.workdir / "certs", "web")
+    async with tls_backend("web", cert) as backend:
+        r = await put_dataplane(z1, dataplane("web-1", "web", address="127.0.0.1", port=backend.port))
+        assert r.status_code == 201, r.text
+        ingress_port = free_port()
+        doc = zone_ingress(
+            "ingress-1", address="127.0.0.1", port=ingress_port, advertised_address="203.0.113.7", advertised_port=10001
+        )
+        dp = DpProcess(
+            procs.workdir,
+            z1.ports["xds"],
+            "--proxy-type",
+            "ingress",
+            "--dataplane",
+            json.dumps(doc),
+            ca_cert_file=zone_ca(procs, z1),
+        )
+        try:
+            web = [{"tags": {"kuma.io/service": "web"}, "instances": 1, "mesh": "default"}]
 
-    doc = zone_ingress(
-        "ingress-1", address="127.0.0.1", port=free_port(), advertised_address="203.0.113.7", advertised_port=10001
-    )
-    dp = DpProcess(
-        procs.workdir,
-        z1.ports["xds"],
-        "--proxy-type",
-        "ingress",
-        "--dataplane",
-        json.dumps(doc),
-        ca_cert_file=zone_ca(procs, z1),
-    )
-    try:
-        web = [{"tags": {"kuma.io/service": "web"}, "instances": 1, "mesh": "default"}]
+            async def registered(cp: CPProcess) -> bool:
+                items = await ingresses(cp)
+                return len(items) == 1 and items[0].get("availableServices") == web
 
-        async def registered(cp: CPProcess) -> bool:
-            items = await ingresses(cp)
-            return len(items) == 1 and items[0].get("availableServices") == web
+            await eventually(lambda: registered(z1), timeout=30, what=f"the ingress registered\n{dp.logs()[-2000:]}")
+            [own] = await ingresses(z1)
+            assert own["name"] == "ingress-1"
+            assert own["labels"] == {"kuma.io/origin": "zone"}
+            assert own["networking"]["admin"]["port"] == dp.admin_port  # declared for config dumps
+            await eventually(lambda: registered(g), what="the registered ingress on the global")
 
-        await eventually(lambda: registered(z1), timeout=30, what=f"the ingress registered\n{dp.logs()[-2000:]}")
-        [own] = await ingresses(z1)
-        assert own["name"] == "ingress-1"
-        assert own["labels"] == {"kuma.io/origin": "zone"}
-        assert own["networking"]["admin"]["port"] == dp.admin_port  # declared for config dumps, as for a Dataplane
-        await eventually(lambda: registered(g), what="the registered ingress on the global")
-    finally:
-        dp.stop()
+            async def greeting(sni: str) -> str:
+                ctx = ssl.create_default_context(cafile=str(cert.cert))
+                ctx.check_hostname = False  # the SNI names the mesh service, the certificate the backend
+                try:
+                    with anyio.fail_after(5):
+                        reader, writer = await asyncio.open_connection(
+                            "127.0.0.1", ingress_port, ssl=ctx, server_hostname=sni
+                        )
+                        try:
+                            return (await reader.readline()).decode()
+                        finally:
+                            writer.close()
+                except (OSError, ssl.SSLError, TimeoutError):
+                    return ""
+
+            async def through_ingress() -> bool:
+                return await greeting("web{mesh=default}") == "web\n"
+
+            await eventually(through_ingress, timeout=30, what=f"web through the ingress\n{dp.logs()[-2000:]}")
+            assert await greeting("db{mesh=default}") == ""  # no chain for that SNI: the connection is closed
+        finally:
+            dp.stop()
 
     async def gone() -> bool:
         return not await ingresses(z1) and not await ingresses(g)
