@@ -24,6 +24,10 @@ and must belong to a replica of the MeshGatewayInstance whose Dataplane it claim
 (`meshgate.k8s.token_review`). It is checked when the stream opens, as Kuma checks it, and not re-checked
 while the stream lives (a bound token stops working when its Pod goes, and with it the stream).
 
+A ZoneIngress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress) registers its ZoneIngress the same
+way, with a data plane token of type `ingress` for its name (`_verify_ingress`: Kuma's zone token of scope
+`ingress` cannot be checked by a zone).
+
 With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
 bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
 (`meshgate_xds_auth_failures{reason}` on the diagnostics `/metrics`).
@@ -57,6 +61,7 @@ from meshgate.tokens.services import DataplaneTokens
 from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.gateway import is_builtin_gateway
+from meshgate.xds.ingress import with_available_services
 
 __all__ = [
     "AUTHORIZATION",
@@ -177,7 +182,8 @@ class _Session:
                 await changed.wait()
             try:
                 if changed.is_set():  # a mesh Secret changed: maybe the revocation list, read it now
-                    await tokens.mesh(self.proxy.mesh).refresh(force=True)
+                    # A ZoneIngress is in no mesh: its token's mesh holds the keys and the revocation list.
+                    await tokens.mesh(self.proxy.mesh or _token_mesh(self.token)).refresh(force=True)
                 await server.verify(self.proxy, self.dataplane, self.token)
             except StreamRefused as exc:
                 server.refused(self.proxy, "", exc, open_stream=True)
@@ -245,20 +251,14 @@ class DpServer:
         """The token's expiry (inf without authentication), or StreamRefused naming why it does not do."""
         if self.tokens is None:
             return float("inf")
-        if dataplane.kind == kinds.ZONE_INGRESS:
-            # Kuma authenticates an ingress with a zone token of scope `ingress` (pkg/xds/auth/universal/
-            # authenticator.go:45); a meshgate zone cannot check one (zone token keys never leave the global).
-            raise StreamRefused(
-                "unsupported_credential",
-                "authentication failed: a ZoneIngress needs a zone token of scope ingress, which this zone cannot"
-                " verify yet; run the zone with --dp-server-authn none to register ZoneIngresses",
-            )
         if not token:
             raise StreamRefused(
                 "missing_token",
                 f"missing data plane token: send it as gRPC metadata {AUTHORIZATION!r} (meshgate-dp"
                 " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
             )
+        if dataplane.kind == kinds.ZONE_INGRESS:
+            return await self._verify_ingress(proxy, token)
         tags, proxy_type = dataplane_identity(dataplane)
         if self.service_accounts is not None and is_service_account_token(token):
             try:
@@ -282,6 +282,36 @@ class DpServer:
                 message = f"proxy mesh from requestor: {proxy.mesh} is different than in token: {other}"
                 raise StreamRefused("wrong_identity", f"authentication failed: {message}") from None
             raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
+        return float(claims.expires_at)
+
+    async def _verify_ingress(self, proxy: ProxyId, token: str) -> float:
+        """A ZoneIngress's credential: a data plane token of type `ingress`, signed by the keys of the mesh it
+        names and bound to the ingress's name unless its Name is empty (`meshgatectl generate dataplane-token
+        --type ingress --mesh M --name N`). Kuma 2.7 asks for a zone token of scope `ingress` instead
+        (pkg/xds/auth/universal/authenticator.go:45), which a meshgate zone cannot check: zone token keys never
+        leave the global. A data plane token is what this door already verifies, re-checks and revokes."""
+        assert self.tokens is not None
+        mesh = _token_mesh(token)
+        if not mesh:
+            raise StreamRefused(
+                "wrong_identity",
+                "authentication failed: a ZoneIngress needs a data plane token of type ingress, which names a mesh"
+                " (meshgatectl generate dataplane-token --type ingress --mesh M --name N)",
+            )
+        try:
+            claims = await self.tokens.verify(token, mesh=mesh, name=proxy.name, tags={}, proxy_type="ingress")
+        except SigningKeyMissing as exc:
+            raise StreamRefused(
+                "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
+            ) from None
+        except TokenError as exc:
+            raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
+        if claims.type != "ingress":
+            # A token of any type (empty Type) is a Dataplane's: it must not also register an ingress.
+            raise StreamRefused(
+                "wrong_identity",
+                f"authentication failed: a ZoneIngress needs a token of type ingress, not {claims.type or 'any'!r}",
+            )
         return float(claims.expires_at)
 
     def refused(self, proxy: ProxyId, peer: str, exc: StreamRefused, *, open_stream: bool) -> None:
@@ -421,7 +451,8 @@ class DpServer:
                 return True
             self._check_local(current)
             if key.kind == kinds.ZONE_INGRESS:
-                dataplane = _keeping_services(dataplane, current)
+                kept = getattr(current.spec, "availableServices", ())
+                dataplane = with_available_services(dataplane, kept) or dataplane
             if codec.spec_bytes(current) == codec.spec_bytes(dataplane) and _same(current.meta.labels, dataplane):
                 return True
             try:
@@ -483,10 +514,3 @@ def _zone_ingress(proxy: ProxyId, text: str | None) -> Resource:
             f"invalid ZoneIngress in {FIELD_DATAPLANE}: {problems}",
             grpc.StatusCode.INVALID_ARGUMENT,
         ) from None
-
-
-def _keeping_services(ingress: Resource, current: Resource) -> Resource:
-    spec: Any = type(ingress.spec)()
-    spec.CopyFrom(ingress.spec)
-    spec.availableServices.extend(getattr(current.spec, "availableServices", ()))
-    return replace(ingress, spec=spec)

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from meshgate.testing.dp import DpProcess, zone_ca
+from meshgate.testing.dp import DpProcess, dataplane_token, zone_ca
 from meshgate.testing.factory import dataplane, zone_ingress
 from meshgate.testing.processes import free_port
 from tests.e2e.test_dns import put_dataplane
@@ -124,11 +124,11 @@ async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_pas
     metadata (node.id `.<name>`), fills in its services, syncs it to the global, and gives its Envoy Kuma's
     ingress listener: a TLS connection whose SNI is `web{mesh=default}` reaches web's inbound port untouched
     (the TLS handshake is the backend's own), another SNI reaches nothing. The ZoneIngress goes when the proxy
-    stops. meshgate's zone cannot verify Kuma's credential for an ingress (a zone token of scope `ingress`), so
-    this zone runs with `--dp-server-authn none`; with authentication on, the stream is refused (next test)."""
+    stops. Its credential is a data plane token of type `ingress` for its name (Kuma's, a zone token of scope
+    `ingress`, cannot be checked by a meshgate zone)."""
     g = await procs.global_cp()
     await put(g, MESH)
-    z1 = await procs.zone_cp("zone-1", g.ports["kds"], "--dp-server-authn", "none")
+    z1 = await procs.zone_cp("zone-1", g.ports["kds"])
     await eventually(lambda: get(z1, "/meshes/default"), what="the Mesh on zone-1")
     cert = self_signed(procs.workdir / "certs", "web")
     async with tls_backend("web", cert) as backend:
@@ -138,6 +138,9 @@ async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_pas
         doc = zone_ingress(
             "ingress-1", address="127.0.0.1", port=ingress_port, advertised_address="203.0.113.7", advertised_port=10001
         )
+        token_file = procs.workdir / "ingress.token"
+        body = {"mesh": "default", "name": "ingress-1", "type": "ingress"}
+        token_file.write_text(await dataplane_token(z1, body))
         dp = DpProcess(
             procs.workdir,
             z1.ports["xds"],
@@ -146,6 +149,7 @@ async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_pas
             "--dataplane",
             json.dumps(doc),
             ca_cert_file=zone_ca(procs, z1),
+            token_file=token_file,
         )
         try:
             web = [{"tags": {"kuma.io/service": "web"}, "instances": 1, "mesh": "default"}]
@@ -190,9 +194,25 @@ async def test_meshgate_dp_proxy_type_ingress_registers_its_zone_ingress_and_pas
     await eventually(gone, what="the ingress deregistered in zone-1 and on the global")
 
 
-async def test_an_ingress_is_refused_where_data_plane_authentication_is_on(procs: ProcessGroup) -> None:
+@pytest.mark.parametrize(
+    ("token_body", "reason"),
+    [
+        (None, "missing data plane token"),
+        ({"mesh": "default", "name": "ingress-1"}, "needs a token of type ingress, not 'any'"),
+        ({"mesh": "default", "name": "other", "type": "ingress"}, "proxy name from requestor: ingress-1"),
+    ],
+    ids=["no token", "a Dataplane's token", "another ingress's token"],
+)
+async def test_an_ingress_without_its_own_ingress_token_is_refused(
+    procs: ProcessGroup, token_body: dict[str, str] | None, reason: str
+) -> None:
     g = await procs.global_cp()
+    await put(g, MESH)
     z1 = await procs.zone_cp("zone-1", g.ports["kds"])
+    token_file = None
+    if token_body is not None:
+        token_file = procs.workdir / "ingress.token"
+        token_file.write_text(await dataplane_token(z1, token_body))
     doc = zone_ingress("ingress-1", address="127.0.0.1", port=free_port())
     dp = DpProcess(
         procs.workdir,
@@ -202,11 +222,10 @@ async def test_an_ingress_is_refused_where_data_plane_authentication_is_on(procs
         "--dataplane",
         json.dumps(doc),
         ca_cert_file=zone_ca(procs, z1),
+        token_file=token_file,
     )
     try:
-        await eventually(
-            lambda: "zone token of scope ingress" in z1.logs(), timeout=30, what="the zone refusing the ingress"
-        )
+        await eventually(lambda: reason in z1.logs(), timeout=30, what=f"the zone refusing the ingress: {reason}")
         assert await ingresses(z1) == []
     finally:
         dp.stop()
