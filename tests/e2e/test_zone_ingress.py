@@ -16,7 +16,7 @@ import pytest
 from meshgate.testing.dp import DpProcess, dataplane_token, zone_ca
 from meshgate.testing.factory import dataplane, zone_ingress
 from meshgate.testing.processes import free_port
-from tests.e2e.test_dns import put_dataplane
+from tests.e2e.test_dns import MESHGATECTL, put_dataplane
 from tests.e2e.test_global_to_zone import MESH, get, put
 from tests.support.gateway_harness import self_signed, tls_backend
 from tests.support.processes import CPProcess, ProcessGroup
@@ -79,6 +79,16 @@ async def test_a_zone_ingress_of_zone_1_reaches_the_global_and_zone_2_with_its_s
         "port": 10001,
         "advertisedPort": 10001,
     }
+
+    # kumactl's names: `get zone-ingresses` lists it, `get zone-ingress NAME` shows it.
+    done = await anyio.run_process([MESHGATECTL, "--api", g.url(), "get", "zone-ingresses"], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert on_global["name"] in done.stdout.decode()
+    done = await anyio.run_process(
+        [MESHGATECTL, "--api", g.url(), "get", "zone-ingress", on_global["name"], "-o", "json"], check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout)["networking"]["advertisedAddress"] == "203.0.113.7"
 
     # zone-2 gets it from the global, advertised address and services included; it is read-only there.
     await eventually(lambda: listed_on(z2), what="zone-1's ingress in zone-2")
