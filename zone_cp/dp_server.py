@@ -46,6 +46,7 @@ import anyio
 import anyio.abc
 import grpc
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from envoy.config.core.v3 import base_pb2
 
 from meshgate.auth.jwt import TokenError, unverified_payload
@@ -215,6 +216,10 @@ class DpServer:
         self.failures: Counter[str] = Counter()
         # Replaced (and the old one set) whenever a mesh Secret changes: every open session re-checks.
         self.secrets_changed = anyio.Event()
+        # Deregistrations, done by `run`'s task rather than the closing stream's: gRPC cancels a handler whose
+        # client went away natively, which a shielded scope does not stop, so a delete awaited there can be
+        # lost and the proxy stay registered. 1024: far more proxies than close within one store write.
+        self._deregister: MemoryObjectSendStream[tuple[ProxyId, ResourceKey]] | None = None
 
     # -- the gate ----------------------------------------------------------------------------------------------
 
@@ -333,9 +338,25 @@ class DpServer:
             self.sessions.pop(session.proxy, None)
         if session.owns and not any(s.owns for s in live):
             # dataplane_lifecycle.go: a proxy that registered itself is gone with its last stream.
-            with contextlib.suppress(NotFoundError):
-                await self.store.delete(session.dataplane.key)
-            log.info("xds.dataplane.deregistered", proxy=str(session.proxy)[:_MAX_LOGGED])
+            if self._deregister is None:
+                await self._remove(session.proxy, session.dataplane.key)
+                return
+            try:
+                self._deregister.send_nowait((session.proxy, session.dataplane.key))
+            except anyio.WouldBlock:
+                await self._remove(session.proxy, session.dataplane.key)
+
+    async def _remove(self, proxy: ProxyId, key: ResourceKey) -> None:
+        if any(s.owns for s in self.sessions.get(proxy, [])):
+            return  # registered again by a new stream meanwhile
+        with contextlib.suppress(NotFoundError):
+            await self.store.delete(key)
+        log.info("xds.dataplane.deregistered", proxy=str(proxy)[:_MAX_LOGGED])
+
+    async def _deregister_closed(self, receive: MemoryObjectReceiveStream[tuple[ProxyId, ResourceKey]]) -> None:
+        async with receive:
+            async for proxy, key in receive:
+                await self._remove(proxy, key)
 
     # -- what the rest of the zone asks --------------------------------------------------------------------
 
@@ -359,14 +380,22 @@ class DpServer:
         return "\n".join(lines) + "\n"
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Wakes every open session when a mesh Secret changes (a revocation list or a signing key)."""
-        await reconcile_forever(
-            self.store,
-            {kinds.SECRET},
-            self._wake_sessions,
-            log=WatchLog(log, "xds.auth.wake_failed"),
-            task_status=task_status,
-        )
+        """Wakes every open session when a mesh Secret changes (a revocation list or a signing key), and removes
+        what closed streams registered."""
+        send, receive = anyio.create_memory_object_stream[tuple[ProxyId, ResourceKey]](1024)
+        async with anyio.create_task_group() as tg, send:
+            tg.start_soon(self._deregister_closed, receive)
+            self._deregister = send
+            try:
+                await reconcile_forever(
+                    self.store,
+                    {kinds.SECRET},
+                    self._wake_sessions,
+                    log=WatchLog(log, "xds.auth.wake_failed"),
+                    task_status=task_status,
+                )
+            finally:
+                self._deregister = None
 
     async def _wake_sessions(self, _batch: ChangeBatch | None) -> None:
         changed, self.secrets_changed = self.secrets_changed, anyio.Event()
