@@ -63,6 +63,7 @@ from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.gateway import is_builtin_gateway
 from meshgate.xds.ingress import with_available_services
+from zone_cp.ingress import zone_ingress_from_metadata
 
 __all__ = [
     "AUTHORIZATION",
@@ -406,7 +407,7 @@ class DpServer:
     async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
         text = _metadata_string(node, FIELD_DATAPLANE)
         if proxy.is_zone_ingress:
-            return _zone_ingress(proxy, text), True
+            return zone_ingress_from_metadata(proxy, text, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES), True
         if text is None:
             try:
                 found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
@@ -500,46 +501,3 @@ class DpServer:
 
 def _same(labels: Mapping[str, str], dataplane: Resource) -> bool:
     return dict(labels) == dict(dataplane.meta.labels)
-
-
-def _zone_ingress(proxy: ProxyId, text: str | None) -> Resource:
-    """The ZoneIngress an ingress proxy (`node.id` `.<name>`) sends in its metadata, as kuma-dp
-    `--proxy-type ingress` does; registered with origin zone, like a Dataplane."""
-    if text is None or len(text) > MAX_DATAPLANE_BYTES:
-        raise StreamRefused(
-            "invalid_dataplane",
-            f"a ZoneIngress proxy must send its ZoneIngress (at most {MAX_DATAPLANE_BYTES} bytes) as node metadata"
-            f" {FIELD_DATAPLANE!r} (meshgate-dp --proxy-type ingress --dataplane-file)",
-            grpc.StatusCode.INVALID_ARGUMENT,
-        )
-    try:
-        docs = codec.load_documents(text)
-        if len(docs) != 1 or docs[0].get("type", kinds.ZONE_INGRESS) != kinds.ZONE_INGRESS:
-            raise StreamRefused(
-                "invalid_dataplane", f"{FIELD_DATAPLANE} must hold one ZoneIngress", grpc.StatusCode.INVALID_ARGUMENT
-            )
-        if docs[0].get("name", proxy.name) != proxy.name:
-            raise StreamRefused(
-                "invalid_dataplane",
-                f"{FIELD_DATAPLANE} names {docs[0].get('name')}, not node.id {proxy}",
-                grpc.StatusCode.INVALID_ARGUMENT,
-            )
-        given = docs[0].get("labels")
-        labels: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
-        labels.pop(LABEL_ZONE, None)
-        doc = {
-            **docs[0],
-            "type": kinds.ZONE_INGRESS,
-            "name": proxy.name,
-            "labels": {**labels, LABEL_ORIGIN: Origin.ZONE.value},
-        }
-        doc.pop("zone", None)  # empty in the zone that registers it; the global sets it
-        doc.pop("availableServices", None)  # the zone computes them
-        return codec.load(doc, kind=kinds.ZONE_INGRESS)
-    except ValidationError as exc:
-        problems = "; ".join(map(str, exc.violations))[:_MAX_LOGGED]
-        raise StreamRefused(
-            "invalid_dataplane",
-            f"invalid ZoneIngress in {FIELD_DATAPLANE}: {problems}",
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ) from None
