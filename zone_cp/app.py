@@ -59,6 +59,7 @@ from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
 from zone_cp.dp_tls import XdsTls, xds_tls
 from zone_cp.envoy_admin import EnvoyAdminDumper
+from zone_cp.ingress import IngressServices
 from zone_cp.provisioning import Provisioner
 from zone_cp.xds import ZoneXds
 
@@ -223,6 +224,8 @@ async def _serve(
         include=partial(ownership.zone_sends, cfg.zone),
         mapper=partial(ownership.to_global, cfg.zone),
     )
+    # Kuma's ZoneAvailableServicesTracker: the zone's ZoneIngresses list the services behind them.
+    ingress_services = IngressServices(store, cfg.zone)
     answerer = ConfigDumpAnswerer(dumper, cfg.zone)  # config dumps, and VIP lookups once DNS exists
     client = GlobalToZoneClient(
         zone=cfg.zone,
@@ -327,6 +330,7 @@ async def _serve(
         ports["dns"] = await tg.start(dns.server.serve, cfg.bind_address, cfg.dns_port)
         await tg.start(local.run)
         await tg.start(cp_token.run)
+        await tg.start(ingress_services.run)
         tg.start_soon(client.run)
         if kube is not None and kube_api is not None:
             await tg.start(kube.run, store, kube_api)

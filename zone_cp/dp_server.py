@@ -26,6 +26,10 @@ and must belong to a replica of the MeshGatewayInstance whose Dataplane it claim
 (`meshgate.k8s.token_review`). It is checked when the stream opens, as Kuma checks it, and not re-checked
 while the stream lives (a bound token stops working when its Pod goes, and with it the stream).
 
+A ZoneIngress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress) registers its ZoneIngress the same
+way, with a data plane token of type `ingress` for its name (`_verify_ingress`: Kuma's zone token of scope
+`ingress` cannot be checked by a zone).
+
 With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
 bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
 (`meshgate_xds_auth_failures{reason}` on the diagnostics `/metrics`).
@@ -44,6 +48,7 @@ import anyio
 import anyio.abc
 import grpc
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from envoy.config.core.v3 import base_pb2
 
 from meshgate.auth.jwt import TokenError, unverified_payload
@@ -60,6 +65,8 @@ from meshgate.tokens.services import DataplaneTokens
 from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.gateway import is_builtin_gateway
+from meshgate.xds.ingress import with_available_services
+from zone_cp.ingress import zone_ingress_from_metadata
 
 __all__ = [
     "AUTHORIZATION",
@@ -192,7 +199,8 @@ class _Session:
                 await changed.wait()
             try:
                 if changed.is_set():  # a mesh Secret changed: maybe the revocation list, read it now
-                    await tokens.mesh(self.proxy.mesh).refresh(force=True)
+                    # A ZoneIngress is in no mesh: its token's mesh holds the keys and the revocation list.
+                    await tokens.mesh(self.proxy.mesh or _token_mesh(self.token)).refresh(force=True)
                 await server.verify(self.proxy, self.dataplane, self.token)
             except StreamRefused as exc:
                 server.refused(self.proxy, "", exc, open_stream=True)
@@ -224,6 +232,10 @@ class DpServer:
         self.failures: Counter[str] = Counter()
         # Replaced (and the old one set) whenever a mesh Secret changes: every open session re-checks.
         self.secrets_changed = anyio.Event()
+        # Deregistrations, done by `run`'s task rather than the closing stream's: gRPC cancels a handler whose
+        # client went away natively, which a shielded scope does not stop, so a delete awaited there can be
+        # lost and the proxy stay registered. 1024: far more proxies than close within one store write.
+        self._deregister: MemoryObjectSendStream[tuple[ProxyId, ResourceKey]] | None = None
 
     # -- the gate ----------------------------------------------------------------------------------------------
 
@@ -267,6 +279,8 @@ class DpServer:
                 f"missing data plane token: send it as gRPC metadata {AUTHORIZATION!r} (meshgate-dp"
                 " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
             )
+        if dataplane.kind == kinds.ZONE_INGRESS:
+            return await self._verify_ingress(proxy, token)
         tags, proxy_type = dataplane_identity(dataplane)
         if self.service_accounts is not None and is_service_account_token(token):
             try:
@@ -292,6 +306,36 @@ class DpServer:
             raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
         return float(claims.expires_at)
 
+    async def _verify_ingress(self, proxy: ProxyId, token: str) -> float:
+        """A ZoneIngress's credential: a data plane token of type `ingress`, signed by the keys of the mesh it
+        names and bound to the ingress's name unless its Name is empty (`meshgatectl generate dataplane-token
+        --type ingress --mesh M --name N`). Kuma 2.7 asks for a zone token of scope `ingress` instead
+        (pkg/xds/auth/universal/authenticator.go:45), which a meshgate zone cannot check: zone token keys never
+        leave the global. A data plane token is what this door already verifies, re-checks and revokes."""
+        assert self.tokens is not None
+        mesh = _token_mesh(token)
+        if not mesh:
+            raise StreamRefused(
+                "wrong_identity",
+                "authentication failed: a ZoneIngress needs a data plane token of type ingress, which names a mesh"
+                " (meshgatectl generate dataplane-token --type ingress --mesh M --name N)",
+            )
+        try:
+            claims = await self.tokens.verify(token, mesh=mesh, name=proxy.name, tags={}, proxy_type="ingress")
+        except SigningKeyMissing as exc:
+            raise StreamRefused(
+                "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
+            ) from None
+        except TokenError as exc:
+            raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
+        if claims.type != "ingress":
+            # A token of any type (empty Type) is a Dataplane's: it must not also register an ingress.
+            raise StreamRefused(
+                "wrong_identity",
+                f"authentication failed: a ZoneIngress needs a token of type ingress, not {claims.type or 'any'!r}",
+            )
+        return float(claims.expires_at)
+
     def refused(self, proxy: ProxyId, peer: str, exc: StreamRefused, *, open_stream: bool) -> None:
         self.failures[exc.reason] += 1
         log.warning(
@@ -311,9 +355,25 @@ class DpServer:
             self.sessions.pop(session.proxy, None)
         if session.owns and not any(s.owns for s in live):
             # dataplane_lifecycle.go: a proxy that registered itself is gone with its last stream.
-            with contextlib.suppress(NotFoundError):
-                await self.store.delete(ResourceKey(kinds.DATAPLANE, session.proxy.mesh, session.proxy.name))
-            log.info("xds.dataplane.deregistered", proxy=str(session.proxy)[:_MAX_LOGGED])
+            if self._deregister is None:
+                await self._remove(session.proxy, session.dataplane.key)
+                return
+            try:
+                self._deregister.send_nowait((session.proxy, session.dataplane.key))
+            except anyio.WouldBlock:
+                await self._remove(session.proxy, session.dataplane.key)
+
+    async def _remove(self, proxy: ProxyId, key: ResourceKey) -> None:
+        if any(s.owns for s in self.sessions.get(proxy, [])):
+            return  # registered again by a new stream meanwhile
+        with contextlib.suppress(NotFoundError):
+            await self.store.delete(key)
+        log.info("xds.dataplane.deregistered", proxy=str(proxy)[:_MAX_LOGGED])
+
+    async def _deregister_closed(self, receive: MemoryObjectReceiveStream[tuple[ProxyId, ResourceKey]]) -> None:
+        async with receive:
+            async for proxy, key in receive:
+                await self._remove(proxy, key)
 
     # -- what the rest of the zone asks --------------------------------------------------------------------
 
@@ -342,14 +402,22 @@ class DpServer:
         return "\n".join(lines) + "\n"
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Wakes every open session when a mesh Secret changes (a revocation list or a signing key)."""
-        await reconcile_forever(
-            self.store,
-            {kinds.SECRET},
-            self._wake_sessions,
-            log=WatchLog(log, "xds.auth.wake_failed"),
-            task_status=task_status,
-        )
+        """Wakes every open session when a mesh Secret changes (a revocation list or a signing key), and removes
+        what closed streams registered."""
+        send, receive = anyio.create_memory_object_stream[tuple[ProxyId, ResourceKey]](1024)
+        async with anyio.create_task_group() as tg, send:
+            tg.start_soon(self._deregister_closed, receive)
+            self._deregister = send
+            try:
+                await reconcile_forever(
+                    self.store,
+                    {kinds.SECRET},
+                    self._wake_sessions,
+                    log=WatchLog(log, "xds.auth.wake_failed"),
+                    task_status=task_status,
+                )
+            finally:
+                self._deregister = None
 
     async def _wake_sessions(self, _batch: ChangeBatch | None) -> None:
         changed, self.secrets_changed = self.secrets_changed, anyio.Event()
@@ -359,6 +427,8 @@ class DpServer:
 
     async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
         text = _metadata_string(node, FIELD_DATAPLANE)
+        if proxy.is_zone_ingress:
+            return zone_ingress_from_metadata(proxy, text, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES), True
         if text is None:
             try:
                 found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
@@ -416,8 +486,10 @@ class DpServer:
             )
 
     async def _register(self, dataplane: Resource) -> bool:
-        """Creates or updates the Dataplane (dataplane_lifecycle.go); True once it is in the store."""
-        key = ResourceKey(kinds.DATAPLANE, dataplane.meta.mesh, dataplane.meta.name)
+        """Creates or updates the Dataplane or ZoneIngress (dataplane_lifecycle.go); True once it is in the store.
+        A ZoneIngress keeps the `availableServices` the zone wrote (zone_cp/ingress.py), which its proxy does
+        not know."""
+        key = dataplane.key
         for _ in range(5):  # optimistic concurrency: re-read on conflict, a few times at most
             try:
                 current = await self.store.get(key)
@@ -429,6 +501,9 @@ class DpServer:
                 log.info("xds.dataplane.registered", proxy=f"{key.mesh}.{key.name}"[:_MAX_LOGGED])
                 return True
             self._check_local(current)
+            if key.kind == kinds.ZONE_INGRESS:
+                kept = getattr(current.spec, "availableServices", ())
+                dataplane = with_available_services(dataplane, kept) or dataplane
             if codec.spec_bytes(current) == codec.spec_bytes(dataplane) and _same(current.meta.labels, dataplane):
                 return True
             try:
@@ -439,7 +514,9 @@ class DpServer:
                 continue
             return True
         raise StreamRefused(
-            "conflict", f"could not register Dataplane {key.name}: too many concurrent writers", grpc.StatusCode.ABORTED
+            "conflict",
+            f"could not register {key.kind} {key.name}: too many concurrent writers",
+            grpc.StatusCode.ABORTED,
         )
 
 

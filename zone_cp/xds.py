@@ -5,7 +5,9 @@ MeshGateway, MeshGatewayRoute, Dataplane, Secret, and every policy kind: `meshga
 derived from the kind descriptors), or a proxy connecting, marks everything dirty; one loop then reads the
 store into one `MeshContext` per mesh with a connected proxy and re-generates every connected proxy's
 snapshot from its mesh's context with the pure `meshgate.xds.generate`, and the delta ADS streams send only
-what changed. A proxy whose Dataplane is not registered yet gets no snapshot, so its Envoy simply waits.
+what changed. A proxy whose Dataplane is not registered yet gets no snapshot, so its Envoy simply waits. A
+ZoneIngress proxy (`node.id` `.<name>`) gets Kuma's ingress listener from its ZoneIngress and the zone's own
+Dataplanes (`meshgate.xds.ingress.ingress_snapshot`), regenerated when either changes.
 
 Mesh mTLS and cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the CA of every Mesh with mTLS on,
 a `builtin` backend's from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), a `provided`
@@ -28,6 +30,7 @@ import structlog
 
 from meshgate.api.system.v1alpha1 import secret_pb2
 from meshgate.concurrency import Wakeup
+from meshgate.kds import ownership
 from meshgate.mtls import (
     PROVIDED,
     CertificateAuthority,
@@ -50,6 +53,7 @@ from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.context import MeshContext, context_kinds, policy_kinds, watched_kinds
 from meshgate.xds.crossmesh import CrossMesh
+from meshgate.xds.ingress import ingress_snapshot
 from meshgate.xds.vips import VipOutbound
 
 __all__ = ["ZoneXds"]
@@ -57,7 +61,7 @@ __all__ = ["ZoneXds"]
 log = structlog.get_logger(__name__)
 
 # Derived from the descriptors: a policy kind added to the registry is watched and read with no edit here.
-_SHAPING_KINDS = watched_kinds()
+_SHAPING_KINDS = watched_kinds() | {kinds.ZONE_INGRESS}  # an ingress proxy's config follows its ZoneIngress
 _POLICY_KINDS = policy_kinds()
 _CONTEXT_KINDS = context_kinds()  # ExternalService
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
@@ -206,8 +210,27 @@ class ZoneXds(SnapshotStore):
             resources={kind: await self._all(kind, mesh) for kind in _CONTEXT_KINDS},
         )
 
+    async def _regenerate_ingresses(self, proxies: list[ProxyId]) -> None:
+        """Each connected ZoneIngress proxy's config: SNI passthrough to the zone's own endpoints
+        (`meshgate.xds.ingress`). One not registered yet gets nothing, as a Dataplane."""
+        own = [
+            dp
+            async for dp in iter_all(self._store, kinds.DATAPLANE)
+            if not ownership.synced_from_global(self._zone, dp)
+        ]
+        for proxy in proxies:
+            try:
+                ingress = await self._store.get(ResourceKey(kinds.ZONE_INGRESS, "", proxy.name))
+            except NotFoundError:
+                self.remove(proxy)
+                continue
+            self.set(proxy, ingress_snapshot(ingress, own, proxy_id=str(proxy), zone=self._zone))
+
     async def regenerate(self) -> None:
-        proxies = sorted(self._connected)
+        ingresses = sorted(p for p in self._connected if p.is_zone_ingress)
+        if ingresses:
+            await self._regenerate_ingresses(ingresses)
+        proxies = sorted(p for p in self._connected if not p.is_zone_ingress)
         if not proxies:
             return
         loaded: dict[str, list[Resource]] = {}

@@ -4,7 +4,8 @@ kuma-dp's flags (app/kuma-dp/cmd/run.go), as far as meshgate has their meaning: 
 xDS port; https:// is TLS, Kuma's form; grpc:// is plaintext for a zone run with `--no-dp-server-tls`),
 `--ca-cert-file` (the zone writes its CA to `<data-dir>/xds-ca.crt`), `--skip-verify`,
 `--dataplane-token-file` / `--dataplane-token`, `--dataplane-file` (`-d`) / `--dataplane`, `--name`,
-`--mesh`, `--proxy-type` (dataplane only: meshgate has no ingress or egress), `--admin-port`,
+`--mesh`, `--proxy-type` (`dataplane`, or `ingress` with a ZoneIngress document, registered in the zone the same
+way; no egress), `--admin-port`,
 `--binary-path`, `--concurrency`, `--config-dir`, `--envoy-log-level`, and for the transparent proxy
 `--dns-enabled`, `--dns-coredns-port` (15053). Any other flag is refused by name.
 
@@ -59,25 +60,28 @@ def _root() -> None:
     """meshgate data plane."""
 
 
-def load_dataplane(text: str, *, name: str = "", mesh: str = "", source: str = "--dataplane") -> Resource:
-    """Parses and validates one Dataplane document; `name`/`mesh` replace the document's when given."""
+def load_dataplane(
+    text: str, *, name: str = "", mesh: str = "", source: str = "--dataplane", kind: str = kinds.DATAPLANE
+) -> Resource:
+    """Parses and validates one Dataplane (or, for `--proxy-type ingress`, ZoneIngress) document; `name`/`mesh`
+    replace the document's when given."""
     try:
         docs = codec.load_documents(text)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(map(str, exc.violations)), param_hint=source) from exc
     if len(docs) != 1:
-        raise typer.BadParameter(f"expected one Dataplane document, found {len(docs)}", param_hint=source)
+        raise typer.BadParameter(f"expected one {kind} document, found {len(docs)}", param_hint=source)
     doc: dict[str, Any] = dict(docs[0])
-    doc.setdefault("type", kinds.DATAPLANE)
+    doc.setdefault("type", kind)
     if name:
         doc["name"] = name
     if mesh:
         doc["mesh"] = mesh
     try:
-        return codec.load(doc, kind=kinds.DATAPLANE)
+        return codec.load(doc, kind=kind)
     except ValidationError as exc:
         problems = "; ".join(map(str, exc.violations))
-        raise typer.BadParameter(f"invalid Dataplane: {problems}", param_hint=source) from exc
+        raise typer.BadParameter(f"invalid {kind}: {problems}", param_hint=source) from exc
 
 
 def with_admin_port(resource: Resource, admin_port: int) -> tuple[Resource, int]:
@@ -193,7 +197,10 @@ def run(
     name: Annotated[str, typer.Option("--name", help="Overrides the Dataplane's name.")] = "",
     mesh: Annotated[str, typer.Option("--mesh", help="Overrides the Dataplane's mesh.")] = "",
     proxy_type: Annotated[
-        str, typer.Option("--proxy-type", help="kuma-dp's proxy type; meshgate runs dataplane proxies only.")
+        str,
+        typer.Option(
+            "--proxy-type", help="kuma-dp's proxy type: dataplane, or ingress (the document is a ZoneIngress)."
+        ),
     ] = "dataplane",
     admin_port: Annotated[
         int,
@@ -262,11 +269,17 @@ def run(
     else:
         assert dataplane is not None
         text, source = dataplane, "--dataplane"
-    if proxy_type != "dataplane":
+    # kuma-dp's proxy types (app/kuma-dp/cmd/run.go:73): the kind of the document it registers.
+    kind = {"dataplane": kinds.DATAPLANE, "ingress": kinds.ZONE_INGRESS}.get(proxy_type)
+    if kind is None:
         raise typer.BadParameter(
-            f"{proxy_type!r}: meshgate runs dataplane proxies (gateways included) only", param_hint="--proxy-type"
+            f"{proxy_type!r}: meshgate runs dataplane (gateways included) and ingress proxies only",
+            param_hint="--proxy-type",
         )
-    resource = load_dataplane(text, name=name, mesh=mesh, source=source)
+    if kind == kinds.ZONE_INGRESS and (mesh or transparent_proxy):
+        flag = "--mesh" if mesh else "--transparent-proxy"
+        raise typer.BadParameter("a ZoneIngress is in no mesh and has no transparent proxy", param_hint=flag)
+    resource = load_dataplane(text, name=name, mesh=mesh, source=source, kind=kind)
     try:
         cp = parse_cp_address(cp_address)
     except ValueError as exc:

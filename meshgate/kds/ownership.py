@@ -20,7 +20,8 @@ Zone to global (ZoneToGlobalSync)
     names   `<name>-<hash(mesh, name, zone, k8s namespace)>`, labelled `kuma.io/origin: zone`, `kuma.io/zone`
             and `kuma.io/display-name` (context.go: zoneMappers, HashSuffixMapper(false, zone, namespace));
     global  stores it under the name the zone sent, or `<zone>.<name>` for a zone without `hash-suffix`
-            (sync.go: GlobalSyncCallback, Kuma's path for zones older than 2.6). Unlike Kuma, which
+            (sync.go: GlobalSyncCallback, Kuma's path for zones older than 2.6); a ZoneIngress with `spec.zone`
+            set to its zone (global/components.go), which `as_sent_by_zone` clears again. Unlike Kuma, which
             overwrites the zone labels with the stream's zone, meshgate refuses by name a resource that
             claims another zone or another origin (a zone token authenticates one zone only), and one that
             would overwrite a resource the global or another zone owns.
@@ -28,6 +29,7 @@ Zone to global (ZoneToGlobalSync)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from meshgate.kds.naming import hashed_name
@@ -151,14 +153,28 @@ def stored_on_global(zone: str, r: Resource, *, hash_suffix: bool) -> Resource:
     labelled with its origin and zone, under the name the zone sent, or `<zone>.<name>` for a zone without
     `hash-suffix` (which sends its names unhashed)."""
     labels = {**r.meta.labels, LABEL_ORIGIN: Origin.ZONE.value, LABEL_ZONE: zone}
+    r = _with_spec_zone(r, zone)
     if hash_suffix:
         return r.with_meta(labels=labels)
     return _renamed(r, f"{zone}.{r.meta.name}", labels)
 
 
+def _with_spec_zone(r: Resource, zone: str) -> Resource:
+    """A ZoneIngress with `spec.zone` set to `zone`, as Kuma's global sets it on what a zone sends
+    (pkg/kds/global/components.go: `zi.Spec.Zone = clusterName`); a zone leaves it empty for its own
+    (pkg/zone/available_services.go: "Zone is empty for resources in the local zone"). Other kinds as they are."""
+    if r.kind != kinds.ZONE_INGRESS or getattr(r.spec, "zone", zone) == zone:
+        return r
+    spec = type(r.spec)()
+    spec.CopyFrom(r.spec)
+    spec.zone = zone  # type: ignore[attr-defined]
+    return dataclasses.replace(r, spec=spec)
+
+
 def as_sent_by_zone(zone: str, stored: Resource, *, hash_suffix: bool) -> Resource:
     """The inverse of `stored_on_global`: the resource as the zone sent it, so that on reconnect the global
     offers the zone the names and versions the zone computes itself, and the zone resumes with a delta."""
+    stored = _with_spec_zone(stored, "")
     if hash_suffix:
         return stored
     prefix = f"{zone}."

@@ -30,6 +30,7 @@ from meshgate.resources.kinds import (
     trafficroute,
     virtualoutbound,
     zone,
+    zoneingress,
 )
 
 __all__ = ["KINDS", "get", "kinds_sent_to_global", "kinds_sent_to_zone", "lookup"]
@@ -56,6 +57,8 @@ KINDS: tuple[KindDescriptor, ...] = (
     externalservice.DESCRIPTOR,
     trafficroute.DESCRIPTOR,
     virtualoutbound.DESCRIPTOR,
+    # Not mesh-scoped; relayed between zones as Dataplanes are.
+    zoneingress.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}

@@ -64,6 +64,7 @@ __all__ = [
     "traffic_permission",
     "traffic_route",
     "virtual_outbound",
+    "zone_ingress",
 ]
 
 Doc = dict[str, Any]
@@ -453,3 +454,23 @@ def struct(**fields: str | float | bool) -> struct_pb2.Struct:
     spec = struct_pb2.Struct()
     spec.update(fields)
     return spec
+
+
+def zone_ingress(
+    name: str = "ingress",
+    *,
+    address: str = "10.0.0.9",
+    port: int = 10001,
+    advertised_address: str | None = None,
+    advertised_port: int | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """A ZoneIngress listening on `address:port`, advertised to other zones when both advertised fields are set."""
+    doc = _doc("ZoneIngress", None, name, labels)
+    networking: Doc = {"address": address, "port": port}
+    if advertised_address is not None:
+        networking["advertisedAddress"] = advertised_address
+    if advertised_port is not None:
+        networking["advertisedPort"] = advertised_port
+    doc["networking"] = networking
+    return doc

@@ -75,7 +75,8 @@ def short_type(type_url: str) -> str:
 
 @dataclass(frozen=True, slots=True, order=True)
 class ProxyId:
-    """A proxy as Kuma names it in `node.id`: `<mesh>.<dataplane name>` (the name may contain dots)."""
+    """A proxy as Kuma names it in `node.id`: `<mesh>.<dataplane name>` (the name may contain dots), or
+    `.<name>` for a ZoneIngress, which is in no mesh (Kuma's ParseProxyIdFromString, pkg/core/xds/types.go:358)."""
 
     mesh: str
     name: str
@@ -83,9 +84,13 @@ class ProxyId:
     @classmethod
     def parse(cls, node_id: str) -> ProxyId:
         mesh, dot, name = node_id.partition(".")
-        if not dot or not mesh or not name:
-            raise ValueError(f"node.id {node_id!r} is not <mesh>.<dataplane name>")
+        if not dot or not name:
+            raise ValueError(f"node.id {node_id!r} is not <mesh>.<dataplane name> nor .<zone ingress name>")
         return cls(mesh, name)
+
+    @property
+    def is_zone_ingress(self) -> bool:
+        return not self.mesh
 
     def __str__(self) -> str:
         return f"{self.mesh}.{self.name}"

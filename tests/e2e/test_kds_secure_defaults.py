@@ -160,7 +160,7 @@ async def test_injected_dataplanes_need_a_token_and_a_mesh_the_global_has(procs:
 
         call = stub.ZoneToGlobalSync(metadata=await kds_metadata(g, "zone-evil"))
         subscribed: set[str] = set()
-        while subscribed != {"Dataplane", "MeshGateway"}:
+        while subscribed != {"Dataplane", "MeshGateway", "ZoneIngress"}:
             subscribed.add((await call.read()).type_url)
         injected = evil("evil-1", "ghost")
         await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="1", resources=[injected]))

@@ -209,8 +209,16 @@ async def test_a_meshgate_zone_answers_a_kuma_global_and_sends_node_in_every_req
             synced = (await c.get(f"/meshes/default/meshgateways/{hashed_name('default', 'edge')}")).json()
         assert synced["labels"]["kuma.io/display-name"] == "edge"
 
-        # The kinds a meshgate zone subscribes to: the gateway kinds, Dataplanes and the policy kinds.
-        kinds = {"Mesh", "Secret", "MeshGateway", "MeshGatewayRoute", "Dataplane", *factory.POLICY_BUILDERS}
+        # The kinds a meshgate zone subscribes to: the gateway kinds, Dataplanes, ZoneIngresses and the policy kinds.
+        kinds = {
+            "Mesh",
+            "Secret",
+            "MeshGateway",
+            "MeshGatewayRoute",
+            "Dataplane",
+            "ZoneIngress",
+            *factory.POLICY_BUILDERS,
+        }
         assert {r.type_url for r in peer.requests if not r.response_nonce} == kinds
         for req in peer.requests:
             assert req.node.id == "zone-1", req

@@ -163,7 +163,7 @@ async def test_forged_zone_attribution_is_refused_and_counted(procs: ProcessGrou
         metadata = await kds_metadata(g, "zone-1")
         call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
         subscribed: set[str] = set()
-        while subscribed != {"MeshGateway", "Dataplane"}:
+        while subscribed != {"MeshGateway", "Dataplane", "ZoneIngress"}:
             req = await call.read()
             assert isinstance(req, discovery_pb2.DeltaDiscoveryRequest)
             subscribed.add(req.type_url)

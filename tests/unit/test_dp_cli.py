@@ -155,10 +155,36 @@ def test_unknown_flags_are_refused_by_name(tmp_path: Path) -> None:
         assert f"No such option: {flag}" in _words(result.output)
 
 
-def test_proxy_types_other_than_dataplane_are_refused() -> None:
-    result = CliRunner().invoke(app, ["run", "--proxy-type", "ingress", "--dataplane", DATAPLANE])
+def test_proxy_types_other_than_dataplane_and_ingress_are_refused() -> None:
+    result = CliRunner().invoke(app, ["run", "--proxy-type", "egress", "--dataplane", DATAPLANE])
     assert result.exit_code == 2
     assert "--proxy-type" in _words(result.output)
+
+
+ZONE_INGRESS = """\
+type: ZoneIngress
+name: ingress-1
+networking:
+  address: 10.0.0.9
+  port: 10001
+  advertisedAddress: 203.0.113.9
+  advertisedPort: 10001
+"""
+
+
+def test_an_ingress_proxy_runs_a_zone_ingress_in_no_mesh() -> None:
+    """kuma-dp's --proxy-type ingress registers a ZoneIngress (app/kuma-dp/cmd/run.go:73)."""
+    zi = load_dataplane(ZONE_INGRESS, kind="ZoneIngress")
+    assert (zi.kind, zi.meta.mesh, zi.meta.name) == ("ZoneIngress", "", "ingress-1")
+    with pytest.raises(typer.BadParameter, match="type"):
+        load_dataplane(DATAPLANE, kind="ZoneIngress")
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--proxy-type", "ingress", "--mesh", "default", "--dataplane", ZONE_INGRESS])
+    assert result.exit_code == 2
+    assert "no mesh" in _words(result.output)
+    result = runner.invoke(app, ["run", "--proxy-type", "ingress", "--dataplane", DATAPLANE])
+    assert result.exit_code == 2
+    assert "--dataplane" in _words(result.output)
 
 
 def test_load_dataplane_validates_and_overrides_name_and_mesh() -> None:

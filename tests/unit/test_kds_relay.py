@@ -56,9 +56,10 @@ def test_a_zone_converges_to_everything_but_its_own(content: dict[str, tuple[str
     assert {e.name for e in d.upserts} == {f"{n}.default" for n, (z, _) in content.items() if z != zone}
 
 
-def test_only_dataplanes_are_relayed_between_zones() -> None:
+def test_only_dataplanes_and_zone_ingresses_are_relayed_between_zones() -> None:
     relayed = {d.name for d in registry.KINDS if d.relayed_between_zones}
-    assert relayed == {"Dataplane"}
+    # ZoneIngress: Kuma's ZoneToGlobalFlag | GlobalToAllButOriginalZoneFlag (zz_generated.resources.go:3153).
+    assert relayed == {"Dataplane", "ZoneIngress"}
     dp = registry.get("Dataplane")
     assert dp.sync is SyncDirection.ZONE_TO_ALL
     assert dp.sends_to_zone()

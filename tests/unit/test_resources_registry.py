@@ -34,6 +34,7 @@ def test_kinds_in_dependency_order() -> None:
         "ExternalService",
         "TrafficRoute",
         "VirtualOutbound",
+        "ZoneIngress",
     ]
 
 
@@ -56,8 +57,9 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         "ExternalService",
         "TrafficRoute",
         "VirtualOutbound",
+        "ZoneIngress",
     ]
-    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane"]
+    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane", "ZoneIngress"]
     for descriptor in registry.KINDS:
         down = (SyncDirection.BOTH, SyncDirection.GLOBAL_TO_ZONE, SyncDirection.ZONE_TO_ALL)
         assert (descriptor in registry.kinds_sent_to_zone()) == (descriptor.sync in down)
@@ -95,6 +97,10 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         ("virtual-outbounds", "VirtualOutbound"),
         ("traffic-route", "TrafficRoute"),
         ("circuitbreaker", "CircuitBreaker"),
+        # Kuma's REST path segment (`/zone-ingresses`) and kumactl's names
+        ("zone-ingresses", "ZoneIngress"),
+        ("zone-ingress", "ZoneIngress"),
+        ("zoneingress", "ZoneIngress"),
     ],
 )
 def test_lookup(alias: str, kind: str) -> None:
@@ -135,4 +141,5 @@ def test_descriptors_carry_their_kuma_type_urls() -> None:
         "kuma.mesh.v1alpha1.ExternalService",
         "kuma.mesh.v1alpha1.TrafficRoute",
         "kuma.mesh.v1alpha1.VirtualOutbound",
+        "kuma.mesh.v1alpha1.ZoneIngress",
     ]

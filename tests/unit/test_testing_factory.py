@@ -22,6 +22,7 @@ DOCS = {
     "gateway_dataplane": factory.gateway_dataplane("edge-1", type="DELEGATED"),
     "secret": factory.secret("s", b"\x00bytes"),
     "gateway_instance": factory.gateway_instance("edge", replicas=2),
+    "zone_ingress": factory.zone_ingress(advertised_address="203.0.113.1", advertised_port=10001),
     **{kind: build() for kind, build in factory.POLICY_BUILDERS.items()},
     "timeout to one service": factory.timeout("t", source="web", destination="backend"),
     "external service with TLS": factory.external_service(

@@ -100,9 +100,13 @@ def test_proxy_id_is_mesh_dot_name_and_the_name_may_contain_dots() -> None:
     assert ProxyId.parse("default.gw-1") == ProxyId("default", "gw-1")
     assert ProxyId.parse("m.gw.kuma-system") == ProxyId("m", "gw.kuma-system")
     assert str(ProxyId("m", "a.b")) == "m.a.b"
-    for bad in ("", "nodot", ".x", "x."):
+    for bad in ("", "nodot", "x.", "."):
         with pytest.raises(ValueError, match="mesh"):
             ProxyId.parse(bad)
+    # An empty mesh is a ZoneIngress's node.id (Kuma's ParseProxyIdFromString, pkg/core/xds/types.go:364).
+    assert ProxyId.parse(".x") == ProxyId("", "x")
+    assert ProxyId.parse(".x").is_zone_ingress
+    assert not ProxyId.parse("m.x").is_zone_ingress
 
 
 def test_snapshot_refuses_a_message_filed_under_another_type() -> None:

@@ -11,6 +11,7 @@ from meshgate.kds.naming import hashed_name
 from meshgate.resources import codec
 from meshgate.resources.model import Resource, ResourceKey
 from meshgate.store import MemoryStore
+from meshgate.testing import factory
 
 GATEWAY = {
     "type": "MeshGateway",
@@ -129,3 +130,26 @@ async def test_a_zone_without_hash_suffix_gets_kuma_s_legacy_names_both_ways() -
     stored = await store.get(ResourceKey("MeshGateway", "default", "zone-1.gw"))
     assert stored.meta.labels["kuma.io/display-name"] == "gw"
     assert (await sink.held("zone-1", hash_suffix=False))["MeshGateway"] == {"gw.default": (stored.key, wire.version)}
+
+
+async def test_a_zone_ingress_is_stored_with_its_zone_in_the_spec_and_resumable() -> None:
+    """Kuma's global sets `spec.zone` on a ZoneIngress from a zone (pkg/kds/global/components.go:303); the zone
+    keeps it empty for its own, so the version the global offers back is the zone's."""
+    store = MemoryStore()
+    sink = ZoneSink(store)
+    receiver = sink.receiver("zone-1")
+    receiver.subscribe(await sink.held("zone-1"))
+    sent = ownership.to_global(
+        "zone-1", codec.load(factory.zone_ingress(advertised_address="203.0.113.1", advertised_port=10001))
+    )
+    wire = to_wire(sent)
+    plan = await sink.apply(
+        "zone-1",
+        receiver.receive(discovery_pb2.DeltaDiscoveryResponse(type_url="ZoneIngress", nonce="1", resources=[wire])),
+    )
+    assert plan.accepted
+    stored = await store.get(ResourceKey("ZoneIngress", "", hashed_name("", "ingress", "zone-1", "")))
+    assert stored.spec.zone == "zone-1"  # type: ignore[attr-defined]
+    assert stored.spec.networking.advertisedAddress == "203.0.113.1"  # type: ignore[attr-defined]
+    assert stored.meta.labels["kuma.io/zone"] == "zone-1"
+    assert (await sink.held("zone-1"))["ZoneIngress"] == {wire.name: (stored.key, wire.version)}

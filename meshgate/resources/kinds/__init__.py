@@ -29,6 +29,7 @@ __all__ = [
     "TRAFFIC_ROUTE",
     "VIRTUAL_OUTBOUND",
     "ZONE",
+    "ZONE_INGRESS",
 ]
 
 MESH: Final = "Mesh"
@@ -38,6 +39,7 @@ MESH_GATEWAY_ROUTE: Final = "MeshGatewayRoute"
 DATAPLANE: Final = "Dataplane"
 ZONE: Final = "Zone"
 MESH_GATEWAY_INSTANCE: Final = "MeshGatewayInstance"
+ZONE_INGRESS: Final = "ZoneIngress"
 
 # Kuma 2.7's source/destination policies and the kinds that, like them, Kuma sends from the global to zones.
 TIMEOUT: Final = "Timeout"
