@@ -24,6 +24,16 @@ DOCS: dict[str, Callable[[], dict[str, Any]]] = {
     "Zone": zone,
     "Secret": lambda: {"type": "Secret", "mesh": "default", "name": "tls-cert", "data": "c2VjcmV0"},
     "MeshGatewayInstance": lambda: {"type": "MeshGatewayInstance", "mesh": "default", "name": "edge", "replicas": 2},
+    "ZoneIngress": lambda: {
+        "type": "ZoneIngress",
+        "name": "zi-1",
+        "networking": {
+            "address": "192.168.0.1",
+            "advertisedAddress": "10.0.0.1",
+            "port": 10001,
+            "advertisedPort": 1234,
+        },
+    },
     **factory.POLICY_BUILDERS,
 }
 
