@@ -194,6 +194,7 @@ class ZoneXds(SnapshotStore):
         gateways: list[Resource],
         dataplanes: list[Resource],
         cross_mesh: CrossMesh,
+        zone_ingresses: list[Resource],
     ) -> MeshContext:
         """One mesh's context, from the store (its routes, secrets and policies) and what was read for all."""
         return MeshContext.build(
@@ -208,6 +209,7 @@ class ZoneXds(SnapshotStore):
             cross_mesh=cross_mesh,
             policies={kind: await self._all(kind, mesh) for kind in _POLICY_KINDS},
             resources={kind: await self._all(kind, mesh) for kind in _CONTEXT_KINDS},
+            zone_ingresses=zone_ingresses,
         )
 
     async def _regenerate_ingresses(self, proxies: list[ProxyId]) -> None:
@@ -241,6 +243,7 @@ class ZoneXds(SnapshotStore):
         all_gateways = [r async for r in iter_all(self._store, kinds.MESH_GATEWAY)]
         cross_mesh = await self._cross_mesh(meshes, all_gateways, loaded)
         by_mesh_name = {m.meta.name: m for m in meshes}
+        zone_ingresses = [r async for r in iter_all(self._store, kinds.ZONE_INGRESS)]
         for mesh in sorted({p.mesh for p in proxies}):
             ctx = await self._context(
                 mesh,
@@ -248,6 +251,7 @@ class ZoneXds(SnapshotStore):
                 gateways=all_gateways,
                 dataplanes=loaded[mesh],
                 cross_mesh=cross_mesh,
+                zone_ingresses=zone_ingresses,
             )
             by_name = {d.meta.name: d for d in ctx.dataplanes}
             for proxy in (p for p in proxies if p.mesh == mesh):

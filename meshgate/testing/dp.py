@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,12 @@ class DpProcess:
         *args: str,
         token_file: Path | None = None,
         ca_cert_file: Path | None = None,
+        prefix: Sequence[str] = (),
+        log_name: str = "dp.log",
     ) -> None:
+        """`prefix`: a command that execs meshgate-dp (`ip netns exec NAME`), so the handle is meshgate-dp's."""
         require(ENVOY)  # meshgate-dp finds the same binary; a missing one is named here, not in dp.log
-        self.log_path = workdir / "dp.log"
+        self.log_path = workdir / log_name
         self.admin_port = free_port()
         self._log = self.log_path.open("ab")
         security = ["--ca-cert-file", str(ca_cert_file)] if ca_cert_file is not None else []
@@ -45,6 +49,7 @@ class DpProcess:
         scheme = "https" if ca_cert_file is not None else "grpc"
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "meshgate.dp",
@@ -110,7 +115,8 @@ async def dataplane_token(cp: CPProcess, body: dict[str, Any]) -> str:
 
     async def issued() -> bool:
         nonlocal token
-        async with httpx.AsyncClient(base_url=cp.url(), timeout=10) as client:
+        # The admin token, for a zone reached from another address than localhost (one in a network namespace).
+        async with httpx.AsyncClient(base_url=cp.url(), timeout=10, headers=cp.admin_headers()) as client:
             resp = await client.post("/tokens/dataplane", json=body)
         assert resp.status_code in (200, 503), resp.text
         token = resp.text if resp.status_code == 200 else ""

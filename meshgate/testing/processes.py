@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,16 +45,28 @@ def free_port() -> int:
 
 
 class CPProcess:
-    def __init__(self, module: str, args: list[str], workdir: Path, name: str) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        workdir: Path,
+        name: str,
+        *,
+        prefix: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        """`prefix` runs the process under another command that execs it (`ip netns exec NAME`: the handle is
+        then the process itself); `host` is the address the test reaches its ports at."""
         self.name = name
         self.module = module
         self.args = list(args)
+        self.host = host
         self.ports_file = workdir / f"{name}.ports.json"
         self.log_path = workdir / f"{name}.log"
         self.ports_file.unlink(missing_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "run", *args, "--ports-file", str(self.ports_file)],
+            [*prefix, sys.executable, "-m", module, "run", *args, "--ports-file", str(self.ports_file)],
             cwd=workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -73,7 +85,7 @@ class CPProcess:
         raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.logs()}")
 
     def url(self, port: str = "api") -> str:
-        return f"http://127.0.0.1:{self.ports[port]}"
+        return f"http://{self.host}:{self.ports[port]}"
 
     def _flag(self, flag: str) -> str | None:
         for i, arg in enumerate(self.args[:-1]):
@@ -220,19 +232,24 @@ class ProcessGroup:
         scheme: str | None = None,
         secure: bool = True,
         token: bool = True,
+        prefix: Sequence[str] = (),
+        host: str = "127.0.0.1",
     ) -> CPProcess:
         """A zone connected to the global on `global_kds_port`, with the token and CA that global wants
         (`zone_security`) and `grpcs://` when it serves TLS. `token=False`: no token (the CA still).
-        `secure=False`: only the flags in `args`, and `grpc://` unless `scheme` says otherwise."""
+        `secure=False`: only the flags in `args`, and `grpc://` unless `scheme` says otherwise. `prefix` and
+        `host`: as `CPProcess` (a zone in a network namespace)."""
         g = self.global_on(global_kds_port) if secure else None
         extra = await zone_security(g, zone, self.workdir, args, token=token) if g is not None else []
         if scheme is None:
             scheme = "grpcs" if g is not None and g.kds_tls else "grpc"
         argv = zone_argv(zone, global_kds_port, "--data-dir", str(self.workdir / zone), *extra, *args, scheme=scheme)
-        return await self._start("zone_cp", argv, zone)
+        return await self._start("zone_cp", argv, zone, prefix=prefix, host=host)
 
-    async def _start(self, module: str, argv: list[str], name: str) -> CPProcess:
-        p = CPProcess(module, argv, self.workdir, name)
+    async def _start(
+        self, module: str, argv: list[str], name: str, *, prefix: Sequence[str] = (), host: str = "127.0.0.1"
+    ) -> CPProcess:
+        p = CPProcess(module, argv, self.workdir, name, prefix=prefix, host=host)
         self.procs.append(p)
         await p.wait_ready()
         return p

@@ -4,7 +4,14 @@
   `fillDataplaneOutbounds`): the address is the Dataplane's `advertisedAddress`, else the inbound's
   `address`, else `networking.address`; the port is the inbound's `port`.
 - **Zones.** An inbound's zone is its `kuma.io/zone` tag, else its Dataplane's `kuma.io/zone` label (set on
-  Dataplanes synced from another zone), else the local zone. A destination's `kuma.io/zone` is matched
+  Dataplanes synced from another zone), else the local zone.
+- **Other zones through their ingress.** In a mesh with mTLS (`ingresses` given), other zones' Dataplanes are
+  never endpoints: each remote ZoneIngress with a public address (`advertisedAddress` and `advertisedPort`) is
+  one endpoint per service it lists for the mesh, weighted by the service's `instances`, and one address:port
+  counts once however many ingresses share it (Kuma 2.7.29's `fillIngressOutbounds`, pkg/xds/topology/
+  outbound.go). The ingress routes by the SNI the mTLS session carries, so without mTLS Kuma ignores ingresses;
+  meshgate then keeps its flat-network routing to remote Dataplanes' addresses, for meshes without mTLS only.
+  A destination's `kuma.io/zone` is matched
   against that zone, so `kuma.io/zone: z` keeps only zone z's endpoints. Without it every zone serves; the
   local zone's endpoints get Envoy priority 0 and other zones priority 1, so traffic leaves the zone only
   when none is left in it (Kuma's locality-aware priorities, here always on).
@@ -22,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -46,6 +53,7 @@ __all__ = [
     "EndpointIndex",
     "cluster",
     "cluster_name",
+    "ingress_zone",
     "is_ip",
     "load_assignment",
     "needs_dns",
@@ -76,6 +84,7 @@ class Endpoint(NamedTuple):
     zone: str
     tags: Mapping[str, str]  # the inbound's tags, plus kuma.io/zone: zone
     healthy: bool
+    weight: int = 1  # Envoy's load_balancing_weight: a remote ingress counts its service's instances
 
 
 _ENDPOINT_ORDER = attrgetter("zone", "address", "port")
@@ -91,7 +100,16 @@ def _ready(inbound: Any) -> bool:
 class EndpointIndex:
     """Every inbound of a mesh's Dataplanes, by service, for destination lookups."""
 
-    def __init__(self, dataplanes: Iterable[Resource], *, mesh: str, zone: str) -> None:
+    def __init__(
+        self,
+        dataplanes: Iterable[Resource],
+        *,
+        mesh: str,
+        zone: str,
+        ingresses: Iterable[Resource] | None = None,
+    ) -> None:
+        """`ingresses`: the ZoneIngresses other zones are reached through, given for a mesh with mTLS; None keeps
+        the flat network, other zones' Dataplanes reached at their own addresses (module docstring)."""
         self.zone = zone
         by_service: dict[str, list[Endpoint]] = {}
         for dp in dataplanes:
@@ -100,6 +118,8 @@ class EndpointIndex:
             networking: Any = dp.spec.networking  # type: ignore[attr-defined]
             # Read once per Dataplane: every field read goes through upb, and a mesh has tens of thousands.
             dp_zone = dp.meta.labels.get(LABEL_ZONE) or zone
+            if ingresses is not None and dp_zone != zone:
+                continue  # reached through its zone's ingress
             advertised, dp_address = networking.advertisedAddress, networking.address
             for inbound in networking.inbound:
                 inbound_tags = inbound.tags
@@ -110,6 +130,8 @@ class EndpointIndex:
                 address = advertised or inbound.address or dp_address
                 endpoint = Endpoint(address, inbound.port, ep_zone, tags, _ready(inbound))
                 by_service.setdefault(tags.get(TAG_SERVICE, ""), []).append(endpoint)
+        for endpoint in _through_ingresses(ingresses or (), mesh=mesh, zone=zone):
+            by_service.setdefault(endpoint.tags.get(TAG_SERVICE, ""), []).append(endpoint)
         self._by_service = {service: sorted(eps, key=_ENDPOINT_ORDER) for service, eps in by_service.items()}
 
     def matching(self, tags: Mapping[str, str]) -> list[Endpoint]:
@@ -124,6 +146,35 @@ class EndpointIndex:
         """The cluster name of a destination, or UNRESOLVED_BACKEND when nothing in the mesh matches it."""
         tags = dest.tag_map
         return cluster_name(tags) if self.matching(tags) else UNRESOLVED_BACKEND
+
+
+def ingress_zone(ingress: Resource) -> str:
+    """The zone a ZoneIngress serves: `spec.zone`, set by the global, else its `kuma.io/zone` label; empty in
+    the zone that registered it."""
+    return str(ingress.spec.zone) or ingress.meta.labels.get(LABEL_ZONE, "")  # type: ignore[attr-defined]
+
+
+def _through_ingresses(ingresses: Iterable[Resource], *, mesh: str, zone: str) -> Iterator[Endpoint]:
+    """The endpoints of other zones' services, at their zones' ingresses (Kuma's `fillIngressOutbounds`)."""
+    seen: set[tuple[str, int]] = set()
+    for ingress in sorted(ingresses, key=lambda r: r.meta.name):
+        ingress_of = ingress_zone(ingress)
+        if ingress.kind != kinds.ZONE_INGRESS or ingress_of in ("", zone):
+            continue
+        spec: Any = ingress.spec
+        address, port = spec.networking.advertisedAddress, spec.networking.advertisedPort
+        if not address or not port:
+            continue  # not reachable from other zones yet (a LoadBalancer still pending, in Kuma's words)
+        if (address, port) in seen:
+            continue  # several instances behind one load balancer: one endpoint
+        if spec.availableServices:
+            seen.add((address, port))  # a new instance lists its services only after its first reconcile
+        for service in spec.availableServices:
+            if service.mesh != mesh or service.externalService:
+                continue
+            tags = dict(service.tags)
+            tags[TAG_ZONE] = tags.get(TAG_ZONE) or ingress_of
+            yield Endpoint(address, port, tags[TAG_ZONE], tags, True, max(1, service.instances))
 
 
 def protocol_of(tags: Mapping[str, str], endpoints: Iterable[Endpoint]) -> str:
@@ -252,7 +303,10 @@ def load_assignment(name: str, endpoints: Sequence[Endpoint], *, local_zone: str
         lb_endpoints = group.lb_endpoints
         for e in by_zone[zone]:
             # Filled in place: a message built apart is copied again by `append`, which costs twice as much.
-            socket = lb_endpoints.add(health_status=health_check_pb2.HEALTHY).endpoint.address.socket_address
+            lb_endpoint = lb_endpoints.add(health_status=health_check_pb2.HEALTHY)
+            socket = lb_endpoint.endpoint.address.socket_address
             socket.address = e.address
             socket.port_value = e.port
+            if e.weight != 1:
+                lb_endpoint.load_balancing_weight.value = e.weight
     return out

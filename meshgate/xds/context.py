@@ -31,6 +31,7 @@ from meshgate.xds.clusters import EndpointIndex
 from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.policies import REGISTRY, PolicyRegistry
+from meshgate.xds.sds import mtls_enabled
 from meshgate.xds.vips import VipOutbound
 
 __all__ = ["BASE_KINDS", "MeshContext", "context_kinds", "policy_kinds", "watched_kinds"]
@@ -102,10 +103,12 @@ class MeshContext:
         policies: Mapping[str, Iterable[Resource]] | None = None,
         modules: PolicyRegistry = REGISTRY,
         resources: Mapping[str, Iterable[Resource]] | None = None,
+        zone_ingresses: Iterable[Resource] = (),
         index_routes: bool = True,
     ) -> MeshContext:
         """The context of `mesh`, indexes included. `index_routes=False` leaves routes unindexed: binding then
-        scans them all, the reference the index is tested against."""
+        scans them all, the reference the index is tested against. `zone_ingresses` are every ZoneIngress the
+        zone knows: with mTLS on, other zones are reached through theirs (`EndpointIndex`)."""
         dataplanes = tuple(dataplanes)
         routes = tuple(routes)
         by_kind = {kind: tuple(sorted(found, key=lambda r: r.meta.name)) for kind, found in (policies or {}).items()}
@@ -118,7 +121,9 @@ class MeshContext:
             gateways=tuple(gateways),
             routes=routes,
             secrets=MappingProxyType(dict(secrets or {})),
-            index=EndpointIndex(dataplanes, mesh=mesh, zone=zone),
+            index=EndpointIndex(
+                dataplanes, mesh=mesh, zone=zone, ingresses=tuple(zone_ingresses) if mtls_enabled(mesh_resource) else None
+            ),
             route_index=RouteIndex(routes) if index_routes else None,
             vips=tuple(vips),
             cross_mesh=cross_mesh,

@@ -40,6 +40,7 @@ left out and listed in `Snapshot.problems`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -461,6 +462,24 @@ def _vip_outbounds(
         _outbound_listener(b, name, address, port, tags, http=http)
 
 
+def vips_for(proxy: Resource, vips: Sequence[VipOutbound]) -> Sequence[VipOutbound]:
+    """The VIP outbounds `proxy` gets. Kuma gives them to transparent proxies only, whose capture listeners
+    take the connections to a VIP that no interface holds; a proxy without one would be refused every such
+    listener by the kernel ("cannot bind '240.0.0.1:80'") and NACK them all. meshgate also keeps those on a
+    loopback VIP range (`--vip-cidr 127.x`), which any proxy can bind: the delegated-gateway setup without a
+    transparent proxy."""
+    if is_transparent(proxy):
+        return vips
+    return [v for v in vips if _is_loopback(v.vip)]
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
 
@@ -469,8 +488,9 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
     (`meshgate.sockets`).
 
     A builtin gateway gets its MeshGateway's listeners (the context's `vips` play no part); a delegated gateway
-    or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound. crossMesh listeners
-    and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are skipped as problems.
+    or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound (`vips_for`).
+    crossMesh listeners and VIP outbounds to other meshes' gateways need `ctx.cross_mesh`; without it both are
+    skipped as problems.
     """
     shaper = Shaper(ctx.policies, ctx.modules, ctx.mesh_resource)
     services, tags = inbound_identity(proxy)
@@ -489,7 +509,7 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
             _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource, access_log_socket)
         return b.finish(proxy)
     taken = _outbounds(b, proxy)
-    _vip_outbounds(b, proxy, ctx.vips, taken, ctx.cross_mesh)
+    _vip_outbounds(b, proxy, vips_for(proxy, ctx.vips), taken, ctx.cross_mesh)
     if tls_problem is None:
         permissions = ctx.policies.get("TrafficPermission", ())
         inbounds = sidecar_inbounds(proxy, tls=tls, permissions=permissions, taken=taken)

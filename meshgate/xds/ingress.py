@@ -14,7 +14,8 @@ The ingress's Envoy config (`ingress_snapshot`, Kuma's `IngressGenerator`, pkg/x
 and `zoneproxy.AddFilterChains`, pkg/xds/generator/zoneproxy/generator.go:95): one listener
 `inbound:<address>:<port>` with the TLS inspector and, per available service, one filter chain matching TLS with
 the SNI Kuma's sidecars send (`<service>{mesh=<mesh>}`, for the destination of Kuma's default TrafficRoute, which
-matches every instance), a TCP proxy to the EDS cluster `<mesh>:<service>` of the zone's own healthy endpoints
+matches every instance; and, a meshgate addition, `<service>{kuma.io/zone=<zone>,mesh=<mesh>}` for a gateway
+backend pinned to this zone), a TCP proxy to the EDS cluster `<mesh>:<service>` of the zone's own healthy endpoints
 (the sidecars' inbound ports). Traffic is not decrypted: the mTLS session passes through to the sidecar, which
 checks the client's identity. No service: one chain answering `{"proxy":...,"zone":...}` (Kuma's
 `GenerateEmptyDirectResponseListener`). Not built: SNIs for TrafficRoute destinations with tag subsets and the
@@ -40,7 +41,7 @@ from google.protobuf.message import Message
 from meshgate.api.mesh.v1alpha1.dataplane_pb2 import Dataplane
 from meshgate.api.mesh.v1alpha1.zone_ingress_pb2 import ZoneIngress
 from meshgate.resources.model import Resource
-from meshgate.resources.tags import TAG_SERVICE
+from meshgate.resources.tags import TAG_SERVICE, TAG_ZONE
 from meshgate.xds import clusters, listeners
 from meshgate.xds.sds import sni
 from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, Snapshot
@@ -128,7 +129,9 @@ def ingress_snapshot(ingress: Resource, dataplanes: Iterable[Resource], *, proxy
         server_name = sni({TAG_SERVICE: name}, service.mesh)
         if not name or server_name in used:
             continue
-        used.add(server_name)
+        # A gateway whose backend pins `kuma.io/zone` sends that tag in its SNI too: same endpoints here.
+        pinned = sni({TAG_SERVICE: name, TAG_ZONE: zone}, service.mesh)
+        used.update((server_name, pinned))
         index = indexes.get(service.mesh)
         if index is None:
             index = indexes[service.mesh] = clusters.EndpointIndex(own, mesh=service.mesh, zone=zone)
@@ -140,7 +143,9 @@ def ingress_snapshot(ingress: Resource, dataplanes: Iterable[Resource], *, proxy
         else:
             cds[cluster] = clusters.cluster(cluster, "tcp")
             eds[cluster] = assignment
-        chains.append(listeners.filter_chain([listeners.tcp_proxy(cluster, [(cluster, 1)])], server_name=server_name))
+        chain = listeners.filter_chain([listeners.tcp_proxy(cluster, [(cluster, 1)])], server_name=server_name)
+        chain.filter_chain_match.server_names.append(pinned)
+        chains.append(chain)
     if not chains:
         body = json.dumps({"proxy": proxy_id, "zone": zone}, separators=(",", ":"))
         config = direct_response_pb2.Config()

@@ -5,6 +5,7 @@ through `setpriv`).
 
     orig-dst-server HOST PORT    accept connections; answer each with its SO_ORIGINAL_DST as "IP:PORT\\n"
     echo-server HOST PORT TEXT   accept connections; answer each with TEXT
+    http-server HOST PORT TEXT   an HTTP/1.1 server answering every GET with 200 "TEXT PATH"
     connect HOST PORT            connect, print the first line the server sends (exit 3: no connection)
     dig SERVER NAME              one UDP A query to SERVER:53, print the addresses (or the rcode name)
     dp-dns PORT MESH_DNS [ALT]   meshgate-dp's DNS server (meshgate.dp.dns_proxy) on 127.0.0.1:PORT
@@ -23,6 +24,7 @@ import ipaddress
 import socket
 import struct
 import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anyio
 import dns.message
@@ -63,6 +65,26 @@ def _echo_server(host: str, port: int, text: str) -> None:
         conn, _ = server.accept()
         with conn:
             conn.sendall(f"{text}\n".encode())
+
+
+def _http_server(host: str, port: int, text: str) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = f"{text} {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
 
 
 def _connect(host: str, port: int) -> int:
@@ -130,6 +152,8 @@ def main() -> int:
             _orig_dst_server(args[0], int(args[1]))
         case "echo-server":
             _echo_server(args[0], int(args[1]), args[2])
+        case "http-server":
+            _http_server(args[0], int(args[1]), args[2])
         case "connect":
             return _connect(args[0], int(args[1]))
         case "http-get":

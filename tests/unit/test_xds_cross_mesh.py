@@ -36,7 +36,7 @@ from tests.support.wait import eventually
 from tests.unit.test_xds_generate import filters
 from zone_cp.xds import ZoneXds
 
-VIP = VipOutbound("240.0.0.9", 8080, "edge", "gateway", "b", "edge", NAME)
+VIP = VipOutbound("127.1.0.9", 8080, "edge", "gateway", "b", "edge", NAME)
 MESH_B = mesh_b(gateway_port=8080, gateway_address="10.0.0.5", echo_address="10.0.0.6", echo_port=9000)
 KONG = kong_doc("10.0.1.2")
 
@@ -158,8 +158,8 @@ def test_a_port_mixing_cross_mesh_and_plain_listeners_keeps_the_first_kind() -> 
 def test_a_cross_mesh_vip_is_mtls_to_the_target_meshes_gateway_dataplanes() -> None:
     snap = client_snapshot(cross(CAS))
     assert snap.problems == ()
-    listener = snap[LISTENER]["outbound:240.0.0.9:8080"]
-    assert listener.address.socket_address.address == "240.0.0.9"  # type: ignore[attr-defined]
+    listener = snap[LISTENER]["outbound:127.1.0.9:8080"]
+    assert listener.address.socket_address.address == "127.1.0.9"  # type: ignore[attr-defined]
     hcm = filters(listener)["envoy.filters.network.http_connection_manager"]
     (vhost,) = snap[ROUTE][hcm.rds.route_config_name].virtual_hosts  # type: ignore[attr-defined]
     (name,) = [c.name for c in vhost.routes[0].route.weighted_clusters.clusters]
@@ -188,7 +188,7 @@ def test_without_mtls_on_either_mesh_the_cross_mesh_vip_is_skipped(mesh: str) ->
     assert not snap[LISTENER]
     assert not snap[CLUSTER]
     assert snap.problems == (
-        f"outbound:240.0.0.9:8080: cross-mesh name {NAME} needs mTLS enabled on mesh {mesh}; skipped",
+        f"outbound:127.1.0.9:8080: cross-mesh name {NAME} needs mTLS enabled on mesh {mesh}; skipped",
     )
 
 
@@ -201,11 +201,11 @@ def test_regenerating_with_one_leaf_cache_is_byte_equal() -> None:
 
 def test_vip_outbound_keeps_the_cross_mesh_fields_together() -> None:
     assert VIP.cross_mesh
-    assert not VipOutbound("240.0.0.9", 8080, "edge", "gateway").cross_mesh
+    assert not VipOutbound("127.1.0.9", 8080, "edge", "gateway").cross_mesh
     with pytest.raises(ValueError, match="go together"):
-        VipOutbound("240.0.0.9", 8080, "edge", "gateway", "b")
+        VipOutbound("127.1.0.9", 8080, "edge", "gateway", "b")
     with pytest.raises(ValueError, match="go together"):
-        VipOutbound("240.0.0.9", 8080, "edge", "service", "b", "edge", NAME)
+        VipOutbound("127.1.0.9", 8080, "edge", "service", "b", "edge", NAME)
 
 
 def test_names_carry_the_gateway_a_cross_mesh_vip_routes_to() -> None:

@@ -131,12 +131,15 @@ def test_the_ingress_listener_routes_each_service_by_sni_to_the_zones_sidecars_w
         for c in listener.filter_chains
     }
     # One chain per service (web's two versions share one SNI), never a TLS context: nothing is terminated.
-    assert sorted(chains) == [("db{mesh=b}",), ("web{mesh=default}",)]
+    assert sorted(chains) == [
+        ("db{mesh=b}", "db{kuma.io/zone=zone-1,mesh=b}"),
+        ("web{mesh=default}", "web{kuma.io/zone=zone-1,mesh=default}"),
+    ]
     for protocol, chain in chains.values():
         assert protocol == "tls"
         assert not chain.HasField("transport_socket")
     tcp = tcp_proxy_pb2.TcpProxy()
-    chains[("web{mesh=default}",)][1].filters[0].typed_config.Unpack(tcp)
+    chains[("web{mesh=default}", "web{kuma.io/zone=zone-1,mesh=default}")][1].filters[0].typed_config.Unpack(tcp)
     assert tcp.cluster == "default:web"
     assert sorted(snap.resources[CLUSTER]) == ["b:db", "default:web"]
     web = _values(snap, ENDPOINT, "default:web")[0]

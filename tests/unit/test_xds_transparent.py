@@ -105,6 +105,17 @@ def test_without_transparent_proxying_nothing_changes() -> None:
     assert all(not listener.HasField("bind_to_port") for listener in snap[LISTENER].values())
 
 
+def test_a_vip_no_interface_holds_is_a_listener_for_transparent_proxies_only() -> None:
+    """Kuma gives VIP outbounds to transparent proxies only: without the capture, Envoy could not bind
+    240.0.0.2:80 and would NACK every listener of the update. A loopback VIP any proxy can bind stays."""
+    assert "outbound:240.0.0.2:80" in run()[LISTENER]
+    assert "outbound:240.0.0.2:80" not in run("")[LISTENER]
+    resources = load("---".join([SIDECAR.format(tp=""), ENDPOINTS]))
+    loopback = (VipOutbound("127.1.0.2", 80, "backend"),)
+    ctx = MeshContext.build("default", zone="zone-1", dataplanes=resources, vips=loopback)
+    assert "outbound:127.1.0.2:80" in generate(resources[0], ctx)[LISTENER]
+
+
 def test_mesh_passthrough_off_drops_only_the_outbound_passthrough_cluster() -> None:
     off = run(mesh_resource=mesh(False))
     assert "outbound:passthrough:ipv4" not in off[CLUSTER]

@@ -68,9 +68,9 @@ networking:
 """
 
 SERVICE_VIPS = (
-    VipOutbound("240.0.0.1", 80, "backend"),
-    VipOutbound("240.0.0.2", 80, "db"),
-    VipOutbound("240.0.0.3", 80, "grpc-api"),
+    VipOutbound("127.1.0.1", 80, "backend"),
+    VipOutbound("127.1.0.2", 80, "db"),
+    VipOutbound("127.1.0.3", 80, "grpc-api"),
 )
 
 
@@ -105,7 +105,7 @@ def bound(listener: Any) -> tuple[str, int]:
 
 def test_each_service_vip_gets_a_listener_on_vip_port() -> None:
     snap = run(delegated(), SERVICE_VIPS)
-    assert set(snap[LISTENER]) == {"outbound:240.0.0.1:80", "outbound:240.0.0.2:80", "outbound:240.0.0.3:80"}
+    assert set(snap[LISTENER]) == {"outbound:127.1.0.1:80", "outbound:127.1.0.2:80", "outbound:127.1.0.3:80"}
     for name, listener in snap[LISTENER].items():
         assert bound(listener) == (name.split(":")[1], 80)
         assert listener.traffic_direction == base_pb2.OUTBOUND  # type: ignore[attr-defined]
@@ -114,9 +114,9 @@ def test_each_service_vip_gets_a_listener_on_vip_port() -> None:
 
 def test_http_vip_routes_over_rds_to_the_service_cluster() -> None:
     snap = run(delegated(), SERVICE_VIPS)
-    hcm = filters(snap[LISTENER]["outbound:240.0.0.1:80"])["envoy.filters.network.http_connection_manager"]
-    assert hcm.rds.route_config_name == "outbound:240.0.0.1:80"
-    (vhost,) = snap[ROUTE]["outbound:240.0.0.1:80"].virtual_hosts  # type: ignore[attr-defined]
+    hcm = filters(snap[LISTENER]["outbound:127.1.0.1:80"])["envoy.filters.network.http_connection_manager"]
+    assert hcm.rds.route_config_name == "outbound:127.1.0.1:80"
+    (vhost,) = snap[ROUTE]["outbound:127.1.0.1:80"].virtual_hosts  # type: ignore[attr-defined]
     assert list(vhost.domains) == ["*"], "any Host: the client sends the .mesh name"
     assert [c.name for c in vhost.routes[0].route.weighted_clusters.clusters] == [BACKEND]
     # Every zone's endpoints, the local zone first, as for an explicit outbound.
@@ -125,15 +125,15 @@ def test_http_vip_routes_over_rds_to_the_service_cluster() -> None:
 
 def test_grpc_vip_is_http_with_an_http2_cluster() -> None:
     snap = run(delegated(), SERVICE_VIPS)
-    assert "envoy.filters.network.http_connection_manager" in filters(snap[LISTENER]["outbound:240.0.0.3:80"])
+    assert "envoy.filters.network.http_connection_manager" in filters(snap[LISTENER]["outbound:127.1.0.3:80"])
     assert snap[CLUSTER][GRPC].typed_extension_protocol_options  # type: ignore[attr-defined]
 
 
 def test_tcp_vip_is_a_tcp_proxy_to_the_service_cluster() -> None:
     snap = run(delegated(), SERVICE_VIPS)
-    tcp = filters(snap[LISTENER]["outbound:240.0.0.2:80"])["envoy.filters.network.tcp_proxy"]
+    tcp = filters(snap[LISTENER]["outbound:127.1.0.2:80"])["envoy.filters.network.tcp_proxy"]
     assert tcp.cluster == DB
-    assert "outbound:240.0.0.2:80" not in snap[ROUTE]
+    assert "outbound:127.1.0.2:80" not in snap[ROUTE]
     assert set(snap[CLUSTER]) == {BACKEND, DB, GRPC}
 
 
@@ -145,14 +145,14 @@ def test_a_vip_is_exactly_an_explicit_outbound_on_the_same_address(vip: VipOutbo
 
 def test_vips_sit_beside_explicit_outbounds() -> None:
     snap = run(delegated("{port: 10001, tags: {kuma.io/service: backend}}"), SERVICE_VIPS[:2])
-    assert set(snap[LISTENER]) == {"outbound:127.0.0.1:10001", "outbound:240.0.0.1:80", "outbound:240.0.0.2:80"}
+    assert set(snap[LISTENER]) == {"outbound:127.0.0.1:10001", "outbound:127.1.0.1:80", "outbound:127.1.0.2:80"}
     assert set(snap[CLUSTER]) == {BACKEND, DB}, "equal destinations share one cluster"
     assert snap.problems == ()
 
 
 def test_an_ordinary_dataplane_gets_vip_listeners_and_no_inbound_listener() -> None:
     snap = run(ORDINARY, SERVICE_VIPS)
-    assert set(snap[LISTENER]) == {"outbound:240.0.0.1:80", "outbound:240.0.0.2:80", "outbound:240.0.0.3:80"}
+    assert set(snap[LISTENER]) == {"outbound:127.1.0.1:80", "outbound:127.1.0.2:80", "outbound:127.1.0.3:80"}
 
 
 def test_a_builtin_gateway_ignores_vips() -> None:
@@ -165,18 +165,18 @@ def test_a_builtin_gateway_ignores_vips() -> None:
 
 def test_a_cross_mesh_gateway_name_listens_on_its_port_and_is_always_http() -> None:
     # db speaks tcp, yet a cross-mesh listener is HTTP (gateway.md, "Cross-mesh").
-    snap = run(delegated(), [VipOutbound("240.0.0.9", 8080, "db", "gateway")])
+    snap = run(delegated(), [VipOutbound("127.1.0.9", 8080, "db", "gateway")])
     (listener,) = snap[LISTENER].values()
-    assert bound(listener) == ("240.0.0.9", 8080)
+    assert bound(listener) == ("127.1.0.9", 8080)
     hcm = filters(listener)["envoy.filters.network.http_connection_manager"]
-    assert hcm.rds.route_config_name == "outbound:240.0.0.9:8080"
-    (vhost,) = snap[ROUTE]["outbound:240.0.0.9:8080"].virtual_hosts  # type: ignore[attr-defined]
+    assert hcm.rds.route_config_name == "outbound:127.1.0.9:8080"
+    (vhost,) = snap[ROUTE]["outbound:127.1.0.9:8080"].virtual_hosts  # type: ignore[attr-defined]
     assert [c.name for c in vhost.routes[0].route.weighted_clusters.clusters] == [DB]
 
 
 def test_a_vip_for_a_service_with_no_endpoints_has_no_cluster_and_no_problem() -> None:
-    snap = run(delegated(), [VipOutbound("240.0.0.7", 80, "ghost")])
-    tcp = filters(snap[LISTENER]["outbound:240.0.0.7:80"])["envoy.filters.network.tcp_proxy"]
+    snap = run(delegated(), [VipOutbound("127.1.0.7", 80, "ghost")])
+    tcp = filters(snap[LISTENER]["outbound:127.1.0.7:80"])["envoy.filters.network.tcp_proxy"]
     assert tcp.cluster == UNRESOLVED_BACKEND
     assert not snap[CLUSTER]
     assert snap.problems == ()
@@ -201,26 +201,26 @@ def test_a_vip_on_an_explicit_outbounds_address_is_skipped_as_a_problem() -> Non
 def test_an_explicit_outbound_on_a_dns_name_binds_the_wildcard_and_takes_the_port_on_every_vip() -> None:
     snap = run(
         delegated("{address: backend.example.com, port: 80, tags: {kuma.io/service: backend}}"),
-        (*SERVICE_VIPS[:2], VipOutbound("240.0.0.2", 81, "db")),
+        (*SERVICE_VIPS[:2], VipOutbound("127.1.0.2", 81, "db")),
     )
-    assert set(snap[LISTENER]) == {"outbound:backend.example.com:80", "outbound:240.0.0.2:81"}
+    assert set(snap[LISTENER]) == {"outbound:backend.example.com:80", "outbound:127.1.0.2:81"}
     assert snap.problems == (
-        "outbound:240.0.0.1:80: VIP outbound for 'backend' collides with a networking.outbound; skipped",
-        "outbound:240.0.0.2:80: VIP outbound for 'db' collides with a networking.outbound; skipped",
+        "outbound:127.1.0.1:80: VIP outbound for 'backend' collides with a networking.outbound; skipped",
+        "outbound:127.1.0.2:80: VIP outbound for 'db' collides with a networking.outbound; skipped",
     )
 
 
 def test_equal_vips_are_one_listener_and_disagreeing_ones_none() -> None:
     vips = [
-        VipOutbound("240.0.0.1", 80, "backend"),
-        VipOutbound("240.0.0.1", 80, "backend"),  # two names of one service (echo_x.mesh, echo.x.mesh)
-        VipOutbound("240.0.0.2", 80, "db"),
-        VipOutbound("240.0.0.2", 80, "backend", "gateway"),
+        VipOutbound("127.1.0.1", 80, "backend"),
+        VipOutbound("127.1.0.1", 80, "backend"),  # two names of one service (echo_x.mesh, echo.x.mesh)
+        VipOutbound("127.1.0.2", 80, "db"),
+        VipOutbound("127.1.0.2", 80, "backend", "gateway"),
     ]
     snap = run(delegated(), vips)
-    assert set(snap[LISTENER]) == {"outbound:240.0.0.1:80"}
+    assert set(snap[LISTENER]) == {"outbound:127.1.0.1:80"}
     assert snap.problems == (
-        "outbound:240.0.0.2:80: VIP outbounds disagree on the destination (gateway 'backend', service 'db'); skipped",
+        "outbound:127.1.0.2:80: VIP outbounds disagree on the destination (gateway 'backend', service 'db'); skipped",
     )
 
 
@@ -228,9 +228,9 @@ def test_equal_vips_are_one_listener_and_disagreeing_ones_none() -> None:
 
 
 def test_output_and_problems_do_not_depend_on_the_order_of_vips() -> None:
-    vips = [VipOutbound(f"240.0.0.{i}", 80, ("backend", "db", "grpc-api", "ghost")[i % 4]) for i in range(1, 13)]
-    vips += [VipOutbound("127.0.0.1", 10001, "db"), VipOutbound("240.0.0.5", 80, "backend", "gateway")]
-    vips += [VipOutbound("240.0.0.9", 80, "other"), VipOutbound("240.0.0.10", 80, "other")]
+    vips = [VipOutbound(f"127.1.0.{i}", 80, ("backend", "db", "grpc-api", "ghost")[i % 4]) for i in range(1, 13)]
+    vips += [VipOutbound("127.0.0.1", 10001, "db"), VipOutbound("127.1.0.5", 80, "backend", "gateway")]
+    vips += [VipOutbound("127.1.0.9", 80, "other"), VipOutbound("127.1.0.10", 80, "other")]
     proxy = delegated("{port: 10001, tags: {kuma.io/service: backend}}")
     first = run(proxy, vips)
     rng = random.Random(6)
@@ -242,7 +242,7 @@ def test_output_and_problems_do_not_depend_on_the_order_of_vips() -> None:
         assert again.problems == first.problems
         assert all(again.versions(t) == first.versions(t) for t in first)
     # Numeric address order, not string order: .5 and .9 before .10.
-    assert [p.split(":")[1] for p in first.problems] == ["127.0.0.1", "240.0.0.5", "240.0.0.9", "240.0.0.10"]
+    assert [p.split(":")[1] for p in first.problems] == ["127.0.0.1", "127.1.0.5", "127.1.0.9", "127.1.0.10"]
     assert len(first[LISTENER]) == 1 + 12 - 3
 
 
@@ -250,10 +250,10 @@ def test_output_and_problems_do_not_depend_on_the_order_of_vips() -> None:
 
 
 def test_vip_outbound_names_its_listener() -> None:
-    vip = VipOutbound("240.0.0.1", 8080, "edge", "gateway")
-    assert vip.listener_name == "outbound:240.0.0.1:8080"
+    vip = VipOutbound("127.1.0.1", 8080, "edge", "gateway")
+    assert vip.listener_name == "outbound:127.1.0.1:8080"
     assert vip.kind == "gateway"
-    assert VipOutbound("240.0.0.1", 80, "x").kind == "service"
+    assert VipOutbound("127.1.0.1", 80, "x").kind == "service"
     with pytest.raises(AttributeError):
         vip.port = 81  # type: ignore[misc]
 
@@ -263,11 +263,11 @@ def test_vip_outbound_names_its_listener() -> None:
     [
         (("::1", 80, "x"), "IPv4"),
         (("echo.mesh", 80, "x"), "IPv4"),
-        (("240.0.0.1", 0, "x"), "1..65535"),
-        (("240.0.0.1", 65536, "x"), "1..65535"),
-        (("240.0.0.1", True, "x"), "1..65535"),
-        (("240.0.0.1", 80, ""), "empty"),
-        (("240.0.0.1", 80, "x", "mesh"), "kind"),
+        (("127.1.0.1", 0, "x"), "1..65535"),
+        (("127.1.0.1", 65536, "x"), "1..65535"),
+        (("127.1.0.1", True, "x"), "1..65535"),
+        (("127.1.0.1", 80, ""), "empty"),
+        (("127.1.0.1", 80, "x", "mesh"), "kind"),
     ],
 )
 def test_vip_outbound_rejects_what_no_allocator_produces(args: tuple[Any, ...], message: str) -> None:
