@@ -108,15 +108,17 @@ def put_json(api_port: int, path: str, doc: dict[str, Any]) -> None:
         r.read()
 
 
-def dataplane_token_file(zone: str, mesh: str, name: str) -> Path:
+def dataplane_token_file(zone: str, mesh: str, name: str, proxy_type: str | None = None) -> Path:
     """`POST /tokens/dataplane` on the zone (as `meshgatectl generate dataplane-token` does), into a 0600 file;
-    asked again while the zone waits for the mesh's signing key from the global."""
+    asked again while the zone waits for the mesh's signing key from the global. `proxy_type` "ingress": a
+    zone ingress's token."""
     api = ZONES[zone]["api"]
     deadline = time.monotonic() + 30
+    body = {"mesh": mesh, "name": name, **({"type": proxy_type} if proxy_type else {})}
     while True:
         req = urllib.request.Request(
             f"http://127.0.0.1:{api}/tokens/dataplane",
-            data=json.dumps({"mesh": mesh, "name": name}).encode(),
+            data=json.dumps(body).encode(),
             method="POST",
             headers={"Content-Type": "application/json"},
         )
@@ -134,7 +136,7 @@ def dataplane_token_file(zone: str, mesh: str, name: str) -> Path:
     return path
 
 
-def dp_security(zone: str, mesh: str, name: str) -> list[str]:
+def dp_security(zone: str, mesh: str, name: str, proxy_type: str | None = None) -> list[str]:
     """meshgate-dp flags for a zone with the secure defaults: TLS with the CA the zone wrote, and a token."""
     ports = ZONES[zone]
     return [
@@ -143,8 +145,20 @@ def dp_security(zone: str, mesh: str, name: str) -> list[str]:
         "--ca-cert-file",
         str(DATA / zone / "xds-ca.crt"),
         "--dataplane-token-file",
-        str(dataplane_token_file(zone, mesh, name)),
+        str(dataplane_token_file(zone, mesh, name, proxy_type)),
     ]
+
+
+def zone_ingress(procs: list[subprocess.Popen[bytes]], zone: str) -> None:
+    """The zone's ingress (meshgate-dp --proxy-type ingress): other zones reach its services through it, the
+    mesh's mTLS session passing through by SNI. Here every zone is on 127.0.0.1, so that is its advertised
+    address too."""
+    port = free_port()
+    networking = {"address": "127.0.0.1", "port": port, "advertisedAddress": "127.0.0.1", "advertisedPort": port}
+    doc = {"type": "ZoneIngress", "name": f"{zone}-ingress", "networking": networking}
+    argv = [str(BIN / "meshgate-dp"), "run", *dp_security(zone, "default", doc["name"], "ingress")]
+    argv += ["--proxy-type", "ingress", "--dataplane", json.dumps(doc), "--admin-port", str(free_port())]
+    procs.append(start(f"{zone}-ingress", argv))
 
 
 def wait_for(api_port: int, path: str, done: Callable[[dict[str, Any] | None], bool]) -> None:
@@ -264,6 +278,9 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
     print("\n$ meshgate-dp run --dataplane-file deploy/examples/delegated/echo.yaml ...   (echo's sidecar, zone-2)")
     echo = yaml.safe_load((DELEGATED / "echo.yaml").read_text())
     sidecar(procs, "zone-2", echo)
+    print("$ meshgate-dp run --proxy-type ingress ...   (zone-2's ingress: the mesh has mTLS, so zone-1 reaches")
+    print("  echo through it, never at echo's own address)")
+    zone_ingress(procs, "zone-2")
     t0 = time.monotonic()
     deadline = t0 + 15
     vip = None
@@ -304,7 +321,8 @@ def dns_demo(procs: list[subprocess.Popen[bytes]]) -> None:
                 sys.exit(f"no answer through the delegated gateway; see {DATA / 'kong-1.log'}")
             time.sleep(0.05)
     print(
-        f"\n$ curl http://{ECHO_NAME}/   (zone-1: delegated gateway kong-1's Envoy on {vip}:80 -> echo in zone-2)"
+        f"\n$ curl http://{ECHO_NAME}/   (zone-1: delegated gateway kong-1's Envoy on {vip}:80 -> zone-2's ingress"
+        " -> echo's sidecar)"
         f" -> {body}"
     )
 
