@@ -122,7 +122,10 @@ class MeshContext:
             routes=routes,
             secrets=MappingProxyType(dict(secrets or {})),
             index=EndpointIndex(
-                dataplanes, mesh=mesh, zone=zone, ingresses=tuple(zone_ingresses) if mtls_enabled(mesh_resource) else None
+                dataplanes,
+                mesh=mesh,
+                zone=zone,
+                ingresses=tuple(zone_ingresses) if mtls_enabled(mesh_resource) else None,
             ),
             route_index=RouteIndex(routes) if index_routes else None,
             vips=tuple(vips),

@@ -54,7 +54,7 @@ from meshgate.sockets import DEFAULT_SOCKET_DIR, access_log_socket_name
 from meshgate.xds import clusters, listeners
 from meshgate.xds import routes as table
 from meshgate.xds.context import MeshContext
-from meshgate.xds.crossmesh import CrossMesh, downstream_mtls, upstream_mtls
+from meshgate.xds.crossmesh import CrossMesh
 from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
 from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
@@ -316,13 +316,13 @@ def _tcp_listener(
 def _cross_mesh_socket(
     b: _Builder, proxy: Resource, binding: GatewayBinding, lb: ListenerBinding, cross: CrossMesh | None
 ) -> Any | None:
-    """The mTLS of a crossMesh listener, or None (and a problem) when its mesh has no mTLS."""
+    """The mTLS of a crossMesh listener (over SDS: the gateway's identity, every mesh's CA), or None (and a
+    problem) when its mesh has no mTLS."""
     mesh = proxy.meta.mesh
-    if cross is None or not cross.enabled(mesh):
+    if b.tls is None:
         b.problems.append(f"crossMesh listener on port {lb.port} needs mTLS enabled on mesh {mesh}; skipped")
         return None
-    leaf = cross.leaf(mesh, _service(proxy), cross.listener_names(binding.gateway, lb.port))
-    return downstream_mtls(leaf, cross.trusted())
+    return b.tls.downstream_any_mesh()
 
 
 def _gateway(
@@ -409,7 +409,8 @@ def _cross_mesh_outbound(b: _Builder, proxy: Resource, vip: VipOutbound, cross: 
     """`vip` names another mesh's crossMesh gateway: HTTP over mTLS to its gateway Dataplanes."""
     name = vip.listener_name
     missing = [m for m in (proxy.meta.mesh, vip.mesh) if cross is None or not cross.enabled(m)]
-    if cross is None or missing:
+    if cross is None or missing or b.tls is None:
+        missing = missing or [proxy.meta.mesh]
         b.problems.append(f"{name}: cross-mesh name {vip.hostname} needs mTLS enabled on mesh {missing[0]}; skipped")
         return
     target = {TAG_SERVICE: vip.service, "kuma.io/mesh": vip.mesh, "gateway": vip.gateway, "hostname": vip.hostname}
@@ -417,8 +418,7 @@ def _cross_mesh_outbound(b: _Builder, proxy: Resource, vip: VipOutbound, cross: 
     assignment = clusters.load_assignment(
         cluster, cross.endpoints(vip.mesh, vip.gateway, vip.port), local_zone=b.index.zone
     )
-    leaf = cross.leaf(proxy.meta.mesh, _service(proxy))
-    tls = upstream_mtls(leaf, cross.cas[vip.mesh], sni=vip.hostname, mesh=vip.mesh, service=vip.service)
+    tls = b.tls.upstream_cross_mesh(vip.mesh, vip.service, sni=vip.hostname)
     if clusters.needs_dns(assignment):
         out = clusters.cluster(cluster, "http", dns_assignment=assignment)
     else:

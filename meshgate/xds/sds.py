@@ -51,6 +51,8 @@ __all__ = [
 _TLS_SOCKET = "envoy.transport_sockets.tls"
 # Kuma's ALPN on mesh mTLS (`tls.KumaALPNProtocols`): tells a PERMISSIVE inbound the TLS is the mesh's own.
 KUMA_ALPN = ("kuma",)
+# Cross-mesh HTTP may be HTTP/2 or HTTP/1.1: the gateway's connection manager picks by ALPN.
+CROSS_MESH_ALPN = ("h2", "http/1.1")
 
 
 def identity_secret_name(mesh: str) -> str:
@@ -103,21 +105,37 @@ class MeshTls:
         leaves: LeafCache,
         services: Sequence[str],
         tags: Mapping[str, Sequence[str]] | None = None,
+        cas: Mapping[str, CertificateAuthority] | None = None,
     ) -> None:
+        """`cas`: every mesh's CA (cross-mesh traffic trusts other meshes'); by default this mesh's only."""
         self.mesh = mesh
         self.ca = ca
         self._leaves = leaves
         self.services = tuple(dict.fromkeys(services)) or ("",)
         self._tags = {k: tuple(sorted(set(v))) for k, v in sorted((tags or {}).items())}
+        self._cas = dict(cas) if cas is not None else {mesh: ca}
+        self._cas[mesh] = ca
         self._used: set[str] = set()
+        self._used_cas: dict[str, bytes] = {}  # CA Secret name -> its PEM bundle
 
     @property
     def identity(self) -> str:
         return spiffe_id(self.mesh, self.services[0])
 
-    def _common(self, sans: Sequence[common_pb2.SubjectAltNameMatcher]) -> tls_pb2.CommonTlsContext:
-        identity, ca = identity_secret_name(self.mesh), ca_secret_name(self.mesh)
-        self._used.update((identity, ca))
+    def trusts(self, mesh: str) -> bool:
+        """Whether the CA of `mesh` is known (a cross-mesh cluster to it can be verified)."""
+        return mesh in self._cas
+
+    def _ca(self, name: str, pem: bytes) -> str:
+        self._used_cas[name] = pem
+        return name
+
+    def _common(
+        self, sans: Sequence[common_pb2.SubjectAltNameMatcher], ca: str | None = None
+    ) -> tls_pb2.CommonTlsContext:
+        identity = identity_secret_name(self.mesh)
+        ca = ca or self._ca(ca_secret_name(self.mesh), _line_end(self.ca.cert_pem))
+        self._used.add(identity)
         common = tls_pb2.CommonTlsContext()
         common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
         common.tls_certificate_sds_secret_configs.append(_sds(identity))
@@ -142,10 +160,31 @@ class MeshTls:
         context = tls_pb2.UpstreamTlsContext(sni=sni(tags, self.mesh), common_tls_context=common)
         return base_pb2.TransportSocket(name=_TLS_SOCKET, typed_config=pack(context))
 
+    def downstream_any_mesh(self) -> base_pb2.TransportSocket:
+        """A crossMesh gateway listener's TLS (Kuma's `RequestAllInOneCa`): this proxy's identity, and a client
+        certificate required that chains to any mesh's CA (`mesh_ca:secret:all`) with a SPIFFE id."""
+        bundle = b"".join(_line_end(self._cas[m].cert_pem) for m in sorted(self._cas))
+        ca = self._ca(ca_secret_name("all"), bundle)
+        context = tls_pb2.DownstreamTlsContext(
+            require_client_certificate=wrappers_pb2.BoolValue(value=True),
+            common_tls_context=self._common([_uri(string_pb2.StringMatcher(prefix="spiffe://"))], ca),
+        )
+        context.common_tls_context.alpn_protocols.extend(CROSS_MESH_ALPN)
+        return base_pb2.TransportSocket(name=_TLS_SOCKET, typed_config=pack(context))
+
+    def upstream_cross_mesh(self, mesh: str, service: str, *, sni: str) -> base_pb2.TransportSocket:
+        """A cluster to another mesh's crossMesh gateway (Kuma's `RequestCa(mesh)`): this proxy's identity,
+        `sni`, and only `spiffe://<mesh>/<service>` signed by that mesh's CA (`mesh_ca:secret:<mesh>`)."""
+        ca = self._ca(ca_secret_name(mesh), _line_end(self._cas[mesh].cert_pem))
+        common = self._common([_uri(string_pb2.StringMatcher(exact=spiffe_id(mesh, service)))], ca)
+        common.alpn_protocols.append("http/1.1")
+        context = tls_pb2.UpstreamTlsContext(sni=sni, common_tls_context=common)
+        return base_pb2.TransportSocket(name=_TLS_SOCKET, typed_config=pack(context))
+
     def secrets(self) -> dict[str, Any]:
         """The Secrets the contexts built so far name: the identity (key and certificate) and the CA bundle."""
         out: dict[str, Any] = {}
-        identity, ca = identity_secret_name(self.mesh), ca_secret_name(self.mesh)
+        identity = identity_secret_name(self.mesh)
         if identity in self._used:
             uris = [spiffe_id(self.mesh, s) for s in self.services]
             uris.extend(kuma_id(tag, value) for tag, values in self._tags.items() for value in values)
@@ -157,11 +196,11 @@ class MeshTls:
                     private_key=base_pb2.DataSource(inline_bytes=leaf.key_pem),
                 ),
             )
-        if ca in self._used:
-            out[ca] = secret_pb2.Secret(
-                name=ca,
+        for name, pem in sorted(self._used_cas.items()):
+            out[name] = secret_pb2.Secret(
+                name=name,
                 validation_context=common_pb2.CertificateValidationContext(
-                    trusted_ca=base_pb2.DataSource(inline_bytes=_line_end(self.ca.cert_pem))
+                    trusted_ca=base_pb2.DataSource(inline_bytes=pem)
                 ),
             )
         return out
@@ -186,4 +225,4 @@ def proxy_tls(
         return None, None
     if cross is None or not cross.enabled(mesh):
         return None, f"mTLS is enabled on mesh {mesh} but its CA is not available (yet); inbounds skipped"
-    return MeshTls(mesh, cross.cas[mesh], cross.leaves, services, tags), None
+    return MeshTls(mesh, cross.cas[mesh], cross.leaves, services, tags, cas=cross.cas), None

@@ -7,7 +7,7 @@ by the real delta ADS server, and two real Envoys:
 
     httpx --HTTP--> a's delegated gateway Envoy (VIP:port of internal.edge.b.mesh)
           --mTLS--> b's builtin gateway Envoy (crossMesh listener, 127.0.0.1:port)
-          --HTTP--> echo (mesh b)
+          --mTLS--> echo's sidecar Envoy (mesh b) --HTTP--> echo
 
 The VIP is inside 127.0.0.0/8, so Envoy binds it on loopback with no set-up, and it listens on the gateway
 listener's port, as a cross-mesh VIP does. Every server and Envoy is stopped by its own handle.
@@ -23,11 +23,12 @@ import httpx
 import pytest
 
 from meshgate.mtls import LeafCache, generate_ca
+from meshgate.testing import factory
 from meshgate.xds import MeshContext, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
 from tests.adapter.test_gateway_vips import free_vip
-from tests.support.cross_mesh import NAME, mesh_b
+from tests.support.cross_mesh import NAME, mesh_b, mtls_mesh
 from tests.support.cross_mesh import kong as kong_doc
 from tests.support.envoy import Envoy, free_port, running_envoy
 from tests.support.gateway_harness import ads_server, load, recording_backend
@@ -47,29 +48,46 @@ async def test_a_client_in_mesh_a_reaches_mesh_bs_gateway_over_mtls_and_plaintex
     vip_address = free_vip(gateway_port, avoid={"127.0.0.1"})
     vip = VipOutbound(vip_address, gateway_port, "edge", "gateway", "b", "edge", NAME)
     async with ads_server() as ads, recording_backend("echo") as echo:
-        b = [
-            load(doc)
-            for doc in mesh_b(
-                gateway_port=gateway_port, gateway_address="127.0.0.1", echo_address="127.0.0.1", echo_port=echo.port
-            )
-        ]
+        docs = mesh_b(
+            gateway_port=gateway_port,
+            gateway_address="127.0.0.1",
+            echo_address="127.0.0.1",
+            echo_port=free_port(),
+            echo_service_port=echo.port,
+        )
+        b = [load(doc) for doc in docs]
         kong = load(kong_doc("127.0.0.1"))
         gateways = [r for r in b if r.kind == "MeshGateway"]
         routes = [r for r in b if r.kind == "MeshGatewayRoute"]
         dataplanes_b = [r for r in b if r.kind == "Dataplane"]
         cross = CrossMesh(cas, gateways=gateways, dataplanes=dataplanes_b, zone="zone-1", leaves=LeafCache())
         (edge,) = [d for d in dataplanes_b if d.meta.name == "edge-1"]
+        (echo_dp,) = [d for d in dataplanes_b if d.meta.name == "echo-1"]
+        # Mesh b has mTLS (crossMesh needs it), so its gateway reaches echo through echo's sidecar, over mTLS.
         gw_ctx = MeshContext.build(
-            "b", gateways=gateways, routes=routes, dataplanes=dataplanes_b, zone="zone-1", cross_mesh=cross
+            "b",
+            mesh_resource=load(mtls_mesh("b")),
+            gateways=gateways,
+            routes=routes,
+            dataplanes=dataplanes_b,
+            zone="zone-1",
+            cross_mesh=cross,
+            policies={"TrafficPermission": [load(factory.traffic_permission(mesh="b"))]},
         )
         gw_snap = generate(edge, gw_ctx)
-        client_ctx = MeshContext.build("a", dataplanes=[kong], zone="zone-1", vips=[vip], cross_mesh=cross)
+        echo_snap = generate(echo_dp, gw_ctx)
+        client_ctx = MeshContext.build(
+            "a", mesh_resource=load(mtls_mesh("a")), dataplanes=[kong], zone="zone-1", vips=[vip], cross_mesh=cross
+        )
         client_snap = generate(kong, client_ctx)
         assert gw_snap.problems == ()
+        assert echo_snap.problems == ()
         assert client_snap.problems == ()
         ads.store.set(ProxyId("b", "edge-1"), gw_snap)
+        ads.store.set(ProxyId("b", "echo-1"), echo_snap)
         ads.store.set(ProxyId("a", "kong-1"), client_snap)
         async with (
+            running_envoy(tmp_path, "b.echo-1", ads.port, name="echo-sidecar-b"),
             running_envoy(tmp_path, "b.edge-1", ads.port, name="gateway-b") as gateway_envoy,
             running_envoy(tmp_path, "a.kong-1", ads.port, name="client-a") as client_envoy,
             httpx.AsyncClient(timeout=5.0) as client,

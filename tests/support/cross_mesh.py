@@ -104,10 +104,12 @@ def kong(address: str) -> dict[str, Any]:
     }
 
 
-def mesh_b(*, gateway_port: int, gateway_address: str, echo_address: str, echo_port: int) -> list[dict[str, Any]]:
+def mesh_b(
+    *, gateway_port: int, gateway_address: str, echo_address: str, echo_port: int, echo_service_port: int | None = None
+) -> list[dict[str, Any]]:
     return [
         edge_gateway(gateway_port),
         route_to_echo(),
         edge_dataplane(gateway_address),
-        echo_dataplane(echo_address, echo_port),
+        echo_dataplane(echo_address, echo_port, service_port=echo_service_port),
     ]

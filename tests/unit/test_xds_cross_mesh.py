@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
 from global_cp.ca import CaProvisioner
 from meshgate.dns.names import mesh_names
@@ -27,7 +27,7 @@ from meshgate.mtls import CertificateAuthority, LeafCache, generate_ca
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
 from meshgate.store import MemoryStore
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapshot, VipOutbound, generate
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, MeshContext, Snapshot, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.crossmesh import CrossMesh
 from tests.support.cross_mesh import NAME, mesh_b, mtls_mesh
@@ -50,6 +50,7 @@ GATEWAYS = [r for r in B if r.kind == "MeshGateway"]
 ROUTES = [r for r in B if r.kind == "MeshGatewayRoute"]
 DATAPLANES_B = [r for r in B if r.kind == "Dataplane"]
 CAS = {"a": generate_ca("a"), "b": generate_ca("b")}
+MESHES = {m: codec.load(mtls_mesh(m)) for m in ("a", "b")}
 
 
 def cross(cas: dict[str, CertificateAuthority], leaves: LeafCache | None = None) -> CrossMesh:
@@ -58,15 +59,49 @@ def cross(cas: dict[str, CertificateAuthority], leaves: LeafCache | None = None)
 
 def gateway_snapshot(cm: CrossMesh | None) -> Snapshot:
     edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    ctx = MeshContext.build(
-        "b", gateways=GATEWAYS, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm
+    return generate(edge, b_context(GATEWAYS, cm))
+
+
+def b_context(gateways: list[Resource], cm: CrossMesh | None) -> MeshContext:
+    return MeshContext.build(
+        "b",
+        mesh_resource=MESHES["b"],
+        gateways=gateways,
+        routes=ROUTES,
+        dataplanes=DATAPLANES_B,
+        zone="zone-1",
+        cross_mesh=cm,
     )
-    return generate(edge, ctx)
 
 
 def client_snapshot(cm: CrossMesh | None, vips: Sequence[VipOutbound] = (VIP,)) -> Snapshot:
     kong = codec.load(KONG)
-    return generate(kong, MeshContext.build("a", dataplanes=[kong], zone="zone-1", vips=vips, cross_mesh=cm))
+    ctx = MeshContext.build("a", mesh_resource=MESHES["a"], dataplanes=[kong], zone="zone-1", vips=vips, cross_mesh=cm)
+    return generate(kong, ctx)
+
+
+def secret(secrets: Any, name: str) -> secret_pb2.Secret:
+    """The Secret `name` of a snapshot's SECRET map (messages) or of a served snapshot's entries (wire)."""
+    found = secrets[name]
+    if isinstance(found, secret_pb2.Secret):
+        return found
+    out = secret_pb2.Secret()
+    assert found.wire.resource.Unpack(out)
+    return out
+
+
+def identity(secrets: Any, mesh: str) -> bytes:
+    return bytes(secret(secrets, f"identity_cert:secret:{mesh}").tls_certificate.certificate_chain.inline_bytes)
+
+
+def sds_names(common: Any) -> tuple[list[str], str]:
+    """The identity Secret and the validation context Secret a TLS context names (both over ADS)."""
+    certs = [c.name for c in common.tls_certificate_sds_secret_configs]
+    assert all(c.sds_config.HasField("ads") for c in common.tls_certificate_sds_secret_configs)
+    validation = common.combined_validation_context.validation_context_sds_secret_config
+    assert validation.sds_config.HasField("ads")
+    assert not common.tls_certificates, "no key inline in LDS or CDS"
+    return certs, validation.name
 
 
 def downstream(listener: Any) -> tls_pb2.DownstreamTlsContext:
@@ -98,16 +133,16 @@ def test_a_cross_mesh_listener_requires_a_client_certificate_from_any_mesh_ca() 
     assert not chain.filter_chain_match.server_names
     tls = downstream(listener)
     assert tls.require_client_certificate.value is True
-    trusted = tls.common_tls_context.validation_context.trusted_ca.inline_bytes
+    # Kuma's: the gateway's own identity, and every mesh's CA in one Secret (`RequestAllInOneCa`).
+    assert sds_names(tls.common_tls_context) == (["identity_cert:secret:b"], "mesh_ca:secret:all")
+    trusted = secret(snap[SECRET], "mesh_ca:secret:all").validation_context.trusted_ca.inline_bytes
     assert CAS["a"].cert_pem in trusted
     assert CAS["b"].cert_pem in trusted
-    (san,) = tls.common_tls_context.validation_context.match_typed_subject_alt_names
+    (san,) = tls.common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names
     assert san.matcher.prefix == "spiffe://"
-    (certificate,) = tls.common_tls_context.tls_certificates
-    assert sans(certificate.certificate_chain.inline_bytes) == (["spiffe://b/edge"], [NAME])
-    x509.load_pem_x509_certificate(certificate.certificate_chain.inline_bytes).verify_directly_issued_by(
-        CAS["b"].certificate
-    )
+    certificate = identity(snap[SECRET], "b")
+    assert sans(certificate)[0][0] == "spiffe://b/edge"
+    x509.load_pem_x509_certificate(certificate).verify_directly_issued_by(CAS["b"].certificate)
     # Routes are bound as on any HTTP listener.
     hcm = filters(listener)["envoy.filters.network.http_connection_manager"]
     (vhost,) = snap[ROUTE][hcm.rds.route_config_name].virtual_hosts  # type: ignore[attr-defined]
@@ -115,28 +150,19 @@ def test_a_cross_mesh_listener_requires_a_client_certificate_from_any_mesh_ca() 
     assert vhost.routes[0].route.weighted_clusters.clusters[0].name.startswith("echo-")
 
 
-def test_a_hostname_listener_puts_its_hostname_in_the_certificate() -> None:
-    doc = json.loads(json.dumps(MESH_B[0]))
-    doc["conf"]["listeners"] = [
-        {"port": 8080, "protocol": "HTTP", "crossMesh": True, "hostname": "api.example.com"},
-        {"port": 8080, "protocol": "HTTP", "crossMesh": True, "hostname": "*.other.com"},
-    ]
-    gateways = [codec.load(doc)]
-    cm = CrossMesh(CAS, gateways=gateways, dataplanes=DATAPLANES_B, zone="zone-1")
-    edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    ctx = MeshContext.build(
-        "b", gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cm
-    )
-    snap = generate(edge, ctx)
-    (certificate,) = downstream(snap[LISTENER]["edge:HTTP:8080"]).common_tls_context.tls_certificates
-    assert sans(certificate.certificate_chain.inline_bytes)[1] == ["api.example.com", "internal.edge.b.mesh"]
+def test_no_private_key_is_inline_in_a_listener_or_cluster() -> None:
+    for snap, mesh in ((gateway_snapshot(cross(CAS)), "b"), (client_snapshot(cross(CAS)), "a")):
+        for type_url in (LISTENER, CLUSTER):
+            for message in snap[type_url].values():
+                assert b"PRIVATE KEY" not in message.SerializeToString()
+        assert b"PRIVATE KEY" in secret(snap[SECRET], f"identity_cert:secret:{mesh}").SerializeToString()
 
 
 def test_without_mtls_on_its_mesh_the_cross_mesh_listener_is_skipped() -> None:
     for cm in (cross({"a": CAS["a"]}), None):
         snap = gateway_snapshot(cm)
         assert "edge:HTTP:8080" not in snap[LISTENER]
-        assert snap.problems == ("crossMesh listener on port 8080 needs mTLS enabled on mesh b; skipped",)
+        assert "crossMesh listener on port 8080 needs mTLS enabled on mesh b; skipped" in snap.problems
 
 
 def test_a_port_mixing_cross_mesh_and_plain_listeners_keeps_the_first_kind() -> None:
@@ -144,10 +170,7 @@ def test_a_port_mixing_cross_mesh_and_plain_listeners_keeps_the_first_kind() -> 
     doc["conf"]["listeners"].append({"port": 8080, "protocol": "HTTP", "hostname": "plain.example.com"})
     gateways = [codec.load(doc)]
     edge = next(d for d in DATAPLANES_B if d.meta.name == "edge-1")
-    ctx = MeshContext.build(
-        "b", gateways=gateways, routes=ROUTES, dataplanes=DATAPLANES_B, zone="zone-1", cross_mesh=cross(CAS)
-    )
-    snap = generate(edge, ctx)
+    snap = generate(edge, b_context(gateways, cross(CAS)))
     assert "edge:HTTP:8080" in snap[LISTENER]
     assert snap.problems == ("listener on port 8080: crossMesh false conflicts with true; skipped",)
 
@@ -167,14 +190,15 @@ def test_a_cross_mesh_vip_is_mtls_to_the_target_meshes_gateway_dataplanes() -> N
     cluster = snap[CLUSTER][name]
     tls = upstream(cluster)
     assert tls.sni == NAME
-    validation = tls.common_tls_context.validation_context
-    assert validation.trusted_ca.inline_bytes == CAS["b"].cert_pem
+    # Kuma's: the client's own identity, and the target mesh's CA only (`RequestCa(mesh)`).
+    assert sds_names(tls.common_tls_context) == (["identity_cert:secret:a"], "mesh_ca:secret:b")
+    trusted = secret(snap[SECRET], "mesh_ca:secret:b").validation_context.trusted_ca.inline_bytes
+    assert trusted.strip() == CAS["b"].cert_pem.strip()
+    validation = tls.common_tls_context.combined_validation_context.default_validation_context
     assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["spiffe://b/edge"]
-    (certificate,) = tls.common_tls_context.tls_certificates
-    assert sans(certificate.certificate_chain.inline_bytes) == (["spiffe://a/kong"], [])
-    x509.load_pem_x509_certificate(certificate.certificate_chain.inline_bytes).verify_directly_issued_by(
-        CAS["a"].certificate
-    )
+    certificate = identity(snap[SECRET], "a")
+    assert sans(certificate) == (["spiffe://a/kong"], [])
+    x509.load_pem_x509_certificate(certificate).verify_directly_issued_by(CAS["a"].certificate)
     (group,) = snap[ENDPOINT][name].endpoints  # type: ignore[attr-defined]
     assert [
         (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
@@ -185,10 +209,10 @@ def test_a_cross_mesh_vip_is_mtls_to_the_target_meshes_gateway_dataplanes() -> N
 @pytest.mark.parametrize("mesh", ["a", "b"])
 def test_without_mtls_on_either_mesh_the_cross_mesh_vip_is_skipped(mesh: str) -> None:
     snap = client_snapshot(cross({m: ca for m, ca in CAS.items() if m != mesh}))
-    assert not snap[LISTENER]
     assert not snap[CLUSTER]
-    assert snap.problems == (
-        f"outbound:127.1.0.9:8080: cross-mesh name {NAME} needs mTLS enabled on mesh {mesh}; skipped",
+    assert "outbound:127.1.0.9:8080" not in snap[LISTENER]
+    assert (
+        f"outbound:127.1.0.9:8080: cross-mesh name {NAME} needs mTLS enabled on mesh {mesh}; skipped" in snap.problems
     )
 
 
@@ -232,7 +256,8 @@ async def test_the_zone_reads_each_meshes_ca_from_its_secrets() -> None:
         (wire,) = [e.wire.resource for e in gw.entries(LISTENER).values()]
         listener = listener_pb2.Listener()
         wire.Unpack(listener)
-        trusted = downstream(listener).common_tls_context.validation_context.trusted_ca.inline_bytes
+        assert sds_names(downstream(listener).common_tls_context)[1] == "mesh_ca:secret:all"
+        trusted = secret(gw.entries(SECRET), "mesh_ca:secret:all").validation_context.trusted_ca.inline_bytes
         assert trusted.count(b"BEGIN CERTIFICATE") == 2
         clusters = []
         for entry in client.entries(CLUSTER).values():
@@ -261,10 +286,7 @@ async def test_the_zone_rotates_leaf_certificates_without_any_store_change() -> 
     def certificate() -> bytes:
         snapshot = xds.snapshot(edge)
         assert snapshot is not None
-        (wire,) = [e.wire.resource for e in snapshot.entries(LISTENER).values()]
-        listener = listener_pb2.Listener()
-        wire.Unpack(listener)
-        return bytes(downstream(listener).common_tls_context.tls_certificates[0].certificate_chain.inline_bytes)
+        return identity(snapshot.entries(SECRET), "b")
 
     with xds.listen(edge), anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
