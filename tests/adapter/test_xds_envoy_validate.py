@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from meshgate.resources.model import Resource
 from meshgate.testing.tools import ENVOY, require
-from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, MeshContext, Snapshot, VipOutbound, generate
+from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, MeshContext, Snapshot, VipOutbound, generate
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
@@ -40,7 +40,9 @@ def envoy() -> Path:
 
 
 def static_bootstrap(snapshots: Iterable[Snapshot]) -> dict[str, Any]:
-    """The snapshots as static resources: RDS inlined into each HCM, EDS clusters as STATIC ones."""
+    """The snapshots as static resources: RDS inlined into each HCM, EDS clusters as STATIC ones, SDS Secrets
+    as static ones."""
+    snapshots = list(snapshots)
     listeners: list[Any] = []
     clusters: dict[str, Any] = {}
     for i, snap in enumerate(snapshots):
@@ -67,8 +69,22 @@ def static_bootstrap(snapshots: Iterable[Snapshot]) -> dict[str, Any]:
                 static.ClearField("eds_cluster_config")
                 static.load_assignment.CopyFrom(snap[ENDPOINT][name])
             clusters[name] = json_format.MessageToDict(static)
-    doc = {"static_resources": {"listeners": listeners, "clusters": list(clusters.values())}}
+    secrets = {
+        name: json_format.MessageToDict(m) for snap in snapshots if SECRET in snap for name, m in snap[SECRET].items()
+    }
+    static = {"listeners": listeners, "clusters": list(clusters.values()), "secrets": list(secrets.values())}
+    doc = {"static_resources": _static_sds(static)}
     json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())  # every field known to the protos
+    return doc
+
+
+def _static_sds(doc: Any) -> Any:
+    """`doc` with every SDS reference made static: the Secret is then looked up by name among
+    `static_resources.secrets` instead of being subscribed to over ADS (which a validation run has not)."""
+    if isinstance(doc, dict):
+        return {k: _static_sds(v) for k, v in doc.items() if not (k == "sdsConfig" and "ads" in v)}
+    if isinstance(doc, list):
+        return [_static_sds(v) for v in doc]
     return doc
 
 
