@@ -151,10 +151,10 @@ class Zone:
         )
         return await self.dp("ingress", doc, "--proxy-type", "ingress", token_type="ingress")
 
-    async def echo(self, address: str) -> DpProcess:
+    async def echo(self, address: str) -> tuple[DpProcess, int]:
         """`echo` on 127.0.0.1 in this zone's namespace, answering "echo <zone> PATH", behind a sidecar whose
-        inbound is address:<a free port>."""
-        app = free_port()
+        inbound is address:<a free port>; returns the sidecar and that port."""
+        app, inbound = free_port(), free_port()
         self.ns.start("http-server", "127.0.0.1", str(app), f"echo {self.cp.name}")
         doc = {
             "type": "Dataplane",
@@ -164,7 +164,7 @@ class Zone:
                 "address": address,
                 "inbound": [
                     {
-                        "port": free_port(),
+                        "port": inbound,
                         "serviceAddress": "127.0.0.1",
                         "servicePort": app,
                         "tags": {"kuma.io/service": "echo", "kuma.io/protocol": "http"},
@@ -172,7 +172,7 @@ class Zone:
                 ],
             },
         }
-        return await self.dp(f"echo-{len(self.dps)}", doc)
+        return await self.dp(f"echo-{len(self.dps)}", doc), inbound
 
     def stop(self) -> None:
         for dp in reversed(self.dps):
@@ -254,7 +254,7 @@ async def test_a_gateway_in_zone_1_reaches_zone_2_only_through_its_ingress(procs
 
             await z1.ingress(Z1_IP, ingress_1)
             await z2.ingress(Z2_IP, ingress_2)
-            echo_2 = await z2.echo(Z2_IP)
+            _, sidecar_port = await z2.echo(Z2_IP)
             await z1.dp("edge", factory.gateway_dataplane("edge-1", address=Z1_IP))
 
             async def zone_2_serves_echo_at_zone_1() -> bool:
@@ -271,8 +271,6 @@ async def test_a_gateway_in_zone_1_reaches_zone_2_only_through_its_ingress(procs
             await eventually(lambda: answered("echo zone-2"), timeout=60, what=f"echo in zone-2 ({answer})")
 
             # Zone-1 cannot reach the sidecar itself; the root namespace can, and plaintext is refused there.
-            inbound = json.loads(echo_2.proc.args[echo_2.proc.args.index("--dataplane") + 1])
-            sidecar_port = inbound["networking"]["inbound"][0]["port"]
             assert not await anyio.to_thread.run_sync(can_connect, z1_ns, Z2_IP, sidecar_port)
             assert await anyio.to_thread.run_sync(can_connect, z1_ns, Z2_IP, ingress_2)
             with pytest.raises(httpx.HTTPError):
@@ -280,7 +278,7 @@ async def test_a_gateway_in_zone_1_reaches_zone_2_only_through_its_ingress(procs
                     await c.get(f"http://{Z2_IP}:{sidecar_port}/hello")
 
             # Local first: an echo in zone-1 takes the traffic; when it goes, zone-2's serves again.
-            echo_1 = await z1.echo(Z1_IP)
+            echo_1, _ = await z1.echo(Z1_IP)
             await eventually(lambda: answered("echo zone-1"), timeout=60, what=f"echo in zone-1 ({answer})")
             echo_1.stop()
             await eventually(lambda: answered("echo zone-2"), timeout=60, what=f"back to zone-2 ({answer})")
