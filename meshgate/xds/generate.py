@@ -40,30 +40,27 @@ left out and listed in `Snapshot.problems`.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-from google.protobuf.message import Message
 
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
 from meshgate.resources.selectors import select_gateway_for
-from meshgate.resources.tags import TAG_SERVICE
 from meshgate.sockets import DEFAULT_SOCKET_DIR, access_log_socket_name
-from meshgate.xds import clusters, listeners
+from meshgate.xds import listeners
 from meshgate.xds import routes as table
+from meshgate.xds.builder import Builder, service_of
 from meshgate.xds.context import MeshContext
 from meshgate.xds.crossmesh import CrossMesh
-from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
-from meshgate.xds.external_services import protocol_of as protocol_of_external
+from meshgate.xds.external_services import ExternalServiceIndex
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
 from meshgate.xds.inbound import inbound_identity, sidecar_inbounds
+from meshgate.xds.outbounds import explicit_outbounds, vip_outbounds, vips_for
 from meshgate.xds.policies import LogSite, Target, denial
-from meshgate.xds.policies.shaper import ClusterMatches, Shaper, TagsKey, tags_key
-from meshgate.xds.routes import UNRESOLVED_BACKEND, Destination
-from meshgate.xds.sds import MeshTls, proxy_tls
-from meshgate.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot
+from meshgate.xds.policies.shaper import Shaper, TagsKey
+from meshgate.xds.routes import UNRESOLVED_BACKEND
+from meshgate.xds.sds import proxy_tls
+from meshgate.xds.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot
 from meshgate.xds.transparent import is_transparent, passthrough, unbind
 from meshgate.xds.vips import VipOutbound
 from meshgate.xds.virtual_hosts import add_virtual_host, route_configuration
@@ -72,146 +69,10 @@ __all__ = ["MeshContext", "VipOutbound", "generate"]
 
 _Listener = MeshGateway.Listener
 _TLS = MeshGateway.TLS
-_OUTBOUND_ADDRESS = "127.0.0.1"
-_WILDCARD_ADDRESS = "0.0.0.0"  # where listeners.listener binds an outbound whose address is a DNS name
-
-
-class _Builder:
-    """Collects resources for one proxy, and the clusters that routes and proxies name."""
-
-    def __init__(
-        self,
-        index: clusters.EndpointIndex,
-        shaper: Shaper,
-        external: ExternalServiceIndex | None = None,
-        secrets: Mapping[str, bytes] | None = None,
-        tls: MeshTls | None = None,
-    ) -> None:
-        self.index = index
-        self.tls = tls  # the mesh's mTLS: clusters to its Dataplanes use it
-        self.shaper = shaper
-        self.external = external if external is not None else ExternalServiceIndex(())
-        self.secrets = secrets or {}
-        self.out: dict[str, dict[str, Message]] = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
-        self.problems: list[str] = []
-        # A gate denied a backend of the listener being built (`policies.denial`): it needs the RBAC filter.
-        self.forbidding = False
-        # cluster name -> (destination tags, their endpoints, the policies that shape it): looked up once, when a
-        # route first names them.
-        self._destinations: dict[str, tuple[dict[str, str], list[clusters.Endpoint], ClusterMatches]] = {}
-        # The same for destinations an ExternalService serves (`external_services`): they win over Dataplanes.
-        self._external: dict[str, tuple[dict[str, str], list[Resource], ClusterMatches]] = {}
-        self._resolved: dict[table.Tags, str] = {}
-        self._shaped: dict[tuple[TagsKey, table.Tags], str] = {}
-
-    def resolve(self, dest: Destination) -> str:
-        """`EndpointIndex.resolve`, remembering the endpoints so that `finish` need not look them up again."""
-        name = self._resolved.get(dest.tags)  # the weight plays no part in the cluster
-        if name is None:
-            name = self._target(dest.tag_map, ())
-            self._resolved[dest.tags] = name
-        return name
-
-    def _target(self, tags: dict[str, str], matches: ClusterMatches) -> str:
-        """The cluster of destination `tags` shaped by `matches`, remembered for `finish`; an ExternalService
-        that matches wins over the mesh's Dataplanes (Kuma's gateway cluster generator)."""
-        external = self.external.matching(tags) if self.external else []
-        found = [] if external else self.index.matching(tags)
-        if not external and not found:
-            return UNRESOLVED_BACKEND
-        name = clusters.cluster_name({**tags, **self.shaper.identity(matches)} if matches else tags)
-        if external:
-            self._external.setdefault(name, (tags, external, matches))
-        else:
-            self._destinations.setdefault(name, (tags, found, matches))
-        return name
-
-    def resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
-        """`resolve` for the routes of a gateway listener with `listener_tags`: a backend whose cluster a policy
-        shapes gets a cluster of its own (`policies.shaper`). Without cluster-shaping policies, `resolve`."""
-        base = self.resolve if not self.shaper.shapes(Target.CLUSTER) else self._shaped_resolver(listener_tags)
-        if not self.shaper.gates:
-            return base
-
-        def gated(dest: Destination) -> str:
-            # With mesh mTLS the destination's sidecar enforces TrafficPermission (`inbound.py`); the gate stays
-            # for what has no sidecar: ExternalServices, where Kuma's gateway enforces it too.
-            sidecar = self.tls is not None and not self.external.matching(dest.tag_map)
-            if not sidecar and self.shaper.denied(listener_tags, dest.tags):
-                self.forbidding = True
-                return denial.forbidden_cluster(dest.tag_map.get(TAG_SERVICE, ""))
-            return base(dest)
-
-        return gated
-
-    def _shaped_resolver(self, listener_tags: Mapping[str, str]) -> table.Resolver:
-        key = tags_key(listener_tags)
-
-        def resolve(dest: Destination) -> str:
-            name = self._shaped.get((key, dest.tags))
-            if name is None:
-                name = self._resolve_shaped(listener_tags, dest)
-                self._shaped[(key, dest.tags)] = name
-            return name
-
-        return resolve
-
-    def _resolve_shaped(self, listener_tags: Mapping[str, str], dest: Destination) -> str:
-        matches = self.shaper.cluster_matches(listener_tags, dest.tags)
-        if not matches:
-            return self.resolve(dest)
-        return self._target(dest.tag_map, matches)
-
-    def add(self, type_url: str, name: str, message: Message) -> None:
-        self.out[type_url][name] = message
-
-    def finish(self, proxy: Resource | None = None) -> Snapshot:
-        """The snapshot; `proxy` (a builtin gateway): the proxy-shaping policies edit its whole config last."""
-        for name, (tags, found, matches) in self._destinations.items():
-            assignment = clusters.load_assignment(name, found, local_zone=self.index.zone)
-            protocol = clusters.protocol_of(tags, found)
-            if clusters.needs_dns_for(found):
-                out = clusters.cluster(name, protocol, dns_assignment=assignment)
-            else:
-                out = clusters.cluster(name, protocol)
-                self.add(ENDPOINT, name, assignment)
-            if self.tls is not None:
-                out.transport_socket.CopyFrom(self.tls.upstream(tags))
-            if matches:
-                self.shaper.shape_cluster(name, out, matches, protocol)
-            self.add(CLUSTER, name, out)
-        for name, (tags, services, matches) in self._external.items():
-            protocol = protocol_of_external(tags, services)
-            try:
-                out = external_cluster(name, services, protocol, secrets=self.secrets)
-            except ExternalServiceError as err:
-                # The routes name it: Envoy answers their share with the cluster-not-found status (500).
-                self.problems.append(f"{err}; cluster {name} skipped")
-                continue
-            if matches:
-                self.shaper.shape_cluster(name, out, matches, protocol)
-            self.add(CLUSTER, name, out)
-        if proxy is not None and self.shaper.shapes(Target.PROXY):
-            tags = dict(proxy.spec.networking.gateway.tags)  # type: ignore[attr-defined]
-            self.problems.extend(self.shaper.shape_proxy(tags, proxy.meta.name, self.out))
-        if self.tls is not None and (secrets := self.tls.secrets()):
-            self.out[SECRET] = dict(secrets)
-        return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
-
-
-def _service(proxy: Resource) -> str:
-    spec: Any = proxy.spec
-    tags = spec.networking.gateway.tags
-    if TAG_SERVICE in tags:
-        return str(tags[TAG_SERVICE])
-    for inbound in spec.networking.inbound:
-        if TAG_SERVICE in inbound.tags:
-            return str(inbound.tags[TAG_SERVICE])
-    return proxy.meta.name
 
 
 def _http_listener(
-    b: _Builder,
+    b: Builder,
     lb: ListenerBinding,
     *,
     prefix: str,
@@ -267,7 +128,7 @@ def _http_listener(
 
 
 def _tcp_clusters(
-    b: _Builder, group_routes: Iterable[Resource], tags: Mapping[str, str], backends: list[TagsKey]
+    b: Builder, group_routes: Iterable[Resource], tags: Mapping[str, str], backends: list[TagsKey]
 ) -> list[tuple[str, int]]:
     destinations = table.tcp_destinations(group_routes)
     if b.shaper.shapes(Target.LISTENER):
@@ -278,7 +139,7 @@ def _tcp_clusters(
 
 
 def _tcp_listener(
-    b: _Builder,
+    b: Builder,
     lb: ListenerBinding,
     *,
     prefix: str,
@@ -314,7 +175,7 @@ def _tcp_listener(
 
 
 def _cross_mesh_socket(
-    b: _Builder, proxy: Resource, binding: GatewayBinding, lb: ListenerBinding, cross: CrossMesh | None
+    b: Builder, proxy: Resource, binding: GatewayBinding, lb: ListenerBinding, cross: CrossMesh | None
 ) -> Any | None:
     """The mTLS of a crossMesh listener (over SDS: the gateway's identity, every mesh's CA), or None (and a
     problem) when its mesh has no mTLS."""
@@ -326,7 +187,7 @@ def _cross_mesh_socket(
 
 
 def _gateway(
-    b: _Builder,
+    b: Builder,
     proxy: Resource,
     binding: GatewayBinding,
     secrets: Mapping[str, bytes],
@@ -336,7 +197,7 @@ def _gateway(
 ) -> None:
     b.problems.extend(binding.problems)
     address: str = proxy.spec.networking.address  # type: ignore[attr-defined]
-    prefix = _service(proxy)
+    prefix = service_of(proxy)
     socket = access_log_socket or access_log_socket_name(DEFAULT_SOCKET_DIR, proxy.meta.name, proxy.meta.mesh)
     for lb in binding.listeners:
         http = lb.protocol in (_Listener.HTTP, _Listener.HTTPS)
@@ -363,123 +224,6 @@ def _gateway(
         b.add(LISTENER, lb.name, out)
 
 
-def _outbound_listener(
-    b: _Builder,
-    name: str,
-    address: str,
-    port: int,
-    tags: dict[str, str],
-    *,
-    http: bool,
-    resolve: table.Resolver | None = None,
-) -> None:
-    """A listener `name` on `address:port` to the destination `tags`: an HCM over RDS (route configuration `name`)
-    when `http`, else a TCP proxy. `resolve`: names the cluster instead of the mesh's endpoint index."""
-    dest = table.destination(tags, 1)
-    if http:
-        # One catch-all route; the virtual host answers any Host, as the API gateway in front sends its own.
-        catch_all = table.Entry(route=name, match=table.Match(prefix="/"), forward=(dest,))
-        config = route_configuration(name)
-        add_virtual_host(config, "*", [catch_all], listener_port=port, tls=False, resolve=resolve or b.resolve)
-        b.add(ROUTE, name, config)
-        chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
-    else:
-        chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])
-    b.add(LISTENER, name, listeners.listener(name, address, port, [chain], gateway=False))
-
-
-def _outbounds(b: _Builder, proxy: Resource) -> set[tuple[str, int]]:
-    """The `networking.outbound` listeners; returns the (bound address, port) pairs they take."""
-    spec: Any = proxy.spec
-    taken: set[tuple[str, int]] = set()
-    for i, outbound in enumerate(spec.networking.outbound):
-        address = outbound.address or _OUTBOUND_ADDRESS
-        name = f"outbound:{address}:{outbound.port}"
-        tags = dict(outbound.tags)
-        if TAG_SERVICE not in tags:
-            b.problems.append(f"networking.outbound[{i}]: no {TAG_SERVICE} tag (backendRef is not supported)")
-            continue
-        http = b.index.protocol(tags) in clusters.HTTP_PROTOCOLS
-        _outbound_listener(b, name, address, outbound.port, tags, http=http)
-        taken.add((address if clusters.is_ip(address) else _WILDCARD_ADDRESS, outbound.port))
-    return taken
-
-
-def _cross_mesh_outbound(b: _Builder, proxy: Resource, vip: VipOutbound, cross: CrossMesh | None) -> None:
-    """`vip` names another mesh's crossMesh gateway: HTTP over mTLS to its gateway Dataplanes."""
-    name = vip.listener_name
-    missing = [m for m in (proxy.meta.mesh, vip.mesh) if cross is None or not cross.enabled(m)]
-    if cross is None or missing or b.tls is None:
-        missing = missing or [proxy.meta.mesh]
-        b.problems.append(f"{name}: cross-mesh name {vip.hostname} needs mTLS enabled on mesh {missing[0]}; skipped")
-        return
-    target = {TAG_SERVICE: vip.service, "kuma.io/mesh": vip.mesh, "gateway": vip.gateway, "hostname": vip.hostname}
-    cluster = clusters.cluster_name({**target, "port": str(vip.port)})
-    assignment = clusters.load_assignment(
-        cluster, cross.endpoints(vip.mesh, vip.gateway, vip.port), local_zone=b.index.zone
-    )
-    tls = b.tls.upstream_cross_mesh(vip.mesh, vip.service, sni=vip.hostname)
-    if clusters.needs_dns(assignment):
-        out = clusters.cluster(cluster, "http", dns_assignment=assignment)
-    else:
-        out = clusters.cluster(cluster, "http")
-        b.add(ENDPOINT, cluster, assignment)
-    out.transport_socket.CopyFrom(tls)
-    b.add(CLUSTER, cluster, out)
-    _outbound_listener(b, name, vip.vip, vip.port, {TAG_SERVICE: vip.service}, http=True, resolve=lambda _: cluster)
-
-
-def _vip_outbounds(
-    b: _Builder,
-    proxy: Resource,
-    vips: Sequence[VipOutbound],
-    taken: set[tuple[str, int]],
-    cross: CrossMesh | None,
-) -> None:
-    """One listener per distinct VipOutbound, in address order. Skipped, as problems: one whose `vip:port` an
-    explicit outbound binds (on that address or on the wildcard), and every one of several that share a
-    `vip:port` but not their destination (ambiguous, so none is routed)."""
-    by_address: dict[tuple[str, int], list[VipOutbound]] = {}
-    for vip in sorted(set(vips), key=VipOutbound.sort_key):
-        by_address.setdefault((vip.vip, vip.port), []).append(vip)
-    for (address, port), group in by_address.items():
-        name = f"outbound:{address}:{port}"
-        if (address, port) in taken or (_WILDCARD_ADDRESS, port) in taken:
-            service = group[0].service
-            b.problems.append(f"{name}: VIP outbound for {service!r} collides with a networking.outbound; skipped")
-            continue
-        if len(group) > 1:
-            targets = ", ".join(f"{v.kind} {v.service!r}" for v in group)
-            b.problems.append(f"{name}: VIP outbounds disagree on the destination ({targets}); skipped")
-            continue
-        (vip,) = group
-        if vip.cross_mesh and vip.mesh != proxy.meta.mesh:
-            _cross_mesh_outbound(b, proxy, vip, cross)
-            continue
-        tags = {TAG_SERVICE: vip.service}
-        # A cross-mesh listener is HTTP (gateway.md, "Cross-mesh"); a service speaks what its inbounds say.
-        http = vip.kind == "gateway" or b.index.protocol(tags) in clusters.HTTP_PROTOCOLS
-        _outbound_listener(b, name, address, port, tags, http=http)
-
-
-def vips_for(proxy: Resource, vips: Sequence[VipOutbound]) -> Sequence[VipOutbound]:
-    """The VIP outbounds `proxy` gets. Kuma gives them to transparent proxies only, whose capture listeners
-    take the connections to a VIP that no interface holds; a proxy without one would be refused every such
-    listener by the kernel ("cannot bind '240.0.0.1:80'") and NACK them all. meshgate also keeps those on a
-    loopback VIP range (`--vip-cidr 127.x`), which any proxy can bind: the delegated-gateway setup without a
-    transparent proxy."""
-    if is_transparent(proxy):
-        return vips
-    return [v for v in vips if _is_loopback(v.vip)]
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
 
@@ -495,9 +239,9 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
     shaper = Shaper(ctx.policies, ctx.modules, ctx.mesh_resource)
     services, tags = inbound_identity(proxy)
     tls, tls_problem = proxy_tls(
-        proxy.meta.mesh, ctx.mesh_resource, ctx.cross_mesh, services or [_service(proxy)], tags
+        proxy.meta.mesh, ctx.mesh_resource, ctx.cross_mesh, services or [service_of(proxy)], tags
     )
-    b = _Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls)
+    b = Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls)
     if tls_problem is not None:
         b.problems.append(tls_problem)
     if is_builtin_gateway(proxy):
@@ -508,8 +252,8 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
             _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource, access_log_socket)
         return b.finish(proxy)
-    taken = _outbounds(b, proxy)
-    _vip_outbounds(b, proxy, vips_for(proxy, ctx.vips), taken, ctx.cross_mesh)
+    taken = explicit_outbounds(b, proxy)
+    vip_outbounds(b, proxy, vips_for(proxy, ctx.vips), taken, ctx.cross_mesh)
     if tls_problem is None:
         permissions = ctx.policies.get("TrafficPermission", ())
         inbounds = sidecar_inbounds(proxy, tls=tls, permissions=permissions, taken=taken)
