@@ -37,7 +37,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from meshgate.api.mesh.v1alpha1.mesh_pb2 import CertificateAuthorityBackend
-from meshgate.mtls import CertificateAuthority, LeafCache, spiffe_id
+from meshgate.mtls import CertificateAuthority, LeafCache, enabled_backend, spiffe_id
 from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds.clusters import pack
@@ -185,11 +185,8 @@ def mtls_enabled(mesh: Resource | None) -> bool:
 
 def mtls_permissive(mesh: Resource | None) -> bool:
     """The enabled backend's `mode` is PERMISSIVE (Kuma's `GetEnabledCertificateAuthorityBackend().GetMode()`)."""
-    if not mtls_enabled(mesh):
-        return False
-    mtls: Any = mesh.spec.mtls  # type: ignore[union-attr]
-    enabled = next((b for b in mtls.backends if b.name == mtls.enabledBackend), None)
-    return enabled is not None and enabled.mode == CertificateAuthorityBackend.PERMISSIVE
+    backend = enabled_backend(mesh.spec) if mesh is not None else None
+    return backend is not None and backend.mode == CertificateAuthorityBackend.PERMISSIVE
 
 
 def proxy_tls(
