@@ -101,9 +101,13 @@ def mtls_mesh(
     enabled: str | None = "ca-1",
     backend_type: str = "builtin",
     labels: Mapping[str, str] | None = None,
+    mode: str | None = None,
 ) -> Doc:
-    """A Mesh with one mTLS backend `ca-1`, enabled unless `enabled` is None; a `provided` one with inline PEMs."""
+    """A Mesh with one mTLS backend `ca-1`, enabled unless `enabled` is None; a `provided` one with inline PEMs.
+    `mode`: the backend's `STRICT` or `PERMISSIVE` (None: not written, Kuma's default STRICT)."""
     ca: Doc = {"name": "ca-1", "type": backend_type}
+    if mode is not None:
+        ca["mode"] = mode
     if backend_type == "provided":
         ca["conf"] = {"cert": {"inline": "eA=="}, "key": {"inline": "eA=="}}
     mtls: Doc = {"backends": [ca]}

@@ -8,13 +8,27 @@ Kuma 2.7 (`xds/generator/inbound_proxy_generator.go`, `api/mesh/v1alpha1/datapla
   (else the same address) and `servicePort` (else `port`), HTTP/2 for http2 and grpc;
 - an HTTP connection manager with one catch-all route to that cluster when the inbound's `kuma.io/protocol` is
   http, http2 or grpc (its route configuration inline, named `inbound:<service>`), else a TCP proxy;
-- with the mesh's mTLS on (STRICT, Kuma's default mode), the filter chain's TLS requires a client certificate of
-  the mesh (`sds.MeshTls.downstream`) and **TrafficPermission** is enforced on it: of the TrafficPermissions
-  whose `destinations` match the inbound's tags the most specific (then newest) one is selected
+- with the mesh's mTLS on in STRICT mode (Kuma's default), the one filter chain's TLS requires a client
+  certificate of the mesh (`sds.MeshTls.downstream`) and **TrafficPermission** is enforced on it: of the
+  TrafficPermissions whose `destinations` match the inbound's tags the most specific (then newest) one is selected
   (`SelectInboundConnectionPolicy`), and its `sources` become the allowed principals: a source's
   `kuma.io/service` is the peer's `spiffe://<mesh>/<service>`, each other tag a `kuma://<tag>/<value>`, all of
   one selector ANDed, the selectors ORed, `*` matching anything (`network_rbac_configurer.go`). No
   TrafficPermission selected: an RBAC filter with no policy, which denies every connection.
+
+**PERMISSIVE** (the enabled mTLS backend's `mode`, `sds.MeshTls.permissive`; the generator's
+`CertificateAuthorityBackend_PERMISSIVE` case, `listeners/v3/tls_inspector_configurer.go`,
+`filter_chain_match_configurers.go`): the listener gets the TLS inspector (`envoy.filters.listener.tls_inspector`)
+and Kuma's three anonymous filter chains, in its order:
+
+1. `transport_protocol: raw_buffer`: plaintext, straight to the application, no TLS and no RBAC;
+2. `transport_protocol: tls`: TLS that is not the mesh's (the application's own), passed on undecrypted
+   as bytes, no RBAC;
+3. `transport_protocol: tls` and `application_protocols: [kuma]` (the ALPN every mesh cluster offers,
+   `sds.KUMA_ALPN`): the mesh mTLS chain of STRICT, client certificate required and TrafficPermission enforced.
+
+Envoy picks the most specific match, so a mesh client lands on chain 3 and anyone else on 1 or 2: in
+PERMISSIVE, TrafficPermission binds mesh mTLS clients only, as in Kuma. Outbounds speak mTLS in both modes.
 
 Where RBAC sits: on a TCP inbound, Kuma's network RBAC filter first in the chain (a denied peer's connection is
 closed once it sends its first bytes; a gateway answers its client 503). On an HTTP inbound the same rules go in
@@ -50,13 +64,16 @@ from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_PROTOCOL, TAG_SERVICE
 from meshgate.xds import clusters, listeners
 from meshgate.xds.policies.matching import Candidates, best_for_destination, index_of, selectors
-from meshgate.xds.sds import MeshTls, kuma_id
+from meshgate.xds.sds import KUMA_ALPN, MeshTls, kuma_id
 
 __all__ = ["Inbounds", "inbound_identity", "sidecar_inbounds"]
 
 _MATCH_ALL = "*"
 _HTTP_RBAC = "envoy.filters.http.rbac"
 _NETWORK_RBAC = "envoy.filters.network.rbac"
+# What Envoy's TLS inspector reports as a connection's `transport_protocol`.
+_RAW_BUFFER = "raw_buffer"
+_TLS = "tls"
 
 
 @dataclass(slots=True)
@@ -146,9 +163,9 @@ def _hcm(prefix: str, service: str, cluster: str, rbac: rbac_config_pb2.RBAC | N
     )
 
 
-def _chain(
-    name: str, service: str, cluster: str, protocol: str, tls: MeshTls | None, rbac: rbac_config_pb2.RBAC | None
-) -> listener_components_pb2.FilterChain:
+def _filters(
+    name: str, service: str, cluster: str, protocol: str, rbac: rbac_config_pb2.RBAC | None
+) -> list[listener_components_pb2.Filter]:
     filters: list[listener_components_pb2.Filter] = []
     if protocol in clusters.HTTP_PROTOCOLS:
         filters.append(_hcm(cluster, service, cluster, rbac))
@@ -157,7 +174,25 @@ def _chain(
             network = network_rbac_pb2.RBAC(rules=rbac, stat_prefix=f"{listeners.stat_prefix(name)}.")
             filters.append(listener_components_pb2.Filter(name=_NETWORK_RBAC, typed_config=clusters.pack(network)))
         filters.append(listeners.tcp_proxy(cluster, [(cluster, 1)]))
-    return listeners.filter_chain(filters, tls=tls.downstream() if tls is not None else None)
+    return filters
+
+
+def _chains(
+    name: str, service: str, cluster: str, protocol: str, tls: MeshTls | None, rbac: rbac_config_pb2.RBAC | None
+) -> list[listener_components_pb2.FilterChain]:
+    """No mTLS: one plaintext chain. STRICT: one mTLS chain with RBAC. PERMISSIVE: Kuma's three (above)."""
+    mesh_chain = listeners.filter_chain(
+        _filters(name, service, cluster, protocol, rbac), tls=tls.downstream() if tls is not None else None
+    )
+    if tls is None or not tls.permissive:
+        return [mesh_chain]
+    plaintext = listeners.filter_chain(_filters(name, service, cluster, protocol, None))
+    plaintext.filter_chain_match.transport_protocol = _RAW_BUFFER
+    app_tls = listeners.filter_chain(_filters(name, service, cluster, protocol, None))
+    app_tls.filter_chain_match.transport_protocol = _TLS
+    mesh_chain.filter_chain_match.transport_protocol = _TLS
+    mesh_chain.filter_chain_match.application_protocols.extend(KUMA_ALPN)
+    return [plaintext, app_tls, mesh_chain]
 
 
 def sidecar_inbounds(
@@ -167,9 +202,10 @@ def sidecar_inbounds(
     permissions: tuple[Resource, ...] = (),
     taken: Collection[tuple[str, int]] = (),
 ) -> Inbounds:
-    """The inbound listeners and local clusters of ordinary Dataplane `proxy`. `tls`: the mesh's mTLS, None when
-    the mesh has none (plaintext, no RBAC). `permissions`: the mesh's TrafficPermissions. `taken`: the (address,
-    port) pairs its outbounds bind (`0.0.0.0` for every address); an inbound on one of them is skipped."""
+    """The inbound listeners and local clusters of ordinary Dataplane `proxy`. `tls`: the mesh's mTLS (its
+    `permissive` picks the chains), None when the mesh has none (plaintext, no RBAC). `permissions`: the mesh's
+    TrafficPermissions. `taken`: the (address, port) pairs its outbounds bind (`0.0.0.0` for every address); an
+    inbound on one of them is skipped."""
     out = Inbounds()
     spec: Any = proxy.spec
     networking = spec.networking
@@ -199,8 +235,10 @@ def sidecar_inbounds(
         cluster = f"localhost:{workload_port}"
         out.clusters[cluster] = _local_cluster(cluster, workload_address, workload_port, protocol)
         rbac = rbac_rules(tags, permissions, mesh) if tls is not None else None
-        chain = _chain(name, service, cluster, protocol, tls, rbac)
-        listener = listeners.listener(name, address, inbound.port, [chain], gateway=False)
+        chains = _chains(name, service, cluster, protocol, tls, rbac)
+        listener = listeners.listener(name, address, inbound.port, chains, gateway=False)
         listener.traffic_direction = base_pb2.INBOUND
+        if tls is not None and tls.permissive:
+            listener.listener_filters.append(listeners.tls_inspector())
         out.listeners[name] = listener
     return out

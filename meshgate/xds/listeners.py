@@ -52,6 +52,7 @@ __all__ = [
     "listener",
     "stat_prefix",
     "tcp_proxy",
+    "tls_inspector",
     "tls_mode",
 ]
 
@@ -259,12 +260,15 @@ def listener(
     if gateway:
         out.enable_reuse_port.value = True
         out.per_connection_buffer_limit_bytes.value = CONNECTION_BUFFER_BYTES
-        out.listener_filters.append(
-            listener_components_pb2.ListenerFilter(
-                name="envoy.filters.listener.tls_inspector", typed_config=pack(tls_inspector_pb2.TlsInspector())
-            )
-        )
+        out.listener_filters.append(tls_inspector())
     return out
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    """The TLS inspector: a connection's transport protocol, SNI and ALPN known before a filter chain is chosen."""
+    return listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.tls_inspector", typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
 
 
 def tls_mode(conf: Any | None) -> int:

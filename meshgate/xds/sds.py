@@ -12,6 +12,11 @@ Kuma 2.7 (`xds/envoy/tls/v3/tls.go`, `xds/envoy/secrets.go`, `xds/generator/secr
   gateway: its own service) and `kuma://<tag>/<value>` of every inbound tag (`ca_issuer.NewWorkloadCert`).
 - **Inbound** (`CreateDownstreamTlsContext`): requires a client certificate that chains to the mesh CA and has
   a URI SAN with prefix `spiffe://<mesh>/`.
+- **Mode** (`CertificateAuthorityBackend.mode` of the enabled backend, `mtls.backends[].mode`): STRICT (the
+  default) or PERMISSIVE, which only changes the inbounds (`MeshTls.permissive`, read by `inbound.py`); a
+  cluster to a mesh service speaks mTLS in both. (Kuma falls back to plaintext toward a PERMISSIVE service not
+  yet "TLS ready" by its ServiceInsight, `ClientSideMTLSConfigurer`; meshgate has no ServiceInsight and issues
+  every proxy its certificate with its config, so it always originates mTLS.)
 - **Cluster to a mesh service** (`CreateUpstreamTlsContext`, `ClientSideMTLSConfigurer`): presents the identity,
   sends SNI `SNIFromTags(tags + mesh)`: the service, then `{k=v,...}` of every other destination tag and
   `mesh=<mesh>` sorted by key (`backend{mesh=default}`), offers ALPN `kuma`, and accepts only the URI SAN
@@ -31,7 +36,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
-from meshgate.mtls import CertificateAuthority, LeafCache, spiffe_id
+from meshgate.api.mesh.v1alpha1.mesh_pb2 import CertificateAuthorityBackend
+from meshgate.mtls import CertificateAuthority, LeafCache, enabled_backend, spiffe_id
 from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds.clusters import pack
@@ -44,6 +50,7 @@ __all__ = [
     "identity_secret_name",
     "kuma_id",
     "mtls_enabled",
+    "mtls_permissive",
     "proxy_tls",
     "sni",
 ]
@@ -96,7 +103,8 @@ class MeshTls:
 
     `services`: the identities the proxy's certificate carries, first the one it is named by (a sidecar's
     inbound services, a gateway's service); `tags`: the tags whose `kuma://` ids it carries too. `leaves`: the
-    zone's leaf cache (the same leaf until it is due, so an unchanged config stays byte-equal)."""
+    zone's leaf cache (the same leaf until it is due, so an unchanged config stays byte-equal). `permissive`:
+    the enabled backend's mode is PERMISSIVE (inbounds take plaintext too)."""
 
     def __init__(
         self,
@@ -105,10 +113,14 @@ class MeshTls:
         leaves: LeafCache,
         services: Sequence[str],
         tags: Mapping[str, Sequence[str]] | None = None,
+        *,
         cas: Mapping[str, CertificateAuthority] | None = None,
+        permissive: bool = False,
     ) -> None:
-        """`cas`: every mesh's CA (cross-mesh traffic trusts other meshes'); by default this mesh's only."""
+        """`cas`: every mesh's CA (cross-mesh traffic trusts other meshes'); by default this mesh's only.
+        `permissive`: the enabled backend's mode is PERMISSIVE (inbounds take plaintext too)."""
         self.mesh = mesh
+        self.permissive = permissive
         self.ca = ca
         self._leaves = leaves
         self.services = tuple(dict.fromkeys(services)) or ("",)
@@ -211,6 +223,12 @@ def mtls_enabled(mesh: Resource | None) -> bool:
     return mesh is not None and bool(mesh.spec.mtls.enabledBackend)  # type: ignore[attr-defined]
 
 
+def mtls_permissive(mesh: Resource | None) -> bool:
+    """The enabled backend's `mode` is PERMISSIVE (Kuma's `GetEnabledCertificateAuthorityBackend().GetMode()`)."""
+    backend = enabled_backend(mesh.spec) if mesh is not None else None
+    return backend is not None and backend.mode == CertificateAuthorityBackend.PERMISSIVE
+
+
 def proxy_tls(
     mesh: str,
     mesh_resource: Resource | None,
@@ -225,4 +243,5 @@ def proxy_tls(
         return None, None
     if cross is None or not cross.enabled(mesh):
         return None, f"mTLS is enabled on mesh {mesh} but its CA is not available (yet); inbounds skipped"
-    return MeshTls(mesh, cross.cas[mesh], cross.leaves, services, tags, cas=cross.cas), None
+    permissive = mtls_permissive(mesh_resource)
+    return MeshTls(mesh, cross.cas[mesh], cross.leaves, services, tags, cas=cross.cas, permissive=permissive), None

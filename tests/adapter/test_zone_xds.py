@@ -11,6 +11,7 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from meshgate.mtls import builtin_ca_secret_names, generate_ca
 from meshgate.resources import codec
 from meshgate.store import MemoryStore
 from meshgate.testing import factory
@@ -149,3 +150,54 @@ async def test_a_tcp_traffic_log_goes_to_the_pipe_the_proxy_declared_on_its_stre
         assert snapshot is not None
         assert _log_paths(snapshot) == {"/tmp/kuma-al-edge-1-default.sock"}
         await session.close()
+
+
+async def test_a_mesh_switched_from_permissive_to_strict_regenerates_the_sidecar_inbound() -> None:
+    """The zone reads the mTLS mode from the Mesh in its store: PERMISSIVE gives the inbound Kuma's three filter
+    chains and the TLS inspector, an update to STRICT one mTLS chain (Envoy runs both: test_sidecar_permissive)."""
+    store = MemoryStore()
+    ca = generate_ca("default")
+    cert_name, key_name = builtin_ca_secret_names("default", "ca-1")
+    sidecar = {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": "app-1",
+        "networking": {
+            "address": "127.0.0.1",
+            "inbound": [{"port": 8080, "servicePort": 18080, "tags": {"kuma.io/service": "app"}}],
+        },
+    }
+    for doc in (
+        factory.mtls_mesh(mode="PERMISSIVE"),
+        factory.secret(cert_name, ca.cert_pem),
+        factory.secret(key_name, ca.key_pem),
+        sidecar,
+    ):
+        await store.create(codec.load(doc))
+    proxy = ProxyId("default", "app-1")
+    xds = ZoneXds(store, "zone-1")
+
+    def inbound() -> listener_pb2.Listener:
+        snapshot = xds.snapshot(proxy)
+        assert snapshot is not None
+        (found,) = [lst for lst in listeners(snapshot) if lst.name == "inbound:127.0.0.1:8080"]
+        return found
+
+    with xds.listen(proxy):
+        await xds.regenerate()
+        permissive = inbound()
+        assert [c.filter_chain_match.transport_protocol for c in permissive.filter_chains] == [
+            "raw_buffer",
+            "tls",
+            "tls",
+        ]
+        assert [f.name for f in permissive.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+
+        stored = await store.get(codec.load(factory.mtls_mesh()).key)
+        await store.update(codec.load(factory.mtls_mesh(mode="STRICT")).with_meta(version=stored.meta.version))
+        await xds.regenerate()
+        strict = inbound()
+        (chain,) = strict.filter_chains
+        assert chain.HasField("transport_socket")
+        assert not chain.HasField("filter_chain_match")
+        assert list(strict.listener_filters) == []

@@ -8,6 +8,7 @@ import pytest
 
 from meshgate.api.mesh.v1alpha1.mesh_pb2 import Mesh
 from meshgate.resources import codec
+from meshgate.resources.errors import ValidationError
 from meshgate.resources.kinds import mesh
 from meshgate.resources.model import Meta, Resource
 
@@ -351,3 +352,24 @@ def test_specs_only_a_binary_peer_can_send_are_rejected_not_raised() -> None:
     assert found[1][0] == ""
     assert found[1][1].startswith("cannot be written as JSON: ")
     assert len(found) == 2
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", 0, 1])
+def test_mtls_mode_takes_kumas_two_values(mode: str | int) -> None:
+    doc = {"type": "Mesh", "name": "default", "mtls": {"backends": [{"name": "ca-1", "type": "builtin", "mode": mode}]}}
+    assert codec.validate(codec.load(doc)) == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"), [("permissive", '"permissive"'), ("TLS", '"TLS"'), (2, "2"), (True, "True")]
+)
+def test_an_unknown_mtls_mode_is_refused_naming_the_field(mode: object, shown: str) -> None:
+    """Kuma's mesh validator has no rule for `mode`: its JSON decoding refuses a value that is not of the enum
+    (`unknown value ... for enum kuma.mesh.v1alpha1.CertificateAuthorityBackend.Mode`); meshgate's structural
+    check does too, naming the field and the allowed values."""
+    doc = {"type": "Mesh", "name": "default", "mtls": {"backends": [{"name": "ca-1", "type": "builtin", "mode": mode}]}}
+    with pytest.raises(ValidationError) as raised:
+        codec.load(doc)
+    assert [(v.field, v.message) for v in raised.value.violations] == [
+        ("mtls.backends[0].mode", f"invalid value {shown}. Allowed values: STRICT, PERMISSIVE")
+    ]

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
@@ -25,8 +27,10 @@ from meshgate.resources.model import Resource
 from meshgate.testing import factory
 from meshgate.xds import MeshContext, Snapshot, generate
 from meshgate.xds.crossmesh import CrossMesh
-from meshgate.xds.sds import sni
+from meshgate.xds.sds import mtls_permissive, sni
 from meshgate.xds.snapshot import SECRET
+
+HTTP_RBAC = "envoy.filters.http.rbac"
 
 
 def dataplane(name: str, inbounds: list[dict[str, Any]], *, mesh: str = "default") -> Resource:
@@ -56,8 +60,14 @@ def inbound(port: int, service: str, *, service_port: int | None = None, **tags:
     return out
 
 
-def context(dataplanes: list[Resource], *, mtls: bool, permissions: list[Resource] = ()) -> MeshContext:  # type: ignore[assignment]
-    mesh = factory.resource(factory.mtls_mesh() if mtls else factory.mesh())
+def context(
+    dataplanes: list[Resource],
+    *,
+    mtls: bool,
+    permissions: list[Resource] = (),  # type: ignore[assignment]
+    mode: str | None = None,
+) -> MeshContext:
+    mesh = factory.resource(factory.mtls_mesh(mode=mode) if mtls else factory.mesh())
     return MeshContext.build(
         "default",
         zone="zone-1",
@@ -141,6 +151,103 @@ def test_with_mtls_and_no_permission_the_inbound_denies_everyone() -> None:
     rbac = network_rbac_pb2.RBAC()
     chain.filters[0].typed_config.Unpack(rbac)
     assert dict(rbac.rules.policies) == {}
+
+
+def _unpacked(chain: Any) -> tuple[list[str], Any]:
+    """(the chain's filter names, its HCM or None)."""
+    names = [f.name for f in chain.filters]
+    hcm = None
+    if names[-1] == "envoy.filters.network.http_connection_manager":
+        hcm = hcm_pb2.HttpConnectionManager()
+        chain.filters[-1].typed_config.Unpack(hcm)
+    return names, hcm
+
+
+def test_permissive_tcp_inbound_has_kumas_three_chains_and_the_tls_inspector() -> None:
+    app = dataplane("app-1", [inbound(8080, "app", service_port=18080)])
+    permit = factory.resource(factory.traffic_permission("kong-to-app", source="kong", destination="app"))
+    snap = generate(app, context([app], mtls=True, permissions=[permit], mode="PERMISSIVE"))
+    assert snap.problems == ()
+    listener = snap.listeners["inbound:10.0.0.1:8080"]
+    assert isinstance(listener, listener_pb2.Listener)
+    assert [f.name for f in listener.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    assert listener.listener_filters[0].typed_config.Is(tls_inspector_pb2.TlsInspector.DESCRIPTOR)
+    plaintext, app_tls, mesh_tls = listener.filter_chains
+    # Kuma's order and matches; the chains are anonymous, as Kuma builds them.
+    assert [(c.name, c.filter_chain_match.transport_protocol) for c in listener.filter_chains] == [
+        ("", "raw_buffer"),
+        ("", "tls"),
+        ("", "tls"),
+    ]
+    assert [list(c.filter_chain_match.application_protocols) for c in listener.filter_chains] == [[], [], ["kuma"]]
+    # Plaintext and the application's own TLS: straight to the application, not terminated, no RBAC.
+    for chain in (plaintext, app_tls):
+        assert not chain.HasField("transport_socket")
+        assert [f.name for f in chain.filters] == ["envoy.filters.network.tcp_proxy"]
+    # The mesh's mTLS: STRICT's chain, client certificate required, RBAC first.
+    downstream = tls_pb2.DownstreamTlsContext()
+    mesh_tls.transport_socket.typed_config.Unpack(downstream)
+    assert downstream.require_client_certificate.value
+    assert [f.name for f in mesh_tls.filters] == ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
+    rbac = network_rbac_pb2.RBAC()
+    mesh_tls.filters[0].typed_config.Unpack(rbac)
+    principal = rbac.rules.policies["kong-to-app"].principals[0]
+    assert principal.authenticated.principal_name.exact == "spiffe://default/kong"
+    assert set(snap[SECRET]) == {"identity_cert:secret:default", "mesh_ca:secret:default"}
+
+
+def test_permissive_http_inbound_enforces_rbac_on_the_mesh_chain_only() -> None:
+    app = dataplane("app-1", [inbound(8080, "app", service_port=18080, **{"kuma.io/protocol": "http"})])
+    snap = generate(app, context([app], mtls=True, mode="PERMISSIVE"))
+    listener = snap.listeners["inbound:10.0.0.1:8080"]
+    chains = listener.filter_chains  # type: ignore[attr-defined]
+    assert len(chains) == 3
+    for chain, http_filters in zip(
+        chains,
+        (["envoy.filters.http.router"], ["envoy.filters.http.router"], [HTTP_RBAC, "envoy.filters.http.router"]),
+        strict=True,
+    ):
+        names, hcm = _unpacked(chain)
+        assert names == ["envoy.filters.network.http_connection_manager"]
+        assert [f.name for f in hcm.http_filters] == http_filters
+        assert hcm.route_config.virtual_hosts[0].routes[0].route.cluster == "localhost:18080"
+    assert chains[2].HasField("transport_socket")
+
+
+def test_strict_written_or_not_is_one_mtls_chain_without_the_tls_inspector() -> None:
+    app = dataplane("app-1", [inbound(8080, "app", service_port=18080)])
+    default = generate(app, context([app], mtls=True)).listeners["inbound:10.0.0.1:8080"]
+    strict = generate(app, context([app], mtls=True, mode="STRICT")).listeners["inbound:10.0.0.1:8080"]
+    assert strict == default
+    assert list(strict.listener_filters) == []  # type: ignore[attr-defined]
+    (chain,) = strict.filter_chains  # type: ignore[attr-defined]
+    assert not chain.HasField("filter_chain_match")
+    assert chain.HasField("transport_socket")
+
+
+def test_permissive_on_a_backend_not_enabled_leaves_the_inbound_plaintext() -> None:
+    app = dataplane("app-1", [inbound(8080, "app", service_port=18080)])
+    mesh = factory.resource(factory.mtls_mesh(enabled=None, mode="PERMISSIVE"))
+    assert not mtls_permissive(mesh)
+    ctx = MeshContext.build("default", zone="zone-1", mesh_resource=mesh, dataplanes=[app])
+    snap = generate(app, ctx)
+    (chain,) = snap.listeners["inbound:10.0.0.1:8080"].filter_chains  # type: ignore[attr-defined]
+    assert not chain.HasField("transport_socket")
+    assert list(snap.listeners["inbound:10.0.0.1:8080"].listener_filters) == []  # type: ignore[attr-defined]
+
+
+def test_permissive_clusters_still_originate_mtls() -> None:
+    app = dataplane("app-1", [inbound(8080, "app", service_port=18080)])
+    kong = dataplane("kong-1", [inbound(7070, "kong", service_port=17070)])
+    kong.spec.networking.outbound.add(port=9000).tags.update({"kuma.io/service": "app"})  # type: ignore[attr-defined]
+    strict = generate(kong, context([app, kong], mtls=True))
+    permissive = generate(kong, context([app, kong], mtls=True, mode="PERMISSIVE"))
+    assert permissive.clusters == strict.clusters
+    (cluster,) = [c for name, c in permissive.clusters.items() if not name.startswith("localhost:")]
+    upstream = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(upstream)  # type: ignore[attr-defined]
+    assert upstream.sni == "app{mesh=default}"
+    assert list(upstream.common_tls_context.alpn_protocols) == ["kuma"]
 
 
 def test_a_gateways_cluster_speaks_mtls_with_kumas_sni_as_its_own_identity() -> None:
