@@ -488,9 +488,9 @@ def concurrency_list(text: str) -> list[int]:
     try:
         out = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--concurrency: {text!r} is not a comma-separated list of integers") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
     if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError("--concurrency: every value must be at least 1")
+        raise argparse.ArgumentTypeError("every value must be at least 1")
     return out
 
 
