@@ -7,7 +7,8 @@ Two paths that give the same answers:
   version 0, no options). It compares the lower-cased wire name against the table and builds the response
   bytes directly: header, the question copied verbatim, one answer pointing back at it (0xC00C), and an OPT
   when the query had one. dnspython's parse and render cap a Python server near 3k qps; this path does not
-  parse into objects at all.
+  parse into objects at all. Its answers are remembered per query (`Table.answers`, keyed by the query after
+  its id, bounded), so the UDP server answers a repeated query with one lookup and one concatenation.
 - Everything else goes through dnspython: other types (NOERROR, no data, for a known name), unknown names under
   the domain (NXDOMAIN), names outside it (REFUSED from `answer`; `FORWARD` from `route`, which a server with an
   upstream uses instead, so that it sends the query on), other opcodes (NOTIMP), and any query the fast path
@@ -79,6 +80,12 @@ class Table:
         # slices out of a query; the value is the answer RR that follows the copied question.
         self._tails: dict[bytes, bytes] = {}
         self._vips: dict[bytes, bytes] = {}
+        # The fast path's answers by the whole query after its id (the answer after the id depends on nothing
+        # else), so a repeated query costs the server one lookup (`DnsServer` looks here before anything else).
+        # Only answers the fast path built go in, so a hit is always a NOERROR for a name the table holds;
+        # bounded, since case and RD variants of one name are each a key.
+        self.answers: dict[bytes, bytes] = {}
+        self._answers_cap = 4 * len(records) + 4096
         for text, vip in records.items():
             key = _wire(dns.name.from_text(text))
             self._vips[key] = vip.packed
@@ -90,6 +97,10 @@ class Table:
 
     def vip(self, wire_name: bytes) -> bytes | None:
         return self._vips.get(wire_name)
+
+    def _remember(self, query: bytes, response: bytes) -> None:
+        if len(self.answers) < self._answers_cap:
+            self.answers[query[2:]] = response[2:]
 
 
 class Forward(enum.Enum):
@@ -155,13 +166,17 @@ def _fast(data: bytes, table: Table) -> bytes | None:
     if counts == _COUNTS_NO_EDNS:
         if q_end != len(data):
             return None
-        return data[:2] + flags + _ANSWER_NO_EDNS + data[12:q_end] + tail
+        out = data[:2] + flags + _ANSWER_NO_EDNS + data[12:q_end] + tail
+        table._remember(data, out)
+        return out
     # A plain OPT: root owner, type OPT, version 0, no options, and nothing after it.
     if counts != _COUNTS_EDNS or len(data) != q_end + 11 or data[q_end : q_end + 3] != b"\x00\x00\x29":
         return None
     if data[q_end + 6] != 0 or data[q_end + 9 : q_end + 11] != b"\x00\x00":
         return None
-    return data[:2] + flags + _ANSWER_EDNS + data[12:q_end] + tail + _OPT_RR
+    out = data[:2] + flags + _ANSWER_EDNS + data[12:q_end] + tail + _OPT_RR
+    table._remember(data, out)
+    return out
 
 
 def _formerr(data: bytes) -> bytes:

@@ -77,6 +77,15 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         server = self._server
+        # A query answered before (the common case under load): one lookup, no parsing. `Table.answers` holds
+        # only NOERROR answers the fast path built, keyed by everything after the query's id.
+        cached = server.table.answers.get(data[2:])
+        if cached is not None:
+            server.rcodes[0] += 1
+            transport = self._transport
+            if transport is not None and not self._paused:
+                transport.sendto(data[:2] + cached, addr)
+            return
         try:
             out = server._respond(data, server.table)
         except Exception:

@@ -133,3 +133,34 @@ def test_the_fast_path_never_disagrees_with_the_slow_one(
         assert slow is not None
         f, s = dns.message.from_wire(out), dns.message.from_wire(slow)
         assert (f.rcode(), f.flags, f.answer) == (s.rcode(), s.flags, s.answer)
+
+
+def test_a_remembered_answer_is_the_fast_paths_answer_under_the_new_queries_id() -> None:
+    table = Table("mesh", {"echo.mesh": IPv4Address("240.0.0.1")})
+    first = dns.message.make_query("echo.mesh", "A")
+    out = answer(first.to_wire(), table)
+    assert out is not None
+    again = dns.message.make_query("echo.mesh", "A")
+    again.id = (first.id + 1) % 65536
+    wire = again.to_wire()
+    cached = table.answers[wire[2:]]  # what the UDP server sends after the query's own id
+    assert wire[:2] + cached == answer(wire, table)
+    assert dns.message.from_wire(wire[:2] + cached).id == again.id
+
+
+def test_only_answers_the_table_holds_are_remembered() -> None:
+    table = Table("mesh", {"echo.mesh": IPv4Address("240.0.0.1")})
+    for name, rdtype in [("nope.mesh", "A"), ("example.org", "A"), ("echo.mesh", "TXT")]:
+        assert answer(dns.message.make_query(name, rdtype).to_wire(), table) is not None
+    assert table.answers == {}
+
+
+def test_remembered_answers_are_bounded() -> None:
+    name = "echoechoechoecho.mesh"
+    table = Table("mesh", {name: IPv4Address("240.0.0.1")})
+    cap = 4 * 1 + 4096
+    for i in range(cap + 50):
+        # Each case spelling of one name is its own key: the bound keeps a client from growing the map.
+        spelled = "".join(c.upper() if (i >> k) & 1 else c for k, c in enumerate(name[:16])) + ".mesh"
+        assert answer(dns.message.make_query(spelled, "A").to_wire(), table) is not None
+    assert len(table.answers) == cap
