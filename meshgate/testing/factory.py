@@ -17,7 +17,8 @@ hand-written input (the validation corpus, codec golden tests) keeps writing it 
     fault_injection,                    one is given
     traffic_permission, traffic_log,
     traffic_route
-    proxy_template, virtual_outbound    the selector policies
+    proxy_template, virtual_outbound,   the selector policies
+    traffic_trace
     external_service                    ExternalService
     POLICY_BUILDERS                     one builder per policy kind, by kind name
     struct                              a protobuf Struct, the store tests' opaque spec
@@ -63,6 +64,7 @@ __all__ = [
     "traffic_log",
     "traffic_permission",
     "traffic_route",
+    "traffic_trace",
     "virtual_outbound",
     "zone_ingress",
 ]
@@ -400,6 +402,22 @@ def proxy_template(
     return doc
 
 
+def traffic_trace(
+    name: str = "tt-1",
+    mesh: str = "default",
+    *,
+    service: str = "*",
+    backend: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Doc:
+    """The data planes of `service` trace to `backend` (None: no `conf`, the Mesh's default backend)."""
+    doc = _doc("TrafficTrace", mesh, name, labels)
+    doc["selectors"] = _selectors(service, None)
+    if backend is not None:
+        doc["conf"] = {"backend": backend}
+    return doc
+
+
 def virtual_outbound(
     name: str = "vo-1",
     mesh: str = "default",
@@ -448,6 +466,7 @@ POLICY_BUILDERS: dict[str, Callable[[], Doc]] = {
     "TrafficPermission": traffic_permission,
     "TrafficLog": traffic_log,
     "ProxyTemplate": proxy_template,
+    "TrafficTrace": traffic_trace,
     "ExternalService": external_service,
     "TrafficRoute": traffic_route,
     "VirtualOutbound": virtual_outbound,

@@ -56,6 +56,9 @@ class Builder:
         # The same for destinations an ExternalService serves (`external_services`): they win over Dataplanes.
         self._external: dict[str, tuple[dict[str, str], list[Resource], ClusterMatches]] = {}
         self._resolved: dict[table.Tags, str] = {}
+        # An HTTP outbound listener's destination service, by listener name (what TrafficTrace's Datadog
+        # `splitService` names).
+        self.destinations: dict[str, str] = {}
         self._shaped: dict[tuple[TagsKey, table.Tags], str] = {}
 
     def resolve(self, dest: Destination) -> str:

@@ -56,7 +56,7 @@ from meshgate.xds.external_services import ExternalServiceIndex
 from meshgate.xds.gateway import GatewayBinding, ListenerBinding, bind, is_builtin_gateway
 from meshgate.xds.inbound import inbound_identity, sidecar_inbounds
 from meshgate.xds.outbounds import explicit_outbounds, vip_outbounds, vips_for
-from meshgate.xds.policies import LogSite, Target, denial
+from meshgate.xds.policies import ConnectionManager, DataplaneSite, Direction, LogSite, Target, denial
 from meshgate.xds.policies.shaper import Shaper, TagsKey
 from meshgate.xds.routes import UNRESOLVED_BACKEND
 from meshgate.xds.sds import proxy_tls
@@ -224,6 +224,41 @@ def _gateway(
         b.add(LISTENER, lb.name, out)
 
 
+def _connection_managers(b: Builder, proxy: Resource, *, gateway: bool) -> tuple[ConnectionManager, ...]:
+    """The proxy's HTTP connection managers as Kuma's generators configure them (TrafficTrace): a builtin
+    gateway's listeners; a sidecar's `inbound:` listeners (their inbound's service) and `outbound:` ones (the
+    proxy's identifying service, the destination's). Listeners without an HCM are left out by the hook."""
+    service = service_of(proxy)
+    if gateway:
+        return tuple(ConnectionManager(name, Direction.UNSPECIFIED, service) for name in b.out[LISTENER])
+    spec: Any = proxy.spec
+    inbound_services = {
+        f"inbound:{inbound.address or spec.networking.address}:{inbound.port}": inbound.tags["kuma.io/service"]
+        for inbound in spec.networking.inbound
+        if "kuma.io/service" in inbound.tags
+    }
+    out = []
+    for name in b.out[LISTENER]:
+        if name in inbound_services:
+            out.append(ConnectionManager(name, Direction.INBOUND, str(inbound_services[name])))
+        elif name in b.destinations:
+            out.append(ConnectionManager(name, Direction.OUTBOUND, service, b.destinations[name]))
+    return tuple(out)
+
+
+def _trace(b: Builder, proxy: Resource, ctx: MeshContext, *, gateway: bool) -> None:
+    """The dataplane-shaping policies (TrafficTrace), before `finish` runs the proxy-shaping ones."""
+    if not b.shaper.shapes(Target.DATAPLANE):
+        return
+    spec: Any = proxy.spec
+    if gateway or spec.networking.HasField("gateway"):
+        tag_sets = [dict(spec.networking.gateway.tags)]
+    else:
+        tag_sets = [dict(inbound.tags) for inbound in spec.networking.inbound]
+    site = DataplaneSite(proxy, ctx.mesh_resource, gateway, _connection_managers(b, proxy, gateway=gateway))
+    b.problems.extend(b.shaper.shape_dataplane(site, tag_sets, b.out))
+
+
 def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
 
@@ -251,6 +286,7 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
         else:
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
             _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource, access_log_socket)
+            _trace(b, proxy, ctx, gateway=True)
         return b.finish(proxy)
     taken = explicit_outbounds(b, proxy)
     vip_outbounds(b, proxy, vips_for(proxy, ctx.vips), taken, ctx.cross_mesh)
@@ -265,4 +301,5 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
     captured, passthrough_clusters = passthrough(proxy, ctx.mesh_resource)
     b.out[LISTENER].update(captured)
     b.out[CLUSTER].update(passthrough_clusters)
+    _trace(b, proxy, ctx, gateway=False)
     return b.finish()

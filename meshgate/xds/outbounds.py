@@ -51,6 +51,7 @@ def outbound_listener(
         config = route_configuration(name)
         add_virtual_host(config, "*", [catch_all], listener_port=port, tls=False, resolve=resolve or b.resolve)
         b.add(ROUTE, name, config)
+        b.destinations[name] = tags[TAG_SERVICE]
         chain = listeners.filter_chain([listeners.http_connection_manager(name, name, edge=False)])
     else:
         chain = listeners.filter_chain([listeners.tcp_proxy(name, [(b.resolve(dest), 1)])])

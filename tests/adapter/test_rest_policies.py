@@ -22,6 +22,7 @@ KUMA_PATHS = {
     "FaultInjection": "fault-injections",
     "TrafficPermission": "traffic-permissions",
     "TrafficLog": "traffic-logs",
+    "TrafficTrace": "traffic-traces",
     "ProxyTemplate": "proxytemplates",
     "ExternalService": "external-services",
     "TrafficRoute": "traffic-routes",

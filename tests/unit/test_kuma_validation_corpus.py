@@ -106,6 +106,7 @@ def test_the_corpus_covers_every_kind_and_explains_itself() -> None:
         "FaultInjection",
         "TrafficPermission",
         "TrafficLog",
+        "TrafficTrace",
         "ProxyTemplate",
         "ExternalService",
         "TrafficRoute",

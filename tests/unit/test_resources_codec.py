@@ -34,7 +34,8 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
                 "type",
                 'unknown type "Gateway". Allowed values: Mesh, Secret, MeshGateway, MeshGatewayRoute, Dataplane, Zone,'
                 " MeshGatewayInstance, Timeout, Retry, CircuitBreaker, HealthCheck, RateLimit, FaultInjection,"
-                " TrafficPermission, TrafficLog, ProxyTemplate, ExternalService, TrafficRoute, VirtualOutbound,"
+                " TrafficPermission, TrafficLog, TrafficTrace, ProxyTemplate, ExternalService, TrafficRoute,"
+                " VirtualOutbound,"
                 " ZoneIngress",
             )
         ],

@@ -143,6 +143,7 @@ def test_kumas_source_destination_policies_are_read_by_the_zone_and_external_ser
         "FaultInjection",
         "TrafficPermission",
         "TrafficLog",
+        "TrafficTrace",
         "ProxyTemplate",
         "TrafficRoute",
         "VirtualOutbound",

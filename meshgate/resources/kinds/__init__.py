@@ -27,6 +27,7 @@ __all__ = [
     "TRAFFIC_LOG",
     "TRAFFIC_PERMISSION",
     "TRAFFIC_ROUTE",
+    "TRAFFIC_TRACE",
     "VIRTUAL_OUTBOUND",
     "ZONE",
     "ZONE_INGRESS",
@@ -50,6 +51,7 @@ RATE_LIMIT: Final = "RateLimit"
 FAULT_INJECTION: Final = "FaultInjection"
 TRAFFIC_PERMISSION: Final = "TrafficPermission"
 TRAFFIC_LOG: Final = "TrafficLog"
+TRAFFIC_TRACE: Final = "TrafficTrace"
 PROXY_TEMPLATE: Final = "ProxyTemplate"
 EXTERNAL_SERVICE: Final = "ExternalService"
 TRAFFIC_ROUTE: Final = "TrafficRoute"

@@ -13,6 +13,7 @@ A policy module is a `PolicyModule`: the kind it handles and a hook per Envoy me
 | `http_filter` | (returns an `HttpFilter`) | each gateway HCM one of whose routes the kind's `route` hook shaped | - |
 | `access_log` | (returns an `AccessLog`) | each gateway filter chain | listener tags, `PASS_THROUGH` |
 | `proxy` | `Resources`, all of them | a builtin gateway, last | `best_for_proxy`: gateway tags (`SELECTORS`) |
+| `dataplane` | `Resources`, its HCMs (`DataplaneSite`) | any proxy, before `proxy` | `best_for_dataplane` |
 
 A `gate` hook (`(Gate) -> reason | None`) is asked for every backend of every gateway route, whether or not the
 kind has policies, and denies it: Envoy then answers 403 for that backend's share of the route (`denial.py`);
@@ -55,6 +56,7 @@ from meshgate.xds.policies import (
     retry,
     timeout,
     traffic_log,
+    traffic_trace,
     trafficpermission,
 )
 from meshgate.xds.policies.matching import Loser, Match
@@ -62,7 +64,10 @@ from meshgate.xds.policies.module import (
     EMPTY_REPORT,
     PASS_THROUGH,
     Applied,
+    ConnectionManager,
+    DataplaneSite,
     Denied,
+    Direction,
     Gate,
     Ignored,
     LogSite,
@@ -82,7 +87,10 @@ __all__ = [
     "PASS_THROUGH",
     "REGISTRY",
     "Applied",
+    "ConnectionManager",
+    "DataplaneSite",
     "Denied",
+    "Direction",
     "Gate",
     "Ignored",
     "LogSite",
@@ -110,6 +118,7 @@ REGISTRY = PolicyRegistry(
         rate_limit.MODULE,
         fault_injection.MODULE,
         traffic_log.MODULE,
+        traffic_trace.MODULE,
         proxy_template.MODULE,
         *ignored.MODULES,
     ]

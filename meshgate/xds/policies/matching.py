@@ -47,6 +47,7 @@ __all__ = [
     "Match",
     "TagsKey",
     "best_for_cluster",
+    "best_for_dataplane",
     "best_for_destination",
     "best_for_proxy",
     "best_for_route",
@@ -494,12 +495,22 @@ def best_for_proxy(policies: Iterable[Resource], tags: Mapping[str, str]) -> Mat
     `SelectDataplanePolicy` (`core/policy/dataplane_matcher.go:28-60`): in name order, a policy's matching
     selectors are ranked, no selectors or an empty one matching everything with rank 0; a higher rank, or an
     equal one created later, takes over."""
+    return best_for_dataplane(policies, (tags,))
+
+
+def best_for_dataplane(policies: Iterable[Resource], tag_sets: Sequence[Mapping[str, str]]) -> Match | None:
+    """`best_for_proxy` for a Dataplane that a selector matches when any of its `tag_sets` has all its tags:
+    Kuma's `Dataplane.Matches` (a gateway's tags, else each inbound's), as TrafficTrace is selected."""
     best: tuple[Resource, Rank] | None = None
     ranked: list[tuple[Resource, Rank]] = []
     losers: list[Loser] = []
     for policy in sorted(policies, key=lambda p: p.meta.name):
         found = selectors(policy, "selectors")
-        ranks = [rank(s) if s else Rank() for s in found if selector_matches(s, tags)] if found else [Rank()]
+        ranks = (
+            [rank(s) if s else Rank() for s in found if any(selector_matches(s, tags) for tags in tag_sets)]
+            if found
+            else [Rank()]
+        )
         if not ranks:
             losers.append(Loser(policy, NO_SELECTOR))
             continue

@@ -28,7 +28,11 @@ __all__ = [
     "PASS_THROUGH",
     "UNSUPPORTED",
     "Applied",
+    "ConnectionManager",
+    "DataplaneHook",
+    "DataplaneSite",
     "Denied",
+    "Direction",
     "Gate",
     "GateHook",
     "Ignored",
@@ -57,13 +61,14 @@ class Target(StrEnum):
     CLUSTER = "cluster"
     ACCESS_LOG = "access log"  # a filter chain's access log: `<listener>/<filter chain index>`
     PROXY = "proxy"  # the proxy's whole generated config
+    DATAPLANE = "dataplane"  # every HTTP connection manager of any proxy (TrafficTrace)
 
 
 class Matcher(StrEnum):
     """How a kind's policies are matched. Kuma's `targetRef` policies will add their own."""
 
     CONNECTION = "sources/destinations"  # matching.py
-    SELECTORS = "selectors"  # matching.best_for_proxy: Kuma's dataplane policies (ProxyTemplate)
+    SELECTORS = "selectors"  # matching.best_for_proxy: Kuma's dataplane policies (ProxyTemplate, TrafficTrace)
 
 
 # The destination a gateway's access log is matched against: Kuma indexes a gateway's TrafficLog by its
@@ -101,6 +106,39 @@ AccessLogHook = Callable[[Match, LogSite], accesslog_pb2.AccessLog | None]
 ProxyHook = Callable[[Resource, Resources], list[str]]
 
 
+class Direction(StrEnum):
+    """Kuma's `TrafficDirection` of an HTTP connection manager (`xds/envoy/types.go:228-230`)."""
+
+    OUTBOUND = "OUTBOUND"
+    INBOUND = "INBOUND"
+    UNSPECIFIED = "UNSPECIFIED"  # a builtin gateway's listeners
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionManager:
+    """One HTTP connection manager of a proxy, as Kuma's generators know it when they configure it."""
+
+    listener: str
+    direction: Direction
+    service: str  # the proxy's service on it: an inbound's, else the proxy's identifying service
+    destination: str = ""  # an outbound's destination service
+
+
+@dataclass(frozen=True, slots=True)
+class DataplaneSite:
+    """What a `dataplane` hook works on besides the resources: any proxy (gateway or sidecar), its Mesh, and
+    the HTTP connection managers generation built for it, by listener name."""
+
+    proxy: Resource
+    mesh: Resource | None  # None until KDS has brought it
+    gateway: bool  # a builtin gateway
+    connection_managers: tuple[ConnectionManager, ...]
+
+
+# Edits the resources of any proxy (its HCMs, a cluster of its own); returns the problems, as a ProxyHook does.
+DataplaneHook = Callable[[Match, DataplaneSite, "Resources"], list[str]]
+
+
 @dataclass(frozen=True, slots=True)
 class Gate:
     """What a `gate` hook decides on: may the gateway listener with `source` tags reach the backend with
@@ -125,6 +163,9 @@ class PolicyModule:
     http_filter: HttpFilterHook | None = None  # with `route`: the filter its per-route config is for
     access_log: AccessLogHook | None = None
     proxy: ProxyHook | None = None  # with Matcher.SELECTORS: the winner for the proxy edits its resources
+    # With Matcher.SELECTORS: the winner for any proxy (sidecar too, by any inbound's tags) edits its resources,
+    # before the `proxy` hooks (Kuma's generators run before ProxyTemplate's modifications).
+    dataplane: DataplaneHook | None = None
     # Denies backends (`policies.denial` makes Envoy answer 403 for their share); asked for every backend.
     gate: GateHook | None = None
     matcher: Matcher = Matcher.CONNECTION
@@ -137,6 +178,7 @@ class PolicyModule:
             Target.LISTENER: self.listener,
             Target.ACCESS_LOG: self.access_log,
             Target.PROXY: self.proxy,
+            Target.DATAPLANE: self.dataplane,
         }
         return frozenset(target for target, hook in hooks.items() if hook is not None)
 

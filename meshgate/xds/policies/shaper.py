@@ -5,7 +5,8 @@ cluster (`cluster_matches`, then `shape_cluster` when the cluster is built), whe
 built (`route_shaper`, which records the kinds that shaped a route), when a gateway HTTP connection manager is
 built after its routes (`http_filters`: the filters those kinds' per-route configs are for), when a gateway
 filter chain is built (`access_logs`, for its HCM or TCP proxy), when a gateway listener is built
-(`shape_listener`), and once the whole config is built (`shape_proxy`). A context without policies
+(`shape_listener`), and once the whole config is built (`shape_dataplane` for any proxy, then `shape_proxy`
+for a builtin gateway). A context without policies
 for an applied kind makes every call a no-op that returns at once, so config without policies is built exactly
 as before the seam existed. Matching is cached per listener's tags (Kuma computes candidates by source once
 per listener host) and per backend, since a gateway has many routes to few backends.
@@ -26,6 +27,7 @@ from meshgate.xds.policies.matching import (
     Candidates,
     Match,
     TagsKey,
+    best_for_dataplane,
     best_for_destination,
     best_for_proxy,
     best_for_split,
@@ -36,6 +38,7 @@ from meshgate.xds.policies.matching import (
 from meshgate.xds.policies.module import (
     PASS_THROUGH,
     Applied,
+    DataplaneSite,
     Denied,
     Gate,
     LogSite,
@@ -229,6 +232,21 @@ class Shaper:
             assert module.proxy is not None
             problems.extend(module.proxy(match.winner, resources))
             self._applied.append(Applied(module.kind, Target.PROXY, name, match))
+        return problems
+
+    def shape_dataplane(
+        self, site: DataplaneSite, tag_sets: Sequence[Mapping[str, str]], resources: Resources
+    ) -> list[str]:
+        """Applies each dataplane-shaping kind's policy for the proxy (selected when any of its `tag_sets`
+        matches: a gateway's tags, else each inbound's) to its generated config; returns the problems."""
+        problems: list[str] = []
+        for module in self._by_target[Target.DATAPLANE]:
+            match = best_for_dataplane(self._policies[module.kind], tag_sets)
+            if match is None:
+                continue
+            assert module.dataplane is not None
+            problems.extend(module.dataplane(match, site, resources))
+            self._applied.append(Applied(module.kind, Target.DATAPLANE, site.proxy.meta.name, match))
         return problems
 
     def shape_listener(
