@@ -26,6 +26,7 @@ from meshgate.testing.tools import ENVOY, require
 from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, MeshContext, Snapshot, VipOutbound, generate
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
+from tests.unit.test_xds_policies_trace import DATADOG_SPLIT, traced_gateway, traced_sidecar
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
 from tests.unit.test_xds_transparent import TP
 from tests.unit.test_xds_transparent import run as transparent_run
@@ -180,6 +181,20 @@ def test_envoy_accepts_both_sides(envoy: Path, tmp_path: Path) -> None:
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap([gateway_snapshot(cross(CAS)), client_snapshot(cross(CAS))])))
     envoy_validates(envoy, config)
+
+
+def test_envoy_accepts_tracing(envoy: Path, tmp_path: Path) -> None:
+    """TrafficTrace's HCM tracing and `tracing:<backend>` clusters: zipkin over https (STRICT_DNS, TLS) on a
+    gateway, datadog (STATIC) on a sidecar's inbound and outbound."""
+    zipkin = {"name": "zipkin", "type": "zipkin", "sampling": 50.5,
+              "conf": {"url": "https://zipkin.example.com:9411/api/v2/spans", "traceId128bit": True,
+                       "apiVersion": "httpProto", "sharedSpanContext": False}}  # fmt: skip
+    snapshots = [traced_gateway(zipkin), traced_sidecar(DATADOG_SPLIT)]
+    assert {"tracing:zipkin", "tracing:dd"} <= {name for snap in snapshots for name in snap[CLUSTER]}
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap(snapshots)))
+    result = envoy_validates(envoy, config)
+    assert "OK" in result.stdout
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])

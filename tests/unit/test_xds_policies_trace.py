@@ -225,21 +225,33 @@ def test_the_most_specific_traffic_trace_picks_the_backend() -> None:
     assert "tracing:zipkin" not in snap[CLUSTER]
 
 
-def test_sidecar_inbound_and_outbound_hcms_are_traced_with_their_direction() -> None:
+DATADOG_SPLIT = {"name": "dd", "type": "datadog", "conf": {"address": "10.1.1.1", "port": 8126, "splitService": True}}
+
+
+def traced_sidecar(backend: dict[str, Any]) -> Snapshot:
+    """A sidecar `web-1` with an HTTP inbound and an HTTP outbound to `db`, traced to `backend`."""
     doc = factory.dataplane("web-1", "web", tags={"kuma.io/protocol": "http"})
     doc["networking"]["inbound"][0]["servicePort"] = 18080
     doc["networking"]["outbound"] = [{"port": 10001, "tags": {"kuma.io/service": "db"}}]
     proxy = resource(doc)
-    dd = {"name": "dd", "type": "datadog", "conf": {"address": "10.1.1.1", "port": 8126, "splitService": True}}
     db = resource(factory.dataplane("db-1", "db", address="10.0.0.2", tags={"kuma.io/protocol": "http"}))
     ctx = MeshContext.build(
         "default",
         zone="zone-1",
-        mesh_resource=_mesh(dd),
+        mesh_resource=_mesh(backend),
         dataplanes=[proxy, db],
-        policies={"TrafficTrace": [resource(factory.traffic_trace(service="web", backend="dd"))]},
+        policies={"TrafficTrace": [resource(factory.traffic_trace(service="web", backend=backend["name"]))]},
     )
-    snap = generate(proxy, ctx)
+    return generate(proxy, ctx)
+
+
+def traced_gateway(backend: dict[str, Any]) -> Snapshot:
+    """The builtin gateway `edge-1` traced to `backend`, its Mesh's default."""
+    return _gateway_snapshot(_mesh(backend, default=backend["name"]), factory.traffic_trace(service="edge"))
+
+
+def test_sidecar_inbound_and_outbound_hcms_are_traced_with_their_direction() -> None:
+    snap = traced_sidecar(DATADOG_SPLIT)
     services = {}
     for name, hcm in _hcms(snap).items():
         assert hcm.tracing.spawn_upstream_span.value is False
