@@ -14,7 +14,7 @@ say why a policy lost:
 
     {"kind": "MeshGatewayDataplane",
      "dataplane": {"mesh", "name"}, "gateway": {"mesh", "name"},
-     "applied": [{"type": "Timeout", "target": "listener" | "route" | "cluster", "name": <Envoy name>,
+     "applied": [{"type": "Timeout", "target": "listener" | "route" | "cluster" | ..., "name": <Envoy name>,
                   "policy": {"mesh", "name"}, "losers": [{"name", "reason"}]}],
      "ignored": [{"type": "TrafficRoute", "policies": [names], "reason"}],
      "denied": [{"type": "TrafficPermission", "backend": {tags}, "reason"}],  (answered 403)
@@ -51,6 +51,7 @@ from meshgate.store.protocol import NotFoundError, ResourceStore, iter_all
 from meshgate.xds import generate
 from meshgate.xds.context import MeshContext, context_kinds, policy_kinds
 from meshgate.xds.gateway import is_builtin_gateway
+from meshgate.xds.policies import Target
 from meshgate.xds.snapshot import Snapshot
 
 __all__ = [
@@ -85,7 +86,7 @@ DATAPLANE_POLICIES_SCHEMA: JsonSchema = {
                 "type": "object",
                 "properties": {
                     "type": {"type": "string"},
-                    "target": {"type": "string", "enum": ["listener", "route", "cluster"]},
+                    "target": {"type": "string", "enum": [t.value for t in Target]},
                     "name": {"type": "string"},
                     "policy": _KEY,
                     "losers": {
