@@ -136,7 +136,7 @@ class DataplaneSite:
 
 
 # Edits the resources of any proxy (its HCMs, a cluster of its own); returns the problems, as a ProxyHook does.
-DataplaneHook = Callable[[Match, DataplaneSite, "Resources"], list[str]]
+DataplaneHook = Callable[[Match, DataplaneSite, Resources], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
