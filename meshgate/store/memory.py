@@ -11,7 +11,7 @@ import anyio.abc
 from meshgate.resources import kinds
 from meshgate.resources.model import Resource, ResourceKey, utcnow
 from meshgate.store.events import ChangeEvent, ChangeHub, Op
-from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, Page
+from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, Page, check_distinct
 
 __all__ = ["MemoryStore"]
 
@@ -116,6 +116,30 @@ class MemoryStore:
         for key in removals:
             # A removed Mesh cascades here too: the protocol's Mesh rule holds for every delete.
             events.extend(ChangeEvent(k, Op.DELETE) for k in self._remove(key))
+        self._changes.publish(events)
+
+    async def write_batch(self, resources: Sequence[Resource]) -> None:
+        check_distinct(resources)
+        # Every check before the first change: a failing one leaves the store as it was.
+        for r in resources:
+            current = self._items.get(r.key)
+            if not r.meta.version:
+                if current is not None:
+                    raise AlreadyExistsError(r.key)
+            elif current is None:
+                raise NotFoundError(r.key)
+            elif r.meta.version != current.meta.version:
+                raise ConflictError(r.key, r.meta.version, current.meta.version)
+        now = utcnow()
+        events: list[ChangeEvent] = []
+        for r in resources:
+            old = self._items.get(r.key)
+            self._items[r.key] = r.with_meta(
+                version=self._next_version(),
+                creation_time=old.meta.creation_time if old else now,
+                modification_time=now,
+            )
+            events.append(ChangeEvent(r.key, Op.UPDATE if old else Op.CREATE))
         self._changes.publish(events)
 
     async def close(self) -> None:

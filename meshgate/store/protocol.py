@@ -11,6 +11,8 @@ Error tree of `meshgate.store`::
 Rules every backend keeps:
 - `meta.version` is the store's own version string; every successful write assigns a new one.
 - A write is all or nothing: a failed write changes nothing and emits no event.
+- `write_batch` is create and update for many resources in one transaction: every check passes or nothing
+  is written.
 - Deleting a Mesh deletes every resource whose `mesh` is that Mesh's name, in the same transaction.
 - Every committed write publishes a `ChangeEvent` on `changes` after the commit.
 - `follow` is the change feed from other processes: a store that other processes write too (`shared`:
@@ -39,6 +41,7 @@ __all__ = [
     "ResourceStore",
     "StoreError",
     "StoreUnavailableError",
+    "check_distinct",
     "iter_all",
 ]
 
@@ -124,6 +127,16 @@ class ResourceStore(Protocol):
         """
         ...
 
+    async def write_batch(self, resources: Sequence[Resource]) -> None:
+        """Creates or updates every resource in one transaction, all or nothing (`meshgatectl apply -f`).
+
+        Each resource is checked as `create` and `update` check it: an empty `meta.version` means create
+        (AlreadyExistsError when the key exists), any other means update from that version (NotFoundError,
+        ConflictError). The first failing check raises and nothing is written, nothing published. Keys must
+        be distinct (ValueError, before any change). One event batch for the whole call.
+        """
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -138,3 +151,15 @@ async def iter_all(
         for resource in page.items:
             yield resource
         offset = page.next_offset
+
+
+def check_distinct(resources: Sequence[Resource]) -> None:
+    """`write_batch`'s precondition: one write per key, so every check reads the state before the batch."""
+    seen: set[ResourceKey] = set()
+    repeated: list[str] = []
+    for r in resources:
+        if r.key in seen:
+            repeated.append(str(r.key))
+        seen.add(r.key)
+    if repeated:
+        raise ValueError(f"write_batch given a key more than once: {', '.join(repeated[:10])}")

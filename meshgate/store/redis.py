@@ -3,7 +3,7 @@
 Layout and formats: `meshgate.store.redis_layout`; the Lua scripts: `meshgate.store.redis_scripts`.
 
 Writes
-    create, update, delete and apply_sync are each exactly one run of the WRITE script (EVALSHA; redis-py
+    create, update, delete, apply_sync and write_batch are each exactly one run of the WRITE script (EVALSHA; redis-py
     loads the script again after a NOSCRIPT, e.g. after a Redis restart). The script checks, writes and
     publishes the change message atomically; a failed check changes nothing and publishes nothing.
     A write is never retried: one whose reply was lost may have committed, and a retry would report a
@@ -66,6 +66,7 @@ from meshgate.store.protocol import (
     Page,
     StoreError,
     StoreUnavailableError,
+    check_distinct,
 )
 from meshgate.store.redis_client import DEFAULT_PREFIX, redis_client, split_prefix
 from meshgate.store.redis_layout import (
@@ -230,6 +231,18 @@ class RedisStore:
             for r in upserts
         ]
         ops += [WriteOp("remove", k, cascade=k.name if k.kind == _MESH_KIND else "") for k in removals]
+        if ops:
+            await self._write(ops)
+
+    async def write_batch(self, resources: Sequence[Resource]) -> None:
+        check_distinct(resources)
+        # One run of the WRITE script: it checks every op before its first write and publishes one message.
+        ops = [
+            WriteOp("update", r.key, expected=r.meta.version, body=encode_body(r))
+            if r.meta.version
+            else WriteOp("create", r.key, body=encode_body(r))
+            for r in resources
+        ]
         if ops:
             await self._write(ops)
 

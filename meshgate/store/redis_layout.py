@@ -201,7 +201,7 @@ class WriteOp:
 
     Every delete and remove of a key with `cascade` set also deletes every resource of another kind whose
     mesh is `cascade` (the Mesh rule). Checks run against the state before the script, so a script with
-    a checked op carries only that op.
+    checked ops names each key once (create and update ops of `write_batch`, whose keys are distinct).
     """
 
     code: str

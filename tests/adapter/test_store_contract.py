@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pathlib
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
@@ -17,7 +18,9 @@ from meshgate.store import (
     NotFoundError,
     RedisStore,
     ResourceStore,
+    StoreError,
 )
+from meshgate.store.sqlite import SqliteStore
 from tests.store_support import BACKENDS, EVENT_TIMEOUT, mesh, next_batch, open_backend, resource, struct
 from tests.support.hosted import Hosted
 from tests.support.redis_server import RedisServer, redis_server
@@ -358,6 +361,95 @@ async def test_apply_sync_with_nothing_publishes_nothing(store: ResourceStore) -
         await store.apply_sync(GW, [], [ResourceKey(GW, "default", "ghost")])
         await store.create(resource("Marker", "", "m"))
         assert await next_batch(sub) == {"Marker": frozenset({ResourceKey("Marker", "", "m")})}
+
+
+# write_batch
+
+
+async def test_write_batch_creates_and_updates_in_one_event_batch(store: ResourceStore) -> None:
+    old = await store.create(resource(GW, "default", "old", struct(v=1)))
+    async with store.changes.subscribe() as sub:
+        await store.write_batch(
+            [
+                mesh("fresh"),
+                resource(GW, "fresh", "edge", struct(v=1)),  # in a mesh created by the same batch
+                resource(GW, "default", "old", struct(v=2), {"new": "y"}, version=old.meta.version),
+            ]
+        )
+        assert await next_batch(sub) == {
+            "Mesh": frozenset({ResourceKey("Mesh", "", "fresh")}),
+            GW: frozenset({ResourceKey(GW, "fresh", "edge"), old.key}),
+        }
+    updated = await store.get(old.key)
+    assert (updated.spec, dict(updated.meta.labels)) == (struct(v=2), {"new": "y"})
+    assert updated.meta.creation_time == old.meta.creation_time
+    created = await store.get(ResourceKey(GW, "fresh", "edge"))
+    versions = {old.meta.version, updated.meta.version, created.meta.version}
+    assert len(versions) == 3
+    assert created.meta.creation_time is not None
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        pytest.param(lambda stored: resource(GW, "default", "kept", version="0"), id="conflict"),
+        pytest.param(lambda stored: resource(GW, "default", "kept"), id="exists"),
+        pytest.param(lambda stored: resource(GW, "default", "ghost", version=stored.meta.version), id="missing"),
+    ],
+)
+async def test_write_batch_is_all_or_nothing(store: ResourceStore, failing: Callable[[Resource], Resource]) -> None:
+    """One failing item, last of many, leaves every other item unwritten and publishes nothing."""
+    kept = await store.create(resource(GW, "default", "kept", struct(v=1)))
+    good = [resource(GW, "default", f"new-{i}") for i in range(50)]
+    async with store.changes.subscribe() as sub:
+        with pytest.raises((ConflictError, AlreadyExistsError, NotFoundError)) as info:
+            await store.write_batch([*good, failing(kept)])
+        assert isinstance(info.value, ConflictError | AlreadyExistsError | NotFoundError)
+        assert info.value.key.name in ("kept", "ghost")
+        await store.create(resource("Marker", "", "m"))
+        assert await next_batch(sub) == {"Marker": frozenset({ResourceKey("Marker", "", "m")})}
+    assert await keys(store, GW) == [kept.key]
+    assert (await store.get(kept.key)).meta.version == kept.meta.version
+
+
+async def test_write_batch_refuses_a_key_twice_before_any_change(store: ResourceStore) -> None:
+    with pytest.raises(ValueError, match="more than once"):
+        await store.write_batch([gw("default", "a"), gw("default", "b"), gw("default", "a")])
+    assert await keys(store, GW) == []
+
+
+async def test_write_batch_of_many_is_one_batch_that_collapses_past_max_keys(store: ResourceStore) -> None:
+    many = 1100  # more than ChangeHub's default max_keys_per_kind (1024)
+    async with store.changes.subscribe() as sub:
+        await store.write_batch([gw("default", f"gw-{i:04d}") for i in range(many)])
+        await store.write_batch([resource(DP, "default", "dp")])
+        await store.write_batch([])  # nothing: no event
+        assert await next_batch(sub) == {GW: None, DP: frozenset({ResourceKey(DP, "default", "dp")})}
+    assert (await store.list(GW, size=1)).total == many
+
+
+async def test_sqlite_write_batch_failing_inside_sqlite_rolls_back(tmp_path: pathlib.Path) -> None:
+    """An error SQLite itself raises halfway through the batch's inserts (a trigger, injected here) rolls
+    back the rows written before it."""
+    store = await SqliteStore.open(tmp_path / "db.sqlite")
+    try:
+        conn = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON resources WHEN NEW.name = 'poison'"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        conn.close()
+        batch = [gw("default", f"a-{i}") for i in range(20)] + [gw("default", "poison"), gw("default", "z")]
+        async with store.changes.subscribe() as sub:
+            with pytest.raises(StoreError, match="injected failure"):
+                await store.write_batch(batch)
+            await store.create(resource("Marker", "", "m"))
+            assert await next_batch(sub) == {"Marker": frozenset({ResourceKey("Marker", "", "m")})}
+        assert await keys(store, GW) == []
+        await store.write_batch(batch[:20])  # the store still works, and versions continue
+        assert len(await keys(store, GW)) == 20
+    finally:
+        await store.close()
 
 
 # change events
