@@ -16,6 +16,7 @@ Field names may be written as the JSON (lowerCamelCase) name or the proto name, 
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -107,10 +108,7 @@ def check_message(value: object, desc: Descriptor, path: Path, out: Violations) 
 
 def check_fields(doc: Mapping[Any, Any], desc: Descriptor, path: Path, out: Violations) -> None:
     """Check the keys of an object against the fields of `desc` (the caller has checked it is an object)."""
-    by_key: dict[str, FieldDescriptor] = {}
-    for field in desc.fields:
-        by_key[field.name] = field
-        by_key[field.json_name] = field
+    by_key = _fields_by_key(desc)
     used: dict[int, str] = {}  # field number -> the key that set it
     oneofs: dict[str, str] = {}  # oneof name -> the key that set it
     for key, value in doc.items():
@@ -135,10 +133,22 @@ def check_fields(doc: Mapping[Any, Any], desc: Descriptor, path: Path, out: Viol
         _check_field(value, found, field_path, out)
 
 
+@functools.cache
+def _fields_by_key(desc: Descriptor) -> Mapping[str, FieldDescriptor]:
+    """A message's fields by proto name and JSON name. Cached: descriptors live as long as the process, and
+    building this per object was a third of validating a bulk apply of 10k routes."""
+    by_key: dict[str, FieldDescriptor] = {}
+    for field in desc.fields:
+        by_key[field.name] = field
+        by_key[field.json_name] = field
+    return by_key
+
+
 def _quote(value: object) -> str:
     return f'"{value}"'
 
 
+@functools.cache
 def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 

@@ -5,7 +5,8 @@ mesh-scoped kind with plural P: `/meshes/{mesh}/P`, `/meshes/{mesh}/P/{name}` an
 `extra_routes` lets the process that owns the app add its own endpoints (the global's `/zones`, say); they
 are routed through the same error and logging middleware and listed in `/openapi.json`. `before_write` lets it
 veto a PUT or DELETE of a resource with an `ApiError` (the global refuses to delete a connected Zone) without
-the shared handlers knowing about that process's rules.
+the shared handlers knowing about that process's rules. `POST /_apply` (`meshgate.rest.bulk`) stores many
+resources in one transaction, item by item under the same rules as their PUTs.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import NamedTuple
 import structlog
 from aiohttp import web
 
+from meshgate.apply_batch import APPLY_PATH
 from meshgate.resources import registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import ResourceKey
 from meshgate.rest.authn import ApiAuth, private_keys_middleware
 from meshgate.rest.body import MAX_BODY_BYTES
+from meshgate.rest.bulk import BeforeWrite, BulkApply
 from meshgate.rest.errors import ApiError, conflict, not_found, service_unavailable
 from meshgate.rest.handlers import ResourceEndpoints, Role
 from meshgate.rest.openapi import DocumentedRoute, build_openapi, secure_openapi
@@ -34,9 +37,6 @@ from meshgate.store.protocol import ConflictError, NotFoundError, ResourceStore,
 __all__ = ["STORE_KEY", "BeforeWrite", "ExtraRoute", "Handler", "create_api_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Called with ("PUT" | "DELETE", key) before a write is attempted; raises an ApiError to refuse it.
-BeforeWrite = Callable[[str, ResourceKey], Awaitable[None]]
-
 STORE_KEY = web.AppKey("meshgate.store", ResourceStore)
 BASED_ON_KUMA = "2.7"
 PRODUCT = "meshgate"
@@ -186,6 +186,7 @@ def create_api_app(
     # such as /meshes/{mesh}/dataplanes/_overview must win over the resource route /meshes/{mesh}/dataplanes/{name}.
     for route in extras:
         app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_post(APPLY_PATH, BulkApply(store, endpoints, role, zone, before_write).handle)
     for ep in endpoints:
         plural = ep.descriptor.plural
         collection = f"/meshes/{{mesh}}/{plural}" if ep.descriptor.mesh_scoped else f"/{plural}"

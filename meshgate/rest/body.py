@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -42,7 +43,10 @@ __all__ = [
     "MAX_INTEGER_DIGITS",
     "MAX_VALUES",
     "PARSE_THREADS",
+    "RESOURCE_BOUNDS",
+    "Bounds",
     "parse_document",
+    "read_body",
     "read_document",
 ]
 
@@ -61,6 +65,8 @@ MAX_DEPTH = 32
 # no document within `MAX_BODY_BYTES` reaches this without YAML aliases; with them, a document may expand to no
 # more than a body of the largest size could spell out (a "billion laughs" body is refused, not built).
 MAX_VALUES = MAX_BODY_BYTES
+# Read size of a streamed body: aiohttp's own buffer size.
+_CHUNK_BYTES = 64 * 1024
 # uint64's largest value has 20 digits; 32 leaves room for a sign, and anything longer is out of range anyway.
 MAX_INTEGER_DIGITS = 32
 
@@ -95,23 +101,36 @@ def _bounded_json_int(text: str) -> int | float:
     return int(text)
 
 
-def _too_deep() -> ApiError:
-    return bad_request(f"the body nests deeper than {MAX_DEPTH} levels")
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one endpoint's body may be: its size, nesting and (expanded) value count."""
+
+    max_bytes: int = MAX_BODY_BYTES
+    max_depth: int = MAX_DEPTH
+    max_values: int = MAX_VALUES
 
 
-def _too_many() -> ApiError:
-    return bad_request(f"the body has more than {MAX_VALUES} values")
+# A resource endpoint's bounds; the bulk apply endpoint has its own (`meshgate.rest.bulk`).
+RESOURCE_BOUNDS: Final = Bounds()
 
 
-def _check_shape(doc: object) -> None:
+def _too_deep(bounds: Bounds) -> ApiError:
+    return bad_request(f"the body nests deeper than {bounds.max_depth} levels")
+
+
+def _too_many(bounds: Bounds) -> ApiError:
+    return bad_request(f"the body has more than {bounds.max_values} values")
+
+
+def _check_shape(doc: object, bounds: Bounds) -> None:
     """Depth and value count of a parsed JSON document (iteratively: the document may be deep)."""
     stack: list[tuple[object, int]] = [(doc, 1)]
     values = 0
     while stack:
         value, depth = stack.pop()
         values += 1
-        if values > MAX_VALUES:
-            raise _too_many()
+        if values > bounds.max_values:
+            raise _too_many(bounds)
         children: Iterator[Any]
         if isinstance(value, dict):
             values += len(value)  # the keys, counted as the YAML check counts them
@@ -120,12 +139,12 @@ def _check_shape(doc: object) -> None:
             children = iter(value)
         else:
             continue
-        if depth > MAX_DEPTH:
-            raise _too_deep()
+        if depth > bounds.max_depth:
+            raise _too_deep(bounds)
         stack.extend((child, depth + 1) for child in children)
 
 
-def _check_yaml_events(text: str) -> None:
+def _check_yaml_events(text: str, bounds: Bounds) -> None:
     """Depth and expanded size of every YAML document, from the event stream, before anything is built.
 
     libyaml produces events without recursion, so a body of a million `[` is refused at the 33rd. An alias
@@ -146,16 +165,16 @@ def _check_yaml_events(text: str) -> None:
             frames[-1][1] = max(frames[-1][1], height)
         else:
             total += size
-        if len(frames) + height > MAX_DEPTH:
-            raise _too_deep()
-        if total + sum(f[0] for f in frames) > MAX_VALUES:
-            raise _too_many()
+        if len(frames) + height > bounds.max_depth:
+            raise _too_deep(bounds)
+        if total + sum(f[0] for f in frames) > bounds.max_values:
+            raise _too_many(bounds)
 
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.CollectionStartEvent):
             frames.append([0, 0, event.anchor])
-            if len(frames) > MAX_DEPTH:
-                raise _too_deep()
+            if len(frames) > bounds.max_depth:
+                raise _too_deep(bounds)
         elif isinstance(event, yaml.CollectionEndEvent):
             size, height, anchor = frames.pop()
             close(size + 1, height + 1, anchor)
@@ -173,19 +192,19 @@ def _yaml_error(exc: yaml.YAMLError) -> ApiError:
     return bad_request(f"the body is neither JSON nor YAML: invalid YAML{where}: {problem}")
 
 
-def _parse_json(text: str) -> object:
+def _parse_json(text: str, bounds: Bounds) -> object:
     """The JSON document, or ValueError when the text is not JSON (it may still be YAML)."""
     try:
         doc = json.loads(text, parse_int=_bounded_json_int)
     except RecursionError:
-        raise _too_deep() from None
-    _check_shape(doc)
+        raise _too_deep(bounds) from None
+    _check_shape(doc, bounds)
     return doc
 
 
-def _parse_yaml(text: str) -> object:
+def _parse_yaml(text: str, bounds: Bounds) -> object:
     try:
-        _check_yaml_events(text)
+        _check_yaml_events(text, bounds)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise _yaml_error(exc) from None
@@ -207,16 +226,16 @@ def _decode(raw: bytes) -> str:
     return text
 
 
-def parse_document(raw: bytes) -> dict[str, object]:
+def parse_document(raw: bytes, bounds: Bounds = RESOURCE_BOUNDS) -> dict[str, object]:
     """A request body as a mapping: JSON first, then YAML (kumactl sends JSON, people paste YAML).
 
     Pure and blocking: call it from a worker thread for anything but a small body (`read_document` does).
     """
     text = _decode(raw)
     try:
-        doc = _parse_json(text)
+        doc = _parse_json(text, bounds)
     except ValueError:
-        doc = _parse_yaml(text)
+        doc = _parse_yaml(text, bounds)
     return _as_object(doc)
 
 
@@ -241,36 +260,56 @@ def _check_encoding(request: web.Request) -> None:
         )
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The raw body, at most `MAX_BODY_BYTES`, unencoded; ApiError 413/415/400 otherwise."""
+async def read_body(request: web.Request, bounds: Bounds = RESOURCE_BOUNDS) -> bytes:
+    """The raw body, at most `bounds.max_bytes`, unencoded; ApiError 413/415/400 otherwise."""
     _check_encoding(request)
     length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise _too_large()
+    if length is not None and length > bounds.max_bytes:
+        raise _too_large(bounds)
+    if bounds.max_bytes != MAX_BODY_BYTES:
+        # request.read() enforces the app's client_max_size (MAX_BODY_BYTES), not this bound: read the stream
+        # ourselves, counting, so a chunked body without a Content-Length is cut off at the bound too.
+        return await _read_stream(request, bounds)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large() from None
+        raise _too_large(bounds) from None
     except (web.HTTPException, ConnectionError) as exc:
         raise bad_request(f"the body could not be read: {exc}") from None
 
 
-def _too_large() -> ApiError:
-    return ApiError(413, "Request Entity Too Large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+async def _read_stream(request: web.Request, bounds: Bounds) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > bounds.max_bytes:
+                raise _too_large(bounds)
+            chunks.append(chunk)
+    except (web.HTTPException, ConnectionError) as exc:
+        raise bad_request(f"the body could not be read: {exc}") from None
+    return b"".join(chunks)
 
 
-async def read_document(request: web.Request, *, empty: dict[str, object] | None = None) -> dict[str, object]:
+def _too_large(bounds: Bounds) -> ApiError:
+    return ApiError(413, "Request Entity Too Large", f"the body is larger than {bounds.max_bytes} bytes")
+
+
+async def read_document(
+    request: web.Request, *, empty: dict[str, object] | None = None, bounds: Bounds = RESOURCE_BOUNDS
+) -> dict[str, object]:
     """The request's body as a mapping, parsed inline when small JSON, else in a bounded worker thread.
 
     `empty`: what an empty body means (None: an empty body is a 400).
     """
-    raw = await read_body(request)
+    raw = await read_body(request, bounds)
     if empty is not None and not raw.strip():
         return dict(empty)
     if len(raw) <= INLINE_JSON_BYTES and raw.lstrip()[:1] == b"{":
         text = _decode(raw)
         try:
-            return _as_object(_parse_json(text))
+            return _as_object(_parse_json(text, bounds))
         except ValueError:
             pass  # not JSON after all: YAML, in a thread below
-    return await anyio.to_thread.run_sync(parse_document, raw, limiter=_limiter())
+    return await anyio.to_thread.run_sync(parse_document, raw, bounds, limiter=_limiter())

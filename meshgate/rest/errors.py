@@ -8,7 +8,7 @@ Error tree of `meshgate.rest`::
     ├── 404  no resource (or no mesh) under the path
     ├── 405  the kind is managed by the other control plane
     ├── 409  optimistic concurrency lost more than `handlers.MAX_WRITE_ATTEMPTS` times
-    ├── 413  the body is larger than `body.MAX_BODY_BYTES`
+    ├── 413  the body is larger than `body.MAX_BODY_BYTES` (a bulk apply: its own bounds, or too many items)
     ├── 415  the body has a Content-Encoding (only identity is accepted)
     └── 503  the store is unreachable
 
@@ -20,7 +20,7 @@ Anything else raised by a handler is a bug: it is logged and answered 500 "Inter
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -34,6 +34,7 @@ __all__ = [
     "ApiError",
     "InvalidParameter",
     "bad_request",
+    "capped",
     "conflict",
     "error_body",
     "invalid_offset",
@@ -76,15 +77,18 @@ class ApiError(Exception):
         title: str,
         detail: str,
         invalid_parameters: Sequence[InvalidParameter] = (),
+        extra: Mapping[str, object] | None = None,
     ) -> None:
+        """`extra`: members added to Kuma's body (the bulk apply's per-resource `resources`)."""
         self.status = status
         self.title = title
         self.detail = detail
         self.invalid_parameters = list(invalid_parameters)
+        self.extra = dict(extra or {})
         super().__init__(f"{status} {title}: {detail}")
 
     def body(self) -> dict[str, object]:
-        return error_body(self.status, self.title, self.detail, self.invalid_parameters)
+        return {**error_body(self.status, self.title, self.detail, self.invalid_parameters), **self.extra}
 
     def response(self) -> web.Response:
         return web.json_response(self.body(), status=self.status, dumps=_dumps)
@@ -112,12 +116,17 @@ def bad_request(detail: str) -> ApiError:
 
 
 def validation_failed(violations: Iterable[Violation], title: str = "Could not process a resource") -> ApiError:
+    return ApiError(400, title, "Resource is not valid", capped(violations))
+
+
+def capped(violations: Iterable[Violation]) -> list[InvalidParameter]:
+    """The violations as Kuma's invalid parameters, at most `MAX_REPORTED_VIOLATIONS` and a count of the rest."""
     params = [InvalidParameter(v.field, v.message) for v in violations]
     if len(params) > MAX_REPORTED_VIOLATIONS:
         # A 1 MiB body of unknown fields would otherwise earn a many-MiB answer: name the first ones.
         more = len(params) - MAX_REPORTED_VIOLATIONS
         params = [*params[:MAX_REPORTED_VIOLATIONS], InvalidParameter("", f"and {more} more violations")]
-    return ApiError(400, title, "Resource is not valid", params)
+    return params
 
 
 def mesh_not_found(mesh: str) -> ApiError:

@@ -119,7 +119,7 @@ class ResourceEndpoints:
 
     # -- write -------------------------------------------------------------------------------------------
 
-    def _meta_violations(self, doc: dict[str, object], key: ResourceKey) -> list[Violation]:
+    def meta_violations(self, doc: dict[str, object], key: ResourceKey) -> list[Violation]:
         """Kuma's validateResourceRequest: the body may not contradict the path. Missing fields are filled."""
         violations: list[Violation] = []
         kind = self.descriptor.name
@@ -162,7 +162,7 @@ class ResourceEndpoints:
         self._check_writable()
         key = self._key(request)
         doc = await read_document(request)
-        violations = self._meta_violations(doc, key)
+        violations = self.meta_violations(doc, key)
         resource: Resource | None = None
         try:
             resource = codec.load(doc, kind=self.descriptor.name)

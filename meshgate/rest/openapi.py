@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from meshgate.apply_batch import APPLY_PATH, MAX_APPLY_BYTES, MAX_APPLY_ITEMS
 from meshgate.resources.descriptor import KindDescriptor, Scope
 from meshgate.rest.body import MAX_BODY_BYTES, MAX_DEPTH
 from meshgate.rest.paging import MAX_OFFSET
@@ -246,6 +247,85 @@ def _kind_paths(kind: KindDescriptor, writable: bool, role: str) -> dict[str, Js
     return paths
 
 
+def _apply_schemas(kinds: Sequence[str]) -> dict[str, JsonSchema]:
+    named: JsonSchema = {k: {"type": "string"} for k in ("type", "mesh", "name")}
+    return {
+        "ApplyRequest": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_APPLY_ITEMS,
+                    "items": {"oneOf": [{"$ref": _REF + k} for k in kinds]},
+                }
+            },
+            "required": ["items"],
+        },
+        "ApplyResult": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "description": "every item, in request order",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            **named,
+                            "index": {"type": "integer"},
+                            "status": {"type": "string", "enum": ["created", "updated"]},
+                        },
+                    },
+                }
+            },
+        },
+        "ApplyError": {
+            "allOf": [{"$ref": _REF + "Error"}],
+            "description": "Kuma's error body; `invalid_parameters` fields are `items[i].<field>`, and `resources`"
+            " lists each failing resource with its own violations",
+            "properties": {
+                "resources": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            **named,
+                            "index": {"type": "integer"},
+                            "invalid_parameters": {"type": "array", "items": {"$ref": _REF + "InvalidParameter"}},
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+def _apply_operation() -> JsonSchema:
+    def error(description: str) -> JsonSchema:
+        return {"description": description, "content": _json("ApplyError")}
+
+    return {
+        "summary": "Create or update many resources at once, all or nothing (meshgate's own; Kuma has none)",
+        "description": "Every item is checked as its PUT would be, then all are stored in one transaction;"
+        " if any item fails, nothing is stored and the answer names every failing resource and field."
+        " A Mesh in the batch counts as existing for the other items.",
+        "operationId": "apply_resources",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": _REF + "ApplyRequest"}}},
+        },
+        "responses": {
+            "200": {"description": "every item stored", "content": _json("ApplyResult")},
+            "400": error("some items are not valid resources, repeat a key, or name a mesh that does not exist"),
+            "405": error("some items are of kinds, or are resources, owned by the other control plane"),
+            "409": error("concurrent writers kept changing some of the resources"),
+            "413": error(f"the body is larger than {MAX_APPLY_BYTES} bytes or has more than {MAX_APPLY_ITEMS} items"),
+            "415": error("the body has a Content-Encoding; only unencoded (identity) bodies are accepted"),
+            "503": error("the store is unavailable"),
+        },
+    }
+
+
 def _extra_path_item(route: DocumentedRoute) -> tuple[str, str, JsonSchema]:
     params = [_path_param(p, p) for p in _PATH_PARAM.findall(route.path)] + list(route.query)
     path = _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
@@ -290,10 +370,14 @@ def build_openapi(
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     }
+    served: list[str] = []
     for kind, writable in kinds:
         components[kind.name] = _resource_schema(kind, components)
         components[kind.name + "List"] = _list_schema(kind)
         paths |= _kind_paths(kind, writable, role)
+        served.append(kind.name)
+    components |= _apply_schemas(served)
+    paths[APPLY_PATH] = {"post": _apply_operation()}
     for route in extra_routes:
         path, method, op = _extra_path_item(route)
         paths.setdefault(path, {})[method] = op

@@ -111,6 +111,7 @@ ANONYMOUS_REFUSED = [
     ("POST", "/tokens/zone", {"zone": "zone-1"}),
     ("POST", "/tokens/user", {"name": "me", "groups": ["mesh-system:admin"], "validFor": "24h"}),
     ("PUT", "/meshes/evil", {"type": "Mesh", "name": "evil"}),
+    ("POST", "/_apply", {"items": [{"type": "Mesh", "name": "evil"}]}),
     ("GET", "/meshes", None),
     ("GET", "/meshes/default", None),
     ("GET", "/secrets", None),
@@ -178,6 +179,7 @@ async def test_a_read_only_user_reads_resources_but_not_secrets_dumps_tokens_or_
                 assert (await http.get(path)).status_code == 200, path
             refused = [
                 ("PUT", "/meshes/default", {"type": "Mesh", "name": "default"}),
+                ("POST", "/_apply", {"items": [{"type": "Mesh", "name": "evil"}]}),
                 ("DELETE", "/meshes/default", None),
                 ("GET", "/meshes/default/secrets", None),
                 ("GET", f"/meshes/default/secrets/{PASSWORD}", None),

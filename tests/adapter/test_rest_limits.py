@@ -77,14 +77,14 @@ async def test_the_loop_answers_while_several_big_yaml_bodies_are_parsed(monkeyp
         lock = threading.Lock()
         running = started = finished = peak = 0
 
-        def parse(raw: bytes) -> dict[str, object]:
+        def parse(raw: bytes, *bounds: body.Bounds) -> dict[str, object]:
             nonlocal running, started, finished, peak
             with lock:
                 running += 1
                 started += 1
                 peak = max(peak, running)
             try:
-                return real(raw)
+                return real(raw, *bounds)
             finally:
                 with lock:
                     running -= 1
