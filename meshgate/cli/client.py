@@ -18,12 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from meshgate.apply_batch import APPLY_PATH
 from meshgate.resources.descriptor import KindDescriptor
 
-__all__ = ["ApiClient", "ApiClientError", "ApiResponseError", "ConnectionFailed", "FieldError"]
+__all__ = ["ApiClient", "ApiClientError", "ApiResponseError", "ConnectionFailed", "FieldError", "ItemError"]
 
 # Pages as large as the server allows: fewer round trips when listing everything.
 LIST_PAGE_SIZE = 1000
+# How long a bulk apply may take to answer: validating a full request (25k routes) is seconds of CPU on the
+# server, more on a busy one.
+_APPLY_READ_TIMEOUT = 300.0
 
 
 class ApiClientError(Exception):
@@ -43,12 +47,33 @@ class FieldError:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One failing resource of a bulk apply (`resources` in the error body): its index in the request."""
+
+    index: int
+    fields: list[FieldError]
+
+
+def _fields(params: object) -> list[FieldError]:
+    items = params if isinstance(params, list) else []
+    return [FieldError(str(p.get("field", "")), str(p.get("reason", ""))) for p in items if isinstance(p, dict)]
+
+
 class ApiResponseError(ApiClientError):
-    def __init__(self, status: int, title: str, detail: str, fields: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        fields: list[FieldError] | None = None,
+        items: list[ItemError] | None = None,
+    ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
         self.fields = list(fields or [])
+        self.items = list(items or [])
         super().__init__(status, title, detail)
 
     def __str__(self) -> str:
@@ -63,13 +88,18 @@ class ApiResponseError(ApiClientError):
         if not isinstance(body, dict):
             text = response.text.strip() or response.reason_phrase
             return cls(response.status_code, f"HTTP {response.status_code}", text)
-        params = body.get("invalid_parameters") or []
-        fields = [FieldError(str(p.get("field", "")), str(p.get("reason", ""))) for p in params if isinstance(p, dict)]
+        resources = body.get("resources")
+        items = [
+            ItemError(r["index"], _fields(r.get("invalid_parameters")))
+            for r in (resources if isinstance(resources, list) else [])
+            if isinstance(r, dict) and isinstance(r.get("index"), int)
+        ]
         return cls(
             response.status_code,
             str(body.get("title") or f"HTTP {response.status_code}"),
             str(body.get("detail") or ""),
-            fields,
+            _fields(body.get("invalid_parameters")),
+            items,
         )
 
 
@@ -116,6 +146,14 @@ class ApiClient:
         """Creates or updates; returns True when the resource was created."""
         response = self._request("PUT", resource_path(kind, mesh, name), json=doc)
         return response.status_code == 201
+
+    def apply(self, docs: list[dict[str, Any]]) -> list[str]:
+        """Creates or updates every resource in one request, all or nothing (`POST /_apply`); returns each
+        item's "created" or "updated", in order."""
+        # Checking 25k resources takes the server seconds; the connect timeout stays the client's.
+        timeout = httpx.Timeout(self._http.timeout.connect, read=_APPLY_READ_TIMEOUT)
+        response = self._request("POST", APPLY_PATH, json={"items": docs}, timeout=timeout)
+        return [str(item.get("status", "")) for item in response.json().get("items") or []]
 
     def get(self, kind: KindDescriptor, mesh: str, name: str) -> dict[str, Any]:
         body: dict[str, Any] = self._request("GET", resource_path(kind, mesh, name)).json()

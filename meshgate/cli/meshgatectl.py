@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from meshgate.apply_batch import MAX_APPLY_BYTES, MAX_APPLY_ITEMS, batches
 from meshgate.cli.client import ApiClientError, ApiResponseError, ConnectionFailed
 from meshgate.cli.config import app as config_app
 from meshgate.cli.config_file import DEFAULT_CONFIG_FILE
@@ -165,6 +166,55 @@ def _dry_run(items: list[_Item]) -> bool:
     return ok
 
 
+def _apply_all(settings: Settings, items: list[_Item]) -> bool:
+    """Several resources: one `POST /_apply`, all stored or none; more requests only past its bounds."""
+    runs = list(batches([item.doc for item in items]))
+    if len(runs) > 1:
+        typer.echo(
+            f"{len(items)} resources are more than one request may carry ({MAX_APPLY_ITEMS} resources,"
+            f" {MAX_APPLY_BYTES // (1024 * 1024)} MiB): sending {len(runs)} requests, each stored whole or not at all",
+            err=True,
+        )
+    done = 0
+    with settings.client() as client:
+        for number, run in enumerate(runs, start=1):
+            chunk = items[done : done + len(run)]
+            try:
+                statuses = client.apply(run)
+            except ConnectionFailed as exc:
+                _fail(str(exc))
+            except ApiResponseError as exc:
+                if exc.status in (401, 403):
+                    _fail(str(exc))
+                _report_batch_error(chunk, exc)
+                if len(runs) > 1:
+                    typer.echo(
+                        f"Error: request {number} of {len(runs)} failed, so none of its {len(run)} resources was"
+                        f" stored; the {done} resources sent before it were",
+                        err=True,
+                    )
+                return False
+            except ApiClientError as exc:
+                _report_api_error(f"apply {len(run)} resources", exc)
+                return False
+            for item, status in zip(chunk, statuses, strict=False):
+                typer.echo(f"{item} {status}")
+            done += len(run)
+    return True
+
+
+def _report_batch_error(chunk: list[_Item], exc: ApiResponseError) -> None:
+    """The server's answer, with each failing resource by name (`resources` in its body) and its fields."""
+    if not exc.items:
+        _report_api_error(f"apply {len(chunk)} resources", exc)
+        return
+    typer.echo(f"Error: {exc}", err=True)
+    for failed in exc.items:
+        subject = str(chunk[failed.index]) if 0 <= failed.index < len(chunk) else f"item {failed.index}"
+        typer.echo(f"Error: {subject}: {exc.title}", err=True)
+        _print_violations([(f.field, f.reason) for f in failed.fields])
+
+
 def _put_all(settings: Settings, items: list[_Item]) -> bool:
     ok = True
     with settings.client() as client:
@@ -195,7 +245,10 @@ def apply(
         bool, typer.Option("--dry-run", help="Validate locally and print the result; change nothing.")
     ] = False,
 ) -> None:
-    """Create or update resources from a multi-document YAML file."""
+    """Create or update resources from a multi-document YAML file.
+
+    Several resources go in one request and are stored all or none (`POST /_apply`); a failure names every
+    failing resource and field."""
     text = _read_source(file)
     try:
         docs = codec.load_documents(text)
@@ -206,7 +259,15 @@ def apply(
     items, problems = _items(docs)
     for problem in problems:
         typer.echo(f"Error: {problem}", err=True)
-    ok = _dry_run(items) if dry_run else _put_all(_settings(ctx), items)
+    if problems and not dry_run:
+        # All or nothing: a file with a broken document applies none of it.
+        _fail(f"nothing was applied: {len(problems)} of {len(docs)} documents are not resources")
+    if dry_run:
+        ok = _dry_run(items)
+    elif len(items) == 1:
+        ok = _put_all(_settings(ctx), items)
+    else:
+        ok = _apply_all(_settings(ctx), items)
     if problems or not ok:
         raise typer.Exit(1)
 

@@ -17,7 +17,8 @@ names every failing resource and nothing is stored unless every item passes:
 Steps 2 and 4 are CPU work (about 0.1 ms per route): they run in a worker thread, so the event loop keeps
 serving KDS and other requests while a big batch is checked. A 400 is Kuma's error body with every violation
 as `items[i].<field>` in `invalid_parameters`, plus `resources`: per failing resource its index, type, mesh,
-name and its own violations. The 200 lists every item with `created` or `updated`, in request order.
+name and its own violations (fields as in the resource, as a PUT of it would name them). The 200 lists
+every item with `created` or `updated`, in request order.
 """
 
 from __future__ import annotations
@@ -147,26 +148,26 @@ class BulkApply:
     def _identify(self, items: list[_Item]) -> None:
         seen: dict[ResourceKey, int] = {}
         for item in items:
-            doc, at = item.doc, f"items[{item.index}]"
+            doc = item.doc
             if not isinstance(doc, dict):
-                item.violations.append(Violation(at, "must be an object"))
+                item.violations.append(Violation("", "must be an object"))
                 continue
             endpoints = self._by_kind.get(doc.get("type"))  # type: ignore[arg-type]
             if endpoints is None:
                 reason = "is required" if doc.get("type") in (None, "") else f"unknown type {doc.get('type')!r}"
-                item.violations.append(Violation(f"{at}.type", reason))
+                item.violations.append(Violation("type", reason))
                 continue
             name, mesh = doc.get("name"), doc.get("mesh")
             if not isinstance(name, str) or not name:
-                item.violations.append(Violation(f"{at}.name", "is required"))
+                item.violations.append(Violation("name", "is required"))
                 continue
             scoped = endpoints.descriptor.mesh_scoped
             if scoped and (not isinstance(mesh, str) or not mesh):
-                item.violations.append(Violation(f"{at}.mesh", "is required"))
+                item.violations.append(Violation("mesh", "is required"))
                 continue
             key = ResourceKey(endpoints.descriptor.name, mesh if scoped else "", name)  # type: ignore[arg-type]
             if key in seen:
-                item.violations.append(Violation(at, f"repeats items[{seen[key]}]: each resource at most once"))
+                item.violations.append(Violation("", f"repeats items[{seen[key]}]: each resource at most once"))
                 continue
             seen[key] = item.index
             item.endpoints, item.key = endpoints, key
@@ -176,15 +177,11 @@ class BulkApply:
             if item.endpoints is None or item.key is None or not isinstance(item.doc, dict):
                 continue
             doc: dict[str, object] = item.doc
-            violations = item.endpoints.meta_violations(doc, item.key)
+            item.violations.extend(item.endpoints.meta_violations(doc, item.key))
             try:
                 item.resource = codec.load(doc, kind=item.key.kind)
             except ValidationError as exc:
-                violations.extend(exc.violations)
-            prefix = f"items[{item.index}]"
-            item.violations.extend(
-                Violation(f"{prefix}.{v.field}" if v.field else prefix, v.message) for v in violations
-            )
+                item.violations.extend(exc.violations)
 
     # The rest is on the loop.
 
@@ -206,7 +203,7 @@ class BulkApply:
                 await self._store.get(ResourceKey(kinds.MESH, "", mesh))
             except NotFoundError:
                 for item in users:
-                    item.violations.append(Violation(f"items[{item.index}].mesh", f"mesh of name {mesh} is not found"))
+                    item.violations.append(Violation("mesh", f"mesh of name {mesh} is not found"))
 
     async def _write(self, items: list[_Item]) -> set[ResourceKey]:
         """Stores every item from the versions read just before; returns the keys it created."""
@@ -269,7 +266,7 @@ def _raise_if_invalid(items: Sequence[_Item]) -> None:
         400,
         "Could not apply resources",
         detail,
-        capped(v for item in failing for v in item.violations),
+        capped(v for item in failing for v in _in_batch(item)),
         extra={
             "resources": [
                 {
@@ -280,6 +277,12 @@ def _raise_if_invalid(items: Sequence[_Item]) -> None:
             ]
         },
     )
+
+
+def _in_batch(item: _Item) -> list[Violation]:
+    """The item's violations with fields as paths in the request body: `items[3].conf.listeners[0].port`."""
+    at = f"items[{item.index}]"
+    return [Violation(f"{at}.{v.field}" if v.field else at, v.message) for v in item.violations]
 
 
 def _refused(items: Sequence[_Item], reasons: Sequence[str]) -> ApiError:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from anyio.from_thread import BlockingPortal
 from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
+from meshgate.apply_batch import batches
+from meshgate.cli import meshgatectl
 from meshgate.cli.client import ApiClient
 from meshgate.cli.meshgatectl import app
 from meshgate.cli.output import age
@@ -39,13 +42,17 @@ class Api:
     url: str
     store: MemoryStore
     portal: BlockingPortal
+    logs: list[MutableMapping[str, Any]]
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        return [(e["method"], e["path"], e["status"]) for e in self.logs if e["event"] == "request"]
 
 
 def serve(role: Role) -> Iterator[Api]:
     store = MemoryStore()
     # The server thread's request logs would land in the CliRunner's captured stdout: capture them instead.
-    with capture_logs(), serving_in_thread(create_api_app(store, role=role)) as (url, portal):
-        yield Api(url, store, portal)
+    with capture_logs() as logs, serving_in_thread(create_api_app(store, role=role)) as (url, portal):
+        yield Api(url, store, portal, logs)
 
 
 @pytest.fixture
@@ -77,6 +84,7 @@ def write_docs(path: pathlib.Path, *docs: dict[str, Any]) -> str:
 
 
 def test_apply_creates_then_updates(api: Api, tmp_path: pathlib.Path) -> None:
+    """Several resources: one request each time (POST /_apply), a line per resource."""
     file = write_docs(tmp_path / "edge.yaml", mesh(), gateway(), route())
     first = cli(api.url, "apply", "-f", file)
     assert first.exit_code == 0, first.output
@@ -88,6 +96,45 @@ def test_apply_creates_then_updates(api: Api, tmp_path: pathlib.Path) -> None:
     second = cli(api.url, "apply", "-f", file)
     assert second.exit_code == 0, second.output
     assert [line.rsplit(" ", 1)[1] for line in second.stdout.splitlines()] == ["updated"] * 3
+    assert api.requests() == [("POST", "/_apply", 200)] * 2
+    one = cli(api.url, "apply", "-f", write_docs(tmp_path / "one.yaml", route()))
+    assert one.stdout.splitlines() == ['MeshGatewayRoute "web" in mesh "default" updated']
+    assert api.requests()[-1] == ("PUT", "/meshes/default/meshgatewayroutes/web", 200)
+
+
+def test_apply_past_the_request_bounds_splits_and_says_so(
+    api: Api, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(meshgatectl, "batches", functools.partial(batches, max_items=2))
+    monkeypatch.setattr(meshgatectl, "MAX_APPLY_ITEMS", 2)
+    file = write_docs(tmp_path / "many.yaml", mesh(), gateway(), *(route(f"r{i}") for i in range(3)))
+    result = cli(api.url, "apply", "-f", file)
+    assert result.exit_code == 0, result.output
+    assert "5 resources are more than one request may carry (2 resources" in result.stderr
+    assert "sending 3 requests, each stored whole or not at all" in result.stderr
+    assert len(result.stdout.splitlines()) == 5
+    assert api.requests() == [("POST", "/_apply", 200)] * 3
+    # A failing request stops there and says what was stored before it.
+    file = write_docs(tmp_path / "bad.yaml", route("a"), route("b"), route("c"), invalid_gateway("bad"))
+    failed = cli(api.url, "apply", "-f", file)
+    assert failed.exit_code == 1
+    assert failed.stdout.splitlines() == [
+        'MeshGatewayRoute "a" in mesh "default" created',
+        'MeshGatewayRoute "b" in mesh "default" created',
+    ]
+    assert "request 2 of 2 failed, so none of its 2 resources was stored; the 2 resources sent before it were" in (
+        failed.stderr
+    )
+    assert 'Error: MeshGateway "bad" in mesh "default": Could not apply resources' in failed.stderr
+
+
+def test_apply_many_to_a_zone_names_what_only_the_global_may_change(zone_api: Api, tmp_path: pathlib.Path) -> None:
+    file = write_docs(tmp_path / "mixed.yaml", dataplane("dp-1"), mesh("other"))
+    result = cli(zone_api.url, "apply", "-f", file)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert 'Error: Mesh "other": Method not Allowed' in result.stderr
+    assert "On zone control plane you can only modify zone resources" in result.stderr
 
 
 def test_apply_from_stdin(api: Api) -> None:
@@ -96,14 +143,33 @@ def test_apply_from_stdin(api: Api) -> None:
     assert len(result.stdout.splitlines()) == 2
 
 
-def test_apply_reports_every_violation_and_fails(api: Api, tmp_path: pathlib.Path) -> None:
+def test_apply_reports_every_violation_and_stores_nothing(api: Api, tmp_path: pathlib.Path) -> None:
+    """All or nothing: the valid Mesh is not stored either; each failing resource is named with its fields."""
     bad = invalid_gateway()
     with pytest.raises(ValidationError) as info:
         codec.load(bad)
-    file = write_docs(tmp_path / "bad.yaml", mesh(), bad)
+    file = write_docs(tmp_path / "bad.yaml", mesh(), bad, route("lost", mesh="ghost"))
     result = cli(api.url, "apply", "-f", file)
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == ['Mesh "default" created']
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert "Error: Could not apply resources (2 of 3 resources are not valid; nothing was stored)" in lines
+    at = lines.index('Error: MeshGateway "edge" in mesh "default": Could not apply resources')
+    assert lines[at + 1 : at + 1 + len(info.value.violations)] == [
+        f"  * {v.field}: {v.message}" for v in info.value.violations
+    ]
+    assert 'Error: MeshGatewayRoute "lost" in mesh "ghost": Could not apply resources' in lines
+    assert "  * mesh: mesh of name ghost is not found" in lines
+    assert api.portal.call(api.store.list, "Mesh").total == 0
+
+
+def test_apply_of_one_resource_is_a_put_naming_its_violations(api: Api, tmp_path: pathlib.Path) -> None:
+    bad = invalid_gateway()
+    with pytest.raises(ValidationError) as info:
+        codec.load(bad)
+    api.portal.call(api.store.create, codec.load(mesh()))
+    result = cli(api.url, "apply", "-f", write_docs(tmp_path / "bad.yaml", bad))
+    assert result.exit_code == 1
     assert 'MeshGateway "edge" in mesh "default": Could not process a resource (Resource is not valid)' in (
         result.stderr
     )
