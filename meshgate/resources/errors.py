@@ -27,6 +27,9 @@ _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", 
 
 def go_quote(text: str) -> str:
     """Go's `%q` (strconv.Quote), which Kuma uses for map keys in paths and for names in messages."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        # Nothing to escape (the common case, one C call): every map key of every resource comes through here.
+        return f'"{text}"'
     out = ['"']
     for char in text:
         code = ord(char)
