@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshgate.apply_batch import APPLY_PATH
 from meshgate.resources import registry
 from meshgate.resources.model import Meta, Resource
 from meshgate.store.sqlite import SqliteStore
@@ -254,3 +255,25 @@ async def test_each_policy_kind_goes_from_the_global_to_a_zone(procs: ProcessGro
     async with httpx.AsyncClient(base_url=z.url()) as c:
         refused = await c.put("/meshes/default/timeouts/local", json={**factory.timeout(), "name": "local"})
     assert refused.status_code == 405
+
+
+async def test_a_bulk_apply_reaches_the_zone(procs: ProcessGroup) -> None:
+    """One `POST /_apply` of a Mesh, a gateway and 300 routes: one transaction on the global, and every route
+    in the zone's store over KDS."""
+    g = await procs.global_cp()
+    z = await procs.zone_cp("zone-1", g.ports["kds"])
+    docs = [MESH, gateway("edge"), *(route(f"r{i:03d}", prefix=f"/r{i}") for i in range(300))]
+    async with httpx.AsyncClient(base_url=g.url(), timeout=60) as c:
+        applied = await c.post(APPLY_PATH, json={"items": docs})
+    assert applied.status_code == 200, applied.text
+    assert [i["status"] for i in applied.json()["items"]] == ["created"] * len(docs)
+
+    async def all_routes() -> bool:
+        listed = await get(z, "/meshes/default/meshgatewayroutes?size=1")
+        return listed is not None and listed["total"] == 300
+
+    await eventually(all_routes, what="300 bulk-applied routes in zone-1")
+    synced = await get(z, f"/meshes/default/meshgatewayroutes/{in_zone('r123')}")
+    assert synced is not None
+    assert synced["labels"]["kuma.io/origin"] == "global"
+    assert synced["conf"]["http"]["rules"][0]["matches"][0]["path"]["value"] == "/r123"
