@@ -152,9 +152,10 @@ class BulkApply:
             if not isinstance(doc, dict):
                 item.violations.append(Violation("", "must be an object"))
                 continue
-            endpoints = self._by_kind.get(doc.get("type"))  # type: ignore[arg-type]
+            type_name = doc.get("type")
+            endpoints = self._by_kind.get(type_name) if isinstance(type_name, str) else None
             if endpoints is None:
-                reason = "is required" if doc.get("type") in (None, "") else f"unknown type {doc.get('type')!r}"
+                reason = "is required" if type_name in (None, "") else f"unknown type {type_name!r}"
                 item.violations.append(Violation("type", reason))
                 continue
             name, mesh = doc.get("name"), doc.get("mesh")

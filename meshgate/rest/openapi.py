@@ -257,7 +257,14 @@ def _apply_schemas(kinds: Sequence[str]) -> dict[str, JsonSchema]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": MAX_APPLY_ITEMS,
-                    "items": {"oneOf": [{"$ref": _REF + k} for k in kinds]},
+                    # Not a oneOf of every kind's schema: each item is checked as its PUT's body would be, and a
+                    # oneOf of 30 deep schemas only makes generators (schemathesis) recurse.
+                    "items": {
+                        "type": "object",
+                        "description": "a resource in Kuma's Universal format, as the PUT of its kind takes it",
+                        "properties": {"type": {"type": "string", "enum": list(kinds)}, **named},
+                        "required": ["type", "name"],
+                    },
                 }
             },
             "required": ["items"],

@@ -125,6 +125,9 @@ async def test_the_body_must_hold_items(store: ResourceStore) -> None:
         not_object = await apply(http, mesh(), "Mesh")  # type: ignore[arg-type]
         assert not_object.status_code == 400
         assert not_object.json()["invalid_parameters"] == [{"field": "items[1]", "reason": "must be an object"}]
+        odd_type = await apply(http, {"type": ["Mesh"], "name": "m"})
+        assert odd_type.status_code == 400
+        assert odd_type.json()["invalid_parameters"] == [{"field": "items[0].type", "reason": "unknown type ['Mesh']"}]
 
 
 async def test_zone_refuses_global_owned_kinds_by_name_and_stores_nothing(store: ResourceStore) -> None:
