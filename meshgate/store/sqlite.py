@@ -4,7 +4,8 @@ Durability
     WAL journal with ``synchronous=FULL``: every COMMIT fsyncs the WAL, so a write that returned survives
     a process crash (SIGKILL) and a power loss. ``NORMAL`` would survive a process crash too (the WAL
     pages sit in the OS page cache) but can lose the last commits on power loss, and a caller that was told
-    "created" must never see the resource vanish. Control-plane writes are rare; one fsync each is cheap.
+    "created" must never see the resource vanish. Control-plane writes are rare; one fsync each is cheap, and
+    many at once (`write_batch`, a bulk apply of 10k routes) are one transaction and so one fsync.
     Every write is exactly one ``BEGIN IMMEDIATE ... COMMIT``. IMMEDIATE takes the write lock before the
     version check, so check-then-write cannot interleave with another writer (even another process), and
     a crash anywhere before COMMIT leaves the previous state: no half-written resource, no half a batch.
@@ -22,9 +23,8 @@ Threading
 Schema
     ``resources`` is keyed by (kind, mesh, name): that primary-key index serves both ``get`` and
     ``list(kind[, mesh])`` already ordered by (mesh, name), so a snapshot is one range scan. A second index
-    on ``mesh`` serves the Mesh cascade. Specs of any message type are stored as their full type name plus
-    their deterministic serialization; reading resolves the class from the default descriptor pool, so
-    the module defining the spec type must have been imported (the resource kinds do that).
+    on ``mesh`` serves the Mesh cascade. A resource's row (labels, spec type and bytes) is
+    `meshgate.store.sqlite_rows`'.
     Versions come from a store-wide counter in ``meta``, never from ``max(version)``: max() would give a
     deleted resource's version to the next write, and a client holding that stale version could then
     update a different incarnation of the resource (ABA).
