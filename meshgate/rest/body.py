@@ -46,6 +46,7 @@ __all__ = [
     "RESOURCE_BOUNDS",
     "Bounds",
     "parse_document",
+    "parse_limiter",
     "read_body",
     "read_document",
 ]
@@ -239,7 +240,8 @@ def parse_document(raw: bytes, bounds: Bounds = RESOURCE_BOUNDS) -> dict[str, ob
     return _as_object(doc)
 
 
-def _limiter() -> anyio.CapacityLimiter:
+def parse_limiter() -> anyio.CapacityLimiter:
+    """The threads that parse (and, for a bulk apply, validate) request bodies: `PARSE_THREADS` at once."""
     # One limiter per event loop (a RunVar), created on first use inside it.
     try:
         return _LIMITER.get()
@@ -312,4 +314,4 @@ async def read_document(
             return _as_object(_parse_json(text, bounds))
         except ValueError:
             pass  # not JSON after all: YAML, in a thread below
-    return await anyio.to_thread.run_sync(parse_document, raw, bounds, limiter=_limiter())
+    return await anyio.to_thread.run_sync(parse_document, raw, bounds, limiter=parse_limiter())

@@ -39,7 +39,7 @@ from meshgate.kds.ownership import refusal_to_write
 from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError, Violation
 from meshgate.resources.model import Resource, ResourceKey
-from meshgate.rest.body import MAX_DEPTH, Bounds, parse_document, read_body
+from meshgate.rest.body import MAX_DEPTH, Bounds, parse_document, parse_limiter, read_body
 from meshgate.rest.errors import (
     GLOBAL_READ_ONLY_MESSAGE,
     MAX_REPORTED_VIOLATIONS,
@@ -111,7 +111,10 @@ class BulkApply:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await read_body(request, APPLY_BOUNDS)
-        doc = await anyio.to_thread.run_sync(parse_document, raw, APPLY_BOUNDS)
+        # Parsing and the checks of steps 2 and 4 share the body parser's threads, so a few big requests at
+        # once still leave the event loop its share of the interpreter.
+        threads = parse_limiter()
+        doc = await anyio.to_thread.run_sync(parse_document, raw, APPLY_BOUNDS, limiter=threads)
         docs = doc.get("items")
         if not isinstance(docs, list):
             raise bad_request('the body must be an object with "items": an array of resources')
@@ -124,9 +127,9 @@ class BulkApply:
         if not docs:
             raise bad_request("no resources to apply")
         items = [_Item(i, d) for i, d in enumerate(docs)]
-        await anyio.to_thread.run_sync(self._identify, items)
+        await anyio.to_thread.run_sync(self._identify, items, limiter=threads)
         self._check_writable(items)
-        await anyio.to_thread.run_sync(self._validate, items)
+        await anyio.to_thread.run_sync(self._validate, items, limiter=threads)
         await self._check_meshes(items)
         _raise_if_invalid(items)
         if self._before_write is not None:

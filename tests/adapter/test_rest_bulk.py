@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -16,9 +18,13 @@ from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, ResourceKey
 from meshgate.rest import bulk
 from meshgate.rest.body import Bounds
 from meshgate.rest.errors import ZONE_READ_ONLY_MESSAGE
+from meshgate.store.memory import MemoryStore
 from meshgate.store.protocol import ResourceStore
 from tests.rest_support import api_client, dataplane, gateway, invalid_gateway, mesh, route
 from tests.store_support import BACKENDS, next_batch, open_backend
+
+# Deadlock guard for the thread handshake below; not a speed assertion.
+DEADLOCK_GUARD = 10.0
 
 
 @pytest.fixture(params=BACKENDS)
@@ -189,3 +195,30 @@ async def test_too_many_items_or_bytes_is_413_before_anything_is_checked(
         ok = await apply(http, mesh(), route("r0"))
         assert ok.status_code == 200, ok.text
     assert await stored(store, kinds.MESH_GATEWAY_ROUTE) == ["r0"]
+
+
+async def test_the_loop_answers_while_a_batch_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation holds until an index request has been answered: were it on the event loop, that answer could
+    never come (the request would then fail after the deadlock guard)."""
+    started, answered = threading.Event(), threading.Event()
+    real = bulk.BulkApply._validate
+
+    def validate(self: bulk.BulkApply, items: list[Any]) -> None:
+        started.set()
+        assert answered.wait(DEADLOCK_GUARD), "no index answer while the batch was validated"
+        real(self, items)
+
+    monkeypatch.setattr(bulk.BulkApply, "_validate", validate)
+    store = MemoryStore()
+    async with api_client(store) as http, anyio.create_task_group() as tg:
+        results: list[httpx.Response] = []
+
+        async def bulk_apply() -> None:
+            results.append(await apply(http, mesh(), *(route(f"r{i}") for i in range(100))))
+
+        tg.start_soon(bulk_apply)
+        assert await anyio.to_thread.run_sync(started.wait, DEADLOCK_GUARD)
+        assert (await http.get("/")).status_code == 200
+        answered.set()
+    assert results[0].status_code == 200, results[0].text
+    assert (await store.list(kinds.MESH_GATEWAY_ROUTE, size=1)).total == 100
