@@ -56,7 +56,7 @@ from meshgate.k8s.token_review import ServiceAccountTokenRefused, ServiceAccount
 from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
-from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH
+from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH, FIELD_METRICS_SOCKET_PATH
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshgate.store.watch import WatchLog, reconcile_forever
@@ -152,10 +152,11 @@ def _metadata_string(node: base_pb2.Node, field: str) -> str | None:
     return None
 
 
-def _access_log_socket(node: base_pb2.Node) -> str:
-    """The access log pipe the proxy declared, or "" (the zone then names one: meshgate.xds.generate). It only
-    ever goes into that proxy's own Envoy config; a path Envoy could not open as a file is refused."""
-    value = _metadata_string(node, FIELD_ACCESS_LOG_SOCKET_PATH) or ""
+def _socket_path(node: base_pb2.Node, field: str = FIELD_ACCESS_LOG_SOCKET_PATH) -> str:
+    """The access log pipe (or, by `field`, the metrics socket) the proxy declared, or "" (the zone then names
+    one: meshgate.xds.generate). It only ever goes into that proxy's own Envoy config; a path Envoy could not
+    open as a file is refused."""
+    value = _metadata_string(node, field) or ""
     if len(value) > MAX_SOCKET_PATH or not value.isprintable():
         return ""
     return value
@@ -185,6 +186,7 @@ class _Session:
         self.owns = owns  # this stream registered the Dataplane: the last such stream removes it
         self.expires_at = float("inf")
         self.access_log_socket = ""
+        self.metrics_socket = ""
 
     async def watch(self) -> StreamRefused:
         server = self.server
@@ -255,7 +257,8 @@ class DpServer:
         admin = AdminTarget(host, int(port)) if port and port.isdigit() and 0 < int(port) < 65536 and host else None
         session = _Session(self, proxy, dataplane, token, admin, owns)
         session.expires_at = claims_exp
-        session.access_log_socket = _access_log_socket(node)
+        session.access_log_socket = _socket_path(node)
+        session.metrics_socket = _socket_path(node, FIELD_METRICS_SOCKET_PATH)
         self.sessions.setdefault(proxy, []).append(session)
         log.info("xds.auth.admitted", proxy=str(proxy)[:_MAX_LOGGED], peer=peer, authn=self.authn, registered=owns)
         return session
@@ -388,6 +391,11 @@ class DpServer:
         """The access log pipe the newest live stream of this proxy declared, or "" (none, or no stream)."""
         live = self.sessions.get(proxy)
         return live[-1].access_log_socket if live else ""
+
+    def metrics_socket(self, proxy: ProxyId) -> str:
+        """The metrics socket the newest live stream of this proxy declared, or "" (none, or no stream)."""
+        live = self.sessions.get(proxy)
+        return live[-1].metrics_socket if live else ""
 
     def connected(self, mesh: str, name: str) -> bool:
         return bool(self.sessions.get(ProxyId(mesh, name)))

@@ -87,13 +87,15 @@ class ZoneXds(SnapshotStore):
         refresh_interval: float = REFRESH_INTERVAL,
         leaves: LeafCache | None = None,
         access_log_socket: Callable[[ProxyId], str] | None = None,
+        metrics_socket: Callable[[ProxyId], str] | None = None,
     ) -> None:
         """`vips(mesh)`: the VIP outbounds of the mesh's proxies (its service names on VIP:80, other meshes'
         cross-mesh gateway names on their ports), from the zone's DNS allocations. `dns_domain`: the `.mesh`
         domain, for the names a crossMesh listener's certificate carries. `refresh_interval`: seconds between
         regenerations when nothing changes (certificate rotation). `leaves`: the leaf certificate cache.
         `access_log_socket(proxy)`: the access log pipe the proxy declared in its node metadata, "" for none
-        (`meshgate.xds.generate` then names it as Kuma does)."""
+        (`meshgate.xds.generate` then names it as Kuma does); `metrics_socket(proxy)` the same for its metrics
+        socket (`metricsSocketPath`)."""
         super().__init__()
         self._store = store
         self._refresh_interval = refresh_interval
@@ -102,6 +104,7 @@ class ZoneXds(SnapshotStore):
         self._dns_domain = dns_domain
         self._leaves = leaves if leaves is not None else LeafCache()
         self._access_log_socket = access_log_socket
+        self._metrics_socket = metrics_socket
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -260,7 +263,8 @@ class ZoneXds(SnapshotStore):
                     self.remove(proxy)
                     continue
                 socket = self._access_log_socket(proxy) if self._access_log_socket is not None else ""
-                snapshot = generate(dataplane, ctx, access_log_socket=socket)
+                metrics = self._metrics_socket(proxy) if self._metrics_socket is not None else ""
+                snapshot = generate(dataplane, ctx, access_log_socket=socket, metrics_socket=metrics)
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)

@@ -6,9 +6,10 @@ the token against that Dataplane and registers it; when the last stream closes, 
 (Kuma's `dataplane_lifecycle.go`). So there is nothing to PUT or DELETE here, and nobody without a token
 for that Dataplane can register it.
 
-    node_metadata(dataplane, admin_port, access_log_socket)
+    node_metadata(dataplane, admin_port, access_log_socket, metrics_socket)
                                            -> {"dataplane.resource": JSON, "dataplane.admin.port": "N",
-                                               "accessLogSocketPath": the pipe of meshgate.dp.access_logs}
+                                               "accessLogSocketPath": the pipe of meshgate.dp.access_logs,
+                                               "metricsSocketPath": the socket of meshgate.dp.metrics}
     read_token(token, token_file)          -> the token at start, or TokenSourceError naming the flag
 
 Errors: `TokenSourceError` (fatal for startup; the message names the flag).
@@ -22,7 +23,7 @@ from typing import Final
 
 from meshgate.resources import codec
 from meshgate.resources.model import Resource
-from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH
+from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH, FIELD_METRICS_SOCKET_PATH
 
 __all__ = ["FIELD_ADMIN_PORT", "FIELD_DATAPLANE", "TokenSourceError", "node_metadata", "read_token"]
 
@@ -37,15 +38,19 @@ class TokenSourceError(ValueError):
     """The data plane token flags are contradictory, or the file cannot be read."""
 
 
-def node_metadata(dataplane: Resource, admin_port: int, access_log_socket: str = "") -> dict[str, str]:
+def node_metadata(
+    dataplane: Resource, admin_port: int, access_log_socket: str = "", metrics_socket: str = ""
+) -> dict[str, str]:
     """Kuma's node metadata fields (`pkg/core/xds/metadata.go:20-39`): the Dataplane, Envoy's admin
-    port, and the pipe TrafficLog lines for `tcp` backends go to (left out when "")."""
+    port, the pipe TrafficLog lines for `tcp` backends go to and the metrics socket (each left out when "")."""
     doc = codec.encode(dataplane)
     for generated in ("creationTime", "modificationTime"):
         doc.pop(generated, None)
     out = {FIELD_DATAPLANE: json.dumps(doc, sort_keys=True), FIELD_ADMIN_PORT: str(admin_port)}
     if access_log_socket:
         out[FIELD_ACCESS_LOG_SOCKET_PATH] = access_log_socket
+    if metrics_socket:
+        out[FIELD_METRICS_SOCKET_PATH] = metrics_socket
     return out
 
 

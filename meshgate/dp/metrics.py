@@ -1,0 +1,174 @@
+"""The metrics hijacker (kuma-dp's `app/kuma-dp/pkg/dataplane/metrics`): what a scraper of the proxy's Prometheus
+endpoint gets, Envoy's stats merged with meshgate-dp's own, served on a Unix socket.
+
+    scraper --GET :5670/metrics--> Envoy listener `kuma:metrics:prometheus` (meshgate.xds.prometheus)
+            --prefix rewrite `/?filter=..&usedonly`--> cluster `kuma:metrics:hijacker` = this Unix socket
+            --> Envoy admin `/stats?<that query>&format=prometheus&text_readouts` (127.0.0.1:<admin port>)
+                + meshgate-dp's own registry (`dp_registry`: `meshgate_dp_*`, process_*, python_*)
+            <-- one text exposition (`text/plain; version=0.0.4`), Envoy's first
+
+The socket's path is Kuma's `kuma-mh-<name>-<mesh>.sock` in the config directory, sent to the zone in the node
+metadata (`metricsSocketPath`), so Envoy's cluster names it. Only Envoy (and this host's users allowed into
+the config directory) can reach it; the scraper-facing port, its path and its TLS are Envoy's, set by the zone
+from `Mesh.metrics`: with no prometheus backend there is no listener, and this socket stays idle.
+
+Envoy's families are passed through as Envoy wrote them (kuma-dp also merges the `-<hash>` clusters of split
+routes and marks mesh traffic: not done here). Envoy unreachable: its part is empty and a warning is logged;
+the own metrics are still served (and `meshgate_dp_metrics_scrape_errors{application="envoy"}` counts it), as
+kuma-dp serves what it could scrape. `Mesh.metrics...aggregate` (an application's own endpoint merged in) is
+not supported: meshgate-dp does not read the Mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.abc
+import prometheus_client
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from meshgate.dp.access_logs import AccessLogStreamer
+
+__all__ = ["MetricsHijacker", "dp_registry"]
+
+log = structlog.get_logger(__name__)
+
+# Envoy's stats can be large (thousands of series per gateway with many clusters): a scrape may take a while,
+# but never longer than a Prometheus scrape timeout would wait anyway.
+_ENVOY_TIMEOUT = 10.0
+# kuma-dp forwards these scraper headers to each application (Prometheus's own scrape request headers).
+_FORWARDED_HEADERS = ("accept", "user-agent", "x-prometheus-scrape-timeout-seconds")
+
+
+class _AccessLogCollector:
+    """The access log streamer's counters, read at scrape time."""
+
+    def __init__(self, streamer: AccessLogStreamer | None) -> None:
+        self.streamer = streamer
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        sent = CounterMetricFamily(
+            "meshgate_dp_access_log_lines_sent", "TrafficLog lines sent to a tcp collector", labels=["address"]
+        )
+        dropped = CounterMetricFamily(
+            "meshgate_dp_access_log_lines_dropped",
+            "TrafficLog lines dropped for a tcp collector (outbox full or connection broken)",
+            labels=["address"],
+        )
+        connected = GaugeMetricFamily(
+            "meshgate_dp_access_log_connected", "1 while connected to a tcp collector", labels=["address"]
+        )
+        senders = self.streamer.senders if self.streamer is not None else {}
+        for address, sender in sorted(senders.items()):
+            sent.add_metric([address], sender.stats.sent)
+            dropped.add_metric([address], sender.stats.dropped)
+            connected.add_metric([address], 1 if sender.stats.connected else 0)
+        yield sent
+        yield dropped
+        yield connected
+
+
+class _ScrapeErrors:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "meshgate_dp_metrics_scrape_errors",
+            "Scrapes of an application's metrics that failed (the merged answer left its part out)",
+            labels=["application"],
+        )
+        family.add_metric(["envoy"], self.count)
+        yield family
+
+
+def dp_registry(streamer: AccessLogStreamer | None = None) -> tuple[CollectorRegistry, _ScrapeErrors]:
+    """meshgate-dp's own metrics: its process (CPU, memory, open files: `process_*`, `python_*`) and the access
+    log streamer's counters. A registry of its own, not the global one, so nothing imported registers into it."""
+    registry = CollectorRegistry(auto_describe=True)
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    registry.register(_AccessLogCollector(streamer))
+    errors = _ScrapeErrors()
+    registry.register(errors)
+    return registry, errors
+
+
+class MetricsHijacker:
+    def __init__(
+        self, path: Path, admin_port: int, registry: CollectorRegistry, errors: _ScrapeErrors | None = None
+    ) -> None:
+        self.path = path
+        self.admin_port = admin_port
+        self.registry = registry
+        self._errors = errors if errors is not None else _ScrapeErrors()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _envoy_url(self, query: str) -> str:
+        """Kuma's `AddPrometheusFormat`: the query the listener's rewrite carried (filter, usedonly), plus the
+        Prometheus format and text readouts."""
+        extra = "format=prometheus&text_readouts"
+        return f"http://127.0.0.1:{self.admin_port}/stats?{query + '&' if query else ''}{extra}"
+
+    async def _envoy(self, request: web.Request) -> bytes:
+        assert self._session is not None
+        headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
+        try:
+            async with self._session.get(self._envoy_url(request.query_string), headers=headers) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._failed(str(exc) or type(exc).__name__)
+        if status != 200:  # a bad filter regex, for one: Envoy says why in the body
+            return self._failed(f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
+        return body
+
+    def _failed(self, error: str) -> bytes:
+        self._errors.count += 1
+        log.warning("dp.metrics.envoy_failed", admin_port=self.admin_port, error=error)
+        return b""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        envoy = await self._envoy(request)
+        own = prometheus_client.generate_latest(self.registry)
+        body = envoy if not envoy or envoy.endswith(b"\n") else envoy + b"\n"
+        response = web.Response(body=body + own)
+        response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
+        return response
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(total=_ENVOY_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serves until cancelled; the socket is removed on the way out. A stale socket left by a killed
+        meshgate-dp is replaced (the path is this Dataplane's own, in this process's config directory)."""
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            async with self._client():
+                self.path.unlink(missing_ok=True)
+                site = web.UnixSite(runner, str(self.path))
+                await site.start()
+                log.info("dp.metrics.started", socket=str(self.path))
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+            self.path.unlink(missing_ok=True)
