@@ -27,6 +27,10 @@ from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, MeshContext
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
 from tests.unit.test_xds_policies_trace import DATADOG_SPLIT, traced_gateway, traced_sidecar
+from tests.unit.test_xds_prometheus import mesh as prometheus_mesh
+from tests.unit.test_xds_prometheus import metrics as prometheus_metrics
+from tests.unit.test_xds_prometheus import run as prometheus_run
+from tests.unit.test_xds_prometheus import sidecar as prometheus_sidecar
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
 from tests.unit.test_xds_transparent import TP
 from tests.unit.test_xds_transparent import run as transparent_run
@@ -193,6 +197,18 @@ def test_envoy_accepts_tracing(envoy: Path, tmp_path: Path) -> None:
     assert {"tracing:zipkin", "tracing:dd"} <= {name for snap in snapshots for name in snap[CLUSTER]}
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap(snapshots)))
+    result = envoy_validates(envoy, config)
+    assert "OK" in result.stdout
+
+
+def test_envoy_accepts_the_prometheus_endpoint(envoy: Path, tmp_path: Path) -> None:
+    """`kuma:metrics:prometheus` with mesh mTLS (the Dataplane's own address in plaintext, the rest mTLS) and
+    the Envoy stats filter, and its `kuma:metrics:hijacker` cluster on a Unix socket."""
+    conf = {"port": 5671, "envoy": {"filterRegex": "^http", "usedOnly": True}}
+    snap = prometheus_run(prometheus_mesh(prometheus_metrics(conf), mtls=True), prometheus_sidecar())
+    assert "kuma:metrics:prometheus" in snap[LISTENER]
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap([snap])))
     result = envoy_validates(envoy, config)
     assert "OK" in result.stdout
 
