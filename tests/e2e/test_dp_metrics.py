@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +20,11 @@ from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
+from tests.unit.test_grafana_dashboards import queried_metrics
 
 pytestmark = pytest.mark.e2e
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 
 EDGE = json.dumps(
     {
@@ -32,10 +36,10 @@ EDGE = json.dumps(
 )
 
 
-def mesh(metrics_port: int | None) -> dict[str, Any]:
+def mesh(metrics_port: int | None, *, used_only: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {"type": "Mesh", "name": "default"}
     if metrics_port is not None:
-        conf = {"port": metrics_port, "path": "/stats-here", "envoy": {"usedOnly": True}}
+        conf = {"port": metrics_port, "path": "/stats-here", "envoy": {"usedOnly": used_only}}
         doc["metrics"] = {
             "enabledBackend": "prom-1",
             "backends": [{"name": "prom-1", "type": "prometheus", "conf": conf}],
@@ -89,6 +93,25 @@ def samples(text: str, name: str) -> dict[str, float]:
         if m:
             out[m.group(1) or ""] = float(m.group(2))
     return out
+
+
+def families(text: str) -> set[str]:
+    """The metric names an exposition holds: its samples' names and its `# TYPE` families (a family with no
+    sample yet, a counter nothing has counted, is still one a dashboard can query)."""
+    out: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            out.add(name)
+            if kind == "histogram":
+                out |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        elif line and not line.startswith("#"):
+            out.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return out
+
+
+def dashboard_metrics(name: str) -> set[str]:
+    return queried_metrics(json.loads((DEPLOY / name).read_text()))
 
 
 def requests_to_edge(text: str) -> float:
@@ -156,8 +179,21 @@ async def test_a_prometheus_backend_makes_the_gateway_serve_envoy_and_dp_metrics
                 # meshgate-dp's own metrics, in the same answer.
                 assert samples(second.text, "process_resident_memory_bytes")
                 assert samples(second.text, "meshgate_dp_metrics_scrape_errors_total") == {'{application="envoy"}': 0.0}
-                # usedOnly: Envoy leaves out what was never touched (no stats of unused HTTP/3 codecs, say).
-                assert not any(v == 0 for v in samples(second.text, "envoy_cluster_upstream_cx_overflow").values())
+                # Every metric the gateway dashboard queries is in this real scrape.
+                missing = dashboard_metrics("gateway-dashboard.json") - families(second.text)
+                assert not missing, f"the gateway dashboard queries metrics the scrape lacks: {sorted(missing)}"
+                # A counter nothing has touched is there, as 0, until usedOnly leaves it out.
+                assert 0.0 in samples(second.text, "envoy_cluster_upstream_cx_overflow").values()
+                await put(g, "/meshes/default", mesh(metrics_port, used_only=True))
+
+                async def used_only() -> bool:
+                    resp = await scrape(metrics_port)
+                    return resp is not None and "envoy_cluster_upstream_cx_overflow" not in families(resp.text)
+
+                await eventually(used_only, what="Envoy's stats filtered to the used ones (usedOnly)")
+                third = await scrape(metrics_port)
+                assert third is not None
+                assert requests_to_edge(third.text) >= before + 5
                 # Only the configured path is routed.
                 other = await scrape(metrics_port, "/elsewhere")
                 assert other is not None
@@ -166,6 +202,12 @@ async def test_a_prometheus_backend_makes_the_gateway_serve_envoy_and_dp_metrics
             # The zone's /metrics: xDS counters per proxy, under Kuma's names.
             async with httpx.AsyncClient(base_url=z.url("diagnostics")) as c:
                 zone_metrics = (await c.get("/metrics")).text
+            async with httpx.AsyncClient(base_url=g.url("diagnostics")) as c:
+                global_metrics = (await c.get("/metrics")).text
+            missing = dashboard_metrics("control-plane-dashboard.json") - families(zone_metrics + global_metrics)
+            assert not missing, (
+                f"the control plane dashboard queries metrics no control plane exports: {sorted(missing)}"
+            )
             acks = samples(zone_metrics, "xds_requests_received")
             listener_acks = [
                 v
