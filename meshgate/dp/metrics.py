@@ -4,8 +4,9 @@ endpoint gets, Envoy's stats merged with meshgate-dp's own, served on a Unix soc
     scraper --GET :5670/metrics--> Envoy listener `kuma:metrics:prometheus` (meshgate.xds.prometheus)
             --prefix rewrite `/?filter=..&usedonly`--> cluster `kuma:metrics:hijacker` = this Unix socket
             --> Envoy admin `/stats?<that query>&format=prometheus&text_readouts` (127.0.0.1:<admin port>)
+                + each application of the Mesh's `aggregate` (`x-meshgate-aggregate`, set by that route)
                 + meshgate-dp's own registry (`dp_registry`: `meshgate_dp_*`, process_*, python_*)
-            <-- one text exposition (`text/plain; version=0.0.4`), Envoy's first
+            <-- one text exposition (`text/plain; version=0.0.4`): Envoy's, the applications', then its own
 
 The socket's path is Kuma's `kuma-mh-<name>-<mesh>.sock` in the config directory, sent to the zone in the node
 metadata (`metricsSocketPath`), so Envoy's cluster names it. Only Envoy (and this host's users allowed into
@@ -13,16 +14,18 @@ the config directory) can reach it; the scraper-facing port, its path and its TL
 from `Mesh.metrics`: with no prometheus backend there is no listener, and this socket stays idle.
 
 Envoy's families are passed through as Envoy wrote them (kuma-dp also merges the `-<hash>` clusters of split
-routes and marks mesh traffic: not done here). Envoy unreachable: its part is empty and a warning is logged;
-the own metrics are still served (and `meshgate_dp_metrics_scrape_errors{application="envoy"}` counts it), as
-kuma-dp serves what it could scrape. `Mesh.metrics...aggregate` (an application's own endpoint merged in) is
-not supported: meshgate-dp does not read the Mesh.
+routes and marks mesh traffic: not done here); an application's as it wrote them, fetched with no query (Kuma's
+`RemoveQueryParameters`). One that cannot be reached (or answers other than 200) leaves its part out, is logged
+and counted (`meshgate_dp_metrics_scrape_errors_total{application}`), and the rest is still served, as kuma-dp
+serves what it could scrape.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -36,15 +39,52 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from meshgate.dp.access_logs import AccessLogStreamer
 
-__all__ = ["MetricsHijacker", "dp_registry"]
+__all__ = ["AGGREGATE_HEADER", "Application", "MetricsHijacker", "applications", "dp_registry"]
 
 log = structlog.get_logger(__name__)
 
 # Envoy's stats can be large (thousands of series per gateway with many clusters): a scrape may take a while,
 # but never longer than a Prometheus scrape timeout would wait anyway.
 _ENVOY_TIMEOUT = 10.0
-# kuma-dp forwards these scraper headers to each application (Prometheus's own scrape request headers).
-_FORWARDED_HEADERS = ("accept", "user-agent", "x-prometheus-scrape-timeout-seconds")
+# kuma-dp forwards these scraper headers to each application (Prometheus's own scrape request headers). Not
+# `accept`: kuma-dp negotiates OpenMetrics across the parts; this answer is always the classic text format, so
+# each application is asked for that.
+_FORWARDED_HEADERS = ("user-agent", "x-prometheus-scrape-timeout-seconds")
+_ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+# meshgate.xds.prometheus.AGGREGATE_HEADER (the dp does not import the xDS generator): what the route hands over.
+AGGREGATE_HEADER = "x-meshgate-aggregate"
+_MAX_APPLICATIONS = 32  # a Mesh lists a few; more in one header is not a conf anyone wrote
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """An `aggregate` entry: an application's own Prometheus endpoint."""
+
+    name: str
+    url: str
+
+
+def applications(header: str) -> list[Application]:
+    """The applications `x-meshgate-aggregate` lists; malformed entries are skipped (the zone wrote it, so a
+    malformed one is a bug there, not a scraper's doing: the route overwrites what a scraper sends)."""
+    if not header:
+        return []
+    try:
+        entries = json.loads(header)
+    except ValueError:
+        log.warning("dp.metrics.aggregate_malformed", header=header[:200])
+        return []
+    out = []
+    for entry in entries[:_MAX_APPLICATIONS] if isinstance(entries, list) else []:
+        try:
+            name, address, port, path = (entry["name"], entry["address"], int(entry["port"]), entry["path"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if not (isinstance(name, str) and isinstance(address, str) and isinstance(path, str) and 0 < port < 65536):
+            continue
+        host = f"[{address}]" if ":" in address else address
+        out.append(Application(name, f"http://{host}:{port}/{path.lstrip('/')}"))
+    return out
 
 
 class _AccessLogCollector:
@@ -77,7 +117,7 @@ class _AccessLogCollector:
 
 class _ScrapeErrors:
     def __init__(self) -> None:
-        self.count = 0
+        self.counts: dict[str, int] = {"envoy": 0}
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -85,7 +125,8 @@ class _ScrapeErrors:
             "Scrapes of an application's metrics that failed (the merged answer left its part out)",
             labels=["application"],
         )
-        family.add_metric(["envoy"], self.count)
+        for name, count in sorted(self.counts.items()):
+            family.add_metric([name], count)
         yield family
 
 
@@ -117,29 +158,40 @@ class MetricsHijacker:
         extra = "format=prometheus&text_readouts"
         return f"http://127.0.0.1:{self.admin_port}/stats?{query + '&' if query else ''}{extra}"
 
-    async def _envoy(self, request: web.Request) -> bytes:
+    async def _get(self, name: str, url: str, request: web.Request) -> bytes:
+        """One application's metrics, b"" (logged and counted) when it fails."""
         assert self._session is not None
         headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
+        headers["accept"] = _ACCEPT
         try:
-            async with self._session.get(self._envoy_url(request.query_string), headers=headers) as resp:
+            async with self._session.get(url, headers=headers) as resp:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return self._failed(str(exc) or type(exc).__name__)
+            return self._failed(name, url, str(exc) or type(exc).__name__)
         if status != 200:  # a bad filter regex, for one: Envoy says why in the body
-            return self._failed(f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
-        return body
+            return self._failed(name, url, f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
+        return body if not body or body.endswith(b"\n") else body + b"\n"
 
-    def _failed(self, error: str) -> bytes:
-        self._errors.count += 1
-        log.warning("dp.metrics.envoy_failed", admin_port=self.admin_port, error=error)
+    def _failed(self, name: str, url: str, error: str) -> bytes:
+        self._errors.counts[name] = self._errors.counts.get(name, 0) + 1
+        log.warning("dp.metrics.scrape_failed", application=name, url=url, error=error)
         return b""
 
     async def _handle(self, request: web.Request) -> web.Response:
-        envoy = await self._envoy(request)
-        own = prometheus_client.generate_latest(self.registry)
-        body = envoy if not envoy or envoy.endswith(b"\n") else envoy + b"\n"
-        response = web.Response(body=body + own)
+        targets = [("envoy", self._envoy_url(request.query_string))]
+        targets += [(app.name, app.url) for app in applications(request.headers.get(AGGREGATE_HEADER, ""))]
+        parts: list[bytes] = [b""] * len(targets)
+
+        async def fetch(i: int, name: str, url: str) -> None:
+            parts[i] = await self._get(name, url, request)
+
+        async with anyio.create_task_group() as tg:
+            for i, (name, url) in enumerate(targets):
+                tg.start_soon(fetch, i, name, url)
+        # Kuma's processMetrics drops OpenMetrics' `# EOF` from each part: the merged answer is one text exposition.
+        body = b"".join(p.replace(b"# EOF\n", b"") for p in parts)
+        response = web.Response(body=body + prometheus_client.generate_latest(self.registry))
         response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
         return response
 

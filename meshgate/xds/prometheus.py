@@ -4,9 +4,10 @@ enabled `prometheus` backend makes every Dataplane of the mesh, gateway or sidec
     listener `kuma:metrics:prometheus`   on the Dataplane's `networking.address`, the backend's `port` (5670)
       HCM (inline routes)                 `<path>` (`/metrics`) prefix -> cluster `kuma:metrics:hijacker`,
                                           rewritten to `/?filter=<envoy.filterRegex>&usedonly`
+                                          and the `aggregate` applications in `x-meshgate-aggregate`
     cluster `kuma:metrics:hijacker`       the Unix socket the proxy's meshgate-dp declared (`metricsSocketPath`),
                                           where it merges Envoy's `/stats?format=prometheus` with its own metrics
-                                          (meshgate.dp.metrics)
+                                          and those applications' (meshgate.dp.metrics)
 
 Why through Envoy, as Kuma: the control plane alone decides whether, where and how securely metrics are served
 (a Mesh change reaches every proxy over xDS with no restart of meshgate-dp, which never reads the Mesh); Envoy
@@ -20,6 +21,12 @@ neither `skipMTLS: true` nor a `tls.mode` of `disabled`/`providedTLS`, scrapers 
 certificate, except the Dataplane's own address (a Prometheus next to it). `providedTLS` needs certificate paths
 a proxy sends in its metadata; meshgate-dp sends none, so it falls back to plaintext, as Kuma does then.
 
+`aggregate` (an application's own metrics endpoint merged into the answer): kuma-dp reads the list once, from
+its bootstrap response; meshgate-dp never reads the Mesh, so the route hands it over with every scrape, as JSON
+in the request header `x-meshgate-aggregate` (`[{"name", "address", "port", "path"}]`, enabled entries only,
+`address` the Dataplane's unless given, as Kuma's bootstrap generator fills it). The route sets the header
+over whatever a scraper sent, or removes it when there is none: a scraper cannot choose what meshgate-dp fetches.
+
 The endpoint is left out, with a problem, when it would take a port a listener of the proxy uses on that
 address (Kuma's `UsesInterface`, which also counts the application's `servicePort`).
 """
@@ -27,6 +34,7 @@ address (Kuma's `UsesInterface`, which also counts the application's `servicePor
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,11 +56,13 @@ from meshgate.xds.clusters import is_ip, pack
 from meshgate.xds.sds import MeshTls, mtls_enabled
 
 __all__ = [
+    "AGGREGATE_HEADER",
     "DEFAULT_PATH",
     "DEFAULT_PORT",
     "HIJACKER_CLUSTER",
     "PROMETHEUS_LISTENER",
     "PrometheusEndpoint",
+    "aggregate_header",
     "prometheus_config",
     "prometheus_endpoint",
     "stats_path",
@@ -62,6 +72,7 @@ __all__ = [
 PROMETHEUS_LISTENER = "kuma:metrics:prometheus"
 HIJACKER_CLUSTER = "kuma:metrics:hijacker"
 DEFAULT_PORT = 5670
+AGGREGATE_HEADER = "x-meshgate-aggregate"
 DEFAULT_PATH = "/metrics"
 _CONNECT_TIMEOUT = duration_pb2.Duration(seconds=5)  # Kuma's DefaultTimeout for clusters
 
@@ -152,12 +163,30 @@ def _taken(dataplane: Resource, taken: Iterable[listener_pb2.Listener], address:
     return None
 
 
-def _connection_manager(cfg: PrometheusMetricsBackendConfig) -> Any:
+def aggregate_header(cfg: PrometheusMetricsBackendConfig, address: str) -> str:
+    """The `x-meshgate-aggregate` value: the enabled `aggregate` entries, each with its address (the Dataplane's
+    unless given), as Kuma's bootstrap generator hands them to kuma-dp; "" for none."""
+    apps = [
+        {"name": a.name, "address": a.address or address, "port": a.port, "path": a.path}
+        for a in cfg.aggregate
+        if not a.HasField("enabled") or a.enabled.value
+    ]
+    return json.dumps(apps, separators=(",", ":"), sort_keys=True) if apps else ""
+
+
+def _connection_manager(cfg: PrometheusMetricsBackendConfig, address: str) -> Any:
     """Kuma's `StaticEndpoints`: inline routes, one prefix route to the hijacker with the stats query."""
     route = route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix=cfg.path),
         route=route_components_pb2.RouteAction(cluster=HIJACKER_CLUSTER, prefix_rewrite=stats_path(cfg)),
     )
+    if apps := aggregate_header(cfg, address):
+        route.request_headers_to_add.add(
+            header=base_pb2.HeaderValue(key=AGGREGATE_HEADER, value=apps),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+    else:
+        route.request_headers_to_remove.append(AGGREGATE_HEADER)
     config = hcm_pb2.HttpConnectionManager(
         stat_prefix=listeners.stat_prefix(PROMETHEUS_LISTENER),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -211,18 +240,18 @@ def prometheus_endpoint(
     if _secured(cfg, mesh):
         if tls is None:
             return f"{PROMETHEUS_LISTENER}: mesh mTLS is on but its CA is not available (yet); metrics endpoint skipped"
-        chains.append(listeners.filter_chain([_connection_manager(cfg)], tls=tls.downstream()))
+        chains.append(listeners.filter_chain([_connection_manager(cfg, address)], tls=tls.downstream()))
         if is_ip(address):
             # The Dataplane scraping itself (a Prometheus beside it) needs no certificate (Kuma's
             # MatchSourceAddress): the more specific match wins over the mTLS chain.
-            own = listeners.filter_chain([_connection_manager(cfg)])
+            own = listeners.filter_chain([_connection_manager(cfg, address)])
             bits = 32 if ipaddress.ip_address(address).version == 4 else 128
             own.filter_chain_match.source_prefix_ranges.add(
                 address_prefix=address, prefix_len=wrappers_pb2.UInt32Value(value=bits)
             )
             chains.insert(0, own)
     else:
-        chains.append(listeners.filter_chain([_connection_manager(cfg)]))
+        chains.append(listeners.filter_chain([_connection_manager(cfg, address)]))
     out = listeners.listener(PROMETHEUS_LISTENER, address, cfg.port, chains, gateway=False)
     out.traffic_direction = base_pb2.INBOUND  # Kuma's NewInboundListenerBuilder
     return PrometheusEndpoint(out, _hijacker(socket))

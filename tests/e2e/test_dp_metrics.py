@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from meshgate.dp.metrics import AGGREGATE_HEADER
+from tests.adapter.test_dp_metrics_hijacker import app_endpoint
 from tests.support.dp import zone_dp
 from tests.support.envoy import http_backend
 from tests.support.processes import CPProcess, ProcessGroup, free_port
@@ -36,10 +38,12 @@ EDGE = json.dumps(
 )
 
 
-def mesh(metrics_port: int | None, *, used_only: bool = False) -> dict[str, Any]:
+def mesh(metrics_port: int | None, *, used_only: bool = False, app_port: int | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"type": "Mesh", "name": "default"}
     if metrics_port is not None:
-        conf = {"port": metrics_port, "path": "/stats-here", "envoy": {"usedOnly": used_only}}
+        conf: dict[str, Any] = {"port": metrics_port, "path": "/stats-here", "envoy": {"usedOnly": used_only}}
+        if app_port is not None:
+            conf["aggregate"] = [{"name": "orders", "port": app_port, "path": "/metrics"}]
         doc["metrics"] = {
             "enabledBackend": "prom-1",
             "backends": [{"name": "prom-1", "type": "prometheus", "conf": conf}],
@@ -77,10 +81,10 @@ async def put(cp: CPProcess, path: str, doc: dict[str, Any]) -> None:
     assert r.status_code in (200, 201), r.text
 
 
-async def scrape(port: int, path: str = "/stats-here") -> httpx.Response | None:
+async def scrape(port: int, path: str = "/stats-here", headers: dict[str, str] | None = None) -> httpx.Response | None:
     try:
         async with httpx.AsyncClient(timeout=5) as c:
-            return await c.get(f"http://127.0.0.1:{port}{path}")
+            return await c.get(f"http://127.0.0.1:{port}{path}", headers=headers)
     except httpx.TransportError:
         return None
 
@@ -127,7 +131,7 @@ async def test_a_prometheus_backend_makes_the_gateway_serve_envoy_and_dp_metrics
     await put(g, "/meshes/default", mesh(None))
     await put(g, "/meshes/default/meshgateways/edge", gateway(listen))
     await put(g, "/meshes/default/meshgatewayroutes/edge-routes", route())
-    async with http_backend("echo") as echo:
+    async with http_backend("echo") as echo, app_endpoint() as app_port:
 
         async def mesh_in_zone() -> bool:
             async with httpx.AsyncClient(base_url=z.url()) as c:
@@ -194,6 +198,19 @@ async def test_a_prometheus_backend_makes_the_gateway_serve_envoy_and_dp_metrics
                 third = await scrape(metrics_port)
                 assert third is not None
                 assert requests_to_edge(third.text) >= before + 5
+                # A scraper cannot make meshgate-dp fetch an address of its choosing: the route drops the header.
+                apps = [{"name": "x", "address": "127.0.0.1", "port": app_port, "path": "/metrics"}]
+                sneaky = await scrape(metrics_port, headers={AGGREGATE_HEADER: json.dumps(apps)})
+                assert sneaky is not None
+                assert "my_app_orders_total" not in sneaky.text
+                # aggregate: the application's own metrics join the answer (its address: the Dataplane's).
+                await put(g, "/meshes/default", mesh(metrics_port, used_only=True, app_port=app_port))
+
+                async def aggregated() -> bool:
+                    resp = await scrape(metrics_port)
+                    return resp is not None and "my_app_orders_total 7" in resp.text
+
+                await eventually(aggregated, what="the application's metrics merged in (aggregate)")
                 # Only the configured path is routed.
                 other = await scrape(metrics_port, "/elsewhere")
                 assert other is not None

@@ -4,10 +4,12 @@ The real path (Envoy, meshgate-dp's socket, a scrape) is tests/e2e/test_dp_metri
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -18,7 +20,13 @@ from meshgate.resources.model import Resource
 from meshgate.testing import factory
 from meshgate.xds import CLUSTER, LISTENER, MeshContext, Snapshot, generate
 from meshgate.xds.crossmesh import CrossMesh
-from meshgate.xds.prometheus import HIJACKER_CLUSTER, PROMETHEUS_LISTENER, prometheus_config, stats_path
+from meshgate.xds.prometheus import (
+    AGGREGATE_HEADER,
+    HIJACKER_CLUSTER,
+    PROMETHEUS_LISTENER,
+    prometheus_config,
+    stats_path,
+)
 
 SOCKET = "/run/dp/kuma-mh-web-1-default.sock"
 
@@ -192,3 +200,32 @@ def test_a_gateway_listener_on_the_port_keeps_the_endpoint_out() -> None:
     snap = generate(gw, ctx)
     assert PROMETHEUS_LISTENER not in snap[LISTENER]
     assert any("used by listener edge:HTTP:5670" in p for p in snap.problems), snap.problems
+
+
+def test_aggregate_applications_go_to_meshgate_dp_in_a_header_the_route_sets() -> None:
+    """Enabled entries only, each with the Dataplane's address unless it names one (Kuma's bootstrap generator)."""
+    conf = {
+        "aggregate": [
+            {"name": "app", "port": 9000, "path": "/metrics/app"},
+            {"name": "side", "port": 9001, "path": "/m", "address": "10.0.0.7"},
+            {"name": "off", "port": 9002, "path": "/m", "enabled": False},
+        ]
+    }
+    listener, _ = endpoint(run(mesh(metrics(conf))))
+    (route,) = hcm(listener.filter_chains[0]).route_config.virtual_hosts[0].routes
+    (header,) = route.request_headers_to_add
+    assert header.header.key == AGGREGATE_HEADER
+    assert json.loads(header.header.value) == [
+        {"name": "app", "address": "10.0.0.1", "port": 9000, "path": "/metrics/app"},
+        {"name": "side", "address": "10.0.0.7", "port": 9001, "path": "/m"},
+    ]
+    # Set over whatever the scraper sent: a scraper never chooses what meshgate-dp fetches.
+    assert header.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    assert not route.request_headers_to_remove
+
+
+def test_without_aggregate_the_route_removes_the_header() -> None:
+    listener, _ = endpoint(run(mesh(metrics())))
+    (route,) = hcm(listener.filter_chains[0]).route_config.virtual_hosts[0].routes
+    assert list(route.request_headers_to_remove) == [AGGREGATE_HEADER]
+    assert not route.request_headers_to_add
