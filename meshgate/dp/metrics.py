@@ -13,11 +13,11 @@ metadata (`metricsSocketPath`), so Envoy's cluster names it. Only Envoy (and thi
 the config directory) can reach it; the scraper-facing port, its path and its TLS are Envoy's, set by the zone
 from `Mesh.metrics`: with no prometheus backend there is no listener, and this socket stays idle.
 
-Envoy's families are passed through as Envoy wrote them (kuma-dp also merges the `-<hash>` clusters of split
-routes and marks mesh traffic: not done here); an application's as it wrote them, fetched with no query (Kuma's
-`RemoveQueryParameters`). One that cannot be reached (or answers other than 200) leaves its part out, is logged
-and counted (`meshgate_dp_metrics_scrape_errors_total{application}`), and the rest is still served, as kuma-dp
-serves what it could scrape.
+Envoy's part gets kuma-dp's rewrite (meshgate.dp.exposition: a service's `<service>-<hash>` clusters counted
+under the service, `kuma_io_mesh_traffic="true"` on the mesh's clusters and HCMs); an application's is as it
+wrote it, fetched with no query (Kuma's `RemoveQueryParameters`). One that cannot be reached (or answers other
+than 200) leaves its part out, is logged and counted (`meshgate_dp_metrics_scrape_errors_total{application}`),
+and the rest is still served, as kuma-dp serves what it could scrape.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from meshgate.dp.access_logs import AccessLogStreamer
+from meshgate.dp.exposition import merge_clusters
 
 __all__ = ["AGGREGATE_HEADER", "Application", "MetricsHijacker", "applications", "dp_registry"]
 
@@ -185,6 +186,8 @@ class MetricsHijacker:
 
         async def fetch(i: int, name: str, url: str) -> None:
             parts[i] = await self._get(name, url, request)
+            if i == 0 and parts[i]:  # Envoy's
+                parts[i] = merge_clusters(parts[i].decode(errors="replace")).encode()
 
         async with anyio.create_task_group() as tg:
             for i, (name, url) in enumerate(targets):

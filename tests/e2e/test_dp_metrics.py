@@ -180,7 +180,11 @@ async def test_a_prometheus_backend_makes_the_gateway_serve_envoy_and_dp_metrics
                 assert second is not None
                 # Envoy's counters, in Prometheus form, rise with the requests sent through the gateway.
                 assert requests_to_edge(second.text) >= before + 5, second.text[:3000]
+                # Kuma's rewrite: the backend's cluster (`echo-<hash>`) counted under its service, as mesh traffic.
+                upstream = samples(second.text, "envoy_cluster_upstream_rq_total")
+                assert upstream['{envoy_cluster_name="echo",kuma_io_mesh_traffic="true"}'] >= 5, upstream
                 # meshgate-dp's own metrics, in the same answer.
+
                 assert samples(second.text, "process_resident_memory_bytes")
                 assert samples(second.text, "meshgate_dp_metrics_scrape_errors_total") == {'{application="envoy"}': 0.0}
                 # Every metric the gateway dashboard queries is in this real scrape.
