@@ -210,7 +210,9 @@ class MetricsHijacker:
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serves until cancelled; the socket is removed on the way out. A stale socket left by a killed
-        meshgate-dp is replaced (the path is this Dataplane's own, in this process's config directory)."""
+        meshgate-dp is replaced (the path is this Dataplane's own, in this process's config directory). A socket
+        that cannot be made (a --config-dir too long for a Unix socket path, say) is logged and the proxy runs
+        without it: Envoy then answers a scrape with 503, and traffic is untouched."""
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
@@ -219,7 +221,12 @@ class MetricsHijacker:
             async with self._client():
                 self.path.unlink(missing_ok=True)
                 site = web.UnixSite(runner, str(self.path))
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    log.error("dp.metrics.failed", socket=str(self.path), error=exc.strerror or str(exc))
+                    task_status.started()
+                    return
                 log.info("dp.metrics.started", socket=str(self.path))
                 task_status.started()
                 await anyio.sleep_forever()

@@ -15,6 +15,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from meshgate.dp.metrics import AGGREGATE_HEADER, MetricsHijacker, dp_registry
 from tests.support.processes import free_port
@@ -90,3 +91,15 @@ async def test_aggregate_applications_are_merged_and_an_unreachable_one_counted(
         assert "my_app_orders_total 7" in text
         assert 'meshgate_dp_metrics_scrape_errors_total{application="gone"} 1.0' in text
         assert "# TYPE process_resident_memory_bytes gauge" in text
+
+
+async def test_a_socket_that_cannot_be_made_is_logged_and_does_not_stop_the_proxy(tmp_path: Path) -> None:
+    """A Unix socket path holds at most 107 bytes: a longer one fails to bind, and `serve` returns."""
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    registry, errors = dp_registry()
+    server = MetricsHijacker(deep / "kuma-mh-edge-1-default.sock", free_port(), registry, errors)
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["dp.metrics.failed"]
