@@ -36,7 +36,14 @@ async def test_scrapers_need_a_mesh_certificate_but_the_dataplanes_own_address(t
     mesh = factory.mtls_mesh()
     mesh["metrics"] = {
         "enabledBackend": "prom",
-        "backends": [{"name": "prom", "type": "prometheus", "conf": {"port": metrics_port}}],
+        # Envoy's stats filter too: only server.* and cluster.* stats (a regex Envoy reads from the query).
+        "backends": [
+            {
+                "name": "prom",
+                "type": "prometheus",
+                "conf": {"port": metrics_port, "envoy": {"filterRegex": "^(server|cluster)\\."}},
+            }
+        ],
     }
     socket = tmp_path / "kuma-mh-edge-1-default.sock"
     proxy = load(builtin_gateway_dataplane("edge-1", "edge"))
@@ -94,5 +101,7 @@ async def test_scrapers_need_a_mesh_certificate_but_the_dataplanes_own_address(t
                 resp = await scraper.get(f"https://127.0.0.1:{metrics_port}/metrics")
             assert resp.status_code == 200
             assert "envoy_server_live" in resp.text
+            assert "envoy_cluster_upstream_cx_total" in resp.text
+            assert "envoy_http_downstream_rq_total" not in resp.text  # filtered out (http.*)
             assert "process_resident_memory_bytes" in resp.text
             tg.cancel_scope.cancel()
