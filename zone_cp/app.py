@@ -263,7 +263,12 @@ async def _serve(
         return out
 
     xds = ZoneXds(
-        store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain, access_log_socket=dp_server.access_log_socket
+        store,
+        cfg.zone,
+        vips=service_vips,
+        dns_domain=cfg.dns_domain,
+        access_log_socket=dp_server.access_log_socket,
+        zone_proxy_kind=dp_server.zone_proxy_kind,
     )
     dns.on_change = xds.mark_dirty
     ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
