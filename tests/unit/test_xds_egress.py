@@ -199,3 +199,26 @@ def test_another_zones_egress_is_not_used() -> None:
     other.spec.zone = "zone-2"  # type: ignore[attr-defined]
     snap = generate(sidecar(), context(egress_mesh(), [other]))
     assert not of(snap, ENDPOINT)[external_cluster(snap).name].endpoints
+
+
+def test_a_builtin_gateways_route_to_an_external_service_goes_through_the_egress_too() -> None:
+    """Kuma's gateway cluster generator takes the same through-egress endpoints and mTLS."""
+    proxy = factory.resource(factory.gateway_dataplane("edge-1"))
+    ctx = MeshContext.build(
+        "default",
+        zone=ZONE,
+        mesh_resource=egress_mesh(),
+        gateways=[factory.resource(factory.gateway("edge"))],
+        routes=[factory.resource(factory.http_route(backends=[factory.backend("httpbin")]))],
+        cross_mesh=cross("default"),
+        policies={"TrafficPermission": [codec.load(factory.traffic_permission())]},
+        resources={"ExternalService": [HTTPBIN]},
+        zone_egresses=[EGRESS],
+    )
+    snap = generate(proxy, ctx)
+    cluster = external_cluster(snap)
+    socket = of(snap, ENDPOINT)[cluster.name].endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (socket.address, socket.port_value) == ("10.0.0.8", 10002)
+    tls = unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext)
+    assert tls.sni == "httpbin{mesh=default}"
+    assert "identity_cert:secret:default" in of(snap, SECRET)
