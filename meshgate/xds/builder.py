@@ -43,9 +43,9 @@ class Builder:
         tls: MeshTls | None = None,
         egress: Sequence[clusters.Endpoint] | None = None,
     ) -> None:
-        """`egress`: the zone's ZoneEgresses when the mesh routes ExternalServices through them (with `tls`)."""
+        """`egress`: the zone's ZoneEgresses when the mesh routes ExternalServices through them."""
         self.index = index
-        self.egress = tuple(egress) if egress is not None and tls is not None else None
+        self.egress = tuple(egress) if egress is not None else None
         self.tls = tls  # the mesh's mTLS: clusters to its Dataplanes use it
         self.shaper = shaper
         self.external = external if external is not None else ExternalServiceIndex(())
@@ -167,22 +167,24 @@ class Builder:
 
     def _through_egress(self, name: str, tags: Mapping[str, str], protocol: str) -> Any:
         """An ExternalService's cluster through the zone's egress (`egress.py`): the ZoneEgresses as endpoints,
-        mTLS as this proxy with SNI `<service>{mesh=<mesh>}`, the egress's identity the only SAN accepted."""
-        assert self.tls is not None
+        mTLS as this proxy with SNI `<service>{mesh=<mesh>}`, the egress's identity the only SAN accepted. Never
+        direct once the mesh says egress (Kuma then builds no direct ExternalService endpoints): without the
+        proxy's mTLS (the CA not loaded yet) or without an egress, the cluster has no endpoints."""
         assert self.egress is not None
-        if not self.egress:
-            self.problems.append(
-                f"cluster {name}: the mesh routes ExternalServices through a zone egress, and"
-                " this zone has none: no endpoints"
-            )
-        assignment = clusters.load_assignment(name, self.egress, local_zone=self.index.zone)
+        if self.tls is None:
+            self.problems.append(f"cluster {name}: ExternalServices go through the zone egress, over mTLS; no CA yet")
+        elif not self.egress:
+            self.problems.append(f"cluster {name}: ExternalServices go through a zone egress; this zone has none")
+        endpoints = self.egress if self.tls is not None else ()
+        assignment = clusters.load_assignment(name, endpoints, local_zone=self.index.zone)
         if clusters.needs_dns(assignment):
             out = clusters.cluster(name, protocol, dns_assignment=assignment)
         else:
             out = clusters.cluster(name, protocol)
             self.add(ENDPOINT, name, assignment)
-        service = {TAG_SERVICE: tags.get(TAG_SERVICE, "")}
-        out.transport_socket.CopyFrom(self.tls.upstream(service, peer=ZONE_EGRESS_SERVICE))
+        if self.tls is not None:
+            service = {TAG_SERVICE: tags.get(TAG_SERVICE, "")}
+            out.transport_socket.CopyFrom(self.tls.upstream(service, peer=ZONE_EGRESS_SERVICE))
         return out
 
 

@@ -189,7 +189,7 @@ def test_without_zone_egress_the_sidecar_goes_direct() -> None:
 def test_zone_egress_on_but_none_registered_is_a_problem_not_a_direct_route() -> None:
     snap = generate(sidecar(), context(egress_mesh(), []))
     cluster = external_cluster(snap)
-    assert any("has none" in p for p in snap.problems)
+    assert any("this zone has none" in p for p in snap.problems)
     assert cluster.type == cluster_pb2.Cluster.EDS
     assert not of(snap, ENDPOINT)[cluster.name].endpoints
 
@@ -222,3 +222,20 @@ def test_a_builtin_gateways_route_to_an_external_service_goes_through_the_egress
     tls = unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext)
     assert tls.sni == "httpbin{mesh=default}"
     assert "identity_cert:secret:default" in of(snap, SECRET)
+
+
+def test_zone_egress_on_without_the_mesh_ca_is_no_endpoints_never_direct() -> None:
+    ctx = MeshContext.build(
+        "default",
+        zone=ZONE,
+        mesh_resource=egress_mesh(),
+        dataplanes=[sidecar()],
+        cross_mesh=cross(),  # the mesh's CA not loaded
+        resources={"ExternalService": [HTTPBIN]},
+        zone_egresses=[EGRESS],
+    )
+    snap = generate(sidecar(), ctx)
+    cluster = external_cluster(snap)
+    assert any("no CA yet" in p for p in snap.problems)
+    assert not of(snap, ENDPOINT)[cluster.name].endpoints
+    assert not cluster.transport_socket_matches
