@@ -269,6 +269,7 @@ async def _serve(
         dns_domain=cfg.dns_domain,
         access_log_socket=dp_server.access_log_socket,
         metrics_socket=dp_server.metrics_socket,
+        zone_proxy_kind=dp_server.zone_proxy_kind,
     )
     dns.on_change = xds.mark_dirty
     ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)

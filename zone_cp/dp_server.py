@@ -26,9 +26,9 @@ and must belong to a replica of the MeshGatewayInstance whose Dataplane it claim
 (`meshgate.k8s.token_review`). It is checked when the stream opens, as Kuma checks it, and not re-checked
 while the stream lives (a bound token stops working when its Pod goes, and with it the stream).
 
-A ZoneIngress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress) registers its ZoneIngress the same
-way, with a data plane token of type `ingress` for its name (`_verify_ingress`: Kuma's zone token of scope
-`ingress` cannot be checked by a zone).
+A ZoneIngress or ZoneEgress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress|egress) registers its
+resource the same way, with a data plane token of type `ingress` / `egress` for its name (`zone_cp.zone_proxies`:
+Kuma's zone token of scope `ingress` / `egress` cannot be checked by a zone).
 
 With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
 bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
@@ -66,7 +66,13 @@ from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.gateway import is_builtin_gateway
 from meshgate.xds.ingress import with_available_services
-from zone_cp.ingress import zone_ingress_from_metadata
+from zone_cp.zone_proxies import (
+    PROXY_TYPES,
+    token_mesh,
+    verify_zone_proxy,
+    zone_proxy_from_metadata,
+    zone_proxy_kind,
+)
 
 __all__ = [
     "AUTHORIZATION",
@@ -162,14 +168,6 @@ def _socket_path(node: base_pb2.Node, field: str = FIELD_ACCESS_LOG_SOCKET_PATH)
     return value
 
 
-def _token_mesh(token: str) -> str:
-    """The Mesh claim of a token, unverified: only to explain a refusal better than "bad signature"."""
-    with contextlib.suppress(TokenError, ValueError):
-        mesh = unverified_payload(token).get("Mesh")
-        return mesh if isinstance(mesh, str) else ""
-    return ""
-
-
 def is_service_account_token(token: str) -> bool:
     """Whether a token *looks* like a Kubernetes service account token (its unverified `kubernetes.io` claim).
     Only to route it to the TokenReview rather than to the data plane token verifier: each verifies fully."""
@@ -201,8 +199,8 @@ class _Session:
                 await changed.wait()
             try:
                 if changed.is_set():  # a mesh Secret changed: maybe the revocation list, read it now
-                    # A ZoneIngress is in no mesh: its token's mesh holds the keys and the revocation list.
-                    await tokens.mesh(self.proxy.mesh or _token_mesh(self.token)).refresh(force=True)
+                    # A zone proxy is in no mesh: its token's mesh holds the keys and the revocation list.
+                    await tokens.mesh(self.proxy.mesh or token_mesh(self.token)).refresh(force=True)
                 await server.verify(self.proxy, self.dataplane, self.token)
             except StreamRefused as exc:
                 server.refused(self.proxy, "", exc, open_stream=True)
@@ -282,8 +280,8 @@ class DpServer:
                 f"missing data plane token: send it as gRPC metadata {AUTHORIZATION!r} (meshgate-dp"
                 " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
             )
-        if dataplane.kind == kinds.ZONE_INGRESS:
-            return await self._verify_ingress(proxy, token)
+        if dataplane.kind in PROXY_TYPES:
+            return await verify_zone_proxy(self.tokens, proxy, token, dataplane.kind)
         tags, proxy_type = dataplane_identity(dataplane)
         if self.service_accounts is not None and is_service_account_token(token):
             try:
@@ -301,42 +299,12 @@ class DpServer:
                 "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
             ) from None
         except TokenError as exc:
-            other = _token_mesh(token) if exc.code == "bad_signature" else ""
+            other = token_mesh(token) if exc.code == "bad_signature" else ""
             if other and other != proxy.mesh:
                 # Kuma's message: each mesh has its own keys, so only the claim can say which mesh it was for.
                 message = f"proxy mesh from requestor: {proxy.mesh} is different than in token: {other}"
                 raise StreamRefused("wrong_identity", f"authentication failed: {message}") from None
             raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
-        return float(claims.expires_at)
-
-    async def _verify_ingress(self, proxy: ProxyId, token: str) -> float:
-        """A ZoneIngress's credential: a data plane token of type `ingress`, signed by the keys of the mesh it
-        names and bound to the ingress's name unless its Name is empty (`meshgatectl generate dataplane-token
-        --type ingress --mesh M --name N`). Kuma 2.7 asks for a zone token of scope `ingress` instead
-        (pkg/xds/auth/universal/authenticator.go:45), which a meshgate zone cannot check: zone token keys never
-        leave the global. A data plane token is what this door already verifies, re-checks and revokes."""
-        assert self.tokens is not None
-        mesh = _token_mesh(token)
-        if not mesh:
-            raise StreamRefused(
-                "wrong_identity",
-                "authentication failed: a ZoneIngress needs a data plane token of type ingress, which names a mesh"
-                " (meshgatectl generate dataplane-token --type ingress --mesh M --name N)",
-            )
-        try:
-            claims = await self.tokens.verify(token, mesh=mesh, name=proxy.name, tags={}, proxy_type="ingress")
-        except SigningKeyMissing as exc:
-            raise StreamRefused(
-                "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
-            ) from None
-        except TokenError as exc:
-            raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
-        if claims.type != "ingress":
-            # A token of any type (empty Type) is a Dataplane's: it must not also register an ingress.
-            raise StreamRefused(
-                "wrong_identity",
-                f"authentication failed: a ZoneIngress needs a token of type ingress, not {claims.type or 'any'!r}",
-            )
         return float(claims.expires_at)
 
     def refused(self, proxy: ProxyId, peer: str, exc: StreamRefused, *, open_stream: bool) -> None:
@@ -397,6 +365,11 @@ class DpServer:
         live = self.sessions.get(proxy)
         return live[-1].metrics_socket if live else ""
 
+    def zone_proxy_kind(self, proxy: ProxyId) -> str:
+        """What a connected `.<name>` proxy registered: ZoneEgress or ZoneIngress (the default)."""
+        live = self.sessions.get(proxy)
+        return live[-1].dataplane.kind if live else kinds.ZONE_INGRESS
+
     def connected(self, mesh: str, name: str) -> bool:
         return bool(self.sessions.get(ProxyId(mesh, name)))
 
@@ -435,8 +408,11 @@ class DpServer:
 
     async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
         text = _metadata_string(node, FIELD_DATAPLANE)
-        if proxy.is_zone_ingress:
-            return zone_ingress_from_metadata(proxy, text, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES), True
+        if proxy.is_zone_proxy:
+            kind = zone_proxy_kind(node, text)
+            return zone_proxy_from_metadata(
+                proxy, text, kind, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES
+            ), True
         if text is None:
             try:
                 found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
@@ -494,7 +470,8 @@ class DpServer:
             )
 
     async def _register(self, dataplane: Resource) -> bool:
-        """Creates or updates the Dataplane or ZoneIngress (dataplane_lifecycle.go); True once it is in the store.
+        """Creates or updates the Dataplane, ZoneIngress or ZoneEgress (dataplane_lifecycle.go); True once it is in
+        the store.
         A ZoneIngress keeps the `availableServices` the zone wrote (zone_cp/ingress.py), which its proxy does
         not know."""
         key = dataplane.key

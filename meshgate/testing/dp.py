@@ -37,8 +37,10 @@ class DpProcess:
         ca_cert_file: Path | None = None,
         prefix: Sequence[str] = (),
         log_name: str = "dp.log",
+        cp_host: str = "127.0.0.1",
     ) -> None:
-        """`prefix`: a command that execs meshgate-dp (`ip netns exec NAME`), so the handle is meshgate-dp's."""
+        """`prefix`: a command that execs meshgate-dp (`ip netns exec NAME`), so the handle is meshgate-dp's.
+        `cp_host`: where the zone's xDS port is, from where meshgate-dp runs (another namespace's address)."""
         require(ENVOY)  # meshgate-dp finds the same binary; a missing one is named here, not in dp.log
         self.log_path = workdir / log_name
         self.admin_port = free_port()
@@ -55,7 +57,7 @@ class DpProcess:
                 "meshgate.dp",
                 "run",
                 "--cp-address",
-                f"{scheme}://127.0.0.1:{xds_port}",
+                f"{scheme}://{cp_host}:{xds_port}",
                 *security,
                 "--admin-port",
                 str(self.admin_port),

@@ -291,7 +291,7 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "", 
     tls, tls_problem = proxy_tls(
         proxy.meta.mesh, ctx.mesh_resource, ctx.cross_mesh, services or [service_of(proxy)], tags
     )
-    b = Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls)
+    b = Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls, ctx.egress)
     if tls_problem is not None:
         b.problems.append(tls_problem)
     if is_builtin_gateway(proxy):
