@@ -263,7 +263,13 @@ async def _serve(
         return out
 
     xds = ZoneXds(
-        store, cfg.zone, vips=service_vips, dns_domain=cfg.dns_domain, access_log_socket=dp_server.access_log_socket
+        store,
+        cfg.zone,
+        vips=service_vips,
+        dns_domain=cfg.dns_domain,
+        access_log_socket=dp_server.access_log_socket,
+        metrics_socket=dp_server.metrics_socket,
+        zone_proxy_kind=dp_server.zone_proxy_kind,
     )
     dns.on_change = xds.mark_dirty
     ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
@@ -303,7 +309,7 @@ async def _serve(
         ],
     )
     diagnostics = create_diagnostics_app(
-        lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text()
+        lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text() + ads.metrics.render()
     )
     await ensure_admin_token(user_tokens, cfg.data_dir)
     async with anyio.create_task_group() as tg:

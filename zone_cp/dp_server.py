@@ -26,9 +26,9 @@ and must belong to a replica of the MeshGatewayInstance whose Dataplane it claim
 (`meshgate.k8s.token_review`). It is checked when the stream opens, as Kuma checks it, and not re-checked
 while the stream lives (a bound token stops working when its Pod goes, and with it the stream).
 
-A ZoneIngress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress) registers its ZoneIngress the same
-way, with a data plane token of type `ingress` for its name (`_verify_ingress`: Kuma's zone token of scope
-`ingress` cannot be checked by a zone).
+A ZoneIngress or ZoneEgress proxy (`node.id` `.<name>`, meshgate-dp --proxy-type ingress|egress) registers its
+resource the same way, with a data plane token of type `ingress` / `egress` for its name (`zone_cp.zone_proxies`:
+Kuma's zone token of scope `ingress` / `egress` cannot be checked by a zone).
 
 With `--dp-server-authn none` (`tokens=None`) no token is asked for; registration and the admin address
 bookkeeping stay the same. A refusal is logged (`xds.auth.refused`, WARN, bounded fields) and counted
@@ -56,7 +56,7 @@ from meshgate.k8s.token_review import ServiceAccountTokenRefused, ServiceAccount
 from meshgate.resources import codec, kinds
 from meshgate.resources.errors import ValidationError
 from meshgate.resources.model import LABEL_ORIGIN, LABEL_ZONE, Origin, Resource, ResourceKey
-from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH
+from meshgate.sockets import FIELD_ACCESS_LOG_SOCKET_PATH, FIELD_METRICS_SOCKET_PATH
 from meshgate.store.events import ChangeBatch
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshgate.store.watch import WatchLog, reconcile_forever
@@ -66,7 +66,13 @@ from meshgate.transport.ads_server import StreamRefused
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.gateway import is_builtin_gateway
 from meshgate.xds.ingress import with_available_services
-from zone_cp.ingress import zone_ingress_from_metadata
+from zone_cp.zone_proxies import (
+    PROXY_TYPES,
+    token_mesh,
+    verify_zone_proxy,
+    zone_proxy_from_metadata,
+    zone_proxy_kind,
+)
 
 __all__ = [
     "AUTHORIZATION",
@@ -152,21 +158,14 @@ def _metadata_string(node: base_pb2.Node, field: str) -> str | None:
     return None
 
 
-def _access_log_socket(node: base_pb2.Node) -> str:
-    """The access log pipe the proxy declared, or "" (the zone then names one: meshgate.xds.generate). It only
-    ever goes into that proxy's own Envoy config; a path Envoy could not open as a file is refused."""
-    value = _metadata_string(node, FIELD_ACCESS_LOG_SOCKET_PATH) or ""
+def _socket_path(node: base_pb2.Node, field: str = FIELD_ACCESS_LOG_SOCKET_PATH) -> str:
+    """The access log pipe (or, by `field`, the metrics socket) the proxy declared, or "" (the zone then names
+    one: meshgate.xds.generate). It only ever goes into that proxy's own Envoy config; a path Envoy could not
+    open as a file is refused."""
+    value = _metadata_string(node, field) or ""
     if len(value) > MAX_SOCKET_PATH or not value.isprintable():
         return ""
     return value
-
-
-def _token_mesh(token: str) -> str:
-    """The Mesh claim of a token, unverified: only to explain a refusal better than "bad signature"."""
-    with contextlib.suppress(TokenError, ValueError):
-        mesh = unverified_payload(token).get("Mesh")
-        return mesh if isinstance(mesh, str) else ""
-    return ""
 
 
 def is_service_account_token(token: str) -> bool:
@@ -185,6 +184,7 @@ class _Session:
         self.owns = owns  # this stream registered the Dataplane: the last such stream removes it
         self.expires_at = float("inf")
         self.access_log_socket = ""
+        self.metrics_socket = ""
 
     async def watch(self) -> StreamRefused:
         server = self.server
@@ -199,8 +199,8 @@ class _Session:
                 await changed.wait()
             try:
                 if changed.is_set():  # a mesh Secret changed: maybe the revocation list, read it now
-                    # A ZoneIngress is in no mesh: its token's mesh holds the keys and the revocation list.
-                    await tokens.mesh(self.proxy.mesh or _token_mesh(self.token)).refresh(force=True)
+                    # A zone proxy is in no mesh: its token's mesh holds the keys and the revocation list.
+                    await tokens.mesh(self.proxy.mesh or token_mesh(self.token)).refresh(force=True)
                 await server.verify(self.proxy, self.dataplane, self.token)
             except StreamRefused as exc:
                 server.refused(self.proxy, "", exc, open_stream=True)
@@ -255,7 +255,8 @@ class DpServer:
         admin = AdminTarget(host, int(port)) if port and port.isdigit() and 0 < int(port) < 65536 and host else None
         session = _Session(self, proxy, dataplane, token, admin, owns)
         session.expires_at = claims_exp
-        session.access_log_socket = _access_log_socket(node)
+        session.access_log_socket = _socket_path(node)
+        session.metrics_socket = _socket_path(node, FIELD_METRICS_SOCKET_PATH)
         self.sessions.setdefault(proxy, []).append(session)
         log.info("xds.auth.admitted", proxy=str(proxy)[:_MAX_LOGGED], peer=peer, authn=self.authn, registered=owns)
         return session
@@ -279,8 +280,8 @@ class DpServer:
                 f"missing data plane token: send it as gRPC metadata {AUTHORIZATION!r} (meshgate-dp"
                 " --dataplane-token-file; get one with `meshgatectl generate dataplane-token`)",
             )
-        if dataplane.kind == kinds.ZONE_INGRESS:
-            return await self._verify_ingress(proxy, token)
+        if dataplane.kind in PROXY_TYPES:
+            return await verify_zone_proxy(self.tokens, proxy, token, dataplane.kind)
         tags, proxy_type = dataplane_identity(dataplane)
         if self.service_accounts is not None and is_service_account_token(token):
             try:
@@ -298,42 +299,12 @@ class DpServer:
                 "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
             ) from None
         except TokenError as exc:
-            other = _token_mesh(token) if exc.code == "bad_signature" else ""
+            other = token_mesh(token) if exc.code == "bad_signature" else ""
             if other and other != proxy.mesh:
                 # Kuma's message: each mesh has its own keys, so only the claim can say which mesh it was for.
                 message = f"proxy mesh from requestor: {proxy.mesh} is different than in token: {other}"
                 raise StreamRefused("wrong_identity", f"authentication failed: {message}") from None
             raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
-        return float(claims.expires_at)
-
-    async def _verify_ingress(self, proxy: ProxyId, token: str) -> float:
-        """A ZoneIngress's credential: a data plane token of type `ingress`, signed by the keys of the mesh it
-        names and bound to the ingress's name unless its Name is empty (`meshgatectl generate dataplane-token
-        --type ingress --mesh M --name N`). Kuma 2.7 asks for a zone token of scope `ingress` instead
-        (pkg/xds/auth/universal/authenticator.go:45), which a meshgate zone cannot check: zone token keys never
-        leave the global. A data plane token is what this door already verifies, re-checks and revokes."""
-        assert self.tokens is not None
-        mesh = _token_mesh(token)
-        if not mesh:
-            raise StreamRefused(
-                "wrong_identity",
-                "authentication failed: a ZoneIngress needs a data plane token of type ingress, which names a mesh"
-                " (meshgatectl generate dataplane-token --type ingress --mesh M --name N)",
-            )
-        try:
-            claims = await self.tokens.verify(token, mesh=mesh, name=proxy.name, tags={}, proxy_type="ingress")
-        except SigningKeyMissing as exc:
-            raise StreamRefused(
-                "no_signing_key", f"authentication failed: {exc}", grpc.StatusCode.UNAVAILABLE
-            ) from None
-        except TokenError as exc:
-            raise StreamRefused(exc.code, f"authentication failed: {exc}") from None
-        if claims.type != "ingress":
-            # A token of any type (empty Type) is a Dataplane's: it must not also register an ingress.
-            raise StreamRefused(
-                "wrong_identity",
-                f"authentication failed: a ZoneIngress needs a token of type ingress, not {claims.type or 'any'!r}",
-            )
         return float(claims.expires_at)
 
     def refused(self, proxy: ProxyId, peer: str, exc: StreamRefused, *, open_stream: bool) -> None:
@@ -389,6 +360,16 @@ class DpServer:
         live = self.sessions.get(proxy)
         return live[-1].access_log_socket if live else ""
 
+    def metrics_socket(self, proxy: ProxyId) -> str:
+        """The metrics socket the newest live stream of this proxy declared, or "" (none, or no stream)."""
+        live = self.sessions.get(proxy)
+        return live[-1].metrics_socket if live else ""
+
+    def zone_proxy_kind(self, proxy: ProxyId) -> str:
+        """What a connected `.<name>` proxy registered: ZoneEgress or ZoneIngress (the default)."""
+        live = self.sessions.get(proxy)
+        return live[-1].dataplane.kind if live else kinds.ZONE_INGRESS
+
     def connected(self, mesh: str, name: str) -> bool:
         return bool(self.sessions.get(ProxyId(mesh, name)))
 
@@ -427,8 +408,11 @@ class DpServer:
 
     async def _dataplane(self, proxy: ProxyId, node: base_pb2.Node) -> tuple[Resource, bool]:
         text = _metadata_string(node, FIELD_DATAPLANE)
-        if proxy.is_zone_ingress:
-            return zone_ingress_from_metadata(proxy, text, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES), True
+        if proxy.is_zone_proxy:
+            kind = zone_proxy_kind(node, text)
+            return zone_proxy_from_metadata(
+                proxy, text, kind, field=FIELD_DATAPLANE, max_bytes=MAX_DATAPLANE_BYTES
+            ), True
         if text is None:
             try:
                 found = await self.store.get(ResourceKey(kinds.DATAPLANE, proxy.mesh, proxy.name))
@@ -486,7 +470,8 @@ class DpServer:
             )
 
     async def _register(self, dataplane: Resource) -> bool:
-        """Creates or updates the Dataplane or ZoneIngress (dataplane_lifecycle.go); True once it is in the store.
+        """Creates or updates the Dataplane, ZoneIngress or ZoneEgress (dataplane_lifecycle.go); True once it is in
+        the store.
         A ZoneIngress keeps the `availableServices` the zone wrote (zone_cp/ingress.py), which its proxy does
         not know."""
         key = dataplane.key

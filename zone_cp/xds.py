@@ -7,7 +7,10 @@ store into one `MeshContext` per mesh with a connected proxy and re-generates ev
 snapshot from its mesh's context with the pure `meshgate.xds.generate`, and the delta ADS streams send only
 what changed. A proxy whose Dataplane is not registered yet gets no snapshot, so its Envoy simply waits. A
 ZoneIngress proxy (`node.id` `.<name>`) gets Kuma's ingress listener from its ZoneIngress and the zone's own
-Dataplanes (`meshgate.xds.ingress.ingress_snapshot`), regenerated when either changes.
+Dataplanes (`meshgate.xds.ingress.ingress_snapshot`), regenerated when either changes. A ZoneEgress proxy (the
+same `node.id` form; the xDS door says which, `zone_proxy_kind`) gets Kuma's egress listener for the
+ExternalServices of every Mesh with `routing.zoneEgress` (`meshgate.xds.egress.egress_snapshot`); the zone's
+ZoneEgresses, read once per regeneration, are where those meshes' sidecars and gateways send such traffic.
 
 Mesh mTLS and cross-mesh (gateway.md, "Cross-mesh"): each regeneration reads the CA of every Mesh with mTLS on,
 a `builtin` backend's from its Secrets (`<mesh>.ca-builtin-cert|key-<backend>`, made by the global), a `provided`
@@ -53,6 +56,7 @@ from meshgate.xds import generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.context import MeshContext, context_kinds, policy_kinds, watched_kinds
 from meshgate.xds.crossmesh import CrossMesh
+from meshgate.xds.egress import EgressMesh, egress_snapshot, routes_through_egress
 from meshgate.xds.ingress import ingress_snapshot
 from meshgate.xds.vips import VipOutbound
 
@@ -61,7 +65,8 @@ __all__ = ["ZoneXds"]
 log = structlog.get_logger(__name__)
 
 # Derived from the descriptors: a policy kind added to the registry is watched and read with no edit here.
-_SHAPING_KINDS = watched_kinds() | {kinds.ZONE_INGRESS}  # an ingress proxy's config follows its ZoneIngress
+# A zone proxy's config follows its ZoneIngress / ZoneEgress; the mesh's clusters to ExternalServices, the egresses.
+_SHAPING_KINDS = watched_kinds() | {kinds.ZONE_INGRESS, kinds.ZONE_EGRESS}
 _POLICY_KINDS = policy_kinds()
 _CONTEXT_KINDS = context_kinds()  # ExternalService
 # Regenerate at least this often even when nothing changed: the mesh leaf certificates of crossMesh listeners and
@@ -87,13 +92,17 @@ class ZoneXds(SnapshotStore):
         refresh_interval: float = REFRESH_INTERVAL,
         leaves: LeafCache | None = None,
         access_log_socket: Callable[[ProxyId], str] | None = None,
+        metrics_socket: Callable[[ProxyId], str] | None = None,
+        zone_proxy_kind: Callable[[ProxyId], str] | None = None,
     ) -> None:
         """`vips(mesh)`: the VIP outbounds of the mesh's proxies (its service names on VIP:80, other meshes'
         cross-mesh gateway names on their ports), from the zone's DNS allocations. `dns_domain`: the `.mesh`
         domain, for the names a crossMesh listener's certificate carries. `refresh_interval`: seconds between
         regenerations when nothing changes (certificate rotation). `leaves`: the leaf certificate cache.
         `access_log_socket(proxy)`: the access log pipe the proxy declared in its node metadata, "" for none
-        (`meshgate.xds.generate` then names it as Kuma does)."""
+        (`meshgate.xds.generate` then names it as Kuma does); `metrics_socket(proxy)` the same for its metrics
+        socket (`metricsSocketPath`). `zone_proxy_kind(proxy)`: what a connected `.<name>` proxy registered,
+        ZoneIngress or ZoneEgress (None: every such proxy is an ingress)."""
         super().__init__()
         self._store = store
         self._refresh_interval = refresh_interval
@@ -102,6 +111,8 @@ class ZoneXds(SnapshotStore):
         self._dns_domain = dns_domain
         self._leaves = leaves if leaves is not None else LeafCache()
         self._access_log_socket = access_log_socket
+        self._metrics_socket = metrics_socket
+        self._zone_proxy_kind = zone_proxy_kind
         self._connected: Counter[ProxyId] = Counter()
         self._dirty = Wakeup()
 
@@ -195,6 +206,7 @@ class ZoneXds(SnapshotStore):
         dataplanes: list[Resource],
         cross_mesh: CrossMesh,
         zone_ingresses: list[Resource],
+        zone_egresses: list[Resource],
     ) -> MeshContext:
         """One mesh's context, from the store (its routes, secrets and policies) and what was read for all."""
         return MeshContext.build(
@@ -210,7 +222,36 @@ class ZoneXds(SnapshotStore):
             policies={kind: await self._all(kind, mesh) for kind in _POLICY_KINDS},
             resources={kind: await self._all(kind, mesh) for kind in _CONTEXT_KINDS},
             zone_ingresses=zone_ingresses,
+            zone_egresses=zone_egresses,
         )
+
+    async def _regenerate_egresses(self, proxies: list[ProxyId]) -> None:
+        """Each connected ZoneEgress proxy's config: the ExternalServices of every Mesh with `routing.zoneEgress`
+        (`meshgate.xds.egress`), terminating their mTLS with the mesh's CA. One not registered yet gets nothing."""
+        meshes = [m async for m in iter_all(self._store, kinds.MESH) if routes_through_egress(m)]
+        inputs = [
+            EgressMesh(
+                mesh,
+                tuple(await self._all(kinds.EXTERNAL_SERVICE, mesh.meta.name)),
+                {r.meta.name: _secret_bytes(r) for r in await self._all(kinds.SECRET, mesh.meta.name)},
+                tuple(await self._all(kinds.TRAFFIC_PERMISSION, mesh.meta.name)),
+            )
+            for mesh in meshes
+        ]
+        cross = CrossMesh(await self._cas(meshes), zone=self._zone, leaves=self._leaves)
+        for proxy in proxies:
+            try:
+                egress = await self._store.get(ResourceKey(kinds.ZONE_EGRESS, "", proxy.name))
+            except NotFoundError:
+                self.remove(proxy)
+                continue
+            snapshot = egress_snapshot(egress, inputs, cross)
+            for problem in snapshot.problems:
+                log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
+            self.set(proxy, snapshot)
+
+    def _kind(self, proxy: ProxyId) -> str:
+        return self._zone_proxy_kind(proxy) if self._zone_proxy_kind is not None else kinds.ZONE_INGRESS
 
     async def _regenerate_ingresses(self, proxies: list[ProxyId]) -> None:
         """Each connected ZoneIngress proxy's config: SNI passthrough to the zone's own endpoints
@@ -229,10 +270,12 @@ class ZoneXds(SnapshotStore):
             self.set(proxy, ingress_snapshot(ingress, own, proxy_id=str(proxy), zone=self._zone))
 
     async def regenerate(self) -> None:
-        ingresses = sorted(p for p in self._connected if p.is_zone_ingress)
-        if ingresses:
+        zone_proxies = sorted(p for p in self._connected if p.is_zone_proxy)
+        if ingresses := [p for p in zone_proxies if self._kind(p) == kinds.ZONE_INGRESS]:
             await self._regenerate_ingresses(ingresses)
-        proxies = sorted(p for p in self._connected if not p.is_zone_ingress)
+        if egresses := [p for p in zone_proxies if self._kind(p) == kinds.ZONE_EGRESS]:
+            await self._regenerate_egresses(egresses)
+        proxies = sorted(p for p in self._connected if not p.is_zone_proxy)
         if not proxies:
             return
         loaded: dict[str, list[Resource]] = {}
@@ -244,6 +287,7 @@ class ZoneXds(SnapshotStore):
         cross_mesh = await self._cross_mesh(meshes, all_gateways, loaded)
         by_mesh_name = {m.meta.name: m for m in meshes}
         zone_ingresses = [r async for r in iter_all(self._store, kinds.ZONE_INGRESS)]
+        zone_egresses = [r async for r in iter_all(self._store, kinds.ZONE_EGRESS)]
         for mesh in sorted({p.mesh for p in proxies}):
             ctx = await self._context(
                 mesh,
@@ -252,6 +296,7 @@ class ZoneXds(SnapshotStore):
                 dataplanes=loaded[mesh],
                 cross_mesh=cross_mesh,
                 zone_ingresses=zone_ingresses,
+                zone_egresses=zone_egresses,
             )
             by_name = {d.meta.name: d for d in ctx.dataplanes}
             for proxy in (p for p in proxies if p.mesh == mesh):
@@ -260,7 +305,8 @@ class ZoneXds(SnapshotStore):
                     self.remove(proxy)
                     continue
                 socket = self._access_log_socket(proxy) if self._access_log_socket is not None else ""
-                snapshot = generate(dataplane, ctx, access_log_socket=socket)
+                metrics = self._metrics_socket(proxy) if self._metrics_socket is not None else ""
+                snapshot = generate(dataplane, ctx, access_log_socket=socket, metrics_socket=metrics)
                 for problem in snapshot.problems:
                     log.warning("xds.generate.problem", proxy=str(proxy), problem=problem)
                 self.set(proxy, snapshot)

@@ -2,7 +2,7 @@
 
 Claims are Kuma's `DataplaneClaims`: `Name` (empty: any name), `Mesh`, `Tags` (tag -> allowed values; a proxy
 must carry every tag named, with only allowed values), `Type` (empty: any; `dataplane`, `gateway`,
-`ingress`), and the registered `exp`, `iat`, `jti`. Each mesh has its own signing keys (Kuma's Secret
+`ingress`, `egress`), and the registered `exp`, `iat`, `jti`. Each mesh has its own signing keys (Kuma's Secret
 `dataplane-token-signing-key-<mesh>-<kid>`), so a token for one mesh never verifies in another. No I/O.
 """
 
@@ -18,7 +18,7 @@ from meshgate.auth.jwt import KeySet, TokenError, decode, issue
 
 __all__ = ["PROXY_TYPES", "DataplaneClaims", "check_identity", "issue_dataplane_token", "verify_dataplane_token"]
 
-PROXY_TYPES: Final = ("dataplane", "gateway", "ingress")
+PROXY_TYPES: Final = ("dataplane", "gateway", "ingress", "egress")
 _NAME = "dataplane token"
 
 

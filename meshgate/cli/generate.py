@@ -66,7 +66,7 @@ def dataplane_token(
     ] = None,
     proxy_type: Annotated[
         str,
-        typer.Option("--type", "--proxy-type", help="dataplane, gateway or ingress (empty: any type)."),
+        typer.Option("--type", "--proxy-type", help="dataplane, gateway, ingress or egress (empty: any type)."),
     ] = "",
     valid_for: Annotated[
         str | None,

@@ -8,6 +8,10 @@
     token   -> with a --dataplane-token-file, Envoy reads a clean copy of it (meshgate.dp.token_file, kept
                current by a poll while Envoy runs) for every new xDS stream (Kuma's reloadable tokens): a
                rotated file needs no restart of Envoy or of meshgate-dp
+    metrics -> the metrics hijacker (meshgate.dp.metrics) on a Unix socket in the config directory, named as Kuma
+               names it and sent in node metadata: Envoy's `kuma:metrics:prometheus` listener, which the zone
+               adds when the Mesh enables a prometheus backend, forwards scrapes there; it answers with Envoy's
+               stats merged with meshgate-dp's own metrics
     SIGTERM -> Envoy gets SIGTERM (SIGKILL after --drain-timeout) -> exit 0; its stream closes and the zone
                removes the Dataplane; the streamer stops and the pipe is removed
     Envoy exits by itself -> exit with Envoy's code (128+N for a signal N)
@@ -40,10 +44,11 @@ from meshgate.dp.access_logs import AccessLogStreamer
 from meshgate.dp.bootstrap import ControlPlaneAddress, reloads_token_file, render_bootstrap
 from meshgate.dp.dns_proxy import DnsProxy
 from meshgate.dp.envoy import envoy_argv
+from meshgate.dp.metrics import MetricsHijacker, dp_registry
 from meshgate.dp.registration import node_metadata
 from meshgate.dp.token_file import TokenCopy
 from meshgate.resources.model import Resource
-from meshgate.sockets import access_log_socket_name
+from meshgate.sockets import access_log_socket_name, metrics_socket_name
 
 __all__ = ["DpConfig", "run_dp"]
 
@@ -81,6 +86,11 @@ class DpConfig:
         directory is its temporary config directory, app/kuma-dp/cmd/run.go:117-119)."""
         meta = self.dataplane.meta
         return Path(access_log_socket_name(str(workdir.absolute()), meta.name, meta.mesh))
+
+    def metrics_socket(self, workdir: Path) -> Path:
+        """The metrics hijacker's socket: Kuma's name for this Dataplane's, in the config directory."""
+        meta = self.dataplane.meta
+        return Path(metrics_socket_name(str(workdir.absolute()), meta.name, meta.mesh))
 
     @property
     def reloaded_token_file(self) -> Path | None:
@@ -196,7 +206,7 @@ async def _run_envoy(
         cfg.node_id,
         cfg.cp,
         admin_port=cfg.admin_port,
-        metadata=node_metadata(cfg.dataplane, cfg.admin_port, str(streamer.path)),
+        metadata=node_metadata(cfg.dataplane, cfg.admin_port, str(streamer.path), str(cfg.metrics_socket(workdir))),
         token="" if token_copy else cfg.token,
         token_file=str(token_copy.path) if token_copy else "",
         ca_pem=cfg.ca_pem,
@@ -229,6 +239,9 @@ async def _run_envoy(
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(streamer.run)
+            registry, scrape_errors = dp_registry(streamer)
+            hijacker = MetricsHijacker(cfg.metrics_socket(workdir), cfg.admin_port, registry, scrape_errors)
+            await tg.start(hijacker.serve)
             if token_copy is not None:
                 tg.start_soon(token_copy.run)
             if cfg.dns is not None:

@@ -4,8 +4,8 @@ kuma-dp's flags (app/kuma-dp/cmd/run.go), as far as meshgate has their meaning: 
 xDS port; https:// is TLS, Kuma's form; grpc:// is plaintext for a zone run with `--no-dp-server-tls`),
 `--ca-cert-file` (the zone writes its CA to `<data-dir>/xds-ca.crt`), `--skip-verify`,
 `--dataplane-token-file` / `--dataplane-token`, `--dataplane-file` (`-d`) / `--dataplane`, `--name`,
-`--mesh`, `--proxy-type` (`dataplane`, or `ingress` with a ZoneIngress document, registered in the zone the same
-way; no egress), `--admin-port`,
+`--mesh`, `--proxy-type` (`dataplane`, or `ingress` with a ZoneIngress document, or `egress` with a ZoneEgress
+document, registered in the zone the same way), `--admin-port`,
 `--binary-path`, `--concurrency`, `--config-dir`, `--envoy-log-level`, and for the transparent proxy
 `--dns-enabled`, `--dns-coredns-port` (15053). Any other flag is refused by name.
 
@@ -63,8 +63,8 @@ def _root() -> None:
 def load_dataplane(
     text: str, *, name: str = "", mesh: str = "", source: str = "--dataplane", kind: str = kinds.DATAPLANE
 ) -> Resource:
-    """Parses and validates one Dataplane (or, for `--proxy-type ingress`, ZoneIngress) document; `name`/`mesh`
-    replace the document's when given."""
+    """Parses and validates one Dataplane (or, for `--proxy-type ingress|egress`, ZoneIngress|ZoneEgress)
+    document; `name`/`mesh` replace the document's when given."""
     try:
         docs = codec.load_documents(text)
     except ValidationError as exc:
@@ -199,7 +199,8 @@ def run(
     proxy_type: Annotated[
         str,
         typer.Option(
-            "--proxy-type", help="kuma-dp's proxy type: dataplane, or ingress (the document is a ZoneIngress)."
+            "--proxy-type",
+            help="kuma-dp's proxy type: dataplane, ingress (the document is a ZoneIngress) or egress (a ZoneEgress).",
         ),
     ] = "dataplane",
     admin_port: Annotated[
@@ -270,15 +271,15 @@ def run(
         assert dataplane is not None
         text, source = dataplane, "--dataplane"
     # kuma-dp's proxy types (app/kuma-dp/cmd/run.go:73): the kind of the document it registers.
-    kind = {"dataplane": kinds.DATAPLANE, "ingress": kinds.ZONE_INGRESS}.get(proxy_type)
+    kind = {"dataplane": kinds.DATAPLANE, "ingress": kinds.ZONE_INGRESS, "egress": kinds.ZONE_EGRESS}.get(proxy_type)
     if kind is None:
         raise typer.BadParameter(
-            f"{proxy_type!r}: meshgate runs dataplane (gateways included) and ingress proxies only",
+            f"{proxy_type!r}: meshgate runs dataplane (gateways included), ingress and egress proxies only",
             param_hint="--proxy-type",
         )
-    if kind == kinds.ZONE_INGRESS and (mesh or transparent_proxy):
+    if kind != kinds.DATAPLANE and (mesh or transparent_proxy):
         flag = "--mesh" if mesh else "--transparent-proxy"
-        raise typer.BadParameter("a ZoneIngress is in no mesh and has no transparent proxy", param_hint=flag)
+        raise typer.BadParameter(f"a {kind} is in no mesh and has no transparent proxy", param_hint=flag)
     resource = load_dataplane(text, name=name, mesh=mesh, source=source, kind=kind)
     try:
         cp = parse_cp_address(cp_address)

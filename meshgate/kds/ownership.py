@@ -20,10 +20,10 @@ Zone to global (ZoneToGlobalSync)
     names   `<name>-<hash(mesh, name, zone, k8s namespace)>`, labelled `kuma.io/origin: zone`, `kuma.io/zone`
             and `kuma.io/display-name` (context.go: zoneMappers, HashSuffixMapper(false, zone, namespace));
     global  stores it under the name the zone sent, or `<zone>.<name>` for a zone without `hash-suffix`
-            (sync.go: GlobalSyncCallback, Kuma's path for zones older than 2.6); a ZoneIngress with `spec.zone`
-            set to its zone (global/components.go), which `as_sent_by_zone` clears again. Unlike Kuma, which
-            overwrites the zone labels with the stream's zone, meshgate refuses by name a resource that
-            claims another zone or another origin (a zone token authenticates one zone only), and one that
+            (sync.go: GlobalSyncCallback, Kuma's path for zones older than 2.6); a ZoneIngress or ZoneEgress
+            with `spec.zone` set to its zone (global/components.go), which `as_sent_by_zone` clears again.
+            Unlike Kuma, which overwrites the zone labels with the stream's zone, meshgate refuses by name a
+            resource that claims another zone or another origin (a zone token authenticates one zone only), and one that
             would overwrite a resource the global or another zone owns.
 """
 
@@ -160,10 +160,11 @@ def stored_on_global(zone: str, r: Resource, *, hash_suffix: bool) -> Resource:
 
 
 def _with_spec_zone(r: Resource, zone: str) -> Resource:
-    """A ZoneIngress with `spec.zone` set to `zone`, as Kuma's global sets it on what a zone sends
-    (pkg/kds/global/components.go: `zi.Spec.Zone = clusterName`); a zone leaves it empty for its own
-    (pkg/zone/available_services.go: "Zone is empty for resources in the local zone"). Other kinds as they are."""
-    if r.kind != kinds.ZONE_INGRESS or getattr(r.spec, "zone", zone) == zone:
+    """A ZoneIngress or ZoneEgress with `spec.zone` set to `zone`, as Kuma's global sets it on what a zone sends
+    (pkg/kds/global/components.go: `zi.Spec.Zone = clusterName`, `ze.Spec.Zone = clusterName`); a zone leaves
+    it empty for its own (pkg/zone/available_services.go: "Zone is empty for resources in the local zone"). Other
+    kinds as they are."""
+    if r.kind not in (kinds.ZONE_INGRESS, kinds.ZONE_EGRESS) or getattr(r.spec, "zone", zone) == zone:
         return r
     spec = type(r.spec)()
     spec.CopyFrom(r.spec)

@@ -1,8 +1,14 @@
-"""KDS metrics under Kuma's names, rendered exactly as Kuma's Go exporter writes them.
+"""KDS and xDS metrics under Kuma's names, rendered exactly as Kuma's Go exporter writes them.
 
 prometheus_client insists on a `_total` suffix for counters; Kuma's dashboards query
 `kds_delta_responses_sent` and `kds_delta_requests_received{confirmation}` without it. So these
 families are plain counters kept here and rendered by hand, next to the client library's registry.
+
+`XdsMetrics` is the zone's side of Envoy's streams: Kuma's `xds_requests_received{type_url,confirmation}`,
+`xds_responses_sent{type_url}` and `xds_streams_active` (`pkg/util/xds/stats_callbacks.go`), with two labels
+Kuma does not have, `mesh` and `dataplane`: a zone's counters per proxy (sum them away for Kuma's series). A
+proxy's series stay while the zone remembers the proxy (`ProxyRegistry` keeps every proxy's last stream), so
+they are as many as the Dataplanes the zone has served since it started.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-__all__ = ["KDSMetrics"]
+__all__ = ["KDSMetrics", "XdsMetrics"]
 
 
 def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -81,5 +87,37 @@ class KDSMetrics:
         lines += [
             f"meshgate_kds_auth_failures{_labels((('zone', z), ('reason', r)))} {n}"
             for (z, r), n in sorted(self.auth_failures.items())
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class XdsMetrics:
+    def __init__(self) -> None:
+        self.responses_sent: Counter[tuple[str, str, str]] = Counter()  # by (mesh, dataplane, type_url)
+        # by (mesh, dataplane, type_url, ACK|NACK)
+        self.requests_received: Counter[tuple[str, str, str, str]] = Counter()
+        self.streams_active: Callable[[], int] = lambda: 0
+
+    def render(self) -> str:
+        lines = [
+            "# HELP xds_responses_sent Number of responses sent by the server to a client",
+            "# TYPE xds_responses_sent counter",
+        ]
+        lines += [
+            f"xds_responses_sent{_labels((('mesh', m), ('dataplane', d), ('type_url', t)))} {n}"
+            for (m, d, t), n in sorted(self.responses_sent.items())
+        ]
+        lines += [
+            "# HELP xds_requests_received Number of confirmations requests from a client",
+            "# TYPE xds_requests_received counter",
+        ]
+        lines += [
+            f"xds_requests_received{_labels((('mesh', m), ('dataplane', d), ('type_url', t), ('confirmation', c)))} {n}"
+            for (m, d, t, c), n in sorted(self.requests_received.items())
+        ]
+        lines += [
+            "# HELP xds_streams_active Number of active connections between a server and a client",
+            "# TYPE xds_streams_active gauge",
+            f"xds_streams_active {self.streams_active()}",
         ]
         return "\n".join(lines) + "\n"

@@ -48,6 +48,8 @@ class KindDescriptor:
     # A policy (Kuma's `IsPolicy`): its resources shape proxies' Envoy config. A mesh-scoped policy kind sent to
     # zones is read by the zone's xDS generation (`meshgate.xds.context.policy_kinds`) with no other wiring.
     policy: bool = False
+    # Other names `meshgatectl get` takes for it (ZoneEgress: `zone-egresses`, the spelling of ZoneIngress's).
+    aliases: tuple[str, ...] = ()
 
     @property
     def mesh_scoped(self) -> bool:

@@ -31,6 +31,7 @@ from meshgate.resources.kinds import (
     traffictrace,
     virtualoutbound,
     zone,
+    zoneegress,
     zoneingress,
 )
 
@@ -61,6 +62,8 @@ KINDS: tuple[KindDescriptor, ...] = (
     virtualoutbound.DESCRIPTOR,
     # Not mesh-scoped; relayed between zones as Dataplanes are.
     zoneingress.DESCRIPTOR,
+    # Not mesh-scoped; zone to global only.
+    zoneegress.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}
@@ -69,7 +72,7 @@ _BY_NAME = {d.name: d for d in KINDS}
 def _aliases() -> dict[str, KindDescriptor]:
     aliases: dict[str, KindDescriptor] = {}
     for descriptor in KINDS:
-        for alias in {descriptor.name.lower(), descriptor.singular, descriptor.plural}:
+        for alias in {descriptor.name.lower(), descriptor.singular, descriptor.plural, *descriptor.aliases}:
             if aliases.setdefault(alias, descriptor) is not descriptor:
                 raise RuntimeError(f"kind alias {alias!r} is claimed by two kinds")
     return aliases

@@ -37,8 +37,10 @@ class DpProcess:
         ca_cert_file: Path | None = None,
         prefix: Sequence[str] = (),
         log_name: str = "dp.log",
+        cp_host: str = "127.0.0.1",
     ) -> None:
-        """`prefix`: a command that execs meshgate-dp (`ip netns exec NAME`), so the handle is meshgate-dp's."""
+        """`prefix`: a command that execs meshgate-dp (`ip netns exec NAME`), so the handle is meshgate-dp's.
+        `cp_host`: where the zone's xDS port is, from where meshgate-dp runs (another namespace's address)."""
         require(ENVOY)  # meshgate-dp finds the same binary; a missing one is named here, not in dp.log
         self.log_path = workdir / log_name
         self.admin_port = free_port()
@@ -55,7 +57,7 @@ class DpProcess:
                 "meshgate.dp",
                 "run",
                 "--cp-address",
-                f"{scheme}://127.0.0.1:{xds_port}",
+                f"{scheme}://{cp_host}:{xds_port}",
                 *security,
                 "--admin-port",
                 str(self.admin_port),
@@ -110,7 +112,8 @@ def zone_ca(procs: ProcessGroup, zone: CPProcess) -> Path:
 
 
 async def dataplane_token(cp: CPProcess, body: dict[str, Any]) -> str:
-    """A token from `POST /tokens/dataplane` on `cp`, asked again while the zone waits for the mesh's key."""
+    """A token from `POST /tokens/dataplane` on `cp`, asked again while the zone waits for the mesh (a zone
+    answers 400 "mesh of name ... is not found" until the Mesh has synced from the global) or for its key (503)."""
     token = ""
 
     async def issued() -> bool:
@@ -118,7 +121,8 @@ async def dataplane_token(cp: CPProcess, body: dict[str, Any]) -> str:
         # The admin token, for a zone reached from another address than localhost (one in a network namespace).
         async with httpx.AsyncClient(base_url=cp.url(), timeout=10, headers=cp.admin_headers()) as client:
             resp = await client.post("/tokens/dataplane", json=body)
-        assert resp.status_code in (200, 503), resp.text
+        mesh_not_synced = resp.status_code == 400 and "is not found" in resp.text
+        assert resp.status_code in (200, 503) or mesh_not_synced, resp.text
         token = resp.text if resp.status_code == 200 else ""
         return bool(token)
 

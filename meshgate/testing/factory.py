@@ -66,6 +66,7 @@ __all__ = [
     "traffic_route",
     "traffic_trace",
     "virtual_outbound",
+    "zone_egress",
     "zone_ingress",
 ]
 
@@ -496,4 +497,13 @@ def zone_ingress(
     if advertised_port is not None:
         networking["advertisedPort"] = advertised_port
     doc["networking"] = networking
+    return doc
+
+
+def zone_egress(
+    name: str = "egress", *, address: str = "10.0.0.8", port: int = 10002, labels: Mapping[str, str] | None = None
+) -> Doc:
+    """A ZoneEgress listening on `address:port`."""
+    doc = _doc("ZoneEgress", None, name, labels)
+    doc["networking"] = {"address": address, "port": port}
     return doc

@@ -43,6 +43,7 @@ from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message
 
 from meshgate.concurrency import Wakeup
+from meshgate.observability.metrics import XdsMetrics
 from meshgate.transport.observer import Observer
 from meshgate.transport.stream_loop import run_stream
 from meshgate.xds.ads import AdsStream, ProtocolError, ProxyId, short_type
@@ -143,13 +144,17 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         *,
         clock: Callable[[], float] = time.time,
         gate: StreamGate | None = None,
+        metrics: XdsMetrics | None = None,
     ) -> None:
+        """`metrics`: the process's xDS counters (each stream's events counted for its proxy), none by default."""
         # Wall-clock time: the read API shows when a NACK happened; latencies are differences of it.
         self._source = source
         self.registry = registry
         self._clock = clock
         self._gate = gate
-        self._observer = Observer("xds", label=short_type)
+        self.metrics = metrics if metrics is not None else XdsMetrics()
+        self.metrics.streams_active = lambda: sum(len(r.active) for r in registry.proxies.values())
+        self._observer = Observer("xds", label=short_type, xds_metrics=self.metrics)
 
     async def StreamAggregatedResources(
         self,
@@ -222,7 +227,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     context.write,
                     lambda: self._source.snapshot(proxy),
                     wake,
-                    self._observer.stream(slog),
+                    self._observer.stream(slog, proxy=(proxy.mesh, proxy.name)),
                     self._clock,
                     first=(first,),
                     started=started,

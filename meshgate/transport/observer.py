@@ -8,14 +8,15 @@ read, so their names and fields are part of the interface:
     Subscribed          kds.subscribe INFO (+ watch "subscribe"),            xds.subscribe DEBUG
                         kds.subscribe.unknown_kind INFO for an unknown kind
     Updated             -                                                    xds.update DEBUG
-    Delivered (ACK)     kds.delivered INFO (+ metric, watch "ack")           xds.delivered INFO
-    Rejected (NACK)     kds.nack WARNING (+ metric, watch "nack")            xds.nack WARNING
-    Sent                kds.response.sent DEBUG (+ metric, watch "response") xds.response.sent DEBUG
+    Delivered (ACK)     kds.delivered INFO (+ metric, watch "ack")           xds.delivered INFO (+ metric)
+    Rejected (NACK)     kds.nack WARNING (+ metric, watch "nack")            xds.nack WARNING (+ metric)
+    Sent                kds.response.sent DEBUG (+ metric, watch "response") xds.response.sent DEBUG (+ metric)
     Oversized           kds.resource.oversized ERROR (+ stream warning, watch "oversized")
     InitialStateSplit   kds.initial_state_split WARNING
 
 Metrics and watch events need the process's `StreamRegistry` and the stream's `StreamSession` (the global's
-side of KDS); without them (the zone's upstream, ADS) only the lines are written. What a peer wrote (kind
+side of KDS); without them (the zone's upstream) only the lines are written. xDS metrics need the
+`XdsMetrics` and the stream's proxy (`stream(log, proxy=...)`): the zone's counters per proxy. What a peer wrote (kind
 names, NACK texts, rejected names) is clipped before it is logged or published.
 """
 
@@ -32,6 +33,7 @@ from meshgate.delta import Event
 from meshgate.delta import events as ev
 from meshgate.kds.limits import clip
 from meshgate.kds.receiver import Plan
+from meshgate.observability.metrics import XdsMetrics
 from meshgate.sync.streams import StreamRegistry, StreamSession
 
 __all__ = ["Observer"]
@@ -52,6 +54,7 @@ class Observer:
         *,
         served: Collection[str] = (),
         label: Callable[[str], str] = clip,
+        xds_metrics: XdsMetrics | None = None,
     ) -> None:
         """`served`: the kinds metrics are labelled with (unknown kinds are named by peers: no label values
         for them). `label`: how a type URL is named in lines."""
@@ -59,13 +62,21 @@ class Observer:
         self.registry = registry
         self.served = frozenset(served)
         self.label = label
+        self.xds_metrics = xds_metrics
 
-    def stream(self, log: Logger, session: StreamSession | None = None) -> Callable[[Event], None]:
-        return partial(self.observe, log, session)
+    def stream(
+        self, log: Logger, session: StreamSession | None = None, *, proxy: tuple[str, str] | None = None
+    ) -> Callable[[Event], None]:
+        """`proxy`: an xDS stream's (mesh, dataplane name), which its metrics are labelled with."""
+        return partial(self.observe, log, session, proxy=proxy)
 
-    def observe(self, log: Logger, session: StreamSession | None, event: Event) -> None:
+    def observe(
+        self, log: Logger, session: StreamSession | None, event: Event, *, proxy: tuple[str, str] | None = None
+    ) -> None:
         if self.protocol == "xds":
             self._xds(log, event)
+            if self.xds_metrics is not None and proxy is not None:
+                self._xds_metric(self.xds_metrics, proxy, event)
         else:
             self._kds(log, session, event)
 
@@ -193,6 +204,19 @@ class Observer:
         self._publish(session, "nack", error="; ".join(f"{n}: {r}" for n, r in rejected), rejected=rejected, **common)
 
     # -- xDS --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _xds_metric(metrics: XdsMetrics, proxy: tuple[str, str], event: Event) -> None:
+        mesh, name = proxy
+        match event:
+            case ev.Delivered():
+                metrics.requests_received[(mesh, name, event.type_url, "ACK")] += 1
+            case ev.Rejected():
+                metrics.requests_received[(mesh, name, event.type_url, "NACK")] += 1
+            case ev.Sent():
+                metrics.responses_sent[(mesh, name, event.type_url)] += 1
+            case _:
+                pass
 
     def _xds(self, log: Logger, event: Event) -> None:
         match event:

@@ -76,7 +76,8 @@ def short_type(type_url: str) -> str:
 @dataclass(frozen=True, slots=True, order=True)
 class ProxyId:
     """A proxy as Kuma names it in `node.id`: `<mesh>.<dataplane name>` (the name may contain dots), or
-    `.<name>` for a ZoneIngress, which is in no mesh (Kuma's ParseProxyIdFromString, pkg/core/xds/types.go:358)."""
+    `.<name>` for a ZoneIngress or ZoneEgress, which are in no mesh (Kuma's ParseProxyIdFromString,
+    pkg/core/xds/types.go:358; which of the two it is, its node metadata says)."""
 
     mesh: str
     name: str
@@ -85,11 +86,11 @@ class ProxyId:
     def parse(cls, node_id: str) -> ProxyId:
         mesh, dot, name = node_id.partition(".")
         if not dot or not name:
-            raise ValueError(f"node.id {node_id!r} is not <mesh>.<dataplane name> nor .<zone ingress name>")
+            raise ValueError(f"node.id {node_id!r} is not <mesh>.<dataplane name> nor .<zone proxy name>")
         return cls(mesh, name)
 
     @property
-    def is_zone_ingress(self) -> bool:
+    def is_zone_proxy(self) -> bool:
         return not self.mesh
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ generator). Gates (TrafficPermission) may deny a backend; its share then answers
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -19,6 +19,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.tags import TAG_SERVICE
 from meshgate.xds import clusters
 from meshgate.xds import routes as table
+from meshgate.xds.egress import ZONE_EGRESS_SERVICE
 from meshgate.xds.external_services import ExternalServiceError, ExternalServiceIndex, external_cluster
 from meshgate.xds.external_services import protocol_of as protocol_of_external
 from meshgate.xds.policies import Target, denial
@@ -40,8 +41,11 @@ class Builder:
         external: ExternalServiceIndex | None = None,
         secrets: Mapping[str, bytes] | None = None,
         tls: MeshTls | None = None,
+        egress: Sequence[clusters.Endpoint] | None = None,
     ) -> None:
+        """`egress`: the zone's ZoneEgresses when the mesh routes ExternalServices through them."""
         self.index = index
+        self.egress = tuple(egress) if egress is not None else None
         self.tls = tls  # the mesh's mTLS: clusters to its Dataplanes use it
         self.shaper = shaper
         self.external = external if external is not None else ExternalServiceIndex(())
@@ -139,6 +143,12 @@ class Builder:
             self.add(CLUSTER, name, out)
         for name, (tags, services, matches) in self._external.items():
             protocol = protocol_of_external(tags, services)
+            if self.egress is not None:
+                out = self._through_egress(name, tags, protocol)
+                if matches:
+                    self.shaper.shape_cluster(name, out, matches, protocol)
+                self.add(CLUSTER, name, out)
+                continue
             try:
                 out = external_cluster(name, services, protocol, secrets=self.secrets)
             except ExternalServiceError as err:
@@ -154,6 +164,28 @@ class Builder:
         if self.tls is not None and (secrets := self.tls.secrets()):
             self.out[SECRET] = dict(secrets)
         return Snapshot.of(self.out, tuple(self.problems), self.shaper.report())
+
+    def _through_egress(self, name: str, tags: Mapping[str, str], protocol: str) -> Any:
+        """An ExternalService's cluster through the zone's egress (`egress.py`): the ZoneEgresses as endpoints,
+        mTLS as this proxy with SNI `<service>{mesh=<mesh>}`, the egress's identity the only SAN accepted. Never
+        direct once the mesh says egress (Kuma then builds no direct ExternalService endpoints): without the
+        proxy's mTLS (the CA not loaded yet) or without an egress, the cluster has no endpoints."""
+        assert self.egress is not None
+        if self.tls is None:
+            self.problems.append(f"cluster {name}: ExternalServices go through the zone egress, over mTLS; no CA yet")
+        elif not self.egress:
+            self.problems.append(f"cluster {name}: ExternalServices go through a zone egress; this zone has none")
+        endpoints = self.egress if self.tls is not None else ()
+        assignment = clusters.load_assignment(name, endpoints, local_zone=self.index.zone)
+        if clusters.needs_dns(assignment):
+            out = clusters.cluster(name, protocol, dns_assignment=assignment)
+        else:
+            out = clusters.cluster(name, protocol)
+            self.add(ENDPOINT, name, assignment)
+        if self.tls is not None:
+            service = {TAG_SERVICE: tags.get(TAG_SERVICE, "")}
+            out.transport_socket.CopyFrom(self.tls.upstream(service, peer=ZONE_EGRESS_SERVICE))
+        return out
 
 
 def service_of(proxy: Resource) -> str:

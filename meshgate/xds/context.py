@@ -27,8 +27,9 @@ from types import MappingProxyType
 from meshgate.resources import kinds, registry
 from meshgate.resources.descriptor import KindDescriptor
 from meshgate.resources.model import Resource
-from meshgate.xds.clusters import EndpointIndex
+from meshgate.xds.clusters import Endpoint, EndpointIndex
 from meshgate.xds.crossmesh import CrossMesh
+from meshgate.xds.egress import egress_endpoints, routes_through_egress
 from meshgate.xds.gateway import RouteIndex
 from meshgate.xds.policies import REGISTRY, PolicyRegistry
 from meshgate.xds.sds import mtls_enabled
@@ -82,6 +83,9 @@ class MeshContext:
     modules: PolicyRegistry = REGISTRY
     # kind -> the mesh's resources of each `context_kinds` kind (ExternalService), by name.
     resources: Mapping[str, tuple[Resource, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # The zone's ZoneEgresses as endpoints, when the mesh routes ExternalServices through them
+    # (`routing.zoneEgress` with mTLS, `egress.py`); None: ExternalServices are reached directly.
+    egress: tuple[Endpoint, ...] | None = None
 
     @property
     def external_services(self) -> tuple[Resource, ...]:
@@ -104,11 +108,13 @@ class MeshContext:
         modules: PolicyRegistry = REGISTRY,
         resources: Mapping[str, Iterable[Resource]] | None = None,
         zone_ingresses: Iterable[Resource] = (),
+        zone_egresses: Iterable[Resource] = (),
         index_routes: bool = True,
     ) -> MeshContext:
         """The context of `mesh`, indexes included. `index_routes=False` leaves routes unindexed: binding then
         scans them all, the reference the index is tested against. `zone_ingresses` are every ZoneIngress the
-        zone knows: with mTLS on, other zones are reached through theirs (`EndpointIndex`)."""
+        zone knows: with mTLS on, other zones are reached through theirs (`EndpointIndex`). `zone_egresses` are the
+        zone's ZoneEgresses: with `routing.zoneEgress` on, ExternalServices are reached through them."""
         dataplanes = tuple(dataplanes)
         routes = tuple(routes)
         by_kind = {kind: tuple(sorted(found, key=lambda r: r.meta.name)) for kind, found in (policies or {}).items()}
@@ -133,4 +139,5 @@ class MeshContext:
             policies=MappingProxyType({kind: found for kind, found in by_kind.items() if found}),
             modules=modules,
             resources=MappingProxyType({kind: found for kind, found in others.items() if found}),
+            egress=tuple(egress_endpoints(zone_egresses, zone)) if routes_through_egress(mesh_resource) else None,
         )

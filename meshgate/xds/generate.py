@@ -10,6 +10,7 @@ Naming (deterministic; equal inputs give byte-equal snapshots):
 | VIP outbound listener / its route configuration | `outbound:<vip>:<port>` (the same scheme) |
 | cluster and its ClusterLoadAssignment | `<service>-<16 hex>` (see `clusters.cluster_name`) |
 | cross-mesh cluster | `<gateway service>-<16 hex>`, the same hash over service, mesh, gateway, name and port |
+| Prometheus endpoint, its cluster | `kuma:metrics:prometheus`, `kuma:metrics:hijacker` (Kuma; `prometheus.py`) |
 
 A builtin gateway Dataplane gets its MeshGateway's listeners; any other Dataplane gets one listener per
 `networking.outbound` entry on `127.0.0.1:<port>` (or the outbound's address), HTTP through an HCM when the
@@ -46,7 +47,7 @@ from typing import Any
 from meshgate.api.mesh.v1alpha1.gateway_pb2 import MeshGateway
 from meshgate.resources.model import Resource
 from meshgate.resources.selectors import select_gateway_for
-from meshgate.sockets import DEFAULT_SOCKET_DIR, access_log_socket_name
+from meshgate.sockets import DEFAULT_SOCKET_DIR, access_log_socket_name, metrics_socket_name
 from meshgate.xds import listeners
 from meshgate.xds import routes as table
 from meshgate.xds.builder import Builder, service_of
@@ -58,6 +59,7 @@ from meshgate.xds.inbound import inbound_identity, sidecar_inbounds
 from meshgate.xds.outbounds import explicit_outbounds, vip_outbounds, vips_for
 from meshgate.xds.policies import ConnectionManager, DataplaneSite, Direction, LogSite, Target, denial
 from meshgate.xds.policies.shaper import Shaper, TagsKey
+from meshgate.xds.prometheus import HIJACKER_CLUSTER, PROMETHEUS_LISTENER, prometheus_endpoint
 from meshgate.xds.routes import UNRESOLVED_BACKEND
 from meshgate.xds.sds import proxy_tls
 from meshgate.xds.snapshot import CLUSTER, LISTENER, ROUTE, Snapshot
@@ -259,12 +261,25 @@ def _trace(b: Builder, proxy: Resource, ctx: MeshContext, *, gateway: bool) -> N
     b.problems.extend(b.shaper.shape_dataplane(site, tag_sets, b.out))
 
 
-def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") -> Snapshot:
+def _metrics(b: Builder, proxy: Resource, ctx: MeshContext, metrics_socket: str) -> None:
+    """The Prometheus endpoint (`prometheus.py`), after the policies that shape HCMs: Kuma's TrafficTrace and
+    access logs never touch it."""
+    socket = metrics_socket or metrics_socket_name(DEFAULT_SOCKET_DIR, proxy.meta.name, proxy.meta.mesh)
+    found = prometheus_endpoint(proxy, ctx.mesh_resource, socket=socket, tls=b.tls, taken=b.out[LISTENER].values())
+    if isinstance(found, str):
+        b.problems.append(found)
+    elif found is not None:
+        b.add(LISTENER, PROMETHEUS_LISTENER, found.listener)
+        b.add(CLUSTER, HIJACKER_CLUSTER, found.cluster)
+
+
+def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "", metrics_socket: str = "") -> Snapshot:
     """The Envoy resources for `proxy` (a Dataplane of `ctx.mesh`), from its mesh's context (`MeshContext`).
 
     `access_log_socket`: the pipe the proxy's data plane process reads `tcp` TrafficLog lines from, as it sent
     it in its node metadata (`accessLogSocketPath`); "" names it as Kuma does for a proxy that sent none
-    (`meshgate.sockets`).
+    (`meshgate.sockets`). `metrics_socket`: where its data plane process serves the merged metrics the
+    Prometheus endpoint forwards to (`metricsSocketPath`), "" for Kuma's name likewise.
 
     A builtin gateway gets its MeshGateway's listeners (the context's `vips` play no part); a delegated gateway
     or ordinary Dataplane gets its `networking.outbound` listeners and one per VIP outbound (`vips_for`).
@@ -276,7 +291,7 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
     tls, tls_problem = proxy_tls(
         proxy.meta.mesh, ctx.mesh_resource, ctx.cross_mesh, services or [service_of(proxy)], tags
     )
-    b = Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls)
+    b = Builder(ctx.index, shaper, ExternalServiceIndex(ctx.external_services), ctx.secrets, tls, ctx.egress)
     if tls_problem is not None:
         b.problems.append(tls_problem)
     if is_builtin_gateway(proxy):
@@ -287,6 +302,7 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
             binding = bind(proxy, gateway, ctx.routes, route_index=ctx.route_index)
             _gateway(b, proxy, binding, ctx.secrets, ctx.cross_mesh, ctx.mesh_resource, access_log_socket)
             _trace(b, proxy, ctx, gateway=True)
+        _metrics(b, proxy, ctx, metrics_socket)
         return b.finish(proxy)
     taken = explicit_outbounds(b, proxy)
     vip_outbounds(b, proxy, vips_for(proxy, ctx.vips), taken, ctx.cross_mesh)
@@ -302,4 +318,5 @@ def generate(proxy: Resource, ctx: MeshContext, *, access_log_socket: str = "") 
     b.out[LISTENER].update(captured)
     b.out[CLUSTER].update(passthrough_clusters)
     _trace(b, proxy, ctx, gateway=False)
+    _metrics(b, proxy, ctx, metrics_socket)
     return b.finish()

@@ -66,7 +66,7 @@ from meshgate.xds import clusters, listeners
 from meshgate.xds.policies.matching import Candidates, best_for_destination, index_of, selectors
 from meshgate.xds.sds import KUMA_ALPN, MeshTls, kuma_id
 
-__all__ = ["Inbounds", "inbound_identity", "sidecar_inbounds"]
+__all__ = ["Inbounds", "inbound_identity", "rbac_rules", "service_filters", "sidecar_inbounds"]
 
 _MATCH_ALL = "*"
 _HTTP_RBAC = "envoy.filters.http.rbac"
@@ -163,9 +163,12 @@ def _hcm(prefix: str, service: str, cluster: str, rbac: rbac_config_pb2.RBAC | N
     )
 
 
-def _filters(
+def service_filters(
     name: str, service: str, cluster: str, protocol: str, rbac: rbac_config_pb2.RBAC | None
 ) -> list[listener_components_pb2.Filter]:
+    """The filters that end a mesh connection at `service` and forward it to `cluster`: an HCM with the HTTP RBAC
+    filter for http, http2 and grpc, else the network RBAC filter and a TCP proxy (a sidecar inbound; a zone
+    egress's chain, `egress.py`). `rbac` None: no RBAC filter."""
     filters: list[listener_components_pb2.Filter] = []
     if protocol in clusters.HTTP_PROTOCOLS:
         filters.append(_hcm(cluster, service, cluster, rbac))
@@ -182,13 +185,13 @@ def _chains(
 ) -> list[listener_components_pb2.FilterChain]:
     """No mTLS: one plaintext chain. STRICT: one mTLS chain with RBAC. PERMISSIVE: Kuma's three (above)."""
     mesh_chain = listeners.filter_chain(
-        _filters(name, service, cluster, protocol, rbac), tls=tls.downstream() if tls is not None else None
+        service_filters(name, service, cluster, protocol, rbac), tls=tls.downstream() if tls is not None else None
     )
     if tls is None or not tls.permissive:
         return [mesh_chain]
-    plaintext = listeners.filter_chain(_filters(name, service, cluster, protocol, None))
+    plaintext = listeners.filter_chain(service_filters(name, service, cluster, protocol, None))
     plaintext.filter_chain_match.transport_protocol = _RAW_BUFFER
-    app_tls = listeners.filter_chain(_filters(name, service, cluster, protocol, None))
+    app_tls = listeners.filter_chain(service_filters(name, service, cluster, protocol, None))
     app_tls.filter_chain_match.transport_protocol = _TLS
     mesh_chain.filter_chain_match.transport_protocol = _TLS
     mesh_chain.filter_chain_match.application_protocols.extend(KUMA_ALPN)

@@ -24,7 +24,7 @@ LB subsets they need.
 Unlike Kuma, a meshgate zone also holds the Dataplanes of other zones (relayed for cross-zone gateways): only
 the zone's own count, since the ingress forwards to local endpoints only. Not computed yet: Kuma's entries for
 MeshGateway listeners served cross-mesh (`getIngressAvailableMeshGateways`) and ExternalServices behind a zone
-egress (meshgate has no ZoneEgress).
+egress (meshgate's ZoneEgress, `egress.py`, serves its own zone only).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def ingress_snapshot(ingress: Resource, dataplanes: Iterable[Resource], *, proxy
     used: set[str] = set()
     for service in spec.availableServices:
         if service.externalService:
-            continue  # behind a zone egress, which meshgate does not have
+            continue  # behind another zone's egress: meshgate's egresses serve their own zone only
         name = service.tags.get(TAG_SERVICE, "")
         server_name = sni({TAG_SERVICE: name}, service.mesh)
         if not name or server_name in used:

@@ -164,9 +164,12 @@ class MeshTls:
         )
         return base_pb2.TransportSocket(name=_TLS_SOCKET, typed_config=pack(context))
 
-    def upstream(self, tags: Mapping[str, str]) -> base_pb2.TransportSocket:
-        """A cluster's TLS to the destination `tags` (its `kuma.io/service` is the SAN it must present)."""
-        san = _uri(string_pb2.StringMatcher(exact=spiffe_id(self.mesh, tags.get(TAG_SERVICE, ""))))
+    def upstream(self, tags: Mapping[str, str], *, peer: str | None = None) -> base_pb2.TransportSocket:
+        """A cluster's TLS to the destination `tags` (its `kuma.io/service` is the SAN it must present, unless
+        `peer` names the service the other end is instead: `zone-egress` for an ExternalService behind the
+        zone's egress, Kuma's `ClientSideMTLS(..., ZoneEgressServiceName, ...)`)."""
+        service = peer if peer is not None else tags.get(TAG_SERVICE, "")
+        san = _uri(string_pb2.StringMatcher(exact=spiffe_id(self.mesh, service)))
         common = self._common([san])
         common.alpn_protocols.extend(KUMA_ALPN)
         context = tls_pb2.UpstreamTlsContext(sni=sni(tags, self.mesh), common_tls_context=common)

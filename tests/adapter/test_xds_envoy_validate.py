@@ -21,12 +21,20 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshgate.resources import codec
 from meshgate.resources.model import Resource
+from meshgate.testing import factory
 from meshgate.testing.tools import ENVOY, require
 from meshgate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, MeshContext, Snapshot, VipOutbound, generate
+from meshgate.xds.egress import EgressMesh, egress_snapshot
+from tests.unit import test_xds_egress as egress
 from tests.unit.test_xds_cross_mesh import CAS, client_snapshot, cross, gateway_snapshot
 from tests.unit.test_xds_generate import DELEGATED, TLS, gateway, run, tcp_route, unpack
 from tests.unit.test_xds_policies_trace import DATADOG_SPLIT, traced_gateway, traced_sidecar
+from tests.unit.test_xds_prometheus import mesh as prometheus_mesh
+from tests.unit.test_xds_prometheus import metrics as prometheus_metrics
+from tests.unit.test_xds_prometheus import run as prometheus_run
+from tests.unit.test_xds_prometheus import sidecar as prometheus_sidecar
 from tests.unit.test_xds_properties import ENDPOINTS, PROXY, worlds
 from tests.unit.test_xds_transparent import TP
 from tests.unit.test_xds_transparent import run as transparent_run
@@ -183,6 +191,20 @@ def test_envoy_accepts_both_sides(envoy: Path, tmp_path: Path) -> None:
     envoy_validates(envoy, config)
 
 
+def test_envoy_accepts_a_zone_egress_and_a_sidecar_routed_through_it(envoy: Path, tmp_path: Path) -> None:
+    """The egress's TLS-inspected chains (HTTP and TCP ExternalServices, one with TLS of its own, RBAC), its
+    identity over SDS, and a sidecar's mTLS cluster to the egress."""
+    allow = codec.load(factory.traffic_permission())
+    mesh = EgressMesh(egress.egress_mesh(), (egress.HTTPBIN, egress.DB), permissions=(allow,))
+    egress_side = egress_snapshot(egress.EGRESS, [mesh], egress.cross("default"))
+    sidecar = generate(egress.sidecar(), egress.context(egress.egress_mesh(), [egress.EGRESS]))
+    assert egress_side.problems == ()
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap([egress_side, sidecar])))
+    result = envoy_validates(envoy, config)
+    assert "OK" in result.stdout
+
+
 def test_envoy_accepts_tracing(envoy: Path, tmp_path: Path) -> None:
     """TrafficTrace's HCM tracing and `tracing:<backend>` clusters: zipkin over https (STRICT_DNS, TLS) on a
     gateway, datadog (STATIC) on a sidecar's inbound and outbound."""
@@ -193,6 +215,18 @@ def test_envoy_accepts_tracing(envoy: Path, tmp_path: Path) -> None:
     assert {"tracing:zipkin", "tracing:dd"} <= {name for snap in snapshots for name in snap[CLUSTER]}
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap(snapshots)))
+    result = envoy_validates(envoy, config)
+    assert "OK" in result.stdout
+
+
+def test_envoy_accepts_the_prometheus_endpoint(envoy: Path, tmp_path: Path) -> None:
+    """`kuma:metrics:prometheus` with mesh mTLS (the Dataplane's own address in plaintext, the rest mTLS) and
+    the Envoy stats filter, and its `kuma:metrics:hijacker` cluster on a Unix socket."""
+    conf = {"port": 5671, "envoy": {"filterRegex": "^http", "usedOnly": True}}
+    snap = prometheus_run(prometheus_mesh(prometheus_metrics(conf), mtls=True), prometheus_sidecar())
+    assert "kuma:metrics:prometheus" in snap[LISTENER]
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(static_bootstrap([snap])))
     result = envoy_validates(envoy, config)
     assert "OK" in result.stdout
 

@@ -16,7 +16,7 @@ from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth.jwt import unverified_payload
 from meshgate.kds import ownership
 from meshgate.kds.envelope import to_wire
-from meshgate.resources import codec
+from meshgate.resources import codec, registry
 from meshgate.testing import factory
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.processes import CPProcess, ProcessGroup, issue_zone_token
@@ -160,7 +160,7 @@ async def test_injected_dataplanes_need_a_token_and_a_mesh_the_global_has(procs:
 
         call = stub.ZoneToGlobalSync(metadata=await kds_metadata(g, "zone-evil"))
         subscribed: set[str] = set()
-        while subscribed != {"Dataplane", "MeshGateway", "ZoneIngress"}:
+        while subscribed != {d.name for d in registry.kinds_sent_to_global()}:
             subscribed.add((await call.read()).type_url)
         injected = evil("evil-1", "ghost")
         await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="1", resources=[injected]))

@@ -11,7 +11,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.kds.envelope import to_wire
 from meshgate.kds.sender import rejected_names
-from meshgate.resources import codec
+from meshgate.resources import codec, registry
 from meshgate.testing import factory
 from tests.support.kds_peer import kds_channel, kds_metadata
 from tests.support.names import in_zone
@@ -163,7 +163,7 @@ async def test_forged_zone_attribution_is_refused_and_counted(procs: ProcessGrou
         metadata = await kds_metadata(g, "zone-1")
         call = kds_pb2_grpc.KDSSyncServiceStub(channel).ZoneToGlobalSync(metadata=metadata)
         subscribed: set[str] = set()
-        while subscribed != {"MeshGateway", "Dataplane", "ZoneIngress"}:
+        while subscribed != {d.name for d in registry.kinds_sent_to_global()}:
             req = await call.read()
             assert isinstance(req, discovery_pb2.DeltaDiscoveryRequest)
             subscribed.add(req.type_url)

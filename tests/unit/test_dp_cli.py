@@ -155,8 +155,8 @@ def test_unknown_flags_are_refused_by_name(tmp_path: Path) -> None:
         assert f"No such option: {flag}" in _words(result.output)
 
 
-def test_proxy_types_other_than_dataplane_and_ingress_are_refused() -> None:
-    result = CliRunner().invoke(app, ["run", "--proxy-type", "egress", "--dataplane", DATAPLANE])
+def test_proxy_types_other_than_dataplane_ingress_and_egress_are_refused() -> None:
+    result = CliRunner().invoke(app, ["run", "--proxy-type", "sidecar", "--dataplane", DATAPLANE])
     assert result.exit_code == 2
     assert "--proxy-type" in _words(result.output)
 
@@ -185,6 +185,27 @@ def test_an_ingress_proxy_runs_a_zone_ingress_in_no_mesh() -> None:
     result = runner.invoke(app, ["run", "--proxy-type", "ingress", "--dataplane", DATAPLANE])
     assert result.exit_code == 2
     assert "--dataplane" in _words(result.output)
+
+
+ZONE_EGRESS = """\
+type: ZoneEgress
+name: egress-1
+networking:
+  address: 10.0.0.8
+  port: 10002
+"""
+
+
+def test_an_egress_proxy_runs_a_zone_egress_in_no_mesh_and_says_so_in_its_metadata() -> None:
+    """kuma-dp's --proxy-type egress registers a ZoneEgress, `.<name>` with `dataplane.proxyType: egress`."""
+    ze = load_dataplane(ZONE_EGRESS, kind="ZoneEgress")
+    assert (ze.kind, ze.meta.mesh, ze.meta.name) == ("ZoneEgress", "", "egress-1")
+    meta = node_metadata(ze, 9901)
+    assert meta["dataplane.proxyType"] == "egress"
+    assert json.loads(meta["dataplane.resource"])["type"] == "ZoneEgress"
+    result = CliRunner().invoke(app, ["run", "--proxy-type", "egress", "--mesh", "m", "--dataplane", ZONE_EGRESS])
+    assert result.exit_code == 2
+    assert "ZoneEgress is in no mesh" in _words(result.output)
 
 
 def test_load_dataplane_validates_and_overrides_name_and_mesh() -> None:

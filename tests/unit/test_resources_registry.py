@@ -36,6 +36,7 @@ def test_kinds_in_dependency_order() -> None:
         "TrafficRoute",
         "VirtualOutbound",
         "ZoneIngress",
+        "ZoneEgress",
     ]
 
 
@@ -61,7 +62,7 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         "VirtualOutbound",
         "ZoneIngress",
     ]
-    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane", "ZoneIngress"]
+    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane", "ZoneIngress", "ZoneEgress"]
     for descriptor in registry.KINDS:
         down = (SyncDirection.BOTH, SyncDirection.GLOBAL_TO_ZONE, SyncDirection.ZONE_TO_ALL)
         assert (descriptor in registry.kinds_sent_to_zone()) == (descriptor.sync in down)
@@ -146,4 +147,5 @@ def test_descriptors_carry_their_kuma_type_urls() -> None:
         "kuma.mesh.v1alpha1.TrafficRoute",
         "kuma.mesh.v1alpha1.VirtualOutbound",
         "kuma.mesh.v1alpha1.ZoneIngress",
+        "kuma.mesh.v1alpha1.ZoneEgress",
     ]

@@ -105,8 +105,8 @@ def test_proxy_id_is_mesh_dot_name_and_the_name_may_contain_dots() -> None:
             ProxyId.parse(bad)
     # An empty mesh is a ZoneIngress's node.id (Kuma's ParseProxyIdFromString, pkg/core/xds/types.go:364).
     assert ProxyId.parse(".x") == ProxyId("", "x")
-    assert ProxyId.parse(".x").is_zone_ingress
-    assert not ProxyId.parse("m.x").is_zone_ingress
+    assert ProxyId.parse(".x").is_zone_proxy
+    assert not ProxyId.parse("m.x").is_zone_proxy
 
 
 def test_snapshot_refuses_a_message_filed_under_another_type() -> None:

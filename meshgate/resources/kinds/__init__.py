@@ -30,6 +30,7 @@ __all__ = [
     "TRAFFIC_TRACE",
     "VIRTUAL_OUTBOUND",
     "ZONE",
+    "ZONE_EGRESS",
     "ZONE_INGRESS",
 ]
 
@@ -41,6 +42,7 @@ DATAPLANE: Final = "Dataplane"
 ZONE: Final = "Zone"
 MESH_GATEWAY_INSTANCE: Final = "MeshGatewayInstance"
 ZONE_INGRESS: Final = "ZoneIngress"
+ZONE_EGRESS: Final = "ZoneEgress"
 
 # Kuma 2.7's source/destination policies and the kinds that, like them, Kuma sends from the global to zones.
 TIMEOUT: Final = "Timeout"

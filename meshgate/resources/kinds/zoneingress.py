@@ -25,7 +25,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.network import check_port, is_dns_name, is_ip
 from meshgate.resources.tags import check_tags
 
-__all__ = ["DESCRIPTOR", "has_public_address", "validate"]
+__all__ = ["DESCRIPTOR", "check_address", "has_public_address", "overlap", "validate"]
 
 _LOOPBACK = "127.0.0.1"
 
@@ -40,7 +40,7 @@ def has_public_address(spec: Any) -> bool:
     return bool(spec.networking.advertisedAddress) and spec.networking.advertisedPort != 0
 
 
-def _overlap(address: str, other: str) -> bool:
+def overlap(address: str, other: str) -> bool:
     """Go's comparison of two parsed IPs, where an unspecified address (0.0.0.0, ::) matches any."""
     try:
         a, b = ipaddress.ip_address(address), ipaddress.ip_address(other)
@@ -51,12 +51,12 @@ def _overlap(address: str, other: str) -> bool:
 
 def _uses_inbound_interface(networking: Any, address: str, port: int) -> bool:
     """Kuma's `ZoneIngressResource.UsesInboundInterface`."""
-    if port == networking.port and _overlap(address, networking.address):
+    if port == networking.port and overlap(address, networking.address):
         return True
-    return port == networking.advertisedPort and _overlap(address, networking.advertisedAddress)
+    return port == networking.advertisedPort and overlap(address, networking.advertisedAddress)
 
 
-def _check_address(out: Violations, path: Path, address: str) -> None:
+def check_address(out: Violations, path: Path, address: str) -> None:
     """Kuma's `validateAddress`, which reports at `<path>.address`."""
     at = path.field("address")
     if address in ("0.0.0.0", "::"):
@@ -75,9 +75,9 @@ def _check_spec(out: Violations, spec: Any) -> None:
     if networking.advertisedPort == 0 and networking.advertisedAddress:
         out.add(path.field("advertisedPort"), "has to be defined with advertisedAddress")
     if networking.address:
-        _check_address(out, path.field("address"), networking.address)
+        check_address(out, path.field("address"), networking.address)
     if networking.advertisedAddress:
-        _check_address(out, path.field("advertisedAddress"), networking.advertisedAddress)
+        check_address(out, path.field("advertisedAddress"), networking.advertisedAddress)
     check_port(out, path.field("port"), networking.port)
     if networking.advertisedPort != 0:
         check_port(out, path.field("advertisedPort"), networking.advertisedPort)
