@@ -34,6 +34,7 @@ DOCS: dict[str, Callable[[], dict[str, Any]]] = {
             "advertisedPort": 1234,
         },
     },
+    "ZoneEgress": lambda: factory.zone_egress("ze-1"),
     **factory.POLICY_BUILDERS,
 }
 
