@@ -16,7 +16,7 @@ under `valgrind --tool=callgrind`: the difference between a run applying the ful
 twice, so interpreter start, imports and setup cancel out.
 
 Usage: python bench/full_sync.py [--routes 10000] [--runs 5] [--store memory|sqlite] [--plaintext]
-       [--callgrind] [--callgrind-routes 2000]
+       [--callgrind | --only-callgrind] [--callgrind-routes 2000]
 """
 
 from __future__ import annotations
@@ -203,25 +203,15 @@ async def main(args: argparse.Namespace) -> None:
 # -- instruction counts ---------------------------------------------------------------------------------
 
 
-def _worker(side: str, routes: int, reps: int) -> None:
-    """Runs under callgrind: prepares a full sync's responses, then applies (or decodes) it `reps` + 1 times."""
+def _worker(side: str, frames_dir: Path, reps: int) -> None:
+    """Runs under callgrind: reads a full sync's responses, then applies (or decodes) it `reps` + 1 times."""
     import gc
 
     from meshgate.kds import ownership
     from meshgate.kds.receiver import Receiver
     from meshgate.resources import codec
 
-    work = Path(tempfile.mkdtemp(prefix="meshgate-fullsync-cg-"))
-    (work / "frames").mkdir()
-    db = work / "g.db"
-
-    async def prepare() -> None:
-        await seed(db, routes)
-        await write_frames(db, work / "frames", route_doc(0, prefix="/unused"))
-
-    anyio.run(prepare)
-    frames = [p.read_bytes() for p in sorted((work / "frames").glob("sync-*.bin"))]
-    shutil.rmtree(work)
+    frames = [p.read_bytes() for p in sorted(frames_dir.glob("sync-*.bin"))]
 
     def run(coro: Any) -> None:  # the memory store awaits nothing: drive its coroutine without a loop
         try:
@@ -272,13 +262,21 @@ def callgrind(routes: int) -> None:
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}
     counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="meshgate-callgrind-") as tmp:
+        frames = Path(tmp) / "frames"
+        frames.mkdir()
+
+        async def prepare() -> None:  # natively, once: only the apply runs under valgrind
+            await seed(Path(tmp) / "global.db", routes)
+            await write_frames(Path(tmp) / "global.db", frames, route_doc(0, prefix="/unused"))
+
+        anyio.run(prepare)
         for side in ("decode", "trusted", "validating"):
             totals = []
             for reps in (1, 2):
                 out = Path(tmp) / f"{side}-{reps}.cg"
                 subprocess.run(
                     ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                     "--worker", f"{side}:{routes}:{reps}"],
+                     "--worker", f"{side}:{frames}:{reps}"],
                     check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
@@ -295,10 +293,13 @@ if __name__ == "__main__":
     parser.add_argument("--plaintext", action="store_true")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--callgrind-routes", type=int, default=2000)
+    parser.add_argument("--only-callgrind", action="store_true", help="skip the wall-clock runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.worker:
-        side, n, reps = a.worker.split(":")
-        _worker(side, int(n), int(reps))
+        side, frames_dir, reps = a.worker.split(":")
+        _worker(side, Path(frames_dir), int(reps))
+    elif a.only_callgrind:
+        callgrind(a.callgrind_routes)
     else:
         anyio.run(main, a)
