@@ -49,7 +49,7 @@ class Raw:
         return b""
 
 
-async def serve(frames_dir: Path, ports_file: Path) -> None:
+async def serve(frames_dir: Path, ports_file: Path, tls: tuple[Path, Path] | None = None) -> None:
     sync_frames = [p.read_bytes() for p in sorted(frames_dir.glob("sync-*.bin"))]
     raw = Raw(sync_frames, (frames_dir / "change.bin").read_bytes())
     server = grpc.aio.server(
@@ -67,7 +67,13 @@ async def serve(frames_dir: Path, ports_file: Path) -> None:
         },
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        # TLS like the global's KDS port, so that a baseline over TLS pays the same record costs.
+        cert, key = tls
+        creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+        port = server.add_secure_port("127.0.0.1:0", creds)
     await server.start()
     tmp = ports_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"raw": port}))
@@ -79,5 +85,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--ports-file", type=Path, required=True)
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="and this key (PEM)")
     args = parser.parse_args()
-    anyio.run(serve, args.frames, args.ports_file)
+    anyio.run(serve, args.frames, args.ports_file, (args.tls_cert, args.tls_key) if args.tls_cert else None)

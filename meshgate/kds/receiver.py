@@ -13,6 +13,13 @@ meshgate.kds.limits.MAX_UNKNOWN_KINDS distinct such kinds per stream.
 
 A `strict` receiver (the global's, facing zones it need not trust) treats a resource that does not even
 decode as a MalformedMessage, not a rejection: no honest peer sends one, so the stream ends.
+
+A receiver built with `validate=None` trusts its peer's validation (issue 16: a zone facing a global it
+authenticated; what the global accepted, the zone accepts). It still decodes every resource, so a resource
+it cannot decode (bad envelope, wrong or undecodable spec, a name that does not match its meta) is rejected
+by name, and `accept` (the ownership rules) still runs: only the semantic validation of the spec is skipped.
+
+One response is decoded as one batch, with the cyclic garbage collector paused (meshgate.collector).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from meshgate.collector import gc_paused
 from meshgate.kds.envelope import EnvelopeError, from_wire
 from meshgate.kds.errors import MalformedMessage, ProtocolError
 from meshgate.kds.limits import check_response, check_unknown_kind, clip
@@ -80,7 +88,7 @@ class Receiver:
     def __init__(
         self,
         descriptors: Iterable[KindDescriptor],
-        validate: Validator,
+        validate: Validator | None,
         *,
         accept: Callable[[Resource], str | None] | None = None,
         transform: Callable[[Resource], Resource] | None = None,
@@ -133,12 +141,14 @@ class Receiver:
         rk.last_nonce = resp.nonce
         upserts: list[tuple[str, str, Resource]] = []
         rejections: list[Rejection] = []
-        for wire in resp.resources:
-            reason = self._check(rk.descriptor, wire)
-            if isinstance(reason, str):
-                rejections.append(Rejection(wire.name, wire.version, reason))
-            else:
-                upserts.append((wire.name, wire.version, reason))
+        check, descriptor = self._check, rk.descriptor
+        with gc_paused():
+            for wire in resp.resources:
+                reason = check(descriptor, wire)
+                if isinstance(reason, str):
+                    rejections.append(Rejection(wire.name, wire.version, reason))
+                else:
+                    upserts.append((wire.name, wire.version, reason))
         removals = tuple((n, rk.held[n][0]) for n in resp.removed_resources if n in rk.held)
         return Plan(rk.descriptor.name, resp.nonce, tuple(upserts), removals, tuple(rejections))
 
@@ -153,9 +163,11 @@ class Receiver:
             veto = self._accept(resource)
             if veto:
                 return veto
-        violations = self._validate(resource)
-        if violations:
-            return "; ".join(str(v) for v in violations)
+        # None: the peer validated it (a global this zone authenticated); decoding and ownership still apply.
+        if self._validate is not None:
+            violations = self._validate(resource)
+            if violations:
+                return "; ".join(str(v) for v in violations)
         return resource if self._transform is None else self._transform(resource)
 
     def forget(self) -> None:
@@ -172,8 +184,9 @@ class Receiver:
                 node=ack_node(self.node), type_url=plan.kind, response_nonce=plan.nonce
             )
         rk = self.kinds[plan.kind]
+        held = rk.held
         for name, version, resource in plan.upserts:
-            rk.held[name] = (resource.key, version)
+            held[name] = (resource.key, version)
         for name, _ in plan.removals:
             rk.held.pop(name, None)
         rk.last_rejections = plan.rejections

@@ -368,19 +368,29 @@ def _apply_sync(
 ) -> _Written[None]:
     # Specs are encoded here, in the worker thread, because a KDS snapshot can carry thousands; a spec
     # that fails to encode rolls the whole batch back like any other failure.
-    rows = [encode(r) for r in upserts]
     events: list[ChangeEvent] = []
     now = utcnow()
+    stamp = now.isoformat()
     version = _allocate_versions(conn, len(upserts)) if upserts else 0
-    for resource, row in zip(upserts, rows, strict=True):
-        key = resource.key
-        if _stored_version(conn, key) is None:
-            _insert(conn, key, version, row, resource.meta.creation_time or now, now)
-            events.append(ChangeEvent(key, Op.CREATE))
-        else:
-            _replace(conn, key, version, row, now)
+    stored = _stored_keys(conn, upserts)
+    inserts: list[tuple[object, ...]] = []
+    replaces: list[tuple[object, ...]] = []
+    for resource in upserts:
+        m = resource.meta
+        key = ResourceKey(resource.kind, m.mesh, m.name)
+        labels, spec_type, spec = encode(resource)
+        if (m.mesh, m.name) in stored:
+            replaces.append((version, labels, spec_type, spec, stamp, key.kind, key.mesh, key.name))
             events.append(ChangeEvent(key, Op.UPDATE))
+        else:
+            created = (m.creation_time or now).isoformat()
+            inserts.append((key.kind, key.mesh, key.name, version, labels, spec_type, spec, created, stamp))
+            events.append(ChangeEvent(key, Op.CREATE))
+            stored.add((m.mesh, m.name))  # the same key twice in one batch: the later one replaces it
         version += 1
+    # One statement each for all inserts and all replaces: a full KDS sync is one response of thousands.
+    conn.executemany(_INSERT, inserts)
+    conn.executemany(_REPLACE, replaces)
     for key in removals:
         cursor = conn.execute(_DELETE_ONE, (key.kind, key.mesh, key.name))
         if cursor.rowcount:
@@ -416,6 +426,20 @@ def _write_batch(conn: sqlite3.Connection, *, resources: Sequence[Resource]) -> 
     conn.executemany(_INSERT, inserts)
     conn.executemany(_REPLACE, replaces)
     return None, events
+
+
+# Above this many upserts, `_stored_keys` reads every key of the kind at once instead of one row at a time.
+_SCAN_ABOVE: Final = 64
+
+
+def _stored_keys(conn: sqlite3.Connection, upserts: Sequence[Resource]) -> set[tuple[str, str]]:
+    """(mesh, name) of those of `upserts` (all of one kind) already stored."""
+    if not upserts:
+        return set()
+    if len(upserts) > _SCAN_ABOVE:
+        rows = conn.execute("SELECT mesh, name FROM resources WHERE kind = ?", (upserts[0].kind,))
+        return {(mesh, name) for mesh, name in rows}
+    return {(r.meta.mesh, r.meta.name) for r in upserts if _stored_version(conn, r.key) is not None}
 
 
 def _stored_version(conn: sqlite3.Connection, key: ResourceKey) -> str | None:

@@ -234,6 +234,11 @@ class GlobalToZoneClient:
                 await self._wake.wait()
                 log.info("kds.client.credentials_changed", zone=self.zone, target=target)
 
+    def global_authenticated(self, address: GlobalAddress) -> bool:
+        """Whether this zone authenticates the global at `address`: TLS with the certificate verified against
+        --kds-ca-cert-file or the system roots (not --kds-tls-skip-verify, which trusts whatever is presented)."""
+        return address.tls and not self._tls.skip_verify
+
     async def _held(self) -> dict[str, dict[str, tuple[ResourceKey, str]]]:
         """What this zone holds from the global, as (key, content version) per wire name."""
         held: dict[str, dict[str, tuple[ResourceKey, str]]] = {}
@@ -263,12 +268,20 @@ class GlobalToZoneClient:
             # node.id is the zone name and control-plane-id this instance, as a Kuma zone sends them
             # (pkg/kds/zone/components.go: NewDeltaKDSStream(stream, zone, rt, cfgJson, ...)).
             node = kds_node(self.zone, control_plane_id=self.instance_id, features=self._features)
+            # What a global this zone authenticated (TLS, its certificate verified) accepted, the zone accepts
+            # without validating it again (issue 16): the receiver still decodes every resource, NACKing by name
+            # what it cannot decode, and still enforces ownership. A global it cannot authenticate (plaintext,
+            # --kds-tls-skip-verify) could be anyone, so the zone validates what that one sends.
+            trusted = self.global_authenticated(address)
             receiver = self.receiver = Receiver(
-                self._kinds, self._validate, accept=partial(ownership.zone_accepts, self.zone), node=node
+                self._kinds,
+                None if trusted else self._validate,
+                accept=partial(ownership.zone_accepts, self.zone),
+                node=node,
             )
             for req in receiver.subscribe(await self._held()):
                 await _write(call, req)
-            slog = log.bind(zone=self.zone, stream=target)
+            slog = log.bind(zone=self.zone, stream=target, validated_by="global" if trusted else "zone")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._ping, health)
                 if self._upstream is not None:

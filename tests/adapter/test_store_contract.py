@@ -452,6 +452,32 @@ async def test_sqlite_write_batch_failing_inside_sqlite_rolls_back(tmp_path: pat
         await store.close()
 
 
+async def test_apply_sync_of_a_full_sync_batch_writes_and_reports_every_resource(store: ResourceStore) -> None:
+    """A KDS full sync is one apply_sync of thousands (issue 16): one batch, yet every resource is stored with
+    a version of its own and every key reaches watchers; an existing one keeps its creation time."""
+    old = [await store.create(gw("default", f"r{i:03d}", v=0)) for i in range(0, 300, 30)]
+    async with store.changes.subscribe() as sub:
+        await store.apply_sync(GW, [gw("default", f"r{i:03d}", v=i) for i in range(300)], [])
+        batch = await next_batch(sub)
+    assert batch == {GW: frozenset(ResourceKey(GW, "default", f"r{i:03d}") for i in range(300))}
+    page = await store.list(GW)
+    assert page.total == 300
+    assert [r.spec for r in page.items] == [struct(v=i) for i in range(300)]
+    assert len({r.meta.version for r in page.items}) == 300
+    for before in old:
+        after = await store.get(before.key)
+        assert after.meta.creation_time == before.meta.creation_time
+        assert after.meta.version != before.meta.version
+
+
+async def test_apply_sync_with_one_key_twice_keeps_the_later(store: ResourceStore) -> None:
+    """A batch is applied in order, as single writes would be: the same key twice stores the later one."""
+    await store.apply_sync(GW, [gw("default", "twice", v=1), gw("default", "twice", v=2)], [])
+    assert (await store.get(ResourceKey(GW, "default", "twice"))).spec == struct(v=2)
+    await store.apply_sync(GW, [gw("default", "twice", v=3), gw("default", "twice", v=4)], [])
+    assert (await store.get(ResourceKey(GW, "default", "twice"))).spec == struct(v=4)
+
+
 # change events
 
 

@@ -173,25 +173,40 @@ async def test_global_restart_loses_nothing_and_zones_see_no_spurious_delete(pro
         assert await get(z, "/meshes/default/meshgatewayroutes") == before[z.name]
 
 
-async def test_resource_rejected_by_zone_is_nacked_while_others_apply(procs: ProcessGroup) -> None:
-    """A global with looser rules (simulated by writing its store directly) sends an invalid gateway."""
+@pytest.mark.parametrize("tls", [True, False], ids=["authenticated-global", "plaintext-global"])
+async def test_a_zone_validates_only_what_a_global_it_cannot_authenticate_sends(procs: ProcessGroup, tls: bool) -> None:
+    """A global with looser rules (simulated by writing its store directly) sends an invalid gateway.
+
+    Issue 16 (full sync near decode speed): a zone does not validate again what a global it authenticated
+    (TLS, its certificate verified against --kds-ca-cert-file) accepted, so that gateway is stored and ACKed.
+    A zone facing a global over plaintext cannot know who validated it, so it validates, NACKs the gateway by
+    name and applies the rest, as every zone did before."""
     kds_port = free_port()
-    g = await procs.global_cp(kds_port=kds_port)
+    plaintext = () if tls else ("--no-kds-tls-enabled",)
+    g = await procs.global_cp("global", *plaintext, kds_port=kds_port)
     await put(g, MESH)
     g.stop()
     store = SqliteStore(procs.workdir / "global" / "meshgate.db")
     try:
         from meshgate.resources import codec
 
-        bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation in the zone
+        bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation
         good = codec.load(gateway("good"))
         await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
         await store.create(good)
     finally:
         await store.close()
-    g2 = await procs.global_cp(kds_port=kds_port)
+    g2 = await procs.global_cp("global", *plaintext, kds_port=kds_port)
     z = await procs.zone_cp("zone-1", g2.ports["kds"])
+    assert any(a.startswith("grpcs://" if tls else "grpc://") for a in z.args)
     await eventually(lambda: get(z, f"/meshes/default/meshgateways/{in_zone('good')}"), what="good gateway applied")
+    if tls:
+        await eventually(lambda: get(z, f"/meshes/default/meshgateways/{in_zone('bad')}"), what="bad gateway applied")
+        async with httpx.AsyncClient(base_url=g2.url("diagnostics")) as c:
+            metrics = (await c.get("/metrics")).text
+        assert 'kds_delta_requests_received{type_url="MeshGateway",confirmation="NACK"} 1' not in metrics
+        assert "kds.client.nack" not in z.logs()
+        return
     assert await get(z, f"/meshes/default/meshgateways/{in_zone('bad')}") is None
     async with httpx.AsyncClient(base_url=g2.url("diagnostics")) as c:
         metrics = (await c.get("/metrics")).text
