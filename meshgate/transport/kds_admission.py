@@ -14,9 +14,9 @@ repeated beyond `meshgate.kds.limits.ECHO_LIMIT` characters):
 
 Between steps 2 and 3, a global-to-zone stream waits for one of `SyncSlots` (`--kds-max-concurrent-admissions`):
 at most that many zones run their initial sync or resume at once, the rest wait their turn in arrival order
-(their call stays open; health checks are not gated). A slot is given back once the global has had an answer
-(ACK or NACK) to its first response of every kind, when the stream ends, or after `SLOT_HOLD_MAX` seconds at
-most (a zone that never ACKs must not keep the door shut). So after a global restart the reconnect storm is let
+(their call stays open; health checks are not gated). A slot is given back once the stream's first response of
+every kind is written (building and writing those is the global's share of a sync: a zone's own pace to apply
+and ACK them must not hold the door), when the stream ends, or after `SLOT_HOLD_MAX` seconds at most. So after a global restart the reconnect storm is let
 in at the rate the global can serve it, and zones already in sync keep getting their changes meanwhile.
 
 Only then does a stream touch the sink or the zone records. While it stays open, `recheck` (every
@@ -237,8 +237,9 @@ class ZoneAdmission:
             self.recheck()
 
 
-# Seconds a stream may hold an admission slot at most: a full sync of 10k routes to one zone takes about a
-# second on a quiet global, so this only ends the hold of a zone that stopped ACKing.
+# Seconds a stream may hold an admission slot at most: writing a full sync of 10k routes to one zone takes well
+# under a second on a quiet global, so this only ends the hold of a zone that stopped reading (gRPC flow control
+# then blocks the write).
 SLOT_HOLD_MAX = 30.0
 
 
@@ -256,9 +257,9 @@ class Slot:
             if self._slots.semaphore is not None:
                 self._slots.semaphore.release()
 
-    def release_when_synced(self, stream: DeltaStream) -> None:
-        """Gives the slot back once every kind's first response was answered (ACK or NACK)."""
-        if not self.released and all(ts.stats.acks + ts.stats.nacks for ts in stream.types.values()):
+    def release_when_sent(self, stream: DeltaStream) -> None:
+        """Gives the slot back once every kind's first response was written: call it after each write."""
+        if not self.released and all(ts.first_sent for ts in stream.types.values()):
             self.release()
 
     async def expire(self, after: float = SLOT_HOLD_MAX) -> None:

@@ -30,7 +30,7 @@ from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth.authenticator import ZoneAuthenticator
-from meshgate.delta import Event, PerType
+from meshgate.delta import Event, PerType, Sent
 from meshgate.kds.errors import MalformedMessage
 from meshgate.kds.limits import DEFAULT_MAX_BYTES, check_request, clip
 from meshgate.kds.node import FEATURE_HASH_SUFFIX, GLOBAL_FEATURES, kds_node
@@ -176,7 +176,8 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
 
         def observed(event: Event) -> None:
             observe(event)
-            slot.release_when_synced(sender)
+            if isinstance(event, Sent):  # observed once written (stream_loop)
+                slot.release_when_sent(sender)
 
         def started(tg: anyio.abc.TaskGroup) -> None:
             session.cancel = tg.cancel_scope
