@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 # Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -69,6 +70,8 @@ from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa
 TICKS = os.sysconf("SC_CLK_TCK")
 # Changes made and not measured first: cold code paths on both sides.
 WARMUP = 2
+# Seconds between changes during the storm: a steady operator's pace, not a second storm of writes.
+STORM_CHANGE_PAUSE = 0.5
 
 
 def cpu_seconds(pid: int) -> float:
@@ -108,7 +111,7 @@ class Point:
 
 async def change(fleets: list[FleetProcess], api: str, k: int, timeout: float) -> list[float]:
     """PUTs route k with a new path; the seconds until each of `fleets`' zones received it."""
-    doc = route_doc(k, prefix=f"/scale/{time.time_ns()}")
+    doc = route_doc(k, prefix=f"/scale/{time.time_ns()}")  # k < R: the fleets expect R routes, no more
     for f in fleets:
         await f.command(f"watch {doc['name']}", 60)
     async with httpx.AsyncClient(base_url=api, timeout=60) as c:
@@ -160,8 +163,6 @@ class Run:
         g = await self.restart(g)
         if len(self.fleets) > 1:
             await self.storm(g)
-        for f in self.fleets:
-            await f.command("quit", 60)
         return p
 
     async def sync(self, g: Global, tokens: Path) -> None:
@@ -192,7 +193,7 @@ class Run:
         cpu = 0.0
         for k in range(WARMUP + changes):
             cpu0 = cpu_seconds(g.pid)
-            latencies = await change(self.fleets, g.api, k, self.timeout)
+            latencies = await change(self.fleets, g.api, k % p.routes, self.timeout)
             if k >= WARMUP:
                 cpu += cpu_seconds(g.pid) - cpu0
                 p.change_latencies += latencies
@@ -247,18 +248,26 @@ class Run:
             done.set()
 
         k = WARMUP + len(p.change_latencies)
-        async with anyio.create_task_group() as tg:
-            t0 = time.perf_counter()
-            tg.start_soon(reconnect)
-            while not done.is_set() or not p.storm_latencies:
-                p.storm_latencies += await change(steady, g.api, k, self.timeout)
-                k += 1
-            p.storm_seconds = time.perf_counter() - t0
+        with anyio.fail_after(self.timeout):
+            await self._storm(g, steady, reconnect, done, k)
         lat = p.storm_latencies
         self.progress(
             f"  storm: {p.storm_zones} zones resumed in {p.storm_seconds:.1f}s; changes to the {held} in sync"
             f" meanwhile: p50 {pct(lat, 0.5) * 1e3:.0f} ms, p99 {pct(lat, 0.99) * 1e3:.0f} ms"
         )
+
+    async def _storm(
+        self, g: Global, steady: list[FleetProcess], reconnect: Callable[[], Any], done: anyio.Event, k: int
+    ) -> None:
+        p = self.p
+        async with anyio.create_task_group() as tg:
+            t0 = time.perf_counter()
+            tg.start_soon(reconnect)
+            while not done.is_set() or not p.storm_latencies:
+                p.storm_latencies += await change(steady, g.api, k % p.routes, self.timeout)
+                k += 1
+                await anyio.sleep(STORM_CHANGE_PAUSE)
+            p.storm_seconds = time.perf_counter() - t0
 
     async def stop(self) -> None:
         for f in self.fleets:

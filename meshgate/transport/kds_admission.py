@@ -16,8 +16,9 @@ Between steps 2 and 3, a global-to-zone stream waits for one of `SyncSlots` (`--
 at most that many zones run their initial sync or resume at once, the rest wait their turn in arrival order
 (their call stays open; health checks are not gated). A slot is given back once the stream's first response of
 every kind is written (building and writing those is the global's share of a sync: a zone's own pace to apply
-and ACK them must not hold the door), when the stream ends, or after `SLOT_HOLD_MAX` seconds at most. So after a global restart the reconnect storm is let
-in at the rate the global can serve it, and zones already in sync keep getting their changes meanwhile.
+and ACK them must not hold the door), when the stream ends, or after `SLOT_HOLD_MAX` seconds at most. So after
+a global restart the reconnect storm is let in at the rate the global can serve it, and zones already in sync
+keep getting their changes meanwhile.
 
 Only then does a stream touch the sink or the zone records. While it stays open, `recheck` (every
 `interval`, and on demand) asks the authenticator again about the token it was admitted with, and ends a
