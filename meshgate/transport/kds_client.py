@@ -172,6 +172,8 @@ class GlobalToZoneClient:
         self._first_response_at: float | None = None
         # Responses received over every session: a stream that delivers proves the global alive (`_ping`).
         self._responses = 0
+        # Seconds a health check may take before it counts as failed.
+        self.ping_timeout = 5.0
 
     def credentials_changed(self) -> None:
         """The zone token changed: a zone waiting to reconnect (refused with the old one) retries now."""
@@ -359,7 +361,9 @@ class GlobalToZoneClient:
         responses = self._responses
         while True:
             try:
-                resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=self._metadata(), timeout=5)
+                resp = await health.HealthCheck(
+                    kds_pb2.ZoneHealthCheckRequest(), metadata=self._metadata(), timeout=self.ping_timeout
+                )
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
                 failures = 0
             except grpc.aio.AioRpcError as exc:
