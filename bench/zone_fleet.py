@@ -8,14 +8,27 @@ commands on stdin, one per line:
     disconnect   end every zone's session (the global sees the streams close)
     reconnect    connect every zone again; each offers what it holds as initial_resource_versions (resume),
                  and the report counts the resources and removals the global sent after that
+    mark         (while connected) zero the counters and remember each zone's connect count: for a global
+                 killed and restarted under the zones, whose clients reconnect by themselves
+    resynced     wait until every zone has connected again since `mark` and holds the full state; report
+                 when each did (time.time(), the host's clock) and what arrived since `mark`
+    watch NAME   arm: note when each zone's store first receives MeshGatewayRoute NAME (mesh default)
+    arrivals     wait until every zone has, and report when (time.time())
     quit         (or end of input) stop
+
+`--first` names this process's zones zone-FIRST... (several fleet processes share one global).
+`--shared-decode` decodes and validates each distinct wire resource once per process for all its zones (each
+zone still receives, parses and ACKs its own responses and applies them to its own store), and keeps what each
+zone holds as (wire name, version) as it applies it, instead of re-encoding its whole store at every reconnect:
+N real zones each pay that on their own CPU, so a fleet of simulated zones on the global's host must not pay it
+N times over (500 zones re-encoding 10k routes each at once kept one fleet busy for 15 s after a restart).
 
 The zones' stores are what a bench process pays for, not the global: N zones over 10k routes would hold N
 decoded copies of every route (about 30 MiB per zone). `FleetStore` keeps one object per distinct resource
 across the fleet instead (`Interned`), after decoding and validating each zone's copy as a real zone does.
 
 Usage: python bench/zone_fleet.py --address grpcs://127.0.0.1:PORT --zones 200 --expect MeshGatewayRoute=10000
-    [--ca-cert-file kds-ca.crt] [--tokens-file tokens.json]
+    [--ca-cert-file kds-ca.crt] [--tokens-file tokens.json] [--first 0] [--shared-decode]
 """
 
 from __future__ import annotations
@@ -26,7 +39,8 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,14 +50,20 @@ import anyio
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import meshgate.kds.receiver  # noqa: E402
+import meshgate.transport.kds_client  # noqa: E402
+from meshgate.kds.envelope import from_wire, to_wire  # noqa: E402
+from meshgate.kds.naming import hashed_name, wire_name  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources import codec, registry  # noqa: E402
+from meshgate.resources.descriptor import KindDescriptor  # noqa: E402
+from meshgate.resources.errors import Violation  # noqa: E402
 from meshgate.resources.model import Resource, ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.protocol import ResourceStore  # noqa: E402
 from meshgate.transport.kds_client import Backoff, GlobalToZoneClient  # noqa: E402
 
-__all__ = ["FleetStore", "Interned", "rss_kib", "zone_client"]
+__all__ = ["FleetStore", "Interned", "rss_kib", "share_decode", "zone_client"]
 
 
 def zone_client(
@@ -54,14 +74,16 @@ def zone_client(
     ca_cert_file: Path | None = None,
     token: str = "",
     instance_id: str = "",
+    validate: Callable[[Resource], list[Violation]] = codec.validate,
+    client_type: type[GlobalToZoneClient] = GlobalToZoneClient,
 ) -> GlobalToZoneClient:
     """A zone's KDS client as a zone process builds it, reconnecting quickly (a bench waits on it)."""
-    return GlobalToZoneClient(
+    return client_type(
         zone=zone,
         addresses=[address],
         store=store,
         kinds=registry.kinds_sent_to_zone(),
-        validate=codec.validate,
+        validate=validate,
         backoff=Backoff(initial=0.05, maximum=0.5),
         ca_cert_file=ca_cert_file,
         token=token,
@@ -74,6 +96,51 @@ def rss_kib(pid: int | str = "self") -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def share_decode() -> Callable[[Resource], list[Violation]]:
+    """Makes this process's KDS receivers decode each distinct (kind, name, version) once, and its zones' resume
+    encode each shared stored object once; returns the validator to give every zone, which validates each
+    decoded object once. Bench processes only: it patches the two modules' names."""
+    decoded: dict[tuple[str, str, str], Resource] = {}
+    encoded: dict[int, tuple[Resource, Any]] = {}
+    verdicts: dict[int, tuple[Resource, list[Violation]]] = {}
+
+    def decode(descriptor: KindDescriptor, wire: Any) -> Resource:
+        key = (descriptor.name, wire.name, wire.version)
+        r = decoded.get(key)
+        if r is None:
+            r = decoded[key] = from_wire(descriptor, wire)
+            encoded[id(r)] = (r, wire)  # what it encodes to, when a zone tells the global what it holds
+        return r
+
+    def encode(r: Resource, labels: Any = None) -> Any:
+        hit = encoded.get(id(r))
+        if labels is not None or hit is None or hit[0] is not r:
+            wire = to_wire(r, labels)
+            if labels is None:
+                encoded[id(r)] = (r, wire)  # keeps r alive, so its id is not reused
+            return wire
+        return hit[1]
+
+    def validate(r: Resource) -> list[Violation]:
+        hit = verdicts.get(id(r))
+        if hit is None or hit[0] is not r:
+            hit = verdicts[id(r)] = (r, codec.validate(r))
+        return hit[1]
+
+    meshgate.kds.receiver.from_wire = decode  # type: ignore[attr-defined]
+    meshgate.transport.kds_client.to_wire = encode  # type: ignore[attr-defined,assignment]
+    return validate
+
+
+class FleetClient(GlobalToZoneClient):
+    """A zone's client that offers the global what its FleetStore recorded as held (see `--shared-decode`)."""
+
+    async def _held(self) -> dict[str, dict[str, tuple[ResourceKey, str]]]:
+        store = self._store
+        assert isinstance(store, FleetStore)
+        return {kind: dict(held) for kind, held in store.held.items()}
 
 
 class Interned:
@@ -102,8 +169,23 @@ class FleetStore(MemoryStore):
         # Upserts whose content this store already held: a sender that computes another version for the same
         # content re-sends it on every resume.
         self.unchanged: Counter[str] = Counter()
+        # `watch NAME`: the key to look for, and when (time.time()) an upsert of it first arrived.
+        self.watch: ResourceKey | None = None
+        self.arrived: float | None = None
+        # kind -> wire name -> (key, version) of what KDS applied here (FleetClient offers it on reconnect).
+        self.held: dict[str, dict[str, tuple[ResourceKey, str]]] = {}
+        self.track_held = False
 
     async def apply_sync(self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]) -> None:
+        if self.watch is not None and self.arrived is None and any(r.key == self.watch for r in upserts):
+            self.arrived = time.time()
+        if self.track_held:
+            versions = self.held.setdefault(kind, {})
+            for r in upserts:
+                wire = meshgate.transport.kds_client.to_wire(r)  # type: ignore[attr-defined]
+                versions[wire.name] = (r.key, wire.version)
+            for key in removals:
+                versions.pop(wire_name(key.name, key.mesh), None)
         self.upserts[kind] += len(upserts)
         self.removals[kind] += len(removals)
         for r in upserts:
@@ -121,13 +203,20 @@ class FleetStore(MemoryStore):
 class Fleet:
     def __init__(self, args: argparse.Namespace, report: TextIO) -> None:
         self.address: str = args.address
-        self.zones = [f"zone-{i}" for i in range(args.zones)]
+        self.zones = [f"zone-{i}" for i in range(args.first, args.first + args.zones)]
+        self.validate = share_decode() if args.shared_decode else codec.validate
+        self.client_type = FleetClient if args.shared_decode else GlobalToZoneClient
         self.ca = Path(args.ca_cert_file) if args.ca_cert_file else None
         self.tokens: dict[str, str] = json.loads(Path(args.tokens_file).read_text()) if args.tokens_file else {}
         self.expect = {k: int(n) for k, _, n in (e.partition("=") for e in args.expect)}
         interned = Interned()
         self.stores = {z: FleetStore(interned) for z in self.zones}
+        for store in self.stores.values():
+            store.track_held = args.shared_decode
         self._report = report
+        # Since `mark`: each zone's connect count then, and when (time.time()) it was back in sync.
+        self._connects: dict[str, int] = {}
+        self._resynced: dict[str, float] = {}
 
     def report(self, **fields: Any) -> None:
         self._report.write(json.dumps({**fields, "rss_mib": round(rss_kib() / 1024, 1)}) + "\n")
@@ -143,7 +232,14 @@ class Fleet:
             s.upserts, s.removals, s.unchanged = Counter(), Counter(), Counter()
         clients = {
             z: zone_client(
-                z, self.address, self.stores[z], ca_cert_file=self.ca, token=self.tokens.get(z, ""), instance_id=z
+                z,
+                self.address,
+                self.stores[z],
+                ca_cert_file=self.ca,
+                token=self.tokens.get(z, ""),
+                instance_id=z,
+                validate=self.validate,
+                client_type=self.client_type,
             )
             for z in self.zones
         }
@@ -172,10 +268,60 @@ class Fleet:
                 bytes=bytes_,
                 held={k: self.stores[self.zones[0]].count(k) for k in self.expect},
             )
-            command = await read_command()
+            command = await self.serve(clients)
             tg.cancel_scope.cancel()
         self.report(event="disconnected")
         return command
+
+    async def serve(self, clients: dict[str, GlobalToZoneClient]) -> str:
+        """Obeys the commands that keep the zones connected; returns the first that does not."""
+        while True:
+            command, _, arg = (await read_command()).partition(" ")
+            if command == "mark":
+                await self.mark(clients)
+            elif command == "resynced":
+                await self.resynced(clients)
+            elif command == "watch":
+                key = ResourceKey("MeshGatewayRoute", "default", hashed_name("default", arg))  # as a zone names it
+                for s in self.stores.values():
+                    s.watch, s.arrived = key, None
+                self.report(event="armed")
+            elif command == "arrivals":
+                while any(s.arrived is None for s in self.stores.values()):
+                    await anyio.sleep(0.01)
+                self.report(event="arrivals", times=[s.arrived for s in self.stores.values()])
+            else:
+                return command
+
+    async def mark(self, clients: dict[str, GlobalToZoneClient]) -> None:
+        self._connects = {z: c.status.connects for z, c in clients.items()}
+        self._resynced = {}
+        for s in self.stores.values():
+            s.upserts, s.removals, s.unchanged = Counter(), Counter(), Counter()
+
+        def on_synced(zone: str, _kind: str) -> None:
+            c = clients[zone]
+            if zone not in self._resynced and c.synced and c.status.connects > self._connects[zone]:
+                self._resynced[zone] = time.time()
+
+        for z, c in clients.items():
+            c.on_synced = partial(on_synced, z)
+        self.report(event="marked")
+
+    async def resynced(self, clients: dict[str, GlobalToZoneClient]) -> None:
+        while len(self._resynced) < len(clients):
+            await anyio.sleep(0.05)
+        pending = set(self.zones)
+        while pending:  # the full state, counted once each zone is back
+            pending -= {z for z in pending if self._complete(self.stores[z])}
+            await anyio.sleep(0.05)
+        self.report(
+            event="resynced",
+            times=sorted(self._resynced.values()),
+            upserts=sum((s.upserts for s in self.stores.values()), Counter()),
+            removals=sum((s.removals for s in self.stores.values()), Counter()),
+            unchanged=sum((s.unchanged for s in self.stores.values()), Counter()),
+        )
 
 
 async def read_command() -> str:
@@ -206,4 +352,6 @@ if __name__ == "__main__":
     parser.add_argument("--ca-cert-file")
     parser.add_argument("--tokens-file", help="JSON: zone name -> zone token")
     parser.add_argument("--expect", nargs="*", default=[], help="KIND=COUNT each zone must hold before reporting")
+    parser.add_argument("--first", type=int, default=0, help="the number of this process's first zone")
+    parser.add_argument("--shared-decode", action="store_true", help="decode each wire resource once per process")
     anyio.run(main, parser.parse_args())

@@ -225,8 +225,19 @@ class FleetProcess:
         self._out = BufferedByteReceiveStream(proc.stdout)
 
     @classmethod
-    async def start(cls, g: Global, zones: int, routes: int, tokens: Path | None, log: Path) -> FleetProcess:
-        argv = [sys.executable, str(FLEET), "--address", g.kds, "--zones", str(zones)]
+    async def start(
+        cls,
+        g: Global,
+        zones: int,
+        routes: int,
+        tokens: Path | None,
+        log: Path,
+        *,
+        first: int = 0,
+        shared_decode: bool = False,
+    ) -> FleetProcess:
+        argv = [sys.executable, str(FLEET), "--address", g.kds, "--zones", str(zones), "--first", str(first)]
+        argv += ["--shared-decode"] if shared_decode else []
         argv += ["--expect", "Mesh=1", "MeshGateway=1", f"MeshGatewayRoute={routes}"]
         argv += ["--ca-cert-file", str(g.ca_file)] if g.ca_file else []
         argv += ["--tokens-file", str(tokens)] if tokens else []
@@ -240,9 +251,12 @@ class FleetProcess:
         out: dict[str, Any] = json.loads(line)
         return out
 
-    async def command(self, command: str, timeout: float) -> dict[str, Any]:
+    async def send(self, command: str) -> None:
         assert self.proc.stdin is not None
         await self.proc.stdin.send(command.encode() + b"\n")
+
+    async def command(self, command: str, timeout: float) -> dict[str, Any]:
+        await self.send(command)
         return await self.report(timeout)
 
     async def stop(self) -> None:

@@ -60,6 +60,11 @@ __all__ = ["GlobalConfig", "run_global"]
 
 log = structlog.get_logger(__name__)
 
+# Zones in their initial sync or resume at once (meshgate/transport/kds_admission.py, SyncSlots). Each full sync
+# of 10k routes is a response of a few MB serialized and encrypted for that zone: 16 keep both cores busy while
+# bounding that transient memory, and leave the event loop room for changes to zones already in sync.
+DEFAULT_MAX_CONCURRENT_ADMISSIONS = 16
+
 KDS_SERVICES = ("kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService")
 
 
@@ -96,6 +101,8 @@ class GlobalConfig:
     kds_token_recheck_interval: float = 60.0
     # Zone records KDS may create (global_cp/zones.py), and zones whose stream history is kept in memory.
     kds_max_zones: int = DEFAULT_MAX_ZONES
+    # Global-to-zone streams in their initial sync at once; the rest wait (0: no limit).
+    kds_max_concurrent_admissions: int = DEFAULT_MAX_CONCURRENT_ADMISSIONS
     # The largest KDS message sent or accepted (Kuma's KUMA_MULTIZONE_GLOBAL_KDS_MAX_MSG_SIZE, 10 MiB). A Kuma
     # zone reads the first response per kind as the whole state: it is split only when larger than this.
     kds_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
@@ -202,6 +209,7 @@ async def run_global(
             sink=ZoneSink(store),
             admission=admission,
             max_bytes=payload_budget(cfg.kds_max_msg_size),
+            max_concurrent_admissions=cfg.kds_max_concurrent_admissions,
         )
         xds_configs = XDSConfigBroker()
         health = GlobalKDSService(streams, cfg.zone_health_interval, xds_configs, admission=admission)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from global_cp.app import GlobalConfig, run_global
+from global_cp.app import DEFAULT_MAX_CONCURRENT_ADMISSIONS, GlobalConfig, run_global
 from global_cp.zones import DEFAULT_MAX_ZONES
 from meshgate.auth import KDSAuth
 from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE
@@ -124,6 +124,16 @@ def run(
             help="Zone records KDS may create; a new zone beyond it is refused until a record is deleted.",
         ),
     ] = DEFAULT_MAX_ZONES,
+    kds_max_concurrent_admissions: Annotated[
+        int,
+        typer.Option(
+            "--kds-max-concurrent-admissions",
+            envvar="MESHGATE_KDS_MAX_CONCURRENT_ADMISSIONS",
+            min=0,
+            help="Zones whose initial KDS sync (or resume) runs at once; more wait their turn, so a reconnect"
+            " storm never starves zones already in sync. 0: no limit.",
+        ),
+    ] = DEFAULT_MAX_CONCURRENT_ADMISSIONS,
     kds_token_recheck_interval: Annotated[
         float,
         typer.Option(
@@ -167,6 +177,7 @@ def run(
         kds_tls_enabled=kds_tls_enabled,
         kds_tls_sans=tuple(_split_sans(kds_tls_san or [])),
         kds_max_zones=kds_max_zones,
+        kds_max_concurrent_admissions=kds_max_concurrent_admissions,
         kds_token_recheck_interval=kds_token_recheck_interval,
         kds_auth=kds_auth,
         kds_max_msg_size=kds_max_msg_size,

@@ -33,6 +33,8 @@ def global_config_view(cfg: GlobalConfig) -> dict[str, Any]:
         "stallThreshold": duration(cfg.kds_stall_threshold),
         "watchdogInterval": duration(cfg.watchdog_interval),
         "maxZones": cfg.kds_max_zones,
+        # Ours: zones in their initial sync at once (--kds-max-concurrent-admissions).
+        "maxConcurrentAdmissions": cfg.kds_max_concurrent_admissions,
         "maxMsgSize": cfg.kds_max_msg_size,  # Kuma's multizone.global.kds.maxMsgSize
     }
     return {

@@ -35,6 +35,9 @@ class KDSMetrics:
         # KDS calls refused by --kds-auth, by (claimed zone, reason code of meshgate.auth.AUTH_REASONS).
         self.auth_failures: Counter[tuple[str, str]] = Counter()
         self.streams_active: Callable[[], int] = lambda: 0
+        # Global-to-zone streams waiting for an admission slot, and those holding one (--kds-max-concurrent-admissions).
+        self.admissions_waiting: Callable[[], int] = lambda: 0
+        self.admissions_in_progress: Callable[[], int] = lambda: 0
 
     def render(self) -> str:
         p = self.prefix
@@ -57,6 +60,12 @@ class KDSMetrics:
             f"# HELP {p}_streams_active Number of active connections between a server and a client",
             f"# TYPE {p}_streams_active gauge",
             f"{p}_streams_active {self.streams_active()}",
+            "# HELP meshgate_kds_admissions_waiting KDS streams waiting for a slot to run their initial sync",
+            "# TYPE meshgate_kds_admissions_waiting gauge",
+            f"meshgate_kds_admissions_waiting {self.admissions_waiting()}",
+            "# HELP meshgate_kds_admissions_in_progress KDS streams running their initial sync (holding a slot)",
+            "# TYPE meshgate_kds_admissions_in_progress gauge",
+            f"meshgate_kds_admissions_in_progress {self.admissions_in_progress()}",
             "# HELP meshgate_kds_stalls Responses left un-ACKed past the stall threshold",
             "# TYPE meshgate_kds_stalls counter",
         ]

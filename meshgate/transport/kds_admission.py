@@ -12,6 +12,14 @@ repeated beyond `meshgate.kds.limits.ECHO_LIMIT` characters):
    instance is refused with ALREADY_EXISTS; the same instance (metadata `zone-instance-id`) reconnecting
    replaces its own old stream of that direction. So a stolen name cannot replace a connected zone's state.
 
+Between steps 2 and 3, a global-to-zone stream waits for one of `SyncSlots` (`--kds-max-concurrent-admissions`):
+at most that many zones run their initial sync or resume at once, the rest wait their turn in arrival order
+(their call stays open; health checks are not gated). A slot is given back once the stream's first response of
+every kind is written (building and writing those is the global's share of a sync: a zone's own pace to apply
+and ACK them must not hold the door), when the stream ends, or after `SLOT_HOLD_MAX` seconds at most. So after
+a global restart the reconnect storm is let in at the rate the global can serve it, and zones already in sync
+keep getting their changes meanwhile.
+
 Only then does a stream touch the sink or the zone records. While it stays open, `recheck` (every
 `interval`, and on demand) asks the authenticator again about the token it was admitted with, and ends a
 stream whose token no longer passes (expired since, or revoked) with UNAUTHENTICATED and the reason.
@@ -30,6 +38,7 @@ import grpc
 import structlog
 
 from meshgate.auth.authenticator import ZoneAuthenticator
+from meshgate.delta import DeltaStream
 from meshgate.kds.limits import clip
 from meshgate.kds.node import FEATURES_KEY, parse_features
 from meshgate.resources import registry as kinds
@@ -38,6 +47,9 @@ from meshgate.sync.streams import Direction, StreamRegistry, StreamSession
 
 __all__ = [
     "INSTANCE_METADATA",
+    "SLOT_HOLD_MAX",
+    "Slot",
+    "SyncSlots",
     "ZoneAdmission",
     "client_id_problem",
     "count_auth_failure",
@@ -224,3 +236,54 @@ class ZoneAdmission:
         while True:
             await anyio.sleep(interval)
             self.recheck()
+
+
+# Seconds a stream may hold an admission slot at most: writing a full sync of 10k routes to one zone takes well
+# under a second on a quiet global, so this only ends the hold of a zone that stopped reading (gRPC flow control
+# then blocks the write).
+SLOT_HOLD_MAX = 30.0
+
+
+class Slot:
+    """One admitted stream's hold on a `SyncSlots` place; `release` is idempotent."""
+
+    def __init__(self, slots: SyncSlots) -> None:
+        self._slots = slots
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._slots.in_progress -= 1
+            if self._slots.semaphore is not None:
+                self._slots.semaphore.release()
+
+    def release_when_sent(self, stream: DeltaStream) -> None:
+        """Gives the slot back once every kind's first response was written: call it after each write."""
+        if not self.released and all(ts.first_sent for ts in stream.types.values()):
+            self.release()
+
+    async def expire(self, after: float = SLOT_HOLD_MAX) -> None:
+        await anyio.sleep(after)
+        self.release()
+
+
+class SyncSlots:
+    """At most `limit` global-to-zone streams in their initial sync or resume at once (0: no limit); the
+    others wait in arrival order (anyio's Semaphore is FIFO)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.semaphore = anyio.Semaphore(limit) if limit > 0 else None
+        self.waiting = 0
+        self.in_progress = 0
+
+    async def acquire(self) -> Slot:
+        if self.semaphore is not None:
+            self.waiting += 1
+            try:
+                await self.semaphore.acquire()
+            finally:
+                self.waiting -= 1
+        self.in_progress += 1
+        return Slot(self)

@@ -170,6 +170,10 @@ class GlobalToZoneClient:
         self.receiver: Receiver | None = None
         # anyio.current_time() of the current session's first response, for the backoff.
         self._first_response_at: float | None = None
+        # Responses received over every session: a stream that delivers proves the global alive (`_ping`).
+        self._responses = 0
+        # Seconds a health check may take before it counts as failed.
+        self.ping_timeout = 5.0
 
     def credentials_changed(self) -> None:
         """The zone token changed: a zone waiting to reconnect (refused with the old one) retries now."""
@@ -300,6 +304,7 @@ class GlobalToZoneClient:
                         self.status.address = target
                         self.status.connected_at = datetime.now(UTC)
                         slog.info("kds.client.connected")
+                    self._responses += 1
                     plan = receiver.receive(resp)
                     if plan.unknown:
                         # A kind this zone does not know (a Kuma global may send more): ACKed, not stored.
@@ -361,12 +366,17 @@ class GlobalToZoneClient:
     async def _ping(self, health: kds_pb2_grpc.GlobalKDSServiceStub) -> None:
         """Pings the global at the interval it asks for. A stream can look alive while its peer is gone
         (a global restarted behind a load balancer): after MAX_FAILED_PINGS in a row, end the session so
-        the zone reconnects instead of waiting on a dead stream."""
+        the zone reconnects instead of waiting on a dead stream. A ping that fails while the stream delivered
+        a response since the previous one does not count: that global is alive, only busy (after a restart,
+        every zone reconnects at once), and reconnecting would add to its load instead of easing it."""
         interval = 10.0
         failures = 0
+        responses = self._responses
         while True:
             try:
-                resp = await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=self._metadata(), timeout=5)
+                resp = await health.HealthCheck(
+                    kds_pb2.ZoneHealthCheckRequest(), metadata=self._metadata(), timeout=self.ping_timeout
+                )
                 interval = max(0.1, resp.interval.ToTimedelta().total_seconds()) or interval
                 failures = 0
             except grpc.aio.AioRpcError as exc:
@@ -375,10 +385,11 @@ class GlobalToZoneClient:
                     # (pkg/kds/mux/client.go, startHealthCheck).
                     log.info("kds.client.health_check_unimplemented", zone=self.zone)
                     return
-                failures += 1
+                failures = 0 if self._responses != responses else failures + 1
                 log.warning("kds.client.health_check_failed", zone=self.zone, error=_describe(exc), failures=failures)
                 if failures >= MAX_FAILED_PINGS:
                     raise ProtocolError(f"{failures} health checks in a row failed; reconnecting") from exc
+            responses = self._responses
             await anyio.sleep(interval)
 
 

@@ -30,7 +30,7 @@ from google.protobuf import duration_pb2
 
 from meshgate.api.mesh.v1alpha1 import kds_pb2, kds_pb2_grpc
 from meshgate.auth.authenticator import ZoneAuthenticator
-from meshgate.delta import PerType
+from meshgate.delta import Event, PerType, Sent
 from meshgate.kds.errors import MalformedMessage
 from meshgate.kds.limits import DEFAULT_MAX_BYTES, check_request, clip
 from meshgate.kds.node import FEATURE_HASH_SUFFIX, GLOBAL_FEATURES, kds_node
@@ -39,7 +39,7 @@ from meshgate.kds.sender import ProtocolError, Sender
 from meshgate.resources.model import ResourceKey
 from meshgate.sync.snapshots import SnapshotSource
 from meshgate.sync.streams import Direction, StreamRegistry, StreamSession
-from meshgate.transport.kds_admission import ZoneAdmission, metadata_features, metadata_value
+from meshgate.transport.kds_admission import Slot, SyncSlots, ZoneAdmission, metadata_features, metadata_value
 from meshgate.transport.observer import Observer
 from meshgate.transport.stream_loop import run_stream
 from meshgate.transport.xds_configs import XDSConfigBroker
@@ -84,10 +84,15 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         max_bytes: int = DEFAULT_MAX_BYTES,
         authenticator: ZoneAuthenticator | None = None,
         admission: ZoneAdmission | None = None,
+        max_concurrent_admissions: int = 0,
     ) -> None:
         """`admission` gates every call (give the global's one, shared with GlobalKDSService); without it,
-        one is made from `authenticator` (None: no authentication, for tests of the transport alone)."""
+        one is made from `authenticator` (None: no authentication, for tests of the transport alone).
+        `max_concurrent_admissions`: global-to-zone streams in their initial sync at once (0: no limit)."""
         self.admission = admission or ZoneAdmission(registry, authenticator)
+        self.slots = SyncSlots(max_concurrent_admissions)
+        registry.metrics.admissions_waiting = lambda: self.slots.waiting
+        registry.metrics.admissions_in_progress = lambda: self.slots.in_progress
         self._sink = sink
         self._max_bytes = max_bytes
         self._source = source
@@ -102,19 +107,26 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         rpc: str,
         direction: Direction,
         request_iterator: AsyncIterator[object] | None,
-    ) -> tuple[str, str]:
-        """(zone, zone instance id) of an admitted call, or the call is aborted (see kds_admission)."""
+    ) -> tuple[str, str, Slot | None]:
+        """(zone, zone instance id, its sync slot) of an admitted call, or the call is aborted (see
+        kds_admission). A global-to-zone stream waits for a slot once authenticated, before it claims the zone."""
         zone = await self.admission.identify(context, rpc, request_iterator)
-        instance = await self.admission.claim(context, zone, direction, request_iterator)
-        if self._on_connect is not None:
-            refusal = await self._on_connect(zone)
-            if refusal:
-                await self.admission.refuse(context, grpc.StatusCode.PERMISSION_DENIED, refusal, request_iterator)
-        # on_connect awaited: another instance may have been admitted meanwhile.
-        busy = self.admission.busy(zone, instance)
-        if busy is not None:
-            await self.admission.refuse(context, grpc.StatusCode.ALREADY_EXISTS, busy, request_iterator)
-        return zone, instance
+        slot = await self.slots.acquire() if direction == "global-to-zone" else None
+        try:
+            instance = await self.admission.claim(context, zone, direction, request_iterator)
+            if self._on_connect is not None:
+                refusal = await self._on_connect(zone)
+                if refusal:
+                    await self.admission.refuse(context, grpc.StatusCode.PERMISSION_DENIED, refusal, request_iterator)
+            # on_connect awaited: another instance may have been admitted meanwhile.
+            busy = self.admission.busy(zone, instance)
+            if busy is not None:
+                await self.admission.refuse(context, grpc.StatusCode.ALREADY_EXISTS, busy, request_iterator)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        return zone, instance, slot
 
     async def _end(
         self,
@@ -135,7 +147,8 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
-        zone, instance = await self._admit(context, "GlobalToZoneSync", "global-to-zone", request_iterator)
+        zone, instance, slot = await self._admit(context, "GlobalToZoneSync", "global-to-zone", request_iterator)
+        assert slot is not None
         kinds = [d.name for d in self._source.kinds]
         sender = Sender(kinds, max_bytes=self._max_bytes, control_plane_id=self._registry.instance_id)
         session = self._registry.open(
@@ -159,8 +172,16 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         # What this zone is offered: the global's snapshots without what came from the zone itself.
         views = PerType(lambda kind: self._source.view(kind, zone, hash_suffix=session.hash_suffix))
 
+        observe = self._observer.stream(slog, session)
+
+        def observed(event: Event) -> None:
+            observe(event)
+            if isinstance(event, Sent):  # observed once written (stream_loop)
+                slot.release_when_sent(sender)
+
         def started(tg: anyio.abc.TaskGroup) -> None:
             session.cancel = tg.cancel_scope
+            tg.start_soon(slot.expire)
 
         try:
             with self._source.listen() as wake:
@@ -170,12 +191,13 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
                     context.write,
                     lambda: views,
                     wake,
-                    self._observer.stream(slog, session),
+                    observed,
                     self._clock,
                     check=lambda req: check_request(req, kinds),
                     started=started,
                 )
         finally:
+            slot.release()
             ended = session.ended.message if session.ended else ""
             self._registry.close(session, str(error) if error else ended)
             slog.info("kds.stream.closed", error=str(error) if error else (ended or None))
@@ -191,7 +213,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         if self._sink is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this control plane takes no resources from zones")
         assert self._sink is not None
-        zone, instance = await self._admit(context, "ZoneToGlobalSync", "zone-to-global", None)
+        zone, instance, _ = await self._admit(context, "ZoneToGlobalSync", "zone-to-global", None)
         # A zone without `hash-suffix` sends names unhashed, which the global prefixes with the zone.
         hash_suffix = FEATURE_HASH_SUFFIX in metadata_features(context)
         receiver = self._sink.receiver(zone, hash_suffix=hash_suffix)

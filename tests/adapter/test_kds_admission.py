@@ -50,7 +50,9 @@ class Global:
         return issue(KEY, zone, ["cp"], valid_for, self.now[0], jti)
 
 
-async def _global(tg: anyio.abc.TaskGroup, *, auth: bool = False, max_zones: int = 1000) -> Global:
+async def _global(
+    tg: anyio.abc.TaskGroup, *, auth: bool = False, max_zones: int = 1000, max_concurrent_admissions: int = 0
+) -> Global:
     store = MemoryStore()
     await store.create(codec.load({"type": "Mesh", "name": "default"}))
     streams = StreamRegistry(KDSMetrics(), max_zones=max_zones)
@@ -71,6 +73,7 @@ async def _global(tg: anyio.abc.TaskGroup, *, auth: bool = False, max_zones: int
         on_connect=ZoneRecords(store, max_zones).on_connect,
         sink=ZoneSink(store),
         admission=g.admission,
+        max_concurrent_admissions=max_concurrent_admissions,
     )
     health = GlobalKDSService(streams, 0.2, admission=g.admission)
     await tg.start(source.run)
@@ -420,4 +423,65 @@ async def test_health_checks_from_untracked_zones_are_bounded() -> None:
             for i in range(30):
                 await health.HealthCheck(kds_pb2.ZoneHealthCheckRequest(), metadata=_metadata(f"ping-{i}"))
         assert len(g.streams.last_health_check) == 10
+        tg.cancel_scope.cancel()
+
+
+async def _subscribe_all(call: Call[Any, Any], kinds: list[str]) -> None:
+    for kind in kinds:
+        await call.write(_subscribe(kind))
+
+
+async def _responses(call: Call[Any, Any], n: int) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    out = []
+    for _ in range(n):
+        resp = await call.read()
+        assert isinstance(resp, discovery_pb2.DeltaDiscoveryResponse), resp
+        out.append(resp)
+    return out
+
+
+async def _ack(call: Call[Any, Any], responses: list[discovery_pb2.DeltaDiscoveryResponse]) -> None:
+    for resp in responses:
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=resp.type_url, response_nonce=resp.nonce))
+
+
+async def test_initial_syncs_wait_for_a_slot_and_zones_in_sync_still_get_changes() -> None:
+    """--kds-max-concurrent-admissions 1: while one zone's first responses are not all written (it subscribed
+    to one kind only), the next zone's stream waits (nothing sent to it, counted as waiting), a zone already
+    in sync still receives a change, and the waiting zone is served once the first's responses are out."""
+    kinds = [d.name for d in registry.kinds_sent_to_zone()]
+    async with anyio.create_task_group() as tg:
+        g = await _global(tg, max_concurrent_admissions=1)
+        metrics = g.streams.metrics
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") as channel:
+            stub = kds_pb2_grpc.KDSSyncServiceStub(channel)
+            in_sync = stub.GlobalToZoneSync(metadata=_metadata("zone-1"))
+            await _subscribe_all(in_sync, kinds)
+            await _ack(in_sync, await _responses(in_sync, len(kinds)))
+            await eventually(lambda: metrics.admissions_in_progress() == 0, what="zone-1's slot given back")
+
+            slow = stub.GlobalToZoneSync(metadata=_metadata("zone-2"))
+            await _subscribe_all(slow, kinds[:1])
+            await _ack(slow, await _responses(slow, 1))
+            waiting = stub.GlobalToZoneSync(metadata=_metadata("zone-3"))
+            await _subscribe_all(waiting, kinds)
+            await eventually(lambda: metrics.admissions_waiting() == 1, what="zone-3 waiting for a slot")
+            assert metrics.admissions_in_progress() == 1
+            assert "meshgate_kds_admissions_waiting 1" in metrics.render()
+
+            await g.store.create(codec.load({"type": "Mesh", "name": "other"}))
+            (change,) = await _responses(in_sync, 1)
+            assert change.type_url == "Mesh"
+            assert len(change.resources) == 1
+            assert metrics.admissions_waiting() == 1  # still waiting: zone-2's first responses are not all out
+
+            # zone-2 subscribes to the other kinds: once their first responses are written, zone-3 is let in.
+            await _subscribe_all(slow, kinds[1:])
+            await _responses(slow, len(kinds) - 1)
+            first = await _responses(waiting, len(kinds))
+            assert {r.type_url for r in first} == set(kinds)
+            assert metrics.admissions_waiting() == 0
+            assert {s.zone for s in g.streams.active.values()} == {"zone-1", "zone-2", "zone-3"}
+            for call in (in_sync, slow, waiting):
+                call.cancel()
         tg.cancel_scope.cancel()

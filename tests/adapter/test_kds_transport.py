@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import grpc
@@ -270,3 +271,50 @@ def test_backoff_defaults_follow_kuma_and_reset_only_after_a_lasting_session() -
     assert delays[-1] >= 30.0
     b.session_ended(b.stable_after)
     assert b.next_delay() <= 1.0
+
+
+class _HangingHealth(GlobalKDSService):
+    """Answers the first health check (ping every 0.05 s), then lets every later one hang past its deadline."""
+
+    def __init__(self, registry: StreamRegistry) -> None:
+        super().__init__(registry, 0.05)
+        self.hung = 0
+
+    async def HealthCheck(self, request: Any, context: Any) -> Any:
+        if self._registry.last_health_check:
+            self.hung += 1
+            await anyio.sleep_forever()
+        return await super().HealthCheck(request, context)
+
+
+@pytest.mark.parametrize("delivering", [False, True])
+async def test_failed_health_checks_reconnect_only_a_silent_stream(delivering: bool) -> None:
+    """Three failed pings in a row end a session whose stream delivered nothing meanwhile (a global gone behind
+    a load balancer); while the stream keeps delivering, the global is alive but busy, and the zone stays."""
+    async with anyio.create_task_group() as tg:
+        store = MemoryStore()
+        source = SnapshotSource(store, [THING], include=lambda r: True, mapper=lambda r: to_zone(r, hash_suffix=False))
+        registry = StreamRegistry(KDSMetrics())
+        health = _HangingHealth(registry)
+        await tg.start(source.run)
+        names = ["kuma.mesh.v1alpha1.KDSSyncService", "kuma.mesh.v1alpha1.GlobalKDSService"]
+        port = await tg.start(serve_grpc, _register(KDSSyncService(source, registry), health), names, "127.0.0.1", 0)
+        client = _client("zone-1", port, MemoryStore())
+        client.ping_timeout = 0.1
+        tg.start_soon(client.run)
+        await eventually(lambda: client.synced, what="zone synced")
+
+        if not delivering:
+            await eventually(lambda: "health checks in a row failed" in client.status.last_error, what="reconnect")
+        else:
+
+            async def changes() -> None:
+                for i in range(1_000_000):
+                    await store.apply_sync("Thing", [thing("busy", str(i))], [])
+                    await anyio.sleep(0.01)
+
+            tg.start_soon(changes)
+            await eventually(lambda: health.hung >= 6, what="six pings failed")
+            assert client.status.connects == 1
+            assert "health checks" not in client.status.last_error
+        tg.cancel_scope.cancel()
