@@ -50,6 +50,13 @@
     return r.json();
   };
 
+  // GET a JSON document's text (the YAML page parses it itself, to keep floats apart from integers).
+  MG.apiText = async (path, params, signal) => {
+    const r = await fetch(url(path, params), { headers: headers(), cache: "no-store", credentials: "omit", signal });
+    if (!r.ok) throw await failure(r);
+    return r.text();
+  };
+
   // GET an NDJSON stream (the global's /kds/watch), calling onDoc per line until the stream ends or signal aborts.
   MG.stream = async (path, params, signal, onDoc) => {
     const r = await fetch(url(path, params), { headers: headers(), cache: "no-store", credentials: "omit", signal });

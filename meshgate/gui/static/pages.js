@@ -44,7 +44,7 @@
         since,
         ago(z.healthCheck && z.healthCheck.lastSeen),
         { text: String(updates), class: "num" },
-        { text: String(nacks), class: "num" },
+        { text: String(nacks), class: nacks ? "num bad" : "num" },
         { node: warnings.map((w) => h("div", { class: "warning" }, w)) },
       ],
     };
@@ -68,7 +68,7 @@
           kind,
           { text: counts(d), class: "num" },
           inFlight,
-          d && d.lastAckLatencyMs !== undefined ? `${d.lastAckLatencyMs} ms` : "",
+          { text: d && d.lastAckLatencyMs !== undefined ? `${d.lastAckLatencyMs} ms` : "", class: "nowrap" },
           { text: counts(u), class: "num" },
           { text: nackText(nack), class: "nack-reason" },
         ],
@@ -256,9 +256,15 @@
 
   // -- routes -----------------------------------------------------------------------------------------------
 
+  // A backend's destination: its service, then its other tags in order (a proto map keeps none).
+  function destination(tags) {
+    const rest = Object.entries(tags).filter(([k]) => k !== "kuma.io/service").sort();
+    return [tags["kuma.io/service"] || "*", ...rest.map(([k, v]) => `${k}=${v}`)].join(" ");
+  }
+
   function ruleText(rule) {
     const matches = (rule.matches || []).map((m) => (m.path ? `${m.path.match || "PREFIX"} ${m.path.value}` : JSON.stringify(m))).join(", ");
-    const backends = (rule.backends || []).map((b) => `${b.weight ?? 1}× ${Object.values(b.destination || {}).join("/")}`).join(", ");
+    const backends = (rule.backends || []).map((b) => `${destination(b.destination || {})} (weight ${b.weight ?? 1})`).join(", ");
     return `${matches || "*"} → ${backends}`;
   }
 
@@ -535,8 +541,8 @@
       });
       root.append(h("h2", {}, "Resources"), form);
       if (params.path) {
-        const doc = await api(params.path, {}, signal);
-        root.append(h("h3", {}, params.path), h("pre", { class: "yaml", id: "yaml" }, MG.yaml(doc)));
+        const text = await MG.apiText(params.path, {}, signal);
+        root.append(h("h3", {}, params.path), h("pre", { class: "yaml", id: "yaml" }, MG.yamlOfJson(text)));
         return;
       }
       const list = await api(`/${kind.value}`, { size: 1000 }, signal);

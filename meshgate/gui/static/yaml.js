@@ -3,7 +3,8 @@
 // block style with 2-space indents and sequences in a mapping not indented; a string is left plain unless it
 // would read back as another type (YAML 1.1's implicit resolvers below) or holds an indicator, else it is
 // single-quoted, or double-quoted when it holds a character YAML cannot print; plain and single-quoted strings
-// fold at a space past column 80. Not copied: a float that JSON wrote as a whole number (1.0) prints as 1.
+// fold at a space past column 80. A float keeps its ".0": `MG.yamlOfJson` parses the API's text itself, keeping
+// which numbers were written as floats (JSON.parse's source text), and prints them as Python's repr does.
 "use strict";
 
 (() => {
@@ -85,6 +86,28 @@
   }
 
   const pad = (n) => " ".repeat(n);
+
+  // A number the JSON text wrote as a float (2048.0): Python reads it as a float, and PyYAML prints it so.
+  class Float {
+    constructor(value) {
+      this.value = value;
+    }
+  }
+
+  // PyYAML's represent_float: repr(), lower case, ".0" before an exponent without a point.
+  function pythonFloat(v) {
+    if (Number.isNaN(v)) return ".nan";
+    if (!Number.isFinite(v)) return v > 0 ? ".inf" : "-.inf";
+    const abs = Math.abs(v);
+    if (abs !== 0 && (abs < 1e-4 || abs >= 1e16)) {
+      let [mantissa, exponent] = v.toExponential().split("e");
+      const sign = exponent.startsWith("-") ? "-" : "+";
+      exponent = exponent.replace(/^[-+]/, "").padStart(2, "0");
+      if (!mantissa.includes(".")) mantissa += ".0";
+      return `${mantissa}e${sign}${exponent}`;
+    }
+    return Number.isInteger(v) ? `${v}.0` : String(v);
+  }
 
   // Plain text from `column`, a single space past WIDTH folded onto a new line at `indent` (PyYAML's write_plain).
   function writePlain(text, column, indent) {
@@ -169,6 +192,7 @@
   // A scalar starting at `column`; `indent` is where a folded line continues; keys never fold.
   function scalar(value, column, indent, isKey) {
     if (value === null || value === undefined) return "null";
+    if (value instanceof Float) return pythonFloat(value.value);
     if (typeof value === "boolean") return value ? "true" : "false";
     if (typeof value === "number") {
       if (Number.isNaN(value)) return ".nan";
@@ -183,9 +207,10 @@
     return writeDouble(text);
   }
 
-  const isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Float);
   const isEmpty = (v) => (Array.isArray(v) ? v.length === 0 : Object.keys(v).length === 0);
-  const collection = (v) => v !== null && typeof v === "object" && !isEmpty(v);
+  const collection = (v) => (Array.isArray(v) || isMap(v)) && !isEmpty(v);
+  const isScalar = (v) => !(Array.isArray(v) || isMap(v));
   const flow = (v) => (Array.isArray(v) ? "[]" : "{}");
 
   // `first` replaces the indentation of the first line (a sequence item's "- ").
@@ -195,13 +220,21 @@
     for (const [key, value] of Object.entries(doc)) {
       const prefix = lead ?? pad(indent);
       lead = undefined;
+      // PyYAML's check_simple_key: an empty, multi-line or long key is written as a complex key, "? key" (with a
+      // scalar value; a collection under such a key, never seen in a resource, is not laid out as PyYAML would).
+      if (key === "" || [...key].some((ch) => BREAKS.includes(ch)) || key.length >= 128) {
+        out += `${prefix}? ${scalar(key, prefix.length + 2, indent + 2, false)}\n`;
+        const line = `${pad(indent)}: `;
+        out += line + (isScalar(value) ? scalar(value, line.length, indent + 2, false) : flow(value)) + "\n";
+        continue;
+      }
       const k = scalar(key, prefix.length, indent + 2, true);
       if (collection(value)) {
         out += `${prefix}${k}:\n`;
         out += isMap(value) ? mapping(value, indent + 2) : sequence(value, indent);
       } else {
         const line = `${prefix}${k}: `;
-        out += line + (value !== null && typeof value === "object" ? flow(value) : scalar(value, line.length, indent + 2, false)) + "\n";
+        out += line + (isScalar(value) ? scalar(value, line.length, indent + 2, false) : flow(value)) + "\n";
       }
     }
     return out;
@@ -216,7 +249,7 @@
       if (collection(item)) {
         out += isMap(item) ? mapping(item, indent + 2, prefix) : sequence(item, indent + 2, prefix);
       } else {
-        out += prefix + (item !== null && typeof item === "object" ? flow(item) : scalar(item, prefix.length, indent + 2, false)) + "\n";
+        out += prefix + (isScalar(item) ? scalar(item, prefix.length, indent + 2, false) : flow(item)) + "\n";
       }
     }
     return out;
@@ -224,6 +257,10 @@
 
   MG.yaml = (doc) => {
     if (collection(doc)) return isMap(doc) ? mapping(doc, 0) : sequence(doc, 0);
-    return (doc !== null && typeof doc === "object" ? flow(doc) : scalar(doc, 0, 0, false)) + "\n";
+    return (isScalar(doc) ? scalar(doc, 0, 0, false) : flow(doc)) + "\n";
   };
+
+  // The YAML of a JSON text, its floats kept as floats (the reviver's context.source is the number's text).
+  MG.yamlOfJson = (text) =>
+    MG.yaml(JSON.parse(text, (key, value, context) => (typeof value === "number" && context && /[.eE]/.test(context.source) ? new Float(value) : value)));
 })();
