@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from meshgate.testing.tools import CHROMIUM, require
 
 __all__ = ["VIEWPORT", "chromium", "screenshot_dir", "shoot"]
 
 # Wide enough for the zones page's sync table without wrapping.
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
 
 @asynccontextmanager
@@ -43,7 +43,7 @@ def screenshot_dir(default: Path) -> Path:
     return out
 
 
-async def shoot(page: Page, directory: Path, name: str) -> Path:
+async def shoot(page: Page, directory: Path, name: str, *, full_page: bool = True) -> Path:
     path = directory / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path

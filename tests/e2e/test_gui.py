@@ -50,7 +50,7 @@ def shots(tmp_path: Path) -> Path:
 
 async def open_gui(browser: Browser, cp: CPProcess, page_path: str = "") -> tuple[Page, list[str]]:
     """A new tab on `cp`'s GUI; the returned list collects the page's script errors (each test checks it)."""
-    page = await browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+    page = await browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(f"{cp.url()}/gui/#/{page_path}")
@@ -113,17 +113,25 @@ async def test_a_stopped_zone_turns_red_on_the_zones_page(procs: ProcessGroup, b
     assert "/ 0" in mesh_row  # no NACK
     await shoot(page, shots, "zones-online")
 
-    z1.stop(signal.SIGKILL)  # by its handle: the zone stops answering pings, as a crashed zone does
-    await eventually(lambda: attribute(page, row, "data-status"), what="the zone-1 row")
-
     async def red() -> bool:
         return await attribute(page, row, "data-status") == "offline" and await background(page, f"{row} td") == RED
 
-    await eventually(red, what="zone-1's row red after it stopped")
-    assert await text_of(page, f"{row} td.status") == "offline"
-    assert await attribute(page, 'tr[data-zone="zone-2"]', "data-status") == "online"
-    assert await background(page, 'tr[data-zone="zone-2"] td') != RED
-    await shoot(page, shots, "zones-offline")
+    # Frozen, by its handle: its connection stays open but it answers no ping, so only the missed pings
+    # (every 0.5 s here) can turn it offline.
+    z1.proc.send_signal(signal.SIGSTOP)
+    try:
+        await eventually(red, what="zone-1's row red once it stopped answering pings")
+        assert await text_of(page, f"{row} td.status") == "offline"
+        assert await attribute(page, 'tr[data-zone="zone-2"]', "data-status") == "online"
+        assert await background(page, 'tr[data-zone="zone-2"] td') != RED
+        await shoot(page, shots, "zones-offline")
+    finally:
+        z1.proc.send_signal(signal.SIGCONT)
+    await eventually(both_online, what="zone-1 online again after it resumed")
+    assert await background(page, f"{row} td") != RED
+
+    z1.stop(signal.SIGKILL)  # a crash: the stream closes, and the row turns red again
+    await eventually(red, what="zone-1's row red after it was killed")
     assert errors == []
 
 

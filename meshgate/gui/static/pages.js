@@ -322,7 +322,7 @@
                 class: state.includes("offline") ? "offline" : "",
                 attrs: { "data-dataplane": `${d.mesh}/${d.name}` },
                 cells: [
-                  yamlLink(d.name, `/meshes/${d.mesh}/dataplanes/${d.name}`),
+                  yamlLink((d.labels && d.labels["kuma.io/display-name"]) || d.name, `/meshes/${d.mesh}/dataplanes/${d.name}`),
                   d.mesh,
                   type,
                   net.address,
