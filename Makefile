@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck proto bench clean lock
+.PHONY: test demo gui-screenshots lint typecheck proto bench clean lock
 
 # requirements.lock pins every package .[dev] resolves to (direct and transitive, pip and setuptools included) with
 # the sha256 of each of its files, so a fresh clone installs exactly what CI ran and a release upstream changes
@@ -47,6 +47,10 @@ typecheck: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# With `make demo` running in another terminal: the GUI's pages as PNGs in docs/screenshots/.
+gui-screenshots: $(STAMP)
+	$(BIN)/python scripts/gui_screenshots.py
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py

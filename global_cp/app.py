@@ -22,12 +22,14 @@ from global_cp.token_keys import TokenKeyUpkeep
 from global_cp.tokens import token_route
 from global_cp.trace import trace_routes
 from global_cp.trace_names import trace_name_route
+from global_cp.vips import vips_route
 from global_cp.watch import KDSWatch
 from global_cp.watchdog import Watchdog
 from global_cp.zone_sink import ZoneSink
 from global_cp.zones import DEFAULT_MAX_ZONES, ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth import KDSAuth, ZoneAuthenticator
+from meshgate.gui import add_gui
 from meshgate.ha.lease import RedisLease
 from meshgate.kds import ownership
 from meshgate.kds.limits import DEFAULT_MAX_MSG_SIZE, payload_budget
@@ -39,7 +41,7 @@ from meshgate.rest.app import create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import global_config_dump_route
 from meshgate.rest.cp_config import config_route
-from meshgate.rest.inspect import gateway_dataplanes_route
+from meshgate.rest.inspect import gateway_dataplanes_route, gateway_listeners_route
 from meshgate.rest.policy_inspect import global_policies_route
 from meshgate.rest.server import serve_app
 from meshgate.store.factory import open_store
@@ -227,11 +229,13 @@ async def run_global(
                 config_route(global_config_view(cfg)),
                 *insight_routes(store, streams, policy),
                 gateway_dataplanes_route(store),
+                gateway_listeners_route(store),
                 *watch.routes(),
                 *trace_routes(store, streams, source, policy),
                 trace_name_route(store, streams, source, policy, xds_configs),
                 global_config_dump_route(store, xds_configs),
                 global_policies_route(store),
+                vips_route(store, streams, policy, xds_configs),
                 token_route(zone_tokens),
                 dataplane_token_route(dataplane_tokens, store, role="global"),
                 user_token_route(user_tokens),
@@ -242,6 +246,7 @@ async def run_global(
                 ),
             ],
         )
+        add_gui(api, role="global")
         diagnostics = create_diagnostics_app(lambda: ready, extra_text=metrics.render)
         register = [
             lambda s: kds_pb2_grpc.add_KDSSyncServiceServicer_to_server(kds, s),

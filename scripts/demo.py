@@ -428,6 +428,11 @@ def main() -> None:
             f"\nGlobal API http://127.0.0.1:{GLOBAL['api']}  zone-1 http://127.0.0.1:{ZONES['zone-1']['api']}"
             f"  zone-2 http://127.0.0.1:{ZONES['zone-2']['api']}"
         )
+        print(
+            f"GUI: http://127.0.0.1:{GLOBAL['api']}/gui/ (the global: zones, gateways, routes, trace, watch)"
+            f"  and http://127.0.0.1:{ZONES['zone-1']['api']}/gui/ (zone-1's own view); from this machine no"
+            " token is needed."
+        )
         print("Try: .venv/bin/meshgatectl inspect zones, then the README's 'Break a resource on purpose'.")
         print("Running until Ctrl-C.")
         signal.pause()

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
+from meshgate.gui import add_gui
 from meshgate.k8s.api import KubeApi
 from meshgate.k8s.token_review import ServiceAccountTokens
 from meshgate.kds import ownership
@@ -33,7 +34,7 @@ from meshgate.rest.app import ExtraRoute, create_api_app
 from meshgate.rest.authn import ApiAuth
 from meshgate.rest.config_dump import zone_config_dump_route
 from meshgate.rest.cp_config import config_route
-from meshgate.rest.inspect import gateway_dataplanes_route
+from meshgate.rest.inspect import gateway_dataplanes_route, gateway_listeners_route
 from meshgate.rest.overviews import Annotation, dataplane_overview_routes
 from meshgate.rest.policy_inspect import zone_policies_route
 from meshgate.rest.server import serve_app
@@ -244,6 +245,7 @@ async def _serve(
     cp_token.on_change = client.credentials_changed
     dns = ZoneDns(store, IPv4Network(cfg.vip_cidr), cfg.dns_domain, upstream=cfg.dns_upstream)
     answerer.names = dns.lookup
+    answerer.listing = dns.listing
 
     def service_vips(mesh: str) -> list[VipOutbound]:
         """Each service VIP of the mesh as an outbound on VIP:80 (one per VIP; aliases share it), and each
@@ -301,6 +303,7 @@ async def _serve(
             config_route(zone_config_view(cfg)),
             *dataplane_overview_routes(store, annotate, local_zone=cfg.zone),
             gateway_dataplanes_route(store),
+            gateway_listeners_route(store, local_zone=cfg.zone),
             zone_config_dump_route(dumper),
             zone_policies_route(store, cfg.zone),
             dataplane_token_route(dataplane_tokens, store, role="zone"),
@@ -308,6 +311,7 @@ async def _serve(
             dns.route(),
         ],
     )
+    add_gui(api, role="zone")
     diagnostics = create_diagnostics_app(
         lambda: ready, extra_text=lambda: dns.server.metrics_text() + dp_server.metrics_text() + ads.metrics.render()
     )

@@ -177,17 +177,20 @@ class ZoneDns:
                     return _item(wanted, entry_mesh, entry, vip)
         return None
 
+    def listing(self, wanted: str = "") -> dict[str, Any]:
+        """`GET /vips`'s body: every name with its VIP (of mesh `wanted`, or of every mesh when "")."""
+        items: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for mesh, vips in sorted(self.meshes.items()):
+            if wanted and mesh != wanted:
+                continue
+            problems.extend(vips.problems)
+            for entry, vip in vips.entries:
+                items.extend(_item(name, mesh, entry, vip) for name in entry.names)
+        return {"items": items, "total": len(items), "problems": problems}
+
     def route(self) -> ExtraRoute:
         async def handler(request: web.Request) -> web.Response:
-            wanted = request.query.get("mesh")
-            items: list[dict[str, Any]] = []
-            problems: list[str] = []
-            for mesh, vips in sorted(self.meshes.items()):
-                if wanted and mesh != wanted:
-                    continue
-                problems.extend(vips.problems)
-                for entry, vip in vips.entries:
-                    items.extend(_item(name, mesh, entry, vip) for name in entry.names)
-            return web.json_response({"items": items, "total": len(items), "problems": problems})
+            return web.json_response(self.listing(request.query.get("mesh", "")))
 
         return ExtraRoute("GET", "/vips", handler, "The zone's .mesh names: VIP, ports and where each comes from")

@@ -6,7 +6,8 @@ in `mesh-system:unauthenticated` only.
 
     PUBLIC   anyone, anonymous included: the index (`GET /`, which kumactl and probes read to find out what
              answers) and `GET /openapi.json` (the API's shape and its security scheme, so a client learns how
-             to authenticate; neither holds any stored data)
+             to authenticate; neither holds any stored data), and the GUI's static files under `/gui` (the
+             page reads everything it shows from the API, with the user's token: meshgate.gui)
     READ     any authenticated user
     ADMIN    only members of `mesh-system:admin`
 
@@ -92,6 +93,8 @@ def _row(methods: str, pattern: str, rule: Rule, what: str) -> Row:
 RULES: Final = (
     _row("GET", "/", Rule.PUBLIC, "read the index"),
     _row("GET", "/openapi.json", Rule.PUBLIC, "read the API description"),
+    # The GUI's static page and assets (meshgate.gui): no stored data; what they show they fetch from the API.
+    _row("GET", "/gui/**", Rule.PUBLIC, "load the GUI"),
     _row("*", "/tokens/**", Rule.ADMIN, "issue, revoke or list tokens, or rotate signing keys (/tokens)"),
     _row("GET", "/meshes/*/secrets/**", Rule.ADMIN, "read Secrets"),
     _row("GET", "/secrets/**", Rule.ADMIN, "read Secrets"),

@@ -22,6 +22,7 @@ from pathlib import Path
 from meshgate.dp.envoy import EnvoyNotFoundError, find_envoy
 
 __all__ = [
+    "CHROMIUM",
     "DOCKER_COMPOSE",
     "ENVOY",
     "GRPCURL",
@@ -140,9 +141,25 @@ NETNS = Tool(
     _netns,
 )
 
+# The GUI's browser tests drive Debian's Chromium with Playwright (never a browser Playwright downloads).
+CHROMIUM = Tool(
+    "chromium", "apt-get install chromium (scripts/ensure-system-packages installs it)", _on_path("chromium")
+)
+
 TOOLS: Mapping[str, Tool] = {
     tool.name: tool
-    for tool in (ENVOY, REDIS_SERVER, OPENSSL, GRPCURL, KUBECTL, HADOLINT, DOCKER_COMPOSE, IPTABLES_RESTORE, NETNS)
+    for tool in (
+        ENVOY,
+        REDIS_SERVER,
+        OPENSSL,
+        GRPCURL,
+        KUBECTL,
+        HADOLINT,
+        DOCKER_COMPOSE,
+        IPTABLES_RESTORE,
+        NETNS,
+        CHROMIUM,
+    )
 }
 
 

@@ -10,8 +10,10 @@
 
 The same stream also answers "which VIP does this zone give `.mesh` name N?" for the global's
 `kds trace name`: a request with `resource_type` `VIRTUAL_IPS` ("VirtualIPs") and the name in `resource_name`,
-answered with the zone's `GET /vips` entry as JSON. Kuma leaves `resource_type` open ("Dataplane, ZoneIngress
-or ZoneEgress"), so a Kuma zone answers it with an error, which the global shows as "unknown".
+answered with the zone's `GET /vips` entry as JSON; with an empty `resource_name`, the zone's whole `GET /vips`
+body (of `resource_mesh`, or every mesh), which the global's `GET /vips` (its GUI's names page) gathers.
+Kuma leaves `resource_type` open ("Dataplane, ZoneIngress or ZoneEgress"), so a Kuma zone answers it with an
+error, which the global shows as "unknown".
 
 Everything is bounded: the zone answers at most `MAX_CONCURRENT` requests at once, each admin fetch has a
 timeout, and a global request waits at most its timeout; a stream that closes fails its pending requests at once.
@@ -64,6 +66,8 @@ QUEUE = 64
 VIRTUAL_IPS = "VirtualIPs"
 # Looks up a `.mesh` name in the zone (mesh may be ""): its VIP entry as JSON-ready data, or None when unknown.
 NameLookup = Callable[[str, str], dict[str, Any] | None]
+# Every `.mesh` name of the zone in a mesh ("" for all): its `GET /vips` body.
+NameListing = Callable[[str], dict[str, Any]]
 
 
 class ConfigDumpError(Exception):
@@ -93,13 +97,28 @@ class ConfigDumper(Protocol):
 class ConfigDumpAnswerer:
     """Zone side of StreamXDSConfigs, run inside the KDS session on its channel; reopens the stream if it ends."""
 
-    def __init__(self, dumper: ConfigDumper, zone: str = "", names: NameLookup | None = None) -> None:
+    def __init__(
+        self,
+        dumper: ConfigDumper,
+        zone: str = "",
+        names: NameLookup | None = None,
+        listing: NameListing | None = None,
+    ) -> None:
         self._dumper = dumper
         self._zone = zone
-        # Set by the zone once its DNS exists: answers VIRTUAL_IPS requests.
+        # Set by the zone once its DNS exists: answer VIRTUAL_IPS requests (one name, or all of them).
         self.names = names
+        self.listing = listing
 
     def _answer_name(self, req: kds_pb2.XDSConfigRequest) -> kds_pb2.XDSConfigResponse:
+        if not req.resource_name:
+            if self.listing is None:
+                return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=f"zone {self._zone!r} has no DNS")
+            body = json.dumps(self.listing(req.resource_mesh)).encode()
+            if len(body) > MAX_CONFIG_BYTES:
+                error = f"the VIP listing is {len(body)} bytes, over the {MAX_CONFIG_BYTES}-byte KDS limit"
+                return kds_pb2.XDSConfigResponse(request_id=req.request_id, error=error)
+            return kds_pb2.XDSConfigResponse(request_id=req.request_id, config=body)
         entry = self.names(req.resource_mesh, req.resource_name) if self.names is not None else None
         if entry is None:
             error = f"{req.resource_name} has no VIP in zone {self._zone!r}"
