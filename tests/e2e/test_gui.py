@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, ConsoleMessage, Page
 
 from meshgate.resources import codec
 from meshgate.resources.model import Meta, Resource
@@ -49,10 +49,18 @@ def shots(tmp_path: Path) -> Path:
 
 
 async def open_gui(browser: Browser, cp: CPProcess, page_path: str = "") -> tuple[Page, list[str]]:
-    """A new tab on `cp`'s GUI; the returned list collects the page's script errors (each test checks it)."""
+    """A new tab on `cp`'s GUI; the returned list collects the page's script errors and the console's errors, a
+    Content-Security-Policy violation among them (each test checks it). An HTTP error status the page shows the
+    user (a 401 before signing in) is not one."""
     page = await browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    page.on("console", console)
     await page.goto(f"{cp.url()}/gui/#/{page_path}")
     return page, errors
 
