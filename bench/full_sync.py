@@ -197,7 +197,7 @@ async def main(args: argparse.Namespace) -> None:
     print(row(f"meshgate zone ({args.store} store)", ours, resources, b) + "   target <= 3x")
     print("(µs/res: CPU time per resource; zone = this receiving process, peer = the sending process)")
     if args.callgrind:
-        callgrind(args.callgrind_routes)
+        callgrind(args.callgrind_routes, args.callgrind_sides.split(","))
 
 
 # -- instruction counts ---------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def _worker(side: str, frames_dir: Path, reps: int) -> None:
         op()
 
 
-def callgrind(routes: int) -> None:
+def callgrind(routes: int, sides: list[str]) -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not on PATH")
     print(f"\ncallgrind: instructions per resource, full sync of {routes} routes (run x2 minus run x1)", flush=True)
@@ -270,7 +270,7 @@ def callgrind(routes: int) -> None:
             await write_frames(Path(tmp) / "global.db", frames, route_doc(0, prefix="/unused"))
 
         anyio.run(prepare)
-        for side in ("decode", "trusted", "validating"):
+        for side in sides:
             totals = []
             for reps in (1, 2):
                 out = Path(tmp) / f"{side}-{reps}.cg"
@@ -293,6 +293,7 @@ if __name__ == "__main__":
     parser.add_argument("--plaintext", action="store_true")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--callgrind-routes", type=int, default=2000)
+    parser.add_argument("--callgrind-sides", default="decode,trusted,validating", help="decode first: the baseline")
     parser.add_argument("--only-callgrind", action="store_true", help="skip the wall-clock runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -300,6 +301,6 @@ if __name__ == "__main__":
         side, frames_dir, reps = a.worker.split(":")
         _worker(side, Path(frames_dir), int(reps))
     elif a.only_callgrind:
-        callgrind(a.callgrind_routes)
+        callgrind(a.callgrind_routes, a.callgrind_sides.split(","))
     else:
         anyio.run(main, a)
