@@ -140,6 +140,18 @@ async def test_a_stopped_zone_turns_red_on_the_zones_page(procs: ProcessGroup, b
 
     z1.stop(signal.SIGKILL)  # a crash: the stream closes, and the row turns red again
     await eventually(red, what="zone-1's row red after it was killed")
+
+    # With no stream open, its sync table shows where its last streams stood, marked as closed.
+    async def last_streams_shown() -> bool:
+        return await attribute(page, '[data-sync="zone-1"]', "data-closed") == "true"
+
+    await eventually(last_streams_shown, what="zone-1's last closed streams in its sync table")
+    card = await text_of(page, '[data-sync="zone-1"]')
+    assert "as its last streams left it" in card
+    assert ", closed " in card
+    assert "/ 0" in await text_of(page, '[data-sync="zone-1"] tr[data-kind="Mesh"]')  # sent and ACKed, no NACK
+    assert await attribute(page, '[data-sync="zone-2"]', "data-closed") == "false"
+    await shoot(page, shots, "zones-killed")
     assert errors == []
 
 

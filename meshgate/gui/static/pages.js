@@ -50,8 +50,18 @@
     };
   }
 
-  function syncTable(z) {
+  // The streams a zone's sync table shows: the open ones, or, for a zone with none, the last closed stream in
+  // each direction (its counters and last NACK say where it stood when it went away).
+  function shownSubs(z) {
     const open = openSubs(z);
+    if (open.length) return { subs: open, closed: false };
+    const last = {};
+    for (const s of z.zoneInsight.subscriptions || []) last[s.direction] = s;
+    return { subs: Object.values(last), closed: true };
+  }
+
+  function syncTable(z) {
+    const { subs: open, closed } = shownSubs(z);
     const down = open.find((s) => s.direction === "global-to-zone");
     const up = open.find((s) => s.direction === "zone-to-global");
     const kinds = [...new Set([...Object.keys(down ? down.status.stat : {}), ...Object.keys(up ? up.status.stat : {})])].sort();
@@ -60,7 +70,7 @@
       const u = up && up.status.stat[kind];
       const nack = (d && d.lastNack) || (u && u.lastNack);
       const rejected = (d && Number(d.responsesRejected) > 0) || (u && Number(u.responsesRejected) > 0);
-      const inFlight = d && d.inFlightSince ? `nonce ${d.inFlightNonce} since ${ago(d.inFlightSince)}` : "";
+      const inFlight = !closed && d && d.inFlightSince ? `nonce ${d.inFlightNonce} since ${ago(d.inFlightSince)}` : "";
       return {
         class: nack && rejected ? "nack" : "",
         attrs: { "data-kind": kind },
@@ -74,12 +84,16 @@
         ],
       };
     });
-    const streams = open.map((s) => `${s.direction} ${s.id} from ${s.zoneInstanceId || "?"} (${s.peer || "?"})`);
+    const streams = open.map(
+      (s) =>
+        `${s.direction} ${s.id} from ${s.zoneInstanceId || "?"} (${s.peer || "?"})` +
+        (s.disconnectTime ? `, closed ${ago(s.disconnectTime)}` : ""),
+    );
     return h(
       "div",
-      { class: "card", "data-sync": z.name },
-      h("h3", {}, `${z.name}: sync by kind`),
-      h("div", { class: "muted" }, streams.length ? streams.join(" · ") : "no open KDS stream"),
+      { class: "card", "data-sync": z.name, "data-closed": closed && open.length ? "true" : "false" },
+      h("h3", {}, closed && open.length ? `${z.name}: sync by kind, as its last streams left it` : `${z.name}: sync by kind`),
+      h("div", { class: "muted" }, streams.length ? streams.join(" · ") : "no KDS stream yet"),
       table(
         ["kind", "global → zone sent / ACK / NACK", "in flight", "last ACK", "zone → global sent / ACK / NACK", "last NACK"],
         rows,
