@@ -126,6 +126,9 @@ async def schemathesis_totals(cp: CPProcess, headers: dict[str, str]) -> Totals:
     return totals
 
 
+# Every operation of two APIs, twice each, with generated requests: about a minute on a quiet machine, more when
+# the machine is loaded, so it gets more room than the suite's 120 s default (a hang still ends it).
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("caller", CALLERS)
 async def test_global_and_zone_apis_conform_to_their_openapi(procs: ProcessGroup, caller: str) -> None:
     flags = () if caller == "localhost-admin" else ("--api-localhost-is-admin=false",)
