@@ -49,7 +49,9 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
     recording_backend,
+    rig_in_one_task,
     rule,
     self_signed,
     tcp_echo_backend,
@@ -334,46 +336,20 @@ async def _build(stack: AsyncExitStack, workdir: Path) -> Gateway:
                  ("tcp", "TCP"), ("tlsterm", "TLS"))}  # fmt: skip
 
     async def ready() -> bool:
-        if await envoy.active_listeners() != expected:
-            return False
-        try:
-            return await gw.who("/o1") == "o1-exact"
-        except httpx.TransportError:
-            return False
+        return await envoy.active_listeners() == expected and await gw.who("/o1") == "o1-exact"
 
-    try:
-        await eventually(ready, what="every gateway listener active and traffic through main")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+    await ready_probe(ready, envoy, what="every gateway listener active and traffic through main")
     return gw
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     """One gateway Envoy for the module. Its servers live in one background task, so the task groups and
-    contexts they open are entered and left by the same task whatever task runs setup and teardown."""
+    contexts they open are entered and left by the same task whatever task runs setup and teardown
+    (`rig_in_one_task`)."""
     workdir = tmp_path_factory.mktemp("gateway")
-    built: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                built.set_result(await _build(stack, workdir))
-            except BaseException as exc:
-                built.set_exception(exc)
-                return
-            await stop.wait()
-
-    # pytest-asyncio sets a fixture up and tears it down in two different tasks, while an anyio task group
-    # (the ADS server's) must be left by the task that entered it: one task owns the rig, and it is awaited
-    # below, so its lifetime is still bounded by the fixture's.
-    task = asyncio.create_task(run())  # noqa: TID251
-    try:
-        yield await built
-    finally:
-        stop.set()
-        await task
+    async with rig_in_one_task(lambda stack: _build(stack, workdir)) as gw:
+        yield gw
 
 
 # --- binding and hostnames -------------------------------------------------------------------------------
@@ -764,16 +740,10 @@ async def test_delegated_gateway_outbounds_reach_the_services(gw: Gateway, tmp_p
         ):
 
             async def reached() -> bool:
-                try:
-                    resp = await client.get(f"http://127.0.0.1:{http_port}/through/outbound", headers={"Host": "x"})
-                except httpx.TransportError:
-                    return False
+                resp = await client.get(f"http://127.0.0.1:{http_port}/through/outbound", headers={"Host": "x"})
                 return resp.text == "deleg /through/outbound"
 
-            try:
-                await eventually(reached, what="the service through the delegated outbound")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+            await ready_probe(reached, envoy, what="the service through the delegated outbound")
             assert backend.requests[-1].headers["host"] == "x", "the API gateway's Host goes through"
             assert await envoy.active_listeners() == {
                 f"outbound:127.0.0.1:{http_port}",
@@ -824,10 +794,7 @@ async def test_config_envoy_rejects_shows_up_as_a_nack_and_envoy_keeps_the_last_
             async def good_served() -> bool:
                 return await answer("/good1") == "target /good1"
 
-            try:
-                await eventually(good_served, what="the good route served")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+            await ready_probe(good_served, envoy, what="the good route served")
 
             gw.ads.push(dp, gateways=gws, routes=routes("/bad(.*"), dataplanes=dps)
             await eventually(lambda: gw.ads.types(proxy)["RouteConfiguration"]["nacked"] >= 1, what="a NACK")

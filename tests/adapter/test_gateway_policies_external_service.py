@@ -35,12 +35,12 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
     recording_backend,
     rule,
     self_signed,
     to,
 )
-from tests.support.wait import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -149,15 +149,9 @@ async def test_route_backends_reach_external_services_with_their_tls(tmp_path: P
         ):
 
             async def plain_answers() -> bool:
-                try:
-                    return (await http.get("/plain/x")).text == "plain /plain/x"
-                except httpx.TransportError:
-                    return False
+                return (await http.get("/plain/x")).text == "plain /plain/x"
 
-            try:
-                await eventually(plain_answers, what="the plain ExternalService reached through the gateway")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+            await ready_probe(plain_answers, envoy, what="the plain ExternalService reached through the gateway")
 
             ok = await http.get("/secure")
             assert (ok.status_code, ok.text) == (200, "secure")

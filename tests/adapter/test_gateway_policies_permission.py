@@ -34,6 +34,7 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
     recording_backend,
     rule,
     to,
@@ -98,15 +99,9 @@ async def test_a_route_to_a_service_the_gateway_may_not_reach_answers_403(tmp_pa
         ):
 
             async def open_answers() -> bool:
-                try:
-                    return (await http.get("/open")).status_code == 200
-                except httpx.TransportError:
-                    return False
+                return (await http.get("/open")).status_code == 200
 
-            try:
-                await eventually(open_answers, what="the permitted service through the gateway")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+            await ready_probe(open_answers, envoy, what="the permitted service through the gateway")
 
             forbidden = await http.get("/secret")
             assert forbidden.status_code == 403, forbidden.text

@@ -46,6 +46,8 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
+    rig_in_one_task,
     rule,
     tcp_echo_backend,
     tcp_route,
@@ -241,15 +243,9 @@ async def _build(stack: AsyncExitStack, workdir: Path) -> Rig:
     rig = Rig(ads, envoy, client, port, tcp_port, backends, echo)
 
     async def ready() -> bool:
-        try:
-            return (await rig.get("/ready")).text == "ready"
-        except httpx.TransportError:
-            return False
+        return (await rig.get("/ready")).text == "ready"
 
-    try:
-        await eventually(ready, what="the gateway listener serving /ready")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+    await ready_probe(ready, envoy, what="the gateway listener serving /ready")
     return rig
 
 
@@ -262,26 +258,10 @@ def _by_kind() -> dict[str, list[Any]]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    """One Envoy for the module, owned by one background task (see test_gateway_behaviour.py's `gw`)."""
+    """One Envoy for the module, owned by one background task (see `rig_in_one_task`)."""
     workdir = tmp_path_factory.mktemp("resilience")
-    built: asyncio.Future[Rig] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                built.set_result(await _build(stack, workdir))
-            except BaseException as exc:
-                built.set_exception(exc)
-                return
-            await stop.wait()
-
-    task = asyncio.create_task(run())  # noqa: TID251
-    try:
-        yield await built
-    finally:
-        stop.set()
-        await task
+    async with rig_in_one_task(lambda stack: _build(stack, workdir)) as rig:
+        yield rig
 
 
 # --- Timeout -------------------------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
     recording_backend,
+    rig_in_one_task,
     rule,
     tcp_echo_backend,
     tcp_route,
@@ -188,40 +190,18 @@ async def _build(stack: AsyncExitStack, workdir: Path) -> Rig:
     rig = Rig(ads, envoy, port, tcp_port, backends, echo, access_log, client, snap)
 
     async def ready() -> bool:
-        try:
-            return (await rig.get("/free")).status_code == 200
-        except httpx.TransportError:
-            return False
+        return (await rig.get("/free")).status_code == 200
 
-    try:
-        await eventually(ready, what="traffic through the gateway")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+    await ready_probe(ready, envoy, what="traffic through the gateway")
     return rig
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    """One gateway Envoy for the module, owned by one task (see test_gateway_behaviour.gw for why)."""
+    """One gateway Envoy for the module, owned by one task (see `rig_in_one_task` for why)."""
     workdir = tmp_path_factory.mktemp("gateway-policies")
-    built: asyncio.Future[Rig] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                built.set_result(await _build(stack, workdir))
-            except BaseException as exc:
-                built.set_exception(exc)
-                return
-            await stop.wait()
-
-    task = asyncio.create_task(run())  # noqa: TID251
-    try:
-        yield await built
-    finally:
-        stop.set()
-        await task
+    async with rig_in_one_task(lambda stack: _build(stack, workdir)) as rig:
+        yield rig
 
 
 # --- RateLimit -------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ accepting the config is part of every test: the snapshot is pushed, the route an
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -34,7 +33,9 @@ from tests.support.gateway_harness import (
     gateway,
     http_route,
     load,
+    ready_probe,
     recording_backend,
+    rig_in_one_task,
     rule,
 )
 from tests.support.wait import eventually
@@ -127,40 +128,18 @@ async def _build(stack: AsyncExitStack, workdir: Path) -> Rig:
     rig.push(100.0)
 
     async def ready() -> bool:
-        try:
-            return (await rig.get("/web/ready")).status_code == 200
-        except httpx.TransportError:
-            return False
+        return (await rig.get("/web/ready")).status_code == 200
 
-    try:
-        await eventually(ready, what="traffic through the gateway")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+    await ready_probe(ready, envoy, what="traffic through the gateway")
     return rig
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    """One gateway Envoy for the module, owned by one task (see test_gateway_behaviour.gw for why)."""
+    """One gateway Envoy for the module, owned by one task (see `rig_in_one_task` for why)."""
     workdir = tmp_path_factory.mktemp("gateway-tracing")
-    built: asyncio.Future[Rig] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                built.set_result(await _build(stack, workdir))
-            except BaseException as exc:
-                built.set_exception(exc)
-                return
-            await stop.wait()
-
-    task = asyncio.create_task(run())  # noqa: TID251
-    try:
-        yield await built
-    finally:
-        stop.set()
-        await task
+    async with rig_in_one_task(lambda stack: _build(stack, workdir)) as rig:
+        yield rig
 
 
 def _spans_of(collector: ZipkinCollector, url: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

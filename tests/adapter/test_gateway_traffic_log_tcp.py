@@ -46,7 +46,9 @@ from tests.support.gateway_harness import (
     builtin_gateway_dataplane,
     gateway,
     http_route,
+    ready_probe,
     recording_backend,
+    rig_in_one_task,
     rule,
     tcp_echo_backend,
     tcp_route,
@@ -139,40 +141,18 @@ async def _build(stack: AsyncExitStack, workdir: Path) -> Rig:
     rig = Rig(dp, dp_server, port, tcp_port, free, echo, logs, client)
 
     async def ready() -> bool:
-        try:
-            return (await rig.get("/free")).status_code == 200
-        except httpx.TransportError:
-            return False
+        return (await rig.get("/free")).status_code == 200
 
-    try:
-        await eventually(ready, timeout=60, what="traffic through the gateway")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{dp.logs()[-6000:]}") from None
+    await ready_probe(ready, dp, timeout=60, tail=6000, what="traffic through the gateway")
     return rig
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    """One zone, meshgate-dp and collector for the module, owned by one task (see test_gateway_behaviour.gw)."""
+    """One zone, meshgate-dp and collector for the module, owned by one task (see `rig_in_one_task`)."""
     workdir = tmp_path_factory.mktemp("gateway-tlog-tcp")
-    built: asyncio.Future[Rig] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                built.set_result(await _build(stack, workdir))
-            except BaseException as exc:
-                built.set_exception(exc)
-                return
-            await stop.wait()
-
-    task = asyncio.create_task(run())  # noqa: TID251
-    try:
-        yield await built
-    finally:
-        stop.set()
-        await task
+    async with rig_in_one_task(lambda stack: _build(stack, workdir)) as rig:
+        yield rig
 
 
 async def test_meshgate_dp_declares_its_pipe_and_the_zone_uses_it(rig: Rig) -> None:

@@ -26,8 +26,14 @@ import pytest
 from meshgate.xds import MeshContext, VipOutbound, generate
 from meshgate.xds.ads import ProxyId
 from tests.support.envoy import free_port, running_envoy
-from tests.support.gateway_harness import ads_server, backend_dataplane, load, recording_backend, tcp_echo_backend
-from tests.support.wait import eventually
+from tests.support.gateway_harness import (
+    ads_server,
+    backend_dataplane,
+    load,
+    ready_probe,
+    recording_backend,
+    tcp_echo_backend,
+)
 
 _VIP_RANGE = ipaddress.IPv4Network("127.64.0.0/16")
 _UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
@@ -107,16 +113,10 @@ async def _through_vips(tmp_path: Path, http_port: int, tcp_port: int) -> None:
         ):
 
             async def reached() -> bool:
-                try:
-                    resp = await client.get(f"http://{http_vip}:{http_port}/", headers={"Host": "echo.mesh"})
-                except httpx.TransportError:
-                    return False
+                resp = await client.get(f"http://{http_vip}:{http_port}/", headers={"Host": "echo.mesh"})
                 return resp.status_code == 200 and resp.text == "echo /"
 
-            try:
-                await eventually(reached, what=f"echo through the VIP {http_vip}:{http_port}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{envoy.logs()}") from None
+            await ready_probe(reached, envoy, what=f"echo through the VIP {http_vip}:{http_port}")
             seen = echo.requests[-1].headers
             assert seen["host"] == "echo.mesh", "the .mesh name goes through"
             assert "x-request-id" in seen, "an HTTP connection manager, not a TCP proxy, carried the request"

@@ -11,6 +11,12 @@ loopback; a real Envoy (tests/support/envoy.py) takes it from there. Backends ar
 
 Certificates are self-signed, made with the `openssl` command (`meshgate.testing.tools.OPENSSL`).
 Every server is stopped in a `finally`; Envoy is stopped by its own Popen handle (`running_envoy`).
+
+Two helpers serve the gateway test modules' fixtures and first requests:
+
+- `rig_in_one_task(build)`: the body of a module-scoped fixture; `build` enters its servers and processes on an
+  `AsyncExitStack` owned by one background task (see its docstring for why);
+- `ready_probe(check, process, what=...)`: polls until the gateway answers, and fails with the process's log.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import asyncio
 import contextlib
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
+import httpx
 from aiohttp import web
 
 from meshgate.resources import codec
@@ -36,6 +43,7 @@ from meshgate.transport.grpc_server import serve_grpc
 from meshgate.xds import MeshContext, Snapshot, generate
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry
+from tests.support.wait import eventually
 
 __all__ = [
     "AdsServer",
@@ -48,7 +56,9 @@ __all__ = [
     "gateway",
     "http_route",
     "load",
+    "ready_probe",
     "recording_backend",
+    "rig_in_one_task",
     "rule",
     "self_signed",
     "tcp_echo_backend",
@@ -374,3 +384,68 @@ async def ads_server() -> AsyncIterator[AdsServer]:
             yield AdsServer(store, registry, int(port))
         finally:
             tg.cancel_scope.cancel()
+
+
+# --- module-scoped rigs ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def rig_in_one_task(build: Callable[[AsyncExitStack], Awaitable[T]]) -> AsyncIterator[T]:
+    """Yields what `build` returns; everything `build` enters on the stack is left when this context is.
+
+    pytest-asyncio sets a fixture up and tears it down in two different tasks, while an anyio task group (the
+    ADS server's) must be left by the task that entered it. So one background task owns the stack: it runs
+    `build`, hands the value over, waits for the stop signal and then leaves the stack. The task is awaited on
+    the way out, so its lifetime is still bounded by the fixture's; a `build` that fails has already left the
+    stack (stopping what it started) before its exception is raised here."""
+    built: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with AsyncExitStack() as stack:
+            try:
+                built.set_result(await build(stack))
+            except BaseException as exc:
+                built.set_exception(exc)
+                return
+            await stop.wait()
+
+    task = asyncio.create_task(run())  # noqa: TID251
+    try:
+        yield await built
+    finally:
+        stop.set()
+        await task
+
+
+class Logged(Protocol):
+    """A process with a log: `Envoy` (its last 8000 characters) or `DpProcess` (all of it)."""
+
+    def logs(self) -> str: ...
+
+
+async def ready_probe(
+    check: Callable[[], Awaitable[bool]],
+    process: Logged,
+    *,
+    what: str,
+    timeout: float = 15.0,
+    tail: int | None = None,
+) -> None:
+    """Polls `check` until it returns true; an `httpx.TransportError` counts as not yet (the listener or the
+    route is not there yet). Past `timeout` (a deadlock guard) it fails with `process.logs()`, or their last
+    `tail` characters: why the proxy did not serve is in its log, not in the test."""
+
+    async def probe() -> bool:
+        try:
+            return await check()
+        except httpx.TransportError:
+            return False
+
+    try:
+        await eventually(probe, timeout=timeout, what=what)
+    except AssertionError as exc:
+        logs = process.logs()
+        raise AssertionError(f"{exc}\n{logs if tail is None else logs[-tail:]}") from None
