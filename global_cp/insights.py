@@ -12,7 +12,9 @@ does not have is added beside its fields: `status`, `warnings`, `healthCheck`, `
 
 Each overview is served under Kuma's two names (pkg/api-server/resource_endpoints.go): `/zones/_overview` and
 `/zones+insights` (what `kumactl inspect zones` calls), with `/{name}` forms; Dataplanes are served by the
-shared `meshgate.rest.overviews` routes, annotated here with their zone and its status.
+shared `meshgate.rest.overviews` routes, annotated here with their zone and its status, and with the
+`dataplaneInsight` their zone synced up (a DataplaneInsight of the same name: a zone names both alike), so the
+proxy's own state shows beside its zone's. When the zone is offline that insight is as the zone last sent it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from aiohttp import web
 from meshgate.api.system.v1alpha1 import zone_pb2
 from meshgate.kds.receiver import Receiver
 from meshgate.kds.sender import Sender
-from meshgate.resources import kinds, registry
+from meshgate.resources import codec, kinds, registry
 from meshgate.resources.model import LABEL_ZONE, Resource, ResourceKey
 from meshgate.rest import overviews
 from meshgate.rest.app import ExtraRoute
@@ -41,6 +43,7 @@ __all__ = [
     "HealthPolicy",
     "Now",
     "ZoneStatus",
+    "dataplane_insights",
     "dataplane_overview",
     "global_insight",
     "insight_routes",
@@ -259,17 +262,32 @@ def global_insight(
     }
 
 
+InsightDocs = Mapping[tuple[str, str], Mapping[str, Any]]
+
+
 def dataplane_overview(
-    dataplane: Resource, records: Mapping[str, Resource], streams: StreamRegistry, now: Now, policy: HealthPolicy
+    dataplane: Resource,
+    records: Mapping[str, Resource],
+    streams: StreamRegistry,
+    now: Now,
+    policy: HealthPolicy,
+    insights: InsightDocs | None = None,
 ) -> dict[str, Any]:
     """Kuma's DataplaneOverview (meshgate.rest.overviews), plus the zone it lives in and whether that zone is
-    reachable: a Dataplane of an offline (or disabled) zone is shown as such, never as healthy. There is no
-    `dataplaneInsight`: zones do not send their proxies' xDS state up (a zone's own API shows it)."""
-    return overviews.dataplane_overview(dataplane, _zone_annotation(dataplane, records, streams, now, policy))
+    reachable: a Dataplane of an offline (or disabled) zone is shown as such, never as healthy. `dataplaneInsight`
+    is the DataplaneInsight its zone synced up (`insights`, by mesh and name), left out when there is none."""
+    return overviews.dataplane_overview(
+        dataplane, _zone_annotation(dataplane, records, streams, now, policy, insights or {})
+    )
 
 
 def _zone_annotation(
-    dataplane: Resource, records: Mapping[str, Resource], streams: StreamRegistry, now: Now, policy: HealthPolicy
+    dataplane: Resource,
+    records: Mapping[str, Resource],
+    streams: StreamRegistry,
+    now: Now,
+    policy: HealthPolicy,
+    insights: InsightDocs,
 ) -> overviews.Annotation:
     zone = dataplane.meta.labels.get(LABEL_ZONE, "")
     if zone:
@@ -277,7 +295,17 @@ def _zone_annotation(
         zone_state = "online" if status == "online" else "offline"
     else:
         zone_state = "local"
-    return overviews.Annotation(extra={"zone": zone, "zoneStatus": zone_state})
+    insight = insights.get((dataplane.meta.mesh, dataplane.meta.name))
+    return overviews.Annotation(insight=insight, extra={"zone": zone, "zoneStatus": zone_state})
+
+
+async def dataplane_insights(store: ResourceStore) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every DataplaneInsight the zones synced up, in its REST form without metadata, by mesh and name."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    async for insight in iter_all(store, kinds.DATAPLANE_INSIGHT):
+        doc = codec.encode(insight)
+        out[(insight.meta.mesh, insight.meta.name)] = {k: v for k, v in doc.items() if k not in codec.META_KEYS}
+    return out
 
 
 # -- routes ----------------------------------------------------------------------------------------------
@@ -375,8 +403,8 @@ def insight_routes(store: ResourceStore, streams: StreamRegistry, policy: Health
         return web.json_response(global_insight(counts, await zone_records(store), streams, Now.current(), policy))
 
     async def annotate() -> Callable[[Resource], overviews.Annotation]:
-        now, records = Now.current(), await zone_records(store)
-        return lambda dp: _zone_annotation(dp, records, streams, now, policy)
+        now, records, insights = Now.current(), await zone_records(store), await dataplane_insights(store)
+        return lambda dp: _zone_annotation(dp, records, streams, now, policy, insights)
 
     zones = "Every zone with its status and KDS subscriptions (Kuma's ZoneOverview list)"
     one_zone = "One zone's status and KDS subscriptions (Kuma's ZoneOverview)"

@@ -52,10 +52,12 @@ from meshgate.transport.kds_upstream import ZoneUpstream
 from meshgate.transport.xds_configs import ConfigDumpAnswerer
 from meshgate.xds.ads import ProxyId
 from meshgate.xds.ads_registry import ProxyRegistry, dataplane_insight
+from meshgate.xds.insight_sink import DEFAULT_FLUSH_INTERVAL, DEFAULT_SUBSCRIPTION_LIMIT
 from meshgate.xds.vips import VipOutbound
 from zone_cp import kubernetes
 from zone_cp.config_view import zone_config_view
 from zone_cp.cp_token import CpToken
+from zone_cp.dataplane_insights import DataplaneInsightWriter
 from zone_cp.dns import ZoneDns
 from zone_cp.dp_server import DpServer
 from zone_cp.dp_tls import XdsTls, xds_tls
@@ -112,6 +114,11 @@ class ZoneConfig:
     api_localhost_is_admin: bool = True
     # On Kubernetes: the image of the gateway Pods' meshgate-dp container ("": meshgate.k8s.settings' default).
     dataplane_image: str = ""
+    # Each proxy's DataplaneInsight (zone_cp/dataplane_insights.py): written at most once per this many seconds
+    # besides connect and disconnect (Kuma's KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL), keeping this many
+    # subscriptions (Kuma's KUMA_METRICS_DATAPLANE_SUBSCRIPTION_LIMIT).
+    dataplane_status_flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    dataplane_subscription_limit: int = DEFAULT_SUBSCRIPTION_LIMIT
 
 
 def _kds_status_route(client: GlobalToZoneClient) -> ExtraRoute:
@@ -275,6 +282,14 @@ async def _serve(
     )
     dns.on_change = xds.mark_dirty
     ads = AggregatedDiscoveryService(xds, ProxyRegistry(), gate=dp_server)
+    # Each proxy's DataplaneInsight in the store, synced up to the global by `local` like any zone resource.
+    insights = DataplaneInsightWriter(
+        store,
+        ads.registry,
+        instance_id,
+        flush_interval=cfg.dataplane_status_flush_interval,
+        subscription_limit=cfg.dataplane_subscription_limit,
+    )
     # Universal zones run their MeshGatewayInstances' gateway data planes themselves (zone_cp/provisioning.py).
     gateways = Provisioner(
         store,
@@ -325,6 +340,7 @@ async def _serve(
         }
         await tg.start(xds.run)
         await tg.start(dp_server.run)
+        await tg.start(insights.run)
         ports["xds"] = await tg.start(
             lambda task_status: serve_grpc(
                 [register_ads(ads)],

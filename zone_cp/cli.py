@@ -27,6 +27,7 @@ from meshgate.process.flags import (
     setup_logging,
 )
 from meshgate.transport.kds_client import parse_address
+from meshgate.xds.insight_sink import DEFAULT_FLUSH_INTERVAL, DEFAULT_SUBSCRIPTION_LIMIT
 from zone_cp.app import ZoneConfig, run_zone
 
 app = typer.Typer(help="meshgate zone control plane", no_args_is_help=True, add_completion=False)
@@ -184,6 +185,24 @@ def run(
             f" KUMA_INJECTOR_SIDECAR_CONTAINER_IMAGE) [default: {DEFAULT_DATAPLANE_IMAGE}].",
         ),
     ] = "",
+    dataplane_status_flush_interval: Annotated[
+        float,
+        typer.Option(
+            "--dataplane-status-flush-interval",
+            envvar="MESHGATE_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
+            help="Seconds between writes of a proxy's DataplaneInsight, besides its connect and disconnect"
+            " (Kuma's KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL).",
+        ),
+    ] = DEFAULT_FLUSH_INTERVAL,
+    dataplane_subscription_limit: Annotated[
+        int,
+        typer.Option(
+            "--dataplane-subscription-limit",
+            envvar="MESHGATE_METRICS_DATAPLANE_SUBSCRIPTION_LIMIT",
+            help="How many of a proxy's latest xDS subscriptions its DataplaneInsight keeps (0: none; Kuma's"
+            " KUMA_METRICS_DATAPLANE_SUBSCRIPTION_LIMIT).",
+        ),
+    ] = DEFAULT_SUBSCRIPTION_LIMIT,
 ) -> None:
     """Run a zone control plane until SIGTERM or SIGINT."""
     if not zone:
@@ -203,6 +222,10 @@ def run(
         raise typer.BadParameter("must not be empty", param_hint="--dns-domain")
     if dp_server_authn not in ("dpToken", "none"):
         raise typer.BadParameter(f"expected dpToken or none, got {dp_server_authn!r}", param_hint="--dp-server-authn")
+    if dataplane_status_flush_interval <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--dataplane-status-flush-interval")
+    if dataplane_subscription_limit < 0:
+        raise typer.BadParameter("must not be negative", param_hint="--dataplane-subscription-limit")
     localhost_is_admin = parse_localhost_is_admin(api_localhost_is_admin)
     setup_logging(log_format, log_level, f"zone:{zone}")
     cfg = ZoneConfig(
@@ -233,6 +256,8 @@ def run(
         kds_max_msg_size=kds_max_msg_size,
         api_localhost_is_admin=localhost_is_admin,
         dataplane_image=dataplane_image,
+        dataplane_status_flush_interval=dataplane_status_flush_interval,
+        dataplane_subscription_limit=dataplane_subscription_limit,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from meshgate.rest.cp_config import api_server_view, path_or_empty, redact_url, sanitized, store_view
+from meshgate.rest.cp_config import api_server_view, duration, path_or_empty, redact_url, sanitized, store_view
 
 if TYPE_CHECKING:
     from zone_cp.app import ZoneConfig
@@ -52,6 +52,8 @@ def zone_config_view(cfg: ZoneConfig) -> dict[str, Any]:
             "tlsSans": list(cfg.dp_server_tls_sans),
             "authn": {"dpProxy": {"type": cfg.dp_server_authn}},
         },
+        "xdsServer": {"dataplaneStatusFlushInterval": duration(cfg.dataplane_status_flush_interval)},
+        "metrics": {"dataplane": {"subscriptionLimit": cfg.dataplane_subscription_limit}},
         "dnsServer": {
             "domain": cfg.dns_domain,
             "CIDR": cfg.vip_cidr,

@@ -13,6 +13,7 @@ from meshgate.resources.errors import UnknownKindError
 from meshgate.resources.kinds import (
     circuitbreaker,
     dataplane,
+    dataplaneinsight,
     externalservice,
     faultinjection,
     healthcheck,
@@ -64,6 +65,8 @@ KINDS: tuple[KindDescriptor, ...] = (
     zoneingress.DESCRIPTOR,
     # Not mesh-scoped; zone to global only.
     zoneegress.DESCRIPTOR,
+    # Zone to global only, after the Dataplanes it describes.
+    dataplaneinsight.DESCRIPTOR,
 )
 
 _BY_NAME = {d.name: d for d in KINDS}

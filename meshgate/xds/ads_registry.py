@@ -6,12 +6,18 @@ NACK is never lost just because Envoy went away.
 
 `dataplane_insight` renders a proxy's streams as Kuma's DataplaneInsight (api/mesh/v1alpha1/
 dataplane_insight.proto, v2.7.29), the `dataplaneInsight` of `/meshes/{mesh}/dataplanes+insights`. Times here
-are the ADS server's clock, wall-clock seconds since the epoch.
+are the ADS server's clock, wall-clock seconds since the epoch. A subscription's `id` is a UUID per stream, as
+Kuma's (core.NewUUID), so a zone writing DataplaneInsights never reuses one after a restart.
+
+`on_change`, when set, is told of every stream opened or closed: the zone's DataplaneInsight writer flushes a
+proxy's insight on connect and disconnect (zone_cp/dataplane_insights.py).
 """
 
 from __future__ import annotations
 
 import itertools
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +25,7 @@ from typing import Any
 from meshgate.resources.codec import rfc3339
 from meshgate.xds.ads import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsStream, ProxyId
 
-__all__ = ["ProxyRecord", "ProxyRegistry", "StreamRecord", "dataplane_insight"]
+__all__ = ["ProxyRecord", "ProxyRegistry", "StreamRecord", "dataplane_insight", "subscription"]
 
 # DiscoverySubscriptionStatus has a counter set for these four types only; `total` counts every type (SDS too).
 _STATUS_FIELDS = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
@@ -33,6 +39,7 @@ class StreamRecord:
     opened_at: float
     closed_at: float | None = None
     error: str = ""
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -72,6 +79,7 @@ class ProxyRegistry:
     def __init__(self) -> None:
         self.proxies: dict[ProxyId, ProxyRecord] = {}
         self._ids = itertools.count(1)
+        self.on_change: Callable[[ProxyId], None] | None = None
 
     def open(self, stream: AdsStream, peer: str, now: float) -> StreamRecord:
         record = self.proxies.get(stream.proxy)
@@ -81,6 +89,8 @@ class ProxyRegistry:
         record.active[rec.id] = rec
         record.last = rec
         record.connects += 1
+        if self.on_change is not None:
+            self.on_change(stream.proxy)
         return rec
 
     def close(self, rec: StreamRecord, now: float, error: str = "") -> None:
@@ -89,6 +99,8 @@ class ProxyRegistry:
         record = self.proxies.get(rec.stream.proxy)
         if record is not None:
             record.active.pop(rec.id, None)
+        if self.on_change is not None:
+            self.on_change(rec.stream.proxy)
 
     def get(self, proxy: ProxyId) -> ProxyRecord | None:
         return self.proxies.get(proxy)
@@ -107,8 +119,8 @@ def _counts(sent: int, acked: int, rejected: int) -> dict[str, str]:
     return {"responsesSent": str(sent), "responsesAcknowledged": str(acked), "responsesRejected": str(rejected)}
 
 
-def _subscription(rec: StreamRecord, control_plane_instance_id: str) -> dict[str, Any]:
-    """One DiscoverySubscription: one ADS stream, open or closed."""
+def subscription(rec: StreamRecord, control_plane_instance_id: str) -> dict[str, Any]:
+    """One DiscoverySubscription (its JSON form): one ADS stream, open or closed."""
     stats = {type_url: ts.stats for type_url, ts in rec.stream.types.items()}
     status: dict[str, Any] = {}
     if rec.stream.last_update is not None:
@@ -122,7 +134,7 @@ def _subscription(rec: StreamRecord, control_plane_instance_id: str) -> dict[str
         st = stats.get(type_url)
         status[field_name] = _counts(0, 0, 0) if st is None else _counts(st.responses_sent, st.acks, st.nacks)
     out: dict[str, Any] = {
-        "id": str(rec.id),
+        "id": rec.uid,
         "controlPlaneInstanceId": control_plane_instance_id,
         "connectTime": _time(rec.opened_at),
     }
@@ -139,4 +151,4 @@ def dataplane_insight(record: ProxyRecord, control_plane_instance_id: str) -> di
     streams = dict(record.active)
     if record.last is not None:
         streams[record.last.id] = record.last
-    return {"subscriptions": [_subscription(streams[i], control_plane_instance_id) for i in sorted(streams)]}
+    return {"subscriptions": [subscription(streams[i], control_plane_instance_id) for i in sorted(streams)]}

@@ -211,7 +211,7 @@ async def test_resources_in_a_mesh_the_global_lacks_are_nacked_and_not_stored() 
 
 async def test_a_zone_response_for_a_kind_the_global_does_not_take_is_acked_and_the_stream_goes_on() -> None:
     """A Kuma zone answers the kinds a Kuma global asks for; a meshgate global must not drop it for a kind it
-    does not know (DataplaneInsight): it ACKs, stores nothing, and takes the zone's Dataplanes after. Its
+    does not know (ZoneIngressInsight): it ACKs, stores nothing, and takes the zone's Dataplanes after. Its
     requests carry node.id = the zone name, as Kuma's global's (pkg/kds/global/components.go:179)."""
     async with anyio.create_task_group() as tg:
         g = await _global(tg)
@@ -224,12 +224,12 @@ async def test_a_zone_response_for_a_kind_the_global_does_not_take_is_acked_and_
                 assert isinstance(req, discovery_pb2.DeltaDiscoveryRequest)
                 assert req.node.id == "zone-1"
                 assert req.node.metadata.fields["features"].WhichOneof("kind") == "list_value"
-            unknown = discovery_pb2.DeltaDiscoveryResponse(type_url="DataplaneInsight", nonce="1")
+            unknown = discovery_pb2.DeltaDiscoveryResponse(type_url="ZoneIngressInsight", nonce="1")
             unknown.resources.add(name="web-1.default", version="v")
             await call.write(unknown)
             ack = await call.read()
             assert isinstance(ack, discovery_pb2.DeltaDiscoveryRequest)
-            assert (ack.type_url, ack.response_nonce, ack.node.id) == ("DataplaneInsight", "1", "zone-1")
+            assert (ack.type_url, ack.response_nonce, ack.node.id) == ("ZoneIngressInsight", "1", "zone-1")
             assert not ack.HasField("error_detail")
             await call.write(
                 discovery_pb2.DeltaDiscoveryResponse(type_url="Dataplane", nonce="2", resources=[_dataplane("zone-1")])

@@ -35,6 +35,14 @@ DOCS: dict[str, Callable[[], dict[str, Any]]] = {
         },
     },
     "ZoneEgress": lambda: factory.zone_egress("ze-1"),
+    "DataplaneInsight": lambda: {
+        "type": "DataplaneInsight",
+        "mesh": "default",
+        "name": "edge-1",
+        "subscriptions": [
+            {"id": "s-1", "controlPlaneInstanceId": "cp-1", "connectTime": "2026-01-01T00:00:00Z", "status": {}}
+        ],
+    },
     **factory.POLICY_BUILDERS,
 }
 

@@ -238,6 +238,13 @@ async def test_gateway_routes_and_data_planes_pages(procs: ProcessGroup, browser
         await page.goto(f"{g.url()}/gui/#/dataplanes")
         await eventually(lambda: text_of(page, '[data-dp-zone="zone-1"]'), what="zone-1's data planes")
         assert "edge-1" in await text_of(page, '[data-dp-zone="zone-1"]')
+        # The global shows the proxy's own state, from the DataplaneInsight its zone synced up.
+        state = '[data-dp-zone="zone-1"] td[data-state]'
+
+        async def proxy_online() -> bool:
+            return await attribute(page, state, "data-state") == "online"
+
+        await eventually(proxy_online, what="edge-1 online (its own state) on the global's data planes page")
 
         # The zone's own GUI knows the proxy's xDS stream: online, per type sent/ACK/NACK.
         zpage, zerrors = await open_gui(browser, z, "gateways")

@@ -195,7 +195,8 @@ async def _gateway_dataplanes(cp: CPProcess, edge_name: str) -> None:
 async def _global_dataplanes_and_zones(g: CPProcess) -> None:
     async def synced() -> bool:
         r = await get(g, "/meshes/default/dataplanes+insights?gateway=builtin")
-        return r.status_code == 200 and r.json()["total"] == 1
+        # With its DataplaneInsight, which the zone writes once the proxy's stream opens and syncs up after.
+        return r.status_code == 200 and r.json()["total"] == 1 and "dataplaneInsight" in r.json()["items"][0]
 
     await eventually(synced, timeout=30, what="edge-1 on the global")
     (edge,) = (await body(g, "/meshes/default/dataplanes+insights?gateway=builtin"))["items"]
@@ -204,7 +205,10 @@ async def _global_dataplanes_and_zones(g: CPProcess) -> None:
     assert edge["type"] == "DataplaneOverview"
     assert edge["labels"]["kuma.io/zone"] == "zone-1"
     assert (edge["zone"], edge["zoneStatus"]) == ("zone-1", "online")
-    assert "dataplaneInsight" not in edge  # zones do not send their proxies' xDS state up (yet)
+    # The zone syncs the proxy's DataplaneInsight up: the global shows its own subscription.
+    (subscription,) = edge["dataplaneInsight"]["subscriptions"]
+    assert subscription["connectTime"]
+    assert "disconnectTime" not in subscription
     await _gateway_dataplanes(g, edge["name"])
 
     # kumactl inspect zones: the same ZoneOverview list as /zones/_overview.

@@ -129,7 +129,7 @@ def test_a_proxys_streams_become_kumas_discovery_subscriptions() -> None:
     assert dataplane_insight(record, "zone-cp-1") == {
         "subscriptions": [
             {
-                "id": str(first.id),
+                "id": first.uid,
                 "controlPlaneInstanceId": "zone-cp-1",
                 "connectTime": "2026-01-01T12:00:00Z",
                 "disconnectTime": "2026-01-01T12:00:05Z",
@@ -150,7 +150,7 @@ def test_a_proxys_streams_become_kumas_discovery_subscriptions() -> None:
     stream.receive(_request(LISTENER, nonce=lds.nonce, error="bad listener"), T0 + 12.5)
 
     current, newest = dataplane_insight(record, "zone-cp-1")["subscriptions"]
-    assert [current["id"], newest["id"]] == [str(second.id), str(overlapping.id)]
+    assert [current["id"], newest["id"]] == [second.uid, overlapping.uid]
     assert "disconnectTime" not in current
     assert current["connectTime"] == "2026-01-01T12:00:10Z"
     status = current["status"]

@@ -107,6 +107,8 @@ def test_kumas_top_level_keys() -> None:
         "diagnostics",
         "multizone",
         "dpServer",
+        "xdsServer",
+        "metrics",
         "dnsServer",
         "runtime",
     ]
@@ -114,6 +116,8 @@ def test_kumas_top_level_keys() -> None:
     assert z["multizone"]["zone"]["globalAddress"] == "grpcs://g:5685"
     assert z["multizone"]["zone"]["kds"]["auth"] == {"cpToken": "", "cpTokenPath": ""}  # none set: shown empty
     assert z["dnsServer"] == {"domain": "mesh", "CIDR": "240.0.0.0/4", "port": 5653, "upstream": ""}
+    assert z["xdsServer"] == {"dataplaneStatusFlushInterval": "10s"}
+    assert z["metrics"] == {"dataplane": {"subscriptionLimit": 2}}
 
 
 def test_no_secret_reaches_the_view() -> None:

@@ -36,7 +36,7 @@ STRUCTURE_ERRORS: dict[str, tuple[Any, list[tuple[str, str]]]] = {
                 " MeshGatewayInstance, Timeout, Retry, CircuitBreaker, HealthCheck, RateLimit, FaultInjection,"
                 " TrafficPermission, TrafficLog, TrafficTrace, ProxyTemplate, ExternalService, TrafficRoute,"
                 " VirtualOutbound,"
-                " ZoneIngress, ZoneEgress",
+                " ZoneIngress, ZoneEgress, DataplaneInsight",
             )
         ],
     ),

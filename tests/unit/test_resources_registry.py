@@ -37,6 +37,7 @@ def test_kinds_in_dependency_order() -> None:
         "VirtualOutbound",
         "ZoneIngress",
         "ZoneEgress",
+        "DataplaneInsight",
     ]
 
 
@@ -62,7 +63,13 @@ def test_sync_lists_are_derived_and_put_mesh_first() -> None:
         "VirtualOutbound",
         "ZoneIngress",
     ]
-    assert names(registry.kinds_sent_to_global()) == ["MeshGateway", "Dataplane", "ZoneIngress", "ZoneEgress"]
+    assert names(registry.kinds_sent_to_global()) == [
+        "MeshGateway",
+        "Dataplane",
+        "ZoneIngress",
+        "ZoneEgress",
+        "DataplaneInsight",
+    ]
     for descriptor in registry.KINDS:
         down = (SyncDirection.BOTH, SyncDirection.GLOBAL_TO_ZONE, SyncDirection.ZONE_TO_ALL)
         assert (descriptor in registry.kinds_sent_to_zone()) == (descriptor.sync in down)
@@ -148,4 +155,5 @@ def test_descriptors_carry_their_kuma_type_urls() -> None:
         "kuma.mesh.v1alpha1.VirtualOutbound",
         "kuma.mesh.v1alpha1.ZoneIngress",
         "kuma.mesh.v1alpha1.ZoneEgress",
+        "kuma.mesh.v1alpha1.DataplaneInsight",
     ]

@@ -198,11 +198,18 @@
     return Object.fromEntries(body.items.map((d) => [`${d.mesh}/${d.name}`, d]));
   }
 
+  // The proxy's own state from its DataplaneInsight (online while a subscription has no disconnectTime, as
+  // Kuma's IsOnline); on the global that insight comes from the zone, so an offline zone is said too: what the
+  // insight says is then as the zone last sent it.
   function dataplaneState(d) {
     if (!d) return "unknown";
     const subs = (d.dataplaneInsight && d.dataplaneInsight.subscriptions) || [];
-    if (subs.length) return subs.some((s) => !s.disconnectTime) ? "online" : "offline";
-    if (d.zoneStatus) return d.zoneStatus === "online" ? "zone online" : "zone offline";
+    const zoneOffline = d.zoneStatus === "offline";
+    if (subs.length) {
+      const proxy = subs.some((s) => !s.disconnectTime) ? "online" : "offline";
+      return zoneOffline ? `${proxy}, zone offline` : proxy;
+    }
+    if (d.zoneStatus) return zoneOffline ? "zone offline" : "zone online";
     return "registered";
   }
 
@@ -341,7 +348,7 @@
                   type,
                   net.address,
                   { node: tagSets.map((t) => h("div", {}, tags(t))) },
-                  { text: state, class: `status ${state === "online" || state === "zone online" ? "online" : ""}` },
+                  { text: state, class: `status ${state === "online" || state === "zone online" ? "online" : ""}`, attrs: { "data-state": state } },
                 ],
               };
             }),

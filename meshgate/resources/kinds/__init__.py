@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "CIRCUIT_BREAKER",
     "DATAPLANE",
+    "DATAPLANE_INSIGHT",
     "EXTERNAL_SERVICE",
     "FAULT_INJECTION",
     "HEALTH_CHECK",
@@ -43,6 +44,7 @@ ZONE: Final = "Zone"
 MESH_GATEWAY_INSTANCE: Final = "MeshGatewayInstance"
 ZONE_INGRESS: Final = "ZoneIngress"
 ZONE_EGRESS: Final = "ZoneEgress"
+DATAPLANE_INSIGHT: Final = "DataplaneInsight"
 
 # Kuma 2.7's source/destination policies and the kinds that, like them, Kuma sends from the global to zones.
 TIMEOUT: Final = "Timeout"
