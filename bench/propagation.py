@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,11 +166,14 @@ def cpu_seconds(pid: int) -> float:
 class Cpu:
     """CPU seconds spent by a peer process and by this one between `start` and `stop`."""
 
-    def __init__(self, peer_pid: int) -> None:
+    def __init__(self, peer_pid: int, on_start: Callable[[], object] = lambda: None) -> None:
+        """`on_start`: called as the measurement starts (after the warm-up), to start a profiler."""
         self.peer_pid = peer_pid
+        self.on_start = on_start
         self.peer = self.here = 0.0
 
     def start(self) -> None:
+        self.on_start()
         self.peer, self.here = -cpu_seconds(self.peer_pid), -cpu_seconds(os.getpid())
 
     def stop(self) -> None:
@@ -401,11 +405,15 @@ async def main(args: argparse.Namespace) -> None:
         a_full = statistics.median(raw_full_a)
 
         print(f"(b) one change to {zones} zones, {changes} changes each", flush=True)
-        raw_cpu, ours_cpu = Cpu(raw.pid), Cpu(glob.proc.pid)
+
+        def start_spies() -> None:  # the measured changes of ours only, not the zones' initial syncs nor the warm-up
+            if args.py_spy:
+                args.py_spy.mkdir(parents=True, exist_ok=True)
+                procs = ((glob.proc.pid, "global"), (os.getpid(), "zones"))
+                spies.extend(py_spy(args.py_spy, pid, name) for pid, name in procs)
+
+        raw_cpu, ours_cpu = Cpu(raw.pid), Cpu(glob.proc.pid, start_spies)
         raw_b = await fanout_raw(target, zones, changes, raw_cpu)
-        if args.py_spy:
-            args.py_spy.mkdir(parents=True, exist_ok=True)
-            spies = [py_spy(args.py_spy, glob.proc.pid, "global"), py_spy(args.py_spy, os.getpid(), "zones")]
         api = f"http://127.0.0.1:{ports['api']}"
         ours_b, bytes_c, size_c = await fanout_ours(api, target, zones, changes, ours_cpu)
     finally:
