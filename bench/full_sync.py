@@ -44,7 +44,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.propagation import route_doc, seed, until, write_frames  # noqa: E402
+from bench.propagation import raw_sync, route_doc, seed, until, write_frames  # noqa: E402
 from bench.zone_fleet import zone_client  # noqa: E402
 from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
@@ -54,7 +54,6 @@ from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.protocol import ResourceStore  # noqa: E402
 from meshgate.store.sqlite import SqliteStore  # noqa: E402
 from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa: E402
-from meshgate.transport.kds_client import channel_options  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,36 +71,6 @@ async def measured(peer_pid: int, run: Callable[[], Awaitable[None]]) -> Sample:
     peer0, here0, t0 = cpu_seconds(peer_pid), time.process_time(), time.perf_counter()
     await run()
     return Sample(time.perf_counter() - t0, time.process_time() - here0, cpu_seconds(peer_pid) - peer0)
-
-
-async def raw_sync(port: int, frames: int, credentials: grpc.ChannelCredentials | None) -> None:
-    target = f"127.0.0.1:{port}"
-    options = channel_options()
-    channel = (
-        grpc.aio.insecure_channel(target, options=options)
-        if credentials is None
-        else grpc.aio.secure_channel(target, credentials, options=options)
-    )
-    async with channel as ch:
-        call = ch.stream_stream("/bench.Raw/Sync")()  # type: ignore[call-arg]
-        await call.write(b"")
-        got = 0
-        async for frame in call:
-            resp = discovery_pb2.DeltaDiscoveryResponse.FromString(frame)
-            # Protobuf leaves Any payloads as bytes: decode every envelope and spec too.
-            spec_type = registry.get(resp.type_url).spec_type
-            for wire in resp.resources:
-                env = kds_pb2.KumaResource.FromString(wire.resource.value)
-                spec_type.FromString(env.spec.value)
-            await call.write(
-                discovery_pb2.DeltaDiscoveryRequest(
-                    type_url=resp.type_url, response_nonce=resp.nonce
-                ).SerializeToString()
-            )
-            got += 1
-            if got == frames:
-                break
-        call.cancel()
 
 
 async def ours_sync(address: str, ca: Path | None, store: ResourceStore, name: str) -> None:

@@ -139,6 +139,10 @@ class TypeState:
     # name -> (nonce, time) of the last response that carried it (upsert or removal).
     sent: MutableMapping[str, Stamp] = field(default_factory=dict)
     stats: TypeStats = field(default_factory=TypeStats)
+    # The snapshot the stream last found nothing to send of, in step, with nothing about this type changed
+    # since (no request, no forced name): while it is offered that very snapshot again, there is nothing to
+    # compute. Every stream wakes at every change of any type, and most types did not change.
+    quiet_on: KindSnapshot | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:

@@ -136,6 +136,8 @@ class DeltaStream:
         self._rank = {t: i for i, t in enumerate(rank)}
         # When a request last arrived or a response last left (the caller's clock): Kuma's lastUpdateTime.
         self.last_update: float | None = None
+        self._order: list[TypeState] = []
+        self._order_size = (-1, -1)
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -161,6 +163,7 @@ class DeltaStream:
     def receive(self, req: discovery_pb2.DeltaDiscoveryRequest, now: float) -> list[Event]:
         """Applies one request. Raises ProtocolError on any pair outside the transition table."""
         ts = self._state(req)
+        ts.quiet_on = None
         self.last_update = now
         inp = classify(req, ts.state, updates=self.config.named)
         nxt = TRANSITIONS.get((ts.state, inp))
@@ -265,8 +268,14 @@ class DeltaStream:
     # -- responses --------------------------------------------------------------------------------------
 
     def _ordered(self) -> list[TypeState]:
-        ranked = sorted(self.types.values(), key=lambda ts: (self._rank.get(ts.type_url, len(self._rank)), ts.type_url))
-        return [*ranked, *self.unknown.values()]
+        # Types are only ever added: the order stands until one is.
+        size = (len(self.types), len(self.unknown))
+        if self._order_size != size:
+            ranked = sorted(
+                self.types.values(), key=lambda ts: (self._rank.get(ts.type_url, len(self._rank)), ts.type_url)
+            )
+            self._order, self._order_size = [*ranked, *self.unknown.values()], size
+        return self._order
 
     def _delta(self, ts: TypeState, snapshot: KindSnapshot, *, hold_upserts: bool, hold_removals: bool) -> Delta:
         return compute_delta(
@@ -322,7 +331,10 @@ class DeltaStream:
         # listeners wait for the clusters sent just before them.
         memo: dict[str, bool] = {}
         rules = self.config.hold_removals
-        hold_removals = {t for t, ts in self.types.items() if self._held(rules, ts, snapshots, False, memo)}
+        hold_removals = (
+            {t for t, ts in self.types.items() if self._held(rules, ts, snapshots, False, memo)} if rules else set()
+        )
+        held_types = self.config.hold_upserts.keys() | rules.keys()
         out: list[Event] = []
         for ts in self._ordered():
             if ts.state is not State.IDLE:
@@ -330,6 +342,8 @@ class DeltaStream:
             # Unknown types have an empty snapshot: after their first response nothing more is sent.
             unknown = ts.type_url in self.unknown
             snapshot = KindSnapshot(ts.type_url) if unknown else snapshots.get(ts.type_url)
+            if ts.quiet_on is snapshot and ts.type_url not in held_types:
+                continue  # nothing to send last time, and nothing changed since (a held type depends on others)
             hold_upserts = self._held(self.config.hold_upserts, ts, snapshots, True)
             out.extend(self._respond(ts, snapshot, now, snapshots, hold_upserts, ts.type_url in hold_removals))
         return out
@@ -362,7 +376,10 @@ class DeltaStream:
         if delta.empty and (ts.first_sent or not ts.subscription.wildcard or hold_upserts):
             ts.synced_revision = snapshot.revision if in_step else None
             self._settle(ts, snapshot)
+            # The same snapshot and state give this same empty delta again (see TypeState.quiet_on).
+            ts.quiet_on = snapshot if in_step and not events else None
             return events
+        ts.quiet_on = None
         self._nonce += 1
         self.last_update = now
         nonce = str(self._nonce)
@@ -430,6 +447,7 @@ class DeltaStream:
             # A type not subscribed yet fetches everything on its first subscription anyway.
             if dep is not None:
                 dep.force.add(follower[1])
+                dep.quiet_on = None
 
     def _settle(self, ts: TypeState, snapshot: KindSnapshot) -> None:
         """When the peer holds exactly `snapshot` (everything sent ACKed, nothing rejected or too big),
@@ -463,6 +481,7 @@ class DeltaStream:
             ts.known, ts.confirmed, ts.sent, ts.rejected, ts.oversized = {}, {}, {}, {}, {}
             ts.force = set()
             ts.synced_revision = None
+            ts.quiet_on = None
             if ts.in_flight is not None:
                 ts.in_flight.upserts, ts.in_flight.removals, ts.in_flight.snapshot = {}, (), None
             nack = ts.stats.last_nack

@@ -110,6 +110,9 @@ class SnapshotSource:
         Cached per zone until the kind's next revision, so a change fans out without refiltering per response.
         """
         snapshot = self.snapshot(kind, hash_suffix=hash_suffix)
+        assert snapshot.zones is not None
+        if zone not in snapshot.zones:
+            return snapshot  # nothing of the zone's own (most kinds, always): the shared snapshot itself
         cached = self._views.get((kind, zone, hash_suffix))
         if cached is not None and cached.revision == snapshot.revision:
             return cached

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 import anyio
@@ -170,7 +171,7 @@ class KDSSyncService(kds_pb2_grpc.KDSSyncServiceServicer):  # type: ignore[misc]
         )
         error: ProtocolError | None = None
         # What this zone is offered: the global's snapshots without what came from the zone itself.
-        views = PerType(lambda kind: self._source.view(kind, zone, hash_suffix=session.hash_suffix))
+        views = PerType(partial(self._source.view, zone=zone, hash_suffix=session.hash_suffix))
 
         observe = self._observer.stream(slog, session)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
@@ -147,6 +148,44 @@ def test_a_change_log_delta_examines_only_what_changed_and_what_is_forced() -> N
     assert [e.name for e in compute_delta(s2, stale, since_revision=1).upserts] == ["b"]
     assert [e.name for e in compute_delta(s2, stale, since_revision=1, force={"a"}).upserts] == ["a", "b"]
     assert [e.name for e in compute_delta(s2, stale, since_revision=0).upserts] == ["a", "b"]  # log too short
+
+
+def test_a_stream_woken_by_one_type_s_change_computes_only_that_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every KDS stream wakes at every change: the types it already found nothing to send of, at the very
+    snapshot still offered and with no request since, are not computed again, and still send when they change."""
+    import meshgate.delta.stream as stream_module
+
+    kinds = [f"K{i}" for i in range(5)]
+    snaps = {k: snapshot(k, {"a": "1"}) for k in kinds}
+    sender = Sender(kinds)
+    for k in kinds:
+        sender.receive(req(k), 0)
+
+    def converge() -> list[str]:
+        sent = []
+        while out := [e for e in sender.respond(PerType(snaps.__getitem__), 0) if isinstance(e, Sent)]:
+            for e in out:
+                sent.append(e.type_url)
+                sender.receive(req(e.type_url, nonce=e.response.nonce), 0)
+        return sent
+
+    assert converge() == kinds
+    computed: list[str] = []
+    real = compute_delta
+
+    def counted(snap: KindSnapshot, *args: Any, **kwargs: Any) -> Any:
+        computed.append(snap.kind)
+        return real(snap, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "compute_delta", counted)
+    assert converge() == []
+    assert computed == []
+    snaps["K3"] = snaps["K3"].evolve({"a": entry("a", "2")})
+    assert converge() == ["K3"]
+    assert set(computed) == {"K3"}  # the send, and the rounds after its ACK
+    computed.clear()
+    assert converge() == []
+    assert computed == []
 
 
 values = st.sampled_from(["a", "b", "c"])

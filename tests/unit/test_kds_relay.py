@@ -56,6 +56,30 @@ def test_a_zone_converges_to_everything_but_its_own(content: dict[str, tuple[str
     assert {e.name for e in d.upserts} == {f"{n}.default" for n, (z, _) in content.items() if z != zone}
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from([f"r{i}" for i in range(6)]),
+            st.none() | st.tuples(st.sampled_from(["zone-1", "zone-2", ""]), st.sampled_from(["x", "y"])),
+            max_size=6,
+        ),
+        max_size=6,
+    )
+)
+def test_a_zone_s_view_after_any_changes_equals_filtering_every_entry(steps: list[dict[str, object]]) -> None:
+    """The snapshot counts its entries per zone as it evolves, so `without_zone` need not scan them all."""
+    snap = KindSnapshot("Thing")
+    for step in steps:
+        changes = {f"{n}.default": None if c is None else zoned(n, *c) for n, c in step.items()}  # type: ignore[misc]
+        snap = snap.evolve(changes)
+        for zone in ("zone-1", "zone-2", "zone-3"):
+            view = snap.without_zone(zone)
+            assert view.entries == {n: e for n, e in snap.entries.items() if e.zone != zone}
+            assert (view is snap) == all(e.zone != zone for e in snap.entries.values())
+            assert view.without_zone(zone) is view
+
+
 def test_only_dataplanes_and_zone_ingresses_are_relayed_between_zones() -> None:
     relayed = {d.name for d in registry.KINDS if d.relayed_between_zones}
     # ZoneIngress: Kuma's ZoneToGlobalFlag | GlobalToAllButOriginalZoneFlag (zz_generated.resources.go:3153).
