@@ -23,9 +23,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.propagation import MESH, WARMUP, client, pct, route_doc, until  # noqa: E402
+from meshgate.kds.naming import hashed_name  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
 from meshgate.resources.model import ResourceKey  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
+from meshgate.store.protocol import NotFoundError  # noqa: E402
 from meshgate.testing.processes import CPProcess, free_port, global_argv  # noqa: E402
 from meshgate.testing.redis_server import redis_server  # noqa: E402
 
@@ -42,7 +44,7 @@ async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> l
         await until(lambda: all(c.synced for c in clients), 0.01)
         for k in range(WARMUP + changes):
             doc = route_doc(k, prefix=f"/ha/{k}")
-            key = ResourceKey("MeshGatewayRoute", "default", doc["name"])
+            key = ResourceKey("MeshGatewayRoute", "default", hashed_name("default", doc["name"]))  # as a zone names it
             arrived: list[float] = []
 
             async def watch(
@@ -55,17 +57,19 @@ async def measure(api: str, kds_ports: list[int], zones: int, changes: int) -> l
                             if r.spec.conf.http.rules[0].matches[0].path.value == value:  # type: ignore[attr-defined]
                                 arrived.append(time.perf_counter())
                                 return
-                        except Exception:
+                        except NotFoundError:  # not arrived yet
                             pass
                         await sub.next_batch()
 
-            async with anyio.create_task_group() as watchers:
-                for s in stores:
-                    watchers.start_soon(watch, s)
-                await anyio.sleep(0.01)
-                t0 = time.perf_counter()
-                r = await http.put(f"/meshes/default/meshgatewayroutes/{doc['name']}", json=doc)
-                assert r.status_code in (200, 201), r.text
+            # A change that never arrives fails the bench instead of hanging it.
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as watchers:
+                    for s in stores:
+                        watchers.start_soon(watch, s)
+                    await anyio.sleep(0.01)
+                    t0 = time.perf_counter()
+                    r = await http.put(f"/meshes/default/meshgatewayroutes/{doc['name']}", json=doc)
+                    assert r.status_code in (200, 201), r.text
             if k >= WARMUP:
                 latencies.append(max(arrived) - t0)
         tg.cancel_scope.cancel()
