@@ -26,6 +26,8 @@ class KindSnapshot:
     entries: Mapping[str, Entry] = field(default_factory=dict)
     # (revision, names that changed to reach it), oldest first.
     history: tuple[tuple[int, frozenset[str]], ...] = ()
+    # What `version_map` and `zones` computed once for this (immutable) revision, shared by every stream.
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, kind: str, entries: Iterable[Entry], revision: int = 1) -> KindSnapshot:
@@ -33,6 +35,22 @@ class KindSnapshot:
 
     def versions(self) -> dict[str, str]:
         return {name: e.version for name, e in self.entries.items()}
+
+    def version_map(self) -> Mapping[str, str]:
+        """name -> version, computed once per revision (do not modify it): a resuming peer's
+        initial_resource_versions compare with it as one dict comparison, in C (`DeltaStream`), instead of
+        a diff name by name; after a global restart every zone resumes against the same revision."""
+        versions = self._memo.get("versions")
+        if versions is None:
+            versions = self._memo["versions"] = self.versions()
+        return versions  # type: ignore[return-value]
+
+    def zones(self) -> frozenset[str]:
+        """The zones this revision's entries came from ("" for the global's own), computed once per revision."""
+        zones = self._memo.get("zones")
+        if zones is None:
+            zones = self._memo["zones"] = frozenset(e.zone for e in self.entries.values())
+        return zones  # type: ignore[return-value]
 
     def changed_since(self, revision: int) -> frozenset[str] | None:
         """Names changed after `revision`, or None when the log no longer reaches back that far."""
@@ -52,7 +70,7 @@ class KindSnapshot:
         Revision and change log stay the same, so a peer's delta is still computed from the names changed
         since its revision; a changed name missing here is simply one that peer never holds.
         """
-        if not any(e.zone == zone for e in self.entries.values()):
+        if zone not in self.zones():
             return self
         entries = {n: e for n, e in self.entries.items() if e.zone != zone}
         return KindSnapshot(self.kind, self.revision, entries, self.history)
