@@ -27,7 +27,7 @@ their own CPUs, not on the global's host. The machine's two cores are still shar
 fleets: the global's figures are its own process's, the seconds are the whole system's.
 
 Usage: python bench/scale.py [--zones 100,250,500,1000] [--routes 10000] [--fleets 2] [--changes 5]
-    [--admissions 16] [--json out.json]
+    [--admissions 16] [--json out.json] [--restart-only]
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ class Run:
         p = self.proc
         return Global(p.proc.pid, p.url(), f"grpcs://127.0.0.1:{ports['kds']}", p.kds_ca_file, p.kds_auth)
 
-    async def run(self, changes: int) -> Point:
+    async def run(self, changes: int, *, restart_only: bool = False) -> Point:
+        """Every phase; `restart_only` skips the changes and the storm (sync, then kill -9 and resume)."""
         p = self.p
         fresh_copy(self.db, self.work / "store")
         g = await self.start_global("global")
@@ -159,9 +160,10 @@ class Run:
         tokens = await issue_tokens(g, zones, self.work / "tokens.json")
         p.rss_empty = (await settled(g.pid, self.settle)).rss
         await self.sync(g, tokens)
-        await self.changes(g, changes)
+        if not restart_only:
+            await self.changes(g, changes)
         g = await self.restart(g)
-        if len(self.fleets) > 1:
+        if len(self.fleets) > 1 and not restart_only:
             await self.storm(g)
         return p
 
@@ -285,6 +287,7 @@ async def run_scale(
     changes: int = 5,
     admissions: int = 16,
     settle: float = 3.0,
+    restart_only: bool = False,
     progress: Callable[[str], None] = print,
 ) -> list[Point]:
     db = work / "seed" / "meshgate.db"
@@ -297,10 +300,15 @@ async def run_scale(
         run = Run(work, db, Point(n, routes, min(fleets, n), admissions), settle, progress)
         run.work.mkdir()
         try:
-            points.append(await run.run(changes))
+            points.append(await run.run(changes, restart_only=restart_only))
         finally:
             await run.stop()
     return points
+
+
+def _pct(values: list[float], q: float) -> float:
+    """`pct`, or NaN when a phase was skipped (`--restart-only`)."""
+    return pct(values, q) if values else float("nan")
 
 
 def table(points: list[Point]) -> str:
@@ -316,11 +324,11 @@ def table(points: list[Point]) -> str:
     ]
     for p in points:
         grow = (p.rss_synced - p.rss_empty) / p.zones
-        storm = f"{pct(p.storm_latencies, 0.99) * 1e3:>8.0f}ms" if p.storm_latencies else f"{'-':>10}"
+        storm = f"{_pct(p.storm_latencies, 0.99) * 1e3:>8.0f}ms" if p.storm_latencies else f"{'-':>10}"
         lines.append(
             f"{p.zones:>6}{p.sync_seconds:>8.1f}{p.per_zone(p.sync_cpu) * 1e3:>9.1f}{p.rss_synced / 1024:>8.0f}"
-            f"{grow:>7.0f}{p.idle_cpu:>6.0%}{pct(p.change_latencies, 0.5) * 1e3:>8.0f}"
-            f"{pct(p.change_latencies, 0.99) * 1e3:>7.0f}{p.per_zone(p.change_cpu) * 1e3:>9.2f}"
+            f"{grow:>7.0f}{p.idle_cpu:>6.0%}{_pct(p.change_latencies, 0.5) * 1e3:>8.0f}"
+            f"{_pct(p.change_latencies, 0.99) * 1e3:>7.0f}{p.per_zone(p.change_cpu) * 1e3:>9.2f}"
             f"{p.restart_from_spawn:>9.1f}{p.restart_from_ready:>8.1f}{p.restart_p50:>6.1f}"
             f"{p.resent_to_zones + p.resent_by_global:>7}{p.per_zone(p.resume_cpu) * 1e3:>9.1f}"
             f"{p.rss_resumed / 1024:>8.0f}{storm}"
@@ -333,7 +341,7 @@ def bends(points: list[Point]) -> list[str]:
     figures: dict[str, Callable[[Point], float]] = {
         "sync CPU per zone": lambda p: p.per_zone(p.sync_cpu),
         "sync seconds per zone": lambda p: p.per_zone(p.sync_seconds),
-        "change p99 per zone": lambda p: p.per_zone(pct(p.change_latencies, 0.99)),
+        "change p99 per zone": lambda p: p.per_zone(_pct(p.change_latencies, 0.99)),
         "resume seconds per zone": lambda p: p.per_zone(p.restart_from_ready),
         "resume CPU per zone": lambda p: p.per_zone(p.resume_cpu),
     }
@@ -348,7 +356,7 @@ def bends(points: list[Point]) -> list[str]:
 
 def targets(p: Point) -> list[str]:
     rss = p.rss_synced / 2**20
-    p99 = pct(p.change_latencies, 0.99)
+    p99 = _pct(p.change_latencies, 0.99)
     resent = p.resent_to_zones + p.resent_by_global
     return [
         f"global RSS {rss:.2f} GiB with {p.zones} zones (target <= 2 GiB): {'met' if rss <= 2 else 'MISSED'}",
@@ -371,6 +379,7 @@ async def main(args: argparse.Namespace) -> None:
         changes=args.changes,
         admissions=args.admissions,
         settle=args.settle,
+        restart_only=args.restart_only,
     )
     print()
     print(
@@ -395,4 +404,7 @@ if __name__ == "__main__":
     parser.add_argument("--admissions", type=int, default=16, help="the global's --kds-max-concurrent-admissions")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before RSS and idle CPU")
     parser.add_argument("--json", help="also write every figure here")
+    parser.add_argument(
+        "--restart-only", action="store_true", help="only the sync and the kill -9 + resume (no changes, no storm)"
+    )
     anyio.run(main, parser.parse_args())

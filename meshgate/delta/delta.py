@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from meshgate.delta.entry import Entry
 from meshgate.delta.snapshot import KindSnapshot
 from meshgate.delta.subscription import EVERYTHING, Subscription
+from meshgate.delta.versions import Versions
 
 __all__ = ["FRAMING", "Delta", "compute_delta"]
 
@@ -40,6 +41,11 @@ class Delta:
     @property
     def empty(self) -> bool:
         return not self.upserts and not self.removals
+
+
+def _in_step(known: Mapping[str, str], entries: Mapping[str, Entry]) -> bool:
+    """`known` is a view that equals `entries` (meshgate.delta.versions), so no name differs."""
+    return isinstance(known, Versions) and known.base is entries and known.overlay_size == 0
 
 
 def compute_delta(
@@ -63,6 +69,8 @@ def compute_delta(
     candidates: frozenset[str] | None = None
     if since_revision is not None:
         candidates = snapshot.changed_since(since_revision)
+    if candidates is None and _in_step(known, snapshot.entries):
+        candidates = frozenset()  # `known` is the snapshot: only forced names can be due
     names: set[str] | frozenset[str]
     if candidates is None:
         names = snapshot.entries.keys() | known.keys()

@@ -42,12 +42,24 @@ class KindSnapshot:
                     counts[e.zone] = counts.get(e.zone, 0) + 1
             object.__setattr__(self, "zones", counts)
 
+    # What `version_map` computed once for this (immutable) revision, shared by every stream.
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
     @classmethod
     def of(cls, kind: str, entries: Iterable[Entry], revision: int = 1) -> KindSnapshot:
         return cls(kind, revision, {e.name: e for e in entries})
 
     def versions(self) -> dict[str, str]:
         return {name: e.version for name, e in self.entries.items()}
+
+    def version_map(self) -> Mapping[str, str]:
+        """name -> version, computed once per revision (do not modify it): a resuming peer's
+        initial_resource_versions compare with it as one dict comparison, in C (`DeltaStream`), instead of
+        a diff name by name; after a global restart every zone resumes against the same revision."""
+        versions = self._memo.get("versions")
+        if versions is None:
+            versions = self._memo["versions"] = self.versions()
+        return versions  # type: ignore[return-value]
 
     def changed_since(self, revision: int) -> frozenset[str] | None:
         """Names changed after `revision`, or None when the log no longer reaches back that far."""

@@ -104,6 +104,9 @@ class StreamConfig:
     # Admits a subscription to a type not `served` (raising when it may not join the `unknown` ones already
     # tracked); None: such a subscription is a ProtocolError.
     admit_unknown: Callable[[str, Collection[str]], None] | None = None
+    # Checks a subscription's initial_resource_versions, as the dict the stream keeps, before anything is done
+    # with them (raising ProtocolError): one conversion of a resuming peer's 10k+ versions, checked in C.
+    check_initial: Callable[[Mapping[str, str]], None] | None = None
     # Bytes of resources one response may carry; None: no budget.
     max_bytes: int | None = None
     # Responses carry system_version_info = the snapshot revision.
@@ -181,7 +184,10 @@ class DeltaStream:
                 ts.subscription = Subscription(wildcard=legacy)
             else:
                 ts.subscription = EVERYTHING
-            ts.known = dict(req.initial_resource_versions)
+            initial = dict(req.initial_resource_versions)
+            if self.config.check_initial is not None:
+                self.config.check_initial(initial)
+            ts.known = initial
             # A cursor stream shares one table until its first response, which interns both (a resuming
             # peer's table is as large as what it holds); nothing writes either before that response.
             ts.confirmed = ts.known if self.config.cursor else dict(ts.known)
@@ -364,6 +370,8 @@ class DeltaStream:
         hold_upserts: bool,
         hold_removals: bool,
     ) -> list[Event]:
+        if self.config.cursor and not ts.first_sent:
+            self._resume_in_step(ts, snapshot)
         delta = self._delta(ts, snapshot, hold_upserts=hold_upserts, hold_removals=hold_removals)
         events: list[Event] = []
         unknown = ts.type_url in self.unknown
@@ -435,6 +443,15 @@ class DeltaStream:
         if snapshots is not None:
             self._follow(snapshots.followers(ts.type_url), delta.upserts)
         return events
+
+    @staticmethod
+    def _resume_in_step(ts: TypeState, snapshot: KindSnapshot) -> None:
+        """A resuming peer whose initial versions are exactly `snapshot`'s (after a global restart, every zone
+        that missed nothing): `known` and `confirmed` become views on it at once, found by one dict comparison
+        in C, so the first delta has nothing to diff (`compute_delta`) and nothing to intern, where a diff
+        of 10k names per kind cost milliseconds per zone. Any difference keeps the name-by-name path."""
+        if ts.confirmed is ts.known and type(ts.known) is dict and ts.known == snapshot.version_map():
+            ts.known, ts.confirmed = Versions(snapshot.entries), Versions(snapshot.entries)
 
     def _follow(self, followers: Mapping[str, tuple[str, str]], upserts: Iterable[Entry]) -> None:
         if not followers:

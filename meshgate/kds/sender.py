@@ -29,7 +29,7 @@ from google.rpc import error_details_pb2
 
 from meshgate.delta import DeltaStream, Input, KindSnapshot, Sent, State, StreamConfig, TypeState
 from meshgate.kds.errors import ProtocolError
-from meshgate.kds.limits import DEFAULT_MAX_BYTES, check_unknown_kind, clip
+from meshgate.kds.limits import DEFAULT_MAX_BYTES, check_initial_versions, check_unknown_kind, clip
 
 __all__ = ["Input", "ProtocolError", "Sender", "State", "TypeState", "rejected_names"]
 
@@ -67,6 +67,7 @@ class Sender(DeltaStream):
                 served=tuple(kinds),
                 nack_names=_nack_names,
                 admit_unknown=check_unknown_kind,
+                check_initial=check_initial_versions,
                 max_bytes=max_bytes,
                 version_info=True,
                 control_plane_id=control_plane_id,

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from global_cp.trace import DownEvidence
 from meshgate.delta import DeltaStream, Entry, KindSnapshot, PerType, Sent, TypeState
 from meshgate.delta import stamps as stamps_module
+from meshgate.delta import stream as stream_module
 from meshgate.delta.stamps import Stamp, Stamps
 from meshgate.delta.versions import Versions, intern
 from meshgate.kds.sender import Sender
@@ -295,6 +296,40 @@ def test_a_settled_stream_holds_nothing_per_resource_and_trace_still_answers() -
     assert rs.sent.runs <= 4
     assert dict(rs.sent) == {"route-00100.default": ("1", 3.0), last: ("1", 3.0)}
     assert DownEvidence.of(rs, first) == DownEvidence(snap.entries[first].version, None, None, False)
+
+
+def test_a_resume_in_step_with_the_snapshot_settles_without_a_diff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zone resuming with exactly the snapshot's versions (a global restart that changed nothing) gets one
+    empty response, and its tables are views on the snapshot before any name is compared one by one; a zone
+    that differs by one version gets that one resource, as before."""
+    snap = KindSnapshot(T).replace_all(wide(2000))
+    held = {n: e.version for n, e in snap.entries.items()}
+    compared: list[object] = []
+    original_intern = intern
+
+    def counting_intern(entries: object, versions: dict[str, str]) -> object:
+        compared.append(versions)
+        return original_intern(entries, versions)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream_module, "intern", counting_intern)
+    resumed = Sender([T], max_bytes=30_000)
+    resumed.receive(req(initial=held), 1.0)
+    (sent,) = [e for e in resumed.respond(PerType(lambda _: snap), 1.0) if isinstance(e, Sent)]
+    assert (len(sent.response.resources), len(sent.response.removed_resources)) == (0, 0)
+    ts = resumed.types[T]
+    assert isinstance(ts.known, Versions)
+    assert isinstance(ts.confirmed, Versions)
+    assert ts.known.base is snap.entries
+    assert ts.confirmed is not ts.known
+    assert (ts.known.overlay_size, ts.confirmed.overlay_size) == (0, 0)
+    assert all(isinstance(v, Versions) for v in compared)  # nothing interned name by name
+    resumed.receive(req(nonce=sent.response.nonce), 1.0)
+    assert settle(resumed, snap, 2.0) == 0
+
+    stale = Sender([T], max_bytes=30_000)
+    stale.receive(req(initial={**held, "route-00007.default": "old"}), 1.0)
+    (sent,) = [e for e in stale.respond(PerType(lambda _: snap), 1.0) if isinstance(e, Sent)]
+    assert [r.name for r in sent.response.resources] == ["route-00007.default"]
 
 
 def test_ads_keeps_plain_dicts() -> None:

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from meshgate.delta import Entry, KindSnapshot, Rejected, Subscribed
 from meshgate.kds.envelope import EnvelopeError, content_version, from_wire, to_envelope, to_wire
 from meshgate.kds.errors import MalformedMessage
-from meshgate.kds.limits import MAX_UNKNOWN_KINDS, check_request, check_response
+from meshgate.kds.limits import (
+    MAX_UNKNOWN_KINDS,
+    MAX_VERSION_LENGTH,
+    MAX_WIRE_NAME_LENGTH,
+    check_request,
+    check_response,
+)
 from meshgate.kds.naming import hashed_name, wire_name
 from meshgate.kds.node import kds_node, node_features, parse_features
 from meshgate.kds.receiver import Receiver
@@ -202,6 +208,19 @@ def test_unknown_kinds_are_bounded_per_stream_and_must_look_like_kinds() -> None
         assert r.receive(discovery_pb2.DeltaDiscoveryResponse(type_url=f"Kind{i}", nonce="1")).unknown
     with pytest.raises(MalformedMessage, match="one unknown kind too many"):
         r.receive(discovery_pb2.DeltaDiscoveryResponse(type_url="KindTooMany", nonce="1"))
+
+
+def test_initial_versions_with_a_name_or_version_too_long_are_malformed() -> None:
+    """A resuming zone's initial_resource_versions pass the same length limits as everything else it sends
+    (checked by the Sender, on the dict it keeps): the error names the entry, whichever of many it is."""
+    held = {f"route-{i:05}.default": "v" * 40 for i in range(1000)}
+    Sender(["Thing"]).receive(subscribe(**held), 0.0)
+    too_long_name = {**held, "n" * (MAX_WIRE_NAME_LENGTH + 1): "v"}
+    with pytest.raises(MalformedMessage, match="initial version's name 'nnn"):
+        Sender(["Thing"]).receive(subscribe(**too_long_name), 0.0)
+    too_long_version = {**held, "route-00500.default": "v" * (MAX_VERSION_LENGTH + 1)}
+    with pytest.raises(MalformedMessage, match=r"version of 'route-00500\.default' is longer than"):
+        Sender(["Thing"]).receive(subscribe(**too_long_version), 0.0)
 
 
 def test_receiver_acks_an_unknown_kind_without_storing_it() -> None:
