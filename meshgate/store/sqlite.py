@@ -393,7 +393,7 @@ def _apply_sync(
             if key_events:
                 events.append(ChangeEvent(key, Op.UPDATE))
         else:
-            created = (m.creation_time or now).isoformat()
+            created = stamp if m.creation_time is None else m.creation_time.isoformat()  # `now`'s, formatted once
             inserts.append((key.kind, key.mesh, key.name, version, labels, spec_type, spec, created, stamp))
             if key_events:
                 events.append(ChangeEvent(key, Op.CREATE))
