@@ -19,7 +19,7 @@ from meshgate.delta.entry import content_hash
 from meshgate.kds.limits import clip
 from meshgate.kds.naming import wire_name
 from meshgate.resources.descriptor import KindDescriptor
-from meshgate.resources.model import Meta, Resource
+from meshgate.resources.model import Resource, built
 
 __all__ = [
     "KUMA_RESOURCE_TYPE_URL",
@@ -95,4 +95,6 @@ def from_wire(descriptor: KindDescriptor, wire: discovery_pb2.Resource) -> Resou
         raise EnvelopeError(
             f"resource {clip(wire.name)!r}: name does not match its meta ({clip(f'{meta_name}.{meta_mesh}')})"
         )
-    return Resource(descriptor.name, Meta(name=meta_name, mesh=meta_mesh, labels=dict(meta.labels)), spec)
+    # A comprehension, not dict(): protobuf's map reaches dict() through the Mapping ABC's keys() view.
+    labels = meta.labels
+    return built(descriptor.name, spec, meta_name, meta_mesh, "", {k: labels[k] for k in labels}, None, None)

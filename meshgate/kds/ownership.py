@@ -57,6 +57,7 @@ __all__ = [
 LABEL_K8S_NAMESPACE = "k8s.kuma.io/namespace"
 # Ownership refusals read "ownership: ..." so they stand apart from validation errors in a NACK.
 OWNERSHIP_PREFIX = "ownership: "
+_GLOBAL, _ZONE = Origin.GLOBAL.value, Origin.ZONE.value
 
 
 def _renamed(r: Resource, name: str, labels: Mapping[str, str]) -> Resource:
@@ -108,9 +109,9 @@ def zone_accepts(zone: str, r: Resource) -> str | None:
     """None when `zone` may store `r` received from the global; else why not (a NACK names it)."""
     labels = r.meta.labels
     origin = labels.get(LABEL_ORIGIN)
-    if origin == Origin.GLOBAL.value:
+    if origin == _GLOBAL:  # a plain str: `Origin.GLOBAL.value` is a property call, once per synced resource
         return None
-    if origin != Origin.ZONE.value or not registry.get(r.kind).relayed_between_zones:
+    if origin != _ZONE or not registry.get(r.kind).relayed_between_zones:
         return f'label {LABEL_ORIGIN} must be "global", got {origin!r}'
     if not labels.get(LABEL_ZONE):
         return f"a {r.kind} relayed from another zone must carry label {LABEL_ZONE}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import anyio
 
@@ -29,8 +29,10 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
+    """One committed change. A NamedTuple (built in C): a KDS full sync publishes one per resource, thousands
+    in one batch, where a frozen dataclass's construction cost more than the store's own write."""
+
     key: ResourceKey
     op: Op
 
@@ -82,6 +84,13 @@ class ChangeHub:
             return
         for sub in self._subscribers:
             sub._offer(events)
+
+    def collapses(self, keys: int) -> bool:
+        """Whether a write of `keys` keys of one kind would collapse that kind in every subscriber: a store
+        then publishes the kind (`publish_resync`) instead of one event per key, which every subscriber would
+        walk only to drop (a KDS full sync writes 10k keys at once). The redis store names the kind past the
+        same count (meshgate.store.redis_layout.EVENT_KEYS_PER_KIND)."""
+        return keys > self._max
 
     def publish_resync(self, kinds: Iterable[str]) -> None:
         """Marks whole kinds dirty: after a lost connection to a shared backend, or a periodic resync."""

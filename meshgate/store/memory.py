@@ -10,7 +10,7 @@ import anyio.abc
 
 from meshgate.collector import gc_paused
 from meshgate.resources import kinds
-from meshgate.resources.model import Meta, Resource, ResourceKey, utcnow
+from meshgate.resources.model import Resource, ResourceKey, built, utcnow
 from meshgate.store.events import ChangeEvent, ChangeHub, Op
 from meshgate.store.protocol import AlreadyExistsError, ConflictError, NotFoundError, Page, check_distinct
 
@@ -107,20 +107,23 @@ class MemoryStore:
         events: list[ChangeEvent] = []
         now = utcnow()
         items, versions = self._items, self._versions
+        whole_kind = self._changes.collapses(len(upserts))
         # A KDS full sync lands here with thousands of resources: each key is built once, and the stored copy
-        # is built directly rather than through `with_meta` (two dataclasses.replace calls per resource).
+        # is built directly (model.built) rather than through `with_meta` (two dataclasses.replace calls).
         with gc_paused():
             for r in upserts:
                 m = r.meta
-                key = ResourceKey(r.kind, m.mesh, m.name)
+                key = r.key
                 old = items.get(key)
                 created = old.meta.creation_time if old else (m.creation_time or now)
-                meta = Meta(m.name, m.mesh, str(next(versions)), m.labels, created, now)
-                items[key] = Resource(r.kind, meta, r.spec)
-                events.append(ChangeEvent(key, Op.UPDATE if old else Op.CREATE))
+                items[key] = built(r.kind, r.spec, m.name, m.mesh, str(next(versions)), m.labels, created, now)
+                if not whole_kind:
+                    events.append(ChangeEvent(key, Op.UPDATE if old else Op.CREATE))
         for key in removals:
             # A removed Mesh cascades here too: the protocol's Mesh rule holds for every delete.
             events.extend(ChangeEvent(k, Op.DELETE) for k in self._remove(key))
+        if whole_kind:
+            self._changes.publish_resync([kind])
         self._changes.publish(events)
 
     async def write_batch(self, resources: Sequence[Resource]) -> None:

@@ -200,7 +200,12 @@ class SqliteStore:
 
     async def apply_sync(self, kind: str, upserts: Sequence[Resource], removals: Sequence[ResourceKey]) -> None:
         _check_sync_kinds(kind, upserts, removals)
-        await self._write(functools.partial(_apply_sync, upserts=upserts, removals=removals))
+        # Thousands of upserts (a KDS full sync) publish their kind, not an event per key (ChangeHub.collapses).
+        whole_kind = self._changes.collapses(len(upserts))
+        await self._write(
+            functools.partial(_apply_sync, upserts=upserts, removals=removals, key_events=not whole_kind),
+            whole_kinds=(kind,) if whole_kind else (),
+        )
 
     async def write_batch(self, resources: Sequence[Resource]) -> None:
         check_distinct(resources)
@@ -221,10 +226,12 @@ class SqliteStore:
         async with self._lock:
             return await self._call(fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], _Written[_T]]) -> _T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], _Written[_T]], *, whole_kinds: Sequence[str] = ()) -> _T:
+        """Runs `fn` in a transaction, then publishes its events and, when it commits, `whole_kinds`."""
         async with self._lock:
             result, events = await self._call(functools.partial(_in_transaction, fn))
             # Still under the lock, so events follow commit order; only now, after COMMIT returned.
+            self._changes.publish_resync(whole_kinds)
             self._changes.publish(events)
         return result
 
@@ -364,10 +371,11 @@ def _delete(conn: sqlite3.Connection, *, key: ResourceKey, version: str | None) 
 
 
 def _apply_sync(
-    conn: sqlite3.Connection, *, upserts: Sequence[Resource], removals: Sequence[ResourceKey]
+    conn: sqlite3.Connection, *, upserts: Sequence[Resource], removals: Sequence[ResourceKey], key_events: bool
 ) -> _Written[None]:
     # Specs are encoded here, in the worker thread, because a KDS snapshot can carry thousands; a spec
-    # that fails to encode rolls the whole batch back like any other failure.
+    # that fails to encode rolls the whole batch back like any other failure. Without `key_events` the
+    # upserts publish no event each: the caller publishes their kind.
     events: list[ChangeEvent] = []
     now = utcnow()
     stamp = now.isoformat()
@@ -375,17 +383,20 @@ def _apply_sync(
     stored = _stored_keys(conn, upserts)
     inserts: list[tuple[object, ...]] = []
     replaces: list[tuple[object, ...]] = []
+    labels_json: dict[tuple[tuple[str, str], ...], str] = {}
     for resource in upserts:
         m = resource.meta
-        key = ResourceKey(resource.kind, m.mesh, m.name)
-        labels, spec_type, spec = encode(resource)
+        key = resource.key
+        labels, spec_type, spec = encode(resource, labels_json)
         if (m.mesh, m.name) in stored:
             replaces.append((version, labels, spec_type, spec, stamp, key.kind, key.mesh, key.name))
-            events.append(ChangeEvent(key, Op.UPDATE))
+            if key_events:
+                events.append(ChangeEvent(key, Op.UPDATE))
         else:
-            created = (m.creation_time or now).isoformat()
+            created = stamp if m.creation_time is None else m.creation_time.isoformat()  # `now`'s, formatted once
             inserts.append((key.kind, key.mesh, key.name, version, labels, spec_type, spec, created, stamp))
-            events.append(ChangeEvent(key, Op.CREATE))
+            if key_events:
+                events.append(ChangeEvent(key, Op.CREATE))
             stored.add((m.mesh, m.name))  # the same key twice in one batch: the later one replaces it
         version += 1
     # One statement each for all inserts and all replaces: a full KDS sync is one response of thousands.

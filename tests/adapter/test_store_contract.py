@@ -26,6 +26,7 @@ from tests.support.hosted import Hosted
 from tests.support.redis_server import RedisServer, redis_server
 
 GW = "MeshGateway"
+MESH = "Mesh"
 DP = "Dataplane"
 
 
@@ -468,6 +469,23 @@ async def test_apply_sync_of_a_full_sync_batch_writes_and_reports_every_resource
         after = await store.get(before.key)
         assert after.meta.creation_time == before.meta.creation_time
         assert after.meta.version != before.meta.version
+
+
+async def test_apply_sync_past_max_keys_publishes_the_kind_with_the_other_changes(store: ResourceStore) -> None:
+    """Past ChangeHub's max_keys_per_kind a subscriber collapses the kind anyway, so a full sync publishes the
+    kind (None) instead of an event per key; its removals of another kind's keys still arrive (a Mesh
+    cascade), all in one batch."""
+    await store.create(mesh("other"))
+    await store.create(gw("other", "gone"))
+    many = 1100  # more than ChangeHub's default max_keys_per_kind (1024)
+    async with store.changes.subscribe() as sub:
+        await store.apply_sync(GW, [gw("default", f"r{i:04d}") for i in range(many)], [])
+        await store.apply_sync(MESH, [], [ResourceKey(MESH, "", "other")])
+        assert await next_batch(sub) == {
+            GW: None,
+            MESH: frozenset({ResourceKey(MESH, "", "other")}),
+        }
+    assert (await store.list(GW, size=1)).total == many
 
 
 async def test_apply_sync_with_one_key_twice_keeps_the_later(store: ResourceStore) -> None:
