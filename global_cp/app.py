@@ -29,6 +29,7 @@ from global_cp.zone_sink import ZoneSink
 from global_cp.zones import DEFAULT_MAX_ZONES, ZoneRecords
 from meshgate.api.mesh.v1alpha1 import kds_pb2_grpc
 from meshgate.auth import KDSAuth, ZoneAuthenticator
+from meshgate.collector import freeze_long_lived
 from meshgate.gui import add_gui
 from meshgate.ha.lease import RedisLease
 from meshgate.kds import ownership
@@ -291,11 +292,13 @@ async def run_global(
             }
             if directory is not None:
                 directory.api_url = f"http://{advertised_host(cfg.bind_address)}:{ports['api']}"
+            frozen = freeze_long_lived()  # the loaded store and snapshots: out of every full collection
             ready = True
             write_ports_file(cfg.ports_file, ports)
             log.info(
                 "global.ready",
                 store=cfg.store,
+                gc_frozen_objects=frozen,
                 kds_auth=cfg.kds_auth.value,
                 kds_tls=cfg.kds_tls_enabled,
                 **{f"{k}_port": v for k, v in ports.items()},

@@ -19,6 +19,7 @@ import anyio
 import structlog
 from aiohttp import web
 
+from meshgate.collector import freeze_long_lived
 from meshgate.dns.names import SERVICE_PORT
 from meshgate.dns.upstream import Upstream
 from meshgate.gui import add_gui
@@ -363,7 +364,14 @@ async def _serve(
         else:
             await tg.start(gateways.run, cfg.bind_address, ports["api"], ports["xds"])
         # Ready means serving local state; a zone does not wait for the global to be reachable.
+        frozen = freeze_long_lived()  # the loaded store and snapshots: out of every full collection
         ready = True
         write_ports_file(cfg.ports_file, ports)
-        log.info("zone.ready", zone=cfg.zone, store=cfg.store, **{f"{k}_port": v for k, v in ports.items()})
+        log.info(
+            "zone.ready",
+            zone=cfg.zone,
+            store=cfg.store,
+            gc_frozen_objects=frozen,
+            **{f"{k}_port": v for k, v in ports.items()},
+        )
         task_status.started(ports)
