@@ -91,6 +91,9 @@ class GlobalConfig:
     leader_lease: float = 10.0
     resync_interval: float = 60.0
     ports_file: Path | None = None
+    # Freeze the heap once ready (meshgate.collector.freeze_long_lived): the processes do; tests that run the
+    # app inside their own process leave it off, so their heap stays the collector's.
+    freeze_heap_when_ready: bool = False
     # KDS over TLS (Kuma's KUMA_MULTIZONE_GLOBAL_KDS_TLS_ENABLED, on by default): with the operator's certificate
     # when both files are set (meshgate.transport.tls), else with the global's own CA (global_cp/kds_tls.py),
     # whose server certificate also names each of `kds_tls_sans`. Off: plaintext, with a warning.
@@ -292,7 +295,7 @@ async def run_global(
             }
             if directory is not None:
                 directory.api_url = f"http://{advertised_host(cfg.bind_address)}:{ports['api']}"
-            frozen = freeze_long_lived()  # the loaded store and snapshots: out of every full collection
+            frozen = freeze_long_lived() if cfg.freeze_heap_when_ready else 0  # the loaded store
             ready = True
             write_ports_file(cfg.ports_file, ports)
             log.info(

@@ -182,6 +182,7 @@ def run(
         kds_auth=kds_auth,
         kds_max_msg_size=kds_max_msg_size,
         api_localhost_is_admin=localhost_is_admin,
+        freeze_heap_when_ready=True,
     )
     run_process("meshgate-global", lambda: run_global(cfg))
 

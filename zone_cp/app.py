@@ -84,6 +84,9 @@ class ZoneConfig:
     store_allow_volatile: bool = False
     data_dir: Path = field(default_factory=lambda: Path("data/zone"))
     ports_file: Path | None = None
+    # Freeze the heap once ready (meshgate.collector.freeze_long_lived): the processes do; tests that run the
+    # app inside their own process leave it off, so their heap stays the collector's.
+    freeze_heap_when_ready: bool = False
     # Delta ADS for the zone's Envoys (gateways started by meshgate-dp); Kuma's port.
     xds_port: int = 5678
     # "universal" or "kubernetes": the latter also reconciles MeshGatewayInstances (zone_cp/kubernetes.py).
@@ -364,7 +367,7 @@ async def _serve(
         else:
             await tg.start(gateways.run, cfg.bind_address, ports["api"], ports["xds"])
         # Ready means serving local state; a zone does not wait for the global to be reachable.
-        frozen = freeze_long_lived()  # the loaded store and snapshots: out of every full collection
+        frozen = freeze_long_lived() if cfg.freeze_heap_when_ready else 0  # the loaded store
         ready = True
         write_ports_file(cfg.ports_file, ports)
         log.info(

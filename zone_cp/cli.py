@@ -258,6 +258,7 @@ def run(
         dataplane_image=dataplane_image,
         dataplane_status_flush_interval=dataplane_status_flush_interval,
         dataplane_subscription_limit=dataplane_subscription_limit,
+        freeze_heap_when_ready=True,
     )
     run_process("meshgate-zone", lambda: run_zone(cfg))
 
