@@ -36,7 +36,7 @@ lock:
 	rm -rf .lock-venv
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
