@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 # Run as a script, bench/ comes first on sys.path, where bench/dns.py would shadow dnspython's `dns`.
@@ -44,11 +43,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.propagation import raw_sync, route_doc, seed, until, write_frames  # noqa: E402
+from bench.propagation import raw_sync, route_doc, seed, start_raw_server, until, write_frames  # noqa: E402
 from bench.zone_fleet import zone_client  # noqa: E402
 from meshgate.api.mesh.v1alpha1 import kds_pb2  # noqa: E402
 from meshgate.observability.logging import configure_logging  # noqa: E402
-from meshgate.pki import generate_authority, issue_server  # noqa: E402
 from meshgate.resources import registry  # noqa: E402
 from meshgate.store import MemoryStore  # noqa: E402
 from meshgate.store.protocol import ResourceStore  # noqa: E402
@@ -117,23 +115,11 @@ async def main(args: argparse.Namespace) -> None:
         work,
         "global",
     )
-    raw_args = ["--frames", str(frames), "--ports-file", str(work / "raw.ports.json")]
-    credentials = None
-    if tls:
-        # The baseline's own CA and certificate, as the global makes its own: both columns pay for TLS.
-        authority = generate_authority("bench raw CA")
-        cert = issue_server(authority, ["127.0.0.1"])
-        (work / "raw.crt").write_bytes(cert.chain_pem)
-        (work / "raw.key").write_bytes(cert.key_pem)
-        raw_args += ["--tls-cert", str(work / "raw.crt"), "--tls-key", str(work / "raw.key")]
-        credentials = grpc.ssl_channel_credentials(root_certificates=authority.cert_pem)
-    raw = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("raw_grpc.py")), *raw_args], env={"PYTHONPATH": str(ROOT)}
-    )
+    raw, raw_ports, credentials = start_raw_server(work, frames, tls)
     try:
         ports = await glob.wait_ready(60)
-        await until(lambda: (work / "raw.ports.json").exists(), 0.05)
-        raw_port = json.loads((work / "raw.ports.json").read_text())["raw"]
+        await until(lambda: raw_ports.exists(), 0.05)
+        raw_port = json.loads(raw_ports.read_text())["raw"]
         address = f"{'grpcs' if tls else 'grpc'}://127.0.0.1:{ports['kds']}"
         ca = glob.kds_ca_file if tls else None
         print(

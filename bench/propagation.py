@@ -354,6 +354,29 @@ def py_spy(out: Path, pid: int, name: str) -> subprocess.Popen[bytes]:
     )
 
 
+def start_raw_server(
+    work: Path, frames: Path, tls: bool
+) -> tuple[subprocess.Popen[bytes], Path, grpc.ChannelCredentials | None]:
+    """Starts bench/raw_grpc.py (the baseline) on `frames`; returns its process, the file it writes its port to,
+    and the client credentials (None: plaintext). The caller stops the process."""
+    raw_ports = work / "raw.ports.json"
+    raw_args = ["--frames", str(frames), "--ports-file", str(raw_ports)]
+    credentials = None
+    if tls:
+        # The baseline's own CA and certificate, as the global makes its own: both columns pay for TLS.
+        authority = generate_authority("bench raw CA")
+        cert = issue_server(authority, ["127.0.0.1"])
+        (work / "raw.crt").write_bytes(cert.chain_pem)
+        (work / "raw.key").write_bytes(cert.key_pem)
+        raw_args += ["--tls-cert", str(work / "raw.crt"), "--tls-key", str(work / "raw.key")]
+        credentials = grpc.ssl_channel_credentials(root_certificates=authority.cert_pem)
+    raw = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("raw_grpc.py")), *raw_args],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    return raw, raw_ports, credentials
+
+
 async def main(args: argparse.Namespace) -> None:
     zones, changes, runs, tls = args.zones, args.changes, args.runs, not args.plaintext
     configure_logging("console", "warning")
@@ -375,21 +398,7 @@ async def main(args: argparse.Namespace) -> None:
         work,
         "global",
     )
-    raw_ports = work / "raw.ports.json"
-    raw_args = ["--frames", str(frames), "--ports-file", str(raw_ports)]
-    credentials = None
-    if tls:
-        # The baseline's own CA and certificate, as the global makes its own: both columns pay for TLS.
-        authority = generate_authority("bench raw CA")
-        cert = issue_server(authority, ["127.0.0.1"])
-        (work / "raw.crt").write_bytes(cert.chain_pem)
-        (work / "raw.key").write_bytes(cert.key_pem)
-        raw_args += ["--tls-cert", str(work / "raw.crt"), "--tls-key", str(work / "raw.key")]
-        credentials = grpc.ssl_channel_credentials(root_certificates=authority.cert_pem)
-    raw = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("raw_grpc.py")), *raw_args],
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )
+    raw, raw_ports, credentials = start_raw_server(work, frames, tls)
     spies: list[subprocess.Popen[bytes]] = []
     try:
         ports = await glob.wait_ready(60)
