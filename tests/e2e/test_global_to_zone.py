@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from meshgate.apply_batch import APPLY_PATH
-from meshgate.resources import registry
+from meshgate.resources import codec, registry
 from meshgate.resources.model import Meta, Resource
 from meshgate.store.sqlite import SqliteStore
 from meshgate.testing import factory
@@ -70,6 +70,23 @@ async def get(cp: CPProcess, path: str) -> dict[str, Any] | None:
         return None
     r.raise_for_status()
     return dict(r.json())
+
+
+async def store_an_invalid_gateway(procs: ProcessGroup, kds_port: int, *also: dict[str, Any]) -> None:
+    """Puts a MeshGateway named `bad` that a validating zone refuses (port 0) straight into the store of a global
+    on `kds_port`, as a global with looser rules would hold it, with the Mesh and `also` documents. The global is
+    started (to create its store) and stopped again: the caller starts it anew."""
+    g = await procs.global_cp(kds_port=kds_port)
+    await put(g, MESH)
+    g.stop()
+    store = SqliteStore(procs.workdir / "global" / "meshgate.db")
+    try:
+        bad = codec.decode(gateway("bad", port=0))
+        await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
+        for doc in also:
+            await store.create(codec.load(doc))
+    finally:
+        await store.close()
 
 
 async def start_all(procs: ProcessGroup, kds_port: int = 0) -> tuple[CPProcess, list[CPProcess]]:
@@ -188,7 +205,6 @@ async def test_a_zone_validates_only_what_a_global_it_cannot_authenticate_sends(
     g.stop()
     store = SqliteStore(procs.workdir / "global" / "meshgate.db")
     try:
-        from meshgate.resources import codec
 
         bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation
         good = codec.load(gateway("good"))

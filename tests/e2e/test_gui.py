@@ -18,11 +18,8 @@ import pytest
 import yaml
 from playwright.async_api import Browser, ConsoleMessage, Page
 
-from meshgate.resources import codec
-from meshgate.resources.model import Meta, Resource
-from meshgate.store.sqlite import SqliteStore
 from meshgate.testing.browser import VIEWPORT, chromium, screenshot_dir, shoot
-from tests.e2e.test_global_to_zone import MESH, gateway, get, put
+from tests.e2e.test_global_to_zone import MESH, gateway, get, put, store_an_invalid_gateway
 from tests.support.dp import zone_dp
 from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
@@ -158,15 +155,7 @@ async def test_a_stopped_zone_turns_red_on_the_zones_page(procs: ProcessGroup, b
 async def test_a_nack_shows_with_its_reason(procs: ProcessGroup, browser: Browser, shots: Path) -> None:
     """The global's store gets an invalid gateway directly (a global with looser rules); the zone NACKs it."""
     kds_port = free_port()
-    g = await procs.global_cp(kds_port=kds_port)
-    await put(g, MESH)
-    g.stop()
-    store = SqliteStore(procs.workdir / "global" / "meshgate.db")
-    try:
-        bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation in the zone
-        await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
-    finally:
-        await store.close()
+    await store_an_invalid_gateway(procs, kds_port)
     g = await procs.global_cp(kds_port=kds_port)
     # A zone trusts what a global it authenticated accepted (issue 16): this one cannot verify the global's
     # certificate, so it validates again and NACKs the bad gateway by name.

@@ -18,10 +18,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from meshgate.resources import codec
-from meshgate.resources.model import Meta, Resource
-from meshgate.store.sqlite import SqliteStore
-from tests.e2e.test_global_to_zone import MESH, gateway, get, put
+from tests.e2e.test_global_to_zone import MESH, gateway, get, put, store_an_invalid_gateway
 from tests.support.names import in_zone
 from tests.support.processes import CPProcess, ProcessGroup, free_port
 from tests.support.wait import eventually
@@ -120,16 +117,7 @@ async def test_kds_trace_reports_a_nacked_resource_as_rejected(procs: ProcessGro
     """The global's store gets an invalid gateway directly (a global with looser rules); zones that validate
     (they cannot verify the global's certificate) NACK it."""
     kds_port = free_port()
-    g = await procs.global_cp(kds_port=kds_port)
-    await put(g, MESH)
-    g.stop()
-    store = SqliteStore(procs.workdir / "global" / "meshgate.db")
-    try:
-        bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation in the zone
-        await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
-        await store.create(codec.load(gateway("good")))
-    finally:
-        await store.close()
+    await store_an_invalid_gateway(procs, kds_port, gateway("good"))
     # A zone trusts what a global it authenticated accepted (issue 16); one that cannot verify the global's
     # certificate validates again, and NACKs the bad gateway by name.
     g, _zones = await start(procs, kds_port=kds_port, zone_args=("--kds-tls-skip-verify",))
