@@ -205,7 +205,6 @@ async def test_a_zone_validates_only_what_a_global_it_cannot_authenticate_sends(
     g.stop()
     store = SqliteStore(procs.workdir / "global" / "meshgate.db")
     try:
-
         bad = codec.decode(gateway("bad", port=0))  # port 0 fails validation
         good = codec.load(gateway("good"))
         await store.create(Resource(bad.kind, Meta(name="bad", mesh="default"), bad.spec))
